@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what building and testing Magrathea needs on a fresh Debian 12 machine.
+# Idempotent: installs only what is missing. Runs as root (or with sudo available).
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+need=()
+command -v git >/dev/null || need+=(git)
+command -v ssh >/dev/null || need+=(openssh-client)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+command -v cc >/dev/null || need+=(gcc)
+command -v curl >/dev/null || need+=(curl)
+command -v script >/dev/null || need+=(bsdutils)
+command -v tmux >/dev/null || need+=(tmux)
+if [ "${#need[@]}" -gt 0 ]; then
+    echo "==> installing: ${need[*]}"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+    echo "error: cargo (Rust toolchain) is not installed; install Rust 1.89+ first" >&2
+    exit 1
+fi

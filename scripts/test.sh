@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The whole test suite: unit tests and the end-to-end tests that drive the real binary with
+# real ssh, git (and, for builds and deploys, Docker). Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/deps.sh
+if [ -x scripts/docker-up.sh ] && [ -d buildpacks ]; then
+    bash scripts/docker-up.sh
+    bash scripts/stack-tiny.sh >/dev/null
+fi
+
+cargo build --all-targets --locked 2>&1 | tail -n 3
+if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run --locked --no-fail-fast "$@"
+else
+    cargo test --locked --no-fail-fast "$@"
+fi

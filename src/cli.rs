@@ -1,0 +1,110 @@
+//! The binary's own command line (not the SSH commands; those are in `cmd/`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "magrathea",
+    version,
+    about = "git push build and deploy server with an SSH front door"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DataArg {
+    /// The data directory
+    #[arg(long, env = "MAGRATHEA_DATA", value_name = "DIR")]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create a data directory: host key, store, first admin key
+    Init {
+        #[command(flatten)]
+        data: DataArg,
+        /// Public key of the first admin (default: ~/.ssh/id_ed25519.pub, else id_rsa.pub)
+        #[arg(long, value_name = "PATH")]
+        admin_key: Option<PathBuf>,
+        /// Name of the first admin key
+        #[arg(long, default_value = "admin")]
+        admin_name: String,
+    },
+    /// Run the controller: SSH front door, hook socket
+    Serve {
+        #[command(flatten)]
+        data: DataArg,
+        /// SSH listen address
+        #[arg(long, default_value = "0.0.0.0:2222")]
+        listen: String,
+        /// Maximum concurrent SSH connections
+        #[arg(long, default_value_t = 256)]
+        max_connections: usize,
+    },
+    /// Git hooks (run by git inside a push, not by hand)
+    Hook {
+        #[command(subcommand)]
+        hook: HookCmd,
+    },
+    /// Manage keys offline, against the data directory (recovery)
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HookCmd {
+    /// Hand a push's ref updates to the controller
+    PreReceive,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCmd {
+    /// Register a public key (from --key PATH, else stdin)
+    Add {
+        #[command(flatten)]
+        data: DataArg,
+        name: String,
+        #[arg(long, default_value = "user", value_parser = ["admin", "user"])]
+        role: String,
+        #[arg(long, value_name = "PATH")]
+        key: Option<PathBuf>,
+    },
+    /// List keys
+    List {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Remove a key
+    Remove {
+        #[command(flatten)]
+        data: DataArg,
+        name: String,
+    },
+}
+
+impl KeysCmd {
+    pub fn data(&self) -> &std::path::Path {
+        match self {
+            KeysCmd::Add { data, .. } | KeysCmd::List { data } | KeysCmd::Remove { data, .. } => {
+                &data.data
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn cli_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+        crate::cmd::Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,50 @@
+//! access, access:grant, access:revoke.
+
+use std::sync::Arc;
+
+use super::{table, CmdError, CmdResult};
+use crate::access::AppRole;
+use crate::controller::Core;
+
+pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
+    let rows = core.store.list_access(app)?;
+    if json {
+        return Ok(table::json(&rows));
+    }
+    if rows.is_empty() {
+        return Ok(format!("only admins have access to '{app}'\n"));
+    }
+    let rows: Vec<Vec<String>> = rows
+        .into_iter()
+        .map(|r| vec![r.key, r.role, r.tags.unwrap_or_else(|| "-".into())])
+        .collect();
+    Ok(table::render(&["KEY", "ROLE", "TAGS"], &rows))
+}
+
+pub fn grant(core: &Arc<Core>, app: &str, key: &str, role: &str, tags: Option<&str>) -> CmdResult {
+    crate::names::check("key", key)?;
+    let role: AppRole = role.parse().map_err(CmdError::Invalid)?;
+    if let Some(p) = tags {
+        if !crate::names::valid_tag_pattern(p) {
+            return Err(CmdError::Invalid(format!(
+                "invalid tag pattern '{p}': use letters, digits and . - _ / * ?"
+            )));
+        }
+        if role < AppRole::Deployer {
+            return Err(CmdError::Invalid(
+                "--tags limits pushes; it needs role deployer or owner".into(),
+            ));
+        }
+    }
+    core.store.set_access(app, key, role, tags)?;
+    let limit = tags
+        .map(|p| format!(", pushes limited to tags '{p}'"))
+        .unwrap_or_default();
+    Ok(format!("key '{key}' is now {role} on '{app}'{limit}\n"))
+}
+
+pub fn revoke(core: &Arc<Core>, app: &str, key: &str) -> CmdResult {
+    crate::names::check("key", key)?;
+    core.store.revoke_access(app, key)?;
+    Ok(format!("revoked key '{key}' on '{app}'\n"))
+}

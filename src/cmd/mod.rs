@@ -1,0 +1,363 @@
+//! The commands users run over SSH (`ssh paas CMD ...`), one file per family, like
+//! mini-redis's `cmd/`. Parsing is strict: shell-words split, then clap `try_parse_from`;
+//! never a shell, never `process::exit`. Each command states the access it needs; the
+//! dispatcher checks it and audits every call, allowed or refused.
+
+mod access;
+mod apps;
+mod audit;
+mod info;
+mod keys;
+pub mod table;
+
+use std::sync::Arc;
+
+use clap::{CommandFactory, Parser, Subcommand};
+use thiserror::Error;
+
+use crate::access::{AppRole, Identity};
+use crate::controller::{Core, CoreError};
+use crate::names::InvalidName;
+use crate::store::StoreError;
+
+/// What a finished command sends back.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub code: u32,
+}
+
+impl Reply {
+    pub fn ok(s: impl Into<String>) -> Reply {
+        Reply {
+            stdout: s.into().into_bytes(),
+            ..Default::default()
+        }
+    }
+    pub fn err(msg: impl std::fmt::Display, code: u32) -> Reply {
+        Reply {
+            stderr: format!("{}\n", msg).into_bytes(),
+            code,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum CmdError {
+    #[error("error: {0}")]
+    Invalid(String),
+    #[error("error: {0}")]
+    Core(#[from] CoreError),
+    #[error("error: {0}")]
+    Store(#[from] StoreError),
+    #[error("error: {0}")]
+    Name(#[from] InvalidName),
+}
+
+impl CmdError {
+    fn outcome(&self) -> &'static str {
+        match self {
+            CmdError::Core(CoreError::Denied(_)) => "denied",
+            _ => "error",
+        }
+    }
+}
+
+pub type CmdResult = Result<String, CmdError>;
+
+/// Top-level grammar. Command names carry a colon, Heroku style.
+#[derive(Debug, Parser)]
+#[command(
+    name = "ssh paas",
+    about = "Magrathea: git push to build and deploy. Commands over ssh:",
+    no_binary_name = true,
+    disable_help_subcommand = true,
+    disable_version_flag = true,
+    override_usage = "ssh paas COMMAND [ARGS...]\n       git push paas main",
+    after_help = "Run 'ssh paas COMMAND --help' for a command's options."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Show the commands, or one command's help
+    Help { command: Option<String> },
+    /// Show the server's version
+    Version,
+    /// Show which key you are authenticated as
+    Whoami {
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the apps you can see
+    Apps {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Create an app (admin)
+    #[command(name = "apps:create")]
+    AppsCreate { name: String },
+    /// Show an app
+    #[command(name = "apps:info")]
+    AppsInfo {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Destroy an app and its repository (owner)
+    #[command(name = "apps:destroy")]
+    AppsDestroy {
+        name: String,
+        /// The app's name again, to confirm
+        #[arg(long, value_name = "NAME")]
+        confirm: Option<String>,
+    },
+    /// List the registered keys (admin)
+    Keys {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register a public key, read from stdin (admin)
+    #[command(name = "keys:add")]
+    KeysAdd {
+        name: String,
+        #[arg(long, default_value = "user", value_parser = ["admin", "user"])]
+        role: String,
+    },
+    /// Remove a key and its grants (admin)
+    #[command(name = "keys:remove")]
+    KeysRemove { name: String },
+    /// Show who has access to an app (owner)
+    Access {
+        app: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Give a key a role on an app: viewer, deployer or owner (owner)
+    #[command(name = "access:grant")]
+    AccessGrant {
+        app: String,
+        key: String,
+        #[arg(value_parser = ["viewer", "deployer", "owner"])]
+        role: String,
+        /// Limit this key's pushes to tags matching PATTERN (e.g. 'v*')
+        #[arg(long, value_name = "PATTERN")]
+        tags: Option<String>,
+    },
+    /// Take a key's access to an app away (owner)
+    #[command(name = "access:revoke")]
+    AccessRevoke { app: String, key: String },
+    /// Show the audit trail (admin; owners for their app)
+    Audit {
+        app: Option<String>,
+        #[arg(short = 'n', default_value_t = 50)]
+        n: i64,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// The access a command needs.
+enum Need<'a> {
+    Anyone,
+    Admin,
+    App(&'a str, AppRole),
+}
+
+impl Cmd {
+    fn need(&self) -> Need<'_> {
+        use Cmd::*;
+        match self {
+            Help { .. } | Version | Whoami { .. } | Apps { .. } => Need::Anyone,
+            AppsCreate { .. } | Keys { .. } | KeysAdd { .. } | KeysRemove { .. } => Need::Admin,
+            AppsInfo { name, .. } => Need::App(name, AppRole::Viewer),
+            AppsDestroy { name, .. } => Need::App(name, AppRole::Owner),
+            Access { app, .. } | AccessGrant { app, .. } | AccessRevoke { app, .. } => {
+                Need::App(app, AppRole::Owner)
+            }
+            Audit { app: Some(app), .. } => Need::App(app, AppRole::Owner),
+            Audit { app: None, .. } => Need::Admin,
+        }
+    }
+
+    fn app(&self) -> Option<&str> {
+        match self.need() {
+            Need::App(a, _) => Some(a),
+            _ => match self {
+                Cmd::AppsCreate { name } => Some(name),
+                _ => None,
+            },
+        }
+    }
+
+    /// Does this command read the client's stdin?
+    pub fn wants_stdin(&self) -> bool {
+        matches!(self, Cmd::KeysAdd { .. })
+    }
+}
+
+pub const COMMANDS: &[&str] = &[
+    "help",
+    "version",
+    "whoami",
+    "apps",
+    "apps:create",
+    "apps:info",
+    "apps:destroy",
+    "keys",
+    "keys:add",
+    "keys:remove",
+    "access",
+    "access:grant",
+    "access:revoke",
+    "audit",
+];
+
+/// Parse an argv; on failure the reply to send (help is a success, bad usage is not).
+pub fn parse(argv: &[String]) -> Result<Cmd, Reply> {
+    match argv.first() {
+        None => return Err(Reply::ok(help_text())),
+        Some(first) if !first.starts_with('-') && !COMMANDS.contains(&first.as_str()) => {
+            let shown: String = first.chars().filter(|c| !c.is_control()).take(60).collect();
+            return Err(Reply::err(
+                format!("error: unknown command '{shown}' (try 'help')"),
+                1,
+            ));
+        }
+        _ => {}
+    }
+    match Cli::try_parse_from(argv) {
+        Ok(cli) => Ok(cli.cmd),
+        Err(e) => {
+            let text = e.render().to_string();
+            match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    Err(Reply::ok(text))
+                }
+                _ => Err(Reply::err(text.trim_end(), 2)),
+            }
+        }
+    }
+}
+
+pub fn help_text() -> String {
+    let mut c = Cli::command();
+    c.render_help().to_string()
+}
+
+/// Audit text for a command line: anything shaped `K=V` has its value hidden.
+pub fn redact(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, _)) if !k.starts_with('-') => format!("{k}=***"),
+            _ => a.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Check access, run, audit.
+pub fn execute(core: &Arc<Core>, who: &Identity, argv: &[String], cmd: Cmd, stdin: &[u8]) -> Reply {
+    let line = redact(argv);
+    let app = cmd.app().map(str::to_string);
+    let checked = match cmd.need() {
+        Need::Anyone => Ok(()),
+        Need::Admin if who.is_admin() => Ok(()),
+        Need::Admin => Err(CmdError::Core(CoreError::Denied(format!(
+            "'{}' needs an admin key; key '{}' is not one",
+            argv.first().map(String::as_str).unwrap_or(""),
+            who.name
+        )))),
+        Need::App(a, role) => crate::names::check("app", a)
+            .map_err(CmdError::from)
+            .and_then(|a| {
+                core.require(who, a, role, argv.first().map(String::as_str).unwrap_or(""))
+                    .map(|_| ())
+                    .map_err(CmdError::from)
+            }),
+    };
+    let result = checked.and_then(|()| run(core, who, cmd, stdin));
+    match result {
+        Ok(out) => {
+            core.audit(who, app.as_deref(), &line, "ok", "");
+            Reply::ok(out)
+        }
+        Err(e) => {
+            core.audit(who, app.as_deref(), &line, e.outcome(), &e.to_string());
+            Reply::err(&e, 1)
+        }
+    }
+}
+
+fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
+    use Cmd::*;
+    match cmd {
+        Help { command } => info::help(command.as_deref()),
+        Version => Ok(format!("magrathea {}\n", env!("CARGO_PKG_VERSION"))),
+        Whoami { json } => info::whoami(who, json),
+        Apps { json } => apps::list(core, who, json),
+        AppsCreate { name } => apps::create(core, who, &name),
+        AppsInfo { name, json } => apps::info(core, &name, json),
+        AppsDestroy { name, confirm } => apps::destroy(core, &name, confirm.as_deref()),
+        Keys { json } => keys::list(core, json),
+        KeysAdd { name, role } => keys::add(core, &name, &role, stdin),
+        KeysRemove { name } => keys::remove(core, &name),
+        Access { app, json } => access::list(core, &app, json),
+        AccessGrant {
+            app,
+            key,
+            role,
+            tags,
+        } => access::grant(core, &app, &key, &role, tags.as_deref()),
+        AccessRevoke { app, key } => access::revoke(core, &app, &key),
+        Audit { app, n, json } => audit::list(core, app.as_deref(), n, json),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(s: &str) -> Vec<String> {
+        shell_words::split(s).unwrap()
+    }
+
+    #[test]
+    fn parsing() {
+        assert!(matches!(
+            parse(&argv("apps:create web")),
+            Ok(Cmd::AppsCreate { .. })
+        ));
+        let e = parse(&argv("frobnicate")).unwrap_err();
+        assert_eq!(e.code, 1);
+        assert!(String::from_utf8_lossy(&e.stderr)
+            .contains("unknown command 'frobnicate' (try 'help')"));
+        let e = parse(&argv("apps:create")).unwrap_err();
+        assert_eq!(e.code, 2);
+        let h = parse(&argv("apps:create --help")).unwrap_err();
+        assert_eq!(h.code, 0);
+        assert!(String::from_utf8_lossy(&h.stdout).contains("apps:create"));
+        assert!(parse(&argv("access:grant web bob god")).is_err());
+        assert_eq!(parse(&[]).unwrap_err().code, 0);
+        let known: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        for c in &known {
+            assert!(COMMANDS.contains(&c.as_str()), "{c} missing from COMMANDS");
+        }
+    }
+
+    #[test]
+    fn redaction() {
+        assert_eq!(
+            redact(&argv("config:set web A=secret --env=prod")),
+            "config:set web A=*** --env=prod"
+        );
+    }
+}

@@ -1,0 +1,96 @@
+//! The unix socket (0600) that `magrathea hook pre-receive` talks to. One request per
+//! connection; the push pipeline's output goes back as frames.
+
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+use super::Core;
+use crate::git::hookproto::{Frame, HookRequest};
+
+pub fn bind(core: &Core) -> anyhow::Result<UnixListener> {
+    let path = core.data.hook_socket();
+    std::fs::create_dir_all(core.data.run())?;
+    crate::fsutil::set_mode(&core.data.run(), 0o700)?;
+    // A stale socket from a crashed controller would make bind fail.
+    let _ = std::fs::remove_file(&path);
+    let l = UnixListener::bind(&path)?;
+    crate::fsutil::set_mode(&path, 0o600)?;
+    Ok(l)
+}
+
+pub async fn serve(core: Arc<Core>, listener: UnixListener) {
+    loop {
+        tokio::select! {
+            _ = core.shutdown.cancelled() => {
+                // Pushes already running keep their connection; new hooks are refused by
+                // the SSH side. Keep accepting so in-flight pushes' hooks can still reach us.
+            }
+            r = listener.accept() => match r {
+                Ok((stream, _)) => {
+                    let core = core.clone();
+                    tokio::spawn(async move { handle(core, stream).await });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "hook socket accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        }
+        if core.shutdown.is_cancelled() && core.tasks.is_empty() {
+            break;
+        }
+    }
+}
+
+async fn handle(core: Arc<Core>, stream: UnixStream) {
+    let (r, mut w) = stream.into_split();
+    let mut line = String::new();
+    let mut reader = BufReader::new(r.take(32 << 20));
+    let req: HookRequest = match reader.read_line(&mut line).await {
+        Ok(_) => match serde_json::from_str(&line) {
+            Ok(req) => req,
+            Err(e) => {
+                let _ = w
+                    .write_all(
+                        Frame::out(format!("error: bad hook request ({e})"))
+                            .to_line()
+                            .as_bytes(),
+                    )
+                    .await;
+                let _ = w.write_all(Frame::exit(1).to_line().as_bytes()).await;
+                return;
+            }
+        },
+        Err(_) => return,
+    };
+    let Some(push) = core.pending_push(&req.push_id, &req.token) else {
+        let _ = w
+            .write_all(
+                Frame::out("error: unknown push or bad token; push rejected")
+                    .to_line()
+                    .as_bytes(),
+            )
+            .await;
+        let _ = w.write_all(Frame::exit(1).to_line().as_bytes()).await;
+        return;
+    };
+    let (tx, mut rx) = mpsc::channel::<Frame>(256);
+    let pipeline = tokio::spawn(super::push::run(core.clone(), push, req, tx.clone()));
+    drop(tx);
+    let mut hook_gone = false;
+    while let Some(f) = rx.recv().await {
+        if !hook_gone && w.write_all(f.to_line().as_bytes()).await.is_err() {
+            // The pusher went away (Ctrl-C): the pipeline sees its sender fail and stops.
+            hook_gone = true;
+            rx.close();
+        }
+    }
+    let code = pipeline.await.unwrap_or(1);
+    if !hook_gone {
+        let _ = w.write_all(Frame::exit(code).to_line().as_bytes()).await;
+        let _ = w.flush().await;
+    }
+}

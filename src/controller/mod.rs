@@ -1,0 +1,273 @@
+//! The controller core: the one API every front end (SSH commands, git pushes, hooks) calls.
+//! It owns the store, the data dir and the table of pushes in flight. It knows nothing of SSH.
+
+pub mod hookserver;
+pub mod push;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use thiserror::Error;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::access::{AppRole, Grant, Identity};
+use crate::paths::DataDir;
+use crate::store::{Audit, Store, StoreError};
+
+#[derive(Debug, Error)]
+pub enum CoreError {
+    #[error("access denied: {0}")]
+    Denied(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(#[from] anyhow::Error),
+}
+
+/// Which git service an SSH exec asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitService {
+    ReceivePack,
+    UploadPack,
+}
+
+impl GitService {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitService::ReceivePack => "receive-pack",
+            GitService::UploadPack => "upload-pack",
+        }
+    }
+}
+
+/// A push in flight: the hook proves it belongs to it with the token.
+#[derive(Debug, Clone)]
+pub struct PendingPush {
+    pub token: String,
+    pub app: String,
+    pub identity: Identity,
+    pub grant: Grant,
+}
+
+pub struct Core {
+    pub data: DataDir,
+    pub store: Store,
+    pushes: Mutex<HashMap<String, PendingPush>>,
+    pub shutdown: CancellationToken,
+    /// Work that graceful shutdown waits for (pushes).
+    pub tasks: TaskTracker,
+    /// The binary git hooks call back into.
+    pub bin: PathBuf,
+}
+
+/// Removes the push from the in-flight table when the SSH side is done with it.
+pub struct PushGuard {
+    core: Arc<Core>,
+    pub id: String,
+    pub token: String,
+}
+
+impl Drop for PushGuard {
+    fn drop(&mut self) {
+        self.core
+            .pushes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
+}
+
+impl Core {
+    pub fn open(data: DataDir, bin: PathBuf) -> anyhow::Result<Core> {
+        let store = Store::open(&data.db())?;
+        Ok(Core {
+            data,
+            store,
+            pushes: Mutex::new(HashMap::new()),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+            bin,
+        })
+    }
+
+    /// Record one audit entry; an audit failure is logged, never hidden.
+    pub fn audit(
+        &self,
+        who: &Identity,
+        app: Option<&str>,
+        command: &str,
+        outcome: &str,
+        detail: &str,
+    ) {
+        if let Err(e) = self.store.audit(&Audit {
+            fingerprint: &who.fingerprint,
+            key_name: &who.name,
+            app,
+            command,
+            outcome,
+            detail,
+        }) {
+            tracing::error!(error = %e, "cannot write audit entry");
+        }
+    }
+
+    /// The caller's grant on an existing app, or a message that does not reveal whether an
+    /// app the caller cannot see exists.
+    pub fn require(
+        &self,
+        who: &Identity,
+        app: &str,
+        need: AppRole,
+        action: &str,
+    ) -> Result<Grant, CoreError> {
+        let exists = self.store.app(app)?.is_some();
+        if who.is_admin() {
+            return if exists {
+                Ok(Grant::admin())
+            } else {
+                Err(CoreError::NotFound(format!("app '{app}' does not exist")))
+            };
+        }
+        match self.store.grant(who, app)? {
+            Some(g) if exists && g.role >= need => Ok(g),
+            Some(g) => Err(CoreError::Denied(format!(
+                "key '{}' is {} on app '{app}'; {action} needs {need}",
+                who.name, g.role
+            ))),
+            None => Err(CoreError::Denied(format!(
+                "app '{app}' does not exist or key '{}' has no access to it",
+                who.name
+            ))),
+        }
+    }
+
+    /// Checks a git service request and returns the repository path. A push by an admin to
+    /// an app that does not exist creates it.
+    pub fn authorize_git(
+        &self,
+        who: &Identity,
+        svc: GitService,
+        app: &str,
+    ) -> Result<(PathBuf, Grant), CoreError> {
+        if self.shutdown.is_cancelled() && svc == GitService::ReceivePack {
+            return Err(CoreError::Unavailable(
+                "the server is shutting down; push again in a moment".into(),
+            ));
+        }
+        let exists = self.store.app(app)?.is_some();
+        if !exists && svc == GitService::ReceivePack && who.is_admin() {
+            self.create_app(who, app)?;
+        }
+        let (need, action) = match svc {
+            GitService::ReceivePack => (AppRole::Deployer, "push"),
+            GitService::UploadPack => (AppRole::Viewer, "clone"),
+        };
+        let grant = self.require(who, app, need, action)?;
+        let repo = self.data.repo(app);
+        if !repo.exists() {
+            init_repo(&self.data, app)?;
+        }
+        Ok((repo, grant))
+    }
+
+    pub fn create_app(&self, who: &Identity, app: &str) -> Result<(), CoreError> {
+        crate::names::check("app", app).map_err(|e| CoreError::Other(e.into()))?;
+        // The repository first: an app row never points at a missing repo.
+        if !self.data.repo(app).exists() {
+            init_repo(&self.data, app)?;
+        }
+        self.store.create_app(app, &who.name)?;
+        Ok(())
+    }
+
+    pub fn destroy_app(&self, app: &str) -> Result<(), CoreError> {
+        self.store.destroy_app(app)?;
+        let repo = self.data.repo(app);
+        if repo.exists() {
+            // Move aside first so a crash mid-delete never leaves a half repo under the name.
+            let trash = self
+                .data
+                .repos()
+                .join(format!(".trash-{app}-{}", crate::keys::random_hex(4)));
+            std::fs::rename(&repo, &trash).map_err(anyhow::Error::from)?;
+            let _ = std::fs::remove_dir_all(&trash);
+        }
+        Ok(())
+    }
+
+    pub fn begin_push(self: &Arc<Self>, who: &Identity, app: &str, grant: Grant) -> PushGuard {
+        let id = crate::keys::random_hex(8);
+        let token = crate::keys::random_hex(32);
+        self.pushes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(
+                id.clone(),
+                PendingPush {
+                    token: token.clone(),
+                    app: app.to_string(),
+                    identity: who.clone(),
+                    grant,
+                },
+            );
+        PushGuard {
+            core: self.clone(),
+            id,
+            token,
+        }
+    }
+
+    pub fn pending_push(&self, id: &str, token: &str) -> Option<PendingPush> {
+        let map = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
+        let p = map.get(id)?;
+        constant_time_eq(p.token.as_bytes(), token.as_bytes()).then(|| p.clone())
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// `git init --bare` into a temp dir, configured, then renamed into place.
+pub fn init_repo(data: &DataDir, app: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    std::fs::create_dir_all(data.repos())?;
+    let tmp = data
+        .repos()
+        .join(format!(".new-{app}-{}", crate::keys::random_hex(4)));
+    let run = |args: &[&str]| -> anyhow::Result<()> {
+        let out = std::process::Command::new("git")
+            .args(args)
+            .output()
+            .context("cannot run git (is it installed?)")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "git {} failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(())
+    };
+    let t = tmp.to_str().context("non-UTF-8 data dir")?;
+    run(&["init", "--bare", "--quiet", "--initial-branch=main", t])?;
+    for (k, v) in [
+        ("receive.fsckObjects", "true"),
+        ("gc.auto", "0"),
+        ("receive.advertisePushOptions", "true"),
+    ] {
+        run(&["--git-dir", t, "config", k, v])?;
+    }
+    let dst = data.repo(app);
+    if dst.exists() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        return Ok(());
+    }
+    std::fs::rename(&tmp, &dst)?;
+    Ok(())
+}

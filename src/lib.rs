@@ -1,0 +1,24 @@
+//! Magrathea: a single-binary git-push build and deploy server with an SSH front door.
+//!
+//! Module map (see ARCHITECTURE.md for the invariants):
+//! - [`ssh`]: the front door (russh); translates callbacks into calls on the core.
+//! - [`cmd`]: the SSH commands, one file per family; strict parsing, access checks, audit.
+//! - [`controller`]: the core API, the push pipeline and the hook socket.
+//! - [`git`]: bridging the real `git receive-pack`/`upload-pack`; the hook shim and protocol.
+//! - [`store`]: SQLite, migrations; only the controller opens it.
+//! - [`access`], [`keys`], [`names`]: identity, roles, key handling, the name grammar.
+//! - [`serve`]: `init` and `serve`, the process lifecycle.
+
+pub mod access;
+pub mod cli;
+pub mod cmd;
+pub mod controller;
+pub mod fsutil;
+pub mod git;
+pub mod keys;
+pub mod names;
+pub mod paths;
+pub mod serve;
+pub mod ssh;
+pub mod store;
+pub mod timefmt;

@@ -1,0 +1,46 @@
+use clap::Parser;
+use magrathea::cli::{Cli, Command, HookCmd};
+
+fn main() {
+    let cli = Cli::parse();
+    if let Command::Hook {
+        hook: HookCmd::PreReceive,
+    } = cli.command
+    {
+        // The hook is tiny and synchronous; no runtime, no logging setup.
+        std::process::exit(magrathea::git::hook::pre_receive());
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MAGRATHEA_LOG")
+                .unwrap_or_else(|_| "info,russh=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Init {
+            data,
+            admin_key,
+            admin_name,
+        } => magrathea::serve::init(&data.data, admin_key, &admin_name),
+        Command::Serve {
+            data,
+            listen,
+            max_connections,
+        } => tokio::runtime::Runtime::new()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| {
+                rt.block_on(magrathea::serve::serve(
+                    &data.data,
+                    &listen,
+                    max_connections,
+                ))
+            }),
+        Command::Keys { cmd } => magrathea::serve::keys(cmd),
+        Command::Hook { .. } => unreachable!(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

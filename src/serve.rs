@@ -1,0 +1,178 @@
+//! `magrathea init` and `magrathea serve`: setting up and running the controller.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+
+use crate::access::KeyRole;
+use crate::controller::{hookserver, Core};
+use crate::paths::DataDir;
+use crate::store::Store;
+
+const PRE_RECEIVE: &str = include_str!("../hooks/pre-receive");
+
+pub fn init(data: &Path, admin_key: Option<PathBuf>, admin_name: &str) -> anyhow::Result<()> {
+    let dd = DataDir::new(data);
+    crate::names::check("key", admin_name)?;
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    crate::fsutil::set_mode(data, 0o700)?;
+    let (host, new_host) = crate::keys::load_or_create(&dd.host_key(), "magrathea-host")?;
+    let (_, new_client) = crate::keys::load_or_create(&dd.client_key(), "magrathea-controller")?;
+    let store = Store::open(&dd.db())?;
+    for d in [dd.repos(), dd.logs(), dd.run(), dd.builds()] {
+        std::fs::create_dir_all(d)?;
+    }
+    let fp = crate::keys::fingerprint(host.public_key());
+    if store.count_keys()? > 0 {
+        if new_host || new_client {
+            println!("repaired missing keys in {}", data.display());
+        } else {
+            println!("{} is already initialised; nothing changed", data.display());
+        }
+        println!("host key {fp}");
+        return Ok(());
+    }
+    let path = match admin_key {
+        Some(p) => p,
+        None => default_admin_key().context(
+            "no admin key: pass --admin-key PATH (no ~/.ssh/id_ed25519.pub or id_rsa.pub found)",
+        )?,
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    let key = crate::keys::parse_public(&text).with_context(|| format!("{}", path.display()))?;
+    store.add_key(admin_name, &key.fingerprint, &key.openssh, KeyRole::Admin)?;
+    println!("initialised {}", data.display());
+    println!("host key {fp}");
+    println!("admin key '{admin_name}' {}", key.fingerprint);
+    Ok(())
+}
+
+fn default_admin_key() -> Option<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    ["id_ed25519.pub", "id_rsa.pub"]
+        .iter()
+        .map(|f| home.join(".ssh").join(f))
+        .find(|p| p.exists())
+}
+
+/// The hook shims belong to this binary, not to the source tree: write them on every start.
+fn install_hooks(dd: &DataDir) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dd.hooks())?;
+    crate::fsutil::write_atomic(
+        &dd.hooks().join("pre-receive"),
+        PRE_RECEIVE.as_bytes(),
+        0o755,
+    )?;
+    Ok(())
+}
+
+pub async fn serve(data: &Path, listen: &str, max_connections: usize) -> anyhow::Result<()> {
+    let dd = DataDir::new(data);
+    if !dd.db().exists() || !dd.host_key().exists() {
+        bail!(
+            "{} is not initialised; run: magrathea init --data {}",
+            data.display(),
+            data.display()
+        );
+    }
+    let (host_key, _) = crate::keys::load_or_create(&dd.host_key(), "magrathea-host")?;
+    install_hooks(&dd)?;
+    let bin = std::env::current_exe().context("cannot find my own binary")?;
+    let core = Arc::new(Core::open(dd, bin)?);
+    let hook_listener = hookserver::bind(&core)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    println!(
+        "magrathea {} serving {}",
+        env!("CARGO_PKG_VERSION"),
+        data.display()
+    );
+    println!(
+        "host key {}",
+        crate::keys::fingerprint(host_key.public_key())
+    );
+    println!("ssh listening on {}", listener.local_addr()?);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    tokio::spawn(hookserver::serve(core.clone(), hook_listener));
+    let ssh = tokio::spawn(crate::ssh::serve(
+        core.clone(),
+        listener,
+        host_key,
+        crate::ssh::ServerOptions { max_connections },
+    ));
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new pushes; waiting for running ones");
+    core.shutdown.cancel();
+    let _ = ssh.await;
+    core.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(600), core.tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("pushes still running after 10 minutes; stopping anyway");
+    }
+    let _ = std::fs::remove_file(core.data.hook_socket());
+    println!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// `magrathea keys ...` against the data dir, for when no admin key is left.
+pub fn keys(cmd: crate::cli::KeysCmd) -> anyhow::Result<()> {
+    use crate::cli::KeysCmd;
+    let data = &cmd.data().to_path_buf();
+    let dd = DataDir::new(data);
+    if !dd.db().exists() {
+        bail!(
+            "{} is not initialised; run: magrathea init --data {}",
+            data.display(),
+            data.display()
+        );
+    }
+    let store = Store::open(&dd.db())?;
+    match cmd {
+        KeysCmd::Add {
+            name, role, key, ..
+        } => {
+            crate::names::check("key", &name)?;
+            let text = match key {
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("cannot read {}", p.display()))?,
+                None => std::io::read_to_string(std::io::stdin())?,
+            };
+            let parsed = crate::keys::parse_public(&text)?;
+            let role: KeyRole = role.parse().map_err(anyhow::Error::msg)?;
+            store.add_key(&name, &parsed.fingerprint, &parsed.openssh, role)?;
+            println!(
+                "added key '{name}' ({}, {})",
+                role.as_str(),
+                parsed.fingerprint
+            );
+        }
+        KeysCmd::List { .. } => {
+            for k in store.list_keys()? {
+                println!("{}\t{}\t{}", k.name, k.role, k.fingerprint);
+            }
+        }
+        KeysCmd::Remove { name, .. } => {
+            store.remove_key(&name)?;
+            println!("removed key '{name}'");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,206 @@
+//! One task per exec'd channel: it owns the `Channel` (and so drains it), routes the command
+//! to git or to the command table, and finishes with exit-status, EOF, close, in that order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use russh::server::Msg;
+use russh::{Channel, ChannelWriteHalf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::access::Identity;
+use crate::cmd::{self, Reply};
+use crate::controller::{Core, GitService};
+use crate::git::service::{self, HookEnv};
+
+pub struct ExecRequest {
+    pub who: Identity,
+    /// None for a bare `ssh paas` (shell request).
+    pub command: Option<String>,
+    #[allow(dead_code)] // read by `shell`, which needs a pty
+    pub pty: bool,
+    pub git_protocol: Option<String>,
+}
+
+const MAX_STDIN: u64 = 64 << 10;
+
+pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
+    let (mut rx, tx) = channel.split();
+    let Some(line) = req.command.as_deref() else {
+        finish(&tx, Reply::ok(cmd::help_text())).await;
+        return;
+    };
+    let argv = match shell_words::split(line) {
+        Ok(a) => a,
+        Err(_) => {
+            let reply = Reply::err("error: cannot parse the command (unbalanced quotes?)", 2);
+            finish(&tx, reply).await;
+            return;
+        }
+    };
+    let svc = match argv.first().map(String::as_str) {
+        Some("git-receive-pack") => Some(GitService::ReceivePack),
+        Some("git-upload-pack") => Some(GitService::UploadPack),
+        _ => None,
+    };
+    if let Some(svc) = svc {
+        let task = git(core.clone(), rx, &tx, &req, svc, argv);
+        if svc == GitService::ReceivePack {
+            // Pushes are tracked so graceful shutdown lets them finish.
+            let code = core.tasks.track_future(task).await;
+            close(&tx, code).await;
+        } else {
+            let code = task.await;
+            close(&tx, code).await;
+        }
+        return;
+    }
+    let reply = match cmd::parse(&argv) {
+        Err(reply) => reply,
+        Ok(c) => {
+            let stdin = if c.wants_stdin() {
+                let mut buf = Vec::new();
+                let mut r = rx.make_reader().take(MAX_STDIN);
+                // A client that never sends EOF must not hold the task forever.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut buf)).await;
+                buf
+            } else {
+                Vec::new()
+            };
+            let (core, who) = (core.clone(), req.who.clone());
+            tokio::task::spawn_blocking(move || cmd::execute(&core, &who, &argv, c, &stdin))
+                .await
+                .unwrap_or_else(|e| Reply::err(format!("error: internal error ({e})"), 1))
+        }
+    };
+    drop(rx);
+    finish(&tx, reply).await;
+}
+
+async fn finish(tx: &ChannelWriteHalf<Msg>, reply: Reply) {
+    let mut out = tx.make_writer();
+    let mut err = tx.make_writer_ext(Some(1));
+    let _ = out.write_all(&reply.stdout).await;
+    let _ = out.flush().await;
+    let _ = err.write_all(&reply.stderr).await;
+    let _ = err.flush().await;
+    close(tx, reply.code).await;
+}
+
+async fn close(tx: &ChannelWriteHalf<Msg>, code: u32) {
+    let _ = tx.exit_status(code).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+}
+
+async fn say_err(tx: &ChannelWriteHalf<Msg>, msg: &str) {
+    let mut err = tx.make_writer_ext(Some(1));
+    let _ = err.write_all(format!("{msg}\n").as_bytes()).await;
+    let _ = err.flush().await;
+}
+
+/// Bridge the channel to `git receive-pack`/`upload-pack`. Returns the exit code to send.
+async fn git(
+    core: Arc<Core>,
+    mut rx: russh::ChannelReadHalf,
+    tx: &ChannelWriteHalf<Msg>,
+    req: &ExecRequest,
+    svc: GitService,
+    argv: Vec<String>,
+) -> u32 {
+    let who = &req.who;
+    let verb = match svc {
+        GitService::ReceivePack => "git push",
+        GitService::UploadPack => "git fetch",
+    };
+    let app = match argv.as_slice() {
+        [_, repo] => match crate::names::app_from_repo_arg(repo) {
+            Ok(a) => a.to_string(),
+            Err(e) => {
+                core.audit(who, None, verb, "error", &e.to_string());
+                say_err(tx, &format!("error: {e}")).await;
+                return 1;
+            }
+        },
+        _ => {
+            say_err(tx, "error: expected exactly one repository argument").await;
+            return 2;
+        }
+    };
+    let authorized = {
+        let (core, who, app) = (core.clone(), who.clone(), app.clone());
+        tokio::task::spawn_blocking(move || core.authorize_git(&who, svc, &app)).await
+    };
+    let (repo, grant) = match authorized {
+        Ok(Ok(x)) => x,
+        Ok(Err(e)) => {
+            let outcome = if matches!(e, crate::controller::CoreError::Denied(_)) {
+                "denied"
+            } else {
+                "error"
+            };
+            core.audit(who, Some(&app), verb, outcome, &e.to_string());
+            say_err(tx, &format!("error: {e}")).await;
+            return 1;
+        }
+        Err(e) => {
+            say_err(tx, &format!("error: internal error ({e})")).await;
+            return 1;
+        }
+    };
+    if svc == GitService::UploadPack {
+        core.audit(who, Some(&app), verb, "ok", "");
+    }
+    let guard = (svc == GitService::ReceivePack).then(|| core.begin_push(who, &app, grant));
+    let socket = core.data.hook_socket();
+    let hook = guard.as_ref().map(|g| HookEnv {
+        socket: &socket,
+        push_id: &g.id,
+        token: &g.token,
+        bin: &core.bin,
+    });
+    let mut child = match service::spawn(
+        svc,
+        &repo,
+        &core.data.hooks(),
+        req.git_protocol.as_deref(),
+        hook,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            say_err(tx, &format!("error: cannot start git ({e})")).await;
+            return 1;
+        }
+    };
+    let (Some(mut sin), Some(mut sout), Some(mut serr)) =
+        (child.stdin.take(), child.stdout.take(), child.stderr.take())
+    else {
+        return 1;
+    };
+    // client -> git. Closing `sin` is git's EOF. Fire and forget: a client need not send EOF.
+    let pump_in = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut rx.make_reader(), &mut sin).await;
+        let _ = sin.shutdown().await;
+    });
+    let mut out = tx.make_writer();
+    let mut err = tx.make_writer_ext(Some(1));
+    // Both at once: a full stderr pipe must never block stdout, nor the reverse.
+    let _ = tokio::join!(
+        async {
+            let _ = tokio::io::copy(&mut sout, &mut out).await;
+            let _ = out.flush().await;
+        },
+        async {
+            let _ = tokio::io::copy(&mut serr, &mut err).await;
+            let _ = err.flush().await;
+        }
+    );
+    let status = child.wait().await;
+    pump_in.abort();
+    drop(guard);
+    match status {
+        Ok(s) => s.code().map_or(255, |c| c as u32),
+        Err(_) => 255,
+    }
+}

@@ -1,0 +1,199 @@
+//! The russh `Handler`: a thin translator from callbacks to per-channel tasks. State per
+//! connection is the authenticated identity and the channels not yet given to a task.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId};
+
+use super::exec::{self, ExecRequest};
+use crate::access::Identity;
+use crate::controller::Core;
+
+const MAX_CHANNELS: usize = 8;
+
+pub struct Conn {
+    core: Arc<Core>,
+    peer: SocketAddr,
+    who: Option<Identity>,
+    chans: HashMap<ChannelId, Chan>,
+}
+
+#[derive(Default)]
+struct Chan {
+    channel: Option<Channel<Msg>>,
+    pty: bool,
+    git_protocol: Option<String>,
+}
+
+impl Conn {
+    pub fn new(core: Arc<Core>, peer: SocketAddr) -> Conn {
+        Conn {
+            core,
+            peer,
+            who: None,
+            chans: HashMap::new(),
+        }
+    }
+
+    fn lookup(&self, key: &russh::keys::PublicKey) -> Option<Identity> {
+        let fp = crate::keys::fingerprint(key);
+        match self.core.store.identity_by_fingerprint(&fp) {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::error!(error = %e, "key lookup failed");
+                None
+            }
+        }
+    }
+
+    fn start(&mut self, id: ChannelId, command: Option<String>) -> bool {
+        let (Some(who), Some(chan)) = (self.who.clone(), self.chans.get_mut(&id)) else {
+            return false;
+        };
+        let Some(channel) = chan.channel.take() else {
+            return false; // a second exec on one channel
+        };
+        let req = ExecRequest {
+            who,
+            command,
+            pty: chan.pty,
+            git_protocol: chan.git_protocol.clone(),
+        };
+        let core = self.core.clone();
+        tokio::spawn(exec::run(core, channel, req));
+        true
+    }
+}
+
+impl russh::server::Handler for Conn {
+    type Error = anyhow::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        user: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        if self.lookup(offer.public_key).is_some() {
+            return Ok(Auth::Accept);
+        }
+        tracing::info!(peer = %self.peer, user, fp = %crate::keys::fingerprint(offer.public_key), "unknown key refused");
+        Ok(Auth::reject())
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _user: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        // The identity is recorded only here, after the signature was verified.
+        match self.lookup(key.public_key) {
+            Some(who) => {
+                tracing::debug!(peer = %self.peer, key = %who.name, "authenticated");
+                self.who = Some(who);
+                Ok(Auth::Accept)
+            }
+            None => Ok(Auth::reject()),
+        }
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.who.is_none() || self.chans.len() >= MAX_CHANNELS {
+            return Ok(()); // dropping `reply` rejects the channel
+        }
+        self.chans.insert(
+            channel.id(),
+            Chan {
+                channel: Some(channel),
+                ..Default::default()
+            },
+        );
+        reply.accept().await;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        id: ChannelId,
+        name: &str,
+        value: &str,
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Only git's protocol version passes; every other variable is ignored.
+        let ok = name == "GIT_PROTOCOL"
+            && value.len() < 64
+            && value.split(':').all(|p| {
+                p.strip_prefix("version=")
+                    .is_some_and(|v| v.bytes().all(|b| b.is_ascii_digit()))
+            });
+        match self.chans.get_mut(&id) {
+            Some(c) if ok => {
+                c.git_protocol = Some(value.to_string());
+                s.channel_success(id)?;
+            }
+            _ => s.channel_failure(id)?,
+        }
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        id: ChannelId,
+        _term: &str,
+        _c: u32,
+        _r: u32,
+        _pw: u32,
+        _ph: u32,
+        _m: &[(russh::Pty, u32)],
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match self.chans.get_mut(&id) {
+            Some(c) => {
+                c.pty = true;
+                s.channel_success(id)?;
+            }
+            None => s.channel_failure(id)?,
+        }
+        Ok(())
+    }
+
+    async fn shell_request(&mut self, id: ChannelId, s: &mut Session) -> Result<(), Self::Error> {
+        // A bare `ssh paas` gets the help.
+        if self.start(id, None) {
+            s.channel_success(id)?;
+        } else {
+            s.channel_failure(id)?;
+        }
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let command = String::from_utf8_lossy(data).into_owned();
+        // The reply is queued before anything the task writes: the session loop runs the
+        // task's messages only after this callback returns.
+        if self.start(id, Some(command)) {
+            s.channel_success(id)?;
+        } else {
+            s.channel_failure(id)?;
+        }
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, id: ChannelId, _s: &mut Session) -> Result<(), Self::Error> {
+        self.chans.remove(&id);
+        Ok(())
+    }
+}

@@ -1,0 +1,55 @@
+//! Versioned schema migrations, tracked in `PRAGMA user_version`. Append only: never edit a
+//! migration that has shipped.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: identity, apps, access, pushes, audit
+    "CREATE TABLE keys(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        fingerprint TEXT NOT NULL UNIQUE,
+        public_key TEXT NOT NULL,
+        role TEXT NOT NULL CHECK (role IN ('admin','user')),
+        created_at INTEGER NOT NULL);
+     CREATE TABLE apps(
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL);
+     CREATE TABLE access(
+        app_id INTEGER NOT NULL REFERENCES apps(id) ON DELETE CASCADE,
+        key_id INTEGER NOT NULL REFERENCES keys(id) ON DELETE CASCADE,
+        role TEXT NOT NULL CHECK (role IN ('viewer','deployer','owner')),
+        tags TEXT,
+        PRIMARY KEY(app_id, key_id));
+     CREATE TABLE pushes(
+        id INTEGER PRIMARY KEY,
+        app TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        refs TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        at INTEGER NOT NULL);
+     CREATE TABLE audit(
+        id INTEGER PRIMARY KEY,
+        at INTEGER NOT NULL,
+        fingerprint TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        app TEXT,
+        command TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        detail TEXT NOT NULL);
+     CREATE INDEX audit_app ON audit(app, id);",
+];
+
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let have: usize = conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(have) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,488 @@
+//! The SQLite store. Only the controller process opens it (plus the offline
+//! `magrathea keys` recovery commands). Every multi-row change is one transaction.
+
+mod migrations;
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension};
+use thiserror::Error;
+
+use crate::access::{AppRole, Grant, Identity, KeyRole};
+use crate::timefmt::now;
+
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("store: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+pub struct Store {
+    conn: Mutex<Connection>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct KeyRow {
+    pub id: i64,
+    pub name: String,
+    pub fingerprint: String,
+    pub role: String,
+    pub public_key: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AppRow {
+    pub id: i64,
+    pub name: String,
+    pub created_at: i64,
+    pub created_by: String,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AccessRow {
+    pub key: String,
+    pub role: String,
+    pub tags: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: i64,
+    pub fingerprint: String,
+    pub key_name: String,
+    pub app: Option<String>,
+    pub command: String,
+    pub outcome: String,
+    pub detail: String,
+}
+
+/// One audit entry about to be written.
+#[derive(Debug, Clone, Default)]
+pub struct Audit<'a> {
+    pub fingerprint: &'a str,
+    pub key_name: &'a str,
+    pub app: Option<&'a str>,
+    pub command: &'a str,
+    pub outcome: &'a str,
+    pub detail: &'a str,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RefUpdate {
+    pub old: String,
+    pub new: String,
+    pub name: String,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let store = Store {
+            conn: Mutex::new(conn),
+        };
+        migrations::migrate(&mut store.lock())?;
+        Ok(store)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite half-written (transactions roll
+        // back), so a poisoned mutex is still a usable connection.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    // ---- keys ----
+
+    pub fn add_key(&self, name: &str, fp: &str, openssh: &str, role: KeyRole) -> Result<KeyRow> {
+        let c = self.lock();
+        if let Some(n) = c
+            .query_row("SELECT name FROM keys WHERE fingerprint=?1", [fp], |r| {
+                r.get::<_, String>(0)
+            })
+            .optional()?
+        {
+            return Err(StoreError::Conflict(format!(
+                "this public key is already registered as '{n}'"
+            )));
+        }
+        let exists: bool = c.query_row(
+            "SELECT EXISTS(SELECT 1 FROM keys WHERE name=?1)",
+            [name],
+            |r| r.get(0),
+        )?;
+        if exists {
+            return Err(StoreError::Conflict(format!(
+                "a key named '{name}' already exists"
+            )));
+        }
+        c.execute(
+            "INSERT INTO keys(name, fingerprint, public_key, role, created_at) VALUES (?1,?2,?3,?4,?5)",
+            params![name, fp, openssh, role.as_str(), now()],
+        )?;
+        drop(c);
+        self.key_by_name(name)?
+            .ok_or_else(|| StoreError::NotFound(format!("key '{name}' vanished")))
+    }
+
+    fn key_row(r: &rusqlite::Row) -> rusqlite::Result<KeyRow> {
+        Ok(KeyRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            fingerprint: r.get(2)?,
+            role: r.get(3)?,
+            public_key: r.get(4)?,
+            created_at: r.get(5)?,
+        })
+    }
+
+    pub fn key_by_name(&self, name: &str) -> Result<Option<KeyRow>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id,name,fingerprint,role,public_key,created_at FROM keys WHERE name=?1",
+                [name],
+                Self::key_row,
+            )
+            .optional()?)
+    }
+
+    pub fn identity_by_fingerprint(&self, fp: &str) -> Result<Option<Identity>> {
+        let row = self
+            .lock()
+            .query_row(
+                "SELECT id,name,fingerprint,role,public_key,created_at FROM keys WHERE fingerprint=?1",
+                [fp],
+                Self::key_row,
+            )
+            .optional()?;
+        Ok(row.map(|k| Identity {
+            key_id: k.id,
+            role: k.role.parse().unwrap_or(KeyRole::User),
+            name: k.name,
+            fingerprint: k.fingerprint,
+        }))
+    }
+
+    pub fn list_keys(&self) -> Result<Vec<KeyRow>> {
+        let c = self.lock();
+        let mut st = c.prepare(
+            "SELECT id,name,fingerprint,role,public_key,created_at FROM keys ORDER BY name",
+        )?;
+        let rows = st
+            .query_map([], Self::key_row)?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    /// Removes a key and its grants. Refuses to remove the last admin key.
+    pub fn remove_key(&self, name: &str) -> Result<()> {
+        let mut c = self.lock();
+        let tx = c.transaction()?;
+        let role: Option<String> = tx
+            .query_row("SELECT role FROM keys WHERE name=?1", [name], |r| r.get(0))
+            .optional()?;
+        let Some(role) = role else {
+            return Err(StoreError::NotFound(format!("no key named '{name}'")));
+        };
+        if role == "admin" {
+            let admins: i64 =
+                tx.query_row("SELECT COUNT(*) FROM keys WHERE role='admin'", [], |r| {
+                    r.get(0)
+                })?;
+            if admins <= 1 {
+                return Err(StoreError::Conflict(format!(
+                    "'{name}' is the last admin key; add another admin first"
+                )));
+            }
+        }
+        tx.execute("DELETE FROM keys WHERE name=?1", [name])?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn count_keys(&self) -> Result<i64> {
+        Ok(self
+            .lock()
+            .query_row("SELECT COUNT(*) FROM keys", [], |r| r.get(0))?)
+    }
+
+    // ---- apps ----
+
+    fn app_row(r: &rusqlite::Row) -> rusqlite::Result<AppRow> {
+        Ok(AppRow {
+            id: r.get(0)?,
+            name: r.get(1)?,
+            created_at: r.get(2)?,
+            created_by: r.get(3)?,
+        })
+    }
+
+    pub fn create_app(&self, name: &str, by: &str) -> Result<AppRow> {
+        let c = self.lock();
+        let n = c.execute(
+            "INSERT OR IGNORE INTO apps(name, created_at, created_by) VALUES (?1,?2,?3)",
+            params![name, now(), by],
+        )?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!("app '{name}' already exists")));
+        }
+        drop(c);
+        self.app(name)?
+            .ok_or_else(|| StoreError::NotFound(format!("app '{name}' vanished")))
+    }
+
+    pub fn app(&self, name: &str) -> Result<Option<AppRow>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT id,name,created_at,created_by FROM apps WHERE name=?1",
+                [name],
+                Self::app_row,
+            )
+            .optional()?)
+    }
+
+    /// Apps this identity can see (all, for admins).
+    pub fn list_apps(&self, who: &Identity) -> Result<Vec<(AppRow, String)>> {
+        let c = self.lock();
+        let mut st = c.prepare(
+            "SELECT a.id,a.name,a.created_at,a.created_by, COALESCE(g.role, '') FROM apps a
+             LEFT JOIN access g ON g.app_id=a.id AND g.key_id=?1 ORDER BY a.name",
+        )?;
+        let rows: Vec<(AppRow, String)> = st
+            .query_map([who.key_id], |r| {
+                Ok((Self::app_row(r)?, r.get::<_, String>(4)?))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(a, role)| {
+                if who.is_admin() {
+                    Some((a, "admin".to_string()))
+                } else if role.is_empty() {
+                    None
+                } else {
+                    Some((a, role))
+                }
+            })
+            .collect())
+    }
+
+    pub fn destroy_app(&self, name: &str) -> Result<()> {
+        let n = self
+            .lock()
+            .execute("DELETE FROM apps WHERE name=?1", [name])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("app '{name}' does not exist")));
+        }
+        Ok(())
+    }
+
+    // ---- access ----
+
+    /// The effective grant of `who` on `app`, if any.
+    pub fn grant(&self, who: &Identity, app: &str) -> Result<Option<Grant>> {
+        if who.is_admin() {
+            return Ok(Some(Grant::admin()));
+        }
+        let row: Option<(String, Option<String>)> = self
+            .lock()
+            .query_row(
+                "SELECT g.role, g.tags FROM access g JOIN apps a ON a.id=g.app_id
+                 WHERE a.name=?1 AND g.key_id=?2",
+                params![app, who.key_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.and_then(|(role, tags)| {
+            Some(Grant {
+                role: role.parse::<AppRole>().ok()?,
+                tags,
+            })
+        }))
+    }
+
+    pub fn set_access(
+        &self,
+        app: &str,
+        key: &str,
+        role: AppRole,
+        tags: Option<&str>,
+    ) -> Result<()> {
+        let mut c = self.lock();
+        let tx = c.transaction()?;
+        let app_id: i64 = tx
+            .query_row("SELECT id FROM apps WHERE name=?1", [app], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("app '{app}' does not exist")))?;
+        let key_id: i64 = tx
+            .query_row("SELECT id FROM keys WHERE name=?1", [key], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("no key named '{key}'")))?;
+        tx.execute(
+            "INSERT INTO access(app_id,key_id,role,tags) VALUES (?1,?2,?3,?4)
+             ON CONFLICT(app_id,key_id) DO UPDATE SET role=excluded.role, tags=excluded.tags",
+            params![app_id, key_id, role.as_str(), tags],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn revoke_access(&self, app: &str, key: &str) -> Result<()> {
+        let n = self.lock().execute(
+            "DELETE FROM access WHERE app_id=(SELECT id FROM apps WHERE name=?1)
+             AND key_id=(SELECT id FROM keys WHERE name=?2)",
+            params![app, key],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!(
+                "key '{key}' has no access to app '{app}'"
+            )));
+        }
+        Ok(())
+    }
+
+    pub fn list_access(&self, app: &str) -> Result<Vec<AccessRow>> {
+        let c = self.lock();
+        let mut st = c.prepare(
+            "SELECT k.name, g.role, g.tags FROM access g JOIN apps a ON a.id=g.app_id
+             JOIN keys k ON k.id=g.key_id WHERE a.name=?1 ORDER BY k.name",
+        )?;
+        let rows = st
+            .query_map([app], |r| {
+                Ok(AccessRow {
+                    key: r.get(0)?,
+                    role: r.get(1)?,
+                    tags: r.get(2)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
+    }
+
+    // ---- pushes and audit ----
+
+    pub fn record_push(
+        &self,
+        app: &str,
+        who: &Identity,
+        refs: &[RefUpdate],
+        outcome: &str,
+    ) -> Result<i64> {
+        let c = self.lock();
+        c.execute(
+            "INSERT INTO pushes(app, fingerprint, key_name, refs, outcome, at) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![
+                app,
+                who.fingerprint,
+                who.name,
+                serde_json::to_string(refs).unwrap_or_default(),
+                outcome,
+                now()
+            ],
+        )?;
+        Ok(c.last_insert_rowid())
+    }
+
+    pub fn audit(&self, a: &Audit) -> Result<()> {
+        self.lock().execute(
+            "INSERT INTO audit(at, fingerprint, key_name, app, command, outcome, detail)
+             VALUES (?1,?2,?3,?4,?5,?6,?7)",
+            params![
+                now(),
+                a.fingerprint,
+                a.key_name,
+                a.app,
+                a.command,
+                a.outcome,
+                a.detail
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn list_audit(&self, app: Option<&str>, limit: i64) -> Result<Vec<AuditRow>> {
+        let c = self.lock();
+        let mut st = c.prepare(
+            "SELECT id, at, fingerprint, key_name, app, command, outcome, detail FROM audit
+             WHERE (?1 IS NULL OR app=?1) ORDER BY id DESC LIMIT ?2",
+        )?;
+        let mut rows: Vec<AuditRow> = st
+            .query_map(params![app, limit], |r| {
+                Ok(AuditRow {
+                    id: r.get(0)?,
+                    at: r.get(1)?,
+                    fingerprint: r.get(2)?,
+                    key_name: r.get(3)?,
+                    app: r.get(4)?,
+                    command: r.get(5)?,
+                    outcome: r.get(6)?,
+                    detail: r.get(7)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        rows.reverse();
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ident(s: &Store, name: &str) -> Identity {
+        let k = s.key_by_name(name).unwrap().unwrap();
+        s.identity_by_fingerprint(&k.fingerprint).unwrap().unwrap()
+    }
+
+    #[test]
+    fn keys_apps_access() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        s.add_key("root", "SHA256:a", "ssh-ed25519 A", KeyRole::Admin)
+            .unwrap();
+        s.add_key("bob", "SHA256:b", "ssh-ed25519 B", KeyRole::User)
+            .unwrap();
+        assert!(matches!(
+            s.add_key("bob2", "SHA256:b", "x", KeyRole::User),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            s.add_key("bob", "SHA256:c", "x", KeyRole::User),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(s.remove_key("root"), Err(StoreError::Conflict(_))));
+        s.create_app("web", "root").unwrap();
+        assert!(s.create_app("web", "root").is_err());
+        let bob = ident(&s, "bob");
+        assert_eq!(s.grant(&bob, "web").unwrap(), None);
+        assert!(s.list_apps(&bob).unwrap().is_empty());
+        s.set_access("web", "bob", AppRole::Deployer, Some("v*"))
+            .unwrap();
+        let g = s.grant(&bob, "web").unwrap().unwrap();
+        assert_eq!(g.role, AppRole::Deployer);
+        assert_eq!(g.tags.as_deref(), Some("v*"));
+        assert_eq!(s.list_apps(&bob).unwrap().len(), 1);
+        s.revoke_access("web", "bob").unwrap();
+        assert_eq!(s.grant(&bob, "web").unwrap(), None);
+        s.set_access("web", "bob", AppRole::Viewer, None).unwrap();
+        s.destroy_app("web").unwrap();
+        assert!(s.list_access("web").unwrap().is_empty());
+        // Reopening runs no migration twice.
+        drop(s);
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        assert_eq!(s.count_keys().unwrap(), 2);
+    }
+}

@@ -1,0 +1,354 @@
+//! The SSH front door end to end: real `magrathea serve`, real OpenSSH and git clients.
+
+mod util;
+
+use std::process::Command;
+
+use util::*;
+
+fn ls_remote(s: &Server, key: &Key, app: &str) -> String {
+    let out = s.git_ok(key, s.dir.path(), &["ls-remote", &s.url(app)]);
+    text(&out.stdout)
+}
+
+#[test]
+fn push_branches_and_tag_then_clone_back_identical() {
+    let s = Server::start();
+    let src = repo(&s.dir.path().join("src"));
+    commit(&src, "README", "hello\n", "first");
+    commit(&src, "bin/run.sh", "#!/bin/sh\necho hi\n", "second");
+    git_local(&src, &["checkout", "-q", "-b", "feature"]);
+    commit(&src, "feature.txt", "f\n", "feature");
+    git_local(&src, &["checkout", "-q", "main"]);
+    git_local(&src, &["tag", "-a", "v1.0", "-m", "release 1.0"]);
+    git_local(&src, &["tag", "light"]);
+
+    let out = s.git_ok(
+        &s.admin,
+        &src,
+        &["push", &s.url("myapp"), "main", "feature", "v1.0", "light"],
+    );
+    let err = text(&out.stderr);
+    assert!(err.contains("remote: -----> myapp: received main"), "{err}");
+    assert!(err.contains("received v1.0"), "{err}");
+
+    let clone = s.dir.path().join("clone");
+    s.git_ok(
+        &s.admin,
+        s.dir.path(),
+        &["clone", "-q", &s.url("myapp.git"), clone.to_str().unwrap()],
+    );
+    s.git_ok(
+        &s.admin,
+        &clone,
+        &["fetch", "-q", "--tags", "origin", "feature:feature"],
+    );
+    for r in ["main", "feature", "v1.0", "light"] {
+        let a = git_local(&src, &["rev-parse", &format!("{r}^{{tree}}")]);
+        let b = git_local(&clone, &["rev-parse", &format!("{r}^{{tree}}")]);
+        assert_eq!(a, b, "tree of {r} differs");
+        let a = git_local(&src, &["rev-parse", r]);
+        let b = git_local(&clone, &["rev-parse", r]);
+        assert_eq!(a, b, "{r} differs");
+    }
+    // Every spelling of the repository reaches the same repo.
+    let expect = ls_remote(&s, &s.admin, "myapp");
+    for spelling in ["myapp.git", "/myapp.git", "~/myapp"] {
+        assert_eq!(ls_remote(&s, &s.admin, spelling), expect, "{spelling}");
+    }
+    // Protocol v2 passes through.
+    let out = run(Command::new("git")
+        .args(["-c", "protocol.version=2", "ls-remote", &s.url("myapp")])
+        .env("GIT_SSH_COMMAND", s.git_ssh_command(&s.admin))
+        .env("GIT_TRACE_PACKET", "1"));
+    assert!(out.status.success());
+    assert!(
+        text(&out.stderr).contains("version 2"),
+        "protocol v2 not negotiated"
+    );
+    // The push is in the audit trail with the key's name.
+    let audit = s.ok(&s.admin, "audit myapp");
+    assert!(
+        audit.contains("git push") && audit.contains("admin"),
+        "{audit}"
+    );
+}
+
+#[test]
+fn unknown_key_is_refused_at_authentication() {
+    let s = Server::start();
+    let stranger = s.key("stranger");
+    let out = s.ssh(&stranger, "whoami", None);
+    assert_eq!(out.status.code(), Some(255));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "{}",
+        text(&out.stderr)
+    );
+    let src = repo(&s.dir.path().join("src"));
+    commit(&src, "a", "a", "a");
+    let out = s.git(&stranger, &src, &["push", &s.url("myapp"), "main"]);
+    assert!(!out.status.success());
+    assert!(s.ok(&s.admin, "apps").contains("no apps"));
+}
+
+#[test]
+fn key_without_access_is_refused_everything_and_nothing_changes() {
+    let s = Server::start();
+    let src = repo(&s.dir.path().join("src"));
+    commit(&src, "a", "1", "one");
+    s.git_ok(&s.admin, &src, &["push", &s.url("web"), "main"]);
+    let before = ls_remote(&s, &s.admin, "web");
+
+    let bob = s.key("bob");
+    s.add_key(&bob, "user");
+    commit(&src, "a", "2", "two");
+    let out = s.git(&bob, &src, &["push", &s.url("web"), "main"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no access"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.git(&bob, s.dir.path(), &["clone", &s.url("web"), "bobclone"]);
+    assert!(!out.status.success());
+    assert!(
+        !s.dir.path().join("bobclone/.git").exists() || !s.dir.path().join("bobclone/a").exists()
+    );
+    for cmd in [
+        "apps:info web",
+        "access web",
+        "access:grant web bob owner",
+        "apps:destroy web --confirm web",
+        "audit web",
+        "audit",
+        "keys",
+        "apps:create other",
+    ] {
+        let out = s.ssh(&bob, cmd, None);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {}", text(&out.stdout));
+        let err = text(&out.stderr);
+        assert!(err.contains("access denied"), "{cmd}: {err}");
+        assert_eq!(
+            err.trim().lines().count(),
+            1,
+            "one-line error for {cmd}: {err}"
+        );
+    }
+    let out = s.ssh(&bob, "keys:add eve --role admin", Some(&s.admin.public()));
+    assert_eq!(out.status.code(), Some(1));
+    assert!(s.ok(&bob, "apps").contains("no apps"));
+    // Nothing changed.
+    assert_eq!(ls_remote(&s, &s.admin, "web"), before);
+    assert!(s.ok(&s.admin, "apps").contains("web"));
+    assert!(!s.ok(&s.admin, "apps").contains("other"));
+    assert!(s.ok(&s.admin, "access web").contains("only admins"));
+    assert!(!s.ok(&s.admin, "keys").contains("eve"));
+    // Every refusal was audited with the key's name.
+    let audit = s.ok(&s.admin, "audit -n 100");
+    assert!(
+        audit
+            .lines()
+            .filter(|l| l.contains("bob") && l.contains("denied"))
+            .count()
+            >= 8,
+        "{audit}"
+    );
+
+    // A viewer may clone and read but not push.
+    s.ok(&s.admin, "access:grant web bob viewer");
+    s.git_ok(
+        &bob,
+        s.dir.path(),
+        &["clone", "-q", &s.url("web"), "bobclone2"],
+    );
+    assert!(s.ok(&bob, "apps:info web").contains("web"));
+    let out = s.git(&bob, &src, &["push", &s.url("web"), "main"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("push needs deployer"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(ls_remote(&s, &s.admin, "web"), before);
+    // A deployer may push.
+    s.ok(&s.admin, "access:grant web bob deployer");
+    s.git_ok(&bob, &src, &["push", &s.url("web"), "main"]);
+    assert_ne!(ls_remote(&s, &s.admin, "web"), before);
+    // Non-admins cannot create apps by pushing.
+    let out = s.git(&bob, &src, &["push", &s.url("newapp"), "main"]);
+    assert!(!out.status.success());
+    assert!(!s.ok(&s.admin, "apps").contains("newapp"));
+}
+
+#[test]
+fn tag_limited_ci_key_pushes_tags_only() {
+    let s = Server::start();
+    let src = repo(&s.dir.path().join("src"));
+    commit(&src, "a", "1", "one");
+    s.git_ok(&s.admin, &src, &["push", &s.url("api"), "main"]);
+    let ci = s.key("ci");
+    s.add_key(&ci, "user");
+    s.ok(&s.admin, "access:grant api ci deployer --tags v*");
+    assert!(s.ok(&s.admin, "access api").contains("v*"));
+
+    commit(&src, "a", "2", "two");
+    git_local(&src, &["tag", "v1.2"]);
+    let out = s.git_ok(&ci, &src, &["push", &s.url("api"), "v1.2"]);
+    assert!(text(&out.stderr).contains("received v1.2"));
+    let refs = ls_remote(&s, &s.admin, "api");
+    assert!(refs.contains("refs/tags/v1.2"));
+
+    let out = s.git(&ci, &src, &["push", &s.url("api"), "main"]);
+    assert!(!out.status.success(), "CI key pushed main");
+    let err = text(&out.stderr);
+    assert!(err.contains("may only push tags matching 'v*'"), "{err}");
+    git_local(&src, &["tag", "nightly"]);
+    let out = s.git(&ci, &src, &["push", &s.url("api"), "nightly"]);
+    assert!(!out.status.success());
+    assert_eq!(
+        ls_remote(&s, &s.admin, "api"),
+        refs,
+        "a refused push moved refs"
+    );
+}
+
+#[test]
+fn commands_grammar_and_hostile_names() {
+    let s = Server::start();
+    // Bare ssh prints the help.
+    let out = s.ssh(&s.admin, "", None);
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("apps:create"));
+    assert!(s.ok(&s.admin, "help").contains("access:grant"));
+    assert!(s.ok(&s.admin, "apps:create --help").contains("Usage"));
+    assert!(s.ok(&s.admin, "version").starts_with("magrathea "));
+    assert!(s.ok(&s.admin, "whoami").contains("admin"));
+
+    let out = s.ssh(&s.admin, "frobnicate x", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: unknown command 'frobnicate' (try 'help')"
+    );
+
+    for (i, bad) in ["../x", "a;b", "A", "x/../../etc", "'a b'", "$(id)", "-rf"]
+        .iter()
+        .enumerate()
+    {
+        let out = s.ssh(&s.admin, &format!("apps:create {bad}"), None);
+        assert_ne!(out.status.code(), Some(0), "{bad} accepted");
+        let src = repo(&s.dir.path().join(format!("r{i}")));
+        commit(&src, "a", "1", "one");
+        let out = s.git(
+            &s.admin,
+            &src,
+            &[
+                "push",
+                &format!("ssh://git@127.0.0.1:{}/{bad}", s.port),
+                "main",
+            ],
+        );
+        assert!(!out.status.success(), "push to {bad} accepted");
+    }
+    let out = s.ssh(&s.admin, "apps:create 'unbalanced", None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(s.ok(&s.admin, "apps").contains("no apps"));
+    assert_eq!(std::fs::read_dir(s.data.join("repos")).unwrap().count(), 0);
+
+    // Apps and JSON output.
+    assert!(s.ok(&s.admin, "apps:create shop").contains("created"));
+    let out = s.ssh(&s.admin, "apps:create shop", None);
+    assert!(text(&out.stderr).contains("already exists"));
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "apps --json")).unwrap();
+    assert_eq!(v[0]["name"], "shop");
+    let out = s.ssh(&s.admin, "apps:destroy shop", None);
+    assert!(text(&out.stderr).contains("--confirm shop"));
+    s.ok(&s.admin, "apps:destroy shop --confirm shop");
+    assert!(!s.data.join("repos/shop.git").exists());
+
+    // Keys over ssh.
+    let k = s.key("dev");
+    let out = s.ssh(&s.admin, "keys:add dev", Some("not a key"));
+    assert_eq!(out.status.code(), Some(1));
+    s.add_key(&k, "user");
+    let out = s.ssh(&s.admin, "keys:add dev2", Some(&k.public()));
+    assert!(text(&out.stderr).contains("already registered as 'dev'"));
+    let keys: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "keys --json")).unwrap();
+    assert_eq!(keys.as_array().unwrap().len(), 2);
+    assert!(s.ok(&k, "whoami").contains("dev"));
+    let out = s.ssh(&s.admin, "keys:remove admin", None);
+    assert!(text(&out.stderr).contains("last admin"));
+    s.ok(&s.admin, "keys:remove dev");
+    assert_eq!(s.ssh(&k, "whoami", None).status.code(), Some(255));
+}
+
+#[test]
+fn hook_that_cannot_reach_the_controller_rejects_the_push() {
+    let s = Server::start();
+    let src = repo(&s.dir.path().join("src"));
+    commit(&src, "a", "1", "one");
+    s.git_ok(&s.admin, &src, &["push", &s.url("web"), "main"]);
+    let before = ls_remote(&s, &s.admin, "web");
+    std::fs::remove_file(s.data.join("run/hook.sock")).unwrap();
+    commit(&src, "a", "2", "two");
+    let out = s.git(&s.admin, &src, &["push", &s.url("web"), "main"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot reach the magrathea controller"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(ls_remote(&s, &s.admin, "web"), before);
+}
+
+#[test]
+fn init_twice_changes_nothing_and_offline_keys_work() {
+    let s = Server::start();
+    let db_before = std::fs::read(s.data.join("host_ed25519")).unwrap();
+    let out = run(Command::new(bin())
+        .args(["init", "--data"])
+        .arg(&s.data)
+        .arg("--admin-key")
+        .arg(s.admin.pub_path()));
+    assert!(out.status.success());
+    assert!(text(&out.stdout).contains("nothing changed"));
+    assert_eq!(
+        std::fs::read(s.data.join("host_ed25519")).unwrap(),
+        db_before
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(s.data.join("host_ed25519"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    // Recovery: add an admin key locally, use it over ssh.
+    let rescue = s.key("rescue");
+    let out = run(Command::new(bin())
+        .args(["keys", "add", "rescue", "--role", "admin", "--key"])
+        .arg(rescue.pub_path())
+        .env("MAGRATHEA_DATA", &s.data));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(s.ok(&rescue, "whoami").contains("rescue (admin"));
+    let out = run(Command::new(bin())
+        .args(["keys", "list", "--data"])
+        .arg(&s.data));
+    assert!(text(&out.stdout).contains("rescue"));
+}
+
+#[test]
+fn graceful_shutdown_on_sigterm() {
+    let mut s = Server::start();
+    let status = s.stop();
+    assert!(
+        status.success(),
+        "serve exited with {status:?}\n{}",
+        s.log()
+    );
+    assert!(s.log().contains("stopped"));
+    // It comes back with the same host key and data.
+    s.spawn();
+    assert!(s.ok(&s.admin, "whoami").contains("admin"));
+}

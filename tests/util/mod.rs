@@ -1,0 +1,308 @@
+//! Test harness in the style of ripgrep's `tests/util.rs`: the real `magrathea` binary, a
+//! temp dir per test, the real `ssh` and `git` clients, and everything useful printed when
+//! something fails.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_magrathea"))
+}
+
+/// Fail loudly when a tool the suite needs is missing (never skip into a green run).
+pub fn require(tool: &str) {
+    let ok = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "required tool '{tool}' is not installed; run scripts/setup.sh (or .ci/run)"
+    );
+}
+
+pub struct Key {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+impl Key {
+    pub fn public(&self) -> String {
+        std::fs::read_to_string(self.path.with_extension("pub")).unwrap()
+    }
+    pub fn pub_path(&self) -> PathBuf {
+        self.path.with_extension("pub")
+    }
+}
+
+pub struct Server {
+    pub dir: tempfile::TempDir,
+    pub data: PathBuf,
+    pub port: u16,
+    pub admin: Key,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+pub fn keygen(dir: &Path, name: &str) -> Key {
+    require("ssh-keygen");
+    let path = dir.join(format!("{name}_key"));
+    let out = Command::new("ssh-keygen")
+        .args([
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-C",
+            &format!("{name}@test"),
+            "-f",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Key {
+        name: name.into(),
+        path,
+    }
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    out
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+impl Server {
+    pub fn start() -> Server {
+        require("git");
+        require("ssh");
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let admin = keygen(dir.path(), "admin");
+        let out = run(Command::new(bin())
+            .args(["init", "--data"])
+            .arg(&data)
+            .arg("--admin-key")
+            .arg(admin.pub_path()));
+        assert!(out.status.success(), "init failed: {}", text(&out.stderr));
+        let mut s = Server {
+            dir,
+            data,
+            port: 0,
+            admin,
+            child: None,
+            log: Arc::default(),
+        };
+        s.spawn();
+        s
+    }
+
+    pub fn spawn(&mut self) {
+        let mut child = Command::new(bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .arg(&self.data)
+            .env("MAGRATHEA_LOG", "info,magrathea=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("ssh listening on ") {
+                    let _ = tx.send(addr.rsplit(':').next().unwrap().parse::<u16>().unwrap());
+                }
+                log.lock().unwrap().push_str(&format!("[out] {line}\n"));
+            }
+        });
+        let log = self.log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                log.lock().unwrap().push_str(&format!("[err] {line}\n"));
+            }
+        });
+        self.port = rx
+            .recv_timeout(std::time::Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("server did not start:\n{}", self.log.lock().unwrap()));
+        self.child = Some(child);
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        unsafe_kill(child.id(), 15);
+        child.wait().unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn key(&self, name: &str) -> Key {
+        keygen(self.dir.path(), name)
+    }
+
+    pub fn ssh_args(&self, key: &Key) -> Vec<String> {
+        vec![
+            "-i".into(),
+            key.path.display().to_string(),
+            "-o".into(),
+            "IdentitiesOnly=yes".into(),
+            "-o".into(),
+            "StrictHostKeyChecking=no".into(),
+            "-o".into(),
+            "UserKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-p".into(),
+            self.port.to_string(),
+        ]
+    }
+
+    /// `ssh -p PORT git@127.0.0.1 ARGS`, with `stdin` piped in.
+    pub fn ssh(&self, key: &Key, args: &str, stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new("ssh");
+        cmd.args(self.ssh_args(key)).arg("git@127.0.0.1");
+        if !args.is_empty() {
+            cmd.arg(args);
+        }
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().unwrap();
+        {
+            let mut sin = child.stdin.take().unwrap();
+            if let Some(s) = stdin {
+                sin.write_all(s.as_bytes()).unwrap();
+            }
+        }
+        child.wait_with_output().unwrap()
+    }
+
+    /// Runs an ssh command that must succeed; returns stdout.
+    pub fn ok(&self, key: &Key, args: &str) -> String {
+        let out = self.ssh(key, args, None);
+        assert!(
+            out.status.success(),
+            "ssh {args} failed ({:?})\nstdout: {}\nstderr: {}\nserver log:\n{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr),
+            self.log()
+        );
+        text(&out.stdout)
+    }
+
+    pub fn git_ssh_command(&self, key: &Key) -> String {
+        format!("ssh {}", self.ssh_args(key).join(" "))
+    }
+
+    pub fn url(&self, repo: &str) -> String {
+        format!("ssh://git@127.0.0.1:{}/{repo}", self.port)
+    }
+
+    /// `git ARGS` in `dir` with this server's ssh command for `key`.
+    pub fn git(&self, key: &Key, dir: &Path, args: &[&str]) -> Output {
+        run(Command::new("git")
+            .args(args)
+            .current_dir(dir)
+            .env("GIT_SSH_COMMAND", self.git_ssh_command(key))
+            .env("GIT_TERMINAL_PROMPT", "0"))
+    }
+
+    pub fn git_ok(&self, key: &Key, dir: &Path, args: &[&str]) -> Output {
+        let out = self.git(key, dir, args);
+        assert!(
+            out.status.success(),
+            "git {args:?} failed ({:?})\nstdout: {}\nstderr: {}\nserver log:\n{}",
+            out.status.code(),
+            text(&out.stdout),
+            text(&out.stderr),
+            self.log()
+        );
+        out
+    }
+
+    /// Adds a key over ssh as admin.
+    pub fn add_key(&self, key: &Key, role: &str) {
+        let out = self.ssh(
+            &self.admin,
+            &format!("keys:add {} --role {role}", key.name),
+            Some(&key.public()),
+        );
+        assert!(out.status.success(), "keys:add: {}", text(&out.stderr));
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.log());
+        }
+    }
+}
+
+fn unsafe_kill(pid: u32, sig: i32) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// A local git repo with one commit per (file, content) on the given branch.
+pub fn repo(dir: &Path) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    git_local(dir, &["init", "-q", "-b", "main"]);
+    dir.to_path_buf()
+}
+
+pub fn git_local(dir: &Path, args: &[&str]) -> String {
+    let out = run(Command::new("git")
+        .args([
+            "-c",
+            "user.email=t@example.com",
+            "-c",
+            "user.name=Test",
+            "-c",
+            "commit.gpgsign=false",
+        ])
+        .args(args)
+        .current_dir(dir));
+    assert!(out.status.success(), "git {args:?}: {}", text(&out.stderr));
+    text(&out.stdout)
+}
+
+pub fn commit(dir: &Path, file: &str, content: &str, msg: &str) -> String {
+    let p = dir.join(file);
+    if let Some(parent) = p.parent() {
+        std::fs::create_dir_all(parent).unwrap();
+    }
+    std::fs::write(&p, content).unwrap();
+    git_local(dir, &["add", "-A"]);
+    git_local(dir, &["commit", "-q", "-m", msg]);
+    git_local(dir, &["rev-parse", "HEAD"]).trim().to_string()
+}
