@@ -5,10 +5,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/deps.sh
-if [ -x scripts/docker-up.sh ] && [ -d buildpacks ]; then
-    bash scripts/docker-up.sh
-    bash scripts/stack-tiny.sh >/dev/null
-fi
+# Builds and deploys run in real Docker, from stack images made here (no registry).
+bash scripts/docker-up.sh
+bash scripts/stack-tiny.sh >/dev/null
+bash scripts/stack-bookworm.sh >/dev/null
 
 cargo build --all-targets --locked 2>&1 | tail -n 3
 if cargo nextest --version >/dev/null 2>&1; then

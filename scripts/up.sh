@@ -13,10 +13,9 @@ LISTEN=${LISTEN:-127.0.0.1:2222}
 PORT=${LISTEN##*:}
 
 bash scripts/deps.sh
-if [ -x scripts/docker-up.sh ] && [ -d buildpacks ]; then
-    bash scripts/docker-up.sh
-    bash scripts/stack-tiny.sh >/dev/null
-fi
+bash scripts/docker-up.sh
+bash scripts/stack-tiny.sh >/dev/null
+bash scripts/stack-bookworm.sh >/dev/null
 echo "==> building magrathea (release)"
 cargo build --release --locked 2>&1 | tail -n 1
 BIN=$ROOT/target/release/magrathea

@@ -45,6 +45,8 @@ pub enum Command {
         /// Maximum concurrent SSH connections
         #[arg(long, default_value_t = 256)]
         max_connections: usize,
+        #[command(flatten)]
+        build: BuildArgs,
     },
     /// Git hooks (run by git inside a push, not by hand)
     Hook {
@@ -56,6 +58,42 @@ pub enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// Build time limit, in seconds
+    #[arg(long, default_value_t = 900)]
+    pub build_timeout: u64,
+    /// Build container memory limit, in MiB
+    #[arg(long, default_value_t = 2048)]
+    pub build_memory: i64,
+    /// Largest slug accepted, in MiB
+    #[arg(long, default_value_t = 500)]
+    pub max_slug: u64,
+    /// Network for build containers: host (fetch dependencies) or none
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    pub build_network: String,
+    /// Builds running at once across apps (default: number of cores)
+    #[arg(long)]
+    pub parallel_builds: Option<usize>,
+    /// Stack used when an app's magrathea.yml names none
+    #[arg(long, default_value = "bookworm")]
+    pub default_stack: String,
+}
+
+impl BuildArgs {
+    pub fn limits(&self) -> crate::build::Limits {
+        let d = crate::build::Limits::default();
+        crate::build::Limits {
+            timeout: std::time::Duration::from_secs(self.build_timeout.max(1)),
+            memory: self.build_memory.max(64) << 20,
+            max_slug: self.max_slug.max(1) << 20,
+            network: self.build_network.clone(),
+            parallel: self.parallel_builds.unwrap_or(d.parallel).max(1),
+            default_stack: self.default_stack.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

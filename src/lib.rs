@@ -10,6 +10,8 @@
 //! - [`serve`]: `init` and `serve`, the process lifecycle.
 
 pub mod access;
+pub mod appconfig;
+pub mod build;
 pub mod cli;
 pub mod cmd;
 pub mod controller;
@@ -18,6 +20,7 @@ pub mod git;
 pub mod keys;
 pub mod names;
 pub mod paths;
+pub mod release;
 pub mod serve;
 pub mod ssh;
 pub mod store;

@@ -27,6 +27,7 @@ fn main() {
             data,
             listen,
             max_connections,
+            build,
         } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
@@ -34,6 +35,7 @@ fn main() {
                     &data.data,
                     &listen,
                     max_connections,
+                    build.limits(),
                 ))
             }),
         Command::Keys { cmd } => magrathea::serve::keys(cmd),

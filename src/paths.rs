@@ -48,6 +48,9 @@ impl DataDir {
     pub fn builds(&self) -> PathBuf {
         self.root.join("builds")
     }
+    pub fn buildpacks(&self) -> PathBuf {
+        self.root.join("buildpacks")
+    }
     pub fn releases(&self, app: &str) -> PathBuf {
         self.root.join("releases").join(app)
     }

@@ -69,7 +69,12 @@ fn install_hooks(dd: &DataDir) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn serve(data: &Path, listen: &str, max_connections: usize) -> anyhow::Result<()> {
+pub async fn serve(
+    data: &Path,
+    listen: &str,
+    max_connections: usize,
+    limits: crate::build::Limits,
+) -> anyhow::Result<()> {
     let dd = DataDir::new(data);
     if !dd.db().exists() || !dd.host_key().exists() {
         bail!(
@@ -80,8 +85,10 @@ pub async fn serve(data: &Path, listen: &str, max_connections: usize) -> anyhow:
     }
     let (host_key, _) = crate::keys::load_or_create(&dd.host_key(), "magrathea-host")?;
     install_hooks(&dd)?;
+    crate::build::buildpacks::install(&dd.buildpacks())?;
+    std::fs::create_dir_all(dd.builds())?;
     let bin = std::env::current_exe().context("cannot find my own binary")?;
-    let core = Arc::new(Core::open(dd, bin)?);
+    let core = Arc::new(Core::open(dd, bin, limits)?);
     let hook_listener = hookserver::bind(&core)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await

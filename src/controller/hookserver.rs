@@ -78,17 +78,41 @@ async fn handle(core: Arc<Core>, stream: UnixStream) {
         return;
     };
     let (tx, mut rx) = mpsc::channel::<Frame>(256);
-    let pipeline = tokio::spawn(super::push::run(core.clone(), push, req, tx.clone()));
+    // The hook sends nothing after its request: EOF means it died (the pusher pressed
+    // Ctrl-C, or the connection dropped). That cancels the build.
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let watcher = {
+        let cancel = cancel.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            loop {
+                match reader.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => continue,
+                }
+            }
+            cancel.cancel();
+        })
+    };
+    let pipeline = tokio::spawn(super::push::run(
+        core.clone(),
+        push,
+        req,
+        tx.clone(),
+        cancel.clone(),
+    ));
     drop(tx);
     let mut hook_gone = false;
     while let Some(f) = rx.recv().await {
         if !hook_gone && w.write_all(f.to_line().as_bytes()).await.is_err() {
             // The pusher went away (Ctrl-C): the pipeline sees its sender fail and stops.
             hook_gone = true;
+            cancel.cancel();
             rx.close();
         }
     }
     let code = pipeline.await.unwrap_or(1);
+    watcher.abort();
     if !hook_gone {
         let _ = w.write_all(Frame::exit(code).to_line().as_bytes()).await;
         let _ = w.flush().await;

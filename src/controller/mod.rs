@@ -64,6 +64,8 @@ pub struct Core {
     pub tasks: TaskTracker,
     /// The binary git hooks call back into.
     pub bin: PathBuf,
+    pub limits: crate::build::Limits,
+    pub queue: crate::build::queue::BuildQueue,
 }
 
 /// Removes the push from the in-flight table when the SSH side is done with it.
@@ -84,9 +86,18 @@ impl Drop for PushGuard {
 }
 
 impl Core {
-    pub fn open(data: DataDir, bin: PathBuf) -> anyhow::Result<Core> {
+    pub fn open(data: DataDir, bin: PathBuf, limits: crate::build::Limits) -> anyhow::Result<Core> {
         let store = Store::open(&data.db())?;
+        let orphans = store.fail_orphan_builds()?;
+        if orphans > 0 {
+            tracing::warn!(
+                orphans,
+                "builds interrupted by the last shutdown marked failed"
+            );
+        }
         Ok(Core {
+            queue: crate::build::queue::BuildQueue::new(limits.parallel),
+            limits,
             data,
             store,
             pushes: Mutex::new(HashMap::new()),
@@ -188,6 +199,9 @@ impl Core {
 
     pub fn destroy_app(&self, app: &str) -> Result<(), CoreError> {
         self.store.destroy_app(app)?;
+        self.store.delete_app_history(app)?;
+        let _ = std::fs::remove_dir_all(self.data.releases(app));
+        let _ = std::fs::remove_dir_all(self.data.cache(app));
         let repo = self.data.repo(app);
         if repo.exists() {
             // Move aside first so a crash mid-delete never leaves a half repo under the name.

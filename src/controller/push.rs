@@ -4,28 +4,46 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{Core, PendingPush};
+use crate::build::{self, BuildError, BuildRequest, Sink};
+use crate::git::export::Quarantine;
 use crate::git::hookproto::{is_zero, Frame, HookRequest};
+use crate::store::RefUpdate;
+
+/// Refs that build (and, later, deploy): the default branch and release tags.
+pub fn builds_ref(name: &str) -> bool {
+    matches!(name, "refs/heads/main" | "refs/heads/master")
+        || name
+            .strip_prefix("refs/tags/")
+            .is_some_and(|t| crate::names::glob_match("v*", t))
+}
+
+fn short(name: &str) -> &str {
+    name.strip_prefix("refs/heads/")
+        .or_else(|| name.strip_prefix("refs/tags/"))
+        .unwrap_or(name)
+}
 
 pub async fn run(
     core: Arc<Core>,
     push: PendingPush,
     req: HookRequest,
     out: mpsc::Sender<Frame>,
+    cancel: CancellationToken,
 ) -> i32 {
-    let say = |s: String| {
-        let out = out.clone();
-        async move {
-            let _ = out.send(Frame::out(s)).await;
-        }
-    };
+    let mut sink = Sink::new(out);
     let who = &push.identity;
-    let refs: Vec<String> = req.updates.iter().map(|u| u.name.clone()).collect();
-    let detail = refs.join(" ");
+    let detail = req
+        .updates
+        .iter()
+        .map(|u| u.name.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
     for u in &req.updates {
         if let Err(why) = push.grant.may_push_ref(&u.name) {
-            say(format!("error: key '{}': {why}", who.name)).await;
+            sink.line(format!("error: key '{}': {why}", who.name)).await;
             let _ = core
                 .store
                 .record_push(&push.app, who, &req.updates, "refused");
@@ -39,21 +57,64 @@ pub async fn run(
             return 1;
         }
     }
+    let mut targets: Vec<&RefUpdate> = vec![];
     for u in &req.updates {
-        let short = u
-            .name
-            .strip_prefix("refs/heads/")
-            .or_else(|| u.name.strip_prefix("refs/tags/"))
-            .unwrap_or(&u.name);
         if is_zero(&u.new) {
-            say(format!("-----> {}: deleted {short}", push.app)).await;
+            sink.line(format!("-----> {}: deleted {}", push.app, short(&u.name)))
+                .await;
         } else {
-            say(format!(
-                "-----> {}: received {short} {}",
+            sink.line(format!(
+                "-----> {}: received {} {}",
                 push.app,
+                short(&u.name),
                 &u.new[..7]
             ))
             .await;
+            if builds_ref(&u.name) && !targets.iter().any(|t| t.new == u.new) {
+                targets.push(u);
+            }
+        }
+    }
+    if targets.is_empty() && !req.updates.is_empty() {
+        sink.line(
+            "-----> nothing to build: only the default branch (main/master) and v* tags build",
+        )
+        .await;
+    }
+    let quarantine = Quarantine {
+        object_dir: req.object_dir.clone(),
+        alternates: req.alternates.clone(),
+    };
+    for t in targets {
+        let breq = BuildRequest {
+            app: push.app.clone(),
+            object: t.new.clone(),
+            git_ref: t.name.clone(),
+            key_name: who.name.clone(),
+            quarantine: quarantine.clone(),
+            config_vars: Default::default(),
+        };
+        match build::build(&core, breq, &mut sink, cancel.clone()).await {
+            Ok(_) => {}
+            Err(e) => {
+                let outcome = match e {
+                    BuildError::Cancelled => "cancelled",
+                    BuildError::Failed(_) => "build failed",
+                };
+                sink.line(format!(" !     push rejected: {e}; nothing was changed"))
+                    .await;
+                let _ = core
+                    .store
+                    .record_push(&push.app, who, &req.updates, outcome);
+                core.audit(
+                    who,
+                    Some(&push.app),
+                    "git push",
+                    "error",
+                    &format!("{detail}: {e}"),
+                );
+                return 1;
+            }
         }
     }
     match core
@@ -65,8 +126,21 @@ pub async fn run(
             0
         }
         Err(e) => {
-            say(format!("error: cannot record the push ({e})")).await;
+            sink.line(format!("error: cannot record the push ({e})"))
+                .await;
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn which_refs_build() {
+        assert!(super::builds_ref("refs/heads/main"));
+        assert!(super::builds_ref("refs/heads/master"));
+        assert!(super::builds_ref("refs/tags/v1.4.0"));
+        assert!(!super::builds_ref("refs/tags/nightly"));
+        assert!(!super::builds_ref("refs/heads/feature"));
     }
 }

@@ -41,6 +41,36 @@ const MIGRATIONS: &[&str] = &[
         outcome TEXT NOT NULL,
         detail TEXT NOT NULL);
      CREATE INDEX audit_app ON audit(app, id);",
+    // 2: builds and cooked releases
+    "CREATE TABLE builds(
+        id INTEGER PRIMARY KEY,
+        app TEXT NOT NULL,
+        git_sha TEXT NOT NULL,
+        git_ref TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        release_version INTEGER,
+        created_at INTEGER NOT NULL,
+        finished_at INTEGER);
+     CREATE INDEX builds_app ON builds(app, id);
+     CREATE TABLE releases(
+        id INTEGER PRIMARY KEY,
+        app TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        tar_sha256 TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        git_sha TEXT NOT NULL,
+        git_ref TEXT NOT NULL,
+        build_id INTEGER,
+        file TEXT NOT NULL,
+        manifest TEXT NOT NULL,
+        key_name TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'cooked',
+        pinned INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL,
+        UNIQUE(app, version));",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

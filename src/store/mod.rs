@@ -1,7 +1,10 @@
 //! The SQLite store. Only the controller process opens it (plus the offline
 //! `magrathea keys` recovery commands). Every multi-row change is one transaction.
 
+mod builds;
 mod migrations;
+
+pub use builds::{BuildRow, NewRelease, ReleaseRow};
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -97,7 +100,7 @@ impl Store {
         Ok(store)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (transactions roll
         // back), so a poisoned mutex is still a usable connection.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())

@@ -46,6 +46,7 @@ pub struct Server {
     pub admin: Key,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    flags: Vec<String>,
 }
 
 pub fn keygen(dir: &Path, name: &str) -> Key {
@@ -89,8 +90,14 @@ pub fn text(b: &[u8]) -> String {
 
 impl Server {
     pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// A server with extra `serve` flags.
+    pub fn start_with(flags: &[&str]) -> Server {
         require("git");
         require("ssh");
+        require_docker();
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");
         let admin = keygen(dir.path(), "admin");
@@ -107,6 +114,7 @@ impl Server {
             admin,
             child: None,
             log: Arc::default(),
+            flags: flags.iter().map(|s| s.to_string()).collect(),
         };
         s.spawn();
         s
@@ -114,8 +122,16 @@ impl Server {
 
     pub fn spawn(&mut self) {
         let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--default-stack",
+                "tiny",
+                "--data",
+            ])
             .arg(&self.data)
+            .args(&self.flags)
             .env("MAGRATHEA_LOG", "info,magrathea=debug")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -273,11 +289,49 @@ fn unsafe_kill(pid: u32, sig: i32) {
         .status();
 }
 
-/// A local git repo with one commit per (file, content) on the given branch.
+/// A local git repo whose first commit will be a minimal app that builds on the tiny stack
+/// (a Procfile), so pushes to `main` and `v*` tags go through the real build pipeline.
 pub fn repo(dir: &Path) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     git_local(dir, &["init", "-q", "-b", "main"]);
+    std::fs::write(
+        dir.join("Procfile"),
+        "web: busybox httpd -f -p $PORT -h .\n",
+    )
+    .unwrap();
     dir.to_path_buf()
+}
+
+/// A repo holding a copy of `tests/fixtures/<name>`, committed.
+pub fn fixture_repo(dir: &Path, name: &str) -> PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name);
+    std::fs::create_dir_all(dir).unwrap();
+    let out = run(Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dir));
+    assert!(
+        out.status.success(),
+        "cp fixture {name}: {}",
+        text(&out.stderr)
+    );
+    git_local(dir, &["init", "-q", "-b", "main"]);
+    git_local(dir, &["add", "-A"]);
+    git_local(dir, &["commit", "-q", "-m", &format!("fixture {name}")]);
+    dir.to_path_buf()
+}
+
+/// Docker must answer, with the tiny stack present (scripts/test.sh sets both up).
+pub fn require_docker() {
+    require("docker");
+    let out = run(Command::new("docker").args(["image", "inspect", "magrathea/stack-tiny:latest"]));
+    assert!(
+        out.status.success(),
+        "Docker engine or stack image magrathea/stack-tiny missing ({}); run scripts/docker-up.sh and scripts/stack-tiny.sh",
+        text(&out.stderr).trim()
+    );
 }
 
 pub fn git_local(dir: &Path, args: &[&str]) -> String {

@@ -1,0 +1,485 @@
+//! Builds: export the pushed commit, run the buildpacks in a fresh container from the stack
+//! image, and hand the slug to `release::cook`. Builds never write refs.
+
+pub mod buildpacks;
+pub mod docker;
+pub mod queue;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::appconfig::{self, AppConfig};
+use crate::controller::Core;
+use crate::git::export::{self, Quarantine};
+use crate::git::hookproto::Frame;
+use crate::store::ReleaseRow;
+use docker::{Docker, RunOutcome, RunSpec};
+
+/// Server-wide build limits (`magrathea serve --build-*`).
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub memory: i64,
+    pub max_slug: u64,
+    pub network: String,
+    pub parallel: usize,
+    pub default_stack: String,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            timeout: Duration::from_secs(15 * 60),
+            memory: 2 << 30,
+            max_slug: 500 << 20,
+            network: "host".into(),
+            parallel: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            default_stack: "bookworm".into(),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum BuildError {
+    /// Already explained to the pusher line by line.
+    #[error("{0}")]
+    Failed(String),
+    #[error("build cancelled")]
+    Cancelled,
+}
+
+/// Where a build's output goes: the pusher (as `remote:` lines) and the build log.
+pub struct Sink {
+    tx: mpsc::Sender<Frame>,
+    log: Option<std::fs::File>,
+}
+
+impl Sink {
+    pub fn new(tx: mpsc::Sender<Frame>) -> Sink {
+        Sink { tx, log: None }
+    }
+
+    pub async fn line(&mut self, s: impl Into<String>) {
+        let s = s.into();
+        if let Some(f) = &mut self.log {
+            use std::io::Write;
+            let _ = writeln!(f, "{s}");
+        }
+        let _ = self.tx.send(Frame::out(s)).await;
+    }
+
+    /// The pusher is gone (Ctrl-C): the sender's receiver was dropped.
+    pub fn closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+}
+
+pub struct BuildRequest {
+    pub app: String,
+    pub object: String,
+    pub git_ref: String,
+    pub key_name: String,
+    pub quarantine: Quarantine,
+    pub config_vars: BTreeMap<String, String>,
+}
+
+pub async fn build(
+    core: &Arc<Core>,
+    req: BuildRequest,
+    out: &mut Sink,
+    cancel: CancellationToken,
+) -> Result<ReleaseRow, BuildError> {
+    let fail = |m: String| BuildError::Failed(m);
+    let repo = core.data.repo(&req.app);
+    // Resolve the pushed object (tag or commit) to a commit, reading quarantined objects.
+    let (commit, _) = {
+        let (repo, q, obj) = (repo.clone(), req.quarantine.clone(), req.object.clone());
+        tokio::task::spawn_blocking(move || {
+            export::open(&repo, &q).and_then(|r| export::resolve(&r, &obj))
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(|e| fail(format!("cannot read the pushed commit: {e}")))?
+    };
+    let id = core
+        .store
+        .create_build(&req.app, &commit, &req.git_ref, &req.key_name)
+        .map_err(|e| fail(e.to_string()))?;
+    let log_dir = core.data.logs().join("builds").join(&req.app);
+    let _ = std::fs::create_dir_all(&log_dir);
+    out.log = std::fs::File::create(log_dir.join(format!("{id}.log"))).ok();
+
+    let result = run_queued(core, &req, &commit, id, out, cancel).await;
+    let (status, detail, version) = match &result {
+        Ok(r) => ("succeeded", String::new(), Some(r.version)),
+        Err(BuildError::Cancelled) => ("cancelled", "cancelled".to_string(), None),
+        Err(BuildError::Failed(m)) => ("failed", m.clone(), None),
+    };
+    if let Err(e) = core.store.set_build_status(id, status, &detail, version) {
+        tracing::error!(error = %e, "cannot record build status");
+    }
+    result
+}
+
+async fn run_queued(
+    core: &Arc<Core>,
+    req: &BuildRequest,
+    commit: &str,
+    id: i64,
+    out: &mut Sink,
+    cancel: CancellationToken,
+) -> Result<ReleaseRow, BuildError> {
+    let ahead = core.queue.waiting(&req.app);
+    if ahead > 0 {
+        out.line(format!(
+            "-----> {} build(s) of {} ahead of this one; waiting",
+            ahead, req.app
+        ))
+        .await;
+    }
+    let _app_turn = tokio::select! {
+        g = core.queue.app_turn(&req.app) => g,
+        _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+    };
+    let _slot = tokio::select! {
+        p = core.queue.slot() => p,
+        _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+    };
+    let _running = core.queue.running(&req.app, id, cancel.clone());
+    let _ = core.store.set_build_status(id, "running", "", None);
+    let dir = core.data.builds().join(id.to_string());
+    let result = run(core, req, commit, id, &dir, out, cancel).await;
+    let _ = tokio::fs::remove_dir_all(&dir).await;
+    result
+}
+
+fn dir_size(p: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(e.path());
+            } else {
+                total += m.len();
+            }
+        }
+    }
+    total
+}
+
+pub fn human(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MB", bytes as f64 / (1u64 << 20) as f64)
+    } else {
+        format!("{:.1} KB", bytes as f64 / 1024.0)
+    }
+}
+
+async fn run(
+    core: &Arc<Core>,
+    req: &BuildRequest,
+    commit: &str,
+    id: i64,
+    dir: &Path,
+    out: &mut Sink,
+    cancel: CancellationToken,
+) -> Result<ReleaseRow, BuildError> {
+    let fail = |m: String| BuildError::Failed(m);
+    let short_ref = req
+        .git_ref
+        .rsplit('/')
+        .next()
+        .unwrap_or(&req.git_ref)
+        .to_string();
+    let src = dir.join("src");
+    let (envd, meta) = (dir.join("env"), dir.join("meta"));
+    for d in [&envd, &meta] {
+        std::fs::create_dir_all(d).map_err(|e| fail(format!("build dir: {e}")))?;
+    }
+    let exported = {
+        let (repo, q, c, src) = (
+            core.data.repo(&req.app),
+            req.quarantine.clone(),
+            commit.to_string(),
+            src.clone(),
+        );
+        tokio::task::spawn_blocking(move || {
+            export::open(&repo, &q).and_then(|r| export::export(&r, &c, &src))
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+    };
+    let exported = match exported {
+        Ok(x) => x,
+        Err(e) => {
+            out.line(format!(" !     cannot export {}: {e}", &commit[..7]))
+                .await;
+            return Err(fail(e.to_string()));
+        }
+    };
+    for s in &exported.skipped_submodules {
+        out.line(format!(
+            " !     submodule {s} skipped (submodules are not fetched)"
+        ))
+        .await;
+    }
+    let config: AppConfig = match std::fs::read_to_string(src.join("magrathea.yml")) {
+        Ok(t) => match appconfig::parse(&t) {
+            Ok(c) => c,
+            Err(e) => {
+                out.line(format!(" !     {e}")).await;
+                return Err(fail(e));
+            }
+        },
+        Err(_) => AppConfig::default(),
+    };
+    let stack = config
+        .stack
+        .clone()
+        .unwrap_or_else(|| core.limits.default_stack.clone());
+    out.line(format!(
+        "-----> Building {} {} ({short_ref}) on stack {stack}",
+        req.app,
+        &commit[..7]
+    ))
+    .await;
+
+    let docker = match Docker::connect().await {
+        Ok(d) => d,
+        Err(e) => {
+            out.line(format!(" !     {e}")).await;
+            return Err(fail(e.to_string()));
+        }
+    };
+    let image = format!("magrathea/stack-{stack}:latest");
+    let image_id = match docker.image_id(&image).await {
+        Ok(Some(i)) => i,
+        Ok(None) => {
+            let m =
+                format!("stack image {image} not found; build it with scripts/stack-{stack}.sh");
+            out.line(format!(" !     {m}")).await;
+            return Err(fail(m));
+        }
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let selected = match buildpacks::select(config.buildpacks.as_ref(), &src) {
+        Ok(s) => s,
+        Err(e) => {
+            out.line(format!(" !     {e}")).await;
+            return Err(fail(e));
+        }
+    };
+    let detect = selected.is_none();
+    let bps: Vec<String> = match selected {
+        Some(list) => list.iter().map(|b| b.container_path()).collect(),
+        None => buildpacks::BUILTIN
+            .iter()
+            .map(|b| format!("/buildpacks/{b}"))
+            .collect(),
+    };
+    for (k, v) in &req.config_vars {
+        let _ = crate::fsutil::write_atomic(&envd.join(k), v.as_bytes(), 0o600);
+    }
+    let cache = core.data.cache(&req.app);
+    std::fs::create_dir_all(&cache).map_err(|e| fail(format!("cache dir: {e}")))?;
+    let p = |x: &Path| x.display().to_string();
+    let mut mounts = vec![
+        (p(&src), "/build".to_string(), false),
+        (p(&cache), "/cache".to_string(), false),
+        (p(&envd), "/env".to_string(), true),
+        (p(&meta), "/meta".to_string(), false),
+        (p(&core.data.buildpacks()), "/buildpacks".to_string(), true),
+    ];
+    // Builds fetch from package indexes over TLS: give them the host's CA bundle.
+    let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
+    if ca.exists() {
+        mounts.push((p(ca), "/etc/ssl/certs/ca-certificates.crt".into(), true));
+    }
+    let mut cmd = vec![
+        "/bin/sh".into(),
+        "/buildpacks/.driver.sh".into(),
+        "/build".into(),
+        "/cache".into(),
+        "/env".into(),
+        "/meta".into(),
+    ];
+    cmd.extend(bps);
+    let spec = RunSpec {
+        name: format!("magrathea-build-{}-{id}", req.app),
+        image: image.clone(),
+        cmd,
+        env: vec![
+            format!("STACK={stack}"),
+            "HOME=/app".into(),
+            format!("SOURCE_DATE_EPOCH={}", exported.commit_time),
+            format!("MAGRATHEA_DETECT={}", u8::from(detect)),
+            format!("GIT_REV={commit}"),
+        ],
+        mounts,
+        network: core.limits.network.clone(),
+        memory: Some(core.limits.memory),
+        labels: vec![
+            ("magrathea.app".into(), req.app.clone()),
+            ("magrathea.build".into(), id.to_string()),
+        ],
+        user: None,
+        workdir: Some("/build".into()),
+    };
+    let (ltx, mut lrx) = mpsc::channel::<String>(256);
+    let run = docker.run(spec, ltx, cancel.clone(), core.limits.timeout);
+    tokio::pin!(run);
+    let outcome = loop {
+        tokio::select! {
+            r = &mut run => break r,
+            Some(l) = lrx.recv() => out.line(l).await,
+        }
+    };
+    while let Ok(l) = lrx.try_recv() {
+        out.line(l).await;
+    }
+    match outcome {
+        Ok(RunOutcome::Exited(0)) => {}
+        Ok(RunOutcome::Exited(3)) if detect => return Err(fail("no buildpack matched".into())),
+        Ok(RunOutcome::Exited(c)) => {
+            out.line(format!(" !     build failed (exit {c})")).await;
+            return Err(fail(format!("build failed (exit {c})")));
+        }
+        Ok(RunOutcome::OomKilled) => {
+            let m = format!(
+                "build ran out of memory (limit {})",
+                human(core.limits.memory as u64)
+            );
+            out.line(format!(" !     {m}")).await;
+            return Err(fail(m));
+        }
+        Ok(RunOutcome::TimedOut) => {
+            let m = format!(
+                "build timed out after {}s (limit)",
+                core.limits.timeout.as_secs()
+            );
+            out.line(format!(" !     {m}")).await;
+            return Err(fail(m));
+        }
+        Ok(RunOutcome::Cancelled) => {
+            out.line(" !     build cancelled").await;
+            return Err(BuildError::Cancelled);
+        }
+        Err(e) => {
+            out.line(format!(" !     {e}")).await;
+            return Err(fail(e.to_string()));
+        }
+    }
+    let size = dir_size(&src);
+    if size > core.limits.max_slug {
+        let m = format!(
+            "slug is {}, over the {} limit",
+            human(size),
+            human(core.limits.max_slug)
+        );
+        out.line(format!(" !     {m}")).await;
+        return Err(fail(m));
+    }
+
+    // Process types: buildpack defaults, then magrathea.yml, then the Procfile.
+    let mut processes = BTreeMap::new();
+    let mut buildpack_names = vec![];
+    if let Ok(t) = std::fs::read_to_string(meta.join("buildpacks")) {
+        buildpack_names = t.lines().map(String::from).collect();
+    }
+    for i in 1..=buildpack_names.len().max(1) {
+        if let Ok(t) = std::fs::read_to_string(meta.join(format!("release-{i}.yml"))) {
+            match appconfig::parse_release(&t) {
+                Ok(r) => processes.extend(r.default_process_types.unwrap_or_default()),
+                Err(e) => {
+                    out.line(format!(" !     {e}")).await;
+                    return Err(fail(e));
+                }
+            }
+        }
+    }
+    if let Some(p) = &config.processes {
+        processes.extend(p.clone());
+    }
+    let mut release_cmd = config.release.clone();
+    if let Ok(t) = std::fs::read_to_string(src.join("Procfile")) {
+        match appconfig::parse_procfile(&t) {
+            Ok(mut p) => {
+                if let Some(r) = p.remove("release") {
+                    release_cmd = Some(r);
+                }
+                processes.extend(p);
+            }
+            Err(e) => {
+                out.line(format!(" !     {e}")).await;
+                return Err(fail(e));
+            }
+        }
+    }
+    if processes.is_empty() {
+        out.line(" !     no process types: add a Procfile (e.g. 'web: ./server') or 'processes:' in magrathea.yml").await;
+        return Err(fail("no process types".into()));
+    }
+    let names: Vec<&String> = processes.keys().collect();
+    out.line(format!(
+        "-----> Process types: {}",
+        names
+            .iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .await;
+
+    let manifest = crate::release::Manifest {
+        app: req.app.clone(),
+        git_sha: commit.to_string(),
+        stack,
+        stack_image: image_id,
+        buildpacks: buildpack_names,
+        processes,
+        release: release_cmd,
+    };
+    if out.closed() || cancel.is_cancelled() {
+        return Err(BuildError::Cancelled);
+    }
+    out.line("-----> Compressing...").await;
+    let cooked = crate::release::cook(
+        core,
+        &manifest,
+        &src,
+        exported.commit_time,
+        &req.git_ref,
+        Some(id),
+        &req.key_name,
+    )
+    .await
+    .map_err(|e| fail(e.to_string()))?;
+    out.line(format!(
+        "       done, {} (sha256 {})",
+        human(cooked.size as u64),
+        &cooked.sha256[..12]
+    ))
+    .await;
+    out.line(format!(
+        "-----> Released v{} of {}",
+        cooked.version, req.app
+    ))
+    .await;
+    let keep = config.keep_releases.unwrap_or(10).max(1) as usize;
+    crate::release::prune(core, &req.app, keep);
+    let _ = PathBuf::new();
+    Ok(cooked)
+}

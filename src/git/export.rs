@@ -1,0 +1,187 @@
+//! Exporting a pushed commit's tree to a directory with git2, reading the push's quarantined
+//! objects (they are not in the repository until pre-receive says yes). Walks the tree; no
+//! index, no checkout. Symlinks stay symlinks; `.slugignore` is honoured.
+
+use std::path::{Path, PathBuf};
+
+use git2::{ObjectType, Oid, Repository, Tree};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ExportError {
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    #[error("export: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("refusing tree entry {0:?}")]
+    BadEntry(String),
+}
+
+/// Where the pushed objects live while the push is in quarantine.
+#[derive(Debug, Clone, Default)]
+pub struct Quarantine {
+    pub object_dir: Option<String>,
+    pub alternates: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Exported {
+    pub commit: String,
+    /// Commit time: the release's file mtimes, so rebuilds are reproducible.
+    pub commit_time: i64,
+    pub files: usize,
+    pub skipped_submodules: Vec<String>,
+}
+
+pub fn open(repo: &Path, q: &Quarantine) -> Result<Repository, ExportError> {
+    let r = Repository::open_bare(repo)?;
+    {
+        let odb = r.odb()?;
+        if let Some(d) = &q.object_dir {
+            odb.add_disk_alternate(d)?;
+        }
+        if let Some(alts) = &q.alternates {
+            for a in alts.split(':').filter(|a| !a.is_empty()) {
+                if Path::new(a).is_dir() {
+                    odb.add_disk_alternate(a)?;
+                }
+            }
+        }
+    }
+    Ok(r)
+}
+
+/// Peel a pushed object id (commit or annotated tag) to its commit id and time.
+pub fn resolve(repo: &Repository, oid: &str) -> Result<(String, i64), ExportError> {
+    let obj = repo.find_object(Oid::from_str(oid)?, None)?;
+    let commit = obj.peel_to_commit()?;
+    Ok((commit.id().to_string(), commit.time().seconds()))
+}
+
+fn slugignore(repo: &Repository, tree: &Tree) -> Vec<String> {
+    let Some(entry) = tree.get_name(".slugignore") else {
+        return vec![];
+    };
+    let Ok(blob) = repo.find_blob(entry.id()) else {
+        return vec![];
+    };
+    String::from_utf8_lossy(blob.content())
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(|l| l.trim_start_matches('/').trim_end_matches('/').to_string())
+        .collect()
+}
+
+fn ignored(patterns: &[String], rel: &str) -> bool {
+    let base = rel.rsplit('/').next().unwrap_or(rel);
+    patterns.iter().any(|p| {
+        if p.contains('/') {
+            crate::names::glob_match(p, rel)
+        } else {
+            crate::names::glob_match(p, base)
+        }
+    })
+}
+
+pub fn export(repo: &Repository, commit: &str, dst: &Path) -> Result<Exported, ExportError> {
+    let c = repo.find_commit(Oid::from_str(commit)?)?;
+    let time = c.time().seconds();
+    let tree = c.tree()?;
+    let patterns = slugignore(repo, &tree);
+    std::fs::create_dir_all(dst)?;
+    let mut out = Exported {
+        commit: commit.to_string(),
+        commit_time: time,
+        files: 0,
+        skipped_submodules: vec![],
+    };
+    walk(repo, &tree, dst, "", &patterns, time, &mut out)?;
+    Ok(out)
+}
+
+fn walk(
+    repo: &Repository,
+    tree: &Tree,
+    dir: &Path,
+    prefix: &str,
+    patterns: &[String],
+    mtime: i64,
+    out: &mut Exported,
+) -> Result<(), ExportError> {
+    for e in tree.iter() {
+        let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
+        // git's fsck already refuses these; never trust that alone with a path.
+        if name.is_empty()
+            || name == "."
+            || name == ".."
+            || name.contains('/')
+            || name.contains('\0')
+            || name.eq_ignore_ascii_case(".git")
+        {
+            return Err(ExportError::BadEntry(format!("{prefix}{name}")));
+        }
+        let rel = format!("{prefix}{name}");
+        if ignored(patterns, &rel) {
+            continue;
+        }
+        let path: PathBuf = dir.join(&name);
+        match (e.kind(), e.filemode()) {
+            (Some(ObjectType::Tree), _) => {
+                std::fs::create_dir(&path)?;
+                let sub = repo.find_tree(e.id())?;
+                walk(repo, &sub, &path, &format!("{rel}/"), patterns, mtime, out)?;
+            }
+            (Some(ObjectType::Blob), 0o120000) => {
+                let blob = repo.find_blob(e.id())?;
+                let target = std::ffi::OsStr::from_encoded_bytes_checked(blob.content());
+                std::os::unix::fs::symlink(target, &path)?;
+                out.files += 1;
+            }
+            (Some(ObjectType::Blob), mode) => {
+                let blob = repo.find_blob(e.id())?;
+                std::fs::write(&path, blob.content())?;
+                let perm = if mode == 0o100755 { 0o755 } else { 0o644 };
+                crate::fsutil::set_mode(&path, perm)?;
+                let f = std::fs::File::options().write(true).open(&path)?;
+                f.set_modified(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64),
+                )?;
+                out.files += 1;
+            }
+            (Some(ObjectType::Commit), _) => out.skipped_submodules.push(rel),
+            _ => return Err(ExportError::BadEntry(rel)),
+        }
+    }
+    Ok(())
+}
+
+trait FromBytes {
+    fn from_encoded_bytes_checked(b: &[u8]) -> &std::ffi::OsStr;
+}
+
+impl FromBytes for std::ffi::OsStr {
+    fn from_encoded_bytes_checked(b: &[u8]) -> &std::ffi::OsStr {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slugignore_patterns() {
+        let p = vec![
+            "*.psd".to_string(),
+            "docs".to_string(),
+            "test/fixtures".to_string(),
+        ];
+        assert!(ignored(&p, "art/logo.psd"));
+        assert!(ignored(&p, "docs"));
+        assert!(ignored(&p, "test/fixtures"));
+        assert!(!ignored(&p, "test/unit"));
+        assert!(!ignored(&p, "src/main.py"));
+    }
+}

@@ -1,0 +1,94 @@
+//! Releases: immutable tarballs named `v<N>-<sha12>.tar.gz` under `<data>/releases/<app>/`.
+//! This module is the only writer of that directory.
+
+pub mod extract;
+pub mod tarball;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::controller::Core;
+use crate::store::{NewRelease, ReleaseRow};
+
+/// The manifest inside the tarball: only what the content determines, so the same commit
+/// built with the same stack and buildpacks gives the same bytes. Version, ref and who
+/// pushed live in the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Manifest {
+    pub app: String,
+    pub git_sha: String,
+    pub stack: String,
+    pub stack_image: String,
+    pub buildpacks: Vec<String>,
+    pub processes: BTreeMap<String, String>,
+    pub release: Option<String>,
+}
+
+pub fn file_name(version: i64, sha256: &str) -> String {
+    format!("v{version}-{}.tar.gz", &sha256[..12])
+}
+
+/// Pack the slug, name it, record it. The file is in place (fsynced, renamed) before the
+/// row exists; a crash in between leaves an unreferenced file, never a dangling row.
+pub async fn cook(
+    core: &Arc<Core>,
+    manifest: &Manifest,
+    slug: &Path,
+    mtime: i64,
+    git_ref: &str,
+    build_id: Option<i64>,
+    key_name: &str,
+) -> anyhow::Result<ReleaseRow> {
+    let dir = core.data.releases(&manifest.app);
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join(format!(".cooking-{}.tar.gz", crate::keys::random_hex(6)));
+    let json = serde_json::to_vec_pretty(manifest)?;
+    let packed = {
+        let (slug, tmp) = (slug.to_path_buf(), tmp.clone());
+        tokio::task::spawn_blocking(move || tarball::pack(&slug, &json, mtime.max(0) as u64, &tmp))
+            .await??
+    };
+    let version = core.store.next_release_version(&manifest.app)?;
+    let name = file_name(version, &packed.sha256);
+    let dst = dir.join(&name);
+    let placed = std::fs::rename(&tmp, &dst).and_then(|_| std::fs::File::open(&dir)?.sync_all());
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.into());
+    }
+    let row = NewRelease {
+        app: &manifest.app,
+        sha256: &packed.sha256,
+        tar_sha256: &packed.tar_sha256,
+        size: packed.size as i64,
+        git_sha: &manifest.git_sha,
+        git_ref,
+        build_id,
+        manifest: &serde_json::to_string(manifest)?,
+        key_name,
+    };
+    if let Err(e) = core.store.insert_release(&row, version, &name) {
+        let _ = std::fs::remove_file(&dst);
+        return Err(e.into());
+    }
+    core.store
+        .release(&manifest.app, version)?
+        .ok_or_else(|| anyhow::anyhow!("release v{version} vanished"))
+}
+
+/// Keep the newest `keep` releases; never delete one that is live or pinned.
+pub fn prune(core: &Core, app: &str, keep: usize) {
+    let Ok(all) = core.store.list_releases(app) else {
+        return;
+    };
+    for r in all.iter().skip(keep) {
+        if r.pinned || r.status == "live" || r.status == "previous" {
+            continue;
+        }
+        let _ = std::fs::remove_file(core.data.releases(app).join(&r.file));
+        let _ = core.store.delete_release(app, r.version);
+    }
+}
