@@ -21,6 +21,7 @@ pub mod keys;
 pub mod names;
 pub mod paths;
 pub mod release;
+pub mod router;
 pub mod serve;
 pub mod ssh;
 pub mod store;

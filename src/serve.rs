@@ -75,6 +75,9 @@ pub async fn serve(
     max_connections: usize,
     limits: crate::build::Limits,
 ) -> anyhow::Result<()> {
+    // Absolute, always: git resolves a relative core.hooksPath against the repository, and
+    // a hook git cannot find is silently skipped, which would let pushes bypass us.
+    let data = &std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
     let dd = DataDir::new(data);
     if !dd.db().exists() || !dd.host_key().exists() {
         bail!(

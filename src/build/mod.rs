@@ -318,7 +318,7 @@ async fn run(
     ];
     cmd.extend(bps);
     let spec = RunSpec {
-        name: format!("magrathea-build-{}-{id}", req.app),
+        name: format!("magrathea-{}-build-{}-{id}", core.instance, req.app),
         image: image.clone(),
         cmd,
         env: vec![

@@ -65,6 +65,9 @@ pub struct Core {
     /// The binary git hooks call back into.
     pub bin: PathBuf,
     pub limits: crate::build::Limits,
+    /// Short id of this controller (from its data dir), so two controllers sharing a Docker
+    /// engine never touch each other's containers.
+    pub instance: String,
     pub queue: crate::build::queue::BuildQueue,
 }
 
@@ -95,7 +98,10 @@ impl Core {
                 "builds interrupted by the last shutdown marked failed"
             );
         }
+        use sha2::Digest;
+        let instance = hex::encode(&sha2::Sha256::digest(data.root().as_os_str().as_encoded_bytes())[..4]);
         Ok(Core {
+            instance,
             queue: crate::build::queue::BuildQueue::new(limits.parallel),
             limits,
             data,

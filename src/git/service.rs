@@ -22,6 +22,10 @@ pub fn spawn(
     git_protocol: Option<&str>,
     hook: Option<HookEnv<'_>>,
 ) -> std::io::Result<Child> {
+    if !hooks_dir.is_absolute() || !repo.is_absolute() {
+        // git would silently skip a hook it cannot find; never run a push without ours.
+        return Err(std::io::Error::other("hooks and repository paths must be absolute"));
+    }
     let mut cmd = Command::new("git");
     cmd.arg("-c")
         .arg(format!("core.hooksPath={}", hooks_dir.display()))

@@ -173,29 +173,69 @@ async fn git(
             return 1;
         }
     };
-    let (Some(mut sin), Some(mut sout), Some(mut serr)) =
+    let (Some(sin), Some(mut sout), Some(mut serr)) =
         (child.stdin.take(), child.stdout.take(), child.stderr.take())
     else {
         return 1;
     };
     // client -> git. Closing `sin` is git's EOF. Fire and forget: a client need not send EOF.
+    // Afterwards keep draining the channel: when it closes before git is done, the client is
+    // gone (Ctrl-C) and the push must be stopped.
+    let (gone_tx, mut gone_rx) = tokio::sync::oneshot::channel::<()>();
     let pump_in = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut rx.make_reader(), &mut sin).await;
-        let _ = sin.shutdown().await;
+        // Not `make_reader`: it closes the receiver at EOF, and we need to see the close.
+        let mut sin = Some(sin);
+        while let Some(msg) = rx.wait().await {
+            match msg {
+                russh::ChannelMsg::Data { data } => {
+                    if let Some(s) = sin.as_mut() {
+                        if s.write_all(&data).await.is_err() {
+                            sin = None;
+                        }
+                    }
+                }
+                russh::ChannelMsg::Eof => {
+                    if let Some(mut s) = sin.take() {
+                        let _ = s.shutdown().await;
+                    }
+                }
+                russh::ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        drop(sin);
+        let _ = gone_tx.send(());
     });
     let mut out = tx.make_writer();
     let mut err = tx.make_writer_ext(Some(1));
-    // Both at once: a full stderr pipe must never block stdout, nor the reverse.
-    let _ = tokio::join!(
-        async {
-            let _ = tokio::io::copy(&mut sout, &mut out).await;
-            let _ = out.flush().await;
-        },
-        async {
-            let _ = tokio::io::copy(&mut serr, &mut err).await;
-            let _ = err.flush().await;
+    let pid = child.id();
+    let finished = async {
+        // Both at once: a full stderr pipe must never block stdout, nor the reverse.
+        let _ = tokio::join!(
+            async {
+                let _ = tokio::io::copy(&mut sout, &mut out).await;
+                let _ = out.flush().await;
+            },
+            async {
+                let _ = tokio::io::copy(&mut serr, &mut err).await;
+                let _ = err.flush().await;
+            }
+        );
+    };
+    let client_gone = tokio::select! {
+        _ = finished => false,
+        Ok(()) = &mut gone_rx => true,
+    };
+    if client_gone {
+        // The whole group: receive-pack and the hook it runs. The hook's socket closes and
+        // the controller cancels the build.
+        if let Some(pid) = pid {
+            unsafe {
+                libc::killpg(pid as i32, libc::SIGTERM);
+            }
         }
-    );
+        tracing::info!(app = %app, "client went away; push stopped");
+    }
     let status = child.wait().await;
     pump_in.abort();
     drop(guard);

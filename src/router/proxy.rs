@@ -1,0 +1,373 @@
+//! Forwarding one request: pick the app from `Host`, rewrite headers, dispatch with
+//! connect-failure failover, and wrap the response.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::http::uri::{Authority, PathAndQuery};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use tracing::debug;
+
+use super::upstream::{Sender, Upstream, UpstreamBody};
+use super::{Pick, Router};
+
+pub(super) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Request/response headers that describe one connection rather than the message (RFC 9110
+/// section 7.6.1); forwarding them would confuse the connection on the other side.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+pub(super) async fn handle(
+    router: &Router,
+    peer: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let host = match request_host(&req) {
+        Ok(host) => host,
+        Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
+    };
+    let Some(app) = router.app_for_host(host.host()) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("no app '{}' here", printable(host.host())),
+        );
+    };
+    let req = upstream_request(req, &host, peer.ip());
+
+    match forward(router, &app, req).await {
+        Ok(resp) => {
+            debug!(
+                app = %app,
+                upstream = %resp.upstream,
+                status = resp.response.status().as_u16(),
+                ms = started.elapsed().as_millis() as u64,
+                "proxied"
+            );
+            resp.response
+        }
+        Err(failure) => {
+            let (status, msg) = match failure {
+                Failure::NotRouted => (StatusCode::NOT_FOUND, format!("no app '{app}' here")),
+                Failure::NoUpstreams => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("app '{app}' has no running web processes"),
+                ),
+                Failure::NoneAnswered => (
+                    StatusCode::BAD_GATEWAY,
+                    format!("bad gateway: no upstream of '{app}' answered"),
+                ),
+                Failure::Broken(addr, err) => {
+                    debug!(app = %app, upstream = %addr, error = %err, "upstream failed mid-request");
+                    (
+                        StatusCode::BAD_GATEWAY,
+                        format!("bad gateway: the upstream of '{app}' failed"),
+                    )
+                }
+                Failure::TimedOut(addr, after) => {
+                    debug!(app = %app, upstream = %addr, "upstream did not answer in time");
+                    (
+                        StatusCode::GATEWAY_TIMEOUT,
+                        format!(
+                            "gateway timeout: '{app}' did not answer within {}s",
+                            after.as_secs_f32()
+                        ),
+                    )
+                }
+            };
+            debug!(
+                app = %app,
+                status = status.as_u16(),
+                ms = started.elapsed().as_millis() as u64,
+                "not proxied"
+            );
+            text(status, msg)
+        }
+    }
+}
+
+struct Forwarded {
+    upstream: SocketAddr,
+    response: Response<ProxyBody>,
+}
+
+enum Failure {
+    /// The app disappeared from the table while the request was being handled.
+    NotRouted,
+    NoUpstreams,
+    /// Every upstream refused or timed out the connection.
+    NoneAnswered,
+    /// The request was (possibly partly) sent, so it cannot be retried.
+    Broken(SocketAddr, hyper::Error),
+    TimedOut(SocketAddr, Duration),
+}
+
+/// Tries the app's upstreams in round-robin order, each at most once, moving on only while
+/// the request has not been sent.
+async fn forward(
+    router: &Router,
+    app: &str,
+    mut req: Request<Incoming>,
+) -> Result<Forwarded, Failure> {
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    loop {
+        let guard = match router.pick(app, &tried) {
+            Pick::Upstream(guard) => guard,
+            Pick::NotRouted => return Err(Failure::NotRouted),
+            Pick::Exhausted if tried.is_empty() => return Err(Failure::NoUpstreams),
+            Pick::Exhausted => return Err(Failure::NoneAnswered),
+        };
+        let upstream = guard.upstream();
+        tried.push(upstream.addr);
+        match dispatch(
+            upstream,
+            req,
+            router.opts.connect_timeout,
+            router.opts.upstream_timeout,
+        )
+        .await
+        {
+            Ok((resp, sender)) => {
+                let addr = upstream.addr;
+                let (mut parts, body) = resp.into_parts();
+                strip_hop_by_hop(&mut parts.headers);
+                parts.version = Version::HTTP_11;
+                let body = UpstreamBody::new(body, guard, sender).boxed();
+                return Ok(Forwarded {
+                    upstream: addr,
+                    response: Response::from_parts(parts, body),
+                });
+            }
+            Err(Dispatch::NotSent(back, err)) => {
+                debug!(app, upstream = %upstream.addr, error = %err, "upstream unreachable, trying the next");
+                req = *back;
+            }
+            Err(Dispatch::Broken(err)) => return Err(Failure::Broken(upstream.addr, err)),
+            Err(Dispatch::TimedOut) => {
+                return Err(Failure::TimedOut(
+                    upstream.addr,
+                    router.opts.upstream_timeout,
+                ))
+            }
+        }
+    }
+}
+
+enum Dispatch {
+    /// Nothing was written to the upstream; here is the request back (boxed: this is the
+    /// rare path, and it keeps the common result small).
+    NotSent(
+        Box<Request<Incoming>>,
+        Box<dyn std::error::Error + Send + Sync>,
+    ),
+    Broken(hyper::Error),
+    TimedOut,
+}
+
+/// Sends `req` to one upstream, on a pooled connection if one is ready, else on a new one.
+async fn dispatch(
+    upstream: &Upstream,
+    mut req: Request<Incoming>,
+    connect_timeout: Duration,
+    upstream_timeout: Duration,
+) -> Result<(Response<Incoming>, Sender), Dispatch> {
+    loop {
+        let (mut sender, pooled) = match upstream.checkout() {
+            Some(sender) => (sender, true),
+            None => match upstream.connect(connect_timeout).await {
+                Ok(sender) => (sender, false),
+                Err(err) => return Err(Dispatch::NotSent(Box::new(req), err.into())),
+            },
+        };
+        match tokio::time::timeout(upstream_timeout, sender.try_send_request(req)).await {
+            Err(_elapsed) => return Err(Dispatch::TimedOut),
+            Ok(Ok(resp)) => return Ok((resp, sender)),
+            Ok(Err(mut err)) => match err.take_message() {
+                // A pooled connection the upstream closed just now; the request never left,
+                // so another connection to the same upstream may carry it.
+                Some(back) if pooled => req = back,
+                Some(back) => {
+                    return Err(Dispatch::NotSent(Box::new(back), err.into_error().into()))
+                }
+                None => return Err(Dispatch::Broken(err.into_error())),
+            },
+        }
+    }
+}
+
+/// The authority the client addressed: the absolute-form request target wins over `Host`
+/// (RFC 9112 section 3.2.2).
+fn request_host(req: &Request<Incoming>) -> Result<Authority, &'static str> {
+    if let Some(authority) = req.uri().authority() {
+        return Ok(authority.clone());
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (Some(host), None) = (hosts.next(), hosts.next()) else {
+        return Err("bad request: exactly one Host header is required");
+    };
+    host.to_str()
+        .ok()
+        .and_then(|h| h.parse::<Authority>().ok())
+        .filter(|a| !a.host().is_empty())
+        .ok_or("bad request: invalid Host header")
+}
+
+/// Turns the client's request into the one sent upstream: origin-form target, HTTP/1.1,
+/// hop-by-hop headers gone, `X-Forwarded-*` set.
+fn upstream_request(req: Request<Incoming>, host: &Authority, client: IpAddr) -> Request<Incoming> {
+    let (mut parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    parts.uri = Uri::from(path);
+    parts.version = Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    add_forwarded(&mut parts.headers, host, client);
+    Request::from_parts(parts, body)
+}
+
+fn add_forwarded(headers: &mut HeaderMap, host: &Authority, client: IpAddr) {
+    let client = client.to_canonical().to_string();
+    // Append to any chain the client sent, like every other proxy does: apps that trust us
+    // read the last entry, which is always ours.
+    let mut chain: Vec<&str> = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    chain.push(&client);
+    let xff = HeaderValue::from_str(&chain.join(", ")).unwrap_or_else(|_| {
+        HeaderValue::from_str(&client).expect("an IP address is a valid header")
+    });
+    headers.insert(X_FORWARDED_FOR, xff);
+    // The router is the edge: whatever the client claims about proto/host is overwritten.
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    let host_value =
+        HeaderValue::from_str(host.as_str()).expect("a parsed authority is a valid header");
+    // Keep the app-visible Host even for absolute-form requests that carried none.
+    headers
+        .entry(header::HOST)
+        .or_insert_with(|| host_value.clone());
+    headers.insert(X_FORWARDED_HOST, host_value);
+}
+
+pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named in `Connection` are hop-by-hop for this message too.
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    // `Proxy-*` belongs to the proxy hop; a bare `Proxy` header is the httpoxy vector
+    // (apps exporting it as HTTP_PROXY), so it goes too.
+    let proxy: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str() == "proxy" || k.as_str().starts_with("proxy-"))
+        .cloned()
+        .collect();
+    for name in proxy {
+        headers.remove(name);
+    }
+}
+
+/// The router's own short answers.
+pub(super) fn text(status: StatusCode, msg: impl Into<String>) -> Response<ProxyBody> {
+    let mut body = msg.into();
+    body.push('\n');
+    let mut resp = Response::new(
+        Full::new(Bytes::from(body))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// A client-supplied host, fit to echo in an error message.
+fn printable(host: &str) -> String {
+    host.chars().filter(|c| !c.is_control()).take(100).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_listed() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("connection", "keep-alive, X-Secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("proxy-connection", "keep-alive"),
+            ("proxy", "http://evil"),
+            ("content-length", "3"),
+            ("x-kept", "yes"),
+        ] {
+            h.append(HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "x-kept"]);
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_overwrite() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::HOST,
+            HeaderValue::from_static("web.example.test:8080"),
+        );
+        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        let host: Authority = "web.example.test:8080".parse().unwrap();
+        add_forwarded(&mut h, &host, "::ffff:127.0.0.1".parse().unwrap());
+        assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "web.example.test:8080");
+        assert_eq!(h[header::HOST], "web.example.test:8080");
+    }
+
+    #[test]
+    fn error_bodies_are_plain_text() {
+        let resp = text(StatusCode::NOT_FOUND, "no app 'x' here");
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            resp.headers()[header::CONTENT_TYPE],
+            "text/plain; charset=utf-8"
+        );
+    }
+}

@@ -1,0 +1,337 @@
+//! Builds end to end: real git push over real ssh, buildpacks in real Docker, release
+//! tarballs inspected on disk.
+
+mod util;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+fn releases(s: &Server, app: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(&s.ok(&s.admin, &format!("releases {app} --json")))
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn release_info(s: &Server, app: &str, v: u64) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&s.admin, &format!("releases:info {app} v{v} --json"))).unwrap()
+}
+
+fn tarball(s: &Server, app: &str, v: u64) -> PathBuf {
+    let info = release_info(s, app, v);
+    s.data.join("releases").join(app).join(info["file"].as_str().unwrap())
+}
+
+/// (type, path, link target, content) of every entry.
+fn entries(path: &Path) -> Vec<(tar::EntryType, String, Option<String>, Vec<u8>)> {
+    let f = std::fs::File::open(path).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
+    ar.entries()
+        .unwrap()
+        .map(|e| {
+            let mut e = e.unwrap();
+            let t = e.header().entry_type();
+            let p = e.path().unwrap().display().to_string();
+            let l = e.link_name().unwrap().map(|l| l.display().to_string());
+            let mut buf = vec![];
+            e.read_to_end(&mut buf).unwrap();
+            (t, p, l, buf)
+        })
+        .collect()
+}
+
+fn file<'a>(es: &'a [(tar::EntryType, String, Option<String>, Vec<u8>)], p: &str) -> &'a [u8] {
+    &es.iter().find(|e| e.1 == p).unwrap_or_else(|| panic!("{p} not in tarball")).3
+}
+
+fn push_fixture(s: &Server, app: &str, fixture: &str, extra: &[(&str, &str)]) -> PathBuf {
+    let dir = fixture_repo(&s.dir.path().join(format!("{app}-src")), fixture);
+    if !extra.is_empty() {
+        for (f, c) in extra {
+            std::fs::write(dir.join(f), c).unwrap();
+        }
+        git_local(&dir, &["add", "-A"]);
+        git_local(&dir, &["commit", "-q", "-m", "extra"]);
+    }
+    let out = s.git_ok(&s.admin, &dir, &["push", &s.url(app), "main"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("Released v1"), "{err}");
+    dir
+}
+
+fn check_builtin(s: &Server, app: &str, fixture: &str, web_contains: &str, extra: &[(&str, &str)], file_in_slug: &str) {
+    push_fixture(s, app, fixture, extra);
+    let info = release_info(s, app, 1);
+    let web = info["manifest"]["processes"]["web"].as_str().unwrap_or_default().to_string();
+    assert!(web.contains(web_contains), "{fixture}: web = {web:?}");
+    let es = entries(&tarball(s, app, 1));
+    let m: serde_json::Value = serde_json::from_slice(file(&es, "manifest.json")).unwrap();
+    assert_eq!(m["processes"], info["manifest"]["processes"]);
+    assert_eq!(m["app"], app);
+    assert!(!file(&es, &format!("app/{file_in_slug}")).is_empty() || file_in_slug.ends_with('/'));
+    let sha = tarball::sha256(&tarball(s, app, 1));
+    assert_eq!(sha, info["sha256"].as_str().unwrap(), "recorded sha256 matches the file");
+}
+
+mod tarball {
+    pub fn sha256(p: &std::path::Path) -> String {
+        let out = std::process::Command::new("sha256sum").arg(p).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+    }
+}
+
+#[test]
+fn builtin_buildpacks_on_the_tiny_stack() {
+    let s = Server::start();
+    check_builtin(&s, "site", "static", "httpd", &[], "index.html");
+    check_builtin(&s, "proc", "procfile", "-h public", &[], "public/index.html");
+    // A push of another branch is stored but not built.
+    let out = s.ssh(&s.admin, "builds site --json", None);
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn builtin_buildpacks_on_the_bookworm_stack() {
+    let s = Server::start();
+    let yml = [("magrathea.yml", "stack: bookworm\n")];
+    check_builtin(&s, "py", "python", "app.py", &yml, ".venv/pyvenv.cfg");
+    check_builtin(&s, "node", "nodejs", "npm start", &yml, "server.js");
+    check_builtin(&s, "php", "php", "php -S", &yml, "index.php");
+    let info = release_info(&s, "py", 1);
+    assert_eq!(info["manifest"]["stack"], "bookworm");
+    assert_eq!(info["manifest"]["buildpacks"][0], "python");
+}
+
+#[test]
+fn third_party_buildpack_inside_the_repo_builds_unchanged() {
+    let s = Server::start();
+    push_fixture(&s, "custom", "custom-buildpack", &[]);
+    let es = entries(&tarball(&s, "custom", 1));
+    let page = String::from_utf8_lossy(file(&es, "app/www/index.html")).into_owned();
+    assert!(page.contains("build 1"), "{page}");
+    let info = release_info(&s, "custom", 1);
+    assert_eq!(info["manifest"]["processes"]["web"], "busybox httpd -f -p $PORT -h www");
+    assert_eq!(info["manifest"]["buildpacks"][0], "custom");
+    // The cache dir survives between builds.
+    let dir = s.dir.path().join("custom-src");
+    commit(&dir, "greeting.txt", "hello again\n", "second");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("custom"), "main"]);
+    let es = entries(&tarball(&s, "custom", 2));
+    assert!(String::from_utf8_lossy(file(&es, "app/www/index.html")).contains("build 2"));
+}
+
+#[test]
+fn failing_compile_rejects_the_push_and_changes_nothing() {
+    let s = Server::start();
+    let dir = push_fixture(&s, "web", "static", &[]);
+    let before = text(&s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("web")]).stdout);
+    let v1 = releases(&s, "web");
+    // Replace the app with one whose buildpack fails.
+    let failing = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/failing/.buildpack");
+    run(Command::new("cp").arg("-a").arg(&failing).arg(dir.join(".buildpack")));
+    git_local(&dir, &["add", "-A"]);
+    git_local(&dir, &["commit", "-q", "-m", "break it"]);
+    let out = s.git(&s.admin, &dir, &["push", &s.url("web"), "main"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("remote: error: intentional failure"), "{err}");
+    assert!(err.contains("about to fail on purpose"), "{err}");
+    assert!(err.contains("pre-receive hook declined"), "{err}");
+    assert_eq!(releases(&s, "web"), v1, "no release stored");
+    assert_eq!(text(&s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("web")]).stdout), before);
+    let builds: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "builds web --json")).unwrap();
+    assert_eq!(builds[0]["status"], "failed");
+    let log = s.ok(&s.admin, "builds:log web");
+    assert!(log.contains("intentional failure"), "{log}");
+    assert_eq!(std::fs::read_dir(s.data.join("builds")).unwrap().count(), 0, "build dir cleaned up");
+}
+
+#[test]
+fn nothing_detected_says_which_buildpacks_were_tried() {
+    let s = Server::start();
+    let dir = repo(&s.dir.path().join("src"));
+    std::fs::remove_file(dir.join("Procfile")).unwrap();
+    commit(&dir, "README.md", "just docs\n", "docs");
+    let out = s.git(&s.admin, &dir, &["push", &s.url("docs"), "main"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("no buildpack matched this app; tried: python nodejs php static procfile"), "{err}");
+    assert!(releases(&s, "docs").is_empty());
+}
+
+#[test]
+fn missing_stack_image_names_the_command_that_makes_it() {
+    let s = Server::start();
+    let dir = repo(&s.dir.path().join("src"));
+    commit(&dir, "magrathea.yml", "stack: nosuch\n", "x");
+    let out = s.git(&s.admin, &dir, &["push", &s.url("app"), "main"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("scripts/stack-nosuch.sh"), "{}", text(&out.stderr));
+    let dir2 = repo(&s.dir.path().join("src2"));
+    commit(&dir2, "magrathea.yml", "stack: tiny\nbogus: 1\n", "x");
+    let out = s.git(&s.admin, &dir2, &["push", &s.url("app2"), "main"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("magrathea.yml"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_same_commit_builds_to_the_same_bytes() {
+    let s = Server::start();
+    let dir = repo(&s.dir.path().join("src"));
+    let c1 = commit(&dir, "index.html", "<p>one</p>\n", "one");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("rep"), "main"]);
+    commit(&dir, "index.html", "<p>two</p>\n", "two");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("rep"), "main"]);
+    git_local(&dir, &["reset", "-q", "--hard", &c1]);
+    s.git_ok(&s.admin, &dir, &["push", "-f", &s.url("rep"), "main"]);
+    let (a, b, c) = (release_info(&s, "rep", 1), release_info(&s, "rep", 2), release_info(&s, "rep", 3));
+    assert_eq!(a["git_sha"], c["git_sha"]);
+    assert_eq!(a["sha256"], c["sha256"], "same commit, same bytes");
+    assert_ne!(a["sha256"], b["sha256"]);
+    assert_eq!(tarball::sha256(&tarball(&s, "rep", 1)), tarball::sha256(&tarball(&s, "rep", 3)));
+}
+
+#[test]
+fn symlinks_to_host_files_stay_links() {
+    let s = Server::start();
+    let dir = repo(&s.dir.path().join("src"));
+    std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
+    std::os::unix::fs::symlink("../../../../etc", dir.join("up")).unwrap();
+    commit(&dir, "index.html", "hi\n", "links");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("links"), "main"]);
+    let es = entries(&tarball(&s, "links", 1));
+    let passwd = es.iter().find(|e| e.1 == "app/passwd").unwrap();
+    assert_eq!(passwd.0, tar::EntryType::Symlink);
+    assert_eq!(passwd.2.as_deref(), Some("/etc/passwd"));
+    assert!(passwd.3.is_empty());
+    let up = es.iter().find(|e| e.1 == "app/up").unwrap();
+    assert_eq!(up.0, tar::EntryType::Symlink);
+    for e in &es {
+        assert!(!String::from_utf8_lossy(&e.3).contains("root:x:0:0"), "host file leaked via {}", e.1);
+        assert!(!e.1.contains(".."), "escaping path {}", e.1);
+        assert!(matches!(e.0, tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Symlink));
+    }
+}
+
+fn slow_repo(dir: &Path, seconds: u32) -> PathBuf {
+    let dir = repo(dir);
+    let bp = dir.join(".buildpack/bin");
+    std::fs::create_dir_all(&bp).unwrap();
+    std::fs::write(bp.join("detect"), "#!/bin/sh\necho slow\n").unwrap();
+    std::fs::write(bp.join("compile"), format!("#!/bin/sh\necho '-----> sleeping'\nsleep {seconds}\necho done\n")).unwrap();
+    std::fs::write(bp.join("release"), "#!/bin/sh\necho '---'\n").unwrap();
+    commit(&dir, "index.html", "slow\n", "slow");
+    dir
+}
+
+fn containers(app: &str) -> String {
+    text(&run(Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=magrathea.app={app}")])).stdout)
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn build_status(s: &Server, app: &str) -> String {
+    let out = s.ssh(&s.admin, &format!("builds {app} --json"), None);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    v[0]["status"].as_str().unwrap_or("").to_string()
+}
+
+#[test]
+fn build_timeout_is_a_clear_failure() {
+    let s = Server::start_with(&["--build-timeout", "3"]);
+    let dir = slow_repo(&s.dir.path().join("src"), 60);
+    let t = Instant::now();
+    let out = s.git(&s.admin, &dir, &["push", &s.url("slow"), "main"]);
+    assert!(!out.status.success());
+    assert!(t.elapsed() < Duration::from_secs(30));
+    assert!(text(&out.stderr).contains("build timed out after 3s"), "{}", text(&out.stderr));
+    assert_eq!(containers("slow").trim(), "", "build container removed");
+    assert!(releases(&s, "slow").is_empty());
+}
+
+#[test]
+fn builds_cancel_and_ctrl_c_stop_the_build_and_free_the_app() {
+    let s = Server::start();
+    let dir = slow_repo(&s.dir.path().join("src"), 120);
+    s.ok(&s.admin, "apps:create slow");
+    // builds:cancel from another session.
+    let push = Command::new("git")
+        .args(["push", &s.url("slow"), "main"])
+        .current_dir(&dir)
+        .env("GIT_SSH_COMMAND", s.git_ssh_command(&s.admin))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("build running", || build_status(&s, "slow") == "running");
+    assert!(s.ok(&s.admin, "builds:cancel slow").contains("cancelling"));
+    let out = push.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("build cancelled"), "{}", text(&out.stderr));
+    assert_eq!(build_status(&s, "slow"), "cancelled");
+    wait_for("container removed", || containers("slow").trim().is_empty());
+
+    // Ctrl-C: the pusher goes away mid-build. SIGKILL to its process group, because a
+    // background test process may have SIGINT ignored; the server sees the same disconnect.
+    let mut push = Command::new("git");
+    push.args(["push", &s.url("slow"), "main"])
+        .current_dir(&dir)
+        .env("GIT_SSH_COMMAND", s.git_ssh_command(&s.admin))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut push, 0);
+    let mut child = push.spawn().unwrap();
+    wait_for("second build running", || {
+        let v: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "builds slow --json")).unwrap();
+        v.as_array().unwrap().len() == 2 && v[0]["status"] == "running"
+    });
+    run(Command::new("kill").args(["-KILL", &format!("-{}", child.id())]));
+    let _ = child.wait();
+    wait_for("build cancelled after Ctrl-C", || build_status(&s, "slow") == "cancelled");
+    wait_for("container removed", || containers("slow").trim().is_empty());
+    assert!(releases(&s, "slow").is_empty());
+
+    // The app is free again: a quick build goes through.
+    std::fs::remove_dir_all(dir.join(".buildpack")).unwrap();
+    commit(&dir, "index.html", "fast\n", "fast");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("slow"), "main"]);
+    assert_eq!(releases(&s, "slow").len(), 1);
+}
+
+#[test]
+fn pushes_to_one_app_queue_and_are_told_their_place() {
+    let s = Server::start();
+    let dir = slow_repo(&s.dir.path().join("src"), 3);
+    git_local(&dir, &["tag", "v1"]);
+    let spawn = |r: &str| {
+        Command::new("git")
+            .args(["push", &s.url("q"), r])
+            .current_dir(&dir)
+            .env("GIT_SSH_COMMAND", s.git_ssh_command(&s.admin))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    // Create the app first so both pushes race only on the build.
+    s.ok(&s.admin, "apps:create q");
+    let a = spawn("main");
+    wait_for("first build running", || s.ok(&s.admin, "builds q --json").contains("running"));
+    let b = spawn("v1");
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    assert!(a.status.success(), "{}", text(&a.stderr));
+    assert!(b.status.success(), "{}", text(&b.stderr));
+    assert!(text(&b.stderr).contains("1 build(s) of q ahead of this one"), "{}", text(&b.stderr));
+    assert_eq!(releases(&s, "q").len(), 2);
+}

@@ -1,0 +1,577 @@
+//! The router against real sockets on 127.0.0.1: tiny hyper upstreams, a real client.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt as _;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::header::HOST;
+use hyper::{HeaderMap, Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use magrathea::router::{Router, RouterOptions};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+const DOMAIN: &str = "apps.example.test";
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type TestBody = BoxBody<Bytes, BoxError>;
+
+fn full(s: impl Into<Bytes>) -> TestBody {
+    Full::new(s.into()).map_err(|never| match never {}).boxed()
+}
+
+struct Proxy {
+    router: Arc<Router>,
+    addr: SocketAddr,
+    shutdown: CancellationToken,
+    served: tokio::task::JoinHandle<()>,
+}
+
+async fn start_router(opts: RouterOptions) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let router = Router::new(DOMAIN.to_string(), opts);
+    let shutdown = CancellationToken::new();
+    let served = tokio::spawn(Arc::clone(&router).serve(listener, shutdown.clone()));
+    Proxy {
+        router,
+        addr,
+        shutdown,
+        served,
+    }
+}
+
+/// A hyper HTTP/1.1 server on a fresh port running `handler` for every request. Counts
+/// requests and accepted connections.
+struct Upstream {
+    addr: SocketAddr,
+    hits: Arc<AtomicUsize>,
+    conns: Arc<AtomicUsize>,
+}
+
+async fn spawn_upstream<F, Fut>(handler: F) -> Upstream
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<TestBody>> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
+    let (h, c) = (Arc::clone(&hits), Arc::clone(&conns));
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            c.fetch_add(1, Ordering::SeqCst);
+            let (handler, hits) = (handler.clone(), Arc::clone(&h));
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |req| {
+                    hits.fetch_add(1, Ordering::SeqCst);
+                    let fut = handler(req);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Upstream { addr, hits, conns }
+}
+
+/// An upstream that answers every request with its name.
+async fn named(name: &'static str) -> Upstream {
+    spawn_upstream(move |_req| async move { Response::new(full(name)) }).await
+}
+
+/// An upstream that streams the request body straight back.
+async fn echo() -> Upstream {
+    spawn_upstream(|req: Request<Incoming>| async move {
+        Response::new(req.into_body().map_err(BoxError::from).boxed())
+    })
+    .await
+}
+
+/// An address nothing listens on: connecting is refused.
+async fn refused_addr() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+fn client() -> Client<HttpConnector, TestBody> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+fn host(app: &str) -> String {
+    format!("{app}.{DOMAIN}")
+}
+
+async fn send(
+    client: &Client<HttpConnector, TestBody>,
+    proxy: SocketAddr,
+    req: Request<TestBody>,
+) -> (StatusCode, HeaderMap, Bytes) {
+    let mut req = req;
+    *req.uri_mut() = format!("http://{proxy}{}", req.uri()).parse().unwrap();
+    let resp = client.request(req).await.expect("request to the router");
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.expect("response body").to_bytes();
+    (status, parts.headers, body)
+}
+
+async fn get(
+    client: &Client<HttpConnector, TestBody>,
+    proxy: SocketAddr,
+    host: &str,
+) -> (StatusCode, Bytes) {
+    let req = Request::get("/")
+        .header(HOST, host)
+        .body(Empty::new().map_err(|never| match never {}).boxed())
+        .unwrap();
+    let (status, _, body) = send(client, proxy, req).await;
+    (status, body)
+}
+
+#[tokio::test]
+async fn routes_by_host_and_answers_404_503_400() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let (web, api) = (named("web").await, named("api").await);
+    proxy.router.set_upstreams("web", vec![web.addr]);
+    proxy.router.set_upstreams("api", vec![api.addr]);
+    proxy.router.set_upstreams("idle", vec![]);
+    let c = client();
+
+    assert_eq!(
+        get(&c, proxy.addr, &host("web")).await,
+        (StatusCode::OK, Bytes::from("web"))
+    );
+    assert_eq!(
+        get(&c, proxy.addr, &host("api")).await,
+        (StatusCode::OK, Bytes::from("api"))
+    );
+    // Port stripped, case-insensitive.
+    let mixed = format!("API.{}:8080", DOMAIN.to_uppercase());
+    assert_eq!(
+        get(&c, proxy.addr, &mixed).await,
+        (StatusCode::OK, Bytes::from("api"))
+    );
+
+    let (status, body) = get(&c, proxy.addr, &host("nope")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body, "no app 'nope' here\n");
+    let (status, _) = get(&c, proxy.addr, "web.elsewhere.test").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let (status, body) = get(&c, proxy.addr, &host("idle")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body, "app 'idle' has no running web processes\n");
+
+    proxy.router.remove_app("idle");
+    assert_eq!(
+        get(&c, proxy.addr, &host("idle")).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // hyper clients always send Host, so speak raw HTTP/1.1 for this one.
+    let mut raw = TcpStream::connect(proxy.addr).await.unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400 "), "{answer}");
+}
+
+#[tokio::test]
+async fn round_robin_spreads_over_three_upstreams() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let ups = [named("a").await, named("b").await, named("c").await];
+    proxy
+        .router
+        .set_upstreams("web", ups.iter().map(|u| u.addr).collect());
+    let c = client();
+    for _ in 0..30 {
+        assert_eq!(get(&c, proxy.addr, &host("web")).await.0, StatusCode::OK);
+    }
+    for u in &ups {
+        assert_eq!(u.hits.load(Ordering::SeqCst), 10, "strict round robin");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refused_upstream_is_skipped_without_failing_requests() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let (a, b) = (named("a").await, named("b").await);
+    let dead = refused_addr().await;
+    proxy
+        .router
+        .set_upstreams("web", vec![a.addr, dead, b.addr]);
+    let c = client();
+    for i in 0..100 {
+        let (status, _) = get(&c, proxy.addr, &host("web")).await;
+        assert_eq!(status, StatusCode::OK, "request {i}");
+    }
+    assert_eq!(
+        a.hits.load(Ordering::SeqCst) + b.hits.load(Ordering::SeqCst),
+        100
+    );
+    assert_eq!(proxy.router.in_flight(dead), 0);
+}
+
+#[tokio::test]
+async fn all_upstreams_refused_is_502() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let dead = vec![refused_addr().await, refused_addr().await];
+    proxy.router.set_upstreams("web", dead);
+    let (status, body) = get(&client(), proxy.addr, &host("web")).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(body, "bad gateway: no upstream of 'web' answered\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn swap_under_load_fails_nothing_and_moves_all_new_requests() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let (a, b) = (named("A").await, named("B").await);
+    proxy.router.set_upstreams("web", vec![a.addr]);
+
+    let addr = proxy.addr;
+    let load = tokio::spawn(async move {
+        let c = client();
+        let mut failures = 0;
+        for _ in 0..500 {
+            let (status, body) = get(&c, addr, &host("web")).await;
+            if status != StatusCode::OK || !(body == "A" || body == "B") {
+                failures += 1;
+            }
+        }
+        failures
+    });
+
+    while a.hits.load(Ordering::SeqCst) < 250 {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    proxy.router.set_upstreams("web", vec![b.addr]);
+    assert_eq!(proxy.router.upstreams("web"), [b.addr]);
+    // Whatever A had already been given finishes; after that A must see nothing new.
+    assert!(proxy.router.drain(&[a.addr], Duration::from_secs(5)).await);
+    let a_at_swap = a.hits.load(Ordering::SeqCst);
+
+    assert_eq!(load.await.unwrap(), 0, "failed requests");
+    assert_eq!(
+        a.hits.load(Ordering::SeqCst),
+        a_at_swap,
+        "A got requests after the swap"
+    );
+    assert_eq!(a_at_swap + b.hits.load(Ordering::SeqCst), 500);
+    assert!(b.hits.load(Ordering::SeqCst) > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn drain_waits_until_a_streaming_response_is_fully_sent() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let arrived = Arc::new(Notify::new());
+    let finished = Arc::new(AtomicBool::new(false));
+    let (arrived2, finished2) = (Arc::clone(&arrived), Arc::clone(&finished));
+    // Headers go out at once; the body's second half only after 500 ms, so a router that
+    // stopped counting at the response headers would drain too early.
+    let slow = spawn_upstream(move |_req| {
+        let (arrived, finished) = (Arc::clone(&arrived2), Arc::clone(&finished2));
+        async move {
+            arrived.notify_one();
+            let chunks = futures_util::stream::iter([0u8, 1]).then(move |i| {
+                let finished = Arc::clone(&finished);
+                async move {
+                    if i == 0 {
+                        Ok::<_, BoxError>(Frame::data(Bytes::from("first-half;")))
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        finished.store(true, Ordering::SeqCst);
+                        Ok(Frame::data(Bytes::from("second-half")))
+                    }
+                }
+            });
+            Response::new(BodyExt::boxed(StreamBody::new(chunks)))
+        }
+    })
+    .await;
+    let fresh = named("B").await;
+    proxy.router.set_upstreams("web", vec![slow.addr]);
+
+    let addr = proxy.addr;
+    let request = tokio::spawn(async move { get(&client(), addr, &host("web")).await });
+    arrived.notified().await;
+    let started = Instant::now();
+
+    proxy.router.set_upstreams("web", vec![fresh.addr]);
+    assert_eq!(get(&client(), proxy.addr, &host("web")).await.1, "B");
+    assert!(
+        !proxy
+            .router
+            .drain(&[slow.addr], Duration::from_millis(100))
+            .await
+    );
+    assert!(
+        proxy
+            .router
+            .drain(&[slow.addr], Duration::from_secs(5))
+            .await
+    );
+    assert!(
+        finished.load(Ordering::SeqCst),
+        "drained before the body was done"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(proxy.router.in_flight(slow.addr), 0);
+
+    let (status, body) = request.await.unwrap();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "first-half;second-half");
+}
+
+#[tokio::test]
+async fn post_5mb_body_is_echoed_intact() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let up = echo().await;
+    proxy.router.set_upstreams("web", vec![up.addr]);
+    let payload: Bytes = (0..5 * 1024 * 1024)
+        .map(|i: u32| (i % 251) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let req = Request::post("/upload")
+        .header(HOST, host("web"))
+        .body(full(payload.clone()))
+        .unwrap();
+    let (status, _, body) = send(&client(), proxy.addr, req).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.len(), payload.len());
+    assert!(body == payload, "echoed body differs");
+}
+
+#[tokio::test]
+async fn request_and_response_bodies_stream_both_ways() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let up = echo().await;
+    proxy.router.set_upstreams("web", vec![up.addr]);
+
+    let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(1);
+    let body = StreamBody::new(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|b| (Ok::<_, BoxError>(Frame::data(b)), rx))
+    }));
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+
+    tx.send(Bytes::from("ping-1")).await.unwrap();
+    let req = Request::post("/")
+        .header(HOST, host("web"))
+        .body(body)
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(5), sender.send_request(req))
+        .await
+        .expect("response headers before the request body ended")
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let mut resp_body = resp.into_body();
+    // The first chunk comes back while the request is still open: nothing buffers whole bodies.
+    let first = tokio::time::timeout(Duration::from_secs(5), resp_body.frame())
+        .await
+        .expect("first echoed chunk while the upload is still open")
+        .unwrap()
+        .unwrap()
+        .into_data()
+        .unwrap();
+    assert_eq!(first, "ping-1");
+    tx.send(Bytes::from("ping-2")).await.unwrap();
+    drop(tx);
+    let rest = resp_body.collect().await.unwrap().to_bytes();
+    assert_eq!(rest, "ping-2");
+}
+
+#[tokio::test]
+async fn silent_upstream_gets_504_within_upstream_timeout() {
+    let proxy = start_router(RouterOptions {
+        upstream_timeout: Duration::from_millis(500),
+        ..RouterOptions::default()
+    })
+    .await;
+    // Accepts and keeps connections open, never answers.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = listener.accept().await {
+            held.push(s);
+        }
+    });
+    proxy.router.set_upstreams("web", vec![silent]);
+
+    let started = Instant::now();
+    let (status, _) = get(&client(), proxy.addr, &host("web")).await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+    assert!(took < Duration::from_secs(2), "{took:?}");
+    assert_eq!(proxy.router.in_flight(silent), 0);
+}
+
+#[tokio::test]
+async fn forwarded_headers_added_and_hop_by_hop_stripped_both_ways() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let up = spawn_upstream(|req: Request<Incoming>| async move {
+        let mut seen: Vec<String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+            .collect();
+        seen.sort();
+        Response::builder()
+            .header("connection", "x-up-private")
+            .header("x-up-private", "1")
+            .header("proxy-authenticate", "Basic")
+            .header("x-up-public", "1")
+            .body(full(seen.join("\n")))
+            .unwrap()
+    })
+    .await;
+    proxy.router.set_upstreams("web", vec![up.addr]);
+
+    let req = Request::get("/path?q=1")
+        .header(HOST, format!("{}:80", host("web")))
+        .header("connection", "x-secret")
+        .header("x-secret", "1")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("te", "trailers")
+        .header("proxy-authorization", "Basic x")
+        .header("x-kept", "yes")
+        .body(Empty::new().map_err(|never| match never {}).boxed())
+        .unwrap();
+    let (status, headers, body) = send(&client(), proxy.addr, req).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = String::from_utf8(body.to_vec()).unwrap();
+    let lines: Vec<&str> = seen.lines().collect();
+    for want in [
+        "x-forwarded-for: 203.0.113.9, 127.0.0.1",
+        "x-forwarded-proto: http",
+        "x-forwarded-host: web.apps.example.test:80",
+        "host: web.apps.example.test:80",
+        "x-kept: yes",
+    ] {
+        assert!(lines.contains(&want), "missing {want:?} in\n{seen}");
+    }
+    for gone in ["x-secret", "te:", "proxy-authorization"] {
+        assert!(!seen.contains(gone), "{gone} leaked upstream:\n{seen}");
+    }
+    assert!(headers.get("x-up-private").is_none());
+    assert!(headers.get("proxy-authenticate").is_none());
+    assert_eq!(headers["x-up-public"], "1");
+}
+
+#[tokio::test]
+async fn keep_alive_on_both_sides() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let up = named("web").await;
+    proxy.router.set_upstreams("web", vec![up.addr]);
+
+    // One client connection carries many requests.
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    for _ in 0..20 {
+        sender.ready().await.unwrap();
+        let req = Request::get("/")
+            .header(HOST, host("web"))
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let resp = sender.send_request(req).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "web");
+    }
+    // And the router reuses its upstream connections rather than opening one per request.
+    let conns = up.conns.load(Ordering::SeqCst);
+    assert!(
+        conns <= 3,
+        "{conns} upstream connections for 20 sequential requests"
+    );
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_requests_then_stops() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let up = spawn_upstream(|_req| async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        Response::new(full("done"))
+    })
+    .await;
+    proxy.router.set_upstreams("web", vec![up.addr]);
+
+    let addr = proxy.addr;
+    let request = tokio::spawn(async move { get(&client(), addr, &host("web")).await });
+    while up.hits.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    proxy.shutdown.cancel();
+    assert_eq!(
+        request.await.unwrap(),
+        (StatusCode::OK, Bytes::from("done"))
+    );
+    tokio::time::timeout(Duration::from_secs(5), proxy.served)
+        .await
+        .expect("serve returns once connections are done")
+        .unwrap();
+    assert!(
+        TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn post_is_not_retried_once_sent() {
+    // The upstream reads the request then drops the connection without answering: the
+    // router must answer 502 rather than replay the POST on the other upstream.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rude = listener.local_addr().unwrap();
+    let rude_hits = Arc::new(AtomicUsize::new(0));
+    let hits = Arc::clone(&rude_hits);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            hits.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            drop(s);
+        }
+    });
+    let other = named("other").await;
+    let proxy = start_router(RouterOptions::default()).await;
+    proxy.router.set_upstreams("web", vec![rude, other.addr]);
+
+    let req = Request::post("/charge")
+        .header(HOST, host("web"))
+        .body(full("pay 10"))
+        .unwrap();
+    let (status, _, _) = send(&client(), proxy.addr, req).await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert_eq!(rude_hits.load(Ordering::SeqCst), 1);
+    assert_eq!(other.hits.load(Ordering::SeqCst), 0, "POST was replayed");
+}
