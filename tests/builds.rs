@@ -229,8 +229,17 @@ fn slow_repo(dir: &Path, seconds: u32) -> PathBuf {
     dir
 }
 
-fn containers(app: &str) -> String {
-    text(&run(Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=magrathea.app={app}")])).stdout)
+/// This server's containers of `app` (other tests' servers share the Docker engine).
+fn containers(s: &Server, app: &str) -> String {
+    text(&run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=magrathea.app={app}"),
+        "--filter",
+        &format!("label=magrathea.instance={}", s.instance()),
+    ]))
+    .stdout)
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
@@ -256,7 +265,7 @@ fn build_timeout_is_a_clear_failure() {
     assert!(!out.status.success());
     assert!(t.elapsed() < Duration::from_secs(30));
     assert!(text(&out.stderr).contains("build timed out after 3s"), "{}", text(&out.stderr));
-    assert_eq!(containers("slow").trim(), "", "build container removed");
+    assert_eq!(containers(&s, "slow").trim(), "", "build container removed");
     assert!(releases(&s, "slow").is_empty());
 }
 
@@ -280,7 +289,7 @@ fn builds_cancel_and_ctrl_c_stop_the_build_and_free_the_app() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("build cancelled"), "{}", text(&out.stderr));
     assert_eq!(build_status(&s, "slow"), "cancelled");
-    wait_for("container removed", || containers("slow").trim().is_empty());
+    wait_for("container removed", || containers(&s, "slow").trim().is_empty());
 
     // Ctrl-C: the pusher goes away mid-build. SIGKILL to its process group, because a
     // background test process may have SIGINT ignored; the server sees the same disconnect.
@@ -296,10 +305,13 @@ fn builds_cancel_and_ctrl_c_stop_the_build_and_free_the_app() {
         let v: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "builds slow --json")).unwrap();
         v.as_array().unwrap().len() == 2 && v[0]["status"] == "running"
     });
-    run(Command::new("kill").args(["-KILL", &format!("-{}", child.id())]));
+    let pgid = child.id() as i32;
+    assert!(pgid > 1);
+    // SAFETY: plain kill(2) on the process group we created for the pusher.
+    unsafe { libc::kill(-pgid, libc::SIGKILL) };
     let _ = child.wait();
     wait_for("build cancelled after Ctrl-C", || build_status(&s, "slow") == "cancelled");
-    wait_for("container removed", || containers("slow").trim().is_empty());
+    wait_for("container removed", || containers(&s, "slow").trim().is_empty());
     assert!(releases(&s, "slow").is_empty());
 
     // The app is free again: a quick build goes through.

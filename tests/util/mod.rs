@@ -164,8 +164,15 @@ impl Server {
     /// SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");
-        unsafe_kill(child.id(), 15);
+        signal(child.id(), libc::SIGTERM);
         child.wait().unwrap()
+    }
+
+    /// The controller's instance id, as it labels its containers.
+    pub fn instance(&self) -> String {
+        use sha2::Digest;
+        let p = std::fs::canonicalize(&self.data).unwrap();
+        hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4])
     }
 
     pub fn log(&self) -> String {
@@ -282,11 +289,11 @@ impl Drop for Server {
     }
 }
 
-fn unsafe_kill(pid: u32, sig: i32) {
-    let _ = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status();
+/// kill(2) one process (never a group: a bad pid must not take anything else down).
+pub fn signal(pid: u32, sig: i32) {
+    assert!(pid > 1, "refusing to signal pid {pid}");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(pid as i32, sig) };
 }
 
 /// A local git repo whose first commit will be a minimal app that builds on the tiny stack
