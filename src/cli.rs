@@ -42,11 +42,29 @@ pub enum Command {
         /// SSH listen address
         #[arg(long, default_value = "0.0.0.0:2222")]
         listen: String,
+        /// HTTP router listen address (apps answer as APP.DOMAIN)
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        http: String,
+        /// Domain apps are served under
+        #[arg(long, default_value = "localhost")]
+        domain: String,
         /// Maximum concurrent SSH connections
         #[arg(long, default_value_t = 256)]
         max_connections: usize,
         #[command(flatten)]
         build: BuildArgs,
+    },
+    /// Run a node: accepts only the controller's key, runs releases in Docker
+    Agent {
+        /// The node's directory (apps, releases, data)
+        #[arg(long, value_name = "DIR")]
+        root: PathBuf,
+        /// SSH listen address for the controller
+        #[arg(long, default_value = "0.0.0.0:2300")]
+        listen: String,
+        /// The controller's public key (a file, or the key text; 'ssh paas nodes:key' prints it)
+        #[arg(long, value_name = "KEY")]
+        controller_key: String,
     },
     /// Git hooks (run by git inside a push, not by hand)
     Hook {
@@ -92,6 +110,7 @@ impl BuildArgs {
             network: self.build_network.clone(),
             parallel: self.parallel_builds.unwrap_or(d.parallel).max(1),
             default_stack: self.default_stack.clone(),
+            process_memory: d.process_memory,
         }
     }
 }

@@ -26,17 +26,29 @@ fn main() {
         Command::Serve {
             data,
             listen,
+            http,
+            domain,
             max_connections,
             build,
+        } => {
+            let o = magrathea::serve::ServeOptions {
+                listen,
+                http,
+                domain,
+                max_connections,
+            };
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)
+                .and_then(|rt| rt.block_on(magrathea::serve::serve(&data.data, o, build.limits())))
+        }
+        Command::Agent {
+            root,
+            listen,
+            controller_key,
         } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
-                rt.block_on(magrathea::serve::serve(
-                    &data.data,
-                    &listen,
-                    max_connections,
-                    build.limits(),
-                ))
+                rt.block_on(magrathea::node::agent::run(root, &listen, &controller_key))
             }),
         Command::Keys { cmd } => magrathea::serve::keys(cmd),
         Command::Hook { .. } => unreachable!(),

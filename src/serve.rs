@@ -69,12 +69,20 @@ fn install_hooks(dd: &DataDir) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What `magrathea serve` listens on.
+pub struct ServeOptions {
+    pub listen: String,
+    pub http: String,
+    pub domain: String,
+    pub max_connections: usize,
+}
+
 pub async fn serve(
     data: &Path,
-    listen: &str,
-    max_connections: usize,
+    o: ServeOptions,
     limits: crate::build::Limits,
 ) -> anyhow::Result<()> {
+    let (listen, max_connections) = (o.listen.as_str(), o.max_connections);
     // Absolute, always: git resolves a relative core.hooksPath against the repository, and
     // a hook git cannot find is silently skipped, which would let pushes bypass us.
     let data = &std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
@@ -91,11 +99,18 @@ pub async fn serve(
     crate::build::buildpacks::install(&dd.buildpacks())?;
     std::fs::create_dir_all(dd.builds())?;
     let bin = std::env::current_exe().context("cannot find my own binary")?;
-    let core = Arc::new(Core::open(dd, bin, limits)?);
+    let router = crate::router::Router::new(o.domain.clone(), Default::default());
+    let core = Arc::new(Core::open(dd, bin, limits, router.clone())?);
     let hook_listener = hookserver::bind(&core)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let http = tokio::net::TcpListener::bind(&o.http)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http)", o.http))?;
+    // The embedded default: with no nodes added, this machine is node `local`, served by an
+    // in-process agent through the same SSH protocol as any remote node.
+    start_local_node(&core).await?;
     println!(
         "magrathea {} serving {}",
         env!("CARGO_PKG_VERSION"),
@@ -106,10 +121,20 @@ pub async fn serve(
         crate::keys::fingerprint(host_key.public_key())
     );
     println!("ssh listening on {}", listener.local_addr()?);
+    println!(
+        "http listening on {} (apps at http://APP.{})",
+        http.local_addr()?,
+        o.domain
+    );
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
     tokio::spawn(hookserver::serve(core.clone(), hook_listener));
+    tokio::spawn(router.clone().serve(http, core.shutdown.clone()));
+    {
+        let core = core.clone();
+        tokio::spawn(async move { crate::deploy::restore_routes(&core).await });
+    }
     let ssh = tokio::spawn(crate::ssh::serve(
         core.clone(),
         listener,
@@ -129,6 +154,32 @@ pub async fn serve(
     }
     let _ = std::fs::remove_file(core.data.hook_socket());
     println!("stopped");
+    Ok(())
+}
+
+async fn start_local_node(core: &Arc<Core>) -> anyhow::Result<()> {
+    let root = core.data.root().join("node");
+    std::fs::create_dir_all(root.join("apps"))?;
+    let (host_key, _) =
+        crate::keys::load_or_create(&root.join("host_ed25519"), "magrathea-local-node")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let fp = crate::keys::fingerprint(core.client_key.public_key());
+    let ctx = Arc::new(crate::node::agent::AgentCtx::new(root, fp));
+    *core.local_node.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::store::NodeRow {
+        name: "local".into(),
+        addr: addr.to_string(),
+        labels: Default::default(),
+        host_fp: crate::keys::fingerprint(host_key.public_key()),
+        slots: 8,
+        added_at: 0,
+    });
+    tokio::spawn(crate::node::agent::serve_on(
+        ctx,
+        listener,
+        host_key,
+        core.shutdown.clone(),
+    ));
     Ok(())
 }
 

@@ -24,7 +24,10 @@ fn release_info(s: &Server, app: &str, v: u64) -> serde_json::Value {
 
 fn tarball(s: &Server, app: &str, v: u64) -> PathBuf {
     let info = release_info(s, app, v);
-    s.data.join("releases").join(app).join(info["file"].as_str().unwrap())
+    s.data
+        .join("releases")
+        .join(app)
+        .join(info["file"].as_str().unwrap())
 }
 
 /// (type, path, link target, content) of every entry.
@@ -46,7 +49,10 @@ fn entries(path: &Path) -> Vec<(tar::EntryType, String, Option<String>, Vec<u8>)
 }
 
 fn file<'a>(es: &'a [(tar::EntryType, String, Option<String>, Vec<u8>)], p: &str) -> &'a [u8] {
-    &es.iter().find(|e| e.1 == p).unwrap_or_else(|| panic!("{p} not in tarball")).3
+    &es.iter()
+        .find(|e| e.1 == p)
+        .unwrap_or_else(|| panic!("{p} not in tarball"))
+        .3
 }
 
 fn push_fixture(s: &Server, app: &str, fixture: &str, extra: &[(&str, &str)]) -> PathBuf {
@@ -64,10 +70,20 @@ fn push_fixture(s: &Server, app: &str, fixture: &str, extra: &[(&str, &str)]) ->
     dir
 }
 
-fn check_builtin(s: &Server, app: &str, fixture: &str, web_contains: &str, extra: &[(&str, &str)], file_in_slug: &str) {
+fn check_builtin(
+    s: &Server,
+    app: &str,
+    fixture: &str,
+    web_contains: &str,
+    extra: &[(&str, &str)],
+    file_in_slug: &str,
+) {
     push_fixture(s, app, fixture, extra);
     let info = release_info(s, app, 1);
-    let web = info["manifest"]["processes"]["web"].as_str().unwrap_or_default().to_string();
+    let web = info["manifest"]["processes"]["web"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     assert!(web.contains(web_contains), "{fixture}: web = {web:?}");
     let es = entries(&tarball(s, app, 1));
     let m: serde_json::Value = serde_json::from_slice(file(&es, "manifest.json")).unwrap();
@@ -75,13 +91,24 @@ fn check_builtin(s: &Server, app: &str, fixture: &str, web_contains: &str, extra
     assert_eq!(m["app"], app);
     assert!(!file(&es, &format!("app/{file_in_slug}")).is_empty() || file_in_slug.ends_with('/'));
     let sha = tarball::sha256(&tarball(s, app, 1));
-    assert_eq!(sha, info["sha256"].as_str().unwrap(), "recorded sha256 matches the file");
+    assert_eq!(
+        sha,
+        info["sha256"].as_str().unwrap(),
+        "recorded sha256 matches the file"
+    );
 }
 
 mod tarball {
     pub fn sha256(p: &std::path::Path) -> String {
-        let out = std::process::Command::new("sha256sum").arg(p).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().next().unwrap().to_string()
+        let out = std::process::Command::new("sha256sum")
+            .arg(p)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap()
+            .to_string()
     }
 }
 
@@ -89,10 +116,24 @@ mod tarball {
 fn builtin_buildpacks_on_the_tiny_stack() {
     let s = Server::start();
     check_builtin(&s, "site", "static", "httpd", &[], "index.html");
-    check_builtin(&s, "proc", "procfile", "-h public", &[], "public/index.html");
+    check_builtin(
+        &s,
+        "proc",
+        "procfile",
+        "-h public",
+        &[],
+        "public/index.html",
+    );
     // A push of another branch is stored but not built.
     let out = s.ssh(&s.admin, "builds site --json", None);
-    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().len(), 1);
+    assert_eq!(
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -115,7 +156,10 @@ fn third_party_buildpack_inside_the_repo_builds_unchanged() {
     let page = String::from_utf8_lossy(file(&es, "app/www/index.html")).into_owned();
     assert!(page.contains("build 1"), "{page}");
     let info = release_info(&s, "custom", 1);
-    assert_eq!(info["manifest"]["processes"]["web"], "busybox httpd -f -p $PORT -h www");
+    assert_eq!(
+        info["manifest"]["processes"]["web"],
+        "busybox httpd -f -p $PORT -h www"
+    );
     assert_eq!(info["manifest"]["buildpacks"][0], "custom");
     // The cache dir survives between builds.
     let dir = s.dir.path().join("custom-src");
@@ -129,11 +173,17 @@ fn third_party_buildpack_inside_the_repo_builds_unchanged() {
 fn failing_compile_rejects_the_push_and_changes_nothing() {
     let s = Server::start();
     let dir = push_fixture(&s, "web", "static", &[]);
-    let before = text(&s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("web")]).stdout);
+    let before = text(
+        &s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("web")])
+            .stdout,
+    );
     let v1 = releases(&s, "web");
     // Replace the app with one whose buildpack fails.
     let failing = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/failing/.buildpack");
-    run(Command::new("cp").arg("-a").arg(&failing).arg(dir.join(".buildpack")));
+    run(Command::new("cp")
+        .arg("-a")
+        .arg(&failing)
+        .arg(dir.join(".buildpack")));
     git_local(&dir, &["add", "-A"]);
     git_local(&dir, &["commit", "-q", "-m", "break it"]);
     let out = s.git(&s.admin, &dir, &["push", &s.url("web"), "main"]);
@@ -143,12 +193,23 @@ fn failing_compile_rejects_the_push_and_changes_nothing() {
     assert!(err.contains("about to fail on purpose"), "{err}");
     assert!(err.contains("pre-receive hook declined"), "{err}");
     assert_eq!(releases(&s, "web"), v1, "no release stored");
-    assert_eq!(text(&s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("web")]).stdout), before);
-    let builds: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "builds web --json")).unwrap();
+    assert_eq!(
+        text(
+            &s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("web")])
+                .stdout
+        ),
+        before
+    );
+    let builds: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "builds web --json")).unwrap();
     assert_eq!(builds[0]["status"], "failed");
     let log = s.ok(&s.admin, "builds:log web");
     assert!(log.contains("intentional failure"), "{log}");
-    assert_eq!(std::fs::read_dir(s.data.join("builds")).unwrap().count(), 0, "build dir cleaned up");
+    assert_eq!(
+        std::fs::read_dir(s.data.join("builds")).unwrap().count(),
+        0,
+        "build dir cleaned up"
+    );
 }
 
 #[test]
@@ -160,7 +221,10 @@ fn nothing_detected_says_which_buildpacks_were_tried() {
     let out = s.git(&s.admin, &dir, &["push", &s.url("docs"), "main"]);
     assert!(!out.status.success());
     let err = text(&out.stderr);
-    assert!(err.contains("no buildpack matched this app; tried: python nodejs php static procfile"), "{err}");
+    assert!(
+        err.contains("no buildpack matched this app; tried: python nodejs php static procfile"),
+        "{err}"
+    );
     assert!(releases(&s, "docs").is_empty());
 }
 
@@ -171,12 +235,20 @@ fn missing_stack_image_names_the_command_that_makes_it() {
     commit(&dir, "magrathea.yml", "stack: nosuch\n", "x");
     let out = s.git(&s.admin, &dir, &["push", &s.url("app"), "main"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("scripts/stack-nosuch.sh"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("scripts/stack-nosuch.sh"),
+        "{}",
+        text(&out.stderr)
+    );
     let dir2 = repo(&s.dir.path().join("src2"));
     commit(&dir2, "magrathea.yml", "stack: tiny\nbogus: 1\n", "x");
     let out = s.git(&s.admin, &dir2, &["push", &s.url("app2"), "main"]);
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("magrathea.yml"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("magrathea.yml"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 #[test]
@@ -189,11 +261,18 @@ fn the_same_commit_builds_to_the_same_bytes() {
     s.git_ok(&s.admin, &dir, &["push", &s.url("rep"), "main"]);
     git_local(&dir, &["reset", "-q", "--hard", &c1]);
     s.git_ok(&s.admin, &dir, &["push", "-f", &s.url("rep"), "main"]);
-    let (a, b, c) = (release_info(&s, "rep", 1), release_info(&s, "rep", 2), release_info(&s, "rep", 3));
+    let (a, b, c) = (
+        release_info(&s, "rep", 1),
+        release_info(&s, "rep", 2),
+        release_info(&s, "rep", 3),
+    );
     assert_eq!(a["git_sha"], c["git_sha"]);
     assert_eq!(a["sha256"], c["sha256"], "same commit, same bytes");
     assert_ne!(a["sha256"], b["sha256"]);
-    assert_eq!(tarball::sha256(&tarball(&s, "rep", 1)), tarball::sha256(&tarball(&s, "rep", 3)));
+    assert_eq!(
+        tarball::sha256(&tarball(&s, "rep", 1)),
+        tarball::sha256(&tarball(&s, "rep", 3))
+    );
 }
 
 #[test]
@@ -212,9 +291,16 @@ fn symlinks_to_host_files_stay_links() {
     let up = es.iter().find(|e| e.1 == "app/up").unwrap();
     assert_eq!(up.0, tar::EntryType::Symlink);
     for e in &es {
-        assert!(!String::from_utf8_lossy(&e.3).contains("root:x:0:0"), "host file leaked via {}", e.1);
+        assert!(
+            !String::from_utf8_lossy(&e.3).contains("root:x:0:0"),
+            "host file leaked via {}",
+            e.1
+        );
         assert!(!e.1.contains(".."), "escaping path {}", e.1);
-        assert!(matches!(e.0, tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Symlink));
+        assert!(matches!(
+            e.0,
+            tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Symlink
+        ));
     }
 }
 
@@ -223,7 +309,11 @@ fn slow_repo(dir: &Path, seconds: u32) -> PathBuf {
     let bp = dir.join(".buildpack/bin");
     std::fs::create_dir_all(&bp).unwrap();
     std::fs::write(bp.join("detect"), "#!/bin/sh\necho slow\n").unwrap();
-    std::fs::write(bp.join("compile"), format!("#!/bin/sh\necho '-----> sleeping'\nsleep {seconds}\necho done\n")).unwrap();
+    std::fs::write(
+        bp.join("compile"),
+        format!("#!/bin/sh\necho '-----> sleeping'\nsleep {seconds}\necho done\n"),
+    )
+    .unwrap();
     std::fs::write(bp.join("release"), "#!/bin/sh\necho '---'\n").unwrap();
     commit(&dir, "index.html", "slow\n", "slow");
     dir
@@ -231,21 +321,26 @@ fn slow_repo(dir: &Path, seconds: u32) -> PathBuf {
 
 /// This server's containers of `app` (other tests' servers share the Docker engine).
 fn containers(s: &Server, app: &str) -> String {
-    text(&run(Command::new("docker").args([
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=magrathea.app={app}"),
-        "--filter",
-        &format!("label=magrathea.instance={}", s.instance()),
-    ]))
-    .stdout)
+    text(
+        &run(Command::new("docker").args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=magrathea.app={app}"),
+            "--filter",
+            &format!("label=magrathea.instance={}", s.instance()),
+        ]))
+        .stdout,
+    )
 }
 
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(60), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -264,7 +359,11 @@ fn build_timeout_is_a_clear_failure() {
     let out = s.git(&s.admin, &dir, &["push", &s.url("slow"), "main"]);
     assert!(!out.status.success());
     assert!(t.elapsed() < Duration::from_secs(30));
-    assert!(text(&out.stderr).contains("build timed out after 3s"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("build timed out after 3s"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(containers(&s, "slow").trim(), "", "build container removed");
     assert!(releases(&s, "slow").is_empty());
 }
@@ -287,9 +386,15 @@ fn builds_cancel_and_ctrl_c_stop_the_build_and_free_the_app() {
     assert!(s.ok(&s.admin, "builds:cancel slow").contains("cancelling"));
     let out = push.wait_with_output().unwrap();
     assert!(!out.status.success());
-    assert!(text(&out.stderr).contains("build cancelled"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("build cancelled"),
+        "{}",
+        text(&out.stderr)
+    );
     assert_eq!(build_status(&s, "slow"), "cancelled");
-    wait_for("container removed", || containers(&s, "slow").trim().is_empty());
+    wait_for("container removed", || {
+        containers(&s, "slow").trim().is_empty()
+    });
 
     // Ctrl-C: the pusher goes away mid-build. SIGKILL to its process group, because a
     // background test process may have SIGINT ignored; the server sees the same disconnect.
@@ -302,7 +407,8 @@ fn builds_cancel_and_ctrl_c_stop_the_build_and_free_the_app() {
     std::os::unix::process::CommandExt::process_group(&mut push, 0);
     let mut child = push.spawn().unwrap();
     wait_for("second build running", || {
-        let v: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "builds slow --json")).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&s.ok(&s.admin, "builds slow --json")).unwrap();
         v.as_array().unwrap().len() == 2 && v[0]["status"] == "running"
     });
     let pgid = child.id() as i32;
@@ -310,8 +416,12 @@ fn builds_cancel_and_ctrl_c_stop_the_build_and_free_the_app() {
     // SAFETY: plain kill(2) on the process group we created for the pusher.
     unsafe { libc::kill(-pgid, libc::SIGKILL) };
     let _ = child.wait();
-    wait_for("build cancelled after Ctrl-C", || build_status(&s, "slow") == "cancelled");
-    wait_for("container removed", || containers(&s, "slow").trim().is_empty());
+    wait_for("build cancelled after Ctrl-C", || {
+        build_status(&s, "slow") == "cancelled"
+    });
+    wait_for("container removed", || {
+        containers(&s, "slow").trim().is_empty()
+    });
     assert!(releases(&s, "slow").is_empty());
 
     // The app is free again: a quick build goes through.
@@ -339,11 +449,17 @@ fn pushes_to_one_app_queue_and_are_told_their_place() {
     // Create the app first so both pushes race only on the build.
     s.ok(&s.admin, "apps:create q");
     let a = spawn("main");
-    wait_for("first build running", || s.ok(&s.admin, "builds q --json").contains("running"));
+    wait_for("first build running", || {
+        s.ok(&s.admin, "builds q --json").contains("running")
+    });
     let b = spawn("v1");
     let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
     assert!(a.status.success(), "{}", text(&a.stderr));
     assert!(b.status.success(), "{}", text(&b.stderr));
-    assert!(text(&b.stderr).contains("1 build(s) of q ahead of this one"), "{}", text(&b.stderr));
+    assert!(
+        text(&b.stderr).contains("1 build(s) of q ahead of this one"),
+        "{}",
+        text(&b.stderr)
+    );
     assert_eq!(releases(&s, "q").len(), 2);
 }

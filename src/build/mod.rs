@@ -30,6 +30,8 @@ pub struct Limits {
     pub network: String,
     pub parallel: usize,
     pub default_stack: String,
+    /// Memory limit of each app process.
+    pub process_memory: i64,
 }
 
 impl Default for Limits {
@@ -43,6 +45,7 @@ impl Default for Limits {
                 .map(|n| n.get())
                 .unwrap_or(2),
             default_stack: "bookworm".into(),
+            process_memory: 512 << 20,
         }
     }
 }
@@ -91,6 +94,23 @@ pub struct BuildRequest {
     pub config_vars: BTreeMap<String, String>,
 }
 
+/// The commit a pushed object (commit or annotated tag) points at, read from the quarantine.
+pub async fn resolve_commit(
+    core: &Arc<Core>,
+    app: &str,
+    q: &Quarantine,
+    object: &str,
+) -> Result<String, BuildError> {
+    let (repo, q, obj) = (core.data.repo(app), q.clone(), object.to_string());
+    let (commit, _) = tokio::task::spawn_blocking(move || {
+        export::open(&repo, &q).and_then(|r| export::resolve(&r, &obj))
+    })
+    .await
+    .map_err(|e| BuildError::Failed(e.to_string()))?
+    .map_err(|e| BuildError::Failed(format!("cannot read the pushed commit: {e}")))?;
+    Ok(commit)
+}
+
 pub async fn build(
     core: &Arc<Core>,
     req: BuildRequest,
@@ -98,17 +118,7 @@ pub async fn build(
     cancel: CancellationToken,
 ) -> Result<ReleaseRow, BuildError> {
     let fail = |m: String| BuildError::Failed(m);
-    let repo = core.data.repo(&req.app);
-    // Resolve the pushed object (tag or commit) to a commit, reading quarantined objects.
-    let (commit, _) = {
-        let (repo, q, obj) = (repo.clone(), req.quarantine.clone(), req.object.clone());
-        tokio::task::spawn_blocking(move || {
-            export::open(&repo, &q).and_then(|r| export::resolve(&r, &obj))
-        })
-        .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(|e| fail(format!("cannot read the pushed commit: {e}")))?
-    };
+    let commit = resolve_commit(core, &req.app, &req.quarantine, &req.object).await?;
     let id = core
         .store
         .create_build(&req.app, &commit, &req.git_ref, &req.key_name)

@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::access::{AppRole, Grant, Identity};
 use crate::paths::DataDir;
-use crate::store::{Audit, Store, StoreError};
+use crate::store::{Audit, NodeRow, Store, StoreError};
 
 #[derive(Debug, Error)]
 pub enum CoreError {
@@ -55,6 +55,9 @@ pub struct PendingPush {
     pub grant: Grant,
 }
 
+/// Held for the length of one rollout of an (app, environment).
+type DeployLock = Arc<tokio::sync::Mutex<()>>;
+
 pub struct Core {
     pub data: DataDir,
     pub store: Store,
@@ -68,6 +71,12 @@ pub struct Core {
     /// Short id of this controller (from its data dir), so two controllers sharing a Docker
     /// engine never touch each other's containers.
     pub instance: String,
+    pub router: Arc<crate::router::Router>,
+    /// The controller's client key, which agents accept.
+    pub client_key: Arc<russh::keys::PrivateKey>,
+    /// The in-process agent used when no nodes are configured.
+    pub local_node: Mutex<Option<NodeRow>>,
+    deploy_locks: Mutex<HashMap<(String, String), DeployLock>>,
     pub queue: crate::build::queue::BuildQueue,
 }
 
@@ -89,8 +98,16 @@ impl Drop for PushGuard {
 }
 
 impl Core {
-    pub fn open(data: DataDir, bin: PathBuf, limits: crate::build::Limits) -> anyhow::Result<Core> {
+    pub fn open(
+        data: DataDir,
+        bin: PathBuf,
+        limits: crate::build::Limits,
+        router: Arc<crate::router::Router>,
+    ) -> anyhow::Result<Core> {
         let store = Store::open(&data.db())?;
+        store.fail_orphan_deploys()?;
+        let (client_key, _) =
+            crate::keys::load_or_create(&data.client_key(), "magrathea-controller")?;
         let orphans = store.fail_orphan_builds()?;
         if orphans > 0 {
             tracing::warn!(
@@ -99,9 +116,14 @@ impl Core {
             );
         }
         use sha2::Digest;
-        let instance = hex::encode(&sha2::Sha256::digest(data.root().as_os_str().as_encoded_bytes())[..4]);
+        let instance =
+            hex::encode(&sha2::Sha256::digest(data.root().as_os_str().as_encoded_bytes())[..4]);
         Ok(Core {
             instance,
+            router,
+            client_key: Arc::new(client_key),
+            local_node: Mutex::new(None),
+            deploy_locks: Mutex::default(),
             queue: crate::build::queue::BuildQueue::new(limits.parallel),
             limits,
             data,
@@ -219,6 +241,54 @@ impl Core {
             let _ = std::fs::remove_dir_all(&trash);
         }
         Ok(())
+    }
+
+    /// One rollout per app and environment at a time. The lock lives in memory, so it can
+    /// never outlive the process holding it.
+    pub fn deploy_lock(&self, app: &str, env: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.deploy_locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((app.to_string(), env.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    /// Configured nodes, or the built-in `local` node when there are none.
+    pub fn all_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let nodes = self.store.list_nodes()?;
+        if !nodes.is_empty() {
+            return Ok(nodes);
+        }
+        Ok(self
+            .local_node
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .into_iter()
+            .collect())
+    }
+
+    /// Nodes whose labels match every `k=v` of the selector (the local node matches all).
+    pub fn target_nodes(
+        &self,
+        selector: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Vec<NodeRow>, StoreError> {
+        let nodes = self.all_nodes()?;
+        let local = self.store.list_nodes()?.is_empty();
+        Ok(nodes
+            .into_iter()
+            .filter(|n| local || selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
+            .collect())
+    }
+
+    pub fn node_client(&self, n: &NodeRow) -> crate::node::client::NodeClient {
+        crate::node::client::NodeClient::new(
+            &n.name,
+            &n.addr,
+            self.client_key.clone(),
+            Some(n.host_fp.clone()),
+        )
     }
 
     pub fn begin_push(self: &Arc<Self>, who: &Identity, app: &str, grant: Grant) -> PushGuard {

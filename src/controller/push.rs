@@ -86,36 +86,30 @@ pub async fn run(
         alternates: req.alternates.clone(),
     };
     for t in targets {
-        let breq = BuildRequest {
-            app: push.app.clone(),
-            object: t.new.clone(),
-            git_ref: t.name.clone(),
-            key_name: who.name.clone(),
-            quarantine: quarantine.clone(),
-            config_vars: Default::default(),
-        };
-        match build::build(&core, breq, &mut sink, cancel.clone()).await {
-            Ok(_) => {}
-            Err(e) => {
-                let outcome = match e {
-                    BuildError::Cancelled => "cancelled",
-                    BuildError::Failed(_) => "build failed",
-                };
-                sink.line(format!(" !     push rejected: {e}; nothing was changed"))
-                    .await;
-                let _ = core
-                    .store
-                    .record_push(&push.app, who, &req.updates, outcome);
-                core.audit(
-                    who,
-                    Some(&push.app),
-                    "git push",
-                    "error",
-                    &format!("{detail}: {e}"),
-                );
-                return 1;
+        let result = cook_and_deploy(&core, &push, t, &quarantine, &mut sink, cancel.clone()).await;
+        let (outcome, why) = match result {
+            Ok(()) => continue,
+            Err(PushError::Build(BuildError::Cancelled)) => {
+                ("cancelled", "build cancelled".to_string())
             }
-        }
+            Err(PushError::Build(e)) => ("build failed", e.to_string()),
+            Err(PushError::Deploy(e)) => ("deploy failed", format!("deploy failed: {e}")),
+        };
+        sink.line(format!(
+            " !     push rejected: {why}; the refs did not move"
+        ))
+        .await;
+        let _ = core
+            .store
+            .record_push(&push.app, who, &req.updates, outcome);
+        core.audit(
+            who,
+            Some(&push.app),
+            "git push",
+            "error",
+            &format!("{detail}: {why}"),
+        );
+        return 1;
     }
     match core
         .store
@@ -131,6 +125,83 @@ pub async fn run(
             1
         }
     }
+}
+
+enum PushError {
+    Build(BuildError),
+    Deploy(String),
+}
+
+/// Build the pushed commit (or, for a tag on a commit already cooked, reuse those exact
+/// bytes: final mode) and deploy it to the environments the ref maps to.
+async fn cook_and_deploy(
+    core: &Arc<Core>,
+    push: &PendingPush,
+    t: &RefUpdate,
+    q: &Quarantine,
+    sink: &mut Sink,
+    cancel: CancellationToken,
+) -> Result<(), PushError> {
+    let commit = build::resolve_commit(core, &push.app, q, &t.new)
+        .await
+        .map_err(PushError::Build)?;
+    let existing = if t.name.starts_with("refs/tags/") {
+        core.store
+            .release_by_commit(&push.app, &commit)
+            .ok()
+            .flatten()
+    } else {
+        None
+    };
+    let release = match existing {
+        Some(r) => {
+            sink.line(format!(
+                "-----> {} was cooked as v{}; deploying the same bytes (sha256 {})",
+                &commit[..7],
+                r.version,
+                &r.sha256[..12]
+            ))
+            .await;
+            r
+        }
+        None => {
+            let breq = BuildRequest {
+                app: push.app.clone(),
+                object: t.new.clone(),
+                git_ref: t.name.clone(),
+                key_name: push.identity.name.clone(),
+                quarantine: q.clone(),
+                config_vars: Default::default(),
+            };
+            build::build(core, breq, sink, cancel)
+                .await
+                .map_err(PushError::Build)?
+        }
+    };
+    let tarball = core.data.releases(&push.app).join(&release.file);
+    let config = crate::deploy::envs::config_of_release(&tarball);
+    let targets = crate::deploy::envs::for_ref(&config, &t.name);
+    if targets.is_empty() {
+        sink.line(format!(
+            "-----> {} deploys to no environment; v{} is cooked",
+            short(&t.name),
+            release.version
+        ))
+        .await;
+    }
+    for target in targets {
+        crate::deploy::rollout(
+            core,
+            &release,
+            &target,
+            &push.identity.name,
+            sink,
+            Default::default(),
+        )
+        .await
+        .map_err(PushError::Deploy)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -24,7 +24,9 @@ pub fn spawn(
 ) -> std::io::Result<Child> {
     if !hooks_dir.is_absolute() || !repo.is_absolute() {
         // git would silently skip a hook it cannot find; never run a push without ours.
-        return Err(std::io::Error::other("hooks and repository paths must be absolute"));
+        return Err(std::io::Error::other(
+            "hooks and repository paths must be absolute",
+        ));
     }
     let mut cmd = Command::new("git");
     cmd.arg("-c")

@@ -1,4 +1,5 @@
-//! The accept loop: connection cap, keepalives, graceful shutdown.
+//! The accept loop: connection cap, keepalives, graceful shutdown. Generic over the russh
+//! handler, so the controller's front door and the node agent share it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,6 +8,7 @@ use std::time::Duration;
 use russh::keys::PrivateKey;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
 
 use super::handler::Conn;
 use crate::controller::Core;
@@ -23,13 +25,8 @@ impl Default for ServerOptions {
     }
 }
 
-pub async fn serve(
-    core: Arc<Core>,
-    listener: TcpListener,
-    host_key: PrivateKey,
-    opts: ServerOptions,
-) -> anyhow::Result<()> {
-    let config = Arc::new(russh::server::Config {
+pub fn config(host_key: PrivateKey) -> Arc<russh::server::Config> {
+    Arc::new(russh::server::Config {
         methods: russh::MethodSet::from(&[russh::MethodKind::PublicKey][..]),
         keys: vec![host_key],
         auth_rejection_time: Duration::from_millis(300),
@@ -41,11 +38,25 @@ pub async fn serve(
         keepalive_max: 3,
         nodelay: true,
         ..Default::default()
-    });
-    let permits = Arc::new(Semaphore::new(opts.max_connections));
+    })
+}
+
+/// Accept connections until `shutdown`, each served by the handler `make` returns.
+pub async fn accept_loop<H, F>(
+    listener: TcpListener,
+    config: Arc<russh::server::Config>,
+    max: usize,
+    shutdown: CancellationToken,
+    make: F,
+) where
+    H: russh::server::Handler + Send + 'static,
+    H::Error: std::fmt::Display,
+    F: Fn(SocketAddr) -> H,
+{
+    let permits = Arc::new(Semaphore::new(max));
     loop {
         let (sock, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
-            _ = core.shutdown.cancelled() => break,
+            _ = shutdown.cancelled() => break,
             r = listener.accept() => match r {
                 Ok(x) => x,
                 Err(e) => {
@@ -60,10 +71,10 @@ pub async fn serve(
             drop(sock);
             continue;
         };
-        let (config, core) = (config.clone(), core.clone());
+        let (config, handler) = (config.clone(), make(peer));
         tokio::spawn(async move {
             let _permit = permit;
-            match russh::server::run_stream(config, sock, Conn::new(core, peer)).await {
+            match russh::server::run_stream(config, sock, handler).await {
                 Ok(session) => {
                     if let Err(e) = session.await {
                         tracing::debug!(%peer, error = %e, "session ended with error");
@@ -73,5 +84,22 @@ pub async fn serve(
             }
         });
     }
+}
+
+pub async fn serve(
+    core: Arc<Core>,
+    listener: TcpListener,
+    host_key: PrivateKey,
+    opts: ServerOptions,
+) -> anyhow::Result<()> {
+    let shutdown = core.shutdown.clone();
+    accept_loop(
+        listener,
+        config(host_key),
+        opts.max_connections,
+        shutdown,
+        move |peer| Conn::new(core.clone(), peer),
+    )
+    .await;
     Ok(())
 }

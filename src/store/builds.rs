@@ -182,6 +182,18 @@ impl Store {
             .optional()?)
     }
 
+    /// The newest release cooked from `git_sha`, if any (final mode reuses its bytes).
+    pub fn release_by_commit(&self, app: &str, git_sha: &str) -> Result<Option<ReleaseRow>> {
+        Ok(self
+            .lock()
+            .query_row(
+                &format!("SELECT {RELEASE_COLS} FROM releases WHERE app=?1 AND git_sha=?2 ORDER BY version DESC LIMIT 1"),
+                params![app, git_sha],
+                release_row,
+            )
+            .optional()?)
+    }
+
     pub fn list_releases(&self, app: &str) -> Result<Vec<ReleaseRow>> {
         let c = self.lock();
         let mut st = c.prepare(&format!(

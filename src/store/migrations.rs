@@ -71,6 +71,32 @@ const MIGRATIONS: &[&str] = &[
         pinned INTEGER NOT NULL DEFAULT 0,
         created_at INTEGER NOT NULL,
         UNIQUE(app, version));",
+    // 3: nodes, what is live where, deploys
+    "CREATE TABLE nodes(
+        name TEXT PRIMARY KEY,
+        addr TEXT NOT NULL,
+        labels TEXT NOT NULL DEFAULT '{}',
+        host_fp TEXT NOT NULL,
+        slots INTEGER NOT NULL DEFAULT 8,
+        added_at INTEGER NOT NULL);
+     CREATE TABLE live(
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        previous INTEGER,
+        nodes TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY(app, env));
+     CREATE TABLE deploys(
+        id INTEGER PRIMARY KEY,
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        key_name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        detail TEXT NOT NULL DEFAULT '',
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -3,6 +3,9 @@
 
 mod builds;
 mod migrations;
+mod nodes;
+
+pub use nodes::{LiveRow, NodeRow};
 
 pub use builds::{BuildRow, NewRelease, ReleaseRow};
 

@@ -1,0 +1,511 @@
+//! `magrathea agent`: a node. An SSH server that accepts only the controller's key and
+//! answers a small fixed set of verbs (see `proto`). Nodes never build: they receive
+//! verified tarballs, run processes in Docker, health-check, switch and roll back.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
+use russh::{Channel, ChannelId, ChannelWriteHalf};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::{mpsc, OnceCell};
+
+use super::layout::NodeRoot;
+use super::proto::*;
+use super::runtime::{self, ProcessSpec};
+use crate::build::docker::Docker;
+
+pub struct AgentCtx {
+    pub root: NodeRoot,
+    pub controller_fp: String,
+    pub instance: String,
+    docker: OnceCell<Docker>,
+    /// One operation per app at a time on this node.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AgentCtx {
+    pub fn new(root: PathBuf, controller_fp: String) -> AgentCtx {
+        use sha2::Digest;
+        let canon = std::fs::canonicalize(&root).unwrap_or(root.clone());
+        let instance =
+            hex::encode(&sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes())[..4]);
+        AgentCtx {
+            root: NodeRoot::new(canon),
+            controller_fp,
+            instance,
+            docker: OnceCell::new(),
+            locks: Default::default(),
+        }
+    }
+
+    async fn docker(&self) -> Result<&Docker, String> {
+        self.docker
+            .get_or_try_init(|| async { Docker::connect().await.map_err(|e| e.to_string()) })
+            .await
+    }
+
+    fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+pub struct AgentConn {
+    ctx: Arc<AgentCtx>,
+    authed: bool,
+    chans: HashMap<ChannelId, Channel<Msg>>,
+}
+
+impl russh::server::Handler for AgentConn {
+    type Error = anyhow::Error;
+
+    async fn auth_publickey_offered(
+        &mut self,
+        _u: &str,
+        offer: PublicKeyOffer<'_>,
+    ) -> Result<Auth, Self::Error> {
+        Ok(
+            if crate::keys::fingerprint(offer.public_key) == self.ctx.controller_fp {
+                Auth::Accept
+            } else {
+                Auth::reject()
+            },
+        )
+    }
+
+    async fn auth_publickey(
+        &mut self,
+        _u: &str,
+        key: VerifiedPublicKey<'_>,
+    ) -> Result<Auth, Self::Error> {
+        self.authed = crate::keys::fingerprint(key.public_key) == self.ctx.controller_fp;
+        Ok(if self.authed {
+            Auth::Accept
+        } else {
+            Auth::reject()
+        })
+    }
+
+    async fn channel_open_session(
+        &mut self,
+        channel: Channel<Msg>,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.authed && self.chans.len() < 16 {
+            self.chans.insert(channel.id(), channel);
+            reply.accept().await;
+        }
+        Ok(())
+    }
+
+    async fn exec_request(
+        &mut self,
+        id: ChannelId,
+        data: &[u8],
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        match self.chans.remove(&id) {
+            Some(ch) => {
+                s.channel_success(id)?;
+                let line = String::from_utf8_lossy(data).into_owned();
+                tokio::spawn(exec(self.ctx.clone(), ch, line));
+            }
+            None => s.channel_failure(id)?,
+        }
+        Ok(())
+    }
+
+    async fn channel_close(&mut self, id: ChannelId, _s: &mut Session) -> Result<(), Self::Error> {
+        self.chans.remove(&id);
+        Ok(())
+    }
+}
+
+pub async fn run(root: PathBuf, listen: &str, controller_key: &str) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(controller_key) {
+        Ok(t) => t,
+        Err(_) => controller_key.to_string(), // the key itself on the command line
+    };
+    let key = crate::keys::parse_public(&text)
+        .context("--controller-key: expected a public key file or key text")?;
+    std::fs::create_dir_all(root.join("apps"))?;
+    let (host_key, _) = crate::keys::load_or_create(&root.join("host_ed25519"), "magrathea-agent")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let ctx = Arc::new(AgentCtx::new(root, key.fingerprint));
+    println!(
+        "host key {}",
+        crate::keys::fingerprint(host_key.public_key())
+    );
+    println!("agent listening on {}", listener.local_addr()?);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        sd.cancel();
+    });
+    serve_on(ctx, listener, host_key, shutdown).await;
+    Ok(())
+}
+
+/// Serve an agent on `listener` (also used in-process for the controller's `local` node).
+pub async fn serve_on(
+    ctx: Arc<AgentCtx>,
+    listener: tokio::net::TcpListener,
+    host_key: russh::keys::PrivateKey,
+    shutdown: tokio_util::sync::CancellationToken,
+) {
+    let config = crate::ssh::server::config(host_key);
+    crate::ssh::server::accept_loop(listener, config, 64, shutdown, move |_peer: SocketAddr| {
+        AgentConn {
+            ctx: ctx.clone(),
+            authed: false,
+            chans: HashMap::new(),
+        }
+    })
+    .await;
+}
+
+/// The reply is always one JSON document on stdout (`{"error": ...}` on failure), so the
+/// client never mistakes a progress line on stderr for the verdict.
+async fn finish(tx: &ChannelWriteHalf<Msg>, result: Result<Value, String>) {
+    let (code, doc) = match result {
+        Ok(v) => (0, v),
+        Err(e) => (1, serde_json::json!({ "error": e.replace('\n', " ") })),
+    };
+    let mut out = tx.make_writer();
+    let _ = out.write_all(format!("{doc}\n").as_bytes()).await;
+    let _ = out.flush().await;
+    let _ = tx.exit_status(code).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+}
+
+fn json<T: serde::Serialize>(v: T) -> Result<Value, String> {
+    serde_json::to_value(v).map_err(|e| e.to_string())
+}
+
+async fn read_stdin(rx: &mut russh::ChannelReadHalf) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![];
+    let _ = rx.make_reader().take(4 << 20).read_to_end(&mut buf).await;
+    buf
+}
+
+fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
+    serde_json::from_slice(b).map_err(|e| format!("bad request: {e}"))
+}
+
+async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
+    let (mut rx, tx) = ch.split();
+    let argv = shell_words::split(&line).unwrap_or_default();
+    let verb = argv.first().cloned().unwrap_or_default();
+    // Progress lines go to stderr as they happen.
+    let (ptx, mut prx) = mpsc::channel::<String>(256);
+    let progress_tx = tx.make_writer_ext(Some(1));
+    let forward = tokio::spawn(async move {
+        let mut w = progress_tx;
+        while let Some(l) = prx.recv().await {
+            let _ = w.write_all(format!("{l}\n").as_bytes()).await;
+        }
+        let _ = w.flush().await;
+    });
+    let result = match verb.as_str() {
+        "status" => status(&ctx).await.and_then(json),
+        "receive" => match argv.as_slice() {
+            [_, app, name, sha] => receive(&ctx, rx, app, name, sha).await,
+            _ => Err("usage: receive APP RELEASE SHA256".into()),
+        },
+        "prepare" => {
+            let req: Result<PrepareReq, _> = parse(&read_stdin(&mut rx).await);
+            match req {
+                Ok(r) => prepare(&ctx, r, &ptx).await.and_then(json),
+                Err(e) => Err(e),
+            }
+        }
+        "switch" => match parse::<AppRelease>(&read_stdin(&mut rx).await) {
+            Ok(r) => switch(&ctx, r).await.and_then(json),
+            Err(e) => Err(e),
+        },
+        "retire" => match parse::<AppRelease>(&read_stdin(&mut rx).await) {
+            Ok(r) => stop_where(&ctx, &r.app, |p| p != r.release)
+                .await
+                .and_then(json),
+            Err(e) => Err(e),
+        },
+        "abort" => match parse::<AppRelease>(&read_stdin(&mut rx).await) {
+            Ok(r) => stop_where(&ctx, &r.app, |p| p == r.release)
+                .await
+                .and_then(json),
+            Err(e) => Err(e),
+        },
+        "release-phase" => match parse::<ReleasePhaseReq>(&read_stdin(&mut rx).await) {
+            Ok(r) => release_phase(&ctx, r, &ptx).await.and_then(json),
+            Err(e) => Err(e),
+        },
+        "gc" => match parse::<GcReq>(&read_stdin(&mut rx).await) {
+            Ok(r) => ctx
+                .root
+                .gc(&r.app, &r.keep)
+                .map_err(|e| e.to_string())
+                .and_then(json),
+            Err(e) => Err(e),
+        },
+        "restore-data" => match parse::<SnapshotReq>(&read_stdin(&mut rx).await) {
+            Ok(r) => ctx
+                .root
+                .restore_data(&r.app, &r.label)
+                .map_err(|e| e.to_string())
+                .and_then(json),
+            Err(e) => Err(e),
+        },
+        other => Err(format!(
+            "unknown agent verb '{}'",
+            other.chars().take(40).collect::<String>()
+        )),
+    };
+    drop(ptx);
+    let _ = forward.await;
+    finish(&tx, result).await;
+}
+
+async fn status(ctx: &AgentCtx) -> Result<StatusReply, String> {
+    let mut reply = StatusReply {
+        instance: ctx.instance.clone(),
+        ..Default::default()
+    };
+    let apps_dir = ctx.root.root().join("apps");
+    if let Ok(rd) = std::fs::read_dir(&apps_dir) {
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if !crate::names::valid(&name) {
+                continue;
+            }
+            reply.apps.insert(
+                name.clone(),
+                AppStatus {
+                    current: ctx.root.current(&name),
+                    releases: ctx.root.releases(&name),
+                    processes: vec![],
+                },
+            );
+        }
+    }
+    if let Ok(docker) = ctx.docker().await {
+        for p in runtime::list(docker, &ctx.instance, None)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            reply
+                .apps
+                .entry(p.app.clone())
+                .or_default()
+                .processes
+                .push(p);
+        }
+    }
+    Ok(reply)
+}
+
+async fn receive(
+    ctx: &AgentCtx,
+    mut rx: russh::ChannelReadHalf,
+    app: &str,
+    name: &str,
+    sha: &str,
+) -> Result<Value, String> {
+    let (mut w, r) = tokio::io::duplex(256 << 10);
+    // Channel -> pipe; the blocking side verifies the digest while writing to disk.
+    let pump = tokio::spawn(async move {
+        let _ = tokio::io::copy(&mut rx.make_reader(), &mut w).await;
+        let _ = w.shutdown().await;
+    });
+    let root = ctx.root.clone();
+    let (app, name, sha) = (app.to_string(), name.to_string(), sha.to_string());
+    let res = tokio::task::spawn_blocking(move || {
+        let reader = tokio_util::io::SyncIoBridge::new(r);
+        root.receive(&app, &name, &sha, reader)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    pump.abort();
+    let bytes = res.map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({ "received": bytes }))
+}
+
+async fn prepare(
+    ctx: &AgentCtx,
+    req: PrepareReq,
+    progress: &mpsc::Sender<String>,
+) -> Result<PrepareReply, String> {
+    let lock = ctx.app_lock(&req.app);
+    let _g = lock.lock().await;
+    if !ctx.root.has_release(&req.app, &req.release) {
+        return Err(format!(
+            "release {} of {} is not on this node",
+            req.release, req.app
+        ));
+    }
+    let docker = ctx.docker().await?;
+    let mut started: Vec<runtime::Running> = vec![];
+    let env: Vec<(String, String)> = req.env.clone().into_iter().collect();
+    let mut failure = None;
+    'outer: for g in &req.processes {
+        for index in 1..=g.count {
+            let spec = ProcessSpec {
+                instance: ctx.instance.clone(),
+                app: req.app.clone(),
+                release: req.release.clone(),
+                ptype: g.ptype.clone(),
+                index,
+                command: g.command.clone(),
+                env: env.clone(),
+                image: req.image.clone(),
+                memory: req.memory,
+            };
+            match runtime::start(docker, &ctx.root, &spec).await {
+                Ok(r) => started.push(r),
+                Err(e) => {
+                    failure = Some(format!("cannot start {}.{index}: {e}", g.ptype));
+                    break 'outer;
+                }
+            }
+        }
+    }
+    if failure.is_none() {
+        let timeout = Duration::from_millis(req.health.timeout_ms.max(100));
+        for r in started.iter().filter(|r| r.ptype == "web") {
+            let _ = progress
+                .send(format!(
+                    "health-checking web.{} on port {}",
+                    r.index, r.port
+                ))
+                .await;
+            if let Err(e) = runtime::health_check(
+                r.port,
+                &req.health.path,
+                timeout,
+                req.health.attempts.max(1),
+                Duration::from_millis(500),
+            )
+            .await
+            {
+                failure = Some(format!("web.{} failed its health check ({e})", r.index));
+                break;
+            }
+        }
+    }
+    if failure.is_none() && started.iter().any(|r| r.ptype != "web") {
+        tokio::time::sleep(Duration::from_millis(req.grace_ms)).await;
+        let live = runtime::list(docker, &ctx.instance, Some(&req.app))
+            .await
+            .map_err(|e| e.to_string())?;
+        for r in started.iter().filter(|r| r.ptype != "web") {
+            let ok = live
+                .iter()
+                .any(|p| p.container == r.container && p.state == "running" && p.restarts == 0);
+            if !ok {
+                failure = Some(format!(
+                    "{}.{} did not stay up through the grace period",
+                    r.ptype, r.index
+                ));
+                break;
+            }
+        }
+    }
+    if let Some(f) = failure {
+        for r in &started {
+            runtime::stop(docker, &r.container, Duration::from_secs(5)).await;
+        }
+        return Err(f);
+    }
+    Ok(PrepareReply {
+        processes: started
+            .into_iter()
+            .map(|r| Started {
+                container: r.container,
+                ptype: r.ptype,
+                index: r.index,
+                port: r.port,
+            })
+            .collect(),
+    })
+}
+
+async fn switch(ctx: &AgentCtx, r: AppRelease) -> Result<SwitchReply, String> {
+    let previous = ctx.root.current(&r.app);
+    ctx.root
+        .switch(&r.app, &r.release)
+        .map_err(|e| e.to_string())?;
+    Ok(SwitchReply { previous })
+}
+
+async fn stop_where(
+    ctx: &AgentCtx,
+    app: &str,
+    pick: impl Fn(&str) -> bool,
+) -> Result<Value, String> {
+    crate::names::check("app", app).map_err(|e| e.to_string())?;
+    let docker = ctx.docker().await?;
+    let procs = runtime::list(docker, &ctx.instance, Some(app))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut stopped = 0;
+    for p in procs.iter().filter(|p| pick(&p.release)) {
+        runtime::stop(docker, &p.container, Duration::from_secs(10)).await;
+        stopped += 1;
+    }
+    Ok(serde_json::json!({ "stopped": stopped }))
+}
+
+async fn release_phase(
+    ctx: &AgentCtx,
+    req: ReleasePhaseReq,
+    progress: &mpsc::Sender<String>,
+) -> Result<CodeReply, String> {
+    if let Some(label) = &req.snapshot {
+        ctx.root
+            .snapshot_data(&req.app, label)
+            .map_err(|e| e.to_string())?;
+    }
+    let docker = ctx.docker().await?;
+    let spec = ProcessSpec {
+        instance: ctx.instance.clone(),
+        app: req.app.clone(),
+        release: req.release.clone(),
+        ptype: "release".into(),
+        index: 1,
+        command: req.command.clone(),
+        env: req.env.clone().into_iter().collect(),
+        image: req.image.clone(),
+        memory: req.memory,
+    };
+    let code = runtime::run_once(
+        docker,
+        &ctx.root,
+        &spec,
+        progress.clone(),
+        Duration::from_millis(req.timeout_ms),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    Ok(CodeReply { code })
+}

@@ -1,0 +1,239 @@
+//! The controller's side of the agent protocol: one SSH connection per call, the node's host
+//! key pinned at `nodes:add` (first contact) and checked on every call after.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use russh::client;
+use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
+use russh::ChannelMsg;
+use serde::de::DeserializeOwned;
+use thiserror::Error;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+#[derive(Debug, Error)]
+pub enum NodeCallError {
+    #[error("node {node} ({addr}) is unreachable: {why}")]
+    Unreachable {
+        node: String,
+        addr: String,
+        why: String,
+    },
+    #[error("node {node} presented host key {got}, but {pinned} is pinned; refusing")]
+    HostKey {
+        node: String,
+        got: String,
+        pinned: String,
+    },
+    #[error("node {node}: {msg}")]
+    Failed { node: String, msg: String },
+}
+
+#[derive(Clone)]
+pub struct NodeClient {
+    pub name: String,
+    pub addr: String,
+    key: Arc<PrivateKey>,
+    /// None only on first contact (`nodes:add`).
+    pinned: Option<String>,
+    timeout: Duration,
+}
+
+pub enum Stdin {
+    Empty,
+    Bytes(Vec<u8>),
+    File(PathBuf),
+}
+
+struct Check {
+    pinned: Option<String>,
+    seen: Arc<Mutex<Option<String>>>,
+}
+
+impl client::Handler for Check {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        key: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        let fp = match key {
+            PublicKeyOrCertificate::PublicKey { key, .. } => crate::keys::fingerprint(key),
+            PublicKeyOrCertificate::Certificate(_) => return Ok(false),
+        };
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(fp.clone());
+        Ok(self.pinned.as_ref().is_none_or(|p| *p == fp))
+    }
+}
+
+impl NodeClient {
+    pub fn new(name: &str, addr: &str, key: Arc<PrivateKey>, pinned: Option<String>) -> NodeClient {
+        NodeClient {
+            name: name.into(),
+            addr: addr.into(),
+            key,
+            pinned,
+            timeout: Duration::from_secs(600),
+        }
+    }
+
+    fn unreachable(&self, why: impl ToString) -> NodeCallError {
+        NodeCallError::Unreachable {
+            node: self.name.clone(),
+            addr: self.addr.clone(),
+            why: why.to_string(),
+        }
+    }
+
+    /// Connect and return the node's host key fingerprint (for pinning).
+    pub async fn probe(&self) -> Result<String, NodeCallError> {
+        let seen = Arc::new(Mutex::new(None));
+        let h = self.connect(seen.clone()).await?;
+        let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+        let fp = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        fp.ok_or_else(|| self.unreachable("no host key seen"))
+    }
+
+    async fn connect(
+        &self,
+        seen: Arc<Mutex<Option<String>>>,
+    ) -> Result<client::Handle<Check>, NodeCallError> {
+        let config = Arc::new(client::Config {
+            inactivity_timeout: None,
+            keepalive_interval: Some(Duration::from_secs(15)),
+            keepalive_max: 4,
+            nodelay: true,
+            ..Default::default()
+        });
+        let check = Check {
+            pinned: self.pinned.clone(),
+            seen: seen.clone(),
+        };
+        let connect = client::connect(config, self.addr.as_str(), check);
+        let mut h = match tokio::time::timeout(Duration::from_secs(10), connect).await {
+            Err(_) => return Err(self.unreachable("connect timed out")),
+            Ok(Err(e)) => {
+                let got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                if let (Some(got), Some(pinned)) = (got, &self.pinned) {
+                    if got != *pinned {
+                        return Err(NodeCallError::HostKey {
+                            node: self.name.clone(),
+                            got,
+                            pinned: pinned.clone(),
+                        });
+                    }
+                }
+                return Err(self.unreachable(e));
+            }
+            Ok(Ok(h)) => h,
+        };
+        let auth = h
+            .authenticate_publickey(
+                "magrathea",
+                PrivateKeyWithHashAlg::new(self.key.clone(), None),
+            )
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !auth.success() {
+            return Err(NodeCallError::Failed {
+                node: self.name.clone(),
+                msg: "refused the controller's key (was the agent started with --controller-key from 'ssh paas nodes:key'?)".into(),
+            });
+        }
+        Ok(h)
+    }
+
+    /// Run one verb. Progress lines (stderr) go to `progress`; the JSON reply is parsed.
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        command: &str,
+        stdin: Stdin,
+        progress: Option<mpsc::Sender<String>>,
+    ) -> Result<T, NodeCallError> {
+        let fut = self.call_raw(command, stdin, progress);
+        let (code, out, err) = tokio::time::timeout(self.timeout, fut)
+            .await
+            .map_err(|_| self.unreachable(format!("'{command}' timed out")))??;
+        if code != 0 {
+            let doc: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
+            let msg = doc["error"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| err.lines().last().unwrap_or("failed").trim().to_string());
+            return Err(NodeCallError::Failed {
+                node: self.name.clone(),
+                msg,
+            });
+        }
+        serde_json::from_slice(&out).map_err(|e| NodeCallError::Failed {
+            node: self.name.clone(),
+            msg: format!("bad reply to '{command}': {e}"),
+        })
+    }
+
+    async fn call_raw(
+        &self,
+        command: &str,
+        stdin: Stdin,
+        progress: Option<mpsc::Sender<String>>,
+    ) -> Result<(u32, Vec<u8>, String), NodeCallError> {
+        let h = self.connect(Arc::new(Mutex::new(None))).await?;
+        let mut ch = h
+            .channel_open_session()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        ch.exec(true, command)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        match stdin {
+            Stdin::Empty => {}
+            Stdin::Bytes(b) => ch.data(&b[..]).await.map_err(|e| self.unreachable(e))?,
+            Stdin::File(p) => {
+                let mut f = tokio::fs::File::open(&p)
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
+                let mut buf = vec![0u8; 64 << 10];
+                loop {
+                    let n = f.read(&mut buf).await.map_err(|e| self.unreachable(e))?;
+                    if n == 0 {
+                        break;
+                    }
+                    ch.data(&buf[..n]).await.map_err(|e| self.unreachable(e))?;
+                }
+            }
+        }
+        ch.eof().await.map_err(|e| self.unreachable(e))?;
+        let (mut out, mut err, mut partial) = (Vec::new(), String::new(), Vec::<u8>::new());
+        let mut code = None;
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                ChannelMsg::ExtendedData { data, .. } => {
+                    partial.extend_from_slice(&data);
+                    while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = partial.drain(..=pos).collect();
+                        let s = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                        if let Some(p) = &progress {
+                            let _ = p.send(s.clone()).await;
+                        }
+                        err.push_str(&s);
+                        err.push('\n');
+                    }
+                }
+                ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        if !partial.is_empty() {
+            err.push_str(&String::from_utf8_lossy(&partial));
+        }
+        let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+        match code {
+            Some(c) => Ok((c, out, err)),
+            None => Err(self.unreachable("connection lost before the node answered")),
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! A node's files (see DESIGN.md, "Node layout"):
+//!
+//! ```text
+//! <root>/apps/<app>/releases/<vN>-<sha12>/   unpacked release: manifest.json + app/
+//! <root>/apps/<app>/current -> releases/...  switched atomically (rename of a temp symlink)
+//! <root>/apps/<app>/data/                    persistent data, mounted into processes
+//! <root>/apps/<app>/snapshots/<label>/       data snapshots taken before a release phase
+//! ```
+//!
+//! Every app, release and label string is checked before a path is built from it, so nothing
+//! a client sends can name a file outside `<root>/apps/<app>`. Everything that becomes visible
+//! under a real name (a release, `current`, a snapshot, a restored `data`) is prepared under a
+//! dot-name and renamed into place, so a crash never leaves half of one under its real name.
+
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::names::{self, InvalidName};
+use crate::release::extract::{remove_tree, unpack_verified};
+use crate::release::tarball::{temp_name, ReleaseError, RemoveOnDrop, Sha256Writer};
+
+/// The uid/gid app processes run as (`user: 1000:1000`); the data dir is given to it.
+pub const APP_UID: u32 = 1000;
+pub const APP_GID: u32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Name(#[from] InvalidName),
+    #[error(
+        "invalid release name '{0}': expected v<version>-<first 12 hex digits of the \
+         tarball's sha256>, e.g. v3-0123456789ab"
+    )]
+    ReleaseName(String),
+    #[error("'{0}' is not a sha256 digest (expected 64 hex characters)")]
+    Digest(String),
+    #[error(
+        "release name {name} does not match sha256 {sha256}: the name must end with the \
+         digest's first 12 hex digits"
+    )]
+    NameDigestMismatch { name: String, sha256: String },
+    #[error(
+        "release {app}/{name}: received {size} bytes with sha256 {actual}, expected {expected}; \
+         the transfer was truncated or corrupted, send it again"
+    )]
+    DigestMismatch {
+        app: String,
+        name: String,
+        size: u64,
+        expected: String,
+        actual: String,
+    },
+    #[error("release {name} of app {app} is not on this node; send it first")]
+    NoRelease { app: String, name: String },
+    #[error("release {app}/{name} is broken: {reason}; remove it and send it again")]
+    BadRelease {
+        app: String,
+        name: String,
+        reason: String,
+    },
+    #[error("snapshot '{label}' of app {app} does not exist")]
+    NoSnapshot { app: String, label: String },
+    #[error("{}: {source}", .path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Release(#[from] ReleaseError),
+    /// A process spec, env var or health-check path that cannot be used as given.
+    #[error("{0}")]
+    Invalid(String),
+    #[error("image '{0}' is not on this node; build or pull the stack image first")]
+    NoImage(String),
+    #[error("docker: {0}")]
+    Docker(String),
+    #[error("{what} did not finish within {after} and was killed")]
+    Timeout { what: String, after: String },
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> NodeError + '_ {
+    move |source| NodeError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Never echo control characters (or megabytes) back to a terminal.
+fn shown(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(60).collect()
+}
+
+/// `^v[0-9]{1,18}-[0-9a-f]{12}$`; returns the version number. The 18-digit cap keeps the
+/// number in a u64 so releases sort numerically (v10 after v9).
+pub fn check_release(name: &str) -> Result<u64, NodeError> {
+    let bad = || NodeError::ReleaseName(shown(name));
+    let rest = name.strip_prefix('v').ok_or_else(bad)?;
+    let (num, sha) = rest.split_once('-').ok_or_else(bad)?;
+    let num_ok = !num.is_empty() && num.len() <= 18 && num.bytes().all(|b| b.is_ascii_digit());
+    let sha_ok = sha.len() == 12 && sha.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !num_ok || !sha_ok {
+        return Err(bad());
+    }
+    num.parse().map_err(|_| bad())
+}
+
+/// 64 hex digits, returned lower-cased (the form release names and the store use).
+pub fn check_sha256(s: &str) -> Result<String, NodeError> {
+    if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(s.to_ascii_lowercase())
+    } else {
+        Err(NodeError::Digest(shown(s)))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeRoot {
+    root: PathBuf,
+}
+
+impl NodeRoot {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        NodeRoot { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// `<root>/apps/<app>`. Panics on an invalid app name: callers check names first (every
+    /// method below does), so reaching here with one is a bug, never user input.
+    pub fn app_dir(&self, app: &str) -> PathBuf {
+        assert!(names::valid(app), "unchecked app name {app:?}");
+        self.root.join("apps").join(app)
+    }
+
+    /// `<root>/apps/<app>/releases/<name>`; panics on unchecked names like [`Self::app_dir`].
+    pub fn release_dir(&self, app: &str, name: &str) -> PathBuf {
+        assert!(
+            check_release(name).is_ok(),
+            "unchecked release name {name:?}"
+        );
+        self.app_dir(app).join("releases").join(name)
+    }
+
+    /// `<root>/apps/<app>/data`. Only the path: [`Self::ensure_data_dir`] creates it.
+    pub fn data_dir(&self, app: &str) -> PathBuf {
+        self.app_dir(app).join("data")
+    }
+
+    fn snapshot_dir(&self, app: &str, label: &str) -> PathBuf {
+        assert!(names::valid(label), "unchecked snapshot label {label:?}");
+        self.app_dir(app).join("snapshots").join(label)
+    }
+
+    /// Creates the data dir if missing, owned by the app user (uid 1000) so the non-root
+    /// process can write to it. An existing dir is left as it is: the app may have set its
+    /// own modes.
+    pub fn ensure_data_dir(&self, app: &str) -> Result<PathBuf, NodeError> {
+        names::check("app", app)?;
+        let data = self.data_dir(app);
+        if fs::symlink_metadata(&data).is_ok() {
+            return Ok(data);
+        }
+        let app_dir = self.app_dir(app);
+        fs::create_dir_all(&app_dir).map_err(io_at(&app_dir))?;
+        // Prepared under a temp name so the dir never exists with the wrong owner.
+        let tmp = temp_name(&app_dir, &data, "new");
+        fs::create_dir(&tmp).map_err(io_at(&tmp))?;
+        let guard = RemoveOnDrop(Some(tmp.clone()));
+        std::os::unix::fs::chown(&tmp, Some(APP_UID), Some(APP_GID)).map_err(|e| {
+            NodeError::Io {
+                path: data.clone(),
+                source: io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot give the data dir to uid {APP_UID} (the app user): {e}; \
+                         run the node as root or create it with that owner"
+                    ),
+                ),
+            }
+        })?;
+        match rename_flags(&tmp, &data, RENAME_NOREPLACE) {
+            Ok(()) => guard.disarm(),
+            // Another caller created it meanwhile: theirs is as good as ours.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_at(&data)(e)),
+        }
+        Ok(data)
+    }
+
+    pub fn has_release(&self, app: &str, name: &str) -> bool {
+        names::valid(app) && check_release(name).is_ok() && self.release_dir(app, name).is_dir()
+    }
+
+    /// Streams a release tarball from `src` into a temp file under the app dir, hashing while
+    /// writing; refuses (and deletes it) on a sha256 mismatch before anything is extracted;
+    /// then unpacks it with [`unpack_verified`] into the release dir. Idempotent: if the
+    /// release is already unpacked, `src` is drained (so the sender is not left blocked) and
+    /// this returns Ok. Returns the number of bytes received.
+    pub fn receive(
+        &self,
+        app: &str,
+        name: &str,
+        sha256: &str,
+        mut src: impl Read,
+    ) -> Result<u64, NodeError> {
+        names::check("app", app)?;
+        check_release(name)?;
+        let sha256 = check_sha256(sha256)?;
+        if !name.ends_with(&sha256[..12]) {
+            return Err(NodeError::NameDigestMismatch {
+                name: name.to_string(),
+                sha256,
+            });
+        }
+        let dst = self.release_dir(app, name);
+        if dst.is_dir() {
+            return io::copy(&mut src, &mut io::sink()).map_err(io_at(&dst));
+        }
+        let releases = dst.parent().expect("release dir has a parent");
+        fs::create_dir_all(releases).map_err(io_at(releases))?;
+
+        let app_dir = self.app_dir(app);
+        let tmp = temp_name(&app_dir, &dst, "receive");
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(io_at(&tmp))?;
+        // Removed on every path out: the tarball is only needed until it is unpacked.
+        let _guard = RemoveOnDrop(Some(tmp.clone()));
+        let mut w = Sha256Writer::new(BufWriter::with_capacity(256 * 1024, file));
+        let size = io::copy(&mut src, &mut w).map_err(io_at(&tmp))?;
+        let (buf, digest) = w.finish();
+        buf.into_inner()
+            .map_err(|e| io_at(&tmp)(e.into_error()))?
+            .sync_all()
+            .map_err(io_at(&tmp))?;
+        let actual = hex::encode(digest);
+        if actual != sha256 {
+            return Err(NodeError::DigestMismatch {
+                app: app.to_string(),
+                name: name.to_string(),
+                size,
+                expected: sha256,
+                actual,
+            });
+        }
+        match unpack_verified(&tmp, &sha256, &dst) {
+            Ok(()) => Ok(size),
+            // A concurrent receive of the same release won the rename: same bytes, done.
+            Err(ReleaseError::Exists(_)) if dst.is_dir() => Ok(size),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// `releases/<name>/manifest.json`, parsed.
+    pub fn manifest(&self, app: &str, name: &str) -> Result<serde_json::Value, NodeError> {
+        names::check("app", app)?;
+        check_release(name)?;
+        if !self.has_release(app, name) {
+            return Err(self.no_release(app, name));
+        }
+        let path = self.release_dir(app, name).join("manifest.json");
+        let bad = |reason: String| NodeError::BadRelease {
+            app: app.to_string(),
+            name: name.to_string(),
+            reason,
+        };
+        let bytes = fs::read(&path).map_err(|e| bad(format!("manifest.json: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| bad(format!("manifest.json: {e}")))
+    }
+
+    /// The release `current` points at, if it points at a well-formed release name.
+    pub fn current(&self, app: &str) -> Option<String> {
+        if !names::valid(app) {
+            return None;
+        }
+        let target = fs::read_link(self.app_dir(app).join("current")).ok()?;
+        let name = target.strip_prefix("releases").ok()?.to_str()?;
+        check_release(name).ok()?;
+        Some(name.to_string())
+    }
+
+    /// Points `<app>/current` at `releases/<name>` atomically: a temp symlink renamed over
+    /// the old one (rename(2) replaces in one step, so readers see the old or the new
+    /// release, never none). The target is relative so the node root can be moved.
+    pub fn switch(&self, app: &str, name: &str) -> Result<(), NodeError> {
+        names::check("app", app)?;
+        check_release(name)?;
+        if !self.has_release(app, name) {
+            return Err(self.no_release(app, name));
+        }
+        let app_dir = self.app_dir(app);
+        let current = app_dir.join("current");
+        let tmp = temp_name(&app_dir, &current, "switch");
+        symlink(Path::new("releases").join(name), &tmp).map_err(io_at(&tmp))?;
+        if let Err(e) = fs::rename(&tmp, &current) {
+            let _ = fs::remove_file(&tmp);
+            return Err(io_at(&current)(e));
+        }
+        sync_dir(&app_dir)
+    }
+
+    /// Unpacked release names, oldest first (by version number).
+    pub fn releases(&self, app: &str) -> Vec<String> {
+        if !names::valid(app) {
+            return vec![];
+        }
+        let Ok(rd) = fs::read_dir(self.app_dir(app).join("releases")) else {
+            return vec![];
+        };
+        // Temp dirs of unpacks in progress start with '.', so they fail the name check.
+        let mut out: Vec<(u64, String)> = rd
+            .flatten()
+            .filter(|e| e.file_type().map(|t| t.is_dir()).unwrap_or(false))
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| check_release(&n).ok().map(|v| (v, n)))
+            .collect();
+        out.sort();
+        out.into_iter().map(|(_, n)| n).collect()
+    }
+
+    /// Removes unpacked releases not in `keep`, never the current one. `keep` must also hold
+    /// every release a process still runs from: its files vanish from the mount otherwise.
+    /// Returns the removed names, oldest first.
+    pub fn gc(&self, app: &str, keep: &[String]) -> Result<Vec<String>, NodeError> {
+        names::check("app", app)?;
+        let current = self.current(app);
+        let mut removed = vec![];
+        for name in self.releases(app) {
+            if keep.contains(&name) || current.as_ref() == Some(&name) {
+                continue;
+            }
+            let dir = self.release_dir(app, &name);
+            // Renamed away first, so a half-deleted tree never passes for a release.
+            let trash = temp_name(dir.parent().expect("has parent"), &dir, "gc");
+            fs::rename(&dir, &trash).map_err(io_at(&dir))?;
+            remove_tree(&trash).map_err(io_at(&trash))?;
+            removed.push(name);
+        }
+        Ok(removed)
+    }
+
+    /// Copies the data dir (created empty if missing) to `snapshots/<label>` with `cp -a`
+    /// semantics (modes, owners, times, symlinks, hard links), via a temp dir swapped into
+    /// place. An existing snapshot of that label is replaced: a retried deploy reuses its
+    /// label, and nodes have no other way to clear one.
+    pub fn snapshot_data(&self, app: &str, label: &str) -> Result<(), NodeError> {
+        names::check("app", app)?;
+        names::check("snapshot", label)?;
+        let dst = self.snapshot_dir(app, label);
+        let data = self.ensure_data_dir(app)?;
+        let snapshots = dst.parent().expect("has parent");
+        fs::create_dir_all(snapshots).map_err(io_at(snapshots))?;
+        let tmp = temp_name(snapshots, &dst, "copy");
+        let guard = RemoveOnDrop(Some(tmp.clone()));
+        copy_tree(&data, &tmp)?;
+        swap_in(&tmp, &dst, guard)?;
+        sync_dir(snapshots)
+    }
+
+    /// Replaces the data dir with a copy of snapshot `label` (the snapshot stays, so a
+    /// restore can be repeated). The copy is swapped in with one renameat2(RENAME_EXCHANGE),
+    /// so `data` is always either the old tree or the restored one. Stop the app's processes
+    /// first: a running container keeps the old dir mounted.
+    pub fn restore_data(&self, app: &str, label: &str) -> Result<(), NodeError> {
+        names::check("app", app)?;
+        names::check("snapshot", label)?;
+        let snap = self.snapshot_dir(app, label);
+        if !snap.is_dir() {
+            return Err(NodeError::NoSnapshot {
+                app: app.to_string(),
+                label: label.to_string(),
+            });
+        }
+        let app_dir = self.app_dir(app);
+        let data = self.data_dir(app);
+        let tmp = temp_name(&app_dir, &data, "restore");
+        let guard = RemoveOnDrop(Some(tmp.clone()));
+        copy_tree(&snap, &tmp)?;
+        swap_in(&tmp, &data, guard)?;
+        sync_dir(&app_dir)
+    }
+
+    /// Snapshot labels of `app`, sorted.
+    pub fn snapshots(&self, app: &str) -> Vec<String> {
+        if !names::valid(app) {
+            return vec![];
+        }
+        let Ok(rd) = fs::read_dir(self.app_dir(app).join("snapshots")) else {
+            return vec![];
+        };
+        let mut out: Vec<String> = rd
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter(|n| names::valid(n))
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// Removes snapshot `label`; Ok if it does not exist.
+    pub fn remove_snapshot(&self, app: &str, label: &str) -> Result<(), NodeError> {
+        names::check("app", app)?;
+        names::check("snapshot", label)?;
+        let dir = self.snapshot_dir(app, label);
+        if fs::symlink_metadata(&dir).is_err() {
+            return Ok(());
+        }
+        let trash = temp_name(dir.parent().expect("has parent"), &dir, "rm");
+        fs::rename(&dir, &trash).map_err(io_at(&dir))?;
+        remove_tree(&trash).map_err(io_at(&trash))
+    }
+
+    fn no_release(&self, app: &str, name: &str) -> NodeError {
+        NodeError::NoRelease {
+            app: app.to_string(),
+            name: name.to_string(),
+        }
+    }
+}
+
+/// `cp -a -- src dst` (dst must not exist). The real cp keeps what a hand-written copy
+/// would likely miss on app data: hard links, sparse files, xattrs, fifos and sockets.
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), NodeError> {
+    let out = Command::new("cp")
+        .arg("-a")
+        .arg("--")
+        .arg(src)
+        .arg(dst)
+        .output()
+        .map_err(|e| NodeError::Io {
+            path: src.to_path_buf(),
+            source: io::Error::new(e.kind(), format!("cannot run cp: {e}")),
+        })?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    Err(NodeError::Io {
+        path: src.to_path_buf(),
+        source: io::Error::other(format!(
+            "copying to {} failed ({}): {}",
+            dst.display(),
+            out.status,
+            err.trim()
+        )),
+    })
+}
+
+/// Puts the prepared tree `tmp` (owned by `guard`) at `dst`, replacing whatever is there
+/// with one renameat2(RENAME_EXCHANGE), so `dst` is always the old tree or the new one. The
+/// old tree ends up at `tmp` and the guard removes it.
+fn swap_in(tmp: &Path, dst: &Path, guard: RemoveOnDrop) -> Result<(), NodeError> {
+    if fs::symlink_metadata(dst).is_err() {
+        match rename_flags(tmp, dst, RENAME_NOREPLACE) {
+            Ok(()) => {
+                guard.disarm();
+                return Ok(());
+            }
+            // Appeared meanwhile: exchange with it below.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io_at(dst)(e)),
+        }
+    }
+    match rename_flags(tmp, dst, RENAME_EXCHANGE) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
+            // The filesystem cannot exchange: two renames, with a short window without `dst`.
+            let parent = dst.parent().unwrap_or(Path::new("."));
+            let old = temp_name(parent, dst, "old");
+            fs::rename(dst, &old).map_err(io_at(dst))?;
+            if let Err(e) = fs::rename(tmp, dst) {
+                let _ = fs::rename(&old, dst);
+                return Err(io_at(dst)(e));
+            }
+            guard.disarm();
+            let _ = remove_tree(&old);
+            Ok(())
+        }
+        Err(e) => Err(io_at(dst)(e)),
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), NodeError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_at(dir))
+}
+
+const RENAME_NOREPLACE: libc::c_uint = libc::RENAME_NOREPLACE;
+const RENAME_EXCHANGE: libc::c_uint = libc::RENAME_EXCHANGE;
+
+/// renameat2(2) with `flags`. For NOREPLACE on a filesystem without it, falls back to
+/// check + rename (racy, but only between our own writers).
+fn rename_flags(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
+    let f = CString::new(from.as_os_str().as_bytes())?;
+    let t = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let e = io::Error::last_os_error();
+    if flags == RENAME_NOREPLACE && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
+        if fs::symlink_metadata(to).is_ok() {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        return fs::rename(from, to);
+    }
+    if e.raw_os_error() == Some(libc::EEXIST) || e.raw_os_error() == Some(libc::ENOTEMPTY) {
+        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+    }
+    Err(e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn release_names() {
+        assert_eq!(check_release("v3-0123456789ab").unwrap(), 3);
+        assert_eq!(
+            check_release("v123456789012345678-0123456789ab").unwrap(),
+            123456789012345678
+        );
+        for bad in [
+            "",
+            "v",
+            "3-0123456789ab",
+            "v-0123456789ab",
+            "v3-0123456789AB",
+            "v3-0123456789a",
+            "v3-0123456789abc",
+            "v3_0123456789ab",
+            "v3-0123456789ab/..",
+            "../v3-0123456789ab",
+            "v1234567890123456789-0123456789ab",
+            "v3-01234567\n9ab",
+        ] {
+            assert!(check_release(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn digests() {
+        let d = "A".repeat(64);
+        assert_eq!(check_sha256(&d).unwrap(), "a".repeat(64));
+        assert!(check_sha256(&"a".repeat(63)).is_err());
+        assert!(check_sha256(&"g".repeat(64)).is_err());
+    }
+}

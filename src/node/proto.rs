@@ -1,0 +1,117 @@
+//! The controller <-> agent protocol. One SSH exec per operation: `VERB [ARGS]`, a JSON
+//! request on stdin (or a tarball, for `receive`), progress lines on stderr, one JSON reply on
+//! stdout, exit 0. On failure: exit 1 and a one-line reason on stderr.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessGroup {
+    pub ptype: String,
+    pub command: String,
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    pub path: String,
+    pub timeout_ms: u64,
+    pub attempts: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: "/".into(),
+            timeout_ms: 5_000,
+            attempts: 20,
+        }
+    }
+}
+
+/// Start a release's processes beside the running ones and health-check them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareReq {
+    pub app: String,
+    pub release: String,
+    pub image: String,
+    pub processes: Vec<ProcessGroup>,
+    pub env: BTreeMap<String, String>,
+    pub memory: i64,
+    pub health: Health,
+    /// Non-web processes must stay up this long.
+    pub grace_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Started {
+    pub container: String,
+    pub ptype: String,
+    pub index: u32,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PrepareReply {
+    pub processes: Vec<Started>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppRelease {
+    pub app: String,
+    pub release: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SwitchReply {
+    pub previous: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReleasePhaseReq {
+    pub app: String,
+    pub release: String,
+    pub image: String,
+    pub command: String,
+    pub env: BTreeMap<String, String>,
+    pub memory: i64,
+    pub timeout_ms: u64,
+    /// Snapshot the data dir under this label first.
+    pub snapshot: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CodeReply {
+    pub code: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GcReq {
+    pub app: String,
+    pub keep: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotReq {
+    pub app: String,
+    pub label: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AppStatus {
+    pub current: Option<String>,
+    pub releases: Vec<String>,
+    pub processes: Vec<crate::node::runtime::ProcInfo>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct StatusReply {
+    pub instance: String,
+    pub apps: BTreeMap<String, AppStatus>,
+}
+
+/// The tarball filename-ish name of a release on nodes: `v3-0123456789ab`.
+pub fn release_name(version: i64, sha256: &str) -> String {
+    format!("v{version}-{}", &sha256[..12])
+}
