@@ -282,7 +282,16 @@ fn symlinks_to_host_files_stay_links() {
     std::os::unix::fs::symlink("/etc/passwd", dir.join("passwd")).unwrap();
     std::os::unix::fs::symlink("../../../../etc", dir.join("up")).unwrap();
     commit(&dir, "index.html", "hi\n", "links");
-    s.git_ok(&s.admin, &dir, &["push", &s.url("links"), "main"]);
+    // The build stores both as links; the node then refuses the one climbing out of the
+    // release (an absolute link is fine: it resolves inside the app's container).
+    let out = s.git(&s.admin, &dir, &["push", &s.url("links"), "main"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("Released v1"), "{err}");
+    assert!(
+        err.contains("\"app/up\"") && err.contains("points outside the release"),
+        "{err}"
+    );
+    assert!(!out.status.success());
     let es = entries(&tarball(&s, "links", 1));
     let passwd = es.iter().find(|e| e.1 == "app/passwd").unwrap();
     assert_eq!(passwd.0, tar::EntryType::Symlink);
@@ -302,6 +311,14 @@ fn symlinks_to_host_files_stay_links() {
             tar::EntryType::Regular | tar::EntryType::Directory | tar::EntryType::Symlink
         ));
     }
+    // Without the escaping link, the same app deploys and serves.
+    std::fs::remove_file(dir.join("up")).unwrap();
+    commit(&dir, "index.html", "hi again\n", "no escape");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("links"), "main"]);
+    assert_eq!(
+        s.get("links", "/index.html"),
+        (200, "hi again\n".to_string())
+    );
 }
 
 fn slow_repo(dir: &Path, seconds: u32) -> PathBuf {

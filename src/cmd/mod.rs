@@ -7,8 +7,10 @@ mod access;
 mod apps;
 mod audit;
 mod builds;
+mod deploy;
 mod info;
 mod keys;
+mod nodes;
 mod releases;
 pub mod table;
 
@@ -18,6 +20,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 use thiserror::Error;
 
 use crate::access::{AppRole, Identity};
+use crate::build::Sink;
 use crate::controller::{Core, CoreError};
 use crate::names::InvalidName;
 use crate::store::StoreError;
@@ -182,6 +185,51 @@ pub enum Cmd {
     /// Cancel an app's running build (deployer)
     #[command(name = "builds:cancel")]
     BuildsCancel { app: String },
+    /// Deploy an existing release to an environment (deployer)
+    Deploy {
+        app: String,
+        version: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    /// Go back to the previous release, or to vN (deployer)
+    Rollback {
+        app: String,
+        version: Option<String>,
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// Also restore the data snapshot taken before the current release
+        #[arg(long)]
+        with_data: bool,
+    },
+    /// List nodes (admin)
+    Nodes {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a node running 'magrathea agent' (admin); pins its host key
+    #[command(name = "nodes:add")]
+    NodesAdd {
+        name: String,
+        /// HOST:PORT of the agent
+        addr: String,
+        /// Labels for environment selectors, KEY=VALUE (repeatable)
+        #[arg(long = "label", value_name = "KEY=VALUE")]
+        labels: Vec<String>,
+    },
+    /// Forget a node (admin)
+    #[command(name = "nodes:remove")]
+    NodesRemove { name: String },
+    /// Show a node and what runs on it (admin)
+    #[command(name = "nodes:info")]
+    NodesInfo {
+        name: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the controller's public key, for 'magrathea agent --controller-key' (admin)
+    #[command(name = "nodes:key")]
+    NodesKey,
     /// Show the audit trail (admin; owners for their app)
     Audit {
         app: Option<String>,
@@ -205,6 +253,10 @@ impl Cmd {
         match self {
             Help { .. } | Version | Whoami { .. } | Apps { .. } => Need::Anyone,
             AppsCreate { .. } | Keys { .. } | KeysAdd { .. } | KeysRemove { .. } => Need::Admin,
+            Nodes { .. } | NodesAdd { .. } | NodesRemove { .. } | NodesInfo { .. } | NodesKey => {
+                Need::Admin
+            }
+            Deploy { app, .. } | Rollback { app, .. } => Need::App(app, AppRole::Deployer),
             AppsInfo { name, .. } => Need::App(name, AppRole::Viewer),
             AppsDestroy { name, .. } => Need::App(name, AppRole::Owner),
             Access { app, .. } | AccessGrant { app, .. } | AccessRevoke { app, .. } => {
@@ -228,6 +280,17 @@ impl Cmd {
                 _ => None,
             },
         }
+    }
+
+    /// Long-running commands whose progress streams to the client.
+    pub fn is_streaming(&self) -> bool {
+        matches!(
+            self,
+            Cmd::Deploy { .. }
+                | Cmd::Rollback { .. }
+                | Cmd::NodesAdd { .. }
+                | Cmd::NodesInfo { .. }
+        )
     }
 
     /// Does this command read the client's stdin?
@@ -286,11 +349,8 @@ pub fn redact(argv: &[String]) -> String {
         .join(" ")
 }
 
-/// Check access, run, audit.
-pub fn execute(core: &Arc<Core>, who: &Identity, argv: &[String], cmd: Cmd, stdin: &[u8]) -> Reply {
-    let line = redact(argv);
-    let app = cmd.app().map(str::to_string);
-    let checked = match cmd.need() {
+fn check(core: &Arc<Core>, who: &Identity, argv: &[String], cmd: &Cmd) -> Result<(), CmdError> {
+    match cmd.need() {
         Need::Anyone => Ok(()),
         Need::Admin if who.is_admin() => Ok(()),
         Need::Admin => Err(CmdError::Core(CoreError::Denied(format!(
@@ -305,18 +365,77 @@ pub fn execute(core: &Arc<Core>, who: &Identity, argv: &[String], cmd: Cmd, stdi
                     .map(|_| ())
                     .map_err(CmdError::from)
             }),
-    };
-    let result = checked.and_then(|()| run(core, who, cmd, stdin));
+    }
+}
+
+fn finish(
+    core: &Arc<Core>,
+    who: &Identity,
+    app: Option<&str>,
+    line: &str,
+    result: CmdResult,
+) -> Reply {
     match result {
         Ok(out) => {
-            core.audit(who, app.as_deref(), &line, "ok", "");
+            core.audit(who, app, line, "ok", "");
             Reply::ok(out)
         }
         Err(e) => {
-            core.audit(who, app.as_deref(), &line, e.outcome(), &e.to_string());
+            core.audit(who, app, line, e.outcome(), &e.to_string());
             Reply::err(&e, 1)
         }
     }
+}
+
+/// Check access, run, audit.
+pub fn execute(core: &Arc<Core>, who: &Identity, argv: &[String], cmd: Cmd, stdin: &[u8]) -> Reply {
+    let line = redact(argv);
+    let app = cmd.app().map(str::to_string);
+    let result = check(core, who, argv, &cmd).and_then(|()| run(core, who, cmd, stdin));
+    finish(core, who, app.as_deref(), &line, result)
+}
+
+/// The same for streaming commands: progress goes to `out` as it happens.
+pub async fn execute_streaming(
+    core: &Arc<Core>,
+    who: &Identity,
+    argv: &[String],
+    cmd: Cmd,
+    out: &mut Sink,
+) -> Reply {
+    let line = redact(argv);
+    let app = cmd.app().map(str::to_string);
+    let result = match check(core, who, argv, &cmd) {
+        Err(e) => Err(e),
+        Ok(()) => match cmd {
+            Cmd::Deploy { app, version, env } => {
+                deploy::deploy(core, &who.name, &app, &version, &env, out).await
+            }
+            Cmd::Rollback {
+                app,
+                version,
+                env,
+                with_data,
+            } => {
+                deploy::rollback(
+                    core,
+                    &who.name,
+                    &app,
+                    version.as_deref(),
+                    &env,
+                    with_data,
+                    out,
+                )
+                .await
+            }
+            Cmd::NodesAdd { name, addr, labels } => {
+                nodes::add(core, &name, &addr, &labels, out).await
+            }
+            Cmd::NodesInfo { name, json } => nodes::info(core, &name, json).await,
+            other => run(core, who, other, &[]),
+        },
+    };
+    finish(core, who, app.as_deref(), &line, result)
 }
 
 fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
@@ -346,6 +465,12 @@ fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
         Builds { app, n, json } => builds::list(core, &app, n, json),
         BuildsLog { app, id } => builds::log(core, &app, id),
         BuildsCancel { app } => builds::cancel(core, &app),
+        Nodes { json } => nodes::list(core, json),
+        NodesRemove { name } => nodes::remove(core, &name),
+        NodesKey => nodes::key(core),
+        Deploy { .. } | Rollback { .. } | NodesAdd { .. } | NodesInfo { .. } => Err(
+            CmdError::Invalid("this command streams; internal routing error".into()),
+        ),
     }
 }
 

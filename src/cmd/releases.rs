@@ -18,6 +18,13 @@ pub fn parse_version(v: &str) -> Result<i64, CmdError> {
 
 pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
     let rows = core.store.list_releases(app)?;
+    let live = core.store.all_live()?;
+    let live_in = |v: i64| -> Vec<String> {
+        live.iter()
+            .filter(|l| l.app == app && l.version == v)
+            .map(|l| l.env.clone())
+            .collect()
+    };
     if json {
         let v: Vec<_> = rows
             .iter()
@@ -25,7 +32,7 @@ pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
                 serde_json::json!({
                     "version": r.version, "sha256": r.sha256, "git_sha": r.git_sha, "ref": r.git_ref,
                     "size": r.size, "by": r.key_name, "created_at": r.created_at, "status": r.status,
-                    "pinned": r.pinned,
+                    "pinned": r.pinned, "live": live_in(r.version),
                 })
             })
             .collect();
@@ -47,7 +54,14 @@ pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
                 human(r.size as u64),
                 r.key_name.clone(),
                 utc(r.created_at),
-                r.status.clone(),
+                {
+                    let envs = live_in(r.version);
+                    if envs.is_empty() {
+                        "-".to_string()
+                    } else {
+                        envs.join(",")
+                    }
+                },
             ]
         })
         .collect();

@@ -331,7 +331,14 @@ async fn rollout_locked(
 
     let _ = core.store.set_live(&app, &env, release.version, &names);
     // Old releases stay unpacked for instant rollback: keep the newest few on each node.
-    gc_nodes(core, &prepared, &app).await;
+    let mut keep = vec![name.clone()];
+    if let Some(p) = previous
+        .as_ref()
+        .and_then(|p| core.store.release(&app, p.version).ok().flatten())
+    {
+        keep.push(release_name(p.version, &p.sha256));
+    }
+    gc_nodes(core, &prepared, &app, keep).await;
     out.line(format!(
         "-----> v{} of {app} is live in {env} on {}",
         release.version,
@@ -413,8 +420,14 @@ async fn abort_all(prepared: &[(NodeClient, PrepareReply)], app: &str, name: &st
     while set.join_next().await.is_some() {}
 }
 
-async fn gc_nodes(core: &Arc<Core>, prepared: &[(NodeClient, PrepareReply)], app: &str) {
-    let keep: Vec<String> = core
+/// Keep the newest releases unpacked (for rollback), plus the live and previous ones.
+async fn gc_nodes(
+    core: &Arc<Core>,
+    prepared: &[(NodeClient, PrepareReply)],
+    app: &str,
+    mut keep: Vec<String>,
+) {
+    let recent: Vec<String> = core
         .store
         .list_releases(app)
         .unwrap_or_default()
@@ -422,6 +435,7 @@ async fn gc_nodes(core: &Arc<Core>, prepared: &[(NodeClient, PrepareReply)], app
         .take(5)
         .map(|r| release_name(r.version, &r.sha256))
         .collect();
+    keep.extend(recent);
     for (client, _) in prepared {
         let body = serde_json::to_vec(&GcReq {
             app: app.to_string(),

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use bollard::container::LogOutput;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
     MountType, RestartPolicy, RestartPolicyNameEnum,
@@ -364,36 +365,15 @@ async fn run_container(
         .await
         .map_err(|e| NodeError::Docker(format!("starting {name}: {e}")))?;
 
-    let logs = docker.raw().logs(
-        name,
-        Some(
-            LogsOptionsBuilder::default()
-                .follow(true)
-                .stdout(true)
-                .stderr(true)
-                .build(),
-        ),
-    );
-    // Ends when the container exits (Docker closes a followed log stream then).
-    let pump = async {
-        let mut logs = std::pin::pin!(logs);
-        let mut partial = Vec::<u8>::new();
-        while let Some(Ok(chunk)) = logs.next().await {
-            partial.extend_from_slice(&chunk.into_bytes());
-            while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = partial.drain(..=pos).collect();
-                let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                let _ = lines.send(text).await;
-            }
-        }
-        if !partial.is_empty() {
-            let _ = lines
-                .send(String::from_utf8_lossy(&partial).into_owned())
-                .await;
-        }
-    };
+    let mut out = LineSplitter::new(lines);
+    let mut seen = 0usize;
     let wait = async {
-        pump.await;
+        // Live output while it runs. The followed stream ends when the container exits.
+        let mut logs = std::pin::pin!(docker.raw().logs(name, Some(log_options(true))));
+        while let Some(Ok(frame)) = logs.next().await {
+            seen += 1;
+            out.push(frame).await;
+        }
         docker
             .raw()
             .wait_container(name, None::<WaitContainerOptions>)
@@ -408,6 +388,20 @@ async fn run_container(
             after: secs(timeout),
         });
     };
+    // A followed stream can end before the last lines are read (and a final line without
+    // a newline is only logged at exit), yet the last lines are the ones that say why a
+    // command failed: read the whole log again and send what the stream missed. Both
+    // read the same json-file log in order, so the followed frames are a prefix (unless
+    // more than the 30 MB kept were written; then the tail may go unsent, never twice).
+    let mut all = std::pin::pin!(docker.raw().logs(name, Some(log_options(false))));
+    let mut n = 0usize;
+    while let Some(Ok(frame)) = all.next().await {
+        n += 1;
+        if n > seen {
+            out.push(frame).await;
+        }
+    }
+    let lines = out.finish().await;
     let code = match waited {
         Some(Ok(r)) => r.status_code,
         // bollard reports a non-zero exit as this error.
@@ -433,6 +427,62 @@ async fn run_container(
             .await;
     }
     Ok(code)
+}
+
+fn log_options(follow: bool) -> bollard::query_parameters::LogsOptions {
+    LogsOptionsBuilder::default()
+        .follow(follow)
+        .stdout(true)
+        .stderr(true)
+        .build()
+}
+
+/// Turns log frames into lines, one partial line per stream so stdout and stderr output
+/// never run together.
+struct LineSplitter {
+    tx: mpsc::Sender<String>,
+    out: Vec<u8>,
+    err: Vec<u8>,
+}
+
+impl LineSplitter {
+    fn new(tx: mpsc::Sender<String>) -> Self {
+        LineSplitter {
+            tx,
+            out: vec![],
+            err: vec![],
+        }
+    }
+
+    async fn push(&mut self, frame: LogOutput) {
+        let buf = match &frame {
+            LogOutput::StdErr { .. } => &mut self.err,
+            _ => &mut self.out,
+        };
+        buf.extend_from_slice(&frame.into_bytes());
+        let mut ready = vec![];
+        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=pos).collect();
+            ready.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
+        }
+        for line in ready {
+            // A receiver that went away only means nobody is watching.
+            let _ = self.tx.send(line).await;
+        }
+    }
+
+    /// Sends what is left without a final newline; returns the sender for more messages.
+    async fn finish(mut self) -> mpsc::Sender<String> {
+        for buf in [std::mem::take(&mut self.out), std::mem::take(&mut self.err)] {
+            if !buf.is_empty() {
+                let _ = self
+                    .tx
+                    .send(String::from_utf8_lossy(&buf).into_owned())
+                    .await;
+            }
+        }
+        self.tx
+    }
 }
 
 /// Removes a container when dropped, also when the future owning it is cancelled.

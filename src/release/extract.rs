@@ -3,8 +3,8 @@
 //! Release contents come from user builds, so every archive is untrusted. Besides the digest
 //! check, [`unpack`] refuses (naming the entry): absolute paths, `..` or other non-plain path
 //! components, duplicate entries, anything but regular files, directories and symlinks (hard
-//! links, devices, fifos, sparse files, PAX global headers...), symlinks whose target is
-//! absolute or leaves the root when resolved from the link's own directory (following the
+//! links, devices, fifos, sparse files, PAX global headers...), `app` or `manifest.json` as
+//! symlinks, relative symlinks that leave the root when resolved from the link's own directory (following the
 //! archive's earlier symlinks like the kernel would), a symlink placed where an earlier
 //! symlink's resolution passed, and entries whose path goes through an extracted symlink.
 //! `tar`'s own `Entry::unpack_in` checks stay underneath as a second line of defence.
@@ -209,10 +209,17 @@ impl Tracker {
         if target.as_os_str().is_empty() {
             return Err("symlink with an empty target".into());
         }
+        if path == Path::new("app") || path == Path::new("manifest.json") {
+            // Both are opened or bind-mounted by the node itself, on the host.
+            return Err("the release's app/ and manifest.json may not be symlinks".into());
+        }
         if target.is_absolute() {
-            return Err(format!(
-                "symlink target {shown:?} is absolute; release symlinks must be relative"
-            ));
+            // Allowed: release content only ever runs inside a container, where an absolute
+            // link resolves against the stack image (a Python venv links /usr/bin/python3).
+            // Nothing is extracted through it (check_path), and relative links may not
+            // resolve through it (RootDir below).
+            self.links.insert(path.to_path_buf(), target.to_path_buf());
+            return Ok(());
         }
         if self.traversed.contains(path) {
             return Err("a symlink here would redirect an earlier symlink".into());
@@ -559,7 +566,7 @@ mod tests {
             ],
             "\"x\"",
         );
-        assert!(msg.contains("absolute"));
+        assert!(msg.contains("goes through the symlink"), "{msg}");
     }
 
     #[test]
@@ -579,6 +586,20 @@ mod tests {
             "x/f",
         );
         assert!(msg.contains("goes through the symlink"));
+    }
+
+    #[test]
+    fn app_and_manifest_may_not_be_links() {
+        for top in ["app", "manifest.json"] {
+            let msg = assert_rejected(
+                &[Raw {
+                    link: "/",
+                    ..raw(top, EntryType::Symlink)
+                }],
+                top,
+            );
+            assert!(msg.contains("may not be symlinks"), "{msg}");
+        }
     }
 
     #[test]

@@ -57,6 +57,23 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
     }
     let reply = match cmd::parse(&argv) {
         Err(reply) => reply,
+        Ok(c) if c.is_streaming() => {
+            let (ftx, mut frx) = tokio::sync::mpsc::channel::<crate::git::hookproto::Frame>(256);
+            let (core, who) = (core.clone(), req.who.clone());
+            let task = tokio::spawn(async move {
+                let mut sink = crate::build::Sink::new(ftx);
+                cmd::execute_streaming(&core, &who, &argv, c, &mut sink).await
+            });
+            let mut out = tx.make_writer();
+            while let Some(f) = frx.recv().await {
+                if let Some(line) = f.out {
+                    let _ = out.write_all(format!("{line}\n").as_bytes()).await;
+                    let _ = out.flush().await;
+                }
+            }
+            task.await
+                .unwrap_or_else(|e| Reply::err(format!("error: internal error ({e})"), 1))
+        }
         Ok(c) => {
             let stdin = if c.wants_stdin() {
                 let mut buf = Vec::new();

@@ -43,6 +43,7 @@ pub struct Server {
     pub dir: tempfile::TempDir,
     pub data: PathBuf,
     pub port: u16,
+    pub http_port: u16,
     pub admin: Key,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
@@ -111,6 +112,7 @@ impl Server {
             dir,
             data,
             port: 0,
+            http_port: 0,
             admin,
             child: None,
             log: Arc::default(),
@@ -126,6 +128,8 @@ impl Server {
                 "serve",
                 "--listen",
                 "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
                 "--default-stack",
                 "tiny",
                 "--data",
@@ -140,9 +144,20 @@ impl Server {
         let stdout = BufReader::new(child.stdout.take().unwrap());
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
+        let (http_tx, http_rx) = std::sync::mpsc::channel();
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("http listening on ") {
+                    let port = addr
+                        .split_whitespace()
+                        .next()
+                        .unwrap()
+                        .rsplit(':')
+                        .next()
+                        .unwrap();
+                    let _ = http_tx.send(port.parse::<u16>().unwrap());
+                }
                 if let Some(addr) = line.strip_prefix("ssh listening on ") {
                     let _ = tx.send(addr.rsplit(':').next().unwrap().parse::<u16>().unwrap());
                 }
@@ -158,7 +173,15 @@ impl Server {
         self.port = rx
             .recv_timeout(std::time::Duration::from_secs(30))
             .unwrap_or_else(|_| panic!("server did not start:\n{}", self.log.lock().unwrap()));
+        self.http_port = http_rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("router did not start:\n{}", self.log.lock().unwrap()));
         self.child = Some(child);
+    }
+
+    /// GET `path` from `app` through the router; (status, body).
+    pub fn get(&self, app: &str, path: &str) -> (u16, String) {
+        http_get(self.http_port, &format!("{app}.localhost"), path)
     }
 
     /// SIGTERM and wait; returns the exit status.
@@ -366,4 +389,156 @@ pub fn commit(dir: &Path, file: &str, content: &str, msg: &str) -> String {
     git_local(dir, &["add", "-A"]);
     git_local(dir, &["commit", "-q", "-m", msg]);
     git_local(dir, &["rev-parse", "HEAD"]).trim().to_string()
+}
+
+/// A minimal HTTP/1.0 GET: (status, body); status 0 when the connection fails.
+pub fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return (0, String::new());
+    };
+    let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
+        .is_err()
+    {
+        return (0, String::new());
+    }
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A `magrathea agent` process on a loopback port.
+pub struct Agent {
+    pub root: PathBuf,
+    pub addr: String,
+    child: Option<Child>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    pub fn start(server: &Server, name: &str) -> Agent {
+        let root = server.dir.path().join(format!("node-{name}"));
+        let mut child = Command::new(bin())
+            .args(["agent", "--listen", "127.0.0.1:0", "--root"])
+            .arg(&root)
+            .arg("--controller-key")
+            .arg(server.data.join("controller_ed25519.pub"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = BufReader::new(child.stdout.take().unwrap());
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let log: Arc<Mutex<String>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in stdout.lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("agent listening on ") {
+                    let _ = tx.send(addr.to_string());
+                }
+                l.lock().unwrap().push_str(&format!("[out] {line}\n"));
+            }
+        });
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                l.lock().unwrap().push_str(&format!("[err] {line}\n"));
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("agent did not start:\n{}", log.lock().unwrap()));
+        Agent {
+            root,
+            addr,
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// SIGKILL: the node vanishes.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            eprintln!(
+                "---- agent {} log ----\n{}",
+                self.addr,
+                self.log.lock().unwrap()
+            );
+        }
+        // Processes this agent started, found by its instance label.
+        use sha2::Digest;
+        if let Ok(p) = std::fs::canonicalize(&self.root) {
+            let inst = hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4]);
+            let out = run(Command::new("docker").args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=magrathea.instance={inst}"),
+            ]));
+            for id in text(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
+    }
+}
+
+/// Polls an app through the router until stopped; counts answers that were not 200.
+pub struct Poller {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(usize, usize, Vec<String>)>>,
+}
+
+impl Poller {
+    pub fn start(port: u16, app: &str) -> Poller {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, host) = (stop.clone(), format!("{app}.localhost"));
+        let handle = std::thread::spawn(move || {
+            let (mut ok, mut bad, mut errors) = (0, 0, vec![]);
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = http_get(port, &host, "/");
+                if status == 200 {
+                    ok += 1;
+                } else {
+                    bad += 1;
+                    if errors.len() < 5 {
+                        errors.push(format!("{status}: {}", body.trim()));
+                    }
+                }
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            (ok, bad, errors)
+        });
+        Poller {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// (ok, failed, first errors)
+    pub fn finish(mut self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
 }

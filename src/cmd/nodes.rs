@@ -1,0 +1,151 @@
+//! nodes, nodes:add, nodes:remove, nodes:info, nodes:key (admin).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{table, CmdError, CmdResult};
+use crate::build::Sink;
+use crate::controller::Core;
+use crate::node::client::{NodeClient, Stdin};
+use crate::node::proto::StatusReply;
+use crate::store::NodeRow;
+
+pub fn list(core: &Arc<Core>, json: bool) -> CmdResult {
+    let nodes = core.all_nodes()?;
+    if json {
+        return Ok(table::json(&nodes));
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let labels: Vec<String> = n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            vec![
+                n.name.clone(),
+                n.addr.clone(),
+                labels.join(","),
+                n.host_fp.clone(),
+            ]
+        })
+        .collect();
+    Ok(table::render(
+        &["NODE", "ADDRESS", "LABELS", "HOST KEY"],
+        &rows,
+    ))
+}
+
+pub fn key(core: &Arc<Core>) -> CmdResult {
+    let mut k = core.client_key.public_key().clone();
+    k.set_comment("magrathea-controller");
+    Ok(format!(
+        "{}\n",
+        k.to_openssh()
+            .map_err(|e| CmdError::Invalid(e.to_string()))?
+    ))
+}
+
+fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, CmdError> {
+    let mut out = BTreeMap::new();
+    for l in labels {
+        let (k, v) = l
+            .split_once('=')
+            .ok_or_else(|| CmdError::Invalid(format!("label '{l}' is not KEY=VALUE")))?;
+        crate::names::check("label", k)?;
+        crate::names::check("label value", v)?;
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+pub async fn add(
+    core: &Arc<Core>,
+    name: &str,
+    addr: &str,
+    labels: &[String],
+    out: &mut Sink,
+) -> CmdResult {
+    crate::names::check("node", name)?;
+    if name == "local" {
+        return Err(CmdError::Invalid(
+            "'local' is the built-in node's name; pick another".into(),
+        ));
+    }
+    let (host, port) = addr
+        .rsplit_once(':')
+        .ok_or_else(|| CmdError::Invalid(format!("'{addr}' is not HOST:PORT")))?;
+    let ok_host = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-[]:".contains(c));
+    if !ok_host || port.parse::<u16>().is_err() {
+        return Err(CmdError::Invalid(format!("'{addr}' is not HOST:PORT")));
+    }
+    let labels = parse_labels(labels)?;
+    out.line(format!("-----> contacting {name} at {addr}"))
+        .await;
+    // First contact: learn the host key, then check the agent accepts our key.
+    let probe = NodeClient::new(name, addr, core.client_key.clone(), None);
+    let fp = probe
+        .probe()
+        .await
+        .map_err(|e| CmdError::Invalid(e.to_string()))?;
+    let pinned = NodeClient::new(name, addr, core.client_key.clone(), Some(fp.clone()));
+    let _: StatusReply = pinned
+        .call("status", Stdin::Empty, None)
+        .await
+        .map_err(|e| CmdError::Invalid(e.to_string()))?;
+    core.store.add_node(&NodeRow {
+        name: name.to_string(),
+        addr: addr.to_string(),
+        labels,
+        host_fp: fp.clone(),
+        slots: 8,
+        added_at: 0,
+    })?;
+    Ok(format!(
+        "added node '{name}' ({addr}), host key {fp} pinned\n"
+    ))
+}
+
+pub fn remove(core: &Arc<Core>, name: &str) -> CmdResult {
+    crate::names::check("node", name)?;
+    core.store.remove_node(name)?;
+    Ok(format!(
+        "removed node '{name}' (its processes keep running until stopped there)\n"
+    ))
+}
+
+pub async fn info(core: &Arc<Core>, name: &str, json: bool) -> CmdResult {
+    let node = core
+        .all_nodes()?
+        .into_iter()
+        .find(|n| n.name == name)
+        .ok_or_else(|| CmdError::Invalid(format!("no node named '{name}'")))?;
+    let status: StatusReply = core
+        .node_client(&node)
+        .call("status", Stdin::Empty, None)
+        .await
+        .map_err(|e| CmdError::Invalid(e.to_string()))?;
+    if json {
+        return Ok(table::json(
+            &serde_json::json!({ "node": node, "status": status }),
+        ));
+    }
+    let mut s = format!(
+        "node:     {}\naddress:  {}\nhost key: {}\n",
+        node.name, node.addr, node.host_fp
+    );
+    for (app, a) in &status.apps {
+        s += &format!(
+            "app {app}: current {}, unpacked {}\n",
+            a.current.as_deref().unwrap_or("-"),
+            a.releases.join(" ")
+        );
+        for p in &a.processes {
+            s += &format!(
+                "  {}.{}  {}  port {}  {}\n",
+                p.ptype, p.index, p.release, p.port, p.state
+            );
+        }
+    }
+    Ok(s)
+}

@@ -1,0 +1,258 @@
+//! Deploys end to end: real agents as separate processes on loopback ports, real Docker,
+//! real ssh and git; an HTTP client polls the app through the router during deploys.
+
+mod util;
+
+use std::path::Path;
+
+use util::*;
+
+fn web_repo(dir: &Path, body: &str, procfile: &str) -> std::path::PathBuf {
+    let dir = repo(dir);
+    std::fs::write(dir.join("Procfile"), procfile).unwrap();
+    commit(&dir, "index.html", body, body);
+    dir
+}
+
+const WEB: &str = "web: busybox httpd -f -p $PORT -h .\n";
+
+fn set_body(dir: &Path, body: &str) {
+    commit(dir, "index.html", body, body);
+}
+
+fn node_status(s: &Server, node: &str) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&s.admin, &format!("nodes:info {node} --json"))).unwrap()
+}
+
+fn three_nodes(s: &Server) -> Vec<Agent> {
+    let agents: Vec<Agent> = ["n1", "n2", "n3"]
+        .iter()
+        .map(|n| Agent::start(s, n))
+        .collect();
+    for (i, a) in agents.iter().enumerate() {
+        let out = s.ok(&s.admin, &format!("nodes:add n{} {}", i + 1, a.addr));
+        assert!(out.contains("pinned"), "{out}");
+    }
+    agents
+}
+
+fn live_version(s: &Server, app: &str) -> i64 {
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, &format!("releases {app} --json"))).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["live"].as_array().is_some_and(|l| !l.is_empty()))
+        .map(|r| r["version"].as_i64().unwrap())
+        .unwrap_or(0)
+}
+
+#[test]
+fn push_goes_live_on_three_nodes_and_switches_without_failed_requests() {
+    let s = Server::start();
+    let _agents = three_nodes(&s);
+    let dir = web_repo(&s.dir.path().join("src"), "v1\n", WEB);
+    let out = s.git_ok(&s.admin, &dir, &["push", &s.url("shop"), "main"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("is live in production on n1, n2, n3"), "{err}");
+    assert_eq!(s.get("shop", "/"), (200, "v1\n".to_string()));
+
+    // Every node runs the same bytes, and answers on its own.
+    let rel: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "releases:info shop v1 --json")).unwrap();
+    let name = format!("v1-{}", &rel["sha256"].as_str().unwrap()[..12]);
+    for n in ["n1", "n2", "n3"] {
+        let st = node_status(&s, n);
+        assert_eq!(
+            st["status"]["apps"]["shop"]["current"],
+            name.as_str(),
+            "{n}"
+        );
+        let procs = st["status"]["apps"]["shop"]["processes"]
+            .as_array()
+            .unwrap()
+            .clone();
+        assert_eq!(procs.len(), 1, "{n}: {procs:?}");
+        let port = procs[0]["port"].as_u64().unwrap() as u16;
+        assert_eq!(
+            http_get(port, "localhost", "/").1,
+            "v1\n",
+            "{n} answers directly"
+        );
+    }
+
+    let poller = Poller::start(s.http_port, "shop");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    set_body(&dir, "v2\n");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("shop"), "main"]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (ok, bad, errors) = poller.finish();
+    assert_eq!(bad, 0, "failed requests during the switch: {errors:?}");
+    assert!(ok > 10);
+    assert_eq!(s.get("shop", "/"), (200, "v2\n".to_string()));
+    // The old release stays unpacked; its processes are gone.
+    for n in ["n1", "n2", "n3"] {
+        let st = node_status(&s, n);
+        let app = &st["status"]["apps"]["shop"];
+        assert_eq!(app["releases"].as_array().unwrap().len(), 2);
+        assert_eq!(app["processes"].as_array().unwrap().len(), 1);
+    }
+    assert_eq!(live_version(&s, "shop"), 2);
+
+    // Rollback is a switch to the unpacked release, not a rebuild.
+    let builds_before = s.ok(&s.admin, "builds shop --json");
+    let out = s.ok(&s.admin, "rollback shop");
+    assert!(out.contains("v1 of shop is live"), "{out}");
+    assert_eq!(s.get("shop", "/"), (200, "v1\n".to_string()));
+    assert_eq!(s.ok(&s.admin, "builds shop --json"), builds_before);
+    assert_eq!(live_version(&s, "shop"), 1);
+}
+
+#[test]
+fn a_node_failing_its_health_check_aborts_everywhere() {
+    let s = Server::start();
+    let agents = three_nodes(&s);
+    // The web process refuses to start where the node's data dir holds a 'broken' file.
+    let procfile = "web: test -e /data/broken && exit 1; exec busybox httpd -f -p $PORT -h .\n";
+    let dir = web_repo(&s.dir.path().join("src"), "v1\n", procfile);
+    s.git_ok(&s.admin, &dir, &["push", &s.url("api"), "main"]);
+    let before = text(
+        &s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("api")])
+            .stdout,
+    );
+    std::fs::write(agents[1].root.join("apps/api/data/broken"), "").unwrap();
+
+    let poller = Poller::start(s.http_port, "api");
+    set_body(&dir, "v2\n");
+    let out = s.git(&s.admin, &dir, &["push", &s.url("api"), "main"]);
+    let (_, bad, errors) = poller.finish();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("node n2"), "names the failing node: {err}");
+    assert!(err.contains("v1 still serves"), "{err}");
+    assert_eq!(bad, 0, "{errors:?}");
+    assert_eq!(s.get("api", "/"), (200, "v1\n".to_string()));
+    assert_eq!(
+        text(
+            &s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("api")])
+                .stdout
+        ),
+        before
+    );
+    for n in ["n1", "n2", "n3"] {
+        let st = node_status(&s, n);
+        let app = &st["status"]["apps"]["api"];
+        assert!(app["current"].as_str().unwrap().starts_with("v1-"), "{n}");
+        let procs = app["processes"].as_array().unwrap();
+        assert_eq!(procs.len(), 1, "{n}: only v1 runs: {procs:?}");
+        assert!(procs[0]["release"].as_str().unwrap().starts_with("v1-"));
+    }
+    assert_eq!(live_version(&s, "api"), 1);
+}
+
+#[test]
+fn a_node_vanishing_aborts_and_a_failed_release_phase_aborts() {
+    let s = Server::start();
+    let mut agents = three_nodes(&s);
+    let dir = web_repo(&s.dir.path().join("src"), "v1\n", WEB);
+    s.git_ok(&s.admin, &dir, &["push", &s.url("cms"), "main"]);
+
+    agents[2].kill();
+    set_body(&dir, "v2\n");
+    let out = s.git(&s.admin, &dir, &["push", &s.url("cms"), "main"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("n3") && err.contains("unreachable"), "{err}");
+    assert_eq!(s.get("cms", "/"), (200, "v1\n".to_string()));
+    for n in ["n1", "n2"] {
+        let app = &node_status(&s, n)["status"]["apps"]["cms"];
+        assert_eq!(app["processes"].as_array().unwrap().len(), 1, "{n}");
+    }
+    s.ok(&s.admin, "nodes:remove n3");
+
+    // A release command that fails stops the deploy before any switch.
+    std::fs::write(
+        dir.join("Procfile"),
+        format!("{WEB}release: echo migrating; exit 3\n"),
+    )
+    .unwrap();
+    set_body(&dir, "v3\n");
+    let out = s.git(&s.admin, &dir, &["push", &s.url("cms"), "main"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("migrating"), "release output shown: {err}");
+    assert!(err.contains("release command failed (exit 3)"), "{err}");
+    assert_eq!(s.get("cms", "/"), (200, "v1\n".to_string()));
+}
+
+#[test]
+fn tags_deploy_cooked_bytes_and_a_restart_keeps_serving() {
+    let mut s = Server::start();
+    let dir = web_repo(&s.dir.path().join("src"), "v1\n", WEB);
+    s.git_ok(&s.admin, &dir, &["push", &s.url("blog"), "main"]);
+    git_local(&dir, &["tag", "v1.0"]);
+    let out = s.git_ok(&s.admin, &dir, &["push", &s.url("blog"), "v1.0"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("deploying the same bytes"), "{err}");
+    assert!(!err.contains("Building"), "{err}");
+    let rels: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "releases blog --json")).unwrap();
+    assert_eq!(
+        rels.as_array().unwrap().len(),
+        1,
+        "no second release for the tag"
+    );
+
+    // The controller restarts: the router serves again without a redeploy.
+    assert!(s.stop().success());
+    s.spawn();
+    let mut answer = (0, String::new());
+    for _ in 0..50 {
+        answer = s.get("blog", "/");
+        if answer.0 == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(answer, (200, "v1\n".to_string()));
+    assert!(!s.log().contains("Deploying"));
+}
+
+#[test]
+fn environments_select_nodes_and_deploy_promotes() {
+    let s = Server::start();
+    let agents: Vec<Agent> = ["a", "b"].iter().map(|n| Agent::start(&s, n)).collect();
+    s.ok(
+        &s.admin,
+        &format!("nodes:add stage1 {} --label env=staging", agents[0].addr),
+    );
+    s.ok(
+        &s.admin,
+        &format!("nodes:add prod1 {} --label env=prod", agents[1].addr),
+    );
+    let dir = web_repo(&s.dir.path().join("src"), "hello\n", WEB);
+    std::fs::write(
+        dir.join("magrathea.yml"),
+        "environments:\n  staging: { branch: main, nodes: { env: staging } }\n  production: { tags: \"v*\", nodes: { env: prod } }\n",
+    )
+    .unwrap();
+    set_body(&dir, "hello v1\n");
+    let out = s.git_ok(&s.admin, &dir, &["push", &s.url("site"), "main"]);
+    assert!(
+        text(&out.stderr).contains("live in staging on stage1"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(s.get("site-staging", "/").1, "hello v1\n");
+    assert_eq!(s.get("site", "/").0, 404, "nothing in production yet");
+    let out = s.ok(&s.admin, "deploy site v1 --env production");
+    assert!(out.contains("live in production on prod1"), "{out}");
+    assert_eq!(s.get("site", "/").1, "hello v1\n");
+    // A viewer may not deploy.
+    let v = s.key("viewer");
+    s.add_key(&v, "user");
+    s.ok(&s.admin, "access:grant site viewer viewer");
+    let out = s.ssh(&v, "deploy site v1 --env production", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("access denied"));
+}

@@ -1,0 +1,817 @@
+//! A node's files and processes: real files under a temp root, real Docker with the tiny
+//! stack (busybox). Every Docker test uses its own random instance id and removes every
+//! container carrying it when it ends, pass or fail.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use magrathea::build::docker::Docker;
+use magrathea::node::layout::{NodeError, NodeRoot};
+use magrathea::node::runtime::{self, ProcessSpec};
+use magrathea::release::tarball::pack;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const IMAGE: &str = "magrathea/stack-tiny:latest";
+const HTTPD: &str = "exec busybox httpd -f -p \"$PORT\" -h /app";
+
+struct Rel {
+    tarball: PathBuf,
+    sha256: String,
+    name: String,
+    size: u64,
+}
+
+/// Packs a release the way the controller does: `app/<files>` + `manifest.json`.
+fn make_release(work: &Path, version: u32, files: &[(&str, &str)]) -> Rel {
+    let slug = work.join(format!("slug-{version}"));
+    for (path, content) in files {
+        let p = slug.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, content).unwrap();
+    }
+    fs::create_dir_all(&slug).unwrap();
+    let manifest = serde_json::json!({ "app": "shop", "version": version, "processes": {} });
+    let tarball = work.join(format!("v{version}.tar.gz"));
+    let packed = pack(
+        &slug,
+        serde_json::to_vec(&manifest).unwrap().as_slice(),
+        1_700_000_000,
+        &tarball,
+    )
+    .unwrap();
+    Rel {
+        name: format!("v{version}-{}", &packed.sha256[..12]),
+        sha256: packed.sha256,
+        size: packed.size,
+        tarball,
+    }
+}
+
+fn receive(root: &NodeRoot, app: &str, rel: &Rel) -> Result<u64, NodeError> {
+    root.receive(
+        app,
+        &rel.name,
+        &rel.sha256,
+        fs::File::open(&rel.tarball).unwrap(),
+    )
+}
+
+/// Every entry under `dir`, relative, sorted (to prove nothing else was left behind).
+fn tree(dir: &Path) -> Vec<String> {
+    fn go(root: &Path, dir: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = fs::read_dir(dir) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            if e.file_type().unwrap().is_dir() {
+                go(root, &p, out);
+            }
+        }
+    }
+    let mut out = vec![];
+    go(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+#[test]
+fn receive_unpacks_a_verified_release_idempotently() {
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let rel = make_release(t.path(), 1, &[("index.html", "<h1>hello</h1>\n")]);
+
+    assert!(!root.has_release("shop", &rel.name));
+    assert_eq!(receive(&root, "shop", &rel).unwrap(), rel.size);
+    assert!(root.has_release("shop", &rel.name));
+    let dir = root.release_dir("shop", &rel.name);
+    assert_eq!(
+        fs::read_to_string(dir.join("app/index.html")).unwrap(),
+        "<h1>hello</h1>\n"
+    );
+    assert_eq!(root.manifest("shop", &rel.name).unwrap()["version"], 1);
+    assert_eq!(root.releases("shop"), std::slice::from_ref(&rel.name));
+
+    // Again: drained, Ok, nothing changed; no temp file left in the app dir.
+    let before = tree(&root.app_dir("shop"));
+    assert_eq!(receive(&root, "shop", &rel).unwrap(), rel.size);
+    assert_eq!(tree(&root.app_dir("shop")), before);
+    assert!(before
+        .iter()
+        .all(|p| !p.contains("/.") && !p.starts_with('.')));
+}
+
+#[test]
+fn receive_refuses_a_wrong_digest_before_unpacking() {
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let rel = make_release(t.path(), 1, &[("index.html", "x")]);
+
+    // A digest that matches the name but not the bytes.
+    let wrong = format!("{}{}", &rel.sha256[..12], "0".repeat(52));
+    let err = root
+        .receive(
+            "shop",
+            &rel.name,
+            &wrong,
+            fs::File::open(&rel.tarball).unwrap(),
+        )
+        .unwrap_err();
+    assert!(matches!(err, NodeError::DigestMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("send it again"), "{err}");
+
+    // A truncated transfer with the right digest.
+    let bytes = fs::read(&rel.tarball).unwrap();
+    let err = root
+        .receive("shop", &rel.name, &rel.sha256, &bytes[..bytes.len() / 2])
+        .unwrap_err();
+    assert!(matches!(err, NodeError::DigestMismatch { .. }), "{err:?}");
+
+    // A name that does not belong to the digest.
+    let other = format!("v1-{}", "f".repeat(12));
+    let err = root
+        .receive("shop", &other, &rel.sha256, &bytes[..])
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::NameDigestMismatch { .. }),
+        "{err:?}"
+    );
+
+    assert!(!root.has_release("shop", &rel.name));
+    assert!(root.releases("shop").is_empty());
+    // Only the (empty) releases dir: no tarball, no partial tree.
+    assert_eq!(tree(&root.app_dir("shop")), ["releases"]);
+}
+
+#[test]
+fn hostile_names_are_refused_before_any_path_is_built() {
+    let t = tempfile::tempdir().unwrap();
+    let node = t.path().join("node");
+    fs::create_dir(&node).unwrap();
+    let root = NodeRoot::new(&node);
+    let rel = make_release(t.path(), 1, &[("index.html", "x")]);
+    let bytes = fs::read(&rel.tarball).unwrap();
+
+    let bad_apps = ["", "..", "../x", "a/b", "/etc", "Shop", "x\n", "-x", "a b"];
+    let bad_names = [
+        "",
+        "..",
+        "current",
+        "../../etc",
+        "v1-../../../x",
+        "v1-0123456789ab/..",
+        "v1-0123456789AB",
+        "v1-0123456789ab\n",
+        "v-0123456789ab",
+    ];
+    for app in bad_apps {
+        let err = root
+            .receive(app, &rel.name, &rel.sha256, &bytes[..])
+            .unwrap_err();
+        assert!(matches!(err, NodeError::Name(_)), "{app:?}: {err:?}");
+        assert!(err.to_string().contains("invalid app name"), "{err}");
+        assert!(root.switch(app, &rel.name).is_err());
+        assert!(root.manifest(app, &rel.name).is_err());
+        assert!(root.gc(app, &[]).is_err());
+        assert!(root.snapshot_data(app, "pre").is_err());
+        assert!(root.restore_data(app, "pre").is_err());
+        assert!(root.ensure_data_dir(app).is_err());
+        assert!(!root.has_release(app, &rel.name));
+        assert_eq!(root.current(app), None);
+        assert!(root.releases(app).is_empty());
+    }
+    for name in bad_names {
+        let err = root
+            .receive("shop", name, &rel.sha256, &bytes[..])
+            .unwrap_err();
+        assert!(
+            matches!(err, NodeError::ReleaseName(_)),
+            "{name:?}: {err:?}"
+        );
+        assert!(!err.to_string().contains('\n'), "{err}");
+        assert!(root.switch("shop", name).is_err());
+        assert!(root.manifest("shop", name).is_err());
+        assert!(!root.has_release("shop", name));
+    }
+    for sha in ["", "zz", &"g".repeat(64), &"a".repeat(63), "../../x"] {
+        let err = root
+            .receive("shop", &rel.name, sha, &bytes[..])
+            .unwrap_err();
+        assert!(matches!(err, NodeError::Digest(_)), "{sha:?}: {err:?}");
+    }
+    for label in ["", "..", "../data", "a/b", "X"] {
+        assert!(root.snapshot_data("shop", label).is_err(), "{label:?}");
+        assert!(root.restore_data("shop", label).is_err(), "{label:?}");
+    }
+    // Nothing was created anywhere.
+    assert!(tree(t.path()).iter().all(|p| !p.starts_with("node/")));
+}
+
+#[test]
+fn switch_is_atomic_and_current_follows() {
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let a = make_release(t.path(), 1, &[("index.html", "one")]);
+    let b = make_release(t.path(), 2, &[("index.html", "two")]);
+    receive(&root, "shop", &a).unwrap();
+    receive(&root, "shop", &b).unwrap();
+
+    assert_eq!(root.current("shop"), None);
+    root.switch("shop", &a.name).unwrap();
+    assert_eq!(root.current("shop"), Some(a.name.clone()));
+    let current = root.app_dir("shop").join("current");
+    assert!(fs::symlink_metadata(&current)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    assert_eq!(
+        fs::read_to_string(current.join("app/index.html")).unwrap(),
+        "one"
+    );
+
+    // A reader never sees `current` missing or pointing elsewhere while it flips.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let (current, stop) = (current.clone(), stop.clone());
+        let ok = [
+            PathBuf::from("releases").join(&a.name),
+            PathBuf::from("releases").join(&b.name),
+        ];
+        std::thread::spawn(move || {
+            let mut reads = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let target = fs::read_link(&current).expect("current vanished mid-switch");
+                assert!(ok.contains(&target), "{target:?}");
+                reads += 1;
+            }
+            reads
+        })
+    };
+    for i in 0..400 {
+        let name = if i % 2 == 0 { &b.name } else { &a.name };
+        root.switch("shop", name).unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(reader.join().unwrap() > 0);
+    assert_eq!(root.current("shop"), Some(a.name.clone()));
+
+    root.switch("shop", &b.name).unwrap();
+    assert_eq!(root.current("shop"), Some(b.name.clone()));
+    assert_eq!(
+        fs::read_to_string(current.join("app/index.html")).unwrap(),
+        "two"
+    );
+
+    // A release that is not here: refused, current unchanged.
+    let missing = format!("v3-{}", "a".repeat(12));
+    let err = root.switch("shop", &missing).unwrap_err();
+    assert!(matches!(err, NodeError::NoRelease { .. }), "{err:?}");
+    assert!(err.to_string().contains("send it first"), "{err}");
+    assert_eq!(root.current("shop"), Some(b.name.clone()));
+    // No temp symlinks left behind.
+    let entries: Vec<_> = fs::read_dir(root.app_dir("shop"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(entries.is_empty(), "{entries:?}");
+}
+
+#[test]
+fn gc_keeps_current_and_kept_releases() {
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let rels: Vec<Rel> = [2, 9, 10, 11]
+        .into_iter()
+        .map(|v| make_release(t.path(), v, &[("f", &v.to_string())]))
+        .collect();
+    for r in &rels {
+        receive(&root, "shop", r).unwrap();
+    }
+    let names: Vec<String> = rels.iter().map(|r| r.name.clone()).collect();
+    // By version number, not as strings (v10 after v9).
+    assert_eq!(root.releases("shop"), names);
+
+    root.switch("shop", &names[1]).unwrap();
+    let removed = root.gc("shop", &[names[3].clone()]).unwrap();
+    assert_eq!(removed, [names[0].clone(), names[2].clone()]);
+    assert_eq!(root.releases("shop"), [names[1].clone(), names[3].clone()]);
+
+    // Even with nothing to keep, the current release stays.
+    assert_eq!(root.gc("shop", &[]).unwrap(), [names[3].clone()]);
+    assert_eq!(root.releases("shop"), [names[1].clone()]);
+    assert_eq!(root.current("shop"), Some(names[1].clone()));
+    assert!(root.has_release("shop", &names[1]));
+    assert_eq!(
+        tree(&root.app_dir("shop").join("releases"))
+            .iter()
+            .filter(|p| !p.contains('/'))
+            .collect::<Vec<_>>(),
+        [&names[1]]
+    );
+}
+
+#[test]
+fn snapshot_and_restore_round_trip() {
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let data = root.ensure_data_dir("shop").unwrap();
+    let meta = fs::metadata(&data).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+
+    fs::write(data.join("db.txt"), "v1 schema").unwrap();
+    fs::create_dir(data.join("uploads")).unwrap();
+    fs::write(data.join("uploads/a.png"), "png").unwrap();
+    std::os::unix::fs::symlink("db.txt", data.join("link")).unwrap();
+    std::os::unix::fs::chown(data.join("db.txt"), Some(1000), Some(1000)).unwrap();
+    let original = tree(&data);
+
+    root.snapshot_data("shop", "pre-v2").unwrap();
+    assert_eq!(root.snapshots("shop"), ["pre-v2"]);
+
+    // A release phase "migrates" the data.
+    fs::write(data.join("db.txt"), "v2 schema").unwrap();
+    fs::remove_dir_all(data.join("uploads")).unwrap();
+    fs::write(data.join("new.txt"), "new").unwrap();
+
+    root.restore_data("shop", "pre-v2").unwrap();
+    assert_eq!(tree(&data), original);
+    assert_eq!(
+        fs::read_to_string(data.join("db.txt")).unwrap(),
+        "v1 schema"
+    );
+    assert_eq!(
+        fs::read_to_string(data.join("uploads/a.png")).unwrap(),
+        "png"
+    );
+    assert_eq!(
+        fs::read_link(data.join("link")).unwrap(),
+        Path::new("db.txt")
+    );
+    assert_eq!(fs::metadata(data.join("db.txt")).unwrap().uid(), 1000);
+    assert_eq!(fs::metadata(&data).unwrap().uid(), 1000);
+    // The snapshot survives a restore, so it can be restored again.
+    assert_eq!(root.snapshots("shop"), ["pre-v2"]);
+    // No temp trees left in the app dir.
+    let app_entries: Vec<_> = fs::read_dir(root.app_dir("shop"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(
+        app_entries.iter().all(|n| !n.starts_with('.')),
+        "{app_entries:?}"
+    );
+
+    // Same label again replaces the snapshot.
+    fs::write(data.join("db.txt"), "v3 schema").unwrap();
+    root.snapshot_data("shop", "pre-v2").unwrap();
+    fs::write(data.join("db.txt"), "broken").unwrap();
+    root.restore_data("shop", "pre-v2").unwrap();
+    assert_eq!(
+        fs::read_to_string(data.join("db.txt")).unwrap(),
+        "v3 schema"
+    );
+
+    let err = root.restore_data("shop", "nope").unwrap_err();
+    assert!(matches!(err, NodeError::NoSnapshot { .. }), "{err:?}");
+    root.remove_snapshot("shop", "pre-v2").unwrap();
+    assert!(root.snapshots("shop").is_empty());
+}
+
+#[tokio::test]
+async fn health_check_reports_what_went_wrong_last() {
+    // Refused: a port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let ms = Duration::from_millis;
+    let err = runtime::health_check(port, "/", ms(300), 2, ms(10))
+        .await
+        .unwrap_err();
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(err.contains("2 attempts"), "{err}");
+
+    // A server that answers 503, then one that answers 404 (healthy: it is up).
+    for (status, healthy) in [("503 Service Unavailable", false), ("404 Not Found", true)] {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let resp = format!("HTTP/1.0 {status}\r\nContent-Length: 0\r\n\r\n");
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut req = [0u8; 1024];
+                let n = s.read(&mut req).await.unwrap();
+                let req = String::from_utf8_lossy(&req[..n]).into_owned();
+                assert!(req.starts_with("GET /health HTTP/1.0\r\n"), "{req}");
+                assert!(req.contains("\r\nHost: localhost\r\n"), "{req}");
+                s.write_all(resp.as_bytes()).await.unwrap();
+            }
+        });
+        let res = runtime::health_check(port, "/health", ms(500), 3, ms(10)).await;
+        if healthy {
+            res.unwrap();
+        } else {
+            let err = res.unwrap_err();
+            assert!(err.contains("status 503"), "{err}");
+        }
+        server.abort();
+    }
+
+    // Accepts but never answers: a timeout.
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let err = runtime::health_check(port, "/", ms(200), 1, ms(10))
+        .await
+        .unwrap_err();
+    assert!(err.contains("no answer within 0.2s"), "{err}");
+    drop(l);
+
+    let err = runtime::health_check(port, "/a b\r\n", ms(200), 1, ms(10))
+        .await
+        .unwrap_err();
+    assert!(err.contains("must start with '/'"), "{err}");
+}
+
+// ---- Docker ----
+
+/// Removes every container of this test's instance when dropped (also on panic).
+struct Instance(String);
+
+impl Instance {
+    fn new() -> Instance {
+        Instance(format!("t{}", magrathea::keys::random_hex(5)))
+    }
+    fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=magrathea.instance={}", self.0))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        let ids = self.containers();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .output();
+        }
+    }
+}
+
+async fn docker() -> Docker {
+    Docker::connect()
+        .await
+        .expect("Docker is needed for these tests (scripts/docker-up.sh)")
+}
+
+fn spec(inst: &Instance, app: &str, rel: &Rel, ptype: &str, index: u32, cmd: &str) -> ProcessSpec {
+    ProcessSpec {
+        instance: inst.0.clone(),
+        app: app.into(),
+        release: rel.name.clone(),
+        ptype: ptype.into(),
+        index,
+        command: cmd.into(),
+        env: vec![],
+        image: IMAGE.into(),
+        memory: 64 << 20,
+    }
+}
+
+/// A plain HTTP/1.0 GET; the whole response.
+async fn get(port: u16, path: &str) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    out
+}
+
+/// Waits for a file the container writes.
+async fn read_eventually(path: &Path) -> String {
+    for _ in 0..100 {
+        if let Ok(s) = fs::read_to_string(path) {
+            if s.ends_with('\n') {
+                return s;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{} never appeared", path.display());
+}
+
+#[tokio::test]
+async fn web_process_serves_its_release_as_uid_1000() {
+    let d = docker().await;
+    let inst = Instance::new();
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let rel = make_release(
+        t.path(),
+        3,
+        &[
+            ("index.html", "<h1>served from the release</h1>\n"),
+            (
+                ".profile.d/greet.sh",
+                "export GREETING='hi from profile.d'\n",
+            ),
+        ],
+    );
+    receive(&root, "shop", &rel).unwrap();
+
+    // Quotes and `$(...)` in a config var stay data: nothing splices it into a shell.
+    let cmd = "id -u > /data/uid; id -g >> /data/uid; \
+               if touch /app/x 2>/dev/null; then echo rw; else echo ro; fi > /data/app-mount; \
+               echo \"$GREETING|$MAGRATHEA_APP|$MAGRATHEA_RELEASE|$MAGRATHEA_PROCESS|$HOME|$DATA_DIR|$TRICKY\" > /data/env; \
+               ".to_string()
+        + HTTPD;
+    let mut s = spec(&inst, "shop", &rel, "web", 1, &cmd);
+    s.env = vec![("TRICKY".into(), "$(touch /data/pwned) \"'".into())];
+    let r = runtime::start(&d, &root, &s).await.unwrap();
+    assert_eq!(
+        r.container,
+        format!("mg-{}-shop-{}-web-1", inst.0, rel.name)
+    );
+    assert_eq!((r.ptype.as_str(), r.index), ("web", 1));
+
+    runtime::health_check(
+        r.port,
+        "/",
+        Duration::from_secs(2),
+        40,
+        Duration::from_millis(250),
+    )
+    .await
+    .unwrap();
+    let resp = get(r.port, "/index.html").await;
+    assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    assert!(
+        resp.ends_with("<h1>served from the release</h1>\n"),
+        "{resp}"
+    );
+
+    let data = root.data_dir("shop");
+    assert_eq!(read_eventually(&data.join("uid")).await, "1000\n1000\n");
+    assert_eq!(read_eventually(&data.join("app-mount")).await, "ro\n");
+    assert_eq!(
+        read_eventually(&data.join("env")).await,
+        format!(
+            "hi from profile.d|shop|{}|web.1|/app|/data|$(touch /data/pwned) \"'\n",
+            rel.name
+        )
+    );
+    assert!(!data.join("pwned").exists());
+    assert_eq!(fs::metadata(data.join("uid")).unwrap().uid(), 1000);
+
+    // The confinement asked of Docker.
+    let info = d
+        .raw()
+        .inspect_container(
+            &r.container,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    let cfg = info.config.unwrap();
+    assert_eq!(cfg.user.as_deref(), Some("1000:1000"));
+    let labels = cfg.labels.unwrap();
+    assert_eq!(labels["magrathea.port"], r.port.to_string());
+    assert_eq!(labels["magrathea.process"], "web");
+    let env = cfg.env.unwrap();
+    assert!(env.contains(&format!("PORT={}", r.port)));
+    let hc = info.host_config.unwrap();
+    assert_eq!(hc.network_mode.as_deref(), Some("host"));
+    assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
+    assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_string()]));
+    assert_eq!(hc.memory, Some(64 << 20));
+    let rp = hc.restart_policy.unwrap();
+    assert_eq!(rp.maximum_retry_count, Some(5));
+    assert_eq!(rp.name.unwrap().to_string(), "on-failure");
+    let log = hc.log_config.unwrap();
+    assert_eq!(log.typ.as_deref(), Some("json-file"));
+    let log_cfg = log.config.unwrap();
+    assert_eq!(
+        (log_cfg["max-size"].as_str(), log_cfg["max-file"].as_str()),
+        ("10m", "3")
+    );
+
+    // docker-init passes SIGTERM on, so stopping does not wait out the grace period.
+    let t0 = std::time::Instant::now();
+    runtime::stop(&d, &r.container, Duration::from_secs(20)).await;
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    assert!(inst.containers().is_empty());
+    assert!(runtime::list(&d, &inst.0, None).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn process_that_exits_fails_its_health_check_clearly() {
+    let d = docker().await;
+    let inst = Instance::new();
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let rel = make_release(t.path(), 1, &[("index.html", "x")]);
+    receive(&root, "shop", &rel).unwrap();
+
+    let s = spec(
+        &inst,
+        "shop",
+        &rel,
+        "web",
+        1,
+        "echo 'missing module'; exit 3",
+    );
+    let r = runtime::start(&d, &root, &s).await.unwrap();
+    let err = runtime::health_check(
+        r.port,
+        "/",
+        Duration::from_millis(500),
+        4,
+        Duration::from_millis(250),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.contains("connection refused"), "{err}");
+    assert!(err.contains("after 4 attempts"), "{err}");
+    assert!(err.contains(&format!("port {}", r.port)), "{err}");
+
+    // Docker restarts it (on-failure); list says so.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let procs = runtime::list(&d, &inst.0, Some("shop")).await.unwrap();
+    assert_eq!(procs.len(), 1);
+    assert!(
+        procs[0].restarts >= 1 || procs[0].state != "running",
+        "{procs:?}"
+    );
+
+    runtime::stop(&d, &r.container, Duration::from_secs(1)).await;
+    assert!(inst.containers().is_empty());
+}
+
+#[tokio::test]
+async fn list_shows_exactly_the_running_processes() {
+    let d = docker().await;
+    let inst = Instance::new();
+    let other = Instance::new();
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let rel = make_release(t.path(), 1, &[("index.html", "x")]);
+    receive(&root, "shop", &rel).unwrap();
+    receive(&root, "blog", &rel).unwrap();
+
+    let mut started = vec![];
+    for (app, ptype, index, cmd) in [
+        ("shop", "web", 1, HTTPD),
+        ("shop", "web", 2, HTTPD),
+        ("shop", "worker", 1, "exec sleep 300"),
+        ("blog", "web", 1, HTTPD),
+    ] {
+        let s = spec(&inst, app, &rel, ptype, index, cmd);
+        started.push(runtime::start(&d, &root, &s).await.unwrap());
+    }
+    // Same app on another instance sharing the engine: not ours.
+    let s = spec(&other, "shop", &rel, "web", 1, HTTPD);
+    let theirs = runtime::start(&d, &root, &s).await.unwrap();
+
+    let shop = runtime::list(&d, &inst.0, Some("shop")).await.unwrap();
+    let got: Vec<_> = shop
+        .iter()
+        .map(|p| (p.ptype.as_str(), p.index, p.container.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("web", 1, started[0].container.as_str()),
+            ("web", 2, started[1].container.as_str()),
+            ("worker", 1, started[2].container.as_str()),
+        ]
+    );
+    for (p, r) in shop.iter().zip(&started) {
+        assert_eq!(p.state, "running", "{p:?}");
+        assert_eq!(
+            (p.app.as_str(), p.release.as_str()),
+            ("shop", rel.name.as_str())
+        );
+        assert_eq!(p.port, r.port);
+        assert_eq!(p.restarts, 0);
+        assert!(p.started_at.starts_with("20"), "{p:?}");
+    }
+    assert_eq!(runtime::list(&d, &inst.0, None).await.unwrap().len(), 4);
+    let theirs_list = runtime::list(&d, &other.0, None).await.unwrap();
+    assert_eq!(theirs_list.len(), 1);
+    assert_eq!(theirs_list[0].container, theirs.container);
+
+    runtime::stop(&d, &started[1].container, Duration::from_secs(5)).await;
+    let shop = runtime::list(&d, &inst.0, Some("shop")).await.unwrap();
+    let names: Vec<_> = shop.iter().map(|p| p.container.clone()).collect();
+    assert_eq!(
+        names,
+        [started[0].container.clone(), started[2].container.clone()]
+    );
+
+    // Starting the same process again replaces the old container instead of failing.
+    let s = spec(&inst, "shop", &rel, "web", 1, HTTPD);
+    let again = runtime::start(&d, &root, &s).await.unwrap();
+    assert_eq!(again.container, started[0].container);
+    assert_eq!(
+        runtime::list(&d, &inst.0, Some("shop"))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    for r in runtime::list(&d, &inst.0, None).await.unwrap() {
+        runtime::stop(&d, &r.container, Duration::from_secs(5)).await;
+    }
+    runtime::stop(&d, &theirs.container, Duration::from_secs(5)).await;
+    assert!(inst.containers().is_empty());
+    assert!(other.containers().is_empty());
+}
+
+#[tokio::test]
+async fn run_once_streams_output_and_returns_the_exit_code() {
+    let d = docker().await;
+    let inst = Instance::new();
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let rel = make_release(t.path(), 1, &[("index.html", "x")]);
+    receive(&root, "shop", &rel).unwrap();
+
+    let run = |cmd: &str, timeout: Duration| {
+        let s = spec(&inst, "shop", &rel, "release", 1, cmd);
+        let (d, root) = (d.clone(), root.clone());
+        async move {
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let res = runtime::run_once(&d, &root, &s, tx, timeout).await;
+            let mut lines = vec![];
+            while let Some(l) = rx.recv().await {
+                lines.push(l);
+            }
+            (res, lines)
+        }
+    };
+    let minute = Duration::from_secs(60);
+
+    let (res, lines) = run(
+        "echo hello; echo oops >&2; printf 'no newline'; id -u > /data/migrated; exit 7",
+        minute,
+    )
+    .await;
+    assert_eq!(res.unwrap(), 7);
+    // stdout and stderr are separate pipes: their relative order is not kept.
+    let mut sorted = lines.clone();
+    sorted.sort();
+    assert_eq!(sorted, ["hello", "no newline", "oops"], "{lines:?}");
+    assert!(lines.iter().position(|l| l == "hello") < lines.iter().position(|l| l == "no newline"));
+    assert_eq!(
+        fs::read_to_string(root.data_dir("shop").join("migrated")).unwrap(),
+        "1000\n"
+    );
+    assert!(inst.containers().is_empty(), "run_once left a container");
+
+    let (res, lines) = run("echo hello", minute).await;
+    assert_eq!(res.unwrap(), 0);
+    assert_eq!(lines, ["hello"]);
+    // One-off containers never show up as processes.
+    assert!(runtime::list(&d, &inst.0, None).await.unwrap().is_empty());
+
+    let (res, _) = run("echo started; sleep 60", Duration::from_secs(2)).await;
+    let err = res.unwrap_err();
+    assert!(matches!(err, NodeError::Timeout { .. }), "{err:?}");
+    assert!(err.to_string().contains("within 2.0s"), "{err}");
+    assert!(
+        inst.containers().is_empty(),
+        "timed-out run left a container"
+    );
+
+    // A release that is not on the node, an image that is not there.
+    let mut s = spec(&inst, "shop", &rel, "release", 1, "true");
+    s.release = format!("v9-{}", "b".repeat(12));
+    let (tx, _rx) = tokio::sync::mpsc::channel(1);
+    let err = runtime::run_once(&d, &root, &s, tx.clone(), minute)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NodeError::NoRelease { .. }), "{err:?}");
+    let mut s = spec(&inst, "shop", &rel, "release", 1, "true");
+    s.image = "magrathea/no-such-stack:latest".into();
+    let err = runtime::run_once(&d, &root, &s, tx, minute)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NodeError::NoImage(_)), "{err}");
+    assert!(inst.containers().is_empty());
+}
