@@ -46,6 +46,14 @@ fn random_seed() -> anyhow::Result<[u8; 32]> {
     Ok(seed)
 }
 
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .expect("/dev/urandom must be readable");
+    buf
+}
+
 /// Random bytes as hex (tokens); /dev/urandom is all we need on Linux.
 pub fn random_hex(n: usize) -> String {
     let mut buf = vec![0u8; n];

@@ -24,6 +24,7 @@ pub mod node;
 pub mod paths;
 pub mod release;
 pub mod router;
+pub mod secrets;
 pub mod serve;
 pub mod ssh;
 pub mod store;

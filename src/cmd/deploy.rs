@@ -65,8 +65,14 @@ pub async fn rollback(
     .await;
     let config = envs::config_of_release(&core.data.releases(app).join(&release.file));
     let target = envs::target(&config, env);
+    // The config that went live with that release comes back with it.
+    let config = match core.store.release_config(app, v, env)? {
+        Some(blob) => Some(core.open_map(&blob)?),
+        None => None,
+    };
     let opts = RolloutOptions {
         restore_data_from: with_data.then_some(live.version),
+        config,
     };
     deploy::rollout(core, &release, &target, who, out, opts)
         .await

@@ -7,6 +7,7 @@ mod access;
 mod apps;
 mod audit;
 mod builds;
+mod config;
 mod deploy;
 mod info;
 mod keys;
@@ -185,6 +186,45 @@ pub enum Cmd {
     /// Cancel an app's running build (deployer)
     #[command(name = "builds:cancel")]
     BuildsCancel { app: String },
+    /// Show config vars (owner)
+    Config {
+        app: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one config var (owner)
+    #[command(name = "config:get")]
+    ConfigGet {
+        app: String,
+        key: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    /// Set config vars; a change is a new release, rolled out (owner)
+    #[command(name = "config:set")]
+    ConfigSet {
+        app: String,
+        #[arg(value_name = "KEY=VALUE", required = true)]
+        pairs: Vec<String>,
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// Store only; the next deploy picks it up
+        #[arg(long)]
+        no_restart: bool,
+    },
+    /// Remove config vars; a change is a new release, rolled out (owner)
+    #[command(name = "config:unset")]
+    ConfigUnset {
+        app: String,
+        #[arg(value_name = "KEY", required = true)]
+        keys: Vec<String>,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        no_restart: bool,
+    },
     /// Deploy an existing release to an environment (deployer)
     Deploy {
         app: String,
@@ -257,6 +297,10 @@ impl Cmd {
                 Need::Admin
             }
             Deploy { app, .. } | Rollback { app, .. } => Need::App(app, AppRole::Deployer),
+            Config { app, .. }
+            | ConfigGet { app, .. }
+            | ConfigSet { app, .. }
+            | ConfigUnset { app, .. } => Need::App(app, AppRole::Owner),
             AppsInfo { name, .. } => Need::App(name, AppRole::Viewer),
             AppsDestroy { name, .. } => Need::App(name, AppRole::Owner),
             Access { app, .. } | AccessGrant { app, .. } | AccessRevoke { app, .. } => {
@@ -290,6 +334,8 @@ impl Cmd {
                 | Cmd::Rollback { .. }
                 | Cmd::NodesAdd { .. }
                 | Cmd::NodesInfo { .. }
+                | Cmd::ConfigSet { .. }
+                | Cmd::ConfigUnset { .. }
         )
     }
 
@@ -327,9 +373,33 @@ pub fn parse(argv: &[String]) -> Result<Cmd, Reply> {
                 clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
                     Err(Reply::ok(text))
                 }
-                _ => Err(Reply::err(text.trim_end(), 2)),
+                _ => Err(Reply::err(one_line_usage_error(&text), 2)),
             }
         }
+    }
+}
+
+/// clap's error, which spans several lines, as one: the message, what it lists, the usage.
+fn one_line_usage_error(text: &str) -> String {
+    let mut msg = String::new();
+    let mut usage = None;
+    for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        if let Some(u) = l.strip_prefix("Usage: ") {
+            usage = Some(u.to_string());
+        } else if l.starts_with("For more information") {
+            continue;
+        } else if l.starts_with("tip:") {
+            continue;
+        } else {
+            if !msg.is_empty() {
+                msg.push(' ');
+            }
+            msg.push_str(l);
+        }
+    }
+    match usage {
+        Some(u) => format!("{msg} (usage: {u})"),
+        None => msg,
     }
 }
 
@@ -432,6 +502,32 @@ pub async fn execute_streaming(
                 nodes::add(core, &name, &addr, &labels, out).await
             }
             Cmd::NodesInfo { name, json } => nodes::info(core, &name, json).await,
+            Cmd::ConfigSet {
+                app,
+                pairs,
+                env,
+                no_restart,
+            } => {
+                let c = config::Change {
+                    set: &pairs,
+                    unset: &[],
+                    no_restart,
+                };
+                config::change(core, &who.name, &app, &env, c, out).await
+            }
+            Cmd::ConfigUnset {
+                app,
+                keys,
+                env,
+                no_restart,
+            } => {
+                let c = config::Change {
+                    set: &[],
+                    unset: &keys,
+                    no_restart,
+                };
+                config::change(core, &who.name, &app, &env, c, out).await
+            }
             other => run(core, who, other, &[]),
         },
     };
@@ -468,9 +564,16 @@ fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
         Nodes { json } => nodes::list(core, json),
         NodesRemove { name } => nodes::remove(core, &name),
         NodesKey => nodes::key(core),
-        Deploy { .. } | Rollback { .. } | NodesAdd { .. } | NodesInfo { .. } => Err(
-            CmdError::Invalid("this command streams; internal routing error".into()),
-        ),
+        Config { app, env, json } => config::show(core, &app, &env, json),
+        ConfigGet { app, key, env } => config::get(core, &app, &key, &env),
+        Deploy { .. }
+        | Rollback { .. }
+        | NodesAdd { .. }
+        | NodesInfo { .. }
+        | ConfigSet { .. }
+        | ConfigUnset { .. } => Err(CmdError::Invalid(
+            "this command streams; internal routing error".into(),
+        )),
     }
 }
 
@@ -494,6 +597,12 @@ mod tests {
             .contains("unknown command 'frobnicate' (try 'help')"));
         let e = parse(&argv("apps:create")).unwrap_err();
         assert_eq!(e.code, 2);
+        let msg = String::from_utf8_lossy(&e.stderr);
+        assert_eq!(msg.trim_end().lines().count(), 1, "{msg}");
+        assert!(
+            msg.contains("<NAME>") && msg.contains("usage: apps:create"),
+            "{msg}"
+        );
         let h = parse(&argv("apps:create --help")).unwrap_err();
         assert_eq!(h.code, 0);
         assert!(String::from_utf8_lossy(&h.stdout).contains("apps:create"));

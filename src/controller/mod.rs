@@ -72,6 +72,8 @@ pub struct Core {
     /// engine never touch each other's containers.
     pub instance: String,
     pub router: Arc<crate::router::Router>,
+    /// Seals config values at rest.
+    pub sealer: crate::secrets::Sealer,
     /// The controller's client key, which agents accept.
     pub client_key: Arc<russh::keys::PrivateKey>,
     /// The in-process agent used when no nodes are configured.
@@ -118,9 +120,11 @@ impl Core {
         use sha2::Digest;
         let instance =
             hex::encode(&sha2::Sha256::digest(data.root().as_os_str().as_encoded_bytes())[..4]);
+        let sealer = crate::secrets::Sealer::load_or_create(&data.root().join("config.key"))?;
         Ok(Core {
             instance,
             router,
+            sealer,
             client_key: Arc::new(client_key),
             local_node: Mutex::new(None),
             deploy_locks: Mutex::default(),
@@ -252,6 +256,53 @@ impl Core {
             .entry((app.to_string(), env.to_string()))
             .or_default()
             .clone()
+    }
+
+    /// An environment's config vars, decrypted.
+    pub fn config(
+        &self,
+        app: &str,
+        env: &str,
+    ) -> Result<std::collections::BTreeMap<String, String>, CoreError> {
+        let mut out = std::collections::BTreeMap::new();
+        for (k, blob) in self.store.config_sealed(app, env)? {
+            let v = self
+                .sealer
+                .open(&blob)
+                .map_err(|e| CoreError::Other(e.into()))?;
+            out.insert(k, String::from_utf8_lossy(&v).into_owned());
+        }
+        Ok(out)
+    }
+
+    pub fn replace_config(
+        &self,
+        app: &str,
+        env: &str,
+        vars: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), CoreError> {
+        let sealed = vars
+            .iter()
+            .map(|(k, v)| (k.clone(), self.sealer.seal(v.as_bytes())))
+            .collect();
+        Ok(self.store.replace_config(app, env, &sealed)?)
+    }
+
+    /// A whole config map as one sealed blob (the config a release went live with).
+    pub fn seal_map(&self, vars: &std::collections::BTreeMap<String, String>) -> Vec<u8> {
+        self.sealer
+            .seal(&serde_json::to_vec(vars).unwrap_or_default())
+    }
+
+    pub fn open_map(
+        &self,
+        blob: &[u8],
+    ) -> Result<std::collections::BTreeMap<String, String>, CoreError> {
+        let plain = self
+            .sealer
+            .open(blob)
+            .map_err(|e| CoreError::Other(e.into()))?;
+        serde_json::from_slice(&plain).map_err(|e| CoreError::Other(e.into()))
     }
 
     /// Configured nodes, or the built-in `local` node when there are none.

@@ -85,6 +85,9 @@ pub async fn rollout(
 pub struct RolloutOptions {
     /// Restore the data snapshot taken before this version's release phase (rollback --with-data).
     pub restore_data_from: Option<i64>,
+    /// Use this config instead of the environment's current one, and make it current on
+    /// success (rollback restores the config that went with a release).
+    pub config: Option<BTreeMap<String, String>>,
 }
 
 async fn rollout_locked(
@@ -119,6 +122,13 @@ async fn rollout_locked(
     .await;
     let tarball = core.data.releases(&app).join(&release.file);
     let previous = core.store.live(&app, &env).map_err(|e| e.to_string())?;
+    // Labels from magrathea.yml under the config vars; the config wins.
+    let config = match &opts.config {
+        Some(c) => c.clone(),
+        None => core.config(&app, &env).map_err(|e| e.to_string())?,
+    };
+    let mut vars = target.vars.clone();
+    vars.extend(config.clone());
 
     // Phase 1: prepare everywhere, in parallel.
     let mut set = JoinSet::new();
@@ -142,7 +152,7 @@ async fn rollout_locked(
                 })
             })
             .collect();
-        let mut env_vars: BTreeMap<String, String> = target.vars.clone();
+        let mut env_vars: BTreeMap<String, String> = vars.clone();
         env_vars.insert("GIT_REV".into(), release.git_sha.clone());
         let req = PrepareReq {
             app: app.clone(),
@@ -213,7 +223,7 @@ async fn rollout_locked(
             release: name.clone(),
             image: manifest.stack_image.clone(),
             command: cmd.clone(),
-            env: target.vars.clone(),
+            env: vars.clone(),
             memory: core.limits.process_memory,
             timeout_ms: 3_600_000,
             snapshot: Some(format!("before-v{}", release.version)),
@@ -330,6 +340,12 @@ async fn rollout_locked(
     while set.join_next().await.is_some() {}
 
     let _ = core.store.set_live(&app, &env, release.version, &names);
+    let _ = core
+        .store
+        .set_release_config(&app, release.version, &env, &core.seal_map(&config));
+    if opts.config.is_some() {
+        let _ = core.replace_config(&app, &env, &config);
+    }
     // Old releases stay unpacked for instant rollback: keep the newest few on each node.
     let mut keep = vec![name.clone()];
     if let Some(p) = previous

@@ -173,6 +173,72 @@ impl NodeClient {
         })
     }
 
+    /// Run a streaming verb (`logs`): `stdin` is sent, then every stdout line goes to `lines`
+    /// as it arrives, with no overall timeout. Ends when the node closes the channel, or as
+    /// soon as `lines`' receiver is dropped: the connection is then closed, which is how the
+    /// node learns to stop.
+    pub async fn call_lines(
+        &self,
+        command: &str,
+        stdin: Vec<u8>,
+        lines: mpsc::Sender<String>,
+    ) -> Result<(), NodeCallError> {
+        let h = self.connect(Arc::new(Mutex::new(None))).await?;
+        let mut ch = h
+            .channel_open_session()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        ch.exec(true, command)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        ch.data(&stdin[..]).await.map_err(|e| self.unreachable(e))?;
+        ch.eof().await.map_err(|e| self.unreachable(e))?;
+        let (mut partial, mut last, mut err) = (Vec::<u8>::new(), String::new(), String::new());
+        let (mut code, mut gone) = (None, false);
+        loop {
+            let msg = tokio::select! {
+                m = ch.wait() => m,
+                _ = lines.closed() => { gone = true; break }
+            };
+            match msg {
+                Some(ChannelMsg::Data { data }) => {
+                    partial.extend_from_slice(&data);
+                    while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+                        let line: Vec<u8> = partial.drain(..=pos).collect();
+                        last = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                        if lines.send(last.clone()).await.is_err() {
+                            gone = true;
+                            break;
+                        }
+                    }
+                    if gone {
+                        break;
+                    }
+                }
+                Some(ChannelMsg::ExtendedData { data, .. }) => {
+                    err = String::from_utf8_lossy(&data).trim().to_string();
+                }
+                Some(ChannelMsg::ExitStatus { exit_status }) => code = Some(exit_status),
+                Some(ChannelMsg::Close) | None => break,
+                Some(_) => {}
+            }
+        }
+        let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+        match code {
+            _ if gone => Ok(()),
+            Some(0) => Ok(()),
+            Some(_) => {
+                let doc: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
+                let msg = doc["error"].as_str().map(str::to_string).unwrap_or(err);
+                Err(NodeCallError::Failed {
+                    node: self.name.clone(),
+                    msg: if msg.is_empty() { "failed".into() } else { msg },
+                })
+            }
+            None => Err(self.unreachable("connection lost before the node finished")),
+        }
+    }
+
     async fn call_raw(
         &self,
         command: &str,

@@ -1,6 +1,9 @@
 //! The controller <-> agent protocol. One SSH exec per operation: `VERB [ARGS]`, a JSON
 //! request on stdin (or a tarball, for `receive`), progress lines on stderr, one JSON reply on
 //! stdout, exit 0. On failure: exit 1 and a one-line reason on stderr.
+//!
+//! The one exception is `logs` ([`LogsReq`]): its stdout is a stream of JSON documents, one
+//! per line (see [`LogFrame`]), for as long as the controller keeps the channel open.
 
 use std::collections::BTreeMap;
 
@@ -109,6 +112,49 @@ pub struct AppStatus {
 pub struct StatusReply {
     pub instance: String,
     pub apps: BTreeMap<String, AppStatus>,
+}
+
+/// `logs`: an app's process output on this node, oldest first: the last `tail` lines of its
+/// containers and of the archived logs of stopped ones (`apps/<app>/logs/`), merged by time,
+/// then `{"live":true}`; with `follow`, then every new line as it is written (containers
+/// that start later included) until the channel closes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogsReq {
+    pub app: String,
+    pub tail: usize,
+    pub follow: bool,
+    /// A process type (`web`) or one process (`web.1`).
+    #[serde(default)]
+    pub process: Option<String>,
+    /// A version (`v3`) or a full release name.
+    #[serde(default)]
+    pub release: Option<String>,
+}
+
+/// One output line of a process.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// UTC RFC 3339 with nine fraction digits, so the strings sort in time order.
+    pub t: String,
+    /// `web.1`
+    pub process: String,
+    /// `v3-0123456789ab`
+    pub release: String,
+    pub line: String,
+}
+
+/// One line of a `logs` reply.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LogFrame {
+    Line(LogLine),
+    /// The backlog is complete; what follows is new.
+    Live {
+        live: bool,
+    },
+    Error {
+        error: String,
+    },
 }
 
 /// The tarball filename-ish name of a release on nodes: `v3-0123456789ab`.

@@ -88,7 +88,14 @@ pub fn prune(core: &Core, app: &str, keep: usize) {
         if r.pinned || r.status == "live" || r.status == "previous" {
             continue;
         }
-        let _ = std::fs::remove_file(core.data.releases(app).join(&r.file));
+        // Config releases share their slug's file: delete it with its last row.
+        if !core
+            .store
+            .file_in_use(app, &r.file, r.version)
+            .unwrap_or(true)
+        {
+            let _ = std::fs::remove_file(core.data.releases(app).join(&r.file));
+        }
         let _ = core.store.delete_release(app, r.version);
     }
 }

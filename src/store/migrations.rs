@@ -97,6 +97,19 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT NOT NULL DEFAULT '',
         started_at INTEGER NOT NULL,
         finished_at INTEGER);",
+    // 4: config vars (encrypted), and the config each release went live with
+    "CREATE TABLE config(
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        name TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY(app, env, name));
+     CREATE TABLE release_config(
+        app TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        env TEXT NOT NULL,
+        value BLOB NOT NULL,
+        PRIMARY KEY(app, version, env));",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -2,6 +2,7 @@
 //! `magrathea keys` recovery commands). Every multi-row change is one transaction.
 
 mod builds;
+mod config;
 mod migrations;
 mod nodes;
 

@@ -1,0 +1,171 @@
+//! config, config:get, config:set, config:unset (owner). Values live on the controller only,
+//! sealed at rest; a change that alters something is a new release rolled out like a deploy.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{table, CmdError, CmdResult};
+use crate::build::Sink;
+use crate::controller::Core;
+use crate::deploy::{self, envs, RolloutOptions};
+
+const RESERVED: &[&str] = &["PORT", "HOME", "DATA_DIR", "PATH"];
+
+fn check_key(k: &str) -> Result<(), CmdError> {
+    let ok = !k.is_empty()
+        && k.len() <= 128
+        && k.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return Err(CmdError::Invalid(format!(
+            "invalid config key '{}': use A-Z, 0-9 and _",
+            k.chars().take(40).collect::<String>()
+        )));
+    }
+    if RESERVED.contains(&k) || k.starts_with("MAGRATHEA_") {
+        return Err(CmdError::Invalid(format!(
+            "{k} is set by magrathea and cannot be configured"
+        )));
+    }
+    Ok(())
+}
+
+pub fn show(core: &Arc<Core>, app: &str, env: &str, json: bool) -> CmdResult {
+    crate::names::check("environment", env)?;
+    let vars = core.config(app, env)?;
+    if json {
+        return Ok(table::json(&vars));
+    }
+    if vars.is_empty() {
+        return Ok(format!("no config vars for {app} in {env}\n"));
+    }
+    Ok(vars.iter().map(|(k, v)| format!("{k}={v}\n")).collect())
+}
+
+pub fn get(core: &Arc<Core>, app: &str, key: &str, env: &str) -> CmdResult {
+    crate::names::check("environment", env)?;
+    let vars = core.config(app, env)?;
+    vars.get(key)
+        .map(|v| format!("{v}\n"))
+        .ok_or_else(|| CmdError::Invalid(format!("{key} is not set for {app} in {env}")))
+}
+
+/// Apply a change; roll it out when something changed and something is live.
+/// What `config:set` / `config:unset` asks for.
+pub struct Change<'a> {
+    pub set: &'a [String],
+    pub unset: &'a [String],
+    pub no_restart: bool,
+}
+
+pub async fn change(
+    core: &Arc<Core>,
+    who: &str,
+    app: &str,
+    env: &str,
+    change: Change<'_>,
+    out: &mut Sink,
+) -> CmdResult {
+    let Change {
+        set,
+        unset,
+        no_restart,
+    } = change;
+    crate::names::check("environment", env)?;
+    if set.is_empty() && unset.is_empty() {
+        return Err(CmdError::Invalid(
+            "nothing to change: give KEY=VALUE (config:set) or KEY (config:unset)".into(),
+        ));
+    }
+    let mut pairs = BTreeMap::new();
+    for kv in set {
+        let (k, v) = kv.split_once('=').ok_or_else(|| {
+            CmdError::Invalid(format!(
+                "'{}' is not KEY=VALUE",
+                kv.split('=').next().unwrap_or("")
+            ))
+        })?;
+        check_key(k)?;
+        if v.contains('\0') {
+            return Err(CmdError::Invalid(format!(
+                "the value of {k} contains a NUL byte"
+            )));
+        }
+        pairs.insert(k.to_string(), v.to_string());
+    }
+    for k in unset {
+        check_key(k)?;
+    }
+    let _held = core.deploy_lock(app, env).lock_owned().await;
+    let before = core.config(app, env)?;
+    let mut after = before.clone();
+    after.extend(pairs);
+    for k in unset {
+        after.remove(k);
+    }
+    if after == before {
+        return Ok("no change; nothing restarted\n".into());
+    }
+    let changed: Vec<&String> = after
+        .keys()
+        .chain(before.keys())
+        .filter(|k| after.get(*k) != before.get(*k))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let names = changed
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let live = core.store.live(app, env)?;
+    let Some(live) = live.filter(|_| !no_restart) else {
+        core.replace_config(app, env, &after)?;
+        return Ok(format!(
+            "{names} changed for {app} in {env}; takes effect on the next deploy\n"
+        ));
+    };
+    let current = core
+        .store
+        .release(app, live.version)?
+        .ok_or_else(|| CmdError::Invalid(format!("live release v{} is gone", live.version)))?;
+    let version = core.store.copy_release(app, live.version, who)?;
+    let release = core
+        .store
+        .release(app, version)?
+        .ok_or_else(|| CmdError::Invalid(format!("release v{version} vanished")))?;
+    out.line(format!(
+        "-----> {names} changed; releasing v{version} of {app} (v{} with new config)",
+        current.version
+    ))
+    .await;
+    drop(_held);
+    let config = envs::config_of_release(&core.data.releases(app).join(&release.file));
+    let target = envs::target(&config, env);
+    let opts = RolloutOptions {
+        config: Some(after),
+        ..Default::default()
+    };
+    if let Err(e) = deploy::rollout(core, &release, &target, who, out, opts).await {
+        // Nothing went live: the config stays as it was, and the unused release goes.
+        let _ = core.store.delete_release(app, version);
+        return Err(CmdError::Invalid(format!("config not changed: {e}")));
+    }
+    Ok(format!(
+        "v{version} of {app} is live in {env} with the new config\n"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn keys() {
+        assert!(super::check_key("DATABASE_URL").is_ok());
+        assert!(super::check_key("_X1").is_ok());
+        for bad in ["", "1A", "A-B", "A B", "PORT", "MAGRATHEA_X", "a;b"] {
+            assert!(super::check_key(bad).is_err(), "{bad}");
+        }
+    }
+}
