@@ -386,9 +386,7 @@ fn one_line_usage_error(text: &str) -> String {
     for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
         if let Some(u) = l.strip_prefix("Usage: ") {
             usage = Some(u.to_string());
-        } else if l.starts_with("For more information") {
-            continue;
-        } else if l.starts_with("tip:") {
+        } else if l.starts_with("For more information") || l.starts_with("tip:") {
             continue;
         } else {
             if !msg.is_empty() {
