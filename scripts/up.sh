@@ -5,12 +5,14 @@
 #
 #   MAGRATHEA_DATA   data dir (default ~/.magrathea)
 #   LISTEN           ssh listen address (default 127.0.0.1:2222)
+#   HTTP             the apps' HTTP address (default 127.0.0.1:8080)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 DATA=${MAGRATHEA_DATA:-$HOME/.magrathea}
 LISTEN=${LISTEN:-127.0.0.1:2222}
 PORT=${LISTEN##*:}
+HTTP=${HTTP:-127.0.0.1:8080}
 
 bash scripts/deps.sh
 bash scripts/docker-up.sh
@@ -36,7 +38,7 @@ if [ -f "$DATA/serve.pid" ] && kill -0 "$(cat "$DATA/serve.pid")" 2>/dev/null; t
     for _ in $(seq 50); do kill -0 "$(cat "$DATA/serve.pid")" 2>/dev/null || break; sleep 0.2; done
 fi
 echo "==> starting magrathea serve on $LISTEN (log: $DATA/serve.log)"
-nohup "$BIN" serve --data "$DATA" --listen "$LISTEN" >"$DATA/serve.log" 2>&1 &
+nohup "$BIN" serve --data "$DATA" --listen "$LISTEN" --http "$HTTP" >"$DATA/serve.log" 2>&1 &
 echo $! >"$DATA/serve.pid"
 for _ in $(seq 100); do grep -q "ssh listening" "$DATA/serve.log" 2>/dev/null && break; sleep 0.1; done
 grep -q "ssh listening" "$DATA/serve.log" || { cat "$DATA/serve.log"; exit 1; }
@@ -53,10 +55,14 @@ cp -r "$ROOT/tests/fixtures/static/." "$SAMPLE/" 2>/dev/null || echo "<h1>hello 
     GIT_SSH_COMMAND="$SSH" git push "ssh://git@127.0.0.1:$PORT/hello" main
 )
 rm -rf "$SAMPLE"
+echo "==> curl -H 'Host: hello.localhost' http://$HTTP/"
+curl -fsS -H 'Host: hello.localhost' "http://$HTTP/"
 
 cat <<EOT
 
 Magrathea is running (pid $(cat "$DATA/serve.pid")). Host key: $(grep "host key" "$DATA/serve.log" | head -1 | cut -d' ' -f3)
+
+The sample app answers at http://$HTTP/ with 'Host: hello.localhost'.
 
 Add it to an app's repo:
     git remote add paas ssh://git@127.0.0.1:$PORT/myapp

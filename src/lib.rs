@@ -16,6 +16,7 @@ pub mod cli;
 pub mod cmd;
 pub mod controller;
 pub mod deploy;
+pub mod eventlog;
 pub mod fsutil;
 pub mod git;
 pub mod keys;

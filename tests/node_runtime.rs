@@ -486,6 +486,7 @@ fn spec(inst: &Instance, app: &str, rel: &Rel, ptype: &str, index: u32, cmd: &st
         env: vec![],
         image: IMAGE.into(),
         memory: 64 << 20,
+        generation: 0,
     }
 }
 

@@ -63,11 +63,17 @@ pub enum BuildError {
 pub struct Sink {
     tx: mpsc::Sender<Frame>,
     log: Option<std::fs::File>,
+    /// The app's event log (`logs`), while a build or deploy runs.
+    pub events: Option<crate::eventlog::EventLog>,
 }
 
 impl Sink {
     pub fn new(tx: mpsc::Sender<Frame>) -> Sink {
-        Sink { tx, log: None }
+        Sink {
+            tx,
+            log: None,
+            events: None,
+        }
     }
 
     pub async fn line(&mut self, s: impl Into<String>) {
@@ -76,7 +82,15 @@ impl Sink {
             use std::io::Write;
             let _ = writeln!(f, "{s}");
         }
+        if let Some(e) = &mut self.events {
+            e.write(&s);
+        }
         let _ = self.tx.send(Frame::out(s)).await;
+    }
+
+    /// Resolves when the receiver is dropped (the client went away).
+    pub async fn gone(&self) {
+        self.tx.closed().await
     }
 
     /// The pusher is gone (Ctrl-C): the sender's receiver was dropped.
@@ -126,8 +140,15 @@ pub async fn build(
     let log_dir = core.data.logs().join("builds").join(&req.app);
     let _ = std::fs::create_dir_all(&log_dir);
     out.log = std::fs::File::create(log_dir.join(format!("{id}.log"))).ok();
+    // Tagged with the version this build will most likely get (builds of an app run one
+    // at a time; a config change in between would take it).
+    let version = core.store.next_release_version(&req.app).unwrap_or(0);
+    let events = crate::eventlog::EventLog::open(&core.data.logs(), &req.app, "build", version)
+        .mask(req.config_vars.values());
+    let outer_events = out.events.replace(events);
 
     let result = run_queued(core, &req, &commit, id, out, cancel).await;
+    out.events = outer_events;
     let (status, detail, version) = match &result {
         Ok(r) => ("succeeded", String::new(), Some(r.version)),
         Err(BuildError::Cancelled) => ("cancelled", "cancelled".to_string(), None),

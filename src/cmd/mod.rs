@@ -10,8 +10,11 @@ mod builds;
 mod config;
 mod deploy;
 mod info;
+pub mod interactive;
 mod keys;
+mod logs;
 mod nodes;
+mod ps;
 mod releases;
 pub mod table;
 
@@ -232,6 +235,42 @@ pub enum Cmd {
         #[arg(long, default_value = "production")]
         env: String,
     },
+    /// Processes of an app: node, release, state, uptime, restarts, port (viewer)
+    Ps {
+        app: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Set process counts (web=3 worker=1), placed by free capacity, rolled out (owner)
+    Scale {
+        app: String,
+        #[arg(value_name = "TYPE=COUNT", required = true)]
+        counts: Vec<String>,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    /// Rolling restart: new processes first, then the old ones drain (owner)
+    Restart {
+        app: String,
+        /// Only this process type
+        ptype: Option<String>,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    /// Stop every process; release, config and data stay (owner)
+    Stop {
+        app: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    /// Start a stopped app again (owner)
+    Start {
+        app: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
     /// Go back to the previous release, or to vN (deployer)
     Rollback {
         app: String,
@@ -256,6 +295,9 @@ pub enum Cmd {
         /// Labels for environment selectors, KEY=VALUE (repeatable)
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
+        /// How many processes (of all apps) the node takes; `scale` places by free slots
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        slots: i64,
     },
     /// Forget a node (admin)
     #[command(name = "nodes:remove")]
@@ -270,6 +312,51 @@ pub enum Cmd {
     /// Print the controller's public key, for 'magrathea agent --controller-key' (admin)
     #[command(name = "nodes:key")]
     NodesKey,
+    /// Open a shell in a running process of the live release (owner; needs ssh -t)
+    Shell {
+        app: String,
+        /// The node to use (default: the first where the app is live)
+        #[arg(long)]
+        node: Option<String>,
+        /// A process (web.2) or a type (web); default web.1, else the first
+        #[arg(long)]
+        process: Option<String>,
+        #[arg(long, default_value = "production")]
+        env: String,
+    },
+    /// Run a command in a one-off container of the live release: run APP -- CMD ARGS (owner)
+    Run {
+        app: String,
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// The command and its arguments, after '--'
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
+    /// Build and deploy events and every process's output, merged in time order (viewer)
+    Logs {
+        app: String,
+        /// Keep following new lines (across deploys) until interrupted
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many lines of backlog
+        #[arg(short = 'n', default_value_t = 100)]
+        n: usize,
+        /// Only this process type (web) or process (web.1)
+        #[arg(long)]
+        process: Option<String>,
+        /// Only this node ('controller': only build and deploy events)
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long, default_value = "production")]
+        env: String,
+        /// Only this release (v3)
+        #[arg(long)]
+        release: Option<String>,
+        /// Only lines this recent (30s, 10m, 2h, 1d) or since an RFC 3339 time
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Show the audit trail (admin; owners for their app)
     Audit {
         app: Option<String>,
@@ -297,6 +384,10 @@ impl Cmd {
                 Need::Admin
             }
             Deploy { app, .. } | Rollback { app, .. } => Need::App(app, AppRole::Deployer),
+            Ps { app, .. } => Need::App(app, AppRole::Viewer),
+            Scale { app, .. } | Restart { app, .. } | Stop { app, .. } | Start { app, .. } => {
+                Need::App(app, AppRole::Owner)
+            }
             Config { app, .. }
             | ConfigGet { app, .. }
             | ConfigSet { app, .. }
@@ -311,6 +402,8 @@ impl Cmd {
             | Builds { app, .. }
             | BuildsLog { app, .. } => Need::App(app, AppRole::Viewer),
             BuildsCancel { app } => Need::App(app, AppRole::Deployer),
+            Shell { app, .. } | Run { app, .. } => Need::App(app, AppRole::Owner),
+            Logs { app, .. } => Need::App(app, AppRole::Viewer),
             Audit { app: Some(app), .. } => Need::App(app, AppRole::Owner),
             Audit { app: None, .. } => Need::Admin,
         }
@@ -331,12 +424,23 @@ impl Cmd {
         matches!(
             self,
             Cmd::Deploy { .. }
+                | Cmd::Logs { .. }
                 | Cmd::Rollback { .. }
                 | Cmd::NodesAdd { .. }
                 | Cmd::NodesInfo { .. }
                 | Cmd::ConfigSet { .. }
                 | Cmd::ConfigUnset { .. }
+                | Cmd::Ps { .. }
+                | Cmd::Scale { .. }
+                | Cmd::Restart { .. }
+                | Cmd::Stop { .. }
+                | Cmd::Start { .. }
         )
+    }
+
+    /// Sessions bridged to a node (`shell`, `run`): see [`start_interactive`].
+    pub fn is_interactive(&self) -> bool {
+        matches!(self, Cmd::Shell { .. } | Cmd::Run { .. })
     }
 
     /// Does this command read the client's stdin?
@@ -496,10 +600,46 @@ pub async fn execute_streaming(
                 )
                 .await
             }
-            Cmd::NodesAdd { name, addr, labels } => {
-                nodes::add(core, &name, &addr, &labels, out).await
-            }
+            Cmd::NodesAdd {
+                name,
+                addr,
+                labels,
+                slots,
+            } => nodes::add(core, &name, &addr, &labels, slots, out).await,
             Cmd::NodesInfo { name, json } => nodes::info(core, &name, json).await,
+            Cmd::Logs {
+                app,
+                follow,
+                n,
+                process,
+                node,
+                env,
+                release,
+                since,
+            } => {
+                let a = logs::Args {
+                    app,
+                    follow,
+                    n,
+                    process,
+                    node,
+                    env,
+                    release,
+                    since,
+                };
+                logs::logs(core, a, out).await
+            }
+            Cmd::Ps { app, env, json } => ps::ps(core, &app, &env, json).await,
+            Cmd::Scale { app, counts, env } => {
+                ps::scale(core, &who.name, &app, &counts, &env, out).await
+            }
+            Cmd::Restart { app, ptype, env } => {
+                ps::restart(core, &who.name, &app, ptype.as_deref(), &env, out).await
+            }
+            Cmd::Stop { app, env } => ps::set_stopped(core, &who.name, &app, &env, true, out).await,
+            Cmd::Start { app, env } => {
+                ps::set_stopped(core, &who.name, &app, &env, false, out).await
+            }
             Cmd::ConfigSet {
                 app,
                 pairs,
@@ -568,10 +708,43 @@ fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
         | Rollback { .. }
         | NodesAdd { .. }
         | NodesInfo { .. }
+        | Logs { .. }
         | ConfigSet { .. }
-        | ConfigUnset { .. } => Err(CmdError::Invalid(
+        | ConfigUnset { .. }
+        | Ps { .. }
+        | Scale { .. }
+        | Restart { .. }
+        | Stop { .. }
+        | Start { .. } => Err(CmdError::Invalid(
             "this command streams; internal routing error".into(),
         )),
+        Shell { .. } | Run { .. } => Err(CmdError::Invalid(
+            "this command is interactive; internal routing error".into(),
+        )),
+    }
+}
+
+/// `shell` and `run`: check access and find where to run, audited like every command (an
+/// allowed session is recorded when it starts). The session to bridge, or the reply to send.
+pub async fn start_interactive(
+    core: &Arc<Core>,
+    who: &Identity,
+    argv: &[String],
+    cmd: Cmd,
+    pty: bool,
+) -> Result<interactive::Session, Reply> {
+    let line = redact(argv);
+    let app = cmd.app().map(str::to_string);
+    let result = match check(core, who, argv, &cmd) {
+        Err(e) => Err(e),
+        Ok(()) => interactive::prepare(core, cmd, pty).await,
+    };
+    match result {
+        Ok(s) => {
+            core.audit(who, app.as_deref(), &line, "ok", &s.detail);
+            Ok(s)
+        }
+        Err(e) => Err(finish(core, who, app.as_deref(), &line, Err(e))),
     }
 }
 

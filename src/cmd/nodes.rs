@@ -23,12 +23,13 @@ pub fn list(core: &Arc<Core>, json: bool) -> CmdResult {
                 n.name.clone(),
                 n.addr.clone(),
                 labels.join(","),
+                n.slots.to_string(),
                 n.host_fp.clone(),
             ]
         })
         .collect();
     Ok(table::render(
-        &["NODE", "ADDRESS", "LABELS", "HOST KEY"],
+        &["NODE", "ADDRESS", "LABELS", "SLOTS", "HOST KEY"],
         &rows,
     ))
 }
@@ -61,6 +62,7 @@ pub async fn add(
     name: &str,
     addr: &str,
     labels: &[String],
+    slots: i64,
     out: &mut Sink,
 ) -> CmdResult {
     crate::names::check("node", name)?;
@@ -98,7 +100,7 @@ pub async fn add(
         addr: addr.to_string(),
         labels,
         host_fp: fp.clone(),
-        slots: 8,
+        slots,
         added_at: 0,
     })?;
     Ok(format!(

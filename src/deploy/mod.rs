@@ -41,10 +41,62 @@ pub fn route_key(app: &str, env: &str) -> String {
     }
 }
 
-/// Spread `total` processes over `n` nodes, first nodes first.
-fn spread(total: u32, n: usize, i: usize) -> u32 {
-    let n = n.max(1) as u32;
-    total / n + u32::from((i as u32) < total % n)
+/// How many processes of a type an environment runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// One on every node (the default for `web`).
+    PerNode,
+    /// This many across the environment's nodes.
+    Total(u32),
+}
+
+/// For each node, for each process type, the process numbers it runs. Numbers are global
+/// (`web.1` on n1, `web.2` on n2, `web.3` on n1).
+pub type Placement = Vec<BTreeMap<String, Vec<u32>>>;
+
+/// Place processes by free capacity: each next process goes to the node with the most free
+/// slots left (ties: the node with fewer of that type, then the first). `free` is each node's
+/// slots minus what other apps run there. Per-node processes always fit; totals fail with
+/// a clear message when the nodes are full.
+pub fn place(counts: &BTreeMap<String, Count>, free: &[i64]) -> Result<Placement, String> {
+    let mut out: Placement = vec![BTreeMap::new(); free.len()];
+    let mut left: Vec<i64> = free.to_vec();
+    let mut order: Vec<(&String, &Count)> = counts.iter().collect();
+    // Per-node types first: they are not negotiable.
+    order.sort_by_key(|(t, c)| (!matches!(c, Count::PerNode), t.as_str() != "web"));
+    for (ptype, count) in order {
+        match *count {
+            Count::PerNode => {
+                for (i, node) in out.iter_mut().enumerate() {
+                    node.entry(ptype.clone()).or_default().push(i as u32 + 1);
+                    left[i] -= 1;
+                }
+            }
+            Count::Total(n) => {
+                for k in 1..=n {
+                    let best = (0..free.len()).max_by_key(|&i| {
+                        let mine = out[i].get(ptype).map_or(0, Vec::len) as i64;
+                        (left[i], -mine, -(i as i64))
+                    });
+                    match best {
+                        Some(i) if left[i] > 0 => {
+                            out[i].entry(ptype.clone()).or_default().push(k);
+                            left[i] -= 1;
+                        }
+                        _ => {
+                            let total: i64 = free.iter().map(|f| (*f).max(0)).sum();
+                            return Err(format!(
+                                "not enough capacity for {n} {ptype} process{}: the nodes have {total} free slot{} in all",
+                                if n == 1 { "" } else { "es" },
+                                if total == 1 { "" } else { "s" }
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(out)
 }
 
 pub async fn rollout(
@@ -72,7 +124,17 @@ pub async fn rollout(
         .store
         .start_deploy(app, &target.env, release.version, who)
         .map_err(|e| e.to_string())?;
-    let result = rollout_locked(core, release, target, out, &opts).await;
+    // Its output also goes to the app's event log (`logs`), config values masked.
+    let secrets = opts
+        .config
+        .clone()
+        .or_else(|| core.config(app, &target.env).ok())
+        .unwrap_or_default();
+    let events = crate::eventlog::EventLog::open(&core.data.logs(), app, "deploy", release.version)
+        .mask(secrets.values());
+    let outer_events = out.events.replace(events);
+    let result = rollout_locked(core, release, target, out, &opts, deploy_id as u64).await;
+    out.events = outer_events;
     let (status, detail) = match &result {
         Ok(()) => ("succeeded", String::new()),
         Err(e) => ("failed", e.clone()),
@@ -88,6 +150,12 @@ pub struct RolloutOptions {
     /// Use this config instead of the environment's current one, and make it current on
     /// success (rollback restores the config that went with a release).
     pub config: Option<BTreeMap<String, String>>,
+    /// Process counts to run, merged over the environment's; recorded on success (`scale`).
+    pub formation: Option<BTreeMap<String, u32>>,
+    /// Start (and retire) only this process type; the others keep running (`restart web`).
+    pub only: Option<String>,
+    /// Stop (true: run nothing) or start (false) the environment; recorded on success.
+    pub stopped: Option<bool>,
 }
 
 async fn rollout_locked(
@@ -96,6 +164,7 @@ async fn rollout_locked(
     target: &EnvTarget,
     out: &mut Sink,
     opts: &RolloutOptions,
+    generation: u64,
 ) -> DeployResult {
     let app = release.app.clone();
     let env = target.env.clone();
@@ -130,26 +199,56 @@ async fn rollout_locked(
     let mut vars = target.vars.clone();
     vars.extend(config.clone());
 
+    // Which processes run where: `scale` counts, then magrathea.yml's, then the defaults (a
+    // web process on every node, one of each other type overall); none when stopped.
+    let stopped = match opts.stopped {
+        Some(s) => s,
+        None => core.store.stopped(&app, &env).map_err(|e| e.to_string())?,
+    };
+    let mut formation = core.store.formation(&app, &env).map_err(|e| e.to_string())?;
+    formation.extend(opts.formation.clone().unwrap_or_default());
+    let counts: BTreeMap<String, Count> = manifest
+        .processes
+        .keys()
+        .filter(|t| opts.only.as_ref().is_none_or(|o| o == *t))
+        .map(|t| {
+            let c = match formation.get(t).or(target.scale.get(t)) {
+                _ if stopped => Count::Total(0),
+                Some(n) => Count::Total(*n),
+                None if t == "web" => Count::PerNode,
+                None => Count::Total(1),
+            };
+            (t.clone(), c)
+        })
+        .collect();
+    let free = free_slots(core, &nodes, &app, &counts).await?;
+    let placement = match place(&counts, &free) {
+        Ok(p) => p,
+        Err(e) => {
+            out.line(format!(" !     {e}")).await;
+            return Err(e);
+        }
+    };
+    if stopped {
+        out.line(format!(
+            "-----> {app} is stopped in {env}: no processes will run (`start {app}` runs them)"
+        ))
+        .await;
+    }
+
     // Phase 1: prepare everywhere, in parallel.
     let mut set = JoinSet::new();
     let (ptx, mut prx) = tokio::sync::mpsc::channel::<String>(256);
     for (i, node) in nodes.iter().enumerate() {
         let client = core.node_client(node);
-        let processes: Vec<ProcessGroup> = manifest
-            .processes
+        let processes: Vec<ProcessGroup> = placement[i]
             .iter()
-            .filter_map(|(ptype, command)| {
-                let count = match target.scale.get(ptype) {
-                    Some(total) => spread(*total, nodes.len(), i),
-                    // Defaults: a web process on every node; one of each other type overall.
-                    None if ptype == "web" => 1,
-                    None => u32::from(i == 0),
-                };
-                (count > 0).then(|| ProcessGroup {
-                    ptype: ptype.clone(),
-                    command: command.clone(),
-                    count,
-                })
+            .filter(|(_, idx)| !idx.is_empty())
+            .map(|(ptype, idx)| ProcessGroup {
+                ptype: ptype.clone(),
+                command: manifest.processes[ptype].clone(),
+                count: idx.len() as u32,
+                indices: idx.clone(),
             })
             .collect();
         let mut env_vars: BTreeMap<String, String> = vars.clone();
@@ -163,6 +262,7 @@ async fn rollout_locked(
             memory: core.limits.process_memory,
             health: target.health.clone(),
             grace_ms: 2_000,
+            generation,
         };
         let (tarball, sha, ptx) = (tarball.clone(), release.sha256.clone(), ptx.clone());
         let restore = opts.restore_data_from;
@@ -200,7 +300,7 @@ async fn rollout_locked(
         .map(|p| format!("v{} still serves", p.version))
         .unwrap_or_else(|| "nothing was running before".into());
     if !failed.is_empty() || out.closed() {
-        abort_all(&prepared, &app, &name).await;
+        abort_all(&prepared, &app, &name, generation).await;
         let why = failed
             .first()
             .cloned()
@@ -248,7 +348,7 @@ async fn rollout_locked(
         };
         if let Some(e) = err {
             out.line(format!(" !     {e}")).await;
-            abort_all(&prepared, &app, &name).await;
+            abort_all(&prepared, &app, &name, generation).await;
             out.line(format!(" !     deploy aborted on every node; {still}"))
                 .await;
             return Err(e);
@@ -262,6 +362,8 @@ async fn rollout_locked(
         let body = serde_json::to_vec(&AppRelease {
             app: app.clone(),
             release: name.clone(),
+            generation,
+            only: vec![],
         })
         .unwrap_or_default();
         set.spawn(async move {
@@ -290,6 +392,8 @@ async fn rollout_locked(
                 let body = serde_json::to_vec(&AppRelease {
                     app: app.clone(),
                     release: prev.clone(),
+                    generation: 0,
+                    only: vec![],
                 })
                 .unwrap_or_default();
                 let _ = c
@@ -297,7 +401,7 @@ async fn rollout_locked(
                     .await;
             }
         }
-        abort_all(&prepared, &app, &name).await;
+        abort_all(&prepared, &app, &name, generation).await;
         out.line(format!(" !     switched nodes were switched back; {still}"))
             .await;
         return Err(e);
@@ -317,7 +421,10 @@ async fn rollout_locked(
                 .collect::<Vec<_>>()
         })
         .collect();
-    core.router.set_upstreams(&key, new);
+    // A restart of workers alone leaves the web processes, and so the routes, as they are.
+    if opts.only.as_ref().is_none_or(|t| t == "web") {
+        core.router.set_upstreams(&key, new);
+    }
     let stale: Vec<SocketAddr> = old
         .into_iter()
         .filter(|a| !core.router.upstreams(&key).contains(a))
@@ -329,6 +436,8 @@ async fn rollout_locked(
         let body = serde_json::to_vec(&AppRelease {
             app: app.clone(),
             release: name.clone(),
+            generation,
+            only: opts.only.iter().cloned().collect(),
         })
         .unwrap_or_default();
         set.spawn(async move {
@@ -346,6 +455,12 @@ async fn rollout_locked(
     if opts.config.is_some() {
         let _ = core.replace_config(&app, &env, &config);
     }
+    if let Some(f) = &opts.formation {
+        let _ = core.store.set_formation(&app, &env, f);
+    }
+    if let Some(s) = opts.stopped {
+        let _ = core.store.set_stopped(&app, &env, s);
+    }
     // Old releases stay unpacked for instant rollback: keep the newest few on each node.
     let mut keep = vec![name.clone()];
     if let Some(p) = previous
@@ -362,6 +477,43 @@ async fn rollout_locked(
     ))
     .await;
     Ok(())
+}
+
+/// Each node's slots minus the processes other apps run there. Asked only when some count
+/// is a total (placement by capacity); a node that does not answer fails the rollout here,
+/// before anything started.
+async fn free_slots(
+    core: &Arc<Core>,
+    nodes: &[NodeRow],
+    app: &str,
+    counts: &BTreeMap<String, Count>,
+) -> Result<Vec<i64>, String> {
+    let slots: Vec<i64> = nodes.iter().map(|n| n.slots).collect();
+    if !counts.values().any(|c| matches!(c, Count::Total(n) if *n > 0)) {
+        return Ok(slots);
+    }
+    let mut set = JoinSet::new();
+    for (i, n) in nodes.iter().enumerate() {
+        let client = core.node_client(n);
+        set.spawn(async move {
+            let r: Result<StatusReply, _> = client.call("status", Stdin::Empty, None).await;
+            (i, r)
+        });
+    }
+    let mut free = slots;
+    while let Some(r) = set.join_next().await {
+        let (i, r) = r.map_err(|e| e.to_string())?;
+        let status = r.map_err(|e| e.to_string())?;
+        let others = status
+            .apps
+            .iter()
+            .filter(|(a, _)| a.as_str() != app)
+            .flat_map(|(_, s)| s.processes.iter())
+            .filter(|p| p.state == "running" || p.state == "restarting")
+            .count() as i64;
+        free[i] -= others;
+    }
+    Ok(free)
 }
 
 async fn prepare_node(
@@ -418,13 +570,20 @@ async fn prepare_node(
     r
 }
 
-async fn abort_all(prepared: &[(NodeClient, PrepareReply)], app: &str, name: &str) {
+async fn abort_all(
+    prepared: &[(NodeClient, PrepareReply)],
+    app: &str,
+    name: &str,
+    generation: u64,
+) {
     let mut set = JoinSet::new();
     for (client, _) in prepared {
         let client = client.clone();
         let body = serde_json::to_vec(&AppRelease {
             app: app.to_string(),
             release: name.to_string(),
+            generation,
+            only: vec![],
         })
         .unwrap_or_default();
         set.spawn(async move {
@@ -513,13 +672,45 @@ pub async fn restore_routes(core: &Arc<Core>) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    fn counts(c: &[(&str, Count)]) -> BTreeMap<String, Count> {
+        c.iter().map(|(t, c)| (t.to_string(), *c)).collect()
+    }
+
     #[test]
-    fn spreading() {
-        let v: Vec<u32> = (0..3).map(|i| super::spread(4, 3, i)).collect();
-        assert_eq!(v, vec![2, 1, 1]);
-        assert_eq!((0..2).map(|i| super::spread(3, 2, i)).sum::<u32>(), 3);
-        assert_eq!(super::route_key("web", "production"), "web");
-        assert_eq!(super::route_key("web", "staging"), "web-staging");
-        assert_eq!(super::node_ip("127.0.0.1:2300"), "127.0.0.1");
+    fn placement_by_free_capacity() {
+        // Defaults: web on every node, numbered across nodes; a worker once.
+        let p = place(
+            &counts(&[("web", Count::PerNode), ("worker", Count::Total(1))]),
+            &[8, 8],
+        )
+        .unwrap();
+        assert_eq!(p[0]["web"], vec![1]);
+        assert_eq!(p[1]["web"], vec![2]);
+        assert_eq!(p[0]["worker"], vec![1], "ties go to the first node");
+        // web=3 on two equal nodes: 2 + 1, numbers global.
+        let p = place(&counts(&[("web", Count::Total(3))]), &[8, 8]).unwrap();
+        assert_eq!(p[0]["web"], vec![1, 3]);
+        assert_eq!(p[1]["web"], vec![2]);
+        // The fuller node gets less.
+        let p = place(&counts(&[("web", Count::Total(3))]), &[1, 8]).unwrap();
+        assert!(!p[0].contains_key("web"));
+        assert_eq!(p[1]["web"], vec![1, 2, 3]);
+        let p = place(&counts(&[("web", Count::Total(4))]), &[3, 4]).unwrap();
+        assert_eq!(p[0]["web"], vec![2, 4]);
+        assert_eq!(p[1]["web"], vec![1, 3]);
+        // Zero means none; too many is refused with the numbers.
+        let p = place(&counts(&[("web", Count::Total(0))]), &[8]).unwrap();
+        assert!(p[0].get("web").is_none_or(Vec::is_empty));
+        let e = place(&counts(&[("web", Count::Total(5))]), &[2, 2]).unwrap_err();
+        assert!(e.contains("4 free slots"), "{e}");
+    }
+
+    #[test]
+    fn keys_and_addresses() {
+        assert_eq!(route_key("web", "production"), "web");
+        assert_eq!(route_key("web", "staging"), "web-staging");
+        assert_eq!(node_ip("127.0.0.1:2300"), "127.0.0.1");
     }
 }

@@ -45,7 +45,7 @@ impl AgentCtx {
         }
     }
 
-    async fn docker(&self) -> Result<&Docker, String> {
+    pub(crate) async fn docker(&self) -> Result<&Docker, String> {
         self.docker
             .get_or_try_init(|| async { Docker::connect().await.map_err(|e| e.to_string()) })
             .await
@@ -65,6 +65,8 @@ pub struct AgentConn {
     ctx: Arc<AgentCtx>,
     authed: bool,
     chans: HashMap<ChannelId, Channel<Msg>>,
+    /// Ptys and window changes of `shell`/`run` channels.
+    terms: super::interactive::Terminals,
 }
 
 impl russh::server::Handler for AgentConn {
@@ -120,15 +122,56 @@ impl russh::server::Handler for AgentConn {
             Some(ch) => {
                 s.channel_success(id)?;
                 let line = String::from_utf8_lossy(data).into_owned();
-                tokio::spawn(exec(self.ctx.clone(), ch, line));
+                if super::interactive::is_interactive(&line) {
+                    let (pty, resize) = self.terms.start(id);
+                    let ctx = self.ctx.clone();
+                    tokio::spawn(super::interactive::serve(ctx, ch, line, pty, resize));
+                } else {
+                    tokio::spawn(exec(self.ctx.clone(), ch, line));
+                }
             }
             None => s.channel_failure(id)?,
         }
         Ok(())
     }
 
+    #[allow(clippy::too_many_arguments)]
+    async fn pty_request(
+        &mut self,
+        id: ChannelId,
+        term: &str,
+        cols: u32,
+        rows: u32,
+        _pw: u32,
+        _ph: u32,
+        _modes: &[(russh::Pty, u32)],
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        if self.chans.contains_key(&id) {
+            self.terms.pty(id, term, cols, rows);
+            s.channel_success(id)?;
+        } else {
+            s.channel_failure(id)?;
+        }
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        id: ChannelId,
+        cols: u32,
+        rows: u32,
+        _pw: u32,
+        _ph: u32,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        self.terms.resize(id, cols, rows);
+        Ok(())
+    }
+
     async fn channel_close(&mut self, id: ChannelId, _s: &mut Session) -> Result<(), Self::Error> {
         self.chans.remove(&id);
+        self.terms.close(id);
         Ok(())
     }
 }
@@ -179,6 +222,7 @@ pub async fn serve_on(
             ctx: ctx.clone(),
             authed: false,
             chans: HashMap::new(),
+            terms: Default::default(),
         }
     })
     .await;
@@ -218,6 +262,12 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
     let (mut rx, tx) = ch.split();
     let argv = shell_words::split(&line).unwrap_or_default();
     let verb = argv.first().cloned().unwrap_or_default();
+    if verb == "logs" {
+        // Streams JSON lines (not one reply) until done or the channel closes.
+        let docker = ctx.docker().await;
+        super::logs::serve(docker, &ctx.root, &ctx.instance, rx, tx).await;
+        return;
+    }
     // Progress lines go to stderr as they happen.
     let (ptx, mut prx) = mpsc::channel::<String>(256);
     let progress_tx = tx.make_writer_ext(Some(1));
@@ -246,15 +296,21 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
             Err(e) => Err(e),
         },
         "retire" => match parse::<AppRelease>(&read_stdin(&mut rx).await) {
-            Ok(r) => stop_where(&ctx, &r.app, |p| p != r.release)
-                .await
-                .and_then(json),
+            // Everything but what this rollout started (of the types it restarted).
+            Ok(r) => stop_where(&ctx, &r.app, |p| {
+                (p.release != r.release || p.generation != r.generation)
+                    && (r.only.is_empty() || r.only.contains(&p.ptype))
+            })
+            .await
+            .and_then(json),
             Err(e) => Err(e),
         },
         "abort" => match parse::<AppRelease>(&read_stdin(&mut rx).await) {
-            Ok(r) => stop_where(&ctx, &r.app, |p| p == r.release)
-                .await
-                .and_then(json),
+            Ok(r) => stop_where(&ctx, &r.app, |p| {
+                p.release == r.release && p.generation == r.generation
+            })
+            .await
+            .and_then(json),
             Err(e) => Err(e),
         },
         "release-phase" => match parse::<ReleasePhaseReq>(&read_stdin(&mut rx).await) {
@@ -369,7 +425,12 @@ async fn prepare(
     let env: Vec<(String, String)> = req.env.clone().into_iter().collect();
     let mut failure = None;
     'outer: for g in &req.processes {
-        for index in 1..=g.count {
+        let indices: Vec<u32> = if g.indices.is_empty() {
+            (1..=g.count).collect()
+        } else {
+            g.indices.clone()
+        };
+        for index in indices {
             let spec = ProcessSpec {
                 instance: ctx.instance.clone(),
                 app: req.app.clone(),
@@ -380,6 +441,7 @@ async fn prepare(
                 env: env.clone(),
                 image: req.image.clone(),
                 memory: req.memory,
+                generation: req.generation,
             };
             match runtime::start(docker, &ctx.root, &spec).await {
                 Ok(r) => started.push(r),
@@ -461,7 +523,7 @@ async fn switch(ctx: &AgentCtx, r: AppRelease) -> Result<SwitchReply, String> {
 async fn stop_where(
     ctx: &AgentCtx,
     app: &str,
-    pick: impl Fn(&str) -> bool,
+    pick: impl Fn(&runtime::ProcInfo) -> bool,
 ) -> Result<Value, String> {
     crate::names::check("app", app).map_err(|e| e.to_string())?;
     let docker = ctx.docker().await?;
@@ -469,7 +531,7 @@ async fn stop_where(
         .await
         .map_err(|e| e.to_string())?;
     let mut stopped = 0;
-    for p in procs.iter().filter(|p| pick(&p.release)) {
+    for p in procs.iter().filter(|p| pick(p)) {
         runtime::stop(docker, &p.container, Duration::from_secs(10)).await;
         stopped += 1;
     }
@@ -497,6 +559,7 @@ async fn release_phase(
         env: req.env.clone().into_iter().collect(),
         image: req.image.clone(),
         memory: req.memory,
+        generation: 0,
     };
     let code = runtime::run_once(
         docker,

@@ -41,6 +41,21 @@ pub struct NodeClient {
     timeout: Duration,
 }
 
+/// What the user sends into an interactive session.
+#[derive(Debug)]
+pub enum Input {
+    Data(Vec<u8>),
+    Eof,
+    Resize { cols: u32, rows: u32 },
+}
+
+/// What an interactive session sends back.
+#[derive(Debug)]
+pub enum Output {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+}
+
 pub enum Stdin {
     Empty,
     Bytes(Vec<u8>),
@@ -237,6 +252,82 @@ impl NodeClient {
             }
             None => Err(self.unreachable("connection lost before the node finished")),
         }
+    }
+
+    /// An interactive verb (`shell`, `run`; protocol in `proto`, before `ShellReq`): a pty
+    /// on the channel if `pty`, the verb, `request` as the first line, then `input` (the
+    /// user's bytes, EOF, window changes) goes to the node and its output to `output`, both
+    /// as they come, with no overall timeout. Returns the remote exit status. When `input`
+    /// closes first (the user went away) the connection is dropped, which ends the session
+    /// on the node.
+    pub async fn interactive(
+        &self,
+        verb: &str,
+        request: &impl serde::Serialize,
+        pty: Option<&super::interactive::Pty>,
+        mut input: mpsc::Receiver<Input>,
+        output: mpsc::Sender<Output>,
+    ) -> Result<u32, NodeCallError> {
+        let h = self.connect(Arc::new(Mutex::new(None))).await?;
+        let ch = h
+            .channel_open_session()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if let Some(p) = pty {
+            ch.request_pty(true, &p.term, p.cols, p.rows, 0, 0, &[])
+                .await
+                .map_err(|e| self.unreachable(e))?;
+        }
+        ch.exec(true, verb).await.map_err(|e| self.unreachable(e))?;
+        let mut line = serde_json::to_vec(request).map_err(|e| NodeCallError::Failed {
+            node: self.name.clone(),
+            msg: e.to_string(),
+        })?;
+        line.push(b'\n');
+        ch.data(&line[..]).await.map_err(|e| self.unreachable(e))?;
+        let (mut rx, tx) = ch.split();
+        let pump = async {
+            while let Some(i) = input.recv().await {
+                let r = match i {
+                    Input::Data(d) => tx.data(&d[..]).await,
+                    Input::Eof => tx.eof().await,
+                    Input::Resize { cols, rows } => tx.window_change(cols, rows, 0, 0).await,
+                };
+                if r.is_err() {
+                    // The node is gone; the reading side sees it too. Keep draining.
+                    continue;
+                }
+            }
+        };
+        let read = async {
+            let mut code = None;
+            while let Some(msg) = rx.wait().await {
+                let out = match msg {
+                    ChannelMsg::Data { data } => Output::Stdout(data.to_vec()),
+                    ChannelMsg::ExtendedData { data, .. } => Output::Stderr(data.to_vec()),
+                    ChannelMsg::ExitStatus { exit_status } => {
+                        code = Some(exit_status);
+                        continue;
+                    }
+                    ChannelMsg::ExitSignal { .. } => {
+                        code.get_or_insert(255);
+                        continue;
+                    }
+                    ChannelMsg::Close => break,
+                    _ => continue,
+                };
+                if output.send(out).await.is_err() {
+                    return None;
+                }
+            }
+            code
+        };
+        let code = tokio::select! {
+            c = read => c,
+            _ = pump => None,
+        };
+        let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+        code.ok_or_else(|| self.unreachable("the session ended without an exit status"))
     }
 
     async fn call_raw(

@@ -154,6 +154,12 @@ impl NodeRoot {
         self.app_dir(app).join("data")
     }
 
+    /// `<root>/apps/<app>/logs`: archived output of the app's stopped processes (see
+    /// `node::logs`). Only the path; the archiver creates it.
+    pub fn logs_dir(&self, app: &str) -> PathBuf {
+        self.app_dir(app).join("logs")
+    }
+
     fn snapshot_dir(&self, app: &str, label: &str) -> PathBuf {
         assert!(names::valid(label), "unchecked snapshot label {label:?}");
         self.app_dir(app).join("snapshots").join(label)

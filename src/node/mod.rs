@@ -3,6 +3,8 @@
 
 pub mod agent;
 pub mod client;
+pub mod interactive;
 pub mod layout;
+pub mod logs;
 pub mod proto;
 pub mod runtime;

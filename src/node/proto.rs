@@ -14,6 +14,10 @@ pub struct ProcessGroup {
     pub ptype: String,
     pub command: String,
     pub count: u32,
+    /// The process numbers to start (`web.2`, `web.3`); empty means 1..=count. Numbers are
+    /// global across an environment's nodes, so `ps` never shows two `web.1`s.
+    #[serde(default)]
+    pub indices: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -45,6 +49,10 @@ pub struct PrepareReq {
     pub health: Health,
     /// Non-web processes must stay up this long.
     pub grace_ms: u64,
+    /// Which rollout started these processes (the deploy id). A restart or a scale starts the
+    /// same release again beside itself; the generation keeps the two sets apart.
+    #[serde(default)]
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -64,6 +72,12 @@ pub struct PrepareReply {
 pub struct AppRelease {
     pub app: String,
     pub release: String,
+    /// With `retire` and `abort`: the generation that `prepare` started.
+    #[serde(default)]
+    pub generation: u64,
+    /// With `retire`: only processes of these types go (a `restart web` leaves workers be).
+    #[serde(default)]
+    pub only: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -155,6 +169,36 @@ pub enum LogFrame {
     Error {
         error: String,
     },
+}
+
+/// `shell` and `run` are sessions, not calls (see `node::interactive`). The controller may
+/// request a pty on the channel first (`pty-request`), then execs the bare verb. The first
+/// line of stdin is the JSON request ([`ShellReq`] or [`RunReq`], one line); every byte after
+/// it is the user's input, and the channel's EOF is the user's EOF. Window changes follow as
+/// `window-change` requests. stdout carries the output as is (and stderr too, for a `run`
+/// without a pty); the exit status is the command's. Closing the channel ends the session
+/// (a `run` container is removed). A failure before anything runs is one line on stderr
+/// (`error: ...`) and exit status 1.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ShellReq {
+    pub app: String,
+    /// The live release; only its running processes are candidates.
+    pub release: String,
+    /// `web.2`, or a type (`web`: its first running process). None: `web.1`, else the
+    /// first running process.
+    #[serde(default)]
+    pub process: Option<String>,
+}
+
+/// A one-off container of a release, running `argv` (through the `.profile.d` launcher).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunReq {
+    pub app: String,
+    pub release: String,
+    pub image: String,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub memory: i64,
 }
 
 /// The tarball filename-ish name of a release on nodes: `v3-0123456789ab`.

@@ -38,6 +38,7 @@ const L_PROCESS: &str = "magrathea.process";
 const L_INDEX: &str = "magrathea.index";
 const L_PORT: &str = "magrathea.port";
 const L_ONEOFF: &str = "magrathea.oneoff";
+const L_GENERATION: &str = "magrathea.generation";
 
 /// How often Docker restarts a crashing process before leaving it `exited`.
 const MAX_RESTARTS: i64 = 5;
@@ -66,6 +67,8 @@ pub struct ProcessSpec {
     pub image: String,
     /// Memory limit in bytes (swap is not allowed on top).
     pub memory: i64,
+    /// The rollout that started it (see `PrepareReq::generation`); 0 for none.
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -91,14 +94,20 @@ pub struct ProcInfo {
     pub started_at: String,
     /// Docker's RestartCount: crashes since the container was created.
     pub restarts: i64,
+    #[serde(default)]
+    pub generation: u64,
 }
 
-/// `mg-<instance>-<app>-<release>-<ptype>-<index>`
+/// `mg-<instance>-<app>-<release>-<ptype>-<index>`, then `-g<generation>` when there is one.
 pub fn container_name(spec: &ProcessSpec) -> String {
-    format!(
+    let base = format!(
         "mg-{}-{}-{}-{}-{}",
         spec.instance, spec.app, spec.release, spec.ptype, spec.index
-    )
+    );
+    match spec.generation {
+        0 => base,
+        g => format!("{base}-g{g}"),
+    }
 }
 
 /// Starts one process of a release: a fresh free port, a container created from scratch (a
@@ -116,6 +125,13 @@ pub async fn start(
     env.push(format!("PORT={port}"));
     let mut labels = labels(spec);
     labels.insert(L_PORT.into(), port.to_string());
+    // Where `stop` archives its output (see `node::logs`).
+    labels.insert(
+        super::logs::L_LOGS.into(),
+        std::path::absolute(root.logs_dir(&spec.app))
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
     let restart = RestartPolicy {
         name: Some(RestartPolicyNameEnum::ON_FAILURE),
         maximum_retry_count: Some(MAX_RESTARTS),
@@ -245,6 +261,8 @@ pub async fn stop(docker: &Docker, container: &str, grace: Duration) {
         Ok(Err(e)) => tracing::warn!(container, "stop: {e}"),
         Err(_) => tracing::warn!(container, "stop: Docker did not answer in time"),
     }
+    // Its output outlives it: `logs` still shows a retired release's lines.
+    super::logs::archive(docker, container).await;
     docker.remove(container).await;
 }
 
@@ -306,6 +324,7 @@ pub async fn list(
                 .to_string(),
             started_at: state.started_at.unwrap_or_default(),
             restarts: info.restart_count.unwrap_or(0),
+            generation: label(L_GENERATION).parse().unwrap_or(0),
         });
     }
     out.sort_by(|a, b| {
@@ -348,6 +367,36 @@ pub async fn run_once(
     docker.remove(&name).await;
     cleanup.disarm();
     result
+}
+
+/// The body of an interactive one-off container (`run`, see `node::interactive`): the image,
+/// mounts, env, labels (`magrathea.oneoff`, so [`list`] skips it) and confinement of
+/// [`run_once`], but `cmd` as given (an argv, never parsed by a shell here), no restarts,
+/// stdin open for one attach, and a tty if asked. The caller names, creates, attaches,
+/// starts and removes it.
+pub fn oneoff_body(
+    root: &NodeRoot,
+    spec: &ProcessSpec,
+    cmd: Vec<String>,
+    tty: bool,
+) -> Result<ContainerCreateBody, NodeError> {
+    let (app_dir, data_dir) = prepare(root, spec)?;
+    let env = env(spec)?;
+    let mut labels = labels(spec);
+    labels.insert(L_ONEOFF.into(), "true".into());
+    let restart = RestartPolicy {
+        name: Some(RestartPolicyNameEnum::NO),
+        maximum_retry_count: None,
+    };
+    let mut body = container_body(spec, &app_dir, &data_dir, env, labels, restart);
+    body.cmd = Some(cmd);
+    body.tty = Some(tty);
+    body.open_stdin = Some(true);
+    body.stdin_once = Some(true);
+    body.attach_stdin = Some(true);
+    body.attach_stdout = Some(true);
+    body.attach_stderr = Some(true);
+    Ok(body)
 }
 
 async fn run_container(
@@ -625,6 +674,7 @@ fn labels(spec: &ProcessSpec) -> HashMap<String, String> {
         (L_RELEASE.into(), spec.release.clone()),
         (L_PROCESS.into(), spec.ptype.clone()),
         (L_INDEX.into(), spec.index.to_string()),
+        (L_GENERATION.into(), spec.generation.to_string()),
     ])
 }
 
@@ -731,6 +781,7 @@ mod tests {
             env: vec![("LOG_LEVEL".into(), "warn x=y".into())],
             image: "magrathea/stack-tiny:latest".into(),
             memory: 64 << 20,
+            generation: 0,
         }
     }
 
@@ -738,6 +789,11 @@ mod tests {
     fn names_and_env() {
         let s = spec();
         assert_eq!(container_name(&s), "mg-0a1b2c3d-shop-v3-0123456789ab-web-1");
+        let g = ProcessSpec {
+            generation: 7,
+            ..spec()
+        };
+        assert_eq!(container_name(&g), "mg-0a1b2c3d-shop-v3-0123456789ab-web-1-g7");
         let e = env(&s).unwrap();
         assert_eq!(e[0], "LOG_LEVEL=warn x=y");
         assert!(e.contains(&"MAGRATHEA_PROCESS=web.1".to_string()));

@@ -17,8 +17,11 @@ pub struct ExecRequest {
     pub who: Identity,
     /// None for a bare `ssh paas` (shell request).
     pub command: Option<String>,
-    #[allow(dead_code)] // read by `shell`, which needs a pty
     pub pty: bool,
+    /// The pty's terminal and size, when one was requested.
+    pub term: Option<crate::node::interactive::Pty>,
+    /// Window changes, forwarded by the handler.
+    pub resize: tokio::sync::mpsc::Receiver<(u32, u32)>,
     pub git_protocol: Option<String>,
 }
 
@@ -57,6 +60,17 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
     }
     let reply = match cmd::parse(&argv) {
         Err(reply) => reply,
+        Ok(c) if c.is_interactive() => {
+            // `shell`, `run`: the channel is bridged to a session on a node.
+            match cmd::start_interactive(&core, &req.who, &argv, c, req.pty).await {
+                Err(reply) => reply,
+                Ok(session) => {
+                    let code = super::interactive::bridge(rx, &tx, req, session).await;
+                    close(&tx, code).await;
+                    return;
+                }
+            }
+        }
         Ok(c) if c.is_streaming() => {
             let (ftx, mut frx) = tokio::sync::mpsc::channel::<crate::git::hookproto::Frame>(256);
             let (core, who) = (core.clone(), req.who.clone());
@@ -65,12 +79,32 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
                 cmd::execute_streaming(&core, &who, &argv, c, &mut sink).await
             });
             let mut out = tx.make_writer();
-            while let Some(f) = frx.recv().await {
-                if let Some(line) = f.out {
-                    let _ = out.write_all(format!("{line}\n").as_bytes()).await;
-                    let _ = out.flush().await;
+            // The client going away (the channel closes, or the connection drops) drops the
+            // receiver: a command that would stream forever (`logs -f`) sees `Sink::gone`
+            // and ends, closing its node connections. Others run to completion unheard.
+            // Not `make_reader`: it stops at EOF, and the close comes after that.
+            let gone = async {
+                while !matches!(rx.wait().await, Some(russh::ChannelMsg::Close) | None) {}
+            };
+            tokio::pin!(gone);
+            loop {
+                tokio::select! {
+                    f = frx.recv() => match f {
+                        Some(f) => {
+                            if let Some(line) = f.out {
+                                let _ = out.write_all(format!("{line}\n").as_bytes()).await;
+                                let _ = out.flush().await;
+                            }
+                        }
+                        None => break,
+                    },
+                    _ = &mut gone => {
+                        tracing::info!("client went away; stream stopped");
+                        break;
+                    }
                 }
             }
+            drop(frx);
             task.await
                 .unwrap_or_else(|e| Reply::err(format!("error: internal error ({e})"), 1))
         }

@@ -7,10 +7,12 @@ use std::sync::Arc;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
+use tokio::sync::mpsc;
 
 use super::exec::{self, ExecRequest};
 use crate::access::Identity;
 use crate::controller::Core;
+use crate::node::interactive::Pty;
 
 const MAX_CHANNELS: usize = 8;
 
@@ -25,6 +27,10 @@ pub struct Conn {
 struct Chan {
     channel: Option<Channel<Msg>>,
     pty: bool,
+    /// The terminal of the pty request (`ssh -t`).
+    term: Option<Pty>,
+    /// Window changes go to the channel's task (`shell`, `run`).
+    resize: Option<mpsc::Sender<(u32, u32)>>,
     git_protocol: Option<String>,
 }
 
@@ -56,10 +62,14 @@ impl Conn {
         let Some(channel) = chan.channel.take() else {
             return false; // a second exec on one channel
         };
+        let (resize_tx, resize) = mpsc::channel(16);
+        chan.resize = Some(resize_tx);
         let req = ExecRequest {
             who,
             command,
             pty: chan.pty,
+            term: chan.term.clone(),
+            resize,
             git_protocol: chan.git_protocol.clone(),
         };
         let core = self.core.clone();
@@ -147,9 +157,9 @@ impl russh::server::Handler for Conn {
     async fn pty_request(
         &mut self,
         id: ChannelId,
-        _term: &str,
-        _c: u32,
-        _r: u32,
+        term: &str,
+        cols: u32,
+        rows: u32,
         _pw: u32,
         _ph: u32,
         _m: &[(russh::Pty, u32)],
@@ -158,9 +168,30 @@ impl russh::server::Handler for Conn {
         match self.chans.get_mut(&id) {
             Some(c) => {
                 c.pty = true;
+                c.term = Some(Pty {
+                    term: term.chars().take(64).collect(),
+                    cols,
+                    rows,
+                });
                 s.channel_success(id)?;
             }
             None => s.channel_failure(id)?,
+        }
+        Ok(())
+    }
+
+    async fn window_change_request(
+        &mut self,
+        id: ChannelId,
+        cols: u32,
+        rows: u32,
+        _pw: u32,
+        _ph: u32,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        // Never wait here (it would stall the connection); a dropped change is superseded.
+        if let Some(tx) = self.chans.get(&id).and_then(|c| c.resize.as_ref()) {
+            let _ = tx.try_send((cols, rows));
         }
         Ok(())
     }

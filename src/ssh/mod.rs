@@ -3,6 +3,7 @@
 
 pub mod exec;
 mod handler;
+mod interactive;
 pub mod server;
 
 pub use server::{serve, ServerOptions};

@@ -110,6 +110,18 @@ const MIGRATIONS: &[&str] = &[
         env TEXT NOT NULL,
         value BLOB NOT NULL,
         PRIMARY KEY(app, version, env));",
+    // 5: process counts set by `scale`, and environments stopped by `stop`
+    "CREATE TABLE formation(
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        ptype TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        PRIMARY KEY(app, env, ptype));
+     CREATE TABLE app_state(
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        stopped INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY(app, env));",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

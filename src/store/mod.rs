@@ -3,6 +3,7 @@
 
 mod builds;
 mod config;
+mod formation;
 mod migrations;
 mod nodes;
 
@@ -288,12 +289,17 @@ impl Store {
     }
 
     pub fn destroy_app(&self, name: &str) -> Result<()> {
-        let n = self
-            .lock()
-            .execute("DELETE FROM apps WHERE name=?1", [name])?;
+        let mut c = self.lock();
+        let tx = c.transaction()?;
+        let n = tx.execute("DELETE FROM apps WHERE name=?1", [name])?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("app '{name}' does not exist")));
         }
+        // Tables keyed by app name: an app created later under the same name starts clean.
+        for t in ["config", "release_config", "formation", "app_state"] {
+            tx.execute(&format!("DELETE FROM {t} WHERE app=?1"), [name])?;
+        }
+        tx.commit()?;
         Ok(())
     }
 

@@ -1,0 +1,580 @@
+//! The agent's interactive verbs (protocol in `proto`, before [`ShellReq`]):
+//!
+//! - `shell`: `/bin/sh` through a Docker exec with a tty in a running process container of
+//!   the release, so it has the process's env (PORT and all) and the buildpack PATH.
+//! - `run`: a one-off container of the release running an argv, stdin attached (a tty when
+//!   the controller requested a pty), removed afterwards in every case.
+//!
+//! Both bridge the channel to Docker both ways: channel data to the container's stdin (the
+//! channel's EOF closes it), output back as it comes, window changes to the tty. When the
+//! channel closes first (the user went away) the session ends at once.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bollard::container::LogOutput;
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::ExecConfig;
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ResizeContainerTTYOptionsBuilder,
+    ResizeExecOptionsBuilder, WaitContainerOptions,
+};
+use futures_util::{Stream, StreamExt};
+use russh::server::Msg;
+use russh::{Channel, ChannelId, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::sync::{mpsc, oneshot};
+
+use super::agent::AgentCtx;
+use super::proto::{RunReq, ShellReq};
+use super::runtime::{self, ProcInfo, ProcessSpec};
+use crate::build::docker::Docker;
+
+/// Sources the buildpacks' `.profile.d` scripts (PATH and friends), then runs the argv given
+/// after the script (`sh -c SCRIPT run ARGV...`): `"$@"` is never parsed again.
+const ARGV_LAUNCHER: &str =
+    "for f in /app/.profile.d/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; exec \"$@\"";
+
+/// The longest request line accepted.
+const MAX_REQUEST: usize = 1 << 20;
+
+/// A terminal requested on a channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pty {
+    pub term: String,
+    pub cols: u32,
+    pub rows: u32,
+}
+
+/// Per-connection state of the agent's ssh handler for interactive channels: the pty
+/// requested before the exec, and where window changes go once it runs.
+#[derive(Default)]
+pub struct Terminals {
+    ptys: HashMap<ChannelId, Pty>,
+    resizers: HashMap<ChannelId, mpsc::Sender<(u32, u32)>>,
+}
+
+impl Terminals {
+    pub fn pty(&mut self, id: ChannelId, term: &str, cols: u32, rows: u32) {
+        let term = sane_term(term);
+        self.ptys.insert(id, Pty { term, cols, rows });
+    }
+
+    /// Called from the handler's callback: never waits (a full queue drops the change; the
+    /// next one carries the final size anyway).
+    pub fn resize(&mut self, id: ChannelId, cols: u32, rows: u32) {
+        if let Some(tx) = self.resizers.get(&id) {
+            let _ = tx.try_send((cols, rows));
+        }
+    }
+
+    /// The channel's pty (if any) and the receiving end of its window changes.
+    pub fn start(&mut self, id: ChannelId) -> (Option<Pty>, mpsc::Receiver<(u32, u32)>) {
+        let (tx, rx) = mpsc::channel(16);
+        self.resizers.insert(id, tx);
+        (self.ptys.remove(&id), rx)
+    }
+
+    pub fn close(&mut self, id: ChannelId) {
+        self.ptys.remove(&id);
+        self.resizers.remove(&id);
+    }
+}
+
+/// `TERM` as given if it looks like a terminal name, else `xterm`.
+fn sane_term(term: &str) -> String {
+    let ok = !term.is_empty()
+        && term.len() <= 64
+        && term
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.+".contains(&b));
+    if ok {
+        term.to_string()
+    } else {
+        "xterm".to_string()
+    }
+}
+
+/// Is this exec line one of the interactive verbs?
+pub fn is_interactive(line: &str) -> bool {
+    matches!(line.trim(), "shell" | "run")
+}
+
+/// Serve one interactive channel to the end: exit status, EOF, close.
+pub async fn serve(
+    ctx: Arc<AgentCtx>,
+    ch: Channel<Msg>,
+    line: String,
+    pty: Option<Pty>,
+    resize: mpsc::Receiver<(u32, u32)>,
+) {
+    let (mut rx, tx) = ch.split();
+    let code = match read_request(&mut rx).await {
+        Err(e) => fail(&tx, &e).await,
+        Ok((req, rest)) => {
+            let io = Io {
+                rx,
+                rest,
+                tx: &tx,
+                resize,
+            };
+            let r = match line.trim() {
+                "shell" => match serde_json::from_slice::<ShellReq>(&req) {
+                    Ok(r) => shell(&ctx, r, pty, io).await,
+                    Err(e) => Err(format!("bad request: {e}")),
+                },
+                _ => match serde_json::from_slice::<RunReq>(&req) {
+                    Ok(r) => run(&ctx, r, pty, io).await,
+                    Err(e) => Err(format!("bad request: {e}")),
+                },
+            };
+            match r {
+                Ok(code) => code,
+                Err(e) => fail(&tx, &e).await,
+            }
+        }
+    };
+    let _ = tx.exit_status(code).await;
+    let _ = tx.eof().await;
+    let _ = tx.close().await;
+}
+
+async fn fail(tx: &ChannelWriteHalf<Msg>, msg: &str) -> u32 {
+    let mut err = tx.make_writer_ext(Some(1));
+    let msg = msg.replace('\n', " ");
+    let _ = err
+        .write_all(format!("error: {}\n", msg.trim_start_matches("error: ")).as_bytes())
+        .await;
+    let _ = err.flush().await;
+    1
+}
+
+/// The first line of stdin, and whatever came after it in the same packets.
+async fn read_request(rx: &mut ChannelReadHalf) -> Result<(Vec<u8>, Vec<u8>), String> {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+            let rest = buf.split_off(pos + 1);
+            buf.pop();
+            return Ok((buf, rest));
+        }
+        if buf.len() > MAX_REQUEST {
+            return Err("request line too long".into());
+        }
+        match rx.wait().await {
+            Some(ChannelMsg::Data { data }) => buf.extend_from_slice(&data),
+            Some(ChannelMsg::Eof) | Some(ChannelMsg::Close) | None => {
+                return Err("no request line".into())
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+/// The channel's side of a session.
+struct Io<'a> {
+    rx: ChannelReadHalf,
+    /// Input that arrived with the request line.
+    rest: Vec<u8>,
+    tx: &'a ChannelWriteHalf<Msg>,
+    resize: mpsc::Receiver<(u32, u32)>,
+}
+
+/// What a window change resizes.
+#[derive(Clone)]
+enum Tty {
+    None,
+    Exec(String),
+    Container(String),
+}
+
+async fn resize_tty(docker: &Docker, tty: &Tty, cols: u32, rows: u32) {
+    let (w, h) = (clamp_dim(cols), clamp_dim(rows));
+    let r = match tty {
+        Tty::None => return,
+        Tty::Exec(id) => {
+            let o = ResizeExecOptionsBuilder::default().w(w).h(h).build();
+            docker.raw().resize_exec(id, o).await
+        }
+        Tty::Container(name) => {
+            let o = ResizeContainerTTYOptionsBuilder::default()
+                .w(w)
+                .h(h)
+                .build();
+            docker.raw().resize_container_tty(name, o).await
+        }
+    };
+    if let Err(e) = r {
+        tracing::debug!("resize: {e}");
+    }
+}
+
+fn clamp_dim(n: u32) -> i32 {
+    n.clamp(1, 10_000) as i32
+}
+
+/// Pumps both ways until the container's output ends (true) or the channel closes first
+/// (false, the user is gone).
+async fn bridge(
+    docker: &Docker,
+    io: Io<'_>,
+    tty: Tty,
+    mut output: impl Stream<Item = Result<LogOutput, bollard::errors::Error>> + Unpin,
+    input: Pin<Box<dyn AsyncWrite + Send>>,
+) -> bool {
+    let Io {
+        mut rx,
+        rest,
+        tx,
+        mut resize,
+    } = io;
+    let (gone_tx, gone_rx) = oneshot::channel::<()>();
+    let d = docker.clone();
+    let pump = tokio::spawn(async move {
+        let mut input = Some(input);
+        if !rest.is_empty() {
+            write_input(&mut input, &rest).await;
+        }
+        loop {
+            tokio::select! {
+                m = rx.wait() => match m {
+                    Some(ChannelMsg::Data { data }) => write_input(&mut input, &data).await,
+                    Some(ChannelMsg::Eof) => {
+                        // The user's EOF is the command's.
+                        if let Some(mut i) = input.take() {
+                            let _ = i.shutdown().await;
+                        }
+                    }
+                    Some(ChannelMsg::Close) | None => break,
+                    Some(_) => {}
+                },
+                Some((c, r)) = resize.recv() => resize_tty(&d, &tty, c, r).await,
+            }
+        }
+        let _ = gone_tx.send(());
+    });
+    let mut out = tx.make_writer();
+    let mut err = tx.make_writer_ext(Some(1));
+    let copy = async {
+        while let Some(Ok(frame)) = output.next().await {
+            let ok = match frame {
+                LogOutput::StdErr { message } => {
+                    err.write_all(&message).await.is_ok() && err.flush().await.is_ok()
+                }
+                other => {
+                    let b = other.into_bytes();
+                    out.write_all(&b).await.is_ok() && out.flush().await.is_ok()
+                }
+            };
+            if !ok {
+                break;
+            }
+        }
+    };
+    let done = tokio::select! {
+        _ = copy => true,
+        _ = gone_rx => false,
+    };
+    pump.abort();
+    done
+}
+
+async fn write_input(input: &mut Option<Pin<Box<dyn AsyncWrite + Send>>>, data: &[u8]) {
+    if let Some(i) = input.as_mut() {
+        if i.write_all(data).await.is_err() || i.flush().await.is_err() {
+            *input = None; // the command closed its stdin or ended
+        }
+    }
+}
+
+/// The process a `shell` goes into: `want` is `type.N`, a type, or None (web.1, else the
+/// first). Among several of one name (a restart in progress), the newest generation.
+pub fn pick_process<'a>(procs: &'a [ProcInfo], want: Option<&str>) -> Option<&'a ProcInfo> {
+    let running = || procs.iter().filter(|p| p.state == "running");
+    let newest = |it: Vec<&'a ProcInfo>| -> Option<&'a ProcInfo> {
+        let first = it.iter().map(|p| (p.ptype.as_str(), p.index)).min()?;
+        it.into_iter()
+            .filter(|p| (p.ptype.as_str(), p.index) == first)
+            .max_by_key(|p| p.generation)
+    };
+    match want {
+        None => newest(
+            running()
+                .filter(|p| p.ptype == "web" && p.index == 1)
+                .collect(),
+        )
+        .or_else(|| newest(running().collect())),
+        Some(w) => match w.split_once('.') {
+            Some((t, n)) => {
+                let n: u32 = n.parse().ok()?;
+                newest(running().filter(|p| p.ptype == t && p.index == n).collect())
+            }
+            None => newest(running().filter(|p| p.ptype == w).collect()),
+        },
+    }
+}
+
+async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> Result<u32, String> {
+    crate::names::check("app", &req.app).map_err(|e| e.to_string())?;
+    let Some(pty) = pty else {
+        return Err("shell needs a terminal; use ssh -t".into());
+    };
+    let docker = ctx.docker().await?;
+    let procs: Vec<ProcInfo> = runtime::list(docker, &ctx.instance, Some(&req.app))
+        .await
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter(|p| p.release == req.release)
+        .collect();
+    let Some(p) = pick_process(&procs, req.process.as_deref()) else {
+        let what = req.process.as_deref().unwrap_or("process");
+        return Err(format!(
+            "no running {what} of {} ({}) on this node",
+            req.app, req.release
+        ));
+    };
+    let script = ARGV_LAUNCHER.to_string();
+    let config = ExecConfig {
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(true),
+        console_size: Some(vec![
+            clamp_dim(pty.rows) as usize,
+            clamp_dim(pty.cols) as usize,
+        ]),
+        env: Some(vec![format!("TERM={}", pty.term)]),
+        cmd: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            script,
+            "shell".into(),
+            "/bin/sh".into(),
+        ]),
+        working_dir: Some("/app".into()),
+        ..Default::default()
+    };
+    let exec = docker
+        .raw()
+        .create_exec(&p.container, config)
+        .await
+        .map_err(|e| format!("cannot start a shell in {}: {e}", p.container))?
+        .id;
+    let started = docker
+        .raw()
+        .start_exec(
+            &exec,
+            Some(StartExecOptions {
+                tty: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .map_err(|e| format!("cannot start a shell in {}: {e}", p.container))?;
+    let StartExecResults::Attached { output, input } = started else {
+        return Err("the shell started detached".into());
+    };
+    let tty = Tty::Exec(exec.clone());
+    resize_tty(docker, &tty, pty.cols, pty.rows).await;
+    if !bridge(docker, io, tty, output, input).await {
+        // Closing the attach closes the tty: the shell gets SIGHUP.
+        return Ok(255);
+    }
+    // The stream can end a moment before Docker records the exit code.
+    for _ in 0..50 {
+        match docker.raw().inspect_exec(&exec).await {
+            Ok(i) if i.running != Some(true) => return Ok(exit_code(i.exit_code.unwrap_or(255))),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(format!("shell: {e}")),
+        }
+    }
+    Ok(255)
+}
+
+fn exit_code(c: i64) -> u32 {
+    if (0..=255).contains(&c) {
+        c as u32
+    } else {
+        255
+    }
+}
+
+/// Removes a container when dropped (the session's task is cancelled or ends).
+struct Remove {
+    docker: Docker,
+    name: String,
+}
+
+impl Drop for Remove {
+    fn drop(&mut self) {
+        let (docker, name) = (self.docker.clone(), std::mem::take(&mut self.name));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { docker.remove(&name).await });
+        }
+    }
+}
+
+/// The command line of a `run` container: the launcher, then the argv as its arguments.
+pub fn run_cmd(argv: &[String]) -> Vec<String> {
+    let mut cmd = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        ARGV_LAUNCHER.to_string(),
+        "run".to_string(),
+    ];
+    cmd.extend(argv.iter().cloned());
+    cmd
+}
+
+async fn run(ctx: &AgentCtx, req: RunReq, pty: Option<Pty>, io: Io<'_>) -> Result<u32, String> {
+    if req.argv.is_empty() {
+        return Err("run needs a command".into());
+    }
+    if req.argv.iter().any(|a| a.contains('\0')) {
+        return Err("the command holds a NUL byte".into());
+    }
+    let docker = ctx.docker().await?;
+    let mut env: Vec<(String, String)> = req.env.into_iter().collect();
+    if let Some(p) = &pty {
+        env.retain(|(k, _)| k != "TERM");
+        env.push(("TERM".into(), p.term.clone()));
+    }
+    let spec = ProcessSpec {
+        instance: ctx.instance.clone(),
+        app: req.app.clone(),
+        release: req.release.clone(),
+        ptype: "run".into(),
+        index: 1,
+        command: shell_words::join(&req.argv),
+        env,
+        image: req.image.clone(),
+        memory: req.memory,
+        generation: 0,
+    };
+    let body = runtime::oneoff_body(&ctx.root, &spec, run_cmd(&req.argv), pty.is_some())
+        .map_err(|e| e.to_string())?;
+    // Ends in letters and a random part: never a process's name, never another run's.
+    let name = format!(
+        "{}-x{}",
+        runtime::container_name(&spec),
+        crate::keys::random_hex(4)
+    );
+    let _remove = Remove {
+        docker: docker.clone(),
+        name: name.clone(),
+    };
+    let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+    match docker.raw().create_container(Some(opts), body).await {
+        Ok(_) => {}
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => return Err(format!("stack image {} is missing on this node", req.image)),
+        Err(e) => return Err(format!("creating {name}: {e}")),
+    }
+    // Attached before it starts, so no output is missed.
+    let attach = AttachContainerOptionsBuilder::default()
+        .stream(true)
+        .stdin(true)
+        .stdout(true)
+        .stderr(true)
+        .build();
+    let attached = docker
+        .raw()
+        .attach_container(&name, Some(attach))
+        .await
+        .map_err(|e| format!("attaching to {name}: {e}"))?;
+    docker
+        .raw()
+        .start_container(&name, None)
+        .await
+        .map_err(|e| format!("starting {name}: {e}"))?;
+    let tty = match &pty {
+        Some(p) => {
+            let t = Tty::Container(name.clone());
+            resize_tty(docker, &t, p.cols, p.rows).await;
+            t
+        }
+        None => Tty::None,
+    };
+    if !bridge(docker, io, tty, attached.output, attached.input).await {
+        tracing::info!(container = %name, "run: the client went away; removing");
+        docker.remove(&name).await;
+        return Ok(255);
+    }
+    let waited = tokio::time::timeout(
+        Duration::from_secs(30),
+        docker
+            .raw()
+            .wait_container(&name, None::<WaitContainerOptions>)
+            .next(),
+    )
+    .await;
+    let code = match waited {
+        Ok(Some(Ok(r))) => r.status_code,
+        // bollard reports a non-zero exit as this error.
+        Ok(Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. }))) => code,
+        Ok(Some(Err(e))) => return Err(format!("waiting for {name}: {e}")),
+        Ok(None) | Err(_) => return Err(format!("{name}: no exit status")),
+    };
+    docker.remove(&name).await;
+    Ok(exit_code(code))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(ptype: &str, index: u32, generation: u64, state: &str) -> ProcInfo {
+        ProcInfo {
+            container: format!("{ptype}.{index}.g{generation}"),
+            app: "a".into(),
+            release: "v1-0123456789ab".into(),
+            ptype: ptype.into(),
+            index,
+            port: 1,
+            state: state.into(),
+            started_at: String::new(),
+            restarts: 0,
+            generation,
+        }
+    }
+
+    #[test]
+    fn picking_a_process() {
+        let procs = vec![
+            p("worker", 1, 0, "running"),
+            p("web", 2, 0, "running"),
+            p("web", 1, 3, "running"),
+            p("web", 1, 4, "running"),
+            p("web", 3, 0, "exited"),
+        ];
+        let pick = |w| pick_process(&procs, w).map(|p| p.container.clone());
+        assert_eq!(pick(None).as_deref(), Some("web.1.g4"));
+        assert_eq!(pick(Some("web")).as_deref(), Some("web.1.g4"));
+        assert_eq!(pick(Some("web.2")).as_deref(), Some("web.2.g0"));
+        assert_eq!(pick(Some("worker")).as_deref(), Some("worker.1.g0"));
+        assert_eq!(pick(Some("web.3")), None, "not running");
+        assert_eq!(pick(Some("web.x")), None);
+        let no_web = vec![p("worker", 2, 0, "running"), p("clock", 1, 0, "running")];
+        assert_eq!(
+            pick_process(&no_web, None).map(|p| p.container.as_str()),
+            Some("clock.1.g0")
+        );
+        assert!(pick_process(&[], None).is_none());
+    }
+
+    #[test]
+    fn argv_is_passed_not_parsed() {
+        let cmd = run_cmd(&["sh".into(), "-c".into(), "echo $HOME; exit 7".into()]);
+        assert_eq!(&cmd[..2], &["/bin/sh", "-c"]);
+        assert!(cmd[2].ends_with("exec \"$@\""));
+        assert_eq!(&cmd[3..], &["run", "sh", "-c", "echo $HOME; exit 7"]);
+        assert!(is_interactive("shell") && is_interactive("run") && !is_interactive("status"));
+        assert_eq!(sane_term("xterm-256color"), "xterm-256color");
+        assert_eq!(sane_term("x; rm -rf /"), "xterm");
+        assert_eq!(exit_code(7), 7);
+        assert_eq!(exit_code(-1), 255);
+    }
+}
