@@ -256,3 +256,30 @@ fn environments_select_nodes_and_deploy_promotes() {
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("access denied"));
 }
+
+#[test]
+fn two_environments_of_one_app_never_share_a_node() {
+    let s = Server::start();
+    let dir = web_repo(&s.dir.path().join("src"), "hello\n", WEB);
+    // No selectors: both environments would land on the one (local) node.
+    std::fs::write(
+        dir.join("magrathea.yml"),
+        "environments:\n  staging: { branch: main }\n  production: { tags: \"v*\" }\n",
+    )
+    .unwrap();
+    set_body(&dir, "staging\n");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("site"), "main"]);
+    assert_eq!(s.get("site-staging", "/"), (200, "staging\n".to_string()));
+    git_local(&dir, &["tag", "v1"]);
+    let out = s.git(&s.admin, &dir, &["push", &s.url("site"), "v1"]);
+    assert!(!out.status.success(), "production replaced staging");
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("staging environment already runs on node local"),
+        "{err}"
+    );
+    assert_eq!(s.get("site-staging", "/"), (200, "staging\n".to_string()));
+    let out = s.ssh(&s.admin, "deploy site v1 --env production", None);
+    assert!(!out.status.success());
+    assert_eq!(s.get("site-staging", "/"), (200, "staging\n".to_string()));
+}

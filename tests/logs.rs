@@ -44,9 +44,16 @@ fn one_node(s: &Server) -> Agent {
 
 fn assert_one_line_error(out: &std::process::Output, what: &str) {
     let err = text(&out.stderr);
-    assert!(!out.status.success(), "{what}: succeeded: {}", text(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "{what}: succeeded: {}",
+        text(&out.stdout)
+    );
     assert_eq!(err.trim_end().lines().count(), 1, "{what}: {err}");
-    assert!(err.starts_with("error") || err.starts_with("access denied"), "{what}: {err}");
+    assert!(
+        err.starts_with("error") || err.starts_with("access denied"),
+        "{what}: {err}"
+    );
 }
 
 #[test]
@@ -72,7 +79,10 @@ fn logs_keep_the_previous_release_and_tag_every_line() {
     let v2 = find(" n1 web.1 v2: booted v2-");
     let build1 = find(" controller build v1: ");
     let deploy2 = find(" controller deploy v2: ");
-    assert!(build1 < v1 && v1 < deploy2 && v1 < v2, "out of order:\n{out}");
+    assert!(
+        build1 < v1 && v1 < deploy2 && v1 < v2,
+        "out of order:\n{out}"
+    );
     // Every line: time, source, process, release.
     for l in &lines {
         let mut parts = l.splitn(4, ' ');
@@ -89,11 +99,20 @@ fn logs_keep_the_previous_release_and_tag_every_line() {
     assert!(only_v1.contains("web.1 v1: booted"), "{only_v1}");
     assert!(!only_v1.contains(" v2: "), "{only_v1}");
     let web = s.ok(&s.admin, "logs logshop --process web");
-    assert!(web.contains("web.1 v2: booted") && !web.contains("controller"), "{web}");
+    assert!(
+        web.contains("web.1 v2: booted") && !web.contains("controller"),
+        "{web}"
+    );
     let ctl = s.ok(&s.admin, "logs logshop --node controller");
-    assert!(ctl.contains("controller deploy v2") && !ctl.contains(" n1 "), "{ctl}");
+    assert!(
+        ctl.contains("controller deploy v2") && !ctl.contains(" n1 "),
+        "{ctl}"
+    );
     let n1 = s.ok(&s.admin, "logs logshop --node n1");
-    assert!(n1.contains(" n1 web.1 v2") && !n1.contains("controller"), "{n1}");
+    assert!(
+        n1.contains(" n1 web.1 v2") && !n1.contains("controller"),
+        "{n1}"
+    );
     let two = s.ok(&s.admin, "logs logshop -n 2");
     assert_eq!(two.lines().count(), 2, "{two}");
     let recent = s.ok(&s.admin, "logs logshop --since 1h");
@@ -202,7 +221,11 @@ fn viewers_may_read_logs_and_bad_input_is_one_line() {
     assert!(out.contains("controller build v1: "), "{out}");
     let denied = s.ssh(&stranger, "logs logview", None);
     assert_one_line_error(&denied, "stranger");
-    assert!(text(&denied.stderr).contains("access denied"), "{}", text(&denied.stderr));
+    assert!(
+        text(&denied.stderr).contains("access denied"),
+        "{}",
+        text(&denied.stderr)
+    );
 
     for bad in [
         "logs nope",

@@ -19,7 +19,12 @@ fn ps(s: &Server, key: &Key, app: &str) -> Vec<serde_json::Value> {
 /// What identifies a process (uptime moves on).
 fn ids(rows: &[serde_json::Value]) -> Vec<String> {
     rows.iter()
-        .map(|r| format!("{} {} {} {}", r["process"], r["node"], r["release"], r["port"]))
+        .map(|r| {
+            format!(
+                "{} {} {} {}",
+                r["process"], r["node"], r["release"], r["port"]
+            )
+        })
         .collect()
 }
 
@@ -81,7 +86,9 @@ fn scale_places_processes_on_two_nodes_and_the_router_balances() {
     assert_eq!(web.len(), 3, "{rows:?}");
     let nodes: BTreeSet<&str> = web.iter().map(|r| r["node"].as_str().unwrap()).collect();
     assert_eq!(nodes, BTreeSet::from(["n1", "n2"]));
-    assert!(web.iter().all(|r| r["state"] == "running" && r["release"] == "v1"));
+    assert!(web
+        .iter()
+        .all(|r| r["state"] == "running" && r["release"] == "v1"));
     // The router spreads requests over all three.
     let mut seen = BTreeSet::new();
     for _ in 0..30 {
@@ -152,7 +159,11 @@ fn stop_start_and_permissions() {
             assert_eq!(err.trim().lines().count(), 1, "{err}");
         }
     }
-    assert_eq!(ids(&ps(&s, &s.admin, "shop")), ids(&before), "refusals change nothing");
+    assert_eq!(
+        ids(&ps(&s, &s.admin, "shop")),
+        ids(&before),
+        "refusals change nothing"
+    );
     let audit = s.ok(&s.admin, "audit");
     assert!(audit.contains("denied"), "{audit}");
 

@@ -42,7 +42,10 @@ pub fn parse_since(s: &str, now: i64) -> Result<String, String> {
     let bad = || {
         format!(
             "--since '{}': expected a duration like 30s, 10m, 2h, 1d or an RFC 3339 time",
-            s.chars().filter(|c| !c.is_control()).take(40).collect::<String>()
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(40)
+                .collect::<String>()
         )
     };
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
@@ -55,7 +58,10 @@ pub fn parse_since(s: &str, now: i64) -> Result<String, String> {
         "d" => 86_400,
         _ => return Err(bad()),
     };
-    let ago = n.checked_mul(mult).filter(|a| *a <= 100 * 365 * 86_400).ok_or_else(bad)?;
+    let ago = n
+        .checked_mul(mult)
+        .filter(|a| *a <= 100 * 365 * 86_400)
+        .ok_or_else(bad)?;
     Ok(crate::timefmt::rfc3339_nanos(now - ago, 0))
 }
 
@@ -71,7 +77,10 @@ fn check_process(p: &str) -> Result<(), CmdError> {
     }
     Err(CmdError::Invalid(format!(
         "--process '{}': expected a process type (web) or process (web.1)",
-        p.chars().filter(|c| !c.is_control()).take(40).collect::<String>()
+        p.chars()
+            .filter(|c| !c.is_control())
+            .take(40)
+            .collect::<String>()
     )))
 }
 
@@ -144,10 +153,20 @@ pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
     if let Some(live) = core.store.live(&app, &a.env)? {
         names.extend(live.nodes);
     }
-    if let Some(r) = core.store.list_releases(&app)?.into_iter().max_by_key(|r| r.version) {
-        let config = crate::deploy::envs::config_of_release(&core.data.releases(&app).join(&r.file));
+    if let Some(r) = core
+        .store
+        .list_releases(&app)?
+        .into_iter()
+        .max_by_key(|r| r.version)
+    {
+        let config =
+            crate::deploy::envs::config_of_release(&core.data.releases(&app).join(&r.file));
         let target = crate::deploy::envs::target(&config, &a.env);
-        names.extend(core.target_nodes(&target.selector)?.into_iter().map(|n| n.name));
+        names.extend(
+            core.target_nodes(&target.selector)?
+                .into_iter()
+                .map(|n| n.name),
+        );
     }
     let all = core.all_nodes()?;
     let mut nodes: Vec<NodeClient> = all
@@ -196,7 +215,9 @@ pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
             let (d, app) = (logs_dir.clone(), app.clone());
             let rel = release.clone();
             tokio::task::spawn_blocking(move || {
-                eventlog::tail(&d, &app, n, |e| rel.as_ref().is_none_or(|r| *r == e.release))
+                eventlog::tail(&d, &app, n, |e| {
+                    rel.as_ref().is_none_or(|r| *r == e.release)
+                })
             })
             .await
             .unwrap_or_default()
@@ -372,7 +393,15 @@ mod tests {
             parse_since("2023-11-14T22:13:20Z", now).unwrap(),
             "2023-11-14T22:13:20.000000000Z"
         );
-        for bad in ["", "m", "10x", "-5m", "1.5h", "99999999999999d", "yesterday"] {
+        for bad in [
+            "",
+            "m",
+            "10x",
+            "-5m",
+            "1.5h",
+            "99999999999999d",
+            "yesterday",
+        ] {
             assert!(parse_since(bad, now).is_err(), "{bad}");
         }
     }

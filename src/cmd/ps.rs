@@ -251,7 +251,10 @@ pub async fn restart(
         ..Default::default()
     };
     roll(core, who, &release, env, opts, out).await?;
-    Ok(format!("restarted {} of {app} in {env}\n", ptype.unwrap_or("every process")))
+    Ok(format!(
+        "restarted {} of {app} in {env}\n",
+        ptype.unwrap_or("every process")
+    ))
 }
 
 /// `stop` (true) and `start` (false).
@@ -266,7 +269,9 @@ pub async fn set_stopped(
     let (_, release) = live_of(core, app, env)?;
     if core.store.stopped(app, env)? == stop {
         let state = if stop { "stopped" } else { "running" };
-        return Ok(format!("{app} is already {state} in {env}; nothing changed\n"));
+        return Ok(format!(
+            "{app} is already {state} in {env}; nothing changed\n"
+        ));
     }
     let opts = RolloutOptions {
         stopped: Some(stop),
@@ -297,7 +302,9 @@ mod tests {
         };
         let c = parse_counts(&["web=3".into(), "worker=0".into()], &m).unwrap();
         assert_eq!(c, BTreeMap::from([("web".into(), 3), ("worker".into(), 0)]));
-        for bad in ["web", "web=-1", "web=x", "web=101", "clock=1", "../x=1", "=1"] {
+        for bad in [
+            "web", "web=-1", "web=x", "web=101", "clock=1", "../x=1", "=1",
+        ] {
             assert!(parse_counts(&[bad.into()], &m).is_err(), "{bad}");
         }
     }

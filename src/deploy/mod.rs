@@ -183,6 +183,21 @@ async fn rollout_locked(
         return Err(m);
     }
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    // A node runs one environment of an app: processes, `current` and data dir are per app
+    // there, so a second environment on the same node would replace the first.
+    for other in core.store.all_live().map_err(|e| e.to_string())? {
+        if other.app != app || other.env == env {
+            continue;
+        }
+        if let Some(n) = other.nodes.iter().find(|n| names.contains(n)) {
+            let m = format!(
+                "{app}'s {} environment already runs on node {n}; give {env} other nodes with a `nodes:` selector in magrathea.yml",
+                other.env
+            );
+            out.line(format!(" !     {m}")).await;
+            return Err(m);
+        }
+    }
     out.line(format!(
         "-----> Deploying v{} of {app} to {env} on {}",
         release.version,
@@ -205,7 +220,10 @@ async fn rollout_locked(
         Some(s) => s,
         None => core.store.stopped(&app, &env).map_err(|e| e.to_string())?,
     };
-    let mut formation = core.store.formation(&app, &env).map_err(|e| e.to_string())?;
+    let mut formation = core
+        .store
+        .formation(&app, &env)
+        .map_err(|e| e.to_string())?;
     formation.extend(opts.formation.clone().unwrap_or_default());
     let counts: BTreeMap<String, Count> = manifest
         .processes
@@ -489,7 +507,10 @@ async fn free_slots(
     counts: &BTreeMap<String, Count>,
 ) -> Result<Vec<i64>, String> {
     let slots: Vec<i64> = nodes.iter().map(|n| n.slots).collect();
-    if !counts.values().any(|c| matches!(c, Count::Total(n) if *n > 0)) {
+    if !counts
+        .values()
+        .any(|c| matches!(c, Count::Total(n) if *n > 0))
+    {
         return Ok(slots);
     }
     let mut set = JoinSet::new();

@@ -321,9 +321,7 @@ pub async fn serve(
     let mut closed = false;
     loop {
         match rx.wait().await {
-            Some(ChannelMsg::Data { data }) if buf.len() < 64 << 10 => {
-                buf.extend_from_slice(&data)
-            }
+            Some(ChannelMsg::Data { data }) if buf.len() < 64 << 10 => buf.extend_from_slice(&data),
             Some(ChannelMsg::Data { .. }) => {}
             Some(ChannelMsg::Eof) => break,
             Some(ChannelMsg::Close) | None => {

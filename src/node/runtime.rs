@@ -793,7 +793,10 @@ mod tests {
             generation: 7,
             ..spec()
         };
-        assert_eq!(container_name(&g), "mg-0a1b2c3d-shop-v3-0123456789ab-web-1-g7");
+        assert_eq!(
+            container_name(&g),
+            "mg-0a1b2c3d-shop-v3-0123456789ab-web-1-g7"
+        );
         let e = env(&s).unwrap();
         assert_eq!(e[0], "LOG_LEVEL=warn x=y");
         assert!(e.contains(&"MAGRATHEA_PROCESS=web.1".to_string()));

@@ -10,9 +10,8 @@ impl Store {
     /// The counts `scale` set; types it never named are absent.
     pub fn formation(&self, app: &str, env: &str) -> Result<BTreeMap<String, u32>> {
         let c = self.lock();
-        let mut st = c.prepare(
-            "SELECT ptype, count FROM formation WHERE app=?1 AND env=?2 ORDER BY ptype",
-        )?;
+        let mut st =
+            c.prepare("SELECT ptype, count FROM formation WHERE app=?1 AND env=?2 ORDER BY ptype")?;
         let rows = st
             .query_map(params![app, env], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
@@ -20,7 +19,12 @@ impl Store {
     }
 
     /// Record counts (merged over the existing ones) in one transaction.
-    pub fn set_formation(&self, app: &str, env: &str, counts: &BTreeMap<String, u32>) -> Result<()> {
+    pub fn set_formation(
+        &self,
+        app: &str,
+        env: &str,
+        counts: &BTreeMap<String, u32>,
+    ) -> Result<()> {
         let mut c = self.lock();
         let tx = c.transaction()?;
         for (ptype, n) in counts {
