@@ -45,6 +45,15 @@ fn oneoffs(s: &Server) -> Vec<String> {
         .collect()
 }
 
+fn web_container(s: &Server) -> String {
+    let st: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "nodes:info local --json")).unwrap();
+    st["status"]["apps"]["app"]["processes"][0]["container"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn web_port(s: &Server) -> u64 {
     let st: serde_json::Value =
         serde_json::from_str(&s.ok(&s.admin, "nodes:info local --json")).unwrap();
@@ -158,6 +167,17 @@ fn shell_and_run() {
         wait_until("the resized size in tmux", Duration::from_secs(15), || {
             tmux(&["capture-pane", "-p", "-t", "t"]).contains("sz=[40 100]")
         });
+        // Ctrl-C reaches the shell's foreground process, not the session.
+        let t = Instant::now();
+        tmux(&["send-keys", "-t", "t", "sleep 30; echo slept", "Enter"]);
+        std::thread::sleep(Duration::from_secs(1));
+        tmux(&["send-keys", "-t", "t", "C-c"]);
+        tmux(&["send-keys", "-t", "t", "echo \"int=[$((6*7))]\"", "Enter"]);
+        wait_until("the shell after Ctrl-C", Duration::from_secs(15), || {
+            tmux(&["capture-pane", "-p", "-t", "t"]).contains("int=[42]")
+        });
+        assert!(t.elapsed() < Duration::from_secs(20));
+        assert!(!tmux(&["capture-pane", "-p", "-t", "t"]).contains("\nslept"));
         tmux(&["send-keys", "-t", "t", "exit 4", "Enter"]);
         wait_until("the shell's exit", Duration::from_secs(15), || {
             std::fs::read_to_string(&rc).is_ok_and(|r| r.trim() == "4")
@@ -171,6 +191,32 @@ fn shell_and_run() {
     if let Err(e) = result {
         panic!("tmux part failed: {e:?}\nserver log:\n{}", s.log());
     }
+
+    // The client goes away mid-shell: the shell goes too.
+    let web = web_container(&s);
+    let procs = || text(&run(Command::new("docker").args(["top", &web])).stdout);
+    let baseline = procs().lines().count();
+    let mut child = Command::new("script")
+        .args([
+            "-qfec",
+            &ssh_line(&s, &s.admin, "-tt", "shell app"),
+            "/dev/null",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_until(
+        "the shell in the container",
+        Duration::from_secs(20),
+        || procs().lines().count() > baseline,
+    );
+    child.kill().unwrap();
+    let _ = child.wait();
+    wait_until("the shell's end", Duration::from_secs(20), || {
+        procs().lines().count() == baseline
+    });
 
     // (3) No pty: one line, non-zero, nothing runs.
     let out = s.ssh(&s.admin, "shell app", None);

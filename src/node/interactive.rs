@@ -37,6 +37,48 @@ use crate::build::docker::Docker;
 const ARGV_LAUNCHER: &str =
     "for f in /app/.profile.d/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; exec \"$@\"";
 
+/// In the env of a shell (and so of everything started from it), with a random value: how
+/// [`hang_up`] finds them.
+const SHELL_MARK: &str = "MAGRATHEA_SHELL";
+
+/// Sends SIGHUP, then SIGKILL a second later, to every process of the container whose env
+/// holds `$1` (the shell's mark). Run as the container's user, which owns them.
+const HANG_UP: &str = "for sig in HUP KILL; do for d in /proc/[0-9]*; do \
+                       grep -q \"$1\" \"$d/environ\" 2>/dev/null && kill -$sig \"${d#/proc/}\" 2>/dev/null; \
+                       done; sleep 1; done";
+
+/// The user went away from a shell: end it and what runs in it, as a closed terminal would.
+/// Docker itself would leave an exec running when its attach closes.
+async fn hang_up(docker: &Docker, container: &str, mark: &str) {
+    let config = ExecConfig {
+        cmd: Some(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            HANG_UP.into(),
+            "hang-up".into(),
+            format!("{SHELL_MARK}={mark}"),
+        ]),
+        ..Default::default()
+    };
+    let started = match docker.raw().create_exec(container, config).await {
+        Ok(e) => {
+            let detached = StartExecOptions {
+                detach: true,
+                ..Default::default()
+            };
+            docker
+                .raw()
+                .start_exec(&e.id, Some(detached))
+                .await
+                .map(|_| ())
+        }
+        Err(e) => Err(e),
+    };
+    if let Err(e) = started {
+        tracing::warn!(container, "cannot end an abandoned shell: {e}");
+    }
+}
+
 /// The longest request line accepted.
 const MAX_REQUEST: usize = 1 << 20;
 
@@ -336,6 +378,7 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
         ));
     };
     let script = ARGV_LAUNCHER.to_string();
+    let mark = crate::keys::random_hex(8);
     let config = ExecConfig {
         attach_stdin: Some(true),
         attach_stdout: Some(true),
@@ -345,7 +388,10 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
             clamp_dim(pty.rows) as usize,
             clamp_dim(pty.cols) as usize,
         ]),
-        env: Some(vec![format!("TERM={}", pty.term)]),
+        env: Some(vec![
+            format!("TERM={}", pty.term),
+            format!("{SHELL_MARK}={mark}"),
+        ]),
         cmd: Some(vec![
             "/bin/sh".into(),
             "-c".into(),
@@ -379,7 +425,8 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
     let tty = Tty::Exec(exec.clone());
     resize_tty(docker, &tty, pty.cols, pty.rows).await;
     if !bridge(docker, io, tty, output, input).await {
-        // Closing the attach closes the tty: the shell gets SIGHUP.
+        // Docker keeps an exec running when its attach closes: hang it up ourselves.
+        hang_up(docker, &p.container, &mark).await;
         return Ok(255);
     }
     // The stream can end a moment before Docker records the exit code.
