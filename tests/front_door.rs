@@ -2,6 +2,7 @@
 
 mod util;
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use util::*;
@@ -351,4 +352,157 @@ fn graceful_shutdown_on_sigterm() {
     // It comes back with the same host key and data.
     s.spawn();
     assert!(s.ok(&s.admin, "whoami").contains("admin"));
+}
+
+#[test]
+fn hostile_git_paths_and_huge_command_lines_are_refused() {
+    let s = Server::start();
+    for bad in ["'../../etc'", "'a;b'", "'A'", "'x; rm -rf /'"] {
+        let out = s.ssh(&s.admin, &format!("git-receive-pack {bad}"), None);
+        assert_ne!(out.status.code(), Some(0), "{bad}");
+        let err = text(&out.stderr);
+        assert_eq!(err.trim().lines().count(), 1, "{bad}: {err}");
+    }
+    let out = s.ssh(&s.admin, "logs 'x; rm -rf /'", None);
+    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr).trim().lines().count(), 1);
+    let huge = format!("apps:create {}", "a".repeat(100 << 10));
+    let out = s.ssh(&s.admin, &huge, None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("command line too long"));
+    assert!(s.ok(&s.admin, "apps").contains("no apps"));
+    assert_eq!(std::fs::read_dir(s.data.join("repos")).unwrap().count(), 0);
+    assert!(s.ok(&s.admin, "whoami").contains("admin"), "still serving");
+}
+
+/// `work` branches build nothing: these tests are about the front door.
+fn work_repo(s: &Server, name: &str, content: &str) -> PathBuf {
+    let src = repo(&s.dir.path().join(name));
+    git_local(&src, &["checkout", "-q", "-b", "work"]);
+    commit(&src, "file.txt", content, content);
+    src
+}
+
+#[test]
+fn concurrent_pushes_land_or_are_refused_cleanly() {
+    let s = Server::start();
+    // Eight apps at once: all land.
+    let repos: Vec<PathBuf> = (0..8)
+        .map(|i| work_repo(&s, &format!("src{i}"), &format!("app {i}\n")))
+        .collect();
+    std::thread::scope(|sc| {
+        let hs: Vec<_> = repos
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let s = &s;
+                sc.spawn(move || s.git(&s.admin, r, &["push", &s.url(&format!("app{i}")), "work"]))
+            })
+            .collect();
+        for (i, h) in hs.into_iter().enumerate() {
+            let out = h.join().unwrap();
+            assert!(out.status.success(), "app{i}: {}", text(&out.stderr));
+        }
+    });
+    for i in 0..8 {
+        let remote = ls_remote(&s, &s.admin, &format!("app{i}"));
+        assert!(remote.contains("refs/heads/work"), "app{i}: {remote}");
+    }
+
+    // Four different histories to one app at once: each lands or is refused with a reason,
+    // and the repository stays consistent.
+    let base = work_repo(&s, "base", "base\n");
+    s.git_ok(&s.admin, &base, &["push", &s.url("one"), "work"]);
+    let forks: Vec<(PathBuf, String)> = (0..4)
+        .map(|i| {
+            let dir = s.dir.path().join(format!("fork{i}"));
+            std::fs::create_dir_all(&dir).unwrap();
+            git_local(&dir, &["init", "-q"]);
+            git_local(&dir, &["pull", "-q", base.to_str().unwrap(), "work"]);
+            git_local(&dir, &["checkout", "-q", "-b", "work"]);
+            let sha = commit(&dir, "file.txt", &format!("fork {i}\n"), "fork");
+            (dir, sha)
+        })
+        .collect();
+    let outcomes: Vec<std::process::Output> = std::thread::scope(|sc| {
+        let hs: Vec<_> = forks
+            .iter()
+            .map(|(d, _)| {
+                let s = &s;
+                sc.spawn(move || s.git(&s.admin, d, &["push", &s.url("one"), "work"]))
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let landed: Vec<usize> = (0..4).filter(|i| outcomes[*i].status.success()).collect();
+    assert_eq!(landed.len(), 1, "exactly one fork can fast-forward");
+    for (i, o) in outcomes.iter().enumerate() {
+        if !o.status.success() {
+            let err = text(&o.stderr);
+            assert!(
+                err.contains("rejected")
+                    || err.contains("failed to lock")
+                    || err.contains("fetch first"),
+                "fork {i} refused without a reason: {err}"
+            );
+        }
+    }
+    let remote = ls_remote(&s, &s.admin, "one");
+    assert!(remote.contains(&forks[landed[0]].1), "{remote}");
+    let fsck = run(Command::new("git")
+        .args(["fsck", "--no-progress"])
+        .current_dir(s.data.join("repos/one.git")));
+    assert!(fsck.status.success(), "{}", text(&fsck.stderr));
+    // Nothing is left locked: the next push works.
+    let (d, _) = &forks[(landed[0] + 1) % 4];
+    s.git_ok(&s.admin, d, &["push", "--force", &s.url("one"), "work"]);
+}
+
+#[test]
+fn a_restart_keeps_keys_apps_access_audit_and_repos() {
+    let mut s = Server::start();
+    let src = work_repo(&s, "src", "kept\n");
+    s.git_ok(&s.admin, &src, &["push", &s.url("web"), "work"]);
+    let bob = s.key("bob");
+    s.add_key(&bob, "user");
+    s.ok(&s.admin, "access:grant web bob deployer");
+    let before = (
+        s.ok(&s.admin, "keys --json"),
+        s.ok(&s.admin, "apps --json"),
+        s.ok(&s.admin, "access web --json"),
+        ls_remote(&s, &s.admin, "web"),
+    );
+    let audit_before = s.ok(&s.admin, "audit -n 1000");
+    assert!(s.stop().success());
+    s.spawn();
+    let after = (
+        s.ok(&s.admin, "keys --json"),
+        s.ok(&s.admin, "apps --json"),
+        s.ok(&s.admin, "access web --json"),
+        ls_remote(&s, &s.admin, "web"),
+    );
+    assert_eq!(before, after);
+    let audit_after = s.ok(&s.admin, "audit -n 1000");
+    for line in audit_before.lines().skip(1) {
+        assert!(audit_after.contains(line), "audit lost: {line}");
+    }
+    // bob still has his access, and the clone is the pushed tree.
+    let clone = s.dir.path().join("clone");
+    let out = s.git(
+        &bob,
+        s.dir.path(),
+        &[
+            "clone",
+            "-q",
+            "-b",
+            "work",
+            &s.url("web"),
+            clone.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read_to_string(clone.join("file.txt")).unwrap(),
+        "kept\n"
+    );
 }

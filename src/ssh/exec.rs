@@ -26,6 +26,9 @@ pub struct ExecRequest {
 }
 
 const MAX_STDIN: u64 = 64 << 10;
+/// Longer than any real command (config:set with many vars included); anything longer is
+/// refused before it is parsed.
+const MAX_COMMAND: usize = 16 << 10;
 
 pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
     let (mut rx, tx) = channel.split();
@@ -33,6 +36,14 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
         finish(&tx, Reply::ok(cmd::help_text())).await;
         return;
     };
+    if line.len() > MAX_COMMAND {
+        let msg = format!(
+            "error: command line too long ({} bytes; the limit is {MAX_COMMAND})",
+            line.len()
+        );
+        finish(&tx, Reply::err(msg, 2)).await;
+        return;
+    }
     let argv = match shell_words::split(line) {
         Ok(a) => a,
         Err(_) => {
