@@ -283,3 +283,111 @@ fn two_environments_of_one_app_never_share_a_node() {
     assert!(!out.status.success());
     assert_eq!(s.get("site-staging", "/"), (200, "staging\n".to_string()));
 }
+
+fn node_data(a: &Agent, app: &str, file: &str) -> String {
+    std::fs::read_to_string(a.root.join(format!("apps/{app}/data/{file}"))).unwrap_or_default()
+}
+
+#[test]
+fn data_snapshots_rollbacks_a_node_lost_mid_prepare_and_a_controller_sigkill() {
+    let mut s = Server::start();
+    let mut agents: Vec<Agent> = ["n1", "n2"].iter().map(|n| Agent::start(&s, n)).collect();
+    for (i, a) in agents.iter().enumerate() {
+        s.ok(&s.admin, &format!("nodes:add n{} {}", i + 1, a.addr));
+    }
+    // Each release command appends its version to a file in the data dir.
+    let web = "web: test -e /data/slow && sleep 8; exec busybox httpd -f -p $PORT -h .\n";
+    let dir = web_repo(&s.dir.path().join("src"), "v1\n", web);
+    let release = |v: &str, fail: bool| {
+        let tail = if fail { "; exit 3" } else { "" };
+        std::fs::write(
+            dir.join("Procfile"),
+            format!("{web}release: echo {v} >> /data/log{tail}\n"),
+        )
+        .unwrap();
+        set_body(&dir, &format!("{v}\n"));
+    };
+    release("v1", false);
+    s.git_ok(&s.admin, &dir, &["push", &s.url("crm"), "main"]);
+    release("v2", false);
+    s.git_ok(&s.admin, &dir, &["push", &s.url("crm"), "main"]);
+    // The release command runs on the first node by name.
+    let ran_on = |want: &str| (node_data(&agents[0], "crm", "log") == want).then_some(());
+    assert!(
+        ran_on("v1\nv2\n").is_some(),
+        "the release command ran once per deploy"
+    );
+
+    // A failing release command: refused, and what it wrote is rolled back.
+    release("v3", true);
+    let out = s.git(&s.admin, &dir, &["push", &s.url("crm"), "main"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("data dir restored"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(ran_on("v1\nv2\n").is_some());
+    assert!(agents
+        .iter()
+        .all(|a| !node_data(a, "crm", "log").contains("v3")));
+    assert_eq!(s.get("crm", "/"), (200, "v2\n".to_string()));
+
+    // Rollback to an older release, and --with-data back to before v2's release command.
+    let out = s.ok(&s.admin, "rollback crm v1");
+    assert!(out.contains("v1 of crm is live"), "{out}");
+    assert_eq!(s.get("crm", "/"), (200, "v1\n".to_string()));
+    s.ok(&s.admin, "rollback crm v2");
+    assert!(
+        ran_on("v1\nv2\n").is_some(),
+        "a rollback runs no release command"
+    );
+    let out = s.ok(&s.admin, "rollback crm --with-data");
+    assert!(out.contains("v1 of crm is live"), "{out}");
+    assert!(
+        ran_on("v1\n").is_some(),
+        "data from before v2's release command"
+    );
+
+    // A node lost in the middle of prepare: refused, named, v1 still serves; it comes back
+    // and the next push works.
+    std::fs::write(agents[1].root.join("apps/crm/data/slow"), "").unwrap();
+    release("v4", false);
+    let poller = Poller::start(s.http_port, "crm");
+    let push = {
+        let (s, dir) = (&s, dir.clone());
+        std::thread::scope(|sc| {
+            let h = sc.spawn(move || s.git(&s.admin, &dir, &["push", &s.url("crm"), "main"]));
+            std::thread::sleep(std::time::Duration::from_secs(3));
+            agents[1].kill();
+            h.join().unwrap()
+        })
+    };
+    let (_, bad, errors) = poller.finish();
+    assert!(!push.status.success());
+    let err = text(&push.stderr);
+    assert!(err.contains("n2"), "names the node: {err}");
+    assert_eq!(bad, 0, "{errors:?}");
+    assert_eq!(s.get("crm", "/"), (200, "v1\n".to_string()));
+    std::fs::remove_file(agents[1].root.join("apps/crm/data/slow")).unwrap();
+    agents[1].restart();
+    release("v5", false);
+    s.git_ok(&s.admin, &dir, &["push", &s.url("crm"), "main"]);
+    assert_eq!(s.get("crm", "/"), (200, "v5\n".to_string()));
+
+    // The controller dies without warning; it comes back serving, and the next push works.
+    s.kill9();
+    s.spawn();
+    let mut answer = (0, String::new());
+    for _ in 0..50 {
+        answer = s.get("crm", "/");
+        if answer.0 == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(answer, (200, "v5\n".to_string()));
+    release("v6", false);
+    s.git_ok(&s.admin, &dir, &["push", &s.url("crm"), "main"]);
+    assert_eq!(s.get("crm", "/"), (200, "v6\n".to_string()));
+}

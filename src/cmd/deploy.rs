@@ -73,6 +73,7 @@ pub async fn rollback(
     let opts = RolloutOptions {
         restore_data_from: with_data.then_some(live.version),
         config,
+        skip_release_phase: true,
         ..Default::default()
     };
     deploy::rollout(core, &release, &target, who, out, opts)

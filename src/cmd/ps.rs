@@ -186,9 +186,10 @@ async fn roll(
     who: &str,
     release: &ReleaseRow,
     env: &str,
-    opts: RolloutOptions,
+    mut opts: RolloutOptions,
     out: &mut Sink,
 ) -> Result<(), CmdError> {
+    opts.skip_release_phase = true;
     let config = envs::config_of_release(&core.data.releases(&release.app).join(&release.file));
     let target = envs::target(&config, env);
     deploy::rollout(core, release, &target, who, out, opts)

@@ -156,6 +156,9 @@ pub struct RolloutOptions {
     pub only: Option<String>,
     /// Stop (true: run nothing) or start (false) the environment; recorded on success.
     pub stopped: Option<bool>,
+    /// The release command already ran when this release went out (rollback, scale,
+    /// restart, stop, start): not again.
+    pub skip_release_phase: bool,
 }
 
 async fn rollout_locked(
@@ -328,8 +331,14 @@ async fn rollout_locked(
         return Err(why);
     }
 
-    // Phase 2: the release phase, once, on one node, before anything switches.
-    if let Some(cmd) = &manifest.release {
+    // Phase 2: the release phase, once, on one node (the first by name, so the same node's
+    // data dir sees every migration), before anything switches.
+    prepared.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    if let Some(cmd) = manifest
+        .release
+        .as_ref()
+        .filter(|_| !opts.skip_release_phase)
+    {
         let (client, _) = &prepared[0];
         out.line(format!(
             "-----> Running release command on {}: {cmd}",
@@ -366,6 +375,30 @@ async fn rollout_locked(
         };
         if let Some(e) = err {
             out.line(format!(" !     {e}")).await;
+            // Whatever the command wrote before failing is undone: the data dir goes back to
+            // the snapshot taken just before it ran.
+            let body = serde_json::to_vec(&SnapshotReq {
+                app: app.clone(),
+                label: format!("before-v{}", release.version),
+                if_exists: false,
+            })
+            .unwrap_or_default();
+            match client
+                .call::<serde_json::Value>("restore-data", Stdin::Bytes(body), None)
+                .await
+            {
+                Ok(_) => {
+                    out.line(format!(
+                        " !     {}: data dir restored from before the release command",
+                        client.name
+                    ))
+                    .await
+                }
+                Err(re) => {
+                    out.line(format!(" !     could not restore the data dir: {re}"))
+                        .await
+                }
+            }
             abort_all(&prepared, &app, &name, generation).await;
             out.line(format!(" !     deploy aborted on every node; {still}"))
                 .await;
@@ -566,17 +599,21 @@ async fn prepare_node(
         let body = serde_json::to_vec(&SnapshotReq {
             app: req.app.clone(),
             label: format!("before-v{v}"),
+            if_exists: true,
         })
         .unwrap_or_default();
-        let _: serde_json::Value = client
+        let r: serde_json::Value = client
             .call("restore-data", Stdin::Bytes(body), None)
             .await?;
-        let _ = progress
-            .send(format!(
-                "-----> {}: data restored from before v{v}",
+        let line = if r["restored"] == true {
+            format!("-----> {}: data restored from before v{v}", client.name)
+        } else {
+            format!(
+                "-----> {}: no data snapshot from before v{v} (its release command ran elsewhere)",
                 client.name
-            ))
-            .await;
+            )
+        };
+        let _ = progress.send(line).await;
     }
     let body = serde_json::to_vec(req).unwrap_or_default();
     let (ltx, mut lrx) = tokio::sync::mpsc::channel::<String>(64);
@@ -632,16 +669,23 @@ async fn gc_nodes(
         .map(|r| release_name(r.version, &r.sha256))
         .collect();
     keep.extend(recent);
+    // In parallel, like the other phases: one node at a time made a rollout's tail grow
+    // with the number of nodes.
+    let mut set = JoinSet::new();
     for (client, _) in prepared {
+        let client = client.clone();
         let body = serde_json::to_vec(&GcReq {
             app: app.to_string(),
             keep: keep.clone(),
         })
         .unwrap_or_default();
-        let _ = client
-            .call::<serde_json::Value>("gc", Stdin::Bytes(body), None)
-            .await;
+        set.spawn(async move {
+            client
+                .call::<serde_json::Value>("gc", Stdin::Bytes(body), None)
+                .await
+        });
     }
+    while set.join_next().await.is_some() {}
 }
 
 /// After a controller restart: ask every node what runs, and point the router at the live

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OnceCell};
 
-use super::layout::NodeRoot;
+use super::layout::{NodeError, NodeRoot};
 use super::proto::*;
 use super::runtime::{self, ProcessSpec};
 use crate::build::docker::Docker;
@@ -326,11 +326,13 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
             Err(e) => Err(e),
         },
         "restore-data" => match parse::<SnapshotReq>(&read_stdin(&mut rx).await) {
-            Ok(r) => ctx
-                .root
-                .restore_data(&r.app, &r.label)
-                .map_err(|e| e.to_string())
-                .and_then(json),
+            Ok(r) => match ctx.root.restore_data(&r.app, &r.label) {
+                Ok(()) => Ok(serde_json::json!({ "restored": true })),
+                Err(NodeError::NoSnapshot { .. }) if r.if_exists => {
+                    Ok(serde_json::json!({ "restored": false }))
+                }
+                Err(e) => Err(e.to_string()),
+            },
             Err(e) => Err(e),
         },
         other => Err(format!(

@@ -113,6 +113,10 @@ pub struct GcReq {
 pub struct SnapshotReq {
     pub app: String,
     pub label: String,
+    /// `restore-data`: a missing snapshot is not an error (`{"restored": false}`): the
+    /// release command, which takes them, runs on one node only.
+    #[serde(default)]
+    pub if_exists: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -184,6 +184,13 @@ impl Server {
         http_get(self.http_port, &format!("{app}.localhost"), path)
     }
 
+    /// SIGKILL and wait: the controller dies without warning.
+    pub fn kill9(&mut self) {
+        let mut child = self.child.take().expect("server running");
+        signal(child.id(), libc::SIGKILL);
+        let _ = child.wait();
+    }
+
     /// SIGTERM and wait; returns the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");
@@ -422,6 +429,7 @@ pub fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
 pub struct Agent {
     pub root: PathBuf,
     pub addr: String,
+    key: PathBuf,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
 }
@@ -429,11 +437,16 @@ pub struct Agent {
 impl Agent {
     pub fn start(server: &Server, name: &str) -> Agent {
         let root = server.dir.path().join(format!("node-{name}"));
+        let key = server.data.join("controller_ed25519.pub");
+        Self::spawn(root, key, "127.0.0.1:0")
+    }
+
+    fn spawn(root: PathBuf, key: PathBuf, listen: &str) -> Agent {
         let mut child = Command::new(bin())
-            .args(["agent", "--listen", "127.0.0.1:0", "--root"])
+            .args(["agent", "--listen", listen, "--root"])
             .arg(&root)
             .arg("--controller-key")
-            .arg(server.data.join("controller_ed25519.pub"))
+            .arg(&key)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -463,9 +476,35 @@ impl Agent {
         Agent {
             root,
             addr,
+            key,
             child: Some(child),
             log,
         }
+    }
+
+    /// The node comes back: same root (so the same host key and containers), same address.
+    pub fn restart(&mut self) {
+        self.kill();
+        let old = std::mem::take(&mut *self.log.lock().unwrap());
+        let mut last = None;
+        for _ in 0..50 {
+            let a = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                Self::spawn(self.root.clone(), self.key.clone(), &self.addr)
+            }));
+            match a {
+                Ok(mut a) => {
+                    self.child = a.child.take();
+                    self.log = a.log.clone();
+                    self.log.lock().unwrap().insert_str(0, &old);
+                    // Its Drop would remove this node's containers.
+                    std::mem::forget(a);
+                    return;
+                }
+                Err(e) => last = Some(e),
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        std::panic::resume_unwind(last.unwrap());
     }
 
     /// SIGKILL: the node vanishes.
