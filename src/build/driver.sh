@@ -10,6 +10,12 @@ shift 4
 
 name_of() { basename "$1"; }
 
+# Wall time of the buildpack scripts (detect, compile, release), printed at the end so a
+# build's own time can be told apart from the platform's. /proc/uptime: busybox `date` has
+# no %N, and centiseconds are enough.
+now_cs() { read -r up _ </proc/uptime; echo $((${up%.*} * 100 + 1${up#*.} - 100)); }
+T0=$(now_cs)
+
 if [ "${MAGRATHEA_DETECT:-0}" = 1 ]; then
     chosen=""
     for bp in "$@"; do
@@ -55,4 +61,6 @@ for bp in "$@"; do
         . "$bp/export"
     fi
 done
+d=$(($(now_cs) - T0))
+printf -- '-----> buildpacks took %d.%02ds\n' $((d / 100)) $((d % 100))
 exit 0

@@ -74,6 +74,7 @@ pub async fn rollback(
         restore_data_from: with_data.then_some(live.version),
         config,
         skip_release_phase: true,
+        background_tail: true,
         ..Default::default()
     };
     deploy::rollout(core, &release, &target, who, out, opts)

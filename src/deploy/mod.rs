@@ -109,7 +109,7 @@ pub async fn rollout(
 ) -> DeployResult {
     let app = &release.app;
     let lock = core.deploy_lock(app, &target.env);
-    let _held = match lock.clone().try_lock_owned() {
+    let held = match lock.clone().try_lock_owned() {
         Ok(g) => g,
         Err(_) => {
             out.line(format!(
@@ -133,7 +133,17 @@ pub async fn rollout(
     let events = crate::eventlog::EventLog::open(&core.data.logs(), app, "deploy", release.version)
         .mask(secrets.values());
     let outer_events = out.events.replace(events);
-    let result = rollout_locked(core, release, target, out, &opts, deploy_id as u64).await;
+    let mut held = Some(held);
+    let result = rollout_locked(
+        core,
+        release,
+        target,
+        out,
+        &opts,
+        deploy_id as u64,
+        &mut held,
+    )
+    .await;
     out.events = outer_events;
     let (status, detail) = match &result {
         Ok(()) => ("succeeded", String::new()),
@@ -159,6 +169,9 @@ pub struct RolloutOptions {
     /// The release command already ran when this release went out (rollback, scale,
     /// restart, stop, start): not again.
     pub skip_release_phase: bool,
+    /// Return once the new release serves; the old processes drain and stop in the
+    /// background, still under the deploy lock (rollback: back fast, clean up after).
+    pub background_tail: bool,
 }
 
 async fn rollout_locked(
@@ -168,6 +181,7 @@ async fn rollout_locked(
     out: &mut Sink,
     opts: &RolloutOptions,
     generation: u64,
+    held: &mut Option<tokio::sync::OwnedMutexGuard<()>>,
 ) -> DeployResult {
     let app = release.app.clone();
     let env = target.env.clone();
@@ -480,25 +494,8 @@ async fn rollout_locked(
         .into_iter()
         .filter(|a| !core.router.upstreams(&key).contains(a))
         .collect();
-    core.router.drain(&stale, Duration::from_secs(30)).await;
-    let mut set = JoinSet::new();
-    for (client, _) in &prepared {
-        let client = client.clone();
-        let body = serde_json::to_vec(&AppRelease {
-            app: app.clone(),
-            release: name.clone(),
-            generation,
-            only: opts.only.iter().cloned().collect(),
-        })
-        .unwrap_or_default();
-        set.spawn(async move {
-            client
-                .call::<serde_json::Value>("retire", Stdin::Bytes(body), None)
-                .await
-        });
-    }
-    while set.join_next().await.is_some() {}
 
+    // From here the new release serves: record it before the old processes go.
     let _ = core.store.set_live(&app, &env, release.version, &names);
     let _ = core
         .store
@@ -520,7 +517,41 @@ async fn rollout_locked(
     {
         keep.push(release_name(p.version, &p.sha256));
     }
-    gc_nodes(core, &prepared, &app, keep).await;
+    let retire = AppRelease {
+        app: app.clone(),
+        release: name.clone(),
+        generation,
+        only: opts.only.iter().cloned().collect(),
+    };
+    let tail = {
+        let (core, prepared) = (core.clone(), prepared.clone());
+        async move {
+            core.router.drain(&stale, Duration::from_secs(30)).await;
+            let mut set = JoinSet::new();
+            let body = serde_json::to_vec(&retire).unwrap_or_default();
+            for (client, _) in &prepared {
+                let (client, body) = (client.clone(), body.clone());
+                set.spawn(async move {
+                    client
+                        .call::<serde_json::Value>("retire", Stdin::Bytes(body), None)
+                        .await
+                });
+            }
+            while set.join_next().await.is_some() {}
+            gc_nodes(&core, &prepared, &retire.app, keep).await;
+        }
+    };
+    match held.take().filter(|_| opts.background_tail) {
+        // The old processes drain and stop after the command returns; the deploy lock goes
+        // with them, so the next rollout of this environment waits for it.
+        Some(guard) => {
+            tokio::spawn(async move {
+                tail.await;
+                drop(guard);
+            });
+        }
+        None => tail.await,
+    }
     out.line(format!(
         "-----> v{} of {app} is live in {env} on {}",
         release.version,

@@ -316,6 +316,20 @@ impl Drop for Server {
         if std::thread::panicking() {
             eprintln!("---- server log ----\n{}", self.log());
         }
+        // The built-in node's processes, found by its instance label (as Agent's drop does).
+        use sha2::Digest;
+        if let Ok(p) = std::fs::canonicalize(self.data.join("node")) {
+            let inst = hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4]);
+            let out = run(Command::new("docker").args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("label=magrathea.instance={inst}"),
+            ]));
+            for id in text(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+        }
     }
 }
 
