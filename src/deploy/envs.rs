@@ -96,7 +96,27 @@ pub fn for_ref(config: &AppConfig, git_ref: &str) -> Vec<EnvTarget> {
 }
 
 /// The app's `magrathea.yml` as cooked into a release (`app/magrathea.yml` in the tarball).
+/// Releases never change once cooked (the file name carries the digest), so each is read
+/// once per controller process: a rollback must not decompress a large tarball again.
 pub fn config_of_release(tarball: &Path) -> AppConfig {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<std::path::PathBuf, AppConfig>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(c) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(tarball) {
+        return c.clone();
+    }
+    let c = read_config_of_release(tarball);
+    if tarball.is_file() {
+        cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(tarball.to_path_buf(), c.clone());
+    }
+    c
+}
+
+fn read_config_of_release(tarball: &Path) -> AppConfig {
     let Ok(f) = std::fs::File::open(tarball) else {
         return AppConfig::default();
     };
