@@ -2,6 +2,7 @@
 //! This module is the only writer of that directory.
 
 pub mod extract;
+pub mod pgzip;
 pub mod tarball;
 
 use std::collections::BTreeMap;

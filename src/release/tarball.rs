@@ -11,7 +11,10 @@
 //! - symlinks are stored as links with their target bytes unchanged and are never followed;
 //!   hard-linked files become independent regular files; sockets, fifos and devices are an
 //!   error ([`ReleaseError::Special`]);
-//! - the gzip header has mtime 0, no file name and OS byte 255.
+//! - the gzip header has mtime 0, no file name and OS byte 255;
+//! - the tar stream is compressed in parallel ([`pgzip`]: fixed-size chunks deflated
+//!   independently on a few threads, written in order as one gzip member), so the bytes do
+//!   not depend on the number of threads or on timing.
 //!
 //! Two digests come out: `sha256` of the `.tar.gz` bytes (what nodes verify before unpacking)
 //! and `tar_sha256` of the uncompressed tar stream, which stays stable if the gzip backend or
@@ -25,7 +28,7 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use flate2::{Compression, GzBuilder};
+use crate::release::pgzip::{self, ParGzEncoder};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
 
@@ -171,6 +174,18 @@ pub fn pack(
     mtime: u64,
     out: &Path,
 ) -> Result<Packed, ReleaseError> {
+    pack_with(slug_dir, manifest, mtime, out, pgzip::Options::default())
+}
+
+/// [`pack`] with explicit compression options. The thread count never changes the bytes;
+/// the level and chunk size do, so releases use [`pgzip::Options::default`].
+pub fn pack_with(
+    slug_dir: &Path,
+    manifest: &[u8],
+    mtime: u64,
+    out: &Path,
+    gz: pgzip::Options,
+) -> Result<Packed, ReleaseError> {
     let meta = fs::metadata(slug_dir).map_err(io_at(slug_dir))?;
     if !meta.is_dir() {
         return Err(ReleaseError::Io {
@@ -191,7 +206,7 @@ pub fn pack(
     let dir = parent_dir(out);
     let (tmp, file) = create_temp_file(dir, out)?;
     let guard = RemoveOnDrop(Some(tmp.clone()));
-    let (packed, file) = write_archive(slug_dir, &items, manifest, mtime, file, &tmp)?;
+    let (packed, file) = write_archive(slug_dir, &items, manifest, mtime, file, &tmp, gz)?;
     file.sync_all().map_err(io_at(&tmp))?;
     drop(file);
     fs::rename(&tmp, out).map_err(io_at(out))?;
@@ -326,7 +341,7 @@ fn archive_name(rel: &Path, dir: bool) -> PathBuf {
     PathBuf::from(OsString::from_vec(name))
 }
 
-type TarSink = BufWriter<Sha256Writer<flate2::write::GzEncoder<Sha256Writer<BufWriter<File>>>>>;
+type TarSink = BufWriter<Sha256Writer<ParGzEncoder<Sha256Writer<BufWriter<File>>>>>;
 
 fn write_archive(
     root: &Path,
@@ -335,11 +350,12 @@ fn write_archive(
     mtime: u64,
     file: File,
     tmp: &Path,
+    opts: pgzip::Options,
 ) -> Result<(Packed, File), ReleaseError> {
     let werr = |e: io::Error| io_at(tmp)(e);
-    let gz = GzBuilder::new().mtime(0).operating_system(255).write(
+    let gz = ParGzEncoder::new(
         Sha256Writer::new(BufWriter::with_capacity(IO_BUF, file)),
-        Compression::new(6),
+        opts,
     );
     let sink: TarSink = BufWriter::with_capacity(IO_BUF, Sha256Writer::new(gz));
     let mut ar = tar::Builder::new(sink);
@@ -713,6 +729,117 @@ mod tests {
         }
         assert!(err.to_string().contains("sub/pipe"));
         assert_eq!(fs::read_dir(&outdir).unwrap().count(), 0);
+    }
+
+    /// A slug spanning many compression chunks: text files, incompressible files, one file
+    /// bigger than a chunk, a symlink and an empty directory.
+    fn big_slug(s: &Path) {
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = |n: usize| -> Vec<u8> {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x as u8
+                })
+                .collect()
+        };
+        for i in 0..40 {
+            let text = format!("fn f{i}() -> u32 {{ {i} }}\n").repeat(200 + i * 37);
+            write(&s.join(format!("src/m{i}.rs")), text.as_bytes(), 0o644);
+        }
+        for i in 0..6 {
+            write(&s.join(format!("bin/b{i}")), &rand(150_000 + i), 0o755);
+        }
+        write(&s.join("big.bin"), &rand(1_300_000), 0o644);
+        symlink("bin/b0", s.join("link")).unwrap();
+        fs::create_dir_all(s.join("empty")).unwrap();
+    }
+
+    #[test]
+    fn bytes_do_not_depend_on_thread_count() {
+        let t = tempfile::tempdir().unwrap();
+        let s = t.path().join("slug");
+        big_slug(&s);
+        for chunk_size in [64 << 10, pgzip::DEFAULT_CHUNK] {
+            let opts = |threads| pgzip::Options {
+                threads,
+                chunk_size,
+                ..pgzip::Options::default()
+            };
+            let one = t.path().join("one.tar.gz");
+            let four = t.path().join("four.tar.gz");
+            let p1 = pack_with(&s, b"{}", 7, &one, opts(1)).unwrap();
+            let p4 = pack_with(&s, b"{}", 7, &four, opts(4)).unwrap();
+            assert_eq!(p1, p4, "chunk {chunk_size}");
+            assert_eq!(fs::read(&one).unwrap(), fs::read(&four).unwrap());
+            assert_eq!(p1.sha256, sha256_file(&one).unwrap());
+            assert_eq!(p1.tar_sha256, sha256_reader(&tar_bytes(&one)[..]).unwrap());
+            assert_eq!(p1.size, fs::metadata(&one).unwrap().len());
+        }
+        // The default (machine-dependent thread count) gives the same bytes too.
+        let one = t.path().join("one.tar.gz");
+        let dflt = t.path().join("default.tar.gz");
+        let p = pack(&s, b"{}", 7, &dflt).unwrap();
+        assert_eq!(p.sha256, sha256_file(&one).unwrap());
+    }
+
+    #[test]
+    fn gnu_tar_reads_a_packed_release() {
+        let t = tempfile::tempdir().unwrap();
+        let s = t.path().join("slug");
+        big_slug(&s);
+        let out = t.path().join("o.tar.gz");
+        let opts = pgzip::Options {
+            chunk_size: 64 << 10,
+            ..pgzip::Options::default()
+        };
+        pack_with(&s, b"{\"v\":1}", 7, &out, opts).unwrap();
+
+        let run = |args: &[&std::ffi::OsStr]| {
+            let o = std::process::Command::new("tar")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(
+                o.status.success(),
+                "tar {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+            o.stdout
+        };
+        let list = run(&["tzf".as_ref(), out.as_os_str()]);
+        let list = String::from_utf8(list).unwrap();
+        assert!(list.starts_with("manifest.json\napp/\n"), "{list}");
+        assert!(list.contains("app/big.bin\n") && list.contains("app/src/m39.rs\n"));
+        let dst = t.path().join("x");
+        fs::create_dir(&dst).unwrap();
+        run(&[
+            "xzf".as_ref(),
+            out.as_os_str(),
+            "-C".as_ref(),
+            dst.as_os_str(),
+        ]);
+        assert_eq!(fs::read(dst.join("manifest.json")).unwrap(), b"{\"v\":1}");
+        for f in ["big.bin", "bin/b5", "src/m0.rs", "src/m39.rs"] {
+            assert_eq!(
+                fs::read(dst.join("app").join(f)).unwrap(),
+                fs::read(s.join(f)).unwrap()
+            );
+        }
+        assert_eq!(
+            fs::read_link(dst.join("app/link")).unwrap(),
+            Path::new("bin/b0")
+        );
+        assert!(dst.join("app/empty").is_dir());
+        // gzip's own integrity check (crc32 and length of the single member).
+        let o = std::process::Command::new("gzip")
+            .arg("-t")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
 
     #[test]
