@@ -198,4 +198,34 @@ fn stop_start_and_permissions() {
     assert_eq!(ids(&of_type(&rows, "web")), ids(&web_before));
     assert_eq!(of_type(&rows, "worker").len(), 1, "{rows:?}");
     assert_eq!(s.get("shop", "/").0, 200);
+
+    // Destroying the app stops it everywhere: no route, no process, no history.
+    let out = s.ok(&s.admin, "apps:destroy shop --confirm shop");
+    assert!(out.contains("destroyed"), "{out}");
+    assert_eq!(s.get("shop", "/").0, 404);
+    let out = s.ssh(&s.admin, "ps shop", None);
+    assert!(!out.status.success());
+    let left = run(std::process::Command::new("docker").args([
+        "ps",
+        "-q",
+        "--filter",
+        "label=magrathea.app=shop",
+        "--filter",
+        &format!("name=mg-{}", node_instance(&s)),
+    ]));
+    assert_eq!(text(&left.stdout).trim(), "", "processes left behind");
+    // The name can be used again, from scratch.
+    let dir = repo(&s.dir.path().join("again"));
+    std::fs::write(dir.join("Procfile"), PROCFILE).unwrap();
+    commit(&dir, "README", "again", "again");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("shop"), "main"]);
+    assert!(s.ok(&s.admin, "releases shop").contains("v1"));
+    assert_eq!(s.get("shop", "/").0, 200);
+}
+
+/// The built-in node's instance id (its containers are named `mg-<instance>-...`).
+fn node_instance(s: &Server) -> String {
+    use sha2::Digest;
+    let p = std::fs::canonicalize(s.data.join("node")).unwrap();
+    hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4])
 }

@@ -52,12 +52,88 @@ pub fn info(core: &Arc<Core>, name: &str, json: bool) -> CmdResult {
     ))
 }
 
-pub fn destroy(core: &Arc<Core>, name: &str, confirm: Option<&str>) -> CmdResult {
+/// Stops the app everywhere it runs (routes first, then its processes and unpacked releases
+/// on every node), then deletes it. A node that cannot be cleaned stops the destroy before
+/// anything is deleted, so it can be retried.
+pub async fn destroy(
+    core: &Arc<Core>,
+    name: &str,
+    confirm: Option<&str>,
+    out: &mut crate::build::Sink,
+) -> CmdResult {
+    use crate::node::client::Stdin;
+    use crate::node::proto::{AppRelease, GcReq};
     if confirm != Some(name) {
         return Err(CmdError::Invalid(format!(
             "destroying '{name}' deletes its repository; repeat with --confirm {name}"
         )));
     }
+    if core.store.app(name)?.is_none() {
+        return Err(CmdError::Invalid(format!("app '{name}' does not exist")));
+    }
+    let lives: Vec<_> = core
+        .store
+        .all_live()?
+        .into_iter()
+        .filter(|l| l.app == name)
+        .collect();
+    let nodes = core.all_nodes()?;
+    let mut held = vec![];
+    for l in &lives {
+        held.push(core.deploy_lock(name, &l.env).lock_owned().await);
+    }
+    for l in &lives {
+        core.router
+            .remove_app(&crate::deploy::route_key(name, &l.env));
+        for n in nodes.iter().filter(|n| l.nodes.contains(&n.name)) {
+            let client = core.node_client(n);
+            // An empty release name matches no process: every one of the app's stops.
+            let stop = AppRelease {
+                app: name.to_string(),
+                release: String::new(),
+                generation: 0,
+                only: vec![],
+            };
+            let gc = GcReq {
+                app: name.to_string(),
+                keep: vec![],
+            };
+            let r = async {
+                client
+                    .call::<serde_json::Value>(
+                        "retire",
+                        Stdin::Bytes(serde_json::to_vec(&stop).unwrap_or_default()),
+                        None,
+                    )
+                    .await?;
+                client
+                    .call::<serde_json::Value>(
+                        "gc",
+                        Stdin::Bytes(serde_json::to_vec(&gc).unwrap_or_default()),
+                        None,
+                    )
+                    .await
+            }
+            .await;
+            match r {
+                Ok(_) => {
+                    out.line(format!("-----> {}: {name} stopped in {}", n.name, l.env))
+                        .await
+                }
+                Err(e) => {
+                    return Err(CmdError::Invalid(format!(
+                        "{e}; '{name}' was not destroyed (its routes are off; retry when the node is back)"
+                    )))
+                }
+            }
+        }
+    }
     core.destroy_app(name)?;
+    let log = crate::eventlog::path(&core.data.logs(), name);
+    let _ = std::fs::remove_file(&log);
+    let mut rotated = log.into_os_string();
+    rotated.push(".1");
+    let _ = std::fs::remove_file(rotated);
+    drop(held);
     Ok(format!("destroyed app '{name}'\n"))
 }

@@ -430,6 +430,7 @@ impl Cmd {
                 | Cmd::NodesInfo { .. }
                 | Cmd::ConfigSet { .. }
                 | Cmd::ConfigUnset { .. }
+                | Cmd::AppsDestroy { .. }
                 | Cmd::Ps { .. }
                 | Cmd::Scale { .. }
                 | Cmd::Restart { .. }
@@ -630,6 +631,9 @@ pub async fn execute_streaming(
                 logs::logs(core, a, out).await
             }
             Cmd::Ps { app, env, json } => ps::ps(core, &app, &env, json).await,
+            Cmd::AppsDestroy { name, confirm } => {
+                apps::destroy(core, &name, confirm.as_deref(), out).await
+            }
             Cmd::Scale { app, counts, env } => {
                 ps::scale(core, &who.name, &app, &counts, &env, out).await
             }
@@ -681,7 +685,6 @@ fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
         Apps { json } => apps::list(core, who, json),
         AppsCreate { name } => apps::create(core, who, &name),
         AppsInfo { name, json } => apps::info(core, &name, json),
-        AppsDestroy { name, confirm } => apps::destroy(core, &name, confirm.as_deref()),
         Keys { json } => keys::list(core, json),
         KeysAdd { name, role } => keys::add(core, &name, &role, stdin),
         KeysRemove { name } => keys::remove(core, &name),
@@ -711,6 +714,7 @@ fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
         | Logs { .. }
         | ConfigSet { .. }
         | ConfigUnset { .. }
+        | AppsDestroy { .. }
         | Ps { .. }
         | Scale { .. }
         | Restart { .. }

@@ -218,6 +218,8 @@ impl Store {
         let tx = c.transaction()?;
         tx.execute("DELETE FROM releases WHERE app=?1", [app])?;
         tx.execute("DELETE FROM builds WHERE app=?1", [app])?;
+        tx.execute("DELETE FROM live WHERE app=?1", [app])?;
+        tx.execute("DELETE FROM deploys WHERE app=?1", [app])?;
         tx.commit()?;
         Ok(())
     }
