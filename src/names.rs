@@ -22,6 +22,26 @@ pub fn valid(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
+/// A node's name for one environment of an app: `app` (production) or `app.env`, each part
+/// in the app grammar. The dot can never appear in an app name, so two apps never collide.
+pub fn valid_node_app(name: &str) -> bool {
+    match name.split_once('.') {
+        Some((app, env)) => valid(app) && valid(env),
+        None => valid(name),
+    }
+}
+
+pub fn check_node_app(name: &str) -> Result<&str, InvalidName> {
+    if valid_node_app(name) {
+        Ok(name)
+    } else {
+        Err(InvalidName {
+            kind: "app",
+            name: name.chars().filter(|c| !c.is_control()).take(60).collect(),
+        })
+    }
+}
+
 pub fn check<'a>(kind: &'static str, name: &'a str) -> Result<&'a str, InvalidName> {
     if valid(name) {
         Ok(name)
@@ -87,6 +107,26 @@ pub fn valid_tag_pattern(p: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_app_names() {
+        for ok in ["shop", "shop.staging", "a.b"] {
+            assert!(valid_node_app(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            ".",
+            "shop.",
+            ".staging",
+            "a.b.c",
+            "shop/../x",
+            "Shop.staging",
+            "a;b.c",
+        ] {
+            assert!(!valid_node_app(bad), "{bad}");
+            assert!(check_node_app(bad).is_err());
+        }
+    }
 
     #[test]
     fn grammar() {

@@ -258,10 +258,10 @@ fn environments_select_nodes_and_deploy_promotes() {
 }
 
 #[test]
-fn two_environments_of_one_app_never_share_a_node() {
+fn two_environments_of_one_app_share_a_node_without_touching_each_other() {
     let s = Server::start();
     let dir = web_repo(&s.dir.path().join("src"), "hello\n", WEB);
-    // No selectors: both environments would land on the one (local) node.
+    // No selectors: both environments land on the one (built-in) node.
     std::fs::write(
         dir.join("magrathea.yml"),
         "environments:\n  staging: { branch: main }\n  production: { tags: \"v*\" }\n",
@@ -270,18 +270,32 @@ fn two_environments_of_one_app_never_share_a_node() {
     set_body(&dir, "staging\n");
     s.git_ok(&s.admin, &dir, &["push", &s.url("site"), "main"]);
     assert_eq!(s.get("site-staging", "/"), (200, "staging\n".to_string()));
+    set_body(&dir, "prod\n");
     git_local(&dir, &["tag", "v1"]);
     let out = s.git(&s.admin, &dir, &["push", &s.url("site"), "v1"]);
-    assert!(!out.status.success(), "production replaced staging");
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("staging environment already runs on node local"),
-        "{err}"
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s.get("site", "/"), (200, "prod\n".to_string()));
+    assert_eq!(s.get("site-staging", "/"), (200, "staging\n".to_string()));
+    // Each has its own processes, releases and data dir on the node.
+    for env in ["production", "staging"] {
+        let ps: serde_json::Value =
+            serde_json::from_str(&s.ok(&s.admin, &format!("ps site --env {env} --json"))).unwrap();
+        assert_eq!(ps.as_array().unwrap().len(), 1, "{env}: {ps}");
+    }
+    assert!(s.data.join("node/apps/site/data").is_dir());
+    assert!(s.data.join("node/apps/site.staging/data").is_dir());
+    // A staging deploy leaves production alone, and the reverse.
+    set_body(&dir, "staging 2\n");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("site"), "main"]);
+    assert_eq!(s.get("site-staging", "/"), (200, "staging 2\n".to_string()));
+    assert_eq!(s.get("site", "/"), (200, "prod\n".to_string()));
+    s.ok(&s.admin, "restart site");
+    assert_eq!(s.get("site-staging", "/"), (200, "staging 2\n".to_string()));
+    let out = s.ok(
+        &s.admin,
+        "run site --env staging -- sh -c 'echo $MAGRATHEA_APP $MAGRATHEA_ENV'",
     );
-    assert_eq!(s.get("site-staging", "/"), (200, "staging\n".to_string()));
-    let out = s.ssh(&s.admin, "deploy site v1 --env production", None);
-    assert!(!out.status.success());
-    assert_eq!(s.get("site-staging", "/"), (200, "staging\n".to_string()));
+    assert_eq!(out.trim(), "site staging");
 }
 
 fn node_data(a: &Agent, app: &str, file: &str) -> String {

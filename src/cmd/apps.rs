@@ -88,14 +88,15 @@ pub async fn destroy(
         for n in nodes.iter().filter(|n| l.nodes.contains(&n.name)) {
             let client = core.node_client(n);
             // An empty release name matches no process: every one of the app's stops.
+            let napp = crate::deploy::node_app(name, &l.env);
             let stop = AppRelease {
-                app: name.to_string(),
+                app: napp.clone(),
                 release: String::new(),
                 generation: 0,
                 only: vec![],
             };
             let gc = GcReq {
-                app: name.to_string(),
+                app: napp,
                 keep: vec![],
             };
             let r = async {

@@ -166,7 +166,7 @@ pub async fn prepare(core: &Arc<Core>, cmd: Cmd, pty: bool) -> Result<Session, C
                 process.as_deref().unwrap_or("web.1")
             );
             let req = ShellReq {
-                app,
+                app: crate::deploy::node_app(&app, &env),
                 release: live.release,
                 process,
             };
@@ -186,7 +186,7 @@ pub async fn prepare(core: &Arc<Core>, cmd: Cmd, pty: bool) -> Result<Session, C
             let env_vars = run_env(core, &app, &env, &live).await?;
             let detail = format!("node {}, v{}", n.name, live.version);
             let req = RunReq {
-                app,
+                app: crate::deploy::node_app(&app, &env),
                 release: live.release,
                 image: live.manifest.stack_image.clone(),
                 argv: command,

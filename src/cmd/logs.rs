@@ -191,7 +191,7 @@ pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
     }
 
     let req = LogsReq {
-        app: app.clone(),
+        app: crate::deploy::node_app(&app, &a.env),
         tail: n,
         follow: a.follow,
         process: a.process.clone(),

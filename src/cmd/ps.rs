@@ -75,7 +75,7 @@ pub async fn ps(core: &Arc<Core>, app: &str, env: &str, json: bool) -> CmdResult
                 continue;
             }
         };
-        let Some(a) = status.apps.get(app) else {
+        let Some(a) = status.apps.get(&crate::deploy::node_app(app, env)) else {
             continue;
         };
         for p in &a.processes {

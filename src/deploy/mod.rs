@@ -41,6 +41,17 @@ pub fn route_key(app: &str, env: &str) -> String {
     }
 }
 
+/// The name a node knows one environment of an app by: `app` for production, `app.env`
+/// otherwise (a dot never appears in an app name, so names never collide). Each has its own
+/// releases, `current`, processes and data dir on the node.
+pub fn node_app(app: &str, env: &str) -> String {
+    if env == "production" {
+        app.to_string()
+    } else {
+        format!("{app}.{env}")
+    }
+}
+
 /// How many processes of a type an environment runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Count {
@@ -185,6 +196,8 @@ async fn rollout_locked(
 ) -> DeployResult {
     let app = release.app.clone();
     let env = target.env.clone();
+    // What the nodes call this app in this environment.
+    let napp = node_app(&app, &env);
     let name = release_name(release.version, &release.sha256);
     let manifest: Manifest =
         serde_json::from_str(&release.manifest).map_err(|e| format!("bad manifest: {e}"))?;
@@ -200,21 +213,6 @@ async fn rollout_locked(
         return Err(m);
     }
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
-    // A node runs one environment of an app: processes, `current` and data dir are per app
-    // there, so a second environment on the same node would replace the first.
-    for other in core.store.all_live().map_err(|e| e.to_string())? {
-        if other.app != app || other.env == env {
-            continue;
-        }
-        if let Some(n) = other.nodes.iter().find(|n| names.contains(n)) {
-            let m = format!(
-                "{app}'s {} environment already runs on node {n}; give {env} other nodes with a `nodes:` selector in magrathea.yml",
-                other.env
-            );
-            out.line(format!(" !     {m}")).await;
-            return Err(m);
-        }
-    }
     out.line(format!(
         "-----> Deploying v{} of {app} to {env} on {}",
         release.version,
@@ -256,7 +254,7 @@ async fn rollout_locked(
             (t.clone(), c)
         })
         .collect();
-    let free = free_slots(core, &nodes, &app, &counts).await?;
+    let free = free_slots(core, &nodes, &napp, &counts).await?;
     let placement = match place(&counts, &free) {
         Ok(p) => p,
         Err(e) => {
@@ -289,7 +287,7 @@ async fn rollout_locked(
         let mut env_vars: BTreeMap<String, String> = vars.clone();
         env_vars.insert("GIT_REV".into(), release.git_sha.clone());
         let req = PrepareReq {
-            app: app.clone(),
+            app: napp.clone(),
             release: name.clone(),
             image: manifest.stack_image.clone(),
             processes,
@@ -335,7 +333,7 @@ async fn rollout_locked(
         .map(|p| format!("v{} still serves", p.version))
         .unwrap_or_else(|| "nothing was running before".into());
     if !failed.is_empty() || out.closed() {
-        abort_all(&prepared, &app, &name, generation).await;
+        abort_all(&prepared, &napp, &name, generation).await;
         let why = failed
             .first()
             .cloned()
@@ -360,7 +358,7 @@ async fn rollout_locked(
         ))
         .await;
         let req = ReleasePhaseReq {
-            app: app.clone(),
+            app: napp.clone(),
             release: name.clone(),
             image: manifest.stack_image.clone(),
             command: cmd.clone(),
@@ -392,7 +390,7 @@ async fn rollout_locked(
             // Whatever the command wrote before failing is undone: the data dir goes back to
             // the snapshot taken just before it ran.
             let body = serde_json::to_vec(&SnapshotReq {
-                app: app.clone(),
+                app: napp.clone(),
                 label: format!("before-v{}", release.version),
                 if_exists: false,
             })
@@ -413,7 +411,7 @@ async fn rollout_locked(
                         .await
                 }
             }
-            abort_all(&prepared, &app, &name, generation).await;
+            abort_all(&prepared, &napp, &name, generation).await;
             out.line(format!(" !     deploy aborted on every node; {still}"))
                 .await;
             return Err(e);
@@ -425,7 +423,7 @@ async fn rollout_locked(
     for (client, _) in &prepared {
         let client = client.clone();
         let body = serde_json::to_vec(&AppRelease {
-            app: app.clone(),
+            app: napp.clone(),
             release: name.clone(),
             generation,
             only: vec![],
@@ -455,7 +453,7 @@ async fn rollout_locked(
         for (c, prev) in &switched {
             if let Some(prev) = prev {
                 let body = serde_json::to_vec(&AppRelease {
-                    app: app.clone(),
+                    app: napp.clone(),
                     release: prev.clone(),
                     generation: 0,
                     only: vec![],
@@ -466,7 +464,7 @@ async fn rollout_locked(
                     .await;
             }
         }
-        abort_all(&prepared, &app, &name, generation).await;
+        abort_all(&prepared, &napp, &name, generation).await;
         out.line(format!(" !     switched nodes were switched back; {still}"))
             .await;
         return Err(e);
@@ -518,13 +516,13 @@ async fn rollout_locked(
         keep.push(release_name(p.version, &p.sha256));
     }
     let retire = AppRelease {
-        app: app.clone(),
+        app: napp.clone(),
         release: name.clone(),
         generation,
         only: opts.only.iter().cloned().collect(),
     };
     let tail = {
-        let (core, prepared) = (core.clone(), prepared.clone());
+        let (core, prepared, app) = (core.clone(), prepared.clone(), app.clone());
         async move {
             core.router.drain(&stale, Duration::from_secs(30)).await;
             let mut set = JoinSet::new();
@@ -538,7 +536,7 @@ async fn rollout_locked(
                 });
             }
             while set.join_next().await.is_some() {}
-            gc_nodes(&core, &prepared, &retire.app, keep).await;
+            gc_nodes(&core, &prepared, &app, &retire.app, keep).await;
         }
     };
     match held.take().filter(|_| opts.background_tail) {
@@ -689,6 +687,7 @@ async fn gc_nodes(
     core: &Arc<Core>,
     prepared: &[(NodeClient, PrepareReply)],
     app: &str,
+    napp: &str,
     mut keep: Vec<String>,
 ) {
     let recent: Vec<String> = core
@@ -706,7 +705,7 @@ async fn gc_nodes(
     for (client, _) in prepared {
         let client = client.clone();
         let body = serde_json::to_vec(&GcReq {
-            app: app.to_string(),
+            app: napp.to_string(),
             keep: keep.clone(),
         })
         .unwrap_or_default();
@@ -749,7 +748,7 @@ pub async fn restore_routes(core: &Arc<Core>) {
             if !l.nodes.contains(&n.name) {
                 continue;
             }
-            if let Some(a) = s.apps.get(&l.app) {
+            if let Some(a) = s.apps.get(&node_app(&l.app, &l.env)) {
                 for p in a
                     .processes
                     .iter()

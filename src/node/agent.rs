@@ -354,7 +354,7 @@ async fn status(ctx: &AgentCtx) -> Result<StatusReply, String> {
     if let Ok(rd) = std::fs::read_dir(&apps_dir) {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if !crate::names::valid(&name) {
+            if !crate::names::valid_node_app(&name) {
                 continue;
             }
             reply.apps.insert(
@@ -527,7 +527,7 @@ async fn stop_where(
     app: &str,
     pick: impl Fn(&runtime::ProcInfo) -> bool,
 ) -> Result<Value, String> {
-    crate::names::check("app", app).map_err(|e| e.to_string())?;
+    crate::names::check_node_app(app).map_err(|e| e.to_string())?;
     let docker = ctx.docker().await?;
     let procs = runtime::list(docker, &ctx.instance, Some(app))
         .await

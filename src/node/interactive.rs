@@ -359,7 +359,7 @@ pub fn pick_process<'a>(procs: &'a [ProcInfo], want: Option<&str>) -> Option<&'a
 }
 
 async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> Result<u32, String> {
-    crate::names::check("app", &req.app).map_err(|e| e.to_string())?;
+    crate::names::check_node_app(&req.app).map_err(|e| e.to_string())?;
     let Some(pty) = pty else {
         return Err("shell needs a terminal; use ssh -t".into());
     };

@@ -136,7 +136,7 @@ impl NodeRoot {
     /// `<root>/apps/<app>`. Panics on an invalid app name: callers check names first (every
     /// method below does), so reaching here with one is a bug, never user input.
     pub fn app_dir(&self, app: &str) -> PathBuf {
-        assert!(names::valid(app), "unchecked app name {app:?}");
+        assert!(names::valid_node_app(app), "unchecked app name {app:?}");
         self.root.join("apps").join(app)
     }
 
@@ -169,7 +169,7 @@ impl NodeRoot {
     /// process can write to it. An existing dir is left as it is: the app may have set its
     /// own modes.
     pub fn ensure_data_dir(&self, app: &str) -> Result<PathBuf, NodeError> {
-        names::check("app", app)?;
+        names::check_node_app(app)?;
         let data = self.data_dir(app);
         if fs::symlink_metadata(&data).is_ok() {
             return Ok(data);
@@ -202,7 +202,9 @@ impl NodeRoot {
     }
 
     pub fn has_release(&self, app: &str, name: &str) -> bool {
-        names::valid(app) && check_release(name).is_ok() && self.release_dir(app, name).is_dir()
+        names::valid_node_app(app)
+            && check_release(name).is_ok()
+            && self.release_dir(app, name).is_dir()
     }
 
     /// Streams a release tarball from `src` into a temp file under the app dir, hashing while
@@ -217,7 +219,7 @@ impl NodeRoot {
         sha256: &str,
         mut src: impl Read,
     ) -> Result<u64, NodeError> {
-        names::check("app", app)?;
+        names::check_node_app(app)?;
         check_release(name)?;
         let sha256 = check_sha256(sha256)?;
         if !name.ends_with(&sha256[..12]) {
@@ -269,7 +271,7 @@ impl NodeRoot {
 
     /// `releases/<name>/manifest.json`, parsed.
     pub fn manifest(&self, app: &str, name: &str) -> Result<serde_json::Value, NodeError> {
-        names::check("app", app)?;
+        names::check_node_app(app)?;
         check_release(name)?;
         if !self.has_release(app, name) {
             return Err(self.no_release(app, name));
@@ -286,7 +288,7 @@ impl NodeRoot {
 
     /// The release `current` points at, if it points at a well-formed release name.
     pub fn current(&self, app: &str) -> Option<String> {
-        if !names::valid(app) {
+        if !names::valid_node_app(app) {
             return None;
         }
         let target = fs::read_link(self.app_dir(app).join("current")).ok()?;
@@ -299,7 +301,7 @@ impl NodeRoot {
     /// the old one (rename(2) replaces in one step, so readers see the old or the new
     /// release, never none). The target is relative so the node root can be moved.
     pub fn switch(&self, app: &str, name: &str) -> Result<(), NodeError> {
-        names::check("app", app)?;
+        names::check_node_app(app)?;
         check_release(name)?;
         if !self.has_release(app, name) {
             return Err(self.no_release(app, name));
@@ -317,7 +319,7 @@ impl NodeRoot {
 
     /// Unpacked release names, oldest first (by version number).
     pub fn releases(&self, app: &str) -> Vec<String> {
-        if !names::valid(app) {
+        if !names::valid_node_app(app) {
             return vec![];
         }
         let Ok(rd) = fs::read_dir(self.app_dir(app).join("releases")) else {
@@ -338,7 +340,7 @@ impl NodeRoot {
     /// every release a process still runs from: its files vanish from the mount otherwise.
     /// Returns the removed names, oldest first.
     pub fn gc(&self, app: &str, keep: &[String]) -> Result<Vec<String>, NodeError> {
-        names::check("app", app)?;
+        names::check_node_app(app)?;
         let current = self.current(app);
         let mut removed = vec![];
         for name in self.releases(app) {
@@ -360,7 +362,7 @@ impl NodeRoot {
     /// place. An existing snapshot of that label is replaced: a retried deploy reuses its
     /// label, and nodes have no other way to clear one.
     pub fn snapshot_data(&self, app: &str, label: &str) -> Result<(), NodeError> {
-        names::check("app", app)?;
+        names::check_node_app(app)?;
         names::check("snapshot", label)?;
         let dst = self.snapshot_dir(app, label);
         let data = self.ensure_data_dir(app)?;
@@ -378,7 +380,7 @@ impl NodeRoot {
     /// so `data` is always either the old tree or the restored one. Stop the app's processes
     /// first: a running container keeps the old dir mounted.
     pub fn restore_data(&self, app: &str, label: &str) -> Result<(), NodeError> {
-        names::check("app", app)?;
+        names::check_node_app(app)?;
         names::check("snapshot", label)?;
         let snap = self.snapshot_dir(app, label);
         if !snap.is_dir() {
@@ -398,7 +400,7 @@ impl NodeRoot {
 
     /// Snapshot labels of `app`, sorted.
     pub fn snapshots(&self, app: &str) -> Vec<String> {
-        if !names::valid(app) {
+        if !names::valid_node_app(app) {
             return vec![];
         }
         let Ok(rd) = fs::read_dir(self.app_dir(app).join("snapshots")) else {
@@ -415,7 +417,7 @@ impl NodeRoot {
 
     /// Removes snapshot `label`; Ok if it does not exist.
     pub fn remove_snapshot(&self, app: &str, label: &str) -> Result<(), NodeError> {
-        names::check("app", app)?;
+        names::check_node_app(app)?;
         names::check("snapshot", label)?;
         let dir = self.snapshot_dir(app, label);
         if fs::symlink_metadata(&dir).is_err() {

@@ -230,7 +230,7 @@ fn labels_of(labels: &HashMap<String, String>) -> Option<Labels> {
     let app = get("magrathea.app")?;
     let logs = get(L_LOGS).map(PathBuf::from).filter(|p| {
         // Our own label, but check it points where an app's log dir is.
-        crate::names::valid(&app)
+        crate::names::valid_node_app(&app)
             && p.is_absolute()
             && p.ends_with(Path::new("apps").join(&app).join("logs"))
     });
@@ -344,7 +344,7 @@ pub async fn serve(
     let mut out = tx.make_writer();
     let result = match serde_json::from_slice::<LogsReq>(&buf) {
         Err(e) => Err(format!("bad request: {e}")),
-        Ok(req) => match (crate::names::check("app", &req.app), docker) {
+        Ok(req) => match (crate::names::check_node_app(&req.app), docker) {
             (Err(e), _) => Err(e.to_string()),
             (_, Err(e)) => Err(e),
             (Ok(_), Ok(docker)) => {

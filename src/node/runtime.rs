@@ -560,7 +560,7 @@ impl Drop for RemoveOnDrop {
 /// absolute, as Docker bind mounts need.
 fn prepare(root: &NodeRoot, spec: &ProcessSpec) -> Result<(PathBuf, PathBuf), NodeError> {
     check_instance(&spec.instance)?;
-    names::check("app", &spec.app)?;
+    names::check_node_app(&spec.app)?;
     check_release(&spec.release)?;
     names::check("process type", &spec.ptype)?;
     if spec.command.trim().is_empty() || spec.command.contains('\0') {
@@ -656,10 +656,16 @@ fn env(spec: &ProcessSpec) -> Result<Vec<String>, NodeError> {
         }
         out.push(format!("{k}={v}"));
     }
+    // `shop.staging` on the node: the app and its environment, as the app knows them.
+    let (app, env) = spec
+        .app
+        .split_once('.')
+        .unwrap_or((&spec.app, "production"));
     out.extend([
         "HOME=/app".to_string(),
         "DATA_DIR=/data".to_string(),
-        format!("MAGRATHEA_APP={}", spec.app),
+        format!("MAGRATHEA_APP={app}"),
+        format!("MAGRATHEA_ENV={env}"),
         format!("MAGRATHEA_RELEASE={}", spec.release),
         format!("MAGRATHEA_PROCESS={}.{}", spec.ptype, spec.index),
         format!("MAGRATHEA_CMD={}", spec.command),
