@@ -124,7 +124,7 @@ fn logs_keep_the_previous_release_and_tag_every_line() {
 #[test]
 fn logs_follow_across_a_deploy_and_stop_with_the_client() {
     let s = Server::start();
-    let n1 = one_node(&s);
+    let mut n1 = one_node(&s);
     let dir = app_repo(&s.dir.path().join("src"));
     s.git_ok(&s.admin, &dir, &["push", &s.url("logfollow"), "main"]);
 
@@ -179,6 +179,28 @@ fn logs_follow_across_a_deploy_and_stop_with_the_client() {
         after.iter().any(|l| l.contains(" n1 web.1 v2: ")),
         "request not followed: {after:?}"
     );
+
+    // The node's agent restarts (its processes keep running): the follower reconnects and
+    // picks up new output, without repeating what it already sent.
+    n1.restart();
+    let before = seen.lock().unwrap().len();
+    let start = Instant::now();
+    loop {
+        assert_eq!(s.get("logfollow", "/").0, 200);
+        if seen.lock().unwrap()[before..]
+            .iter()
+            .any(|l| l.contains(" n1 web.1 v2: "))
+        {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "nothing followed after the node restarted:\n{}\nserver log:\n{}",
+            seen.lock().unwrap().join("\n"),
+            s.log()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // The client goes away: the stream stops and leaves nothing behind.
     let running = containers(&n1.root);
