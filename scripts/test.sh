@@ -11,6 +11,9 @@ bash scripts/stack-tiny.sh >/dev/null
 bash scripts/stack-bookworm.sh >/dev/null
 
 cargo build --all-targets --locked 2>&1 | tail -n 3
+# Style gates: formatting and lints are part of the suite.
+cargo fmt --check
+cargo clippy --all-targets --locked -- -D warnings 2>&1 | tail -n 3
 if cargo nextest --version >/dev/null 2>&1; then
     cargo nextest run --locked --no-fail-fast "$@"
 else
