@@ -1,5 +1,11 @@
-//! The controller's side of the agent protocol: one SSH connection per call, the node's host
-//! key pinned at `nodes:add` (first contact) and checked on every call after.
+//! The controller's side of the agent protocol, the node's host key pinned at `nodes:add`
+//! (first contact) and checked on every connection after.
+//!
+//! A `NodeClient` and its clones share one authenticated SSH connection and run each `call`
+//! on a channel of its own (the agent takes up to 16 at once), so a rollout pays one
+//! handshake per node rather than one per verb. The connection is opened on first use,
+//! replaced when it broke (the node restarted), and goes away with the last clone.
+//! `call_lines` and `interactive` keep a connection of their own (see there); `probe` too.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -7,7 +13,7 @@ use std::time::Duration;
 
 use russh::client;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
-use russh::ChannelMsg;
+use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
@@ -39,7 +45,19 @@ pub struct NodeClient {
     /// None only on first contact (`nodes:add`).
     pinned: Option<String>,
     timeout: Duration,
+    /// The connection this client and its clones share. Locked only to look at it or to
+    /// connect, so parallel calls wait for one handshake instead of each making their own,
+    /// then open their channels on it side by side.
+    conn: Arc<tokio::sync::Mutex<Option<Conn>>>,
 }
+
+/// An authenticated connection. Calls hold it (the `Arc`) while their channel is open; it
+/// closes when the cache and every call have let go of it.
+type Conn = Arc<client::Handle<Check>>;
+
+/// How long opening a channel on a live connection may take; past it the connection is
+/// taken for dead and replaced.
+const CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the user sends into an interactive session.
 #[derive(Debug)]
@@ -91,6 +109,7 @@ impl NodeClient {
             key,
             pinned,
             timeout: Duration::from_secs(600),
+            conn: Arc::default(),
         }
     }
 
@@ -160,6 +179,44 @@ impl NodeClient {
         Ok(h)
     }
 
+    /// The shared connection: the cached one if it is still open (and is not `broken`),
+    /// else a new one, which replaces it in the cache. `true` when it was just made.
+    async fn shared(&self, broken: Option<&Conn>) -> Result<(Conn, bool), NodeCallError> {
+        let mut slot = self.conn.lock().await;
+        if let Some(c) = slot.as_ref() {
+            if !c.is_closed() && !broken.is_some_and(|b| Arc::ptr_eq(b, c)) {
+                return Ok((c.clone(), false));
+            }
+        }
+        // Drop the dead one first: nothing is gained by keeping it while connecting.
+        *slot = None;
+        let c = Arc::new(self.connect(Arc::new(Mutex::new(None))).await?);
+        *slot = Some(c.clone());
+        Ok((c, true))
+    }
+
+    async fn open_on(&self, conn: &Conn) -> Result<russh::Channel<client::Msg>, NodeCallError> {
+        match tokio::time::timeout(CHANNEL_OPEN_TIMEOUT, conn.channel_open_session()).await {
+            Err(_) => Err(self.unreachable("opening a channel timed out")),
+            Ok(r) => r.map_err(|e| self.unreachable(e)),
+        }
+    }
+
+    /// A new channel on the shared connection. When the cached connection cannot open one
+    /// (the node restarted, the network dropped it), it is dropped and the channel is
+    /// opened on a new connection, once.
+    async fn channel(&self) -> Result<(Conn, russh::Channel<client::Msg>), NodeCallError> {
+        let (conn, fresh) = self.shared(None).await?;
+        match self.open_on(&conn).await {
+            Ok(ch) => return Ok((conn, ch)),
+            Err(e) if fresh => return Err(e),
+            Err(_) => {}
+        }
+        let (conn, _) = self.shared(Some(&conn)).await?;
+        let ch = self.open_on(&conn).await?;
+        Ok((conn, ch))
+    }
+
     /// Run one verb. Progress lines (stderr) go to `progress`; the JSON reply is parsed.
     pub async fn call<T: DeserializeOwned>(
         &self,
@@ -167,10 +224,7 @@ impl NodeClient {
         stdin: Stdin,
         progress: Option<mpsc::Sender<String>>,
     ) -> Result<T, NodeCallError> {
-        let fut = self.call_raw(command, stdin, progress);
-        let (code, out, err) = tokio::time::timeout(self.timeout, fut)
-            .await
-            .map_err(|_| self.unreachable(format!("'{command}' timed out")))??;
+        let (code, out, err) = self.call_raw(command, stdin, progress).await?;
         if code != 0 {
             let doc: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
             let msg = doc["error"]
@@ -192,6 +246,10 @@ impl NodeClient {
     /// as it arrives, with no overall timeout. Ends when the node closes the channel, or as
     /// soon as `lines`' receiver is dropped: the connection is then closed, which is how the
     /// node learns to stop.
+    ///
+    /// On a connection of its own, not the shared one: `lines` waits for a reader that may
+    /// be slow (a user's terminal), and while this channel is not read, russh stops reading
+    /// the whole connection, which would stall a rollout's calls to the node.
     pub async fn call_lines(
         &self,
         command: &str,
@@ -259,7 +317,7 @@ impl NodeClient {
     /// user's bytes, EOF, window changes) goes to the node and its output to `output`, both
     /// as they come, with no overall timeout. Returns the remote exit status. When `input`
     /// closes first (the user went away) the connection is dropped, which ends the session
-    /// on the node.
+    /// on the node. On a connection of its own, like `call_lines` and for the same reason.
     pub async fn interactive(
         &self,
         verb: &str,
@@ -330,23 +388,49 @@ impl NodeClient {
         code.ok_or_else(|| self.unreachable("the session ended without an exit status"))
     }
 
+    /// One verb on a channel of the shared connection, within `self.timeout` overall.
+    /// Returns the exit status, stdout and stderr.
     async fn call_raw(
         &self,
         command: &str,
         stdin: Stdin,
         progress: Option<mpsc::Sender<String>>,
     ) -> Result<(u32, Vec<u8>, String), NodeCallError> {
-        let h = self.connect(Arc::new(Mutex::new(None))).await?;
-        let mut ch = h
-            .channel_open_session()
+        let timed_out = || self.unreachable(format!("'{command}' timed out"));
+        let deadline = tokio::time::Instant::now() + self.timeout;
+        let (_conn, ch) = tokio::time::timeout_at(deadline, self.channel())
             .await
-            .map_err(|e| self.unreachable(e))?;
-        ch.exec(true, command)
+            .map_err(|_| timed_out())??;
+        let (mut rx, tx) = ch.split();
+        let exchange = self.exchange(&mut rx, &tx, command, stdin, progress);
+        let r = match tokio::time::timeout_at(deadline, exchange).await {
+            Ok(r) => r,
+            Err(_) => Err(timed_out()),
+        };
+        if r.is_err() {
+            // End this verb's channel (the node may still wait for its stdin), not the
+            // connection other calls share. Not reading it any more first, so that the
+            // connection cannot wait on it.
+            drop(rx);
+            let _ = tokio::time::timeout(CHANNEL_OPEN_TIMEOUT, tx.close()).await;
+        }
+        r
+    }
+
+    async fn exchange(
+        &self,
+        rx: &mut ChannelReadHalf,
+        tx: &ChannelWriteHalf<client::Msg>,
+        command: &str,
+        stdin: Stdin,
+        progress: Option<mpsc::Sender<String>>,
+    ) -> Result<(u32, Vec<u8>, String), NodeCallError> {
+        tx.exec(true, command)
             .await
             .map_err(|e| self.unreachable(e))?;
         match stdin {
             Stdin::Empty => {}
-            Stdin::Bytes(b) => ch.data(&b[..]).await.map_err(|e| self.unreachable(e))?,
+            Stdin::Bytes(b) => tx.data(&b[..]).await.map_err(|e| self.unreachable(e))?,
             Stdin::File(p) => {
                 let mut f = tokio::fs::File::open(&p)
                     .await
@@ -357,37 +441,52 @@ impl NodeClient {
                     if n == 0 {
                         break;
                     }
-                    ch.data(&buf[..n]).await.map_err(|e| self.unreachable(e))?;
+                    tx.data(&buf[..n]).await.map_err(|e| self.unreachable(e))?;
                 }
             }
         }
-        ch.eof().await.map_err(|e| self.unreachable(e))?;
-        let (mut out, mut err, mut partial) = (Vec::new(), String::new(), Vec::<u8>::new());
-        let mut code = None;
-        while let Some(msg) = ch.wait().await {
-            match msg {
-                ChannelMsg::Data { data } => out.extend_from_slice(&data),
-                ChannelMsg::ExtendedData { data, .. } => {
-                    partial.extend_from_slice(&data);
-                    while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = partial.drain(..=pos).collect();
-                        let s = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
-                        if let Some(p) = &progress {
-                            let _ = p.send(s.clone()).await;
+        tx.eof().await.map_err(|e| self.unreachable(e))?;
+        // The channel is read without ever waiting on `progress`: a channel left unread
+        // stalls the whole connection, and with it the calls of other tasks.
+        let (ltx, mut lrx) = mpsc::unbounded_channel::<String>();
+        let want_progress = progress.is_some();
+        let read = async move {
+            let (mut out, mut err, mut partial) = (Vec::new(), String::new(), Vec::<u8>::new());
+            let mut code = None;
+            while let Some(msg) = rx.wait().await {
+                match msg {
+                    ChannelMsg::Data { data } => out.extend_from_slice(&data),
+                    ChannelMsg::ExtendedData { data, .. } => {
+                        partial.extend_from_slice(&data);
+                        while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = partial.drain(..=pos).collect();
+                            let s = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                            if want_progress {
+                                let _ = ltx.send(s.clone());
+                            }
+                            err.push_str(&s);
+                            err.push('\n');
                         }
-                        err.push_str(&s);
-                        err.push('\n');
                     }
+                    ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+                    ChannelMsg::Close => break,
+                    _ => {}
                 }
-                ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
-                ChannelMsg::Close => break,
-                _ => {}
             }
-        }
-        if !partial.is_empty() {
-            err.push_str(&String::from_utf8_lossy(&partial));
-        }
-        let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+            drop(ltx);
+            if !partial.is_empty() {
+                err.push_str(&String::from_utf8_lossy(&partial));
+            }
+            (code, out, err)
+        };
+        let forward = async {
+            while let Some(l) = lrx.recv().await {
+                if let Some(p) = &progress {
+                    let _ = p.send(l).await;
+                }
+            }
+        };
+        let ((code, out, err), ()) = tokio::join!(read, forward);
         match code {
             Some(c) => Ok((c, out, err)),
             None => Err(self.unreachable("connection lost before the node answered")),
