@@ -24,16 +24,7 @@ fn app_repo(dir: &Path) -> std::path::PathBuf {
 
 /// Containers of the node with this root (by its instance label).
 fn containers(root: &Path) -> usize {
-    use sha2::Digest;
-    let p = std::fs::canonicalize(root).unwrap();
-    let inst = hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4]);
-    let out = run(Command::new("docker").args([
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=magrathea.instance={inst}"),
-    ]));
-    text(&out.stdout).split_whitespace().count()
+    node_containers(root).len()
 }
 
 fn one_node(s: &Server) -> Agent {

@@ -225,7 +225,5 @@ fn stop_start_and_permissions() {
 
 /// The built-in node's instance id (its containers are named `mg-<instance>-...`).
 fn node_instance(s: &Server) -> String {
-    use sha2::Digest;
-    let p = std::fs::canonicalize(s.data.join("node")).unwrap();
-    hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4])
+    util::node_instance(&s.data.join("node")).unwrap()
 }

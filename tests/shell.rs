@@ -24,9 +24,7 @@ fn live_app() -> Server {
 
 /// The local node's instance id (it labels the node's containers with it).
 fn node_instance(s: &Server) -> String {
-    use sha2::Digest;
-    let p = std::fs::canonicalize(s.data.join("node")).unwrap();
-    hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4])
+    util::node_instance(&s.data.join("node")).unwrap()
 }
 
 /// This server's one-off containers, running or not.

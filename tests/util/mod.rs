@@ -316,20 +316,41 @@ impl Drop for Server {
         if std::thread::panicking() {
             eprintln!("---- server log ----\n{}", self.log());
         }
-        // The built-in node's processes, found by its instance label (as Agent's drop does).
-        use sha2::Digest;
-        if let Ok(p) = std::fs::canonicalize(self.data.join("node")) {
-            let inst = hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4]);
-            let out = run(Command::new("docker").args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=magrathea.instance={inst}"),
-            ]));
-            for id in text(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
+        // The built-in node's processes (as Agent's drop does for its own).
+        remove_node_containers(&self.data.join("node"));
+    }
+}
+
+/// A node's instance id, as it labels and names its containers: the first 4 bytes of the
+/// sha256 of its canonical root.
+pub fn node_instance(root: &Path) -> Option<String> {
+    use sha2::Digest;
+    let p = std::fs::canonicalize(root).ok()?;
+    Some(hex::encode(
+        &sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4],
+    ))
+}
+
+/// The ids of every container of the node with this root, running or not.
+pub fn node_containers(root: &Path) -> Vec<String> {
+    let Some(inst) = node_instance(root) else {
+        return vec![];
+    };
+    let out = run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=magrathea.instance={inst}"),
+    ]));
+    text(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+fn remove_node_containers(root: &Path) {
+    for id in node_containers(root) {
+        let _ = Command::new("docker").args(["rm", "-f", &id]).output();
     }
 }
 
@@ -540,20 +561,8 @@ impl Drop for Agent {
                 self.log.lock().unwrap()
             );
         }
-        // Processes this agent started, found by its instance label.
-        use sha2::Digest;
-        if let Ok(p) = std::fs::canonicalize(&self.root) {
-            let inst = hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4]);
-            let out = run(Command::new("docker").args([
-                "ps",
-                "-aq",
-                "--filter",
-                &format!("label=magrathea.instance={inst}"),
-            ]));
-            for id in text(&out.stdout).split_whitespace() {
-                let _ = Command::new("docker").args(["rm", "-f", id]).output();
-            }
-        }
+        // Processes this agent started.
+        remove_node_containers(&self.root);
     }
 }
 
