@@ -19,14 +19,12 @@
 # it started are killed by pid and their containers removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/sshd.sh
 ROOT=$PWD
 RUNS=${RUNS:-5}
 BIG_MB=${BIG_MB:-50}
 
 bash scripts/deps.sh >/dev/null
-if [ ! -x /usr/sbin/sshd ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
-fi
 sh scripts/docker-up.sh
 sh scripts/stack-tiny.sh >/dev/null
 echo "==> building magrathea (release)"
@@ -156,7 +154,6 @@ timed() { python3 "$W/timed.py" --out "$RES" "$@"; }
 ssh-keygen -q -t ed25519 -N '' -f "$W/key"
 SSHOPTS="-i $W/key -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR -o BatchMode=yes"
 gitc() { git -c user.email=b@example.com -c user.name=bench -c commit.gpgsign=false "$@"; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_line() { # FILE PATTERN: waits (20 s) for a line, prints it
     for _ in $(seq 200); do
         if grep -q "$2" "$1" 2>/dev/null; then grep -m1 "$2" "$1"; return 0; fi
@@ -181,24 +178,8 @@ MURL=ssh://git@127.0.0.1:$MPORT
 echo "    ssh :$MPORT, http :$HPORT"
 
 echo "==> starting a stock sshd"
-SPORT=$(free_port)
-ssh-keygen -q -t ed25519 -N '' -f "$W/sshd_host"
-mkdir -p /run/sshd
-cp "$W/key.pub" "$W/authorized_keys"
-cat >"$W/sshd_config" <<EOF
-Port $SPORT
-ListenAddress 127.0.0.1
-HostKey $W/sshd_host
-AuthorizedKeysFile $W/authorized_keys
-PidFile $W/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-UsePAM no
-StrictModes no
-EOF
-/usr/sbin/sshd -D -e -f "$W/sshd_config" 2>"$W/sshd.log" &
-PIDS+=($!)
-sleep 0.5
+start_sshd "$W" "$W/key.pub"
+PIDS+=($SPID)
 
 # The ssh round trip alone (connect, auth, a trivial command), for reading the command times.
 for i in $(seq "$RUNS"); do timed --tag ssh-version -- $SSH version >/dev/null; done

@@ -8,14 +8,12 @@
 #   RUNS=5 SIZE_MB=200 scripts/bench-push.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib/sshd.sh
 ROOT=$PWD
 RUNS=${RUNS:-5}
 SIZE_MB=${SIZE_MB:-200}
 
 bash scripts/deps.sh >/dev/null
-if [ ! -x /usr/sbin/sshd ]; then
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null
-fi
 echo "==> building magrathea (release)"
 cargo build --release --locked 2>&1 | tail -n 1
 BIN=$ROOT/target/release/magrathea
@@ -67,7 +65,6 @@ echo "    $(git -C "$SRC" ls-files | wc -l) files, pack ${PACK_MB} MB"
 ssh-keygen -q -t ed25519 -N '' -f "$W/key"
 SSH="ssh -i $W/key -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "==> starting magrathea serve"
 "$BIN" init --data "$W/data" --admin-key "$W/key.pub" >/dev/null
@@ -80,24 +77,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 IDLE_KB=$(rss "$MPID")
 
 echo "==> starting a stock sshd"
-SPORT=$(free_port)
-ssh-keygen -q -t ed25519 -N '' -f "$W/sshd_host"
-mkdir -p /run/sshd
-cp "$W/key.pub" "$W/authorized_keys"
-cat >"$W/sshd_config" <<EOF
-Port $SPORT
-ListenAddress 127.0.0.1
-HostKey $W/sshd_host
-AuthorizedKeysFile $W/authorized_keys
-PidFile $W/sshd.pid
-PermitRootLogin prohibit-password
-PasswordAuthentication no
-UsePAM no
-StrictModes no
-EOF
-/usr/sbin/sshd -D -e -f "$W/sshd_config" 2>"$W/sshd.log" &
-SPID=$!
-sleep 0.5
+start_sshd "$W" "$W/key.pub"
 
 # Peak RSS of the magrathea server while it takes pushes.
 PEAK=$W/peak

@@ -21,14 +21,28 @@ use crate::node::proto::{LogFrame, LogLine, LogsReq};
 /// The most backlog lines one request may ask for.
 const MAX_LINES: usize = 100_000;
 
+#[derive(Debug, clap::Args)]
 pub struct Args {
     pub app: String,
+    /// Keep following new lines (across deploys) until interrupted
+    #[arg(short = 'f', long)]
     pub follow: bool,
+    /// How many lines of backlog
+    #[arg(short = 'n', default_value_t = 100)]
     pub n: usize,
+    /// Only this process type (web) or process (web.1)
+    #[arg(long)]
     pub process: Option<String>,
+    /// Only this node ('controller': only build and deploy events)
+    #[arg(long)]
     pub node: Option<String>,
+    #[arg(long, default_value = "production")]
     pub env: String,
+    /// Only this release (v3)
+    #[arg(long)]
     pub release: Option<String>,
+    /// Only lines this recent (30s, 10m, 2h, 1d) or since an RFC 3339 time
+    #[arg(long)]
     pub since: Option<String>,
 }
 

@@ -334,29 +334,7 @@ pub enum Cmd {
         command: Vec<String>,
     },
     /// Build and deploy events and every process's output, merged in time order (viewer)
-    Logs {
-        app: String,
-        /// Keep following new lines (across deploys) until interrupted
-        #[arg(short = 'f', long)]
-        follow: bool,
-        /// How many lines of backlog
-        #[arg(short = 'n', default_value_t = 100)]
-        n: usize,
-        /// Only this process type (web) or process (web.1)
-        #[arg(long)]
-        process: Option<String>,
-        /// Only this node ('controller': only build and deploy events)
-        #[arg(long)]
-        node: Option<String>,
-        #[arg(long, default_value = "production")]
-        env: String,
-        /// Only this release (v3)
-        #[arg(long)]
-        release: Option<String>,
-        /// Only lines this recent (30s, 10m, 2h, 1d) or since an RFC 3339 time
-        #[arg(long)]
-        since: Option<String>,
-    },
+    Logs(logs::Args),
     /// Show the audit trail (admin; owners for their app)
     Audit {
         app: Option<String>,
@@ -403,7 +381,7 @@ impl Cmd {
             | BuildsLog { app, .. } => Need::App(app, AppRole::Viewer),
             BuildsCancel { app } => Need::App(app, AppRole::Deployer),
             Shell { app, .. } | Run { app, .. } => Need::App(app, AppRole::Owner),
-            Logs { app, .. } => Need::App(app, AppRole::Viewer),
+            Logs(a) => Need::App(&a.app, AppRole::Viewer),
             Audit { app: Some(app), .. } => Need::App(app, AppRole::Owner),
             Audit { app: None, .. } => Need::Admin,
         }
@@ -424,7 +402,7 @@ impl Cmd {
         matches!(
             self,
             Cmd::Deploy { .. }
-                | Cmd::Logs { .. }
+                | Cmd::Logs(_)
                 | Cmd::Rollback { .. }
                 | Cmd::NodesAdd { .. }
                 | Cmd::NodesInfo { .. }
@@ -608,28 +586,7 @@ pub async fn execute_streaming(
                 slots,
             } => nodes::add(core, &name, &addr, &labels, slots, out).await,
             Cmd::NodesInfo { name, json } => nodes::info(core, &name, json).await,
-            Cmd::Logs {
-                app,
-                follow,
-                n,
-                process,
-                node,
-                env,
-                release,
-                since,
-            } => {
-                let a = logs::Args {
-                    app,
-                    follow,
-                    n,
-                    process,
-                    node,
-                    env,
-                    release,
-                    since,
-                };
-                logs::logs(core, a, out).await
-            }
+            Cmd::Logs(a) => logs::logs(core, a, out).await,
             Cmd::Ps { app, env, json } => ps::ps(core, &app, &env, json).await,
             Cmd::AppsDestroy { name, confirm } => {
                 apps::destroy(core, &name, confirm.as_deref(), out).await
@@ -711,7 +668,7 @@ fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
         | Rollback { .. }
         | NodesAdd { .. }
         | NodesInfo { .. }
-        | Logs { .. }
+        | Logs(_)
         | ConfigSet { .. }
         | ConfigUnset { .. }
         | AppsDestroy { .. }

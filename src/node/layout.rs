@@ -12,14 +12,13 @@
 //! under a real name (a release, `current`, a snapshot, a restored `data`) is prepared under a
 //! dot-name and renamed into place, so a crash never leaves half of one under its real name.
 
-use std::ffi::CString;
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::fsutil::{rename_exchange, rename_noreplace};
 use crate::names::{self, InvalidName};
 use crate::release::extract::{remove_tree, unpack_verified};
 use crate::release::tarball::{temp_name, ReleaseError, RemoveOnDrop, Sha256Writer};
@@ -192,7 +191,7 @@ impl NodeRoot {
                 ),
             }
         })?;
-        match rename_flags(&tmp, &data, RENAME_NOREPLACE) {
+        match rename_noreplace(&tmp, &data) {
             Ok(()) => guard.disarm(),
             // Another caller created it meanwhile: theirs is as good as ours.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
@@ -469,7 +468,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), NodeError> {
 /// old tree ends up at `tmp` and the guard removes it.
 fn swap_in(tmp: &Path, dst: &Path, guard: RemoveOnDrop) -> Result<(), NodeError> {
     if fs::symlink_metadata(dst).is_err() {
-        match rename_flags(tmp, dst, RENAME_NOREPLACE) {
+        match rename_noreplace(tmp, dst) {
             Ok(()) => {
                 guard.disarm();
                 return Ok(());
@@ -479,7 +478,7 @@ fn swap_in(tmp: &Path, dst: &Path, guard: RemoveOnDrop) -> Result<(), NodeError>
             Err(e) => return Err(io_at(dst)(e)),
         }
     }
-    match rename_flags(tmp, dst, RENAME_EXCHANGE) {
+    match rename_exchange(tmp, dst) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {
             // The filesystem cannot exchange: two renames, with a short window without `dst`.
@@ -502,40 +501,6 @@ fn sync_dir(dir: &Path) -> Result<(), NodeError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_at(dir))
-}
-
-const RENAME_NOREPLACE: libc::c_uint = libc::RENAME_NOREPLACE;
-const RENAME_EXCHANGE: libc::c_uint = libc::RENAME_EXCHANGE;
-
-/// renameat2(2) with `flags`. For NOREPLACE on a filesystem without it, falls back to
-/// check + rename (racy, but only between our own writers).
-fn rename_flags(from: &Path, to: &Path, flags: libc::c_uint) -> io::Result<()> {
-    let f = CString::new(from.as_os_str().as_bytes())?;
-    let t = CString::new(to.as_os_str().as_bytes())?;
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            f.as_ptr(),
-            libc::AT_FDCWD,
-            t.as_ptr(),
-            flags,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    if flags == RENAME_NOREPLACE && matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
-        if fs::symlink_metadata(to).is_ok() {
-            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-        }
-        return fs::rename(from, to);
-    }
-    if e.raw_os_error() == Some(libc::EEXIST) || e.raw_os_error() == Some(libc::ENOTEMPTY) {
-        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-    }
-    Err(e)
 }
 
 #[cfg(test)]

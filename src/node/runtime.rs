@@ -344,17 +344,9 @@ pub async fn run_once(
     lines: mpsc::Sender<String>,
     timeout: Duration,
 ) -> Result<i64, NodeError> {
-    let (app_dir, data_dir) = prepare(root, spec)?;
     // Ends in letters, so it never equals a process name (those end in the index).
     let name = format!("{}-once", container_name(spec));
-    let env = env(spec)?;
-    let mut labels = labels(spec);
-    labels.insert(L_ONEOFF.into(), "true".into());
-    let restart = RestartPolicy {
-        name: Some(RestartPolicyNameEnum::NO),
-        maximum_retry_count: None,
-    };
-    let body = container_body(spec, &app_dir, &data_dir, env, labels, restart);
+    let body = oneoff_base(root, spec)?;
 
     docker.remove(&name).await;
     let cleanup = RemoveOnDrop {
@@ -369,6 +361,21 @@ pub async fn run_once(
     result
 }
 
+/// A process's container body without its port or restarts, labelled `magrathea.oneoff`.
+fn oneoff_base(root: &NodeRoot, spec: &ProcessSpec) -> Result<ContainerCreateBody, NodeError> {
+    let (app_dir, data_dir) = prepare(root, spec)?;
+    let env = env(spec)?;
+    let mut labels = labels(spec);
+    labels.insert(L_ONEOFF.into(), "true".into());
+    let restart = RestartPolicy {
+        name: Some(RestartPolicyNameEnum::NO),
+        maximum_retry_count: None,
+    };
+    Ok(container_body(
+        spec, &app_dir, &data_dir, env, labels, restart,
+    ))
+}
+
 /// The body of an interactive one-off container (`run`, see `node::interactive`): the image,
 /// mounts, env, labels (`magrathea.oneoff`, so [`list`] skips it) and confinement of
 /// [`run_once`], but `cmd` as given (an argv, never parsed by a shell here), no restarts,
@@ -380,15 +387,7 @@ pub fn oneoff_body(
     cmd: Vec<String>,
     tty: bool,
 ) -> Result<ContainerCreateBody, NodeError> {
-    let (app_dir, data_dir) = prepare(root, spec)?;
-    let env = env(spec)?;
-    let mut labels = labels(spec);
-    labels.insert(L_ONEOFF.into(), "true".into());
-    let restart = RestartPolicy {
-        name: Some(RestartPolicyNameEnum::NO),
-        maximum_retry_count: None,
-    };
-    let mut body = container_body(spec, &app_dir, &data_dir, env, labels, restart);
+    let mut body = oneoff_base(root, spec)?;
     body.cmd = Some(cmd);
     body.tty = Some(tty);
     body.open_stdin = Some(true);

@@ -78,7 +78,7 @@ pub fn unpack_verified(
     if again != expected {
         return Err(mismatch(again));
     }
-    rename_noreplace(&tmp, dst).map_err(|e| {
+    crate::fsutil::rename_noreplace(&tmp, dst).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY) {
             ReleaseError::Exists(dst.to_path_buf())
         } else {
@@ -292,38 +292,6 @@ fn create_temp_dir(parent: &Path, dst: &Path) -> Result<PathBuf, ReleaseError> {
             Err(e) => return Err(io_at(&tmp)(e)),
         }
     }
-}
-
-/// Renames `from` to `to`, failing if `to` exists (plain `rename` would replace an empty dir).
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::ffi::CString;
-        let f = CString::new(from.as_os_str().as_bytes())?;
-        let t = CString::new(to.as_os_str().as_bytes())?;
-        // SAFETY: both are valid NUL-terminated strings that outlive the call.
-        let rc = unsafe {
-            libc::renameat2(
-                libc::AT_FDCWD,
-                f.as_ptr(),
-                libc::AT_FDCWD,
-                t.as_ptr(),
-                libc::RENAME_NOREPLACE,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-        let e = io::Error::last_os_error();
-        if !matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) {
-            return Err(e);
-        }
-        // The filesystem lacks RENAME_NOREPLACE: fall through to check + rename.
-    }
-    if fs::symlink_metadata(to).is_ok() {
-        return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-    }
-    fs::rename(from, to)
 }
 
 /// Removes a directory tree, first giving every directory owner rwx so a hostile mode does not

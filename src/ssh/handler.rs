@@ -7,12 +7,11 @@ use std::sync::Arc;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
-use tokio::sync::mpsc;
 
 use super::exec::{self, ExecRequest};
+use super::terminals::Terminals;
 use crate::access::Identity;
 use crate::controller::Core;
-use crate::node::interactive::Pty;
 
 const MAX_CHANNELS: usize = 8;
 
@@ -21,16 +20,13 @@ pub struct Conn {
     peer: SocketAddr,
     who: Option<Identity>,
     chans: HashMap<ChannelId, Chan>,
+    /// Ptys (`ssh -t`) and the window changes that go to the channel's task (`shell`, `run`).
+    terms: Terminals,
 }
 
 #[derive(Default)]
 struct Chan {
     channel: Option<Channel<Msg>>,
-    pty: bool,
-    /// The terminal of the pty request (`ssh -t`).
-    term: Option<Pty>,
-    /// Window changes go to the channel's task (`shell`, `run`).
-    resize: Option<mpsc::Sender<(u32, u32)>>,
     git_protocol: Option<String>,
 }
 
@@ -41,6 +37,7 @@ impl Conn {
             peer,
             who: None,
             chans: HashMap::new(),
+            terms: Terminals::default(),
         }
     }
 
@@ -62,13 +59,12 @@ impl Conn {
         let Some(channel) = chan.channel.take() else {
             return false; // a second exec on one channel
         };
-        let (resize_tx, resize) = mpsc::channel(16);
-        chan.resize = Some(resize_tx);
+        let (term, resize) = self.terms.start(id);
         let req = ExecRequest {
             who,
             command,
-            pty: chan.pty,
-            term: chan.term.clone(),
+            pty: term.is_some(),
+            term,
             resize,
             git_protocol: chan.git_protocol.clone(),
         };
@@ -165,17 +161,11 @@ impl russh::server::Handler for Conn {
         _m: &[(russh::Pty, u32)],
         s: &mut Session,
     ) -> Result<(), Self::Error> {
-        match self.chans.get_mut(&id) {
-            Some(c) => {
-                c.pty = true;
-                c.term = Some(Pty {
-                    term: term.chars().take(64).collect(),
-                    cols,
-                    rows,
-                });
-                s.channel_success(id)?;
-            }
-            None => s.channel_failure(id)?,
+        if self.chans.contains_key(&id) {
+            self.terms.pty(id, term, cols, rows);
+            s.channel_success(id)?;
+        } else {
+            s.channel_failure(id)?;
         }
         Ok(())
     }
@@ -189,10 +179,7 @@ impl russh::server::Handler for Conn {
         _ph: u32,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        // Never wait here (it would stall the connection); a dropped change is superseded.
-        if let Some(tx) = self.chans.get(&id).and_then(|c| c.resize.as_ref()) {
-            let _ = tx.try_send((cols, rows));
-        }
+        self.terms.resize(id, cols, rows);
         Ok(())
     }
 
@@ -225,6 +212,7 @@ impl russh::server::Handler for Conn {
 
     async fn channel_close(&mut self, id: ChannelId, _s: &mut Session) -> Result<(), Self::Error> {
         self.chans.remove(&id);
+        self.terms.close(id);
         Ok(())
     }
 }

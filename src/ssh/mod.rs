@@ -5,5 +5,6 @@ pub mod exec;
 mod handler;
 mod interactive;
 pub mod server;
+pub mod terminals;
 
 pub use server::{serve, ServerOptions};
