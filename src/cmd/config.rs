@@ -142,8 +142,7 @@ pub async fn change(
     ))
     .await;
     drop(_held);
-    let config = envs::config_of_release(&core.data.releases(app).join(&release.file));
-    let target = envs::target(&config, env);
+    let target = envs::target_of_release(&core.data, &release, env);
     let opts = RolloutOptions {
         config: Some(after),
         ..Default::default()

@@ -21,8 +21,7 @@ pub async fn deploy(
         .store
         .release(app, v)?
         .ok_or_else(|| CmdError::Invalid(format!("'{app}' has no release v{v}")))?;
-    let config = envs::config_of_release(&core.data.releases(app).join(&release.file));
-    let target = envs::target(&config, env);
+    let target = envs::target_of_release(&core.data, &release, env);
     deploy::rollout(core, &release, &target, who, out, RolloutOptions::default())
         .await
         .map_err(CmdError::Invalid)?;
@@ -63,8 +62,7 @@ pub async fn rollback(
         live.version
     ))
     .await;
-    let config = envs::config_of_release(&core.data.releases(app).join(&release.file));
-    let target = envs::target(&config, env);
+    let target = envs::target_of_release(&core.data, &release, env);
     // The config that went live with that release comes back with it.
     let config = match core.store.release_config(app, v, env)? {
         Some(blob) => Some(core.open_map(&blob)?),

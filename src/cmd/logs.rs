@@ -173,9 +173,7 @@ pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
         .into_iter()
         .max_by_key(|r| r.version)
     {
-        let config =
-            crate::deploy::envs::config_of_release(&core.data.releases(&app).join(&r.file));
-        let target = crate::deploy::envs::target(&config, &a.env);
+        let target = crate::deploy::envs::target_of_release(&core.data, &r, &a.env);
         names.extend(
             core.target_nodes(&target.selector)?
                 .into_iter()

@@ -142,14 +142,6 @@ pub async fn ps(core: &Arc<Core>, app: &str, env: &str, json: bool) -> CmdResult
 /// `web=3 worker=1` into counts, each type checked against the live release's Procfile.
 fn parse_counts(pairs: &[String], manifest: &Manifest) -> Result<BTreeMap<String, u32>, CmdError> {
     let mut counts = BTreeMap::new();
-    let known = || {
-        manifest
-            .processes
-            .keys()
-            .cloned()
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
     for pair in pairs {
         let (t, n) = pair.split_once('=').ok_or_else(|| {
             CmdError::Invalid(format!(
@@ -164,16 +156,23 @@ fn parse_counts(pairs: &[String], manifest: &Manifest) -> Result<BTreeMap<String
             .ok_or_else(|| {
                 CmdError::Invalid(format!("{t}: the count must be 0 to {MAX_PER_TYPE}"))
             })?;
-        crate::names::check("process type", t)?;
-        if !manifest.processes.contains_key(t) {
-            return Err(CmdError::Invalid(format!(
-                "the live release has no process type '{t}' (it has: {})",
-                known()
-            )));
-        }
+        check_type(t, manifest)?;
         counts.insert(t.to_string(), n);
     }
     Ok(counts)
+}
+
+/// A process type the live release's Procfile defines.
+fn check_type(t: &str, manifest: &Manifest) -> Result<(), CmdError> {
+    crate::names::check("process type", t)?;
+    if !manifest.processes.contains_key(t) {
+        let known: Vec<&str> = manifest.processes.keys().map(String::as_str).collect();
+        return Err(CmdError::Invalid(format!(
+            "the live release has no process type '{t}' (it has: {})",
+            known.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 fn manifest_of(release: &ReleaseRow) -> Result<Manifest, CmdError> {
@@ -190,8 +189,7 @@ async fn roll(
     out: &mut Sink,
 ) -> Result<(), CmdError> {
     opts.skip_release_phase = true;
-    let config = envs::config_of_release(&core.data.releases(&release.app).join(&release.file));
-    let target = envs::target(&config, env);
+    let target = envs::target_of_release(&core.data, release, env);
     deploy::rollout(core, release, &target, who, out, opts)
         .await
         .map_err(CmdError::Invalid)
@@ -240,7 +238,7 @@ pub async fn restart(
         )));
     }
     if let Some(t) = ptype {
-        parse_counts(&[format!("{t}=0")], &manifest_of(&release)?)?;
+        check_type(t, &manifest_of(&release)?)?;
     }
     out.line(format!(
         "-----> Restarting {} of {app} in {env} (new processes first, then the old ones drain)",

@@ -96,6 +96,18 @@ pub fn for_ref(config: &AppConfig, git_ref: &str) -> Vec<EnvTarget> {
 }
 
 /// The app's `magrathea.yml` as cooked into a release (`app/magrathea.yml` in the tarball).
+/// The environment `env` as the release's own magrathea.yml describes it.
+pub fn target_of_release(
+    data: &crate::paths::DataDir,
+    release: &crate::store::ReleaseRow,
+    env: &str,
+) -> EnvTarget {
+    target(
+        &config_of_release(&data.releases(&release.app).join(&release.file)),
+        env,
+    )
+}
+
 /// Releases never change once cooked (the file name carries the digest), so each is read
 /// once per controller process: a rollback must not decompress a large tarball again.
 pub fn config_of_release(tarball: &Path) -> AppConfig {

@@ -254,7 +254,9 @@ async fn rollout_locked(
             (t.clone(), c)
         })
         .collect();
-    let free = free_slots(core, &nodes, &napp, &counts).await?;
+    // One client per node for the whole rollout: its calls share one connection.
+    let clients: Vec<NodeClient> = nodes.iter().map(|n| core.node_client(n)).collect();
+    let (free, mut statuses) = free_slots(&clients, &nodes, &napp, &counts).await?;
     let placement = match place(&counts, &free) {
         Ok(p) => p,
         Err(e) => {
@@ -272,8 +274,9 @@ async fn rollout_locked(
     // Phase 1: prepare everywhere, in parallel.
     let mut set = JoinSet::new();
     let (ptx, mut prx) = tokio::sync::mpsc::channel::<String>(256);
-    for (i, node) in nodes.iter().enumerate() {
-        let client = core.node_client(node);
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let known = statuses[i].take();
         let processes: Vec<ProcessGroup> = placement[i]
             .iter()
             .filter(|(_, idx)| !idx.is_empty())
@@ -300,7 +303,7 @@ async fn rollout_locked(
         let (tarball, sha, ptx) = (tarball.clone(), release.sha256.clone(), ptx.clone());
         let restore = opts.restore_data_from;
         set.spawn(async move {
-            let r = prepare_node(&client, &req, &tarball, &sha, restore, ptx).await;
+            let r = prepare_node(&client, &req, known, &tarball, &sha, restore, ptx).await;
             (client, r)
         });
     }
@@ -559,31 +562,31 @@ async fn rollout_locked(
     Ok(())
 }
 
-/// Each node's slots minus the processes other apps run there. Asked only when some count
-/// is a total (placement by capacity); a node that does not answer fails the rollout here,
-/// before anything started.
+/// Each node's slots minus the processes other apps run there, and the statuses that told
+/// (prepare reuses them). Asked only when some count is a total (placement by capacity); a
+/// node that does not answer fails the rollout here, before anything started.
 async fn free_slots(
-    core: &Arc<Core>,
+    clients: &[NodeClient],
     nodes: &[NodeRow],
     app: &str,
     counts: &BTreeMap<String, Count>,
-) -> Result<Vec<i64>, String> {
-    let slots: Vec<i64> = nodes.iter().map(|n| n.slots).collect();
+) -> Result<(Vec<i64>, Vec<Option<StatusReply>>), String> {
+    let mut free: Vec<i64> = nodes.iter().map(|n| n.slots).collect();
+    let mut statuses: Vec<Option<StatusReply>> = vec![None; nodes.len()];
     if !counts
         .values()
         .any(|c| matches!(c, Count::Total(n) if *n > 0))
     {
-        return Ok(slots);
+        return Ok((free, statuses));
     }
     let mut set = JoinSet::new();
-    for (i, n) in nodes.iter().enumerate() {
-        let client = core.node_client(n);
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
         set.spawn(async move {
             let r: Result<StatusReply, _> = client.call("status", Stdin::Empty, None).await;
             (i, r)
         });
     }
-    let mut free = slots;
     while let Some(r) = set.join_next().await {
         let (i, r) = r.map_err(|e| e.to_string())?;
         let status = r.map_err(|e| e.to_string())?;
@@ -595,19 +598,24 @@ async fn free_slots(
             .filter(|p| p.state == "running" || p.state == "restarting")
             .count() as i64;
         free[i] -= others;
+        statuses[i] = Some(status);
     }
-    Ok(free)
+    Ok((free, statuses))
 }
 
 async fn prepare_node(
     client: &NodeClient,
     req: &PrepareReq,
+    known: Option<StatusReply>,
     tarball: &std::path::Path,
     sha: &str,
     restore: Option<i64>,
     progress: tokio::sync::mpsc::Sender<String>,
 ) -> Result<PrepareReply, NodeCallError> {
-    let status: StatusReply = client.call("status", Stdin::Empty, None).await?;
+    let status: StatusReply = match known {
+        Some(s) => s,
+        None => client.call("status", Stdin::Empty, None).await?,
+    };
     let present = status
         .apps
         .get(&req.app)
