@@ -36,6 +36,19 @@ fn three_nodes(s: &Server) -> Vec<Agent> {
     agents
 }
 
+/// After a restart: the app's first 200 through the router (or the last answer after 5 s).
+fn first_answer(s: &Server, app: &str) -> (u16, String) {
+    let mut answer = (0, String::new());
+    for _ in 0..50 {
+        answer = s.get(app, "/");
+        if answer.0 == 200 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    answer
+}
+
 fn live_version(s: &Server, app: &str) -> i64 {
     let v: serde_json::Value =
         serde_json::from_str(&s.ok(&s.admin, &format!("releases {app} --json"))).unwrap();
@@ -206,14 +219,7 @@ fn tags_deploy_cooked_bytes_and_a_restart_keeps_serving() {
     // The controller restarts: the router serves again without a redeploy.
     assert!(s.stop().success());
     s.spawn();
-    let mut answer = (0, String::new());
-    for _ in 0..50 {
-        answer = s.get("blog", "/");
-        if answer.0 == 200 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let answer = first_answer(&s, "blog");
     assert_eq!(answer, (200, "v1\n".to_string()));
     assert!(!s.log().contains("Deploying"));
 }
@@ -392,14 +398,7 @@ fn data_snapshots_rollbacks_a_node_lost_mid_prepare_and_a_controller_sigkill() {
     // The controller dies without warning; it comes back serving, and the next push works.
     s.kill9();
     s.spawn();
-    let mut answer = (0, String::new());
-    for _ in 0..50 {
-        answer = s.get("crm", "/");
-        if answer.0 == 200 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let answer = first_answer(&s, "crm");
     assert_eq!(answer, (200, "v5\n".to_string()));
     release("v6", false);
     s.git_ok(&s.admin, &dir, &["push", &s.url("crm"), "main"]);
