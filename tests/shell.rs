@@ -194,12 +194,12 @@ fn shell_and_run() {
     let web = web_container(&s);
     let procs = || text(&run(Command::new("docker").args(["top", &web])).stdout);
     let baseline = procs().lines().count();
-    let mut child = Command::new("script")
-        .args([
-            "-qfec",
-            &ssh_line(&s, &s.admin, "-tt", "shell app"),
-            "/dev/null",
-        ])
+    // ssh itself is killed, so its connection drops whatever the signal dispositions this
+    // test inherits (an ssh that ignores SIGHUP outlives a killed `script`); `-tt` asks for
+    // the pty without a local terminal.
+    let mut child = Command::new("ssh")
+        .args(s.ssh_args(&s.admin))
+        .args(["-tt", "git@127.0.0.1", "shell app"])
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
