@@ -104,7 +104,7 @@ fn receive_unpacks_a_verified_release_idempotently() {
 }
 
 #[test]
-fn receive_refuses_a_wrong_digest_before_unpacking() {
+fn receive_refuses_a_wrong_digest_and_leaves_nothing() {
     let t = tempfile::tempdir().unwrap();
     let root = NodeRoot::new(t.path().join("node"));
     let rel = make_release(t.path(), 1, &[("index.html", "x")]);
@@ -128,6 +128,19 @@ fn receive_refuses_a_wrong_digest_before_unpacking() {
         .receive("shop", &rel.name, &rel.sha256, &bytes[..bytes.len() / 2])
         .unwrap_err();
     assert!(matches!(err, NodeError::DigestMismatch { .. }), "{err:?}");
+
+    // One byte changed in the middle: reported as what it is, with the size received, even
+    // though the extractor met the damage first.
+    let mut tampered = bytes.clone();
+    let mid = tampered.len() / 2;
+    tampered[mid] ^= 0x55;
+    let err = root
+        .receive("shop", &rel.name, &rel.sha256, &tampered[..])
+        .unwrap_err();
+    assert!(
+        matches!(err, NodeError::DigestMismatch { size, .. } if size == bytes.len() as u64),
+        "{err:?}"
+    );
 
     // A name that does not belong to the digest.
     let other = format!("v1-{}", "f".repeat(12));

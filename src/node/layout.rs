@@ -13,15 +13,15 @@
 //! dot-name and renamed into place, so a crash never leaves half of one under its real name.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read};
+use std::io::{self, Read};
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::fsutil::{rename_exchange, rename_noreplace};
 use crate::names::{self, InvalidName};
-use crate::release::extract::{remove_tree, unpack_verified};
-use crate::release::tarball::{temp_name, ReleaseError, RemoveOnDrop, Sha256Writer};
+use crate::release::extract::{remove_tree, unpack_stream};
+use crate::release::tarball::{temp_name, ReleaseError, RemoveOnDrop};
 
 /// The uid/gid app processes run as (`user: 1000:1000`); the data dir is given to it.
 pub const APP_UID: u32 = 1000;
@@ -206,11 +206,11 @@ impl NodeRoot {
             && self.release_dir(app, name).is_dir()
     }
 
-    /// Streams a release tarball from `src` into a temp file under the app dir, hashing while
-    /// writing; refuses (and deletes it) on a sha256 mismatch before anything is extracted;
-    /// then unpacks it with [`unpack_verified`] into the release dir. Idempotent: if the
-    /// release is already unpacked, `src` is drained (so the sender is not left blocked) and
-    /// this returns Ok. Returns the number of bytes received.
+    /// Streams a release tarball from `src` through [`unpack_stream`] into the release dir:
+    /// hashed and extracted in one pass into a temp dir that becomes the release only if the
+    /// sha256 matches. Idempotent: if the release is already unpacked, `src` is drained (so
+    /// the sender is not left blocked) and this returns Ok. Returns the number of bytes
+    /// received.
     pub fn receive(
         &self,
         app: &str,
@@ -233,37 +233,18 @@ impl NodeRoot {
         }
         let releases = dst.parent().expect("release dir has a parent");
         fs::create_dir_all(releases).map_err(io_at(releases))?;
-
-        let app_dir = self.app_dir(app);
-        let tmp = temp_name(&app_dir, &dst, "receive");
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(io_at(&tmp))?;
-        // Removed on every path out: the tarball is only needed until it is unpacked.
-        let _guard = RemoveOnDrop(Some(tmp.clone()));
-        let mut w = Sha256Writer::new(BufWriter::with_capacity(256 * 1024, file));
-        let size = io::copy(&mut src, &mut w).map_err(io_at(&tmp))?;
-        let (buf, digest) = w.finish();
-        buf.into_inner()
-            .map_err(|e| io_at(&tmp)(e.into_error()))?
-            .sync_all()
-            .map_err(io_at(&tmp))?;
-        let actual = hex::encode(digest);
-        if actual != sha256 {
-            return Err(NodeError::DigestMismatch {
+        let mut src = Counted(src, 0);
+        match unpack_stream(&mut src, &dst, &sha256, &dst) {
+            Ok(size) => Ok(size),
+            Err(ReleaseError::DigestMismatch { actual, .. }) => Err(NodeError::DigestMismatch {
                 app: app.to_string(),
                 name: name.to_string(),
-                size,
+                size: src.1,
                 expected: sha256,
                 actual,
-            });
-        }
-        match unpack_verified(&tmp, &sha256, &dst) {
-            Ok(()) => Ok(size),
+            }),
             // A concurrent receive of the same release won the rename: same bytes, done.
-            Err(ReleaseError::Exists(_)) if dst.is_dir() => Ok(size),
+            Err(ReleaseError::Exists(_)) if dst.is_dir() => Ok(src.1),
             Err(e) => Err(e.into()),
         }
     }
@@ -501,6 +482,17 @@ fn sync_dir(dir: &Path) -> Result<(), NodeError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_at(dir))
+}
+
+/// A reader that counts what went through it.
+struct Counted<R>(R, u64);
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.0.read(buf)?;
+        self.1 += n as u64;
+        Ok(n)
+    }
 }
 
 #[cfg(test)]

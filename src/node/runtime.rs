@@ -153,10 +153,18 @@ pub async fn start(
     })
 }
 
+/// Waits between the extra probes of the first health-check interval, in milliseconds.
+const FIRST_STEPS: [u64; 4] = [20, 40, 80, 160];
+
 /// GETs `path` from `127.0.0.1:port` (raw HTTP/1.0, `Host: localhost`) up to `attempts`
 /// times, `interval` apart, each bounded by `timeout`. Healthy means any status below 500
 /// (a 404 or a redirect still proves the app is up and answering). The error says what
 /// happened on the last attempt.
+///
+/// Most processes listen within a few tens of milliseconds of their start, so the first
+/// interval is spent probing at growing steps ([`FIRST_STEPS`]) rather than asleep: a deploy
+/// does not wait half a second for an app that was ready long before. The schedule of the
+/// counted attempts, and so how long a slow app is given, stays `attempts` × `interval`.
 pub async fn health_check(
     port: u16,
     path: &str,
@@ -173,7 +181,24 @@ pub async fn health_check(
     let attempts = attempts.max(1);
     let mut last = String::new();
     for attempt in 1..=attempts {
-        if attempt > 1 {
+        if attempt == 2 {
+            // Extra probes inside the first interval; the last one is attempt 2.
+            let mut waited = Duration::ZERO;
+            for step in FIRST_STEPS {
+                let step = Duration::from_millis(step);
+                if waited + step >= interval {
+                    break;
+                }
+                tokio::time::sleep(step).await;
+                waited += step;
+                if let Ok(Ok(status)) = tokio::time::timeout(timeout, probe(port, path)).await {
+                    if status < 500 {
+                        return Ok(());
+                    }
+                }
+            }
+            tokio::time::sleep(interval - waited).await;
+        } else if attempt > 2 {
             tokio::time::sleep(interval).await;
         }
         last = match tokio::time::timeout(timeout, probe(port, path)).await {

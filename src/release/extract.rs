@@ -16,7 +16,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read, Seek, SeekFrom};
+use std::io::{self, BufReader, Read};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Component, Path, PathBuf};
@@ -24,25 +24,39 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use super::tarball::{io_at, parent_dir, sha256_reader, temp_name, ReleaseError, RemoveOnDrop};
+use super::tarball::{io_at, parent_dir, temp_name, ReleaseError, RemoveOnDrop};
 
 /// Mode bits never restored: suid, sgid, sticky, group/other write.
 const MASK: u32 = 0o7022;
 /// The most symlinks followed while resolving one target (Linux's limit).
 const MAX_HOPS: usize = 40;
 
-/// Verifies that the sha256 of the file at `tarball` equals `expected_sha256` (hex), then
-/// extracts it into `dst`, which must not exist.
-///
-/// Extraction goes into a temp dir beside `dst` that is renamed into place (without replacing
-/// anything) at the end; on any error the temp dir is removed and `dst` is never created. The
-/// bytes are hashed a second time while they are extracted, so a file swapped after the check
-/// is caught too.
+/// [`unpack_stream`] of the file at `tarball`.
 pub fn unpack_verified(
     tarball: &Path,
     expected_sha256: &str,
     dst: &Path,
 ) -> Result<(), ReleaseError> {
+    let file = File::open(tarball).map_err(io_at(tarball))?;
+    unpack_stream(file, tarball, expected_sha256, dst).map(|_| ())
+}
+
+/// Extracts the release tarball read from `src` into `dst`, which must not exist, in one
+/// pass, hashing the bytes as they go by; `dst` appears only if their sha256 is
+/// `expected_sha256` (hex). Returns the number of bytes read.
+///
+/// Extraction goes into a temp dir beside `dst`, which is flushed to disk and renamed into
+/// place (without replacing anything) once the digest matches; on a mismatch or any error the
+/// temp dir is removed and `dst` is never created. One pass because a node receives large
+/// releases: hashing a temp copy first and extracting it after cost three reads and a write
+/// more per node. The extractor is built for hostile archives anyway, so unverified bytes in
+/// a temp dir are safe. `what` names the source in a mismatch error.
+pub fn unpack_stream(
+    src: impl Read,
+    what: &Path,
+    expected_sha256: &str,
+    dst: &Path,
+) -> Result<u64, ReleaseError> {
     let expected = expected_sha256.to_ascii_lowercase();
     if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ReleaseError::BadDigest(expected_sha256.to_string()));
@@ -52,31 +66,32 @@ pub fn unpack_verified(
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(io_at(dst)(e)),
     }
-    let mismatch = |actual: String| ReleaseError::DigestMismatch {
-        path: tarball.to_path_buf(),
-        expected: expected.clone(),
-        actual,
-    };
-
-    let mut file = File::open(tarball).map_err(io_at(tarball))?;
-    let actual = sha256_reader(&mut file).map_err(io_at(tarball))?;
-    if actual != expected {
-        return Err(mismatch(actual));
-    }
-    file.seek(SeekFrom::Start(0)).map_err(io_at(tarball))?;
-
     let parent = parent_dir(dst);
     let tmp = create_temp_dir(parent, dst)?;
     let guard = RemoveOnDrop(Some(tmp.clone()));
     let mut src = HashingReader {
-        inner: BufReader::with_capacity(256 * 1024, file),
+        inner: BufReader::with_capacity(256 * 1024, src),
         hasher: Sha256::new(),
+        bytes: 0,
     };
-    unpack(&mut src, &tmp)?;
-    io::copy(&mut src, &mut io::sink()).map_err(io_at(tarball))?;
-    let again = hex::encode(src.hasher.finalize());
-    if again != expected {
-        return Err(mismatch(again));
+    let unpacked = unpack(&mut src, &tmp);
+    // Read to the end even after a refused entry: the sender is not left blocked, and a
+    // damaged tarball is reported as what it is (a digest mismatch), not as its symptom.
+    io::copy(&mut src, &mut io::sink()).map_err(io_at(what))?;
+    let actual = hex::encode(src.hasher.finalize());
+    if actual != expected {
+        return Err(ReleaseError::DigestMismatch {
+            path: what.to_path_buf(),
+            expected,
+            actual,
+        });
+    }
+    unpacked?;
+    // The tree must be on disk before its name is: a crash must not leave a release dir of
+    // empty files behind a `current` link. One syncfs is far cheaper than a fsync per file.
+    let dir = File::open(&tmp).map_err(io_at(&tmp))?;
+    if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&dir)) } != 0 {
+        return Err(io_at(&tmp)(io::Error::last_os_error()));
     }
     crate::fsutil::rename_noreplace(&tmp, dst).map_err(|e| {
         if e.kind() == io::ErrorKind::AlreadyExists || e.raw_os_error() == Some(libc::ENOTEMPTY) {
@@ -89,7 +104,7 @@ pub fn unpack_verified(
     File::open(parent)
         .and_then(|d| d.sync_all())
         .map_err(io_at(parent))?;
-    Ok(())
+    Ok(src.bytes)
 }
 
 /// Extracts the gzip-compressed release tar read from `src` into `dst`, an existing empty
@@ -272,12 +287,14 @@ impl Tracker {
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
+    bytes: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
         Ok(n)
     }
 }
