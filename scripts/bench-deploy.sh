@@ -408,6 +408,10 @@ print(f"   1 node:                                 {spread(d1)}  (served at {med
 print(f"   4 nodes:                                {spread(d4)}  (served at {med(s4):.2f}s)")
 print(f"   ratio 4 nodes / 1 node:                 {med(d4) / med(d1):.2f}")
 print(f"   [{ok(med(d4) / med(d1), 1.5)}] target <= 1.5x")
+# The agents all run on this machine: the 4-node case shares its cores four ways.
+ag = lambda tag: med([r.get("cpu", {}).get("agent", 0) for r in by.get(tag, [])] or [0])
+print(f"   agents' CPU per deploy:                 1 node {ag('deploy-one'):.2f}s, 4 nodes {ag('deploy-four'):.2f}s"
+      f" (all on this machine's {os.cpu_count()} cores)")
 print(f"4. rollback on 4 nodes (ssh rollback, to return; includes the ssh round trip):")
 print(f"   {big_mb} MB app:                              {spread(rb)}")
 print(f"      previous release served after:       {spread(rbs)}")

@@ -390,23 +390,63 @@ async fn receive(
     name: &str,
     sha: &str,
 ) -> Result<Value, String> {
-    let (mut w, r) = tokio::io::duplex(256 << 10);
-    // Channel -> pipe; the blocking side verifies the digest while writing to disk.
+    // Channel data goes to the blocking side chunk by chunk as it arrives, which hashes and
+    // extracts it: one copy and one hand-off per packet, not a pipe's two.
+    let (tx, chunks) = mpsc::channel::<Vec<u8>>(64);
     let pump = tokio::spawn(async move {
-        let _ = tokio::io::copy(&mut rx.make_reader(), &mut w).await;
-        let _ = w.shutdown().await;
+        while let Some(msg) = rx.wait().await {
+            let data = match msg {
+                russh::ChannelMsg::Data { data } => data,
+                russh::ChannelMsg::Eof | russh::ChannelMsg::Close => break,
+                _ => continue,
+            };
+            if tx.send(data.to_vec()).await.is_err() {
+                break;
+            }
+        }
     });
     let root = ctx.root.clone();
     let (app, name, sha) = (app.to_string(), name.to_string(), sha.to_string());
     let res = tokio::task::spawn_blocking(move || {
-        let reader = tokio_util::io::SyncIoBridge::new(r);
-        root.receive(&app, &name, &sha, reader)
+        root.receive(&app, &name, &sha, ChunkReader::new(chunks))
     })
     .await
     .map_err(|e| e.to_string())?;
     pump.abort();
     let bytes = res.map_err(|e| e.to_string())?;
     Ok(serde_json::json!({ "received": bytes }))
+}
+
+/// The blocking end of [`receive`]'s hand-off: the chunks, read in order, then EOF.
+struct ChunkReader {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl ChunkReader {
+    fn new(chunks: mpsc::Receiver<Vec<u8>>) -> Self {
+        ChunkReader {
+            chunks,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.chunks.blocking_recv() {
+                Some(c) => (self.cur, self.pos) = (c, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 async fn prepare(
