@@ -27,6 +27,7 @@ pub mod release;
 pub mod router;
 pub mod secrets;
 pub mod serve;
+pub mod shutdown;
 pub mod ssh;
 pub mod store;
 pub mod timefmt;

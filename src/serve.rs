@@ -111,6 +111,7 @@ pub async fn serve(
     // The embedded default: with no nodes added, this machine is node `local`, served by an
     // in-process agent through the same SSH protocol as any remote node.
     start_local_node(&core).await?;
+    let stop = crate::shutdown::StopSignals::register().context("cannot handle SIGTERM")?;
     println!(
         "magrathea {} serving {}",
         env!("CARGO_PKG_VERSION"),
@@ -141,7 +142,7 @@ pub async fn serve(
         host_key,
         crate::ssh::ServerOptions { max_connections },
     ));
-    shutdown_signal().await;
+    stop.wait().await;
     tracing::info!("shutting down: no new pushes; waiting for running ones");
     core.shutdown.cancel();
     let _ = ssh.await;
@@ -181,16 +182,6 @@ async fn start_local_node(core: &Arc<Core>) -> anyhow::Result<()> {
         core.shutdown.clone(),
     ));
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// `magrathea keys ...` against the data dir, for when no admin key is left.

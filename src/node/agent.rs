@@ -189,6 +189,7 @@ pub async fn run(root: PathBuf, listen: &str, controller_key: &str) -> anyhow::R
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let ctx = Arc::new(AgentCtx::new(root, key.fingerprint));
+    let stop = crate::shutdown::StopSignals::register().context("cannot handle SIGTERM")?;
     println!(
         "host key {}",
         crate::keys::fingerprint(host_key.public_key())
@@ -199,10 +200,7 @@ pub async fn run(root: PathBuf, listen: &str, controller_key: &str) -> anyhow::R
     let shutdown = tokio_util::sync::CancellationToken::new();
     let sd = shutdown.clone();
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+        stop.wait().await;
         sd.cancel();
     });
     serve_on(ctx, listener, host_key, shutdown).await;

@@ -436,7 +436,8 @@ impl NodeClient {
                 let mut f = tokio::fs::File::open(&p)
                     .await
                     .map_err(|e| self.unreachable(e))?;
-                let mut buf = vec![0u8; 64 << 10];
+                // Large reads: each one is a hop to tokio's blocking pool and back.
+                let mut buf = vec![0u8; 1 << 20];
                 loop {
                     let n = f.read(&mut buf).await.map_err(|e| self.unreachable(e))?;
                     if n == 0 {
