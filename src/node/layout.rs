@@ -233,9 +233,10 @@ impl NodeRoot {
         }
         let releases = dst.parent().expect("release dir has a parent");
         fs::create_dir_all(releases).map_err(io_at(releases))?;
+        // Counted here: the size goes into a mismatch's message too.
         let mut src = Counted(src, 0);
         match unpack_stream(&mut src, &dst, &sha256, &dst) {
-            Ok(size) => Ok(size),
+            Ok(()) => Ok(src.1),
             Err(ReleaseError::DigestMismatch { actual, .. }) => Err(NodeError::DigestMismatch {
                 app: app.to_string(),
                 name: name.to_string(),

@@ -38,12 +38,12 @@ pub fn unpack_verified(
     dst: &Path,
 ) -> Result<(), ReleaseError> {
     let file = File::open(tarball).map_err(io_at(tarball))?;
-    unpack_stream(file, tarball, expected_sha256, dst).map(|_| ())
+    unpack_stream(file, tarball, expected_sha256, dst)
 }
 
 /// Extracts the release tarball read from `src` into `dst`, which must not exist, in one
 /// pass, hashing the bytes as they go by; `dst` appears only if their sha256 is
-/// `expected_sha256` (hex). Returns the number of bytes read.
+/// `expected_sha256` (hex).
 ///
 /// Extraction goes into a temp dir beside `dst`, which is flushed to disk and renamed into
 /// place (without replacing anything) once the digest matches; on a mismatch or any error the
@@ -56,7 +56,7 @@ pub fn unpack_stream(
     what: &Path,
     expected_sha256: &str,
     dst: &Path,
-) -> Result<u64, ReleaseError> {
+) -> Result<(), ReleaseError> {
     let expected = expected_sha256.to_ascii_lowercase();
     if expected.len() != 64 || !expected.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(ReleaseError::BadDigest(expected_sha256.to_string()));
@@ -72,7 +72,6 @@ pub fn unpack_stream(
     let mut src = HashingReader {
         inner: BufReader::with_capacity(256 * 1024, src),
         hasher: Sha256::new(),
-        bytes: 0,
     };
     let unpacked = unpack(&mut src, &tmp);
     // Read to the end even after a refused entry: the sender is not left blocked, and a
@@ -104,7 +103,7 @@ pub fn unpack_stream(
     File::open(parent)
         .and_then(|d| d.sync_all())
         .map_err(io_at(parent))?;
-    Ok(src.bytes)
+    Ok(())
 }
 
 /// Extracts the gzip-compressed release tar read from `src` into `dst`, an existing empty
@@ -287,14 +286,12 @@ impl Tracker {
 struct HashingReader<R> {
     inner: R,
     hasher: Sha256,
-    bytes: u64,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
         Ok(n)
     }
 }
