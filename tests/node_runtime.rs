@@ -15,6 +15,8 @@ use magrathea::release::tarball::pack;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const IMAGE: &str = "magrathea/stack-tiny:latest";
+/// An app uid, as the controller gives them (see `isolation`).
+const UID: u32 = magrathea::isolation::UID_BASE + 7;
 const HTTPD: &str = "exec busybox httpd -f -p \"$PORT\" -h /app";
 
 struct Rel {
@@ -188,9 +190,9 @@ fn hostile_names_are_refused_before_any_path_is_built() {
         assert!(root.switch(app, &rel.name).is_err());
         assert!(root.manifest(app, &rel.name).is_err());
         assert!(root.gc(app, &[]).is_err());
-        assert!(root.snapshot_data(app, "pre").is_err());
+        assert!(root.snapshot_data(app, "pre", UID).is_err());
         assert!(root.restore_data(app, "pre").is_err());
-        assert!(root.ensure_data_dir(app).is_err());
+        assert!(root.ensure_data_dir(app, UID).is_err());
         assert!(!root.has_release(app, &rel.name));
         assert_eq!(root.current(app), None);
         assert!(root.releases(app).is_empty());
@@ -215,7 +217,7 @@ fn hostile_names_are_refused_before_any_path_is_built() {
         assert!(matches!(err, NodeError::Digest(_)), "{sha:?}: {err:?}");
     }
     for label in ["", "..", "../data", "a/b", "X"] {
-        assert!(root.snapshot_data("shop", label).is_err(), "{label:?}");
+        assert!(root.snapshot_data("shop", label, UID).is_err(), "{label:?}");
         assert!(root.restore_data("shop", label).is_err(), "{label:?}");
     }
     // Nothing was created anywhere.
@@ -327,21 +329,54 @@ fn gc_keeps_current_and_kept_releases() {
 }
 
 #[test]
+fn data_dir_belongs_to_the_app_uid_and_never_to_a_later_app_of_the_same_name() {
+    let t = tempfile::tempdir().unwrap();
+    let root = NodeRoot::new(t.path().join("node"));
+    let owner = |p: &Path| fs::symlink_metadata(p).unwrap().uid();
+    // From before per-app uids: the app's own, owned by uid 1000; given to the app's uid.
+    let data = root.data_dir("shop");
+    fs::create_dir_all(data.join("uploads")).unwrap();
+    fs::write(data.join("uploads/a.png"), "png").unwrap();
+    std::os::unix::fs::lchown(&data, Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::lchown(data.join("uploads/a.png"), Some(1000), Some(1000)).unwrap();
+    assert_eq!(root.ensure_data_dir("shop", UID).unwrap(), data);
+    for p in [&data, &data.join("uploads"), &data.join("uploads/a.png")] {
+        assert_eq!(owner(p), UID, "{}", p.display());
+    }
+    // An app destroyed and created again under the same name has a new uid: the old
+    // app's data is moved aside, out of the new app's reach, and the new one starts empty.
+    let next = UID + 100;
+    assert_eq!(root.ensure_data_dir("shop", next).unwrap(), data);
+    assert_eq!(owner(&data), next);
+    assert_eq!(fs::read_dir(&data).unwrap().count(), 0);
+    let aside = root.app_dir("shop").join(format!("data.uid-{UID}"));
+    assert_eq!(
+        fs::read_to_string(aside.join("uploads/a.png")).unwrap(),
+        "png"
+    );
+    assert_eq!(owner(&aside), UID);
+    // Its own dir is left as the app made it.
+    fs::write(data.join("mine"), "x").unwrap();
+    assert_eq!(root.ensure_data_dir("shop", next).unwrap(), data);
+    assert!(data.join("mine").exists());
+}
+
+#[test]
 fn snapshot_and_restore_round_trip() {
     let t = tempfile::tempdir().unwrap();
     let root = NodeRoot::new(t.path().join("node"));
-    let data = root.ensure_data_dir("shop").unwrap();
+    let data = root.ensure_data_dir("shop", UID).unwrap();
     let meta = fs::metadata(&data).unwrap();
-    assert_eq!((meta.uid(), meta.gid()), (1000, 1000));
+    assert_eq!((meta.uid(), meta.gid()), (UID, UID));
 
     fs::write(data.join("db.txt"), "v1 schema").unwrap();
     fs::create_dir(data.join("uploads")).unwrap();
     fs::write(data.join("uploads/a.png"), "png").unwrap();
     std::os::unix::fs::symlink("db.txt", data.join("link")).unwrap();
-    std::os::unix::fs::chown(data.join("db.txt"), Some(1000), Some(1000)).unwrap();
+    std::os::unix::fs::chown(data.join("db.txt"), Some(UID), Some(UID)).unwrap();
     let original = tree(&data);
 
-    root.snapshot_data("shop", "pre-v2").unwrap();
+    root.snapshot_data("shop", "pre-v2", UID).unwrap();
     assert_eq!(root.snapshots("shop"), ["pre-v2"]);
 
     // A release phase "migrates" the data.
@@ -363,8 +398,8 @@ fn snapshot_and_restore_round_trip() {
         fs::read_link(data.join("link")).unwrap(),
         Path::new("db.txt")
     );
-    assert_eq!(fs::metadata(data.join("db.txt")).unwrap().uid(), 1000);
-    assert_eq!(fs::metadata(&data).unwrap().uid(), 1000);
+    assert_eq!(fs::metadata(data.join("db.txt")).unwrap().uid(), UID);
+    assert_eq!(fs::metadata(&data).unwrap().uid(), UID);
     // The snapshot survives a restore, so it can be restored again.
     assert_eq!(root.snapshots("shop"), ["pre-v2"]);
     // No temp trees left in the app dir.
@@ -379,7 +414,7 @@ fn snapshot_and_restore_round_trip() {
 
     // Same label again replaces the snapshot.
     fs::write(data.join("db.txt"), "v3 schema").unwrap();
-    root.snapshot_data("shop", "pre-v2").unwrap();
+    root.snapshot_data("shop", "pre-v2", UID).unwrap();
     fs::write(data.join("db.txt"), "broken").unwrap();
     root.restore_data("shop", "pre-v2").unwrap();
     assert_eq!(
@@ -500,6 +535,7 @@ fn spec(inst: &Instance, app: &str, rel: &Rel, ptype: &str, index: u32, cmd: &st
         image: IMAGE.into(),
         memory: 64 << 20,
         generation: 0,
+        uid: UID,
     }
 }
 
@@ -530,7 +566,7 @@ async fn read_eventually(path: &Path) -> String {
 }
 
 #[tokio::test]
-async fn web_process_serves_its_release_as_uid_1000() {
+async fn web_process_serves_its_release_confined_as_the_app_uid() {
     let d = docker().await;
     let inst = Instance::new();
     let t = tempfile::tempdir().unwrap();
@@ -580,7 +616,10 @@ async fn web_process_serves_its_release_as_uid_1000() {
     );
 
     let data = root.data_dir("shop");
-    assert_eq!(read_eventually(&data.join("uid")).await, "1000\n1000\n");
+    assert_eq!(
+        read_eventually(&data.join("uid")).await,
+        format!("{UID}\n{UID}\n")
+    );
     assert_eq!(read_eventually(&data.join("app-mount")).await, "ro\n");
     assert_eq!(
         read_eventually(&data.join("env")).await,
@@ -590,7 +629,7 @@ async fn web_process_serves_its_release_as_uid_1000() {
         )
     );
     assert!(!data.join("pwned").exists());
-    assert_eq!(fs::metadata(data.join("uid")).unwrap().uid(), 1000);
+    assert_eq!(fs::metadata(data.join("uid")).unwrap().uid(), UID);
 
     // The confinement asked of Docker.
     let info = d
@@ -602,7 +641,7 @@ async fn web_process_serves_its_release_as_uid_1000() {
         .await
         .unwrap();
     let cfg = info.config.unwrap();
-    assert_eq!(cfg.user.as_deref(), Some("1000:1000"));
+    assert_eq!(cfg.user.as_deref(), Some(format!("{UID}:{UID}").as_str()));
     let labels = cfg.labels.unwrap();
     assert_eq!(labels["magrathea.port"], r.port.to_string());
     assert_eq!(labels["magrathea.process"], "web");
@@ -612,7 +651,34 @@ async fn web_process_serves_its_release_as_uid_1000() {
     assert_eq!(hc.network_mode.as_deref(), Some("host"));
     assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
     assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_string()]));
+    assert_eq!(hc.pids_limit, Some(magrathea::isolation::PROCESS_PIDS));
     assert_eq!(hc.memory, Some(64 << 20));
+
+    // A login user of the host (uid 1000, as every app ran before) cannot read the
+    // process's environment (its config values), nor can another app's uid.
+    let pid = info.state.as_ref().and_then(|s| s.pid).unwrap();
+    for uid in [1000, UID + 1] {
+        let out = Command::new("setpriv")
+            .args(["--reuid", &uid.to_string(), "--regid", &uid.to_string()])
+            .args(["--clear-groups", "cat", &format!("/proc/{pid}/environ")])
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "uid {uid} read the environ");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("Permission denied"),
+            "{out:?}"
+        );
+    }
+    // A uid outside the app range, or a host account's, is refused before anything runs.
+    for bad in [0, 1000, magrathea::isolation::UID_BASE] {
+        let mut s = spec(&inst, "shop", &rel, "web", 2, "true");
+        s.uid = bad;
+        let err = runtime::start(&d, &root, &s).await.unwrap_err();
+        assert!(
+            err.to_string().contains(&format!("app uid {bad} ")),
+            "{err}"
+        );
+    }
     let rp = hc.restart_policy.unwrap();
     assert_eq!(rp.maximum_retry_count, Some(5));
     assert_eq!(rp.name.unwrap().to_string(), "on-failure");
@@ -794,7 +860,7 @@ async fn run_once_streams_output_and_returns_the_exit_code() {
     assert!(lines.iter().position(|l| l == "hello") < lines.iter().position(|l| l == "no newline"));
     assert_eq!(
         fs::read_to_string(root.data_dir("shop").join("migrated")).unwrap(),
-        "1000\n"
+        format!("{UID}\n")
     );
     assert!(inst.containers().is_empty(), "run_once left a container");
 

@@ -1,10 +1,9 @@
 //! The built-in buildpacks, compiled into the binary and written to `<data>/buildpacks` at
 //! start, so an installed binary does not depend on the source tree.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::fsutil;
-use crate::safefs::{self, Kind};
 
 /// Detection order.
 pub const BUILTIN: &[&str] = &["python", "nodejs", "php", "static", "procfile"];
@@ -85,19 +84,11 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
             BUILTIN.join(", ")
         ));
     }
-    // Refuse links at every step: the path must be a real directory inside the export.
-    let kind = |p: &str| safefs::kind(src, p).map_err(|e| e.to_string());
-    match kind(rel)? {
-        Kind::Dir => {}
-        Kind::Missing => return Err(format!("buildpack directory '{rel}' is not in the repo")),
-        Kind::Link => {
-            return Err(format!(
-                "buildpack directory '{rel}' is a symlink or passes through one; commit the directory itself"
-            ))
-        }
-        _ => return Err(format!("buildpack '{rel}' is not a directory")),
-    }
-    if kind(&format!("{rel}/bin/compile"))? != Kind::File {
+    let dir: PathBuf = src.join(rel);
+    // Refuse links: the path must be a real directory inside the export.
+    let meta = std::fs::symlink_metadata(&dir)
+        .map_err(|_| format!("buildpack directory '{rel}' is not in the repo"))?;
+    if !meta.is_dir() || !dir.join("bin/compile").is_file() {
         return Err(format!("buildpack directory '{rel}' has no bin/compile"));
     }
     Ok(Buildpack::InRepo(rel.to_string()))
@@ -108,16 +99,13 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
 pub fn select(config: Option<&Vec<String>>, src: &Path) -> Result<Option<Vec<Buildpack>>, String> {
     let list: Vec<String> = if let Some(l) = config {
         l.clone()
-    } else if let Some(text) =
-        safefs::read_text(src, ".buildpacks", 64 << 10).map_err(|e| e.to_string())?
-    {
+    } else if let Ok(text) = std::fs::read_to_string(src.join(".buildpacks")) {
         text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(String::from)
             .collect()
-    } else if safefs::kind(src, ".buildpack/bin/compile").map_err(|e| e.to_string())? == Kind::File
-    {
+    } else if src.join(".buildpack/bin/compile").is_file() {
         vec![".buildpack".into()]
     } else {
         return Ok(None);

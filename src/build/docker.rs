@@ -35,7 +35,10 @@ pub struct RunSpec {
     pub network: String,
     pub memory: Option<i64>,
     pub labels: Vec<(String, String)>,
-    pub user: Option<String>,
+    /// Runs as this uid (and gid), confined (see `isolation::confine`).
+    pub uid: u32,
+    /// The most processes (threads count) it may run at once.
+    pub pids: i64,
     pub workdir: Option<String>,
 }
 
@@ -136,21 +139,23 @@ impl Docker {
                 ..Default::default()
             })
             .collect();
+        let mut host = HostConfig {
+            mounts: Some(mounts),
+            network_mode: Some(spec.network.clone()),
+            memory: spec.memory,
+            memory_swap: spec.memory,
+            ..Default::default()
+        };
+        let mut user = None;
+        crate::isolation::confine(&mut user, &mut host, spec.uid, spec.pids);
         let body = ContainerCreateBody {
             image: Some(spec.image.clone()),
             cmd: Some(spec.cmd.clone()),
             env: Some(spec.env.clone()),
-            user: spec.user.clone(),
+            user,
             working_dir: spec.workdir.clone(),
             labels: Some(spec.labels.iter().cloned().collect()),
-            host_config: Some(HostConfig {
-                mounts: Some(mounts),
-                network_mode: Some(spec.network.clone()),
-                memory: spec.memory,
-                memory_swap: spec.memory,
-                security_opt: Some(vec!["no-new-privileges".into()]),
-                ..Default::default()
-            }),
+            host_config: Some(host),
             ..Default::default()
         };
         let opts = CreateContainerOptionsBuilder::default()

@@ -41,14 +41,16 @@ pub fn info(core: &Arc<Core>, name: &str, json: bool) -> CmdResult {
     if json {
         return Ok(table::json(&serde_json::json!({
             "name": app.name, "created_at": app.created_at, "created_by": app.created_by,
+            "uid": app.uid,
         })));
     }
     let _ = repo;
     Ok(format!(
-        "name:     {}\ncreated:  {} by {}\n",
+        "name:     {}\ncreated:  {} by {}\nuid:      {} (its builds and processes run as it)\n",
         app.name,
         utc(app.created_at),
-        app.created_by
+        app.created_by,
+        app.uid
     ))
 }
 

@@ -192,6 +192,7 @@ pub async fn prepare(core: &Arc<Core>, cmd: Cmd, pty: bool) -> Result<Session, C
                 argv: command,
                 env: env_vars,
                 memory: core.limits.process_memory,
+                uid: core.app_uid(&app)?,
             };
             Ok(Session {
                 node: core.node_client(&n),

@@ -229,6 +229,14 @@ impl Core {
         Ok(())
     }
 
+    /// The uid an app's builds and processes run as (see `isolation`).
+    pub fn app_uid(&self, app: &str) -> Result<u32, CoreError> {
+        match self.store.app(app)? {
+            Some(a) => Ok(a.uid),
+            None => Err(CoreError::NotFound(format!("app '{app}' does not exist"))),
+        }
+    }
+
     pub fn destroy_app(&self, app: &str) -> Result<(), CoreError> {
         self.store.destroy_app(app)?;
         self.store.delete_app_history(app)?;

@@ -201,6 +201,8 @@ async fn rollout_locked(
     let name = release_name(release.version, &release.sha256);
     let manifest: Manifest =
         serde_json::from_str(&release.manifest).map_err(|e| format!("bad manifest: {e}"))?;
+    // Its processes run as the app's own uid on every node.
+    let uid = core.app_uid(&app).map_err(|e| e.to_string())?;
     let nodes = core
         .target_nodes(&target.selector)
         .map_err(|e| e.to_string())?;
@@ -299,6 +301,7 @@ async fn rollout_locked(
             health: target.health.clone(),
             grace_ms: 2_000,
             generation,
+            uid,
         };
         let (tarball, sha, ptx) = (tarball.clone(), release.sha256.clone(), ptx.clone());
         let restore = opts.restore_data_from;
@@ -369,6 +372,7 @@ async fn rollout_locked(
             memory: core.limits.process_memory,
             timeout_ms: 3_600_000,
             snapshot: Some(format!("before-v{}", release.version)),
+            uid,
         };
         let (ltx, mut lrx) = tokio::sync::mpsc::channel::<String>(256);
         let body = serde_json::to_vec(&req).unwrap_or_default();

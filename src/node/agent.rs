@@ -482,6 +482,7 @@ async fn prepare(
                 image: req.image.clone(),
                 memory: req.memory,
                 generation: req.generation,
+                uid: req.uid,
             };
             match runtime::start(docker, &ctx.root, &spec).await {
                 Ok(r) => started.push(r),
@@ -583,9 +584,10 @@ async fn release_phase(
     req: ReleasePhaseReq,
     progress: &mpsc::Sender<String>,
 ) -> Result<CodeReply, String> {
+    crate::isolation::check_uid(req.uid).map_err(|e| e.to_string())?;
     if let Some(label) = &req.snapshot {
         ctx.root
-            .snapshot_data(&req.app, label)
+            .snapshot_data(&req.app, label, req.uid)
             .map_err(|e| e.to_string())?;
     }
     let docker = ctx.docker().await?;
@@ -600,6 +602,7 @@ async fn release_phase(
         image: req.image.clone(),
         memory: req.memory,
         generation: 0,
+        uid: req.uid,
     };
     let code = runtime::run_once(
         docker,

@@ -442,6 +442,7 @@ async fn run(ctx: &AgentCtx, req: RunReq, pty: Option<Pty>, io: Io<'_>) -> Resul
         image: req.image.clone(),
         memory: req.memory,
         generation: 0,
+        uid: req.uid,
     };
     let body = runtime::oneoff_body(&ctx.root, &spec, run_cmd(&req.argv), pty.is_some())
         .map_err(|e| e.to_string())?;

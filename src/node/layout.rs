@@ -23,9 +23,18 @@ use crate::names::{self, InvalidName};
 use crate::release::extract::{remove_tree, unpack_stream};
 use crate::release::tarball::{temp_name, ReleaseError, RemoveOnDrop};
 
-/// The uid/gid app processes run as (`user: 1000:1000`); the data dir is given to it.
-pub const APP_UID: u32 = 1000;
-pub const APP_GID: u32 = 1000;
+fn chown_error(data: &Path, uid: u32, e: io::Error) -> NodeError {
+    NodeError::Io {
+        path: data.to_path_buf(),
+        source: io::Error::new(
+            e.kind(),
+            format!(
+                "cannot give the data dir to uid {uid} (the app's user): {e}; \
+                 run the node as root"
+            ),
+        ),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -164,14 +173,37 @@ impl NodeRoot {
         self.app_dir(app).join("snapshots").join(label)
     }
 
-    /// Creates the data dir if missing, owned by the app user (uid 1000) so the non-root
-    /// process can write to it. An existing dir is left as it is: the app may have set its
-    /// own modes.
-    pub fn ensure_data_dir(&self, app: &str) -> Result<PathBuf, NodeError> {
+    /// Creates the data dir if missing, owned by the app's uid (`isolation`) so its
+    /// processes can write to it. An existing dir of that uid is left as it is (the app may
+    /// have set its own modes). One owned by another app uid is a leftover of an earlier app
+    /// of the same name: it is moved aside to `data.uid-<old uid>` (never handed over) and a
+    /// fresh one is made. One owned by anything else (uid 1000, when every app ran as that
+    /// user, or root) is the app's own from before per-app uids: given to the app's uid.
+    pub fn ensure_data_dir(&self, app: &str, uid: u32) -> Result<PathBuf, NodeError> {
+        use std::os::unix::fs::MetadataExt;
         names::check_node_app(app)?;
         let data = self.data_dir(app);
-        if fs::symlink_metadata(&data).is_ok() {
-            return Ok(data);
+        if let Ok(m) = fs::symlink_metadata(&data) {
+            let owner = m.uid();
+            if owner == uid {
+                return Ok(data);
+            }
+            let app_dir = self.app_dir(app);
+            if owner > crate::isolation::UID_BASE && m.is_dir() {
+                let aside = app_dir.join(format!("data.uid-{owner}"));
+                tracing::warn!(
+                    app,
+                    owner,
+                    uid,
+                    "data dir of an earlier app of this name moved aside"
+                );
+                rename_noreplace(&data, &aside).map_err(io_at(&aside))?;
+            } else if m.is_dir() {
+                crate::isolation::chown_tree(&data, uid).map_err(|e| chown_error(&data, uid, e))?;
+                return Ok(data);
+            } else {
+                return Err(io_at(&data)(io::Error::other("not a directory")));
+            }
         }
         let app_dir = self.app_dir(app);
         fs::create_dir_all(&app_dir).map_err(io_at(&app_dir))?;
@@ -179,18 +211,8 @@ impl NodeRoot {
         let tmp = temp_name(&app_dir, &data, "new");
         fs::create_dir(&tmp).map_err(io_at(&tmp))?;
         let guard = RemoveOnDrop(Some(tmp.clone()));
-        std::os::unix::fs::chown(&tmp, Some(APP_UID), Some(APP_GID)).map_err(|e| {
-            NodeError::Io {
-                path: data.clone(),
-                source: io::Error::new(
-                    e.kind(),
-                    format!(
-                        "cannot give the data dir to uid {APP_UID} (the app user): {e}; \
-                         run the node as root or create it with that owner"
-                    ),
-                ),
-            }
-        })?;
+        std::os::unix::fs::chown(&tmp, Some(uid), Some(uid))
+            .map_err(|e| chown_error(&data, uid, e))?;
         match rename_noreplace(&tmp, &data) {
             Ok(()) => guard.disarm(),
             // Another caller created it meanwhile: theirs is as good as ours.
@@ -342,11 +364,11 @@ impl NodeRoot {
     /// semantics (modes, owners, times, symlinks, hard links), via a temp dir swapped into
     /// place. An existing snapshot of that label is replaced: a retried deploy reuses its
     /// label, and nodes have no other way to clear one.
-    pub fn snapshot_data(&self, app: &str, label: &str) -> Result<(), NodeError> {
+    pub fn snapshot_data(&self, app: &str, label: &str, uid: u32) -> Result<(), NodeError> {
         names::check_node_app(app)?;
         names::check("snapshot", label)?;
         let dst = self.snapshot_dir(app, label);
-        let data = self.ensure_data_dir(app)?;
+        let data = self.ensure_data_dir(app, uid)?;
         let snapshots = dst.parent().expect("has parent");
         fs::create_dir_all(snapshots).map_err(io_at(snapshots))?;
         let tmp = temp_name(snapshots, &dst, "copy");

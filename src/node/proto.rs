@@ -53,6 +53,8 @@ pub struct PrepareReq {
     /// same release again beside itself; the generation keeps the two sets apart.
     #[serde(default)]
     pub generation: u64,
+    /// The app's uid: its processes run as it (see `isolation`).
+    pub uid: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -96,6 +98,8 @@ pub struct ReleasePhaseReq {
     pub timeout_ms: u64,
     /// Snapshot the data dir under this label first.
     pub snapshot: Option<String>,
+    /// The app's uid: the command runs as it.
+    pub uid: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -203,6 +207,8 @@ pub struct RunReq {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub memory: i64,
+    /// The app's uid: the command runs as it.
+    pub uid: u32,
 }
 
 /// The tarball filename-ish name of a release on nodes: `v3-0123456789ab`.

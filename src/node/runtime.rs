@@ -5,9 +5,9 @@
 //! restart by asking Docker, never by trusting a file of its own. Containers share the host
 //! network (the daemon runs with `--bridge=none`) and listen on the `PORT` they are given.
 //!
-//! Every container runs user code, so it gets the same confinement: uid 1000, no
-//! capabilities, no-new-privileges, a memory limit without swap, the release mounted
-//! read-only and only the app's own data dir writable.
+//! Every container runs user code, so it gets the same confinement (`isolation::confine`):
+//! the app's own uid, no capabilities, no-new-privileges, a pids limit, a memory limit
+//! without swap, the release mounted read-only and only the app's own data dir writable.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,7 +26,7 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::layout::{check_release, NodeError, NodeRoot, APP_GID, APP_UID};
+use super::layout::{check_release, NodeError, NodeRoot};
 use crate::build::docker::Docker;
 use crate::names;
 
@@ -69,6 +69,8 @@ pub struct ProcessSpec {
     pub memory: i64,
     /// The rollout that started it (see `PrepareReq::generation`); 0 for none.
     pub generation: u64,
+    /// The app's uid (and gid), from the controller; see `isolation`.
+    pub uid: u32,
 }
 
 #[derive(Debug, Clone)]
@@ -617,7 +619,8 @@ fn prepare(root: &NodeRoot, spec: &ProcessSpec) -> Result<(PathBuf, PathBuf), No
             reason: "it has no app/ directory".into(),
         });
     }
-    let data_dir = root.ensure_data_dir(&spec.app)?;
+    crate::isolation::check_uid(spec.uid).map_err(|e| NodeError::Invalid(e.to_string()))?;
+    let data_dir = root.ensure_data_dir(&spec.app, spec.uid)?;
     let abs =
         |p: PathBuf| std::path::absolute(&p).map_err(|source| NodeError::Io { path: p, source });
     Ok((abs(app_dir)?, abs(data_dir)?))
@@ -731,11 +734,10 @@ fn container_body(
             ("max-file".to_string(), "3".to_string()),
         ])),
     };
-    ContainerCreateBody {
+    let mut body = ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: Some(vec!["/bin/sh".into(), "-c".into(), LAUNCHER.into()]),
         env: Some(env),
-        user: Some(format!("{APP_UID}:{APP_GID}")),
         working_dir: Some("/app".into()),
         labels: Some(labels),
         host_config: Some(HostConfig {
@@ -747,8 +749,6 @@ fn container_body(
             network_mode: Some("host".into()),
             memory: Some(spec.memory),
             memory_swap: Some(spec.memory),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            cap_drop: Some(vec!["ALL".into()]),
             // docker-init as PID 1: it forwards SIGTERM (a shell or app as PID 1 would
             // ignore it, making every stop wait out the grace period) and reaps zombies.
             init: Some(true),
@@ -757,7 +757,17 @@ fn container_body(
             ..Default::default()
         }),
         ..Default::default()
+    };
+    // The app's own uid, no capabilities, no-new-privileges, a pids limit.
+    if let Some(host) = body.host_config.as_mut() {
+        crate::isolation::confine(
+            &mut body.user,
+            host,
+            spec.uid,
+            crate::isolation::PROCESS_PIDS,
+        );
     }
+    body
 }
 
 async fn create(
@@ -812,6 +822,7 @@ mod tests {
             image: "magrathea/stack-tiny:latest".into(),
             memory: 64 << 20,
             generation: 0,
+            uid: crate::isolation::UID_BASE + 1,
         }
     }
 

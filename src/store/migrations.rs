@@ -3,7 +3,7 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     // 1: identity, apps, access, pushes, audit
     "CREATE TABLE keys(
         id INTEGER PRIMARY KEY,
@@ -122,6 +122,17 @@ const MIGRATIONS: &[&str] = &[
         env TEXT NOT NULL,
         stopped INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY(app, env));",
+    // 6: a uid per app (see isolation.rs), never handed out twice: app_uids keeps every uid
+    // ever given (AUTOINCREMENT never reuses a number, even after deletes). 1900000000 is
+    // isolation::UID_BASE.
+    "CREATE TABLE app_uids(
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        app TEXT NOT NULL,
+        allocated_at INTEGER NOT NULL);
+     ALTER TABLE apps ADD COLUMN uid INTEGER;
+     INSERT INTO app_uids(app, allocated_at) SELECT name, created_at FROM apps ORDER BY id;
+     UPDATE apps SET uid = 1900000000 + (SELECT max(seq) FROM app_uids u WHERE u.app = apps.name);
+     CREATE UNIQUE INDEX apps_uid ON apps(uid);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -52,6 +52,8 @@ pub struct AppRow {
     pub name: String,
     pub created_at: i64,
     pub created_by: String,
+    /// The uid (and gid) its builds and processes run as; see `isolation`.
+    pub uid: u32,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -234,18 +236,34 @@ impl Store {
             name: r.get(1)?,
             created_at: r.get(2)?,
             created_by: r.get(3)?,
+            uid: r.get(4)?,
         })
     }
 
     pub fn create_app(&self, name: &str, by: &str) -> Result<AppRow> {
-        let c = self.lock();
-        let n = c.execute(
+        let mut c = self.lock();
+        let tx = c.transaction()?;
+        let at = now();
+        let n = tx.execute(
             "INSERT OR IGNORE INTO apps(name, created_at, created_by) VALUES (?1,?2,?3)",
-            params![name, now(), by],
+            params![name, at, by],
         )?;
         if n == 0 {
             return Err(StoreError::Conflict(format!("app '{name}' already exists")));
         }
+        // A fresh uid, never given to any app before (not even one of the same name).
+        tx.execute(
+            "INSERT INTO app_uids(app, allocated_at) VALUES (?1,?2)",
+            params![name, at],
+        )?;
+        let uid = crate::isolation::UID_BASE as i64 + tx.last_insert_rowid();
+        if uid > crate::isolation::UID_MAX as i64 {
+            return Err(StoreError::Conflict(
+                "no app uid left in the app range".into(),
+            ));
+        }
+        tx.execute("UPDATE apps SET uid=?1 WHERE name=?2", params![uid, name])?;
+        tx.commit()?;
         drop(c);
         self.app(name)?
             .ok_or_else(|| StoreError::NotFound(format!("app '{name}' vanished")))
@@ -255,7 +273,7 @@ impl Store {
         Ok(self
             .lock()
             .query_row(
-                "SELECT id,name,created_at,created_by FROM apps WHERE name=?1",
+                "SELECT id,name,created_at,created_by,uid FROM apps WHERE name=?1",
                 [name],
                 Self::app_row,
             )
@@ -266,12 +284,12 @@ impl Store {
     pub fn list_apps(&self, who: &Identity) -> Result<Vec<(AppRow, String)>> {
         let c = self.lock();
         let mut st = c.prepare(
-            "SELECT a.id,a.name,a.created_at,a.created_by, COALESCE(g.role, '') FROM apps a
+            "SELECT a.id,a.name,a.created_at,a.created_by,a.uid, COALESCE(g.role, '') FROM apps a
              LEFT JOIN access g ON g.app_id=a.id AND g.key_id=?1 ORDER BY a.name",
         )?;
         let rows: Vec<(AppRow, String)> = st
             .query_map([who.key_id], |r| {
-                Ok((Self::app_row(r)?, r.get::<_, String>(4)?))
+                Ok((Self::app_row(r)?, r.get::<_, String>(5)?))
             })?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows
@@ -497,5 +515,38 @@ mod tests {
         drop(s);
         let s = Store::open(&dir.path().join("db")).unwrap();
         assert_eq!(s.count_keys().unwrap(), 2);
+    }
+
+    #[test]
+    fn app_uids_are_never_reused() {
+        use crate::isolation::UID_BASE;
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        // An app created before uids existed gets one from the migration.
+        {
+            let c = Connection::open(&db).unwrap();
+            let sql = migrations::MIGRATIONS[..5].join(";");
+            c.execute_batch(&sql).unwrap();
+            c.pragma_update(None, "user_version", 5).unwrap();
+            c.execute(
+                "INSERT INTO apps(name, created_at, created_by) VALUES ('old', 1, 'root')",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&db).unwrap();
+        assert_eq!(s.app("old").unwrap().unwrap().uid, UID_BASE + 1);
+        let a = s.create_app("web", "root").unwrap();
+        let b = s.create_app("api", "root").unwrap();
+        assert_eq!((a.uid, b.uid), (UID_BASE + 2, UID_BASE + 3));
+        // Destroyed, then created again under the same name: a new uid, as is one for
+        // the next app (AUTOINCREMENT never goes back, even for the highest number).
+        s.destroy_app("api").unwrap();
+        assert_eq!(s.create_app("api", "root").unwrap().uid, UID_BASE + 4);
+        s.destroy_app("api").unwrap();
+        s.destroy_app("web").unwrap();
+        assert_eq!(s.create_app("web", "root").unwrap().uid, UID_BASE + 5);
+        assert!(s.create_app("web", "root").is_err());
+        assert_eq!(s.app("web").unwrap().unwrap().uid, UID_BASE + 5);
     }
 }

@@ -1,0 +1,152 @@
+//! What keeps tenants apart: every container that runs an app's code (its build, its
+//! processes, its release command, `run`, `shell`) runs as the app's own uid, with no
+//! capabilities, `no-new-privileges` and a pids limit.
+//!
+//! # Uids
+//!
+//! The controller gives each app a uid when it is created: [`UID_BASE`] plus a sequence
+//! number that is never handed out again (an app destroyed and created again under the same
+//! name gets a new one, so nothing the old app left behind is the new app's). The uid is the
+//! gid too. The range starts at 1 900 000 000: above the regular users (1000-60000), the
+//! subordinate uids `useradd` hands out for rootless containers (100000 up, 65536 a user) and
+//! systemd's container range (524288-1879048191), below 2^31. A node refuses a uid below the
+//! base or one that names a host account (`getpwuid`) or falls in an `/etc/subuid` range, so
+//! an app never shares a uid with a login user.
+
+use std::path::Path;
+
+use bollard::models::HostConfig;
+
+/// The first app's uid is `UID_BASE + 1`.
+pub const UID_BASE: u32 = 1_900_000_000;
+/// The last uid of the range (below systemd's "foreign" range at 0x7FFE0000).
+pub const UID_MAX: u32 = 2_100_000_000;
+
+/// Processes (threads count) a build may run at once: package managers fan out.
+pub const BUILD_PIDS: i64 = 2048;
+/// Processes (threads count) one app process container may run at once.
+pub const PROCESS_PIDS: i64 = 1024;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UidError {
+    #[error("app uid {0} is outside the app range {UID_BASE}-{UID_MAX}; the controller sends a wrong uid (upgrade it?)")]
+    OutOfRange(u32),
+    #[error("app uid {uid} is the host account '{name}'; remove that account or its uid from this host, an app must share no uid with a host user")]
+    HostAccount { uid: u32, name: String },
+    #[error("app uid {uid} is a subordinate uid of host user '{owner}' (/etc/subuid); shrink that range, an app must share no uid with a host user")]
+    Subordinate { uid: u32, owner: String },
+}
+
+/// Checks that `uid` may run an app on this host (see the module docs).
+pub fn check_uid(uid: u32) -> Result<(), UidError> {
+    if !(UID_BASE < uid && uid <= UID_MAX) {
+        return Err(UidError::OutOfRange(uid));
+    }
+    if let Some(name) = host_account(uid) {
+        return Err(UidError::HostAccount { uid, name });
+    }
+    let subuid = std::fs::read_to_string("/etc/subuid").unwrap_or_default();
+    if let Some(owner) = subordinate_owner(&subuid, uid) {
+        return Err(UidError::Subordinate { uid, owner });
+    }
+    Ok(())
+}
+
+/// The name of the host account with this uid, if any (through NSS, so LDAP users count).
+fn host_account(uid: u32) -> Option<String> {
+    let mut buf = vec![0u8; 16 << 10];
+    // SAFETY: an all-zero passwd is a valid value for getpwuid_r to fill in.
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call and `buf` outlives the use of `pw`.
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    if rc != 0 || out.is_null() {
+        return None;
+    }
+    // SAFETY: on success pw_name points at a NUL-terminated string inside `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+    Some(name.to_string_lossy().into_owned())
+}
+
+/// The owner of the `/etc/subuid` range (`name:start:count` lines) holding `uid`.
+fn subordinate_owner(subuid: &str, uid: u32) -> Option<String> {
+    subuid.lines().find_map(|l| {
+        let mut f = l.trim().splitn(3, ':');
+        let (owner, start, count) = (f.next()?, f.next()?, f.next()?);
+        let (start, count): (u64, u64) = (start.parse().ok()?, count.parse().ok()?);
+        (start <= uid as u64 && (uid as u64) < start + count).then(|| owner.to_string())
+    })
+}
+
+/// The confinement every container of an app gets, on top of what the caller sets: the
+/// app's uid and gid, every capability dropped, no privilege gain through setuid files, a
+/// pids limit. Nothing an app runs needs a capability: buildpacks install into the app
+/// dir and the cache, never system-wide, so builds run with none either.
+pub fn confine(user: &mut Option<String>, host: &mut HostConfig, uid: u32, pids: i64) {
+    *user = Some(format!("{uid}:{uid}"));
+    host.cap_drop = Some(vec!["ALL".into()]);
+    host.cap_add = None;
+    host.security_opt = Some(vec!["no-new-privileges".into()]);
+    host.pids_limit = Some(pids);
+    host.privileged = Some(false);
+}
+
+/// Gives a tree to `uid` (owner and group), links included but never followed: what a
+/// build writes (its source, env, meta dirs) must be the build's.
+pub fn chown_tree(root: &Path, uid: u32) -> std::io::Result<()> {
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        std::os::unix::fs::lchown(&p, Some(uid), Some(uid))?;
+        let m = std::fs::symlink_metadata(&p)?;
+        if m.is_dir() {
+            for e in std::fs::read_dir(&p)? {
+                stack.push(e?.path());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Readies a build's dirs for a build running as `uid`: the per-build ones (`src`, `env`,
+/// `meta`, fresh from the export) are given to it; the app's cache is kept if it is the
+/// uid's already, else emptied (a cache is only an accelerator, and one of another uid is
+/// from an earlier app of the same name, or from before per-app uids) and given to it.
+pub fn give_build_dirs(dirs: &[&Path], cache: &Path, uid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for d in dirs {
+        chown_tree(d, uid)?;
+    }
+    match std::fs::symlink_metadata(cache) {
+        Ok(m) if m.is_dir() && m.uid() == uid => return Ok(()),
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(cache)?,
+        Ok(_) => std::fs::remove_file(cache)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(cache)?;
+    std::os::unix::fs::chown(cache, Some(uid), Some(uid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_range_and_subuid() {
+        assert!(check_uid(0).is_err());
+        assert!(check_uid(1000).is_err());
+        assert!(check_uid(UID_BASE).is_err());
+        assert!(check_uid(UID_MAX + 1).is_err());
+        assert!(check_uid(UID_BASE + 1).is_ok());
+        let subuid = "alice:100000:65536\nbob:1900000000:1000\n";
+        assert_eq!(subordinate_owner(subuid, 100000).as_deref(), Some("alice"));
+        assert_eq!(subordinate_owner(subuid, 165536), None);
+        assert_eq!(
+            subordinate_owner(subuid, UID_BASE + 5).as_deref(),
+            Some("bob")
+        );
+        assert_eq!(subordinate_owner("garbage\n::\n", 5), None);
+        assert_eq!(host_account(0).as_deref(), Some("root"));
+    }
+}
