@@ -26,6 +26,7 @@ pub mod node;
 pub mod paths;
 pub mod release;
 pub mod router;
+pub mod safefs;
 pub mod secrets;
 pub mod serve;
 pub mod shutdown;

@@ -115,7 +115,17 @@ mod tarball {
 #[test]
 fn builtin_buildpacks_on_the_tiny_stack() {
     let s = Server::start();
-    check_builtin(&s, "site", "static", "httpd", &[], "index.html");
+    let secrets = [
+        (".env", "SECRET_KEY=hunter2\n"),
+        ("app.json", "{\"name\": \"site\"}\n"),
+    ];
+    check_builtin(&s, "site", "static", "httpd", &secrets, "index.html");
+    // The site is served, its dotfiles and the platform's files are not.
+    assert_eq!(s.get("site", "/").0, 200);
+    for hidden in ["/.env", "/app.json", "/.static-root/index.html"] {
+        let (status, body) = s.get("site", hidden);
+        assert_eq!(status, 404, "{hidden}: {body}");
+    }
     check_builtin(
         &s,
         "proc",

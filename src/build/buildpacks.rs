@@ -1,9 +1,10 @@
 //! The built-in buildpacks, compiled into the binary and written to `<data>/buildpacks` at
 //! start, so an installed binary does not depend on the source tree.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::fsutil;
+use crate::safefs::{self, Kind};
 
 /// Detection order.
 pub const BUILTIN: &[&str] = &["python", "nodejs", "php", "static", "procfile"];
@@ -84,11 +85,19 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
             BUILTIN.join(", ")
         ));
     }
-    let dir: PathBuf = src.join(rel);
-    // Refuse links: the path must be a real directory inside the export.
-    let meta = std::fs::symlink_metadata(&dir)
-        .map_err(|_| format!("buildpack directory '{rel}' is not in the repo"))?;
-    if !meta.is_dir() || !dir.join("bin/compile").is_file() {
+    // Refuse links at every step: the path must be a real directory inside the export.
+    let kind = |p: &str| safefs::kind(src, p).map_err(|e| e.to_string());
+    match kind(rel)? {
+        Kind::Dir => {}
+        Kind::Missing => return Err(format!("buildpack directory '{rel}' is not in the repo")),
+        Kind::Link => {
+            return Err(format!(
+                "buildpack directory '{rel}' is a symlink or passes through one; commit the directory itself"
+            ))
+        }
+        _ => return Err(format!("buildpack '{rel}' is not a directory")),
+    }
+    if kind(&format!("{rel}/bin/compile"))? != Kind::File {
         return Err(format!("buildpack directory '{rel}' has no bin/compile"));
     }
     Ok(Buildpack::InRepo(rel.to_string()))
@@ -99,13 +108,16 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
 pub fn select(config: Option<&Vec<String>>, src: &Path) -> Result<Option<Vec<Buildpack>>, String> {
     let list: Vec<String> = if let Some(l) = config {
         l.clone()
-    } else if let Ok(text) = std::fs::read_to_string(src.join(".buildpacks")) {
+    } else if let Some(text) =
+        safefs::read_text(src, ".buildpacks", 64 << 10).map_err(|e| e.to_string())?
+    {
         text.lines()
             .map(str::trim)
             .filter(|l| !l.is_empty() && !l.starts_with('#'))
             .map(String::from)
             .collect()
-    } else if src.join(".buildpack/bin/compile").is_file() {
+    } else if safefs::kind(src, ".buildpack/bin/compile").map_err(|e| e.to_string())? == Kind::File
+    {
         vec![".buildpack".into()]
     } else {
         return Ok(None);

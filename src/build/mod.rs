@@ -18,6 +18,7 @@ use crate::appconfig::{self, AppConfig};
 use crate::controller::Core;
 use crate::git::export::{self, Quarantine};
 use crate::git::hookproto::Frame;
+use crate::safefs;
 use crate::store::ReleaseRow;
 use docker::{Docker, RunOutcome, RunSpec};
 
@@ -211,6 +212,25 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
+/// The files of a pushed tree that the platform reads (not only the buildpacks).
+const APP_FILES: [&str; 5] = [
+    "Procfile",
+    "magrathea.yml",
+    ".buildpacks",
+    "app.json",
+    ".env",
+];
+
+/// Caps on the files the controller reads from a push or a build's output.
+const MAX_APP_FILE: u64 = 256 << 10;
+const MAX_META_FILE: u64 = 1 << 20;
+
+/// Tells the pusher why the build failed, and passes the error on.
+async fn report(out: &mut Sink, e: BuildError) -> BuildError {
+    out.line(format!(" !     {e}")).await;
+    e
+}
+
 pub fn human(bytes: u64) -> String {
     if bytes >= 1 << 20 {
         format!("{:.1} MB", bytes as f64 / (1u64 << 20) as f64)
@@ -267,15 +287,30 @@ async fn run(
         ))
         .await;
     }
-    let config: AppConfig = match std::fs::read_to_string(src.join("magrathea.yml")) {
-        Ok(t) => match appconfig::parse(&t) {
+    // The files the platform itself reads must be files of the repo, never links to
+    // something on the server.
+    for name in APP_FILES {
+        if safefs::kind(&src, name).map_err(|e| fail(e.to_string()))? == safefs::Kind::Link {
+            let m = format!(
+                "{name} is a symlink in the pushed tree; commit the file itself (the platform reads it, and never follows links)"
+            );
+            out.line(format!(" !     {m}")).await;
+            return Err(fail(m));
+        }
+    }
+    let config: AppConfig = match safefs::read_text(&src, "magrathea.yml", MAX_APP_FILE) {
+        Ok(Some(t)) => match appconfig::parse(&t) {
             Ok(c) => c,
             Err(e) => {
                 out.line(format!(" !     {e}")).await;
                 return Err(fail(e));
             }
         },
-        Err(_) => AppConfig::default(),
+        Ok(None) => AppConfig::default(),
+        Err(e) => {
+            out.line(format!(" !     {e}")).await;
+            return Err(fail(e.to_string()));
+        }
     };
     let stack = config
         .stack
@@ -430,12 +465,18 @@ async fn run(
 
     // Process types: buildpack defaults, then magrathea.yml, then the Procfile.
     let mut processes = BTreeMap::new();
-    let mut buildpack_names = vec![];
-    if let Ok(t) = std::fs::read_to_string(meta.join("buildpacks")) {
-        buildpack_names = t.lines().map(String::from).collect();
-    }
+    // Everything below was written by the build container: read it as hostile.
+    let hostile = |e: safefs::HostileFile| fail(format!("build output: {e}"));
+    let buildpack_names: Vec<String> = match safefs::read_text(&meta, "buildpacks", MAX_META_FILE) {
+        Ok(t) => t.unwrap_or_default().lines().map(String::from).collect(),
+        Err(e) => return Err(report(out, hostile(e)).await),
+    };
     for i in 1..=buildpack_names.len().max(1) {
-        if let Ok(t) = std::fs::read_to_string(meta.join(format!("release-{i}.yml"))) {
+        let t = match safefs::read_text(&meta, &format!("release-{i}.yml"), MAX_META_FILE) {
+            Ok(t) => t,
+            Err(e) => return Err(report(out, hostile(e)).await),
+        };
+        if let Some(t) = t {
             match appconfig::parse_release(&t) {
                 Ok(r) => processes.extend(r.default_process_types.unwrap_or_default()),
                 Err(e) => {
@@ -449,7 +490,11 @@ async fn run(
         processes.extend(p.clone());
     }
     let mut release_cmd = config.release.clone();
-    if let Ok(t) = std::fs::read_to_string(src.join("Procfile")) {
+    let procfile = match safefs::read_text(&src, "Procfile", MAX_APP_FILE) {
+        Ok(t) => t,
+        Err(e) => return Err(report(out, hostile(e)).await),
+    };
+    if let Some(t) = procfile {
         match appconfig::parse_procfile(&t) {
             Ok(mut p) => {
                 if let Some(r) = p.remove("release") {
@@ -500,8 +545,22 @@ async fn run(
         Some(id),
         &req.key_name,
     )
-    .await
-    .map_err(|e| fail(e.to_string()))?;
+    .await;
+    let cooked = match cooked {
+        Ok(c) => c,
+        Err(e) => {
+            // Entries the release may not hold are the app's to fix; anything else (disk,
+            // I/O) names server paths, so it stays in the server log.
+            let shown = match e.downcast_ref::<crate::release::tarball::ReleaseError>() {
+                Some(r @ crate::release::tarball::ReleaseError::BadEntry { .. }) => r.to_string(),
+                _ => {
+                    tracing::error!(app = %req.app, error = %e, "cannot cook the release");
+                    "cannot pack the release (server error; see the server log)".to_string()
+                }
+            };
+            return Err(report(out, fail(shown)).await);
+        }
+    };
     out.line(format!(
         "       done, {} (sha256 {})",
         human(cooked.size as u64),

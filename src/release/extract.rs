@@ -192,7 +192,7 @@ fn normal_path(raw: &[u8]) -> Result<PathBuf, String> {
 
 /// What the archive has placed so far, to judge the next entry.
 #[derive(Default)]
-struct Tracker {
+pub(crate) struct Tracker {
     seen: HashSet<PathBuf>,
     /// Extracted symlinks: path -> target.
     links: HashMap<PathBuf, PathBuf>,
@@ -217,7 +217,7 @@ impl Tracker {
         Ok(())
     }
 
-    fn check_symlink(&mut self, path: &Path, target: &[u8]) -> Result<(), String> {
+    pub(crate) fn check_symlink(&mut self, path: &Path, target: &[u8]) -> Result<(), String> {
         let target = Path::new(OsStr::from_bytes(target));
         let shown = target.to_string_lossy();
         if target.as_os_str().is_empty() {

@@ -366,6 +366,10 @@ fn write_archive(
     let mut h = base_header(EntryType::Directory, MODE_DIR, 0, mtime);
     ar.append_data(&mut h, "app/", io::empty()).map_err(werr)?;
 
+    // The node refuses a release whose relative links leave it (see `extract`); judging the
+    // links here, in archive order with the node's own rules, fails the build instead of
+    // storing a release that no node will take.
+    let mut links = crate::release::extract::Tracker::default();
     for item in items {
         let src = root.join(&item.rel);
         let name = archive_name(&item.rel, item.kind == Kind::Dir);
@@ -376,6 +380,13 @@ fn write_archive(
             }
             Kind::Symlink => {
                 let target = fs::read_link(&src).map_err(io_at(&src))?;
+                let bytes = target.as_os_str().as_bytes();
+                links
+                    .check_symlink(&archive_name(&item.rel, false), bytes)
+                    .map_err(|reason| ReleaseError::BadEntry {
+                        path: crate::safefs::shown(&item.rel),
+                        reason,
+                    })?;
                 append_symlink(&mut ar, &name, target.as_os_str().as_bytes(), mtime)
                     .map_err(werr)?;
             }
@@ -671,7 +682,7 @@ mod tests {
         let s = t.path().join("slug");
         fs::create_dir_all(&s).unwrap();
         symlink("/etc/passwd", s.join("passwd")).unwrap();
-        symlink("../../x", s.join("up")).unwrap();
+        symlink("../x", s.join("up")).unwrap();
         symlink("a//b/./c", s.join("odd")).unwrap();
         let long_target = "t/".repeat(80) + "end";
         symlink(&long_target, s.join("long")).unwrap();
@@ -687,13 +698,34 @@ mod tests {
             String::from_utf8(e.link.clone().unwrap()).unwrap()
         };
         assert_eq!(link("app/passwd"), "/etc/passwd");
-        assert_eq!(link("app/up"), "../../x");
+        assert_eq!(link("app/up"), "../x");
         assert_eq!(link("app/odd"), "a//b/./c");
         assert_eq!(link("app/long"), long_target);
         let host = fs::read(Path::new("/etc/passwd")).unwrap();
         let first_line = host.split(|&b| b == b'\n').next().unwrap();
         assert!(!first_line.is_empty());
         assert!(!tar.windows(first_line.len()).any(|w| w == first_line));
+    }
+
+    #[test]
+    fn a_relative_link_out_of_the_release_is_refused_and_leaves_nothing() {
+        let t = tempfile::tempdir().unwrap();
+        let s = t.path().join("slug");
+        fs::create_dir_all(s.join("lib")).unwrap();
+        symlink("../../../etc/passwd", s.join("lib/escape")).unwrap();
+        let out = t.path().join("o.tar.gz");
+        match pack(&s, b"{}", 1, &out) {
+            Err(ReleaseError::BadEntry { path, reason }) => {
+                assert_eq!(path, "lib/escape");
+                assert!(reason.contains("points outside the release"), "{reason}");
+            }
+            other => panic!("expected a refused link, got {other:?}"),
+        }
+        assert_eq!(
+            fs::read_dir(t.path()).unwrap().count(),
+            1,
+            "a temp file was left"
+        );
     }
 
     #[test]

@@ -123,17 +123,16 @@ impl Server {
     }
 
     pub fn spawn(&mut self) {
+        // Tests build on the tiny stack unless they name another.
+        let stack = if self.flags.iter().any(|f| f == "--default-stack") {
+            &[][..]
+        } else {
+            &["--default-stack", "tiny"][..]
+        };
         let mut child = Command::new(bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--default-stack",
-                "tiny",
-                "--data",
-            ])
+            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(stack)
+            .arg("--data")
             .arg(&self.data)
             .args(&self.flags)
             .env("MAGRATHEA_LOG", "info,magrathea=debug")
