@@ -51,7 +51,7 @@ canary=$(cat "$build/canary-path")
 echo "-----> hostile buildpack: $attack"
 case "$attack" in
   meta-abs) rm -f /meta/buildpacks; ln -s "$canary" /meta/buildpacks ;;
-  meta-rel) ln -s ../../../canary.txt /meta/release-1.yml ;;
+  meta-rel) echo second >>/meta/buildpacks; ln -s ../../../canary.txt /meta/release-2.yml ;;
   meta-hard) rm -f /meta/buildpacks; echo name > /meta/x; ln /meta/x /meta/buildpacks ;;
   procfile-rel) rm -f "$build/Procfile"; ln -s ../../../canary.txt "$build/Procfile" ;;
   escape) ln -s ../../../../etc/passwd "$build/escape" ;;
@@ -154,7 +154,9 @@ fn symlinks_to_host_files_leak_nothing() {
         }
     };
     push(&hostile_bp("meta-abs"), "buildpacks is a symlink");
-    push(&hostile_bp("meta-rel"), "release-1.yml is a symlink");
+    // (release-2.yml: the driver writes release-1.yml after compile, and the build, which
+    // runs as the app's uid, cannot create the file a release-1.yml link points at.)
+    push(&hostile_bp("meta-rel"), "release-2.yml is a symlink");
     push(&hostile_bp("meta-hard"), "buildpacks is hard-linked");
     push(&hostile_bp("procfile-rel"), "Procfile is a symlink");
     // A relative link out of the slug fails the build (the node would refuse the release).
