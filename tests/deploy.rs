@@ -404,3 +404,222 @@ fn data_snapshots_rollbacks_a_node_lost_mid_prepare_and_a_controller_sigkill() {
     s.git_ok(&s.admin, &dir, &["push", &s.url("crm"), "main"]);
     assert_eq!(s.get("crm", "/"), (200, "v6\n".to_string()));
 }
+
+/// A TCP relay in front of an agent: the node as the controller sees it. It can stop
+/// passing the controller's bytes on after a given count (the node is mid-receive and
+/// takes no more), and then also stop answering (the node vanished from the network).
+/// When the node's side closes (the agent was killed), the controller's side is closed too.
+struct Relay {
+    addr: String,
+    passed: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    limit: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    silent: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Relay {
+    fn start(to: &str) -> Relay {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering::SeqCst;
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let r = Relay {
+            addr: l.local_addr().unwrap().to_string(),
+            passed: Default::default(),
+            limit: std::sync::Arc::new(u64::MAX.into()),
+            silent: Default::default(),
+        };
+        let (passed, limit, silent, to) = (
+            r.passed.clone(),
+            r.limit.clone(),
+            r.silent.clone(),
+            to.to_string(),
+        );
+        std::thread::spawn(move || {
+            for c in l.incoming() {
+                let Ok(mut c) = c else { break };
+                let Ok(mut a) = std::net::TcpStream::connect(&to) else {
+                    continue;
+                };
+                let dead = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let held = {
+                    let (passed, limit) = (passed.clone(), limit.clone());
+                    move || passed.load(SeqCst) >= limit.load(SeqCst)
+                };
+                // Controller -> node, up to the limit.
+                let (mut c2, mut a2) = (c.try_clone().unwrap(), a.try_clone().unwrap());
+                let (passed2, limit2, dead2, held2) =
+                    (passed.clone(), limit.clone(), dead.clone(), held.clone());
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        if dead2.load(SeqCst) {
+                            break;
+                        }
+                        if held2() {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            continue;
+                        }
+                        let room = limit2.load(SeqCst) - passed2.load(SeqCst);
+                        let want = buf.len().min(room.min(usize::MAX as u64) as usize);
+                        let n = match c2.read(&mut buf[..want]) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if a2.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                        passed2.fetch_add(n as u64, SeqCst);
+                    }
+                    let _ = a2.shutdown(std::net::Shutdown::Write);
+                });
+                // Node -> controller, until the node's side ends (or it falls silent).
+                let silent = silent.clone();
+                std::thread::spawn(move || {
+                    let mut buf = vec![0u8; 16 << 10];
+                    loop {
+                        if silent.load(SeqCst) && held() {
+                            std::thread::sleep(std::time::Duration::from_millis(10));
+                            continue;
+                        }
+                        let n = match a.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => n,
+                        };
+                        if c.write_all(&buf[..n]).is_err() {
+                            break;
+                        }
+                    }
+                    // Both ends go: the controller sees the node's connection close.
+                    dead.store(true, SeqCst);
+                    let _ = c.shutdown(std::net::Shutdown::Both);
+                });
+            }
+        });
+        r
+    }
+
+    /// Pass `bytes` more from the controller, then hold the rest back.
+    fn hold_after(&self, bytes: u64, silent: bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.silent.store(silent, SeqCst);
+        self.limit.store(self.passed.load(SeqCst) + bytes, SeqCst);
+    }
+
+    fn holding(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.passed.load(SeqCst) >= self.limit.load(SeqCst)
+    }
+
+    fn release(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.silent.store(false, SeqCst);
+        self.limit.store(u64::MAX, SeqCst);
+    }
+}
+
+/// Incompressible bytes, so a release is as big as its files.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// A node killed (SIGKILL) while it receives a release, and one that vanishes from the
+/// network mid-receive, are both found out in seconds: the push fails naming the node,
+/// the deploy is aborted on the other node, the old release keeps serving, and the app's
+/// deploy lock is free for the next push. Idle connections to a node do not keep the
+/// controller out either.
+#[test]
+fn a_node_dying_or_vanishing_mid_receive_fails_the_push_in_seconds() {
+    let s = Server::start();
+    let mut agents: Vec<Agent> = ["n1", "n2"].iter().map(|n| Agent::start(&s, n)).collect();
+    let relay = Relay::start(&agents[1].addr);
+    s.ok(&s.admin, &format!("nodes:add n1 {}", agents[0].addr));
+    s.ok(&s.admin, &format!("nodes:add n2 {}", relay.addr));
+    // 100 connections to n1 that never say a word.
+    let _idle: Vec<std::net::TcpStream> = (0..100)
+        .map(|_| std::net::TcpStream::connect(&agents[0].addr).unwrap())
+        .collect();
+    let dir = web_repo(&s.dir.path().join("src"), "v1\n", WEB);
+    s.git_ok(&s.admin, &dir, &["push", &s.url("blog"), "main"]);
+    assert_eq!(s.get("blog", "/"), (200, "v1\n".to_string()));
+
+    let push = |s: &Server, dir: &Path| {
+        let mut git = std::process::Command::new("git");
+        git.args(["push", &s.url("blog"), "main"])
+            .current_dir(dir)
+            .env("GIT_SSH_COMMAND", s.git_ssh_command(&s.admin))
+            .env("GIT_TERMINAL_PROMPT", "0");
+        // Far above how long it takes; a wedged rollout used to take 600 s.
+        output_within(&mut git, 150).expect("the push hung on a dead node")
+    };
+    let wait_holding = |relay: &Relay| {
+        for _ in 0..1200 {
+            if relay.holding() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("the release never started to flow to n2");
+    };
+    let v1_only = |s: &Server| {
+        for n in ["n1", "n2"] {
+            let procs = node_status(s, n)["status"]["apps"]["blog"]["processes"].clone();
+            let procs = procs.as_array().unwrap();
+            assert_eq!(procs.len(), 1, "{n}: {procs:?}");
+            assert!(procs[0]["release"].as_str().unwrap().starts_with("v1-"));
+        }
+    };
+
+    // Killed mid-receive: 8 MB that do not compress, 256 KiB of them let through.
+    std::fs::write(dir.join("blob.bin"), noise(8 << 20, 1)).unwrap();
+    set_body(&dir, "v2\n");
+    relay.hold_after(256 << 10, false);
+    let out = std::thread::scope(|sc| {
+        let h = sc.spawn(|| push(&s, &dir));
+        wait_holding(&relay);
+        agents[1].kill();
+        h.join().unwrap()
+    });
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("node n2") && err.contains("unreachable"),
+        "{err}"
+    );
+    assert!(err.contains("deploy aborted on every node"), "{err}");
+    assert_eq!(s.get("blog", "/"), (200, "v1\n".to_string()));
+    relay.release();
+    agents[1].restart();
+    v1_only(&s);
+
+    // Gone from the network mid-receive: nothing closes; keepalives find out.
+    std::fs::write(dir.join("blob.bin"), noise(8 << 20, 2)).unwrap();
+    set_body(&dir, "v3\n");
+    relay.hold_after(256 << 10, true);
+    let out = push(&s, &dir);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("node n2") && err.contains("unreachable"),
+        "{err}"
+    );
+    assert_eq!(s.get("blog", "/"), (200, "v1\n".to_string()));
+    relay.release();
+    v1_only(&s);
+
+    // The deploy lock was let go: the next push goes live everywhere.
+    set_body(&dir, "v4\n");
+    let out = s.git_ok(&s.admin, &dir, &["push", &s.url("blog"), "main"]);
+    assert!(
+        text(&out.stderr).contains("is live in production on n1, n2"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(s.get("blog", "/"), (200, "v4\n".to_string()));
+}

@@ -59,6 +59,19 @@ type Conn = Arc<client::Handle<Check>>;
 /// taken for dead and replaced.
 const CHANNEL_OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// A node that stops answering is taken for dead within seconds, not at the end of a call:
+/// with nothing heard for `KEEPALIVE_INTERVAL`, a keepalive goes out, and after
+/// `KEEPALIVE_MAX` unanswered ones the connection is closed. `PEER_SILENCE` bounds the
+/// case keepalives cannot see: a peer that stopped reading while we write to it (writes
+/// then block and nothing else gets a turn).
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+const KEEPALIVE_MAX: usize = 3;
+const PEER_SILENCE: Duration = Duration::from_secs(30);
+
+/// Sending a release may take long over a slow link, but never this long without a single
+/// block accepted by the node (a live node that stopped reading: a hung disk).
+const TRANSFER_STALL: Duration = Duration::from_secs(60);
+
 /// What the user sends into an interactive session.
 #[derive(Debug)]
 pub enum Input {
@@ -135,9 +148,9 @@ impl NodeClient {
         seen: Arc<Mutex<Option<String>>>,
     ) -> Result<client::Handle<Check>, NodeCallError> {
         let config = Arc::new(client::Config {
-            inactivity_timeout: None,
-            keepalive_interval: Some(Duration::from_secs(15)),
-            keepalive_max: 4,
+            inactivity_timeout: Some(PEER_SILENCE),
+            keepalive_interval: Some(KEEPALIVE_INTERVAL),
+            keepalive_max: KEEPALIVE_MAX,
             nodelay: true,
             preferred: node_ciphers(),
             ..Default::default()
@@ -389,8 +402,9 @@ impl NodeClient {
         code.ok_or_else(|| self.unreachable("the session ended without an exit status"))
     }
 
-    /// One verb on a channel of the shared connection, within `self.timeout` overall.
-    /// Returns the exit status, stdout and stderr.
+    /// One verb on a channel of the shared connection. Returns the exit status, stdout and
+    /// stderr. A dead node ends it within seconds (keepalives, the connection closing); a
+    /// live one gets `TRANSFER_STALL` per block of stdin and `self.timeout` for its answer.
     async fn call_raw(
         &self,
         command: &str,
@@ -398,16 +412,13 @@ impl NodeClient {
         progress: Option<mpsc::Sender<String>>,
     ) -> Result<(u32, Vec<u8>, String), NodeCallError> {
         let timed_out = || self.unreachable(format!("'{command}' timed out"));
-        let deadline = tokio::time::Instant::now() + self.timeout;
-        let (_conn, ch) = tokio::time::timeout_at(deadline, self.channel())
+        let (_conn, ch) = tokio::time::timeout(self.timeout, self.channel())
             .await
             .map_err(|_| timed_out())??;
         let (mut rx, tx) = ch.split();
-        let exchange = self.exchange(&mut rx, &tx, command, stdin, progress);
-        let r = match tokio::time::timeout_at(deadline, exchange).await {
-            Ok(r) => r,
-            Err(_) => Err(timed_out()),
-        };
+        let r = self
+            .exchange(&mut rx, &tx, command, stdin, progress, self.timeout)
+            .await;
         if r.is_err() {
             // End this verb's channel (the node may still wait for its stdin), not the
             // connection other calls share. Not reading it any more first, so that the
@@ -425,29 +436,47 @@ impl NodeClient {
         command: &str,
         stdin: Stdin,
         progress: Option<mpsc::Sender<String>>,
+        answer_within: Duration,
     ) -> Result<(u32, Vec<u8>, String), NodeCallError> {
-        tx.exec(true, command)
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        match stdin {
-            Stdin::Empty => {}
-            Stdin::Bytes(b) => tx.data(&b[..]).await.map_err(|e| self.unreachable(e))?,
-            Stdin::File(p) => {
-                let mut f = tokio::fs::File::open(&p)
+        let stalled = || {
+            self.unreachable(format!(
+                "'{command}': the node took no data for {}s",
+                TRANSFER_STALL.as_secs()
+            ))
+        };
+        // A write waits for the node to open its window; if the connection dies meanwhile,
+        // russh never wakes it. So the upload runs beside the reading side, which does see
+        // the end of the connection, and each block has `TRANSFER_STALL` to go out.
+        let send = async {
+            tx.exec(true, command)
+                .await
+                .map_err(|e| self.unreachable(e))?;
+            match stdin {
+                Stdin::Empty => {}
+                Stdin::Bytes(b) => tokio::time::timeout(TRANSFER_STALL, tx.data(&b[..]))
                     .await
-                    .map_err(|e| self.unreachable(e))?;
-                // Large reads: each one is a hop to tokio's blocking pool and back.
-                let mut buf = vec![0u8; 1 << 20];
-                loop {
-                    let n = f.read(&mut buf).await.map_err(|e| self.unreachable(e))?;
-                    if n == 0 {
-                        break;
+                    .map_err(|_| stalled())?
+                    .map_err(|e| self.unreachable(e))?,
+                Stdin::File(p) => {
+                    let mut f = tokio::fs::File::open(&p)
+                        .await
+                        .map_err(|e| self.unreachable(e))?;
+                    // Large reads: each one is a hop to tokio's blocking pool and back.
+                    let mut buf = vec![0u8; 1 << 20];
+                    loop {
+                        let n = f.read(&mut buf).await.map_err(|e| self.unreachable(e))?;
+                        if n == 0 {
+                            break;
+                        }
+                        tokio::time::timeout(TRANSFER_STALL, tx.data(&buf[..n]))
+                            .await
+                            .map_err(|_| stalled())?
+                            .map_err(|e| self.unreachable(e))?;
                     }
-                    tx.data(&buf[..n]).await.map_err(|e| self.unreachable(e))?;
                 }
             }
-        }
-        tx.eof().await.map_err(|e| self.unreachable(e))?;
+            tx.eof().await.map_err(|e| self.unreachable(e))
+        };
         // The channel is read without ever waiting on `progress`: a channel left unread
         // stalls the whole connection, and with it the calls of other tasks.
         let (ltx, mut lrx) = mpsc::unbounded_channel::<String>();
@@ -488,11 +517,23 @@ impl NodeClient {
                 }
             }
         };
-        let ((code, out, err), ()) = tokio::join!(read, forward);
-        match code {
-            Some(c) => Ok((c, out, err)),
-            None => Err(self.unreachable("connection lost before the node answered")),
-        }
+        let answer = async {
+            let ((code, out, err), ()) = tokio::join!(read, forward);
+            match code {
+                Some(c) => Ok((c, out, err)),
+                None => Err(self.unreachable("connection lost before the node answered")),
+            }
+        };
+        tokio::pin!(answer);
+        // The answer may come before the upload is done (the node refused the request).
+        let sent = tokio::select! {
+            r = send => r,
+            r = &mut answer => return r,
+        };
+        sent?;
+        tokio::time::timeout(answer_within, answer)
+            .await
+            .unwrap_or_else(|_| Err(self.unreachable(format!("'{command}' timed out"))))
     }
 }
 
