@@ -48,9 +48,12 @@ pub enum Command {
         /// Domain apps are served under
         #[arg(long, default_value = "localhost")]
         domain: String,
-        /// Maximum concurrent SSH connections
+        /// Maximum concurrent authenticated SSH connections (unauthenticated ones have a
+        /// budget of their own and cannot take these)
         #[arg(long, default_value_t = 256)]
         max_connections: usize,
+        #[command(flatten)]
+        login: LoginArgs,
         #[command(flatten)]
         build: BuildArgs,
     },
@@ -65,6 +68,8 @@ pub enum Command {
         /// The controller's public key (a file, or the key text; 'ssh paas nodes:key' prints it)
         #[arg(long, value_name = "KEY")]
         controller_key: String,
+        #[command(flatten)]
+        login: LoginArgs,
     },
     /// Git hooks (run by git inside a push, not by hand)
     Hook {
@@ -76,6 +81,28 @@ pub enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LoginArgs {
+    /// Seconds a connection may take to authenticate before it is closed (like sshd's
+    /// LoginGraceTime)
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub login_grace_time: u64,
+    /// Unauthenticated connections kept from one address; a newer one displaces the oldest
+    #[arg(long, default_value_t = 16, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=10000))]
+    pub max_unauthenticated_per_address: u64,
+}
+
+impl LoginArgs {
+    pub fn limits(&self, max_connections: usize) -> crate::ssh::Limits {
+        crate::ssh::Limits {
+            max_connections: max_connections.max(1),
+            login_grace: std::time::Duration::from_secs(self.login_grace_time),
+            per_address: self.max_unauthenticated_per_address as usize,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]

@@ -29,13 +29,14 @@ fn main() {
             http,
             domain,
             max_connections,
+            login,
             build,
         } => {
             let o = magrathea::serve::ServeOptions {
                 listen,
                 http,
                 domain,
-                max_connections,
+                limits: login.limits(max_connections),
             };
             tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)
@@ -45,10 +46,16 @@ fn main() {
             root,
             listen,
             controller_key,
+            login,
         } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
-                rt.block_on(magrathea::node::agent::run(root, &listen, &controller_key))
+                rt.block_on(magrathea::node::agent::run(
+                    root,
+                    &listen,
+                    &controller_key,
+                    login.limits(64),
+                ))
             }),
         Command::Keys { cmd } => magrathea::serve::keys(cmd),
         Command::Hook { .. } => unreachable!(),

@@ -74,7 +74,8 @@ pub struct ServeOptions {
     pub listen: String,
     pub http: String,
     pub domain: String,
-    pub max_connections: usize,
+    /// SSH connection budgets and the login grace time.
+    pub limits: crate::ssh::Limits,
 }
 
 pub async fn serve(
@@ -82,7 +83,7 @@ pub async fn serve(
     o: ServeOptions,
     limits: crate::build::Limits,
 ) -> anyhow::Result<()> {
-    let (listen, max_connections) = (o.listen.as_str(), o.max_connections);
+    let listen = o.listen.as_str();
     // Absolute, always: git resolves a relative core.hooksPath against the repository, and
     // a hook git cannot find is silently skipped, which would let pushes bypass us.
     let data = &std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());
@@ -110,7 +111,7 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {} (--http)", o.http))?;
     // The embedded default: with no nodes added, this machine is node `local`, served by an
     // in-process agent through the same SSH protocol as any remote node.
-    start_local_node(&core).await?;
+    start_local_node(&core, &o.limits).await?;
     let stop = crate::shutdown::StopSignals::register().context("cannot handle SIGTERM")?;
     println!(
         "magrathea {} serving {}",
@@ -140,7 +141,9 @@ pub async fn serve(
         core.clone(),
         listener,
         host_key,
-        crate::ssh::ServerOptions { max_connections },
+        crate::ssh::ServerOptions {
+            limits: o.limits.clone(),
+        },
     ));
     stop.wait().await;
     tracing::info!("shutting down: no new pushes; waiting for running ones");
@@ -158,7 +161,7 @@ pub async fn serve(
     Ok(())
 }
 
-async fn start_local_node(core: &Arc<Core>) -> anyhow::Result<()> {
+async fn start_local_node(core: &Arc<Core>, limits: &crate::ssh::Limits) -> anyhow::Result<()> {
     let root = core.data.root().join("node");
     std::fs::create_dir_all(root.join("apps"))?;
     let (host_key, _) =
@@ -180,6 +183,12 @@ async fn start_local_node(core: &Arc<Core>) -> anyhow::Result<()> {
         listener,
         host_key,
         core.shutdown.clone(),
+        // Only the controller connects to it; the login grace time is the operator's.
+        crate::ssh::Limits {
+            max_connections: 64,
+            login_grace: limits.login_grace,
+            ..Default::default()
+        },
     ));
     Ok(())
 }

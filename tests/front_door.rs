@@ -483,7 +483,13 @@ fn a_restart_keeps_keys_apps_access_audit_and_repos() {
     );
     assert_eq!(before, after);
     let audit_after = s.ok(&s.admin, "audit -n 1000");
-    for line in audit_before.lines().skip(1) {
+    // Entries are written before their command runs: the listing's own (then `started`)
+    // has its outcome by now.
+    for line in audit_before
+        .lines()
+        .skip(1)
+        .filter(|l| !l.contains(" started "))
+    {
         assert!(audit_after.contains(line), "audit lost: {line}");
     }
     // bob still has his access, and the clone is the pushed tree.
@@ -505,4 +511,231 @@ fn a_restart_keeps_keys_apps_access_audit_and_repos() {
         std::fs::read_to_string(clone.join("file.txt")).unwrap(),
         "kept\n"
     );
+}
+
+/// Idle sockets lock nobody out: 256 connections that never say a word, then a real ssh
+/// command works (they displace each other, not authenticated users), and they are closed
+/// once the login grace time is over.
+#[test]
+fn idle_connections_lock_nobody_out_and_are_closed_after_the_grace_time() {
+    use std::io::Read;
+    let s = Server::start_with(&["--login-grace-time", "2"]);
+    let idle: Vec<std::net::TcpStream> = (0..256)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap())
+        .collect();
+    let out = s.ssh(&s.admin, "whoami", None);
+    assert!(
+        out.status.success(),
+        "locked out by idle connections: {}\n{}",
+        text(&out.stderr),
+        s.log()
+    );
+    assert!(text(&out.stdout).contains("admin"));
+    // Every idle one is closed by the server (displaced, or out of time); a read that
+    // times out means one was left open.
+    for (i, mut c) in idle.into_iter().enumerate() {
+        c.set_read_timeout(Some(std::time::Duration::from_secs(60)))
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        loop {
+            match c.read(&mut buf) {
+                Ok(0) => break,
+                Ok(_) => continue, // the server's version line
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+                Err(e) => panic!("idle connection {i} still open: {e}\n{}", s.log()),
+            }
+        }
+    }
+    assert!(
+        s.log().contains("no authentication within 2s"),
+        "{}",
+        s.log()
+    );
+    // An authenticated session outlives the grace time.
+    let out = s.ssh(&s.admin, "whoami", None);
+    assert!(out.status.success());
+}
+
+/// A log line without its colour codes.
+fn strip_ansi(l: &str) -> String {
+    let mut out = String::new();
+    let mut chars = l.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// What the front door does not do is refused at once, not left unanswered.
+#[test]
+fn unsupported_requests_fail_at_once_and_repeated_bad_keys_are_slowed() {
+    let s = Server::start();
+    let mut sftp = Command::new("ssh");
+    sftp.args(s.ssh_args(&s.admin))
+        .args(["-s", "git@127.0.0.1", "sftp"]);
+    let out = output_within(&mut sftp, 60).expect("ssh -s sftp hung");
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("subsystem request failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    // X11 forwarding is refused, and the command still runs.
+    let mut x11 = Command::new("ssh");
+    x11.args(s.ssh_args(&s.admin))
+        .args([
+            "-o",
+            "ForwardX11=yes",
+            "-o",
+            "ForwardX11Trusted=yes",
+            "-o",
+            "LogLevel=INFO",
+        ])
+        .env("DISPLAY", "127.0.0.1:99")
+        .args(["git@127.0.0.1", "whoami"]);
+    let out = output_within(&mut x11, 60).expect("ssh -X hung");
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), s.log());
+    assert!(text(&out.stdout).contains("admin"));
+    assert!(
+        text(&out.stderr).contains("X11 forwarding request failed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // 16 attempts with an unknown key, four at a time: past the free allowance (10 a
+    // minute) each answer is delayed, doubling from 200 ms, one at a time per address. The
+    // server announces each delay as it starts; no attempt ends before its delay is over.
+    let stranger = s.key("stranger");
+    let t0 = std::time::Instant::now();
+    let outs: Vec<_> = std::thread::scope(|sc| {
+        let hs: Vec<_> = (0..4)
+            .map(|_| {
+                sc.spawn(|| {
+                    (0..4)
+                        .map(|_| s.ssh(&stranger, "whoami", None))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+    });
+    let took = t0.elapsed();
+    assert!(outs.iter().all(|o| o.status.code() == Some(255)));
+    let delays: Vec<u64> = s
+        .log()
+        .lines()
+        .filter(|l| l.contains("repeated authentication failures; answer delayed"))
+        .filter_map(|l| {
+            strip_ansi(l)
+                .split("delay_ms=")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert!(delays.len() >= 3, "{delays:?}\n{}", s.log());
+    let longest = *delays.iter().max().unwrap();
+    assert!(longest >= 800, "{delays:?}");
+    assert!(
+        took.as_millis() as u64 >= longest,
+        "{took:?} < {longest} ms"
+    );
+    // A known key from the same address is not delayed: it gets in.
+    assert!(s.ok(&s.admin, "whoami").contains("admin"));
+}
+
+/// Every refusal is audited (unknown keys, command lines that do not parse, unknown
+/// commands, bad usage), config values never reach the trail in any spelling, and when
+/// the trail cannot be written nothing runs.
+#[test]
+fn refusals_are_audited_values_redacted_and_a_failing_audit_trail_fails_closed() {
+    let s = Server::start();
+    let stranger = s.key("stranger");
+    assert_eq!(s.ssh(&stranger, "whoami", None).status.code(), Some(255));
+    let fp = text(
+        &run(Command::new("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f"])
+            .arg(stranger.pub_path()))
+        .stdout,
+    );
+    let fp = fp.split_whitespace().nth(1).unwrap().to_string();
+    for (line, code) in [
+        ("apps:create 'oops", 2),
+        ("frobnicate A=s3cret-1 s3cret-2", 1),
+        ("apps:create", 2),
+        (
+            "config:set shop -E=s3cret-3 KEY s3cret-4 --env=prod B=s3cret-5",
+            2,
+        ),
+        ("config:get shop s3cret-6=x", 1),
+    ] {
+        let out = s.ssh(&s.admin, line, None);
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{line}: {}",
+            text(&out.stderr)
+        );
+    }
+    let audit: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "audit --json")).unwrap();
+    let rows = audit.as_array().unwrap();
+    let has = |command: &str, outcome: &str| {
+        rows.iter().any(|r| {
+            r["command"] == command
+                && (r["outcome"] == outcome || outcome == "refused")
+                && r["outcome"] != "ok"
+        })
+    };
+    assert!(
+        rows.iter().any(|r| r["fingerprint"] == fp.as_str()
+            && r["command"] == "ssh login"
+            && r["outcome"] == "denied"),
+        "{audit:#}"
+    );
+    assert!(has("apps:create (unparseable)", "invalid"), "{audit:#}");
+    assert!(has("frobnicate *** ***", "invalid"), "{audit:#}");
+    assert!(has("apps:create", "invalid"), "{audit:#}");
+    assert!(
+        has("config:set shop *** *** *** --env=prod B=***", "invalid"),
+        "{audit:#}"
+    );
+    assert!(has("config:get shop ***", "refused"), "{audit:#}");
+    assert!(!audit.to_string().contains("s3cret"), "{audit:#}");
+
+    // The trail cannot be written (as on a full disk): commands and pushes are refused,
+    // and change nothing.
+    s.ok(&s.admin, "apps:create shop");
+    let db = rusqlite::Connection::open(s.data.join("magrathea.db")).unwrap();
+    db.execute_batch(
+        "CREATE TRIGGER audit_full BEFORE INSERT ON audit
+         BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END;",
+    )
+    .unwrap();
+    let out = s.ssh(&s.admin, "apps:create blog", None);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("audit trail cannot be written"),
+        "{}",
+        text(&out.stderr)
+    );
+    let src = repo(&s.dir.path().join("src"));
+    commit(&src, "a", "a", "a");
+    let out = s.git(&s.admin, &src, &["push", &s.url("shop"), "main"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("audit trail cannot be written"));
+    db.execute_batch("DROP TRIGGER audit_full").unwrap();
+    let apps = s.ok(&s.admin, "apps");
+    assert!(apps.contains("shop") && !apps.contains("blog"), "{apps}");
+    assert_eq!(ls_remote(&s, &s.admin, "shop"), "");
 }

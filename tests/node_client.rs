@@ -88,6 +88,7 @@ async fn calls_share_one_connection_and_reconnect_after_it_broke() {
         l,
         hkey,
         shutdown.clone(),
+        Default::default(),
     ));
     let (addr, relay) = relay(agent_addr).await;
     let ckey = Arc::new(ckey);

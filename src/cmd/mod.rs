@@ -489,15 +489,98 @@ pub fn help_text() -> String {
     c.render_help().to_string()
 }
 
-/// Audit text for a command line: anything shaped `K=V` has its value hidden.
+/// Audit text for a command line. Config commands carry secrets in any shape (`K=V`,
+/// `-E=V`, `KEY value`, a value where a key goes), so of their arguments only the command,
+/// the app, the flags they know and key names are kept; every other one is `***`. An
+/// unknown command keeps its name only. Elsewhere a `K=V` argument has its value hidden.
 pub fn redact(argv: &[String]) -> String {
-    argv.iter()
-        .map(|a| match a.split_once('=') {
-            Some((k, _)) if !k.starts_with('-') => format!("{k}=***"),
-            _ => a.clone(),
-        })
+    let Some(first) = argv.first() else {
+        return String::new();
+    };
+    // An unknown command's name is shown only if it looks like one (it may be a value).
+    let name = if is_command(first)
+        || (first.len() <= 60
+            && first
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, ':' | '-' | '_' | '.')))
+    {
+        first.clone()
+    } else {
+        "***".to_string()
+    };
+    let rest = &argv[1..];
+    let redacted: Vec<String> = if !is_command(first) {
+        rest.iter().map(|_| "***".to_string()).collect()
+    } else if first.starts_with("config") {
+        redact_config(first, rest)
+    } else {
+        rest.iter()
+            .map(|a| match a.split_once('=') {
+                Some((k, _)) if !k.starts_with('-') => format!("{k}=***"),
+                _ => a.clone(),
+            })
+            .collect()
+    };
+    std::iter::once(name)
+        .chain(redacted)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+fn redact_config(cmd: &str, args: &[String]) -> Vec<String> {
+    let key_shaped = |k: &str| {
+        !k.is_empty()
+            && k.len() <= 128
+            && k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+            && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    let name_shaped = |v: &str| crate::names::check("env", v).is_ok();
+    let pairs = cmd == "config:set";
+    let (mut out, mut app_seen, mut env_next) = (vec![], false, false);
+    for a in args {
+        let shown = if env_next {
+            env_next = false;
+            if name_shaped(a) {
+                a.clone()
+            } else {
+                "***".into()
+            }
+        } else if a == "--env" {
+            env_next = true;
+            a.clone()
+        } else if let Some(v) = a.strip_prefix("--env=") {
+            if name_shaped(v) {
+                a.clone()
+            } else {
+                "--env=***".into()
+            }
+        } else if matches!(
+            a.as_str(),
+            "--no-restart" | "--json" | "--help" | "-h" | "--"
+        ) {
+            a.clone()
+        } else if a.starts_with('-') {
+            "***".into()
+        } else if !app_seen {
+            app_seen = true;
+            if name_shaped(a) {
+                a.clone()
+            } else {
+                "***".into()
+            }
+        } else if pairs {
+            match a.split_once('=') {
+                Some((k, _)) if key_shaped(k) => format!("{k}=***"),
+                _ => "***".into(),
+            }
+        } else if key_shaped(a) {
+            a.clone()
+        } else {
+            "***".into()
+        };
+        out.push(shown);
+    }
+    out
 }
 
 fn check(core: &Arc<Core>, who: &Identity, argv: &[String], cmd: &Cmd) -> Result<(), CmdError> {
@@ -519,22 +602,40 @@ fn check(core: &Arc<Core>, who: &Identity, argv: &[String], cmd: &Cmd) -> Result
     }
 }
 
+/// Check access, then record the command in the audit trail before it runs: a command
+/// that cannot be recorded does not run (fails closed). The entry's id.
+fn admit(
+    core: &Arc<Core>,
+    who: &Identity,
+    argv: &[String],
+    cmd: &Cmd,
+    line: &str,
+) -> Result<i64, CmdError> {
+    check(core, who, argv, cmd)?;
+    Ok(core.audit_open(who, cmd.app(), line, "")?)
+}
+
+/// The reply, with the outcome in the audit trail: on the entry `admit` opened, or (a
+/// refusal) on a new one.
 fn finish(
     core: &Arc<Core>,
     who: &Identity,
     app: Option<&str>,
     line: &str,
+    opened: Option<i64>,
     result: CmdResult,
 ) -> Reply {
+    let (outcome, detail) = match &result {
+        Ok(_) => ("ok", String::new()),
+        Err(e) => (e.outcome(), e.to_string()),
+    };
+    match opened {
+        Some(id) => core.audit_close(id, outcome, &detail),
+        None => core.audit(who, app, line, outcome, &detail),
+    }
     match result {
-        Ok(out) => {
-            core.audit(who, app, line, "ok", "");
-            Reply::ok(out)
-        }
-        Err(e) => {
-            core.audit(who, app, line, e.outcome(), &e.to_string());
-            Reply::err(&e, 1)
-        }
+        Ok(out) => Reply::ok(out),
+        Err(e) => Reply::err(&e, 1),
     }
 }
 
@@ -542,8 +643,18 @@ fn finish(
 pub fn execute(core: &Arc<Core>, who: &Identity, argv: &[String], cmd: Cmd, stdin: &[u8]) -> Reply {
     let line = redact(argv);
     let app = cmd.app().map(str::to_string);
-    let result = check(core, who, argv, &cmd).and_then(|()| run(core, who, cmd, stdin));
-    finish(core, who, app.as_deref(), &line, result)
+    let (opened, result) = match admit(core, who, argv, &cmd, &line) {
+        Ok(id) => (Some(id), run(core, who, cmd, stdin)),
+        Err(e) => (None, Err(e)),
+    };
+    finish(core, who, app.as_deref(), &line, opened, result)
+}
+
+/// A command line that never became a command (unparseable, unknown, bad usage) is
+/// audited too, as `invalid`, with its redacted text and why in a word (the reply may
+/// quote an argument, which may be a value).
+pub fn audit_invalid(core: &Arc<Core>, who: &Identity, line: &str, why: &str) {
+    core.audit(who, None, line, "invalid", why);
 }
 
 /// The same for streaming commands: progress goes to `out` as it happens.
@@ -556,9 +667,11 @@ pub async fn execute_streaming(
 ) -> Reply {
     let line = redact(argv);
     let app = cmd.app().map(str::to_string);
-    let result = match check(core, who, argv, &cmd) {
+    let opened = admit(core, who, argv, &cmd, &line);
+    let id = opened.as_ref().ok().copied();
+    let result = match opened {
         Err(e) => Err(e),
-        Ok(()) => match cmd {
+        Ok(_) => match cmd {
             Cmd::Deploy { app, version, env } => {
                 deploy::deploy(core, &who.name, &app, &version, &env, out).await
             }
@@ -630,7 +743,7 @@ pub async fn execute_streaming(
             other => run(core, who, other, &[]),
         },
     };
-    finish(core, who, app.as_deref(), &line, result)
+    finish(core, who, app.as_deref(), &line, id, result)
 }
 
 fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
@@ -696,16 +809,19 @@ pub async fn start_interactive(
 ) -> Result<interactive::Session, Reply> {
     let line = redact(argv);
     let app = cmd.app().map(str::to_string);
-    let result = match check(core, who, argv, &cmd) {
+    let opened = admit(core, who, argv, &cmd, &line);
+    let id = opened.as_ref().ok().copied();
+    let result = match opened {
         Err(e) => Err(e),
-        Ok(()) => interactive::prepare(core, cmd, pty).await,
+        Ok(_) => interactive::prepare(core, cmd, pty).await,
     };
-    match result {
-        Ok(s) => {
-            core.audit(who, app.as_deref(), &line, "ok", &s.detail);
+    match (result, id) {
+        (Ok(s), Some(id)) => {
+            core.audit_close(id, "ok", &s.detail);
             Ok(s)
         }
-        Err(e) => Err(finish(core, who, app.as_deref(), &line, Err(e))),
+        (Ok(s), None) => Ok(s),
+        (Err(e), id) => Err(finish(core, who, app.as_deref(), &line, id, Err(e))),
     }
 }
 
@@ -745,9 +861,48 @@ mod tests {
 
     #[test]
     fn redaction() {
-        assert_eq!(
-            redact(&argv("config:set web A=secret --env=prod")),
-            "config:set web A=*** --env=prod"
-        );
+        let cases = [
+            (
+                "config:set web A=secret --env=prod",
+                "config:set web A=*** --env=prod",
+            ),
+            ("config:set web -E=secret", "config:set web ***"),
+            ("config:set web KEY secret", "config:set web *** ***"),
+            (
+                "config:set web --env prod 'B=x y' =s",
+                "config:set web --env prod B=*** ***",
+            ),
+            (
+                "config:set web --no-restart -- A=s",
+                "config:set web --no-restart -- A=***",
+            ),
+            ("config:set 'sec ret' A=b", "config:set *** A=***"),
+            (
+                "config:set web --env=s3cr=t A=b",
+                "config:set web --env=*** A=***",
+            ),
+            (
+                "config:set web --env 's3 cret' A=b",
+                "config:set web --env *** A=***",
+            ),
+            ("config:get web KEY", "config:get web KEY"),
+            ("config:get web s3cr=t", "config:get web ***"),
+            ("config:unset web A B -Xsecret", "config:unset web A B ***"),
+            ("config:sett web A=secret", "config:sett *** ***"),
+            ("configure web hunter2", "configure *** ***"),
+            ("frobnicate A=secret hunter2", "frobnicate *** ***"),
+            ("DB_URL=postgres://u:pw@h/db", "***"),
+            (
+                "config:set shop -E=s3 KEY s4 --env=prod B=s5",
+                "config:set shop *** *** *** --env=prod B=***",
+            ),
+            ("apps:create web", "apps:create web"),
+            ("deploy web v2 --env=staging", "deploy web v2 --env=staging"),
+            ("run web -- env X=secret", "run web -- env X=***"),
+        ];
+        for (line, want) in cases {
+            assert_eq!(redact(&argv(line)), want, "{line}");
+        }
+        assert_eq!(redact(&[]), "");
     }
 }

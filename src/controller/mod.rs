@@ -160,6 +160,55 @@ impl Core {
         }
     }
 
+    /// Record an allowed action before it happens, as `started`; the caller sets the
+    /// outcome with [`Core::audit_close`]. An action that cannot be recorded must not happen
+    /// (a full disk, a failing store): the error says so in one line.
+    pub fn audit_open(
+        &self,
+        who: &Identity,
+        app: Option<&str>,
+        command: &str,
+        detail: &str,
+    ) -> Result<i64, CoreError> {
+        self.store
+            .audit(&Audit {
+                fingerprint: &who.fingerprint,
+                key_name: &who.name,
+                app,
+                command,
+                outcome: "started",
+                detail,
+            })
+            .map_err(|e| {
+                tracing::error!(error = %e, "cannot write audit entry; refusing");
+                CoreError::Unavailable(
+                    "the audit trail cannot be written (disk full?); nothing was done".into(),
+                )
+            })
+    }
+
+    pub fn audit_close(&self, id: i64, outcome: &str, detail: &str) {
+        if let Err(e) = self.store.audit_outcome(id, outcome, detail) {
+            tracing::error!(error = %e, "cannot write audit outcome");
+        }
+    }
+
+    /// A key that is not registered tried to log in (or to the agent: never, that is not
+    /// the controller's trail).
+    pub fn audit_unknown_key(&self, fingerprint: &str, peer: &str) {
+        if let Err(e) = self.store.audit(&Audit {
+            fingerprint,
+            // Not a key name (those match the name grammar), so it cannot pass for one.
+            key_name: "(unknown)",
+            app: None,
+            command: "ssh login",
+            outcome: "denied",
+            detail: &format!("unknown key {fingerprint} from {peer}"),
+        }) {
+            tracing::error!(error = %e, "cannot write audit entry");
+        }
+    }
+
     /// The caller's grant on an existing app, or a message that does not reveal whether an
     /// app the caller cannot see exists.
     pub fn require(

@@ -41,19 +41,21 @@ pub async fn run(
         .map(|u| u.name.as_str())
         .collect::<Vec<_>>()
         .join(" ");
+    // Recorded before anything happens; a push that cannot be recorded is rejected.
+    let audit = match core.audit_open(who, Some(&push.app), "git push", &detail) {
+        Ok(id) => id,
+        Err(e) => {
+            sink.line(format!("error: {e}")).await;
+            return 1;
+        }
+    };
     for u in &req.updates {
         if let Err(why) = push.grant.may_push_ref(&u.name) {
             sink.line(format!("error: key '{}': {why}", who.name)).await;
             let _ = core
                 .store
                 .record_push(&push.app, who, &req.updates, "refused");
-            core.audit(
-                who,
-                Some(&push.app),
-                "git push",
-                "denied",
-                &format!("{detail}: {why}"),
-            );
+            core.audit_close(audit, "denied", &format!("{detail}: {why}"));
             return 1;
         }
     }
@@ -102,13 +104,7 @@ pub async fn run(
         let _ = core
             .store
             .record_push(&push.app, who, &req.updates, outcome);
-        core.audit(
-            who,
-            Some(&push.app),
-            "git push",
-            "error",
-            &format!("{detail}: {why}"),
-        );
+        core.audit_close(audit, "error", &format!("{detail}: {why}"));
         return 1;
     }
     match core
@@ -116,12 +112,13 @@ pub async fn run(
         .record_push(&push.app, who, &req.updates, "accepted")
     {
         Ok(_) => {
-            core.audit(who, Some(&push.app), "git push", "ok", &detail);
+            core.audit_close(audit, "ok", &detail);
             0
         }
         Err(e) => {
             sink.line(format!("error: cannot record the push ({e})"))
                 .await;
+            core.audit_close(audit, "error", "cannot record the push");
             1
         }
     }

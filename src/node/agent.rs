@@ -63,6 +63,8 @@ impl AgentCtx {
 
 pub struct AgentConn {
     ctx: Arc<AgentCtx>,
+    /// This connection's place at the gate (budgets, auth failure delays).
+    ticket: Arc<crate::ssh::gate::Ticket>,
     authed: bool,
     chans: HashMap<ChannelId, Channel<Msg>>,
     /// Ptys and window changes of `shell`/`run` channels.
@@ -77,13 +79,26 @@ impl russh::server::Handler for AgentConn {
         _u: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        Ok(
-            if crate::keys::fingerprint(offer.public_key) == self.ctx.controller_fp {
-                Auth::Accept
-            } else {
-                Auth::reject()
-            },
-        )
+        if crate::keys::fingerprint(offer.public_key) == self.ctx.controller_fp {
+            return Ok(Auth::Accept);
+        }
+        self.ticket.rejected().await;
+        Ok(Auth::reject())
+    }
+
+    async fn auth_password(&mut self, _user: &str, _pw: &str) -> Result<Auth, Self::Error> {
+        self.ticket.rejected().await;
+        Ok(Auth::reject())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        self.ticket.rejected().await;
+        Ok(Auth::reject())
     }
 
     async fn auth_publickey(
@@ -91,7 +106,12 @@ impl russh::server::Handler for AgentConn {
         _u: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        self.authed = crate::keys::fingerprint(key.public_key) == self.ctx.controller_fp;
+        if crate::keys::fingerprint(key.public_key) != self.ctx.controller_fp {
+            self.ticket.rejected().await;
+            return Ok(Auth::reject());
+        }
+        // No room for another authenticated connection: refused, and the gate closes it.
+        self.authed = self.ticket.authenticated();
         Ok(if self.authed {
             Auth::Accept
         } else {
@@ -174,9 +194,55 @@ impl russh::server::Handler for AgentConn {
         self.terms.close(id);
         Ok(())
     }
+
+    // Everything else a client may ask of a session channel is refused at once, never left
+    // unanswered: the agent runs verbs (`exec`) and nothing more.
+    async fn shell_request(&mut self, id: ChannelId, s: &mut Session) -> Result<(), Self::Error> {
+        s.channel_failure(id)?;
+        Ok(())
+    }
+
+    async fn subsystem_request(
+        &mut self,
+        id: ChannelId,
+        _name: &str,
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        s.channel_failure(id)?;
+        Ok(())
+    }
+
+    async fn env_request(
+        &mut self,
+        id: ChannelId,
+        _name: &str,
+        _value: &str,
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        s.channel_failure(id)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        id: ChannelId,
+        _single: bool,
+        _proto: &str,
+        _cookie: &str,
+        _screen: u32,
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        s.channel_failure(id)?;
+        Ok(())
+    }
 }
 
-pub async fn run(root: PathBuf, listen: &str, controller_key: &str) -> anyhow::Result<()> {
+pub async fn run(
+    root: PathBuf,
+    listen: &str,
+    controller_key: &str,
+    limits: crate::ssh::Limits,
+) -> anyhow::Result<()> {
     let text = match std::fs::read_to_string(controller_key) {
         Ok(t) => t,
         Err(_) => controller_key.to_string(), // the key itself on the command line
@@ -203,7 +269,7 @@ pub async fn run(root: PathBuf, listen: &str, controller_key: &str) -> anyhow::R
         stop.wait().await;
         sd.cancel();
     });
-    serve_on(ctx, listener, host_key, shutdown).await;
+    serve_on(ctx, listener, host_key, shutdown, limits).await;
     Ok(())
 }
 
@@ -213,16 +279,22 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     host_key: russh::keys::PrivateKey,
     shutdown: tokio_util::sync::CancellationToken,
+    limits: crate::ssh::Limits,
 ) {
     let config = crate::ssh::server::config(host_key);
-    crate::ssh::server::accept_loop(listener, config, 64, shutdown, move |_peer: SocketAddr| {
-        AgentConn {
+    crate::ssh::server::accept_loop(
+        listener,
+        config,
+        limits,
+        shutdown,
+        move |_peer: SocketAddr, ticket| AgentConn {
             ctx: ctx.clone(),
+            ticket,
             authed: false,
             chans: HashMap::new(),
             terms: Default::default(),
-        }
-    })
+        },
+    )
     .await;
 }
 

@@ -41,13 +41,20 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
             "error: command line too long ({} bytes; the limit is {MAX_COMMAND})",
             line.len()
         );
-        finish(&tx, Reply::err(msg, 2)).await;
+        let reply = Reply::err(msg, 2);
+        cmd::audit_invalid(&core, &req.who, "(command line too long)", "too long");
+        finish(&tx, reply).await;
         return;
     }
     let argv = match shell_words::split(line) {
         Ok(a) => a,
         Err(_) => {
             let reply = Reply::err("error: cannot parse the command (unbalanced quotes?)", 2);
+            // Only the first word: the rest may hold a value, and cannot be redacted.
+            let first = line.split_whitespace().next().unwrap_or("");
+            let shown = cmd::redact(&[first.to_string()]);
+            let shown = format!("{shown} (unparseable)");
+            cmd::audit_invalid(&core, &req.who, &shown, "cannot parse");
             finish(&tx, reply).await;
             return;
         }
@@ -70,7 +77,18 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
         return;
     }
     let reply = match cmd::parse(&argv) {
-        Err(reply) => reply,
+        Err(reply) => {
+            // 0 is help; parse says 1 for an unknown command, 2 for bad usage.
+            if reply.code != 0 {
+                let why = if reply.code == 1 {
+                    "unknown command"
+                } else {
+                    "bad usage"
+                };
+                cmd::audit_invalid(&core, &req.who, &cmd::redact(&argv), why);
+            }
+            reply
+        }
         Ok(c) if c.is_interactive() => {
             // `shell`, `run`: the channel is bridged to a session on a node.
             match cmd::start_interactive(&core, &req.who, &argv, c, req.pty).await {
@@ -186,7 +204,9 @@ async fn git(
             }
         },
         _ => {
-            say_err(tx, "error: expected exactly one repository argument").await;
+            let msg = "error: expected exactly one repository argument";
+            core.audit(who, None, verb, "invalid", msg);
+            say_err(tx, msg).await;
             return 2;
         }
     };
@@ -211,8 +231,16 @@ async fn git(
             return 1;
         }
     };
+    // Recorded before git runs; what cannot be recorded does not run. A push's entry is
+    // opened (and closed with its outcome) by the controller, once it sees the refs.
     if svc == GitService::UploadPack {
-        core.audit(who, Some(&app), verb, "ok", "");
+        match core.audit_open(who, Some(&app), verb, "") {
+            Ok(id) => core.audit_close(id, "ok", ""),
+            Err(e) => {
+                say_err(tx, &format!("error: {e}")).await;
+                return 1;
+            }
+        }
     }
     let guard = (svc == GitService::ReceivePack).then(|| core.begin_push(who, &app, grant));
     let socket = core.data.hook_socket();

@@ -9,6 +9,7 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId};
 
 use super::exec::{self, ExecRequest};
+use super::gate::Ticket;
 use super::terminals::Terminals;
 use crate::access::Identity;
 use crate::controller::Core;
@@ -18,6 +19,8 @@ const MAX_CHANNELS: usize = 8;
 pub struct Conn {
     core: Arc<Core>,
     peer: SocketAddr,
+    /// This connection's place at the gate (budgets, auth failure delays).
+    ticket: Arc<Ticket>,
     who: Option<Identity>,
     chans: HashMap<ChannelId, Chan>,
     /// Ptys (`ssh -t`) and the window changes that go to the channel's task (`shell`, `run`).
@@ -31,10 +34,11 @@ struct Chan {
 }
 
 impl Conn {
-    pub fn new(core: Arc<Core>, peer: SocketAddr) -> Conn {
+    pub fn new(core: Arc<Core>, peer: SocketAddr, ticket: Arc<Ticket>) -> Conn {
         Conn {
             core,
             peer,
+            ticket,
             who: None,
             chans: HashMap::new(),
             terms: Terminals::default(),
@@ -85,7 +89,26 @@ impl russh::server::Handler for Conn {
         if self.lookup(offer.public_key).is_some() {
             return Ok(Auth::Accept);
         }
-        tracing::info!(peer = %self.peer, user, fp = %crate::keys::fingerprint(offer.public_key), "unknown key refused");
+        let fp = crate::keys::fingerprint(offer.public_key);
+        tracing::info!(peer = %self.peer, user, fp = %fp, "unknown key refused");
+        self.core
+            .audit_unknown_key(&fp, &self.peer.ip().to_string());
+        self.ticket.rejected().await;
+        Ok(Auth::reject())
+    }
+
+    async fn auth_password(&mut self, _user: &str, _pw: &str) -> Result<Auth, Self::Error> {
+        self.ticket.rejected().await;
+        Ok(Auth::reject())
+    }
+
+    async fn auth_keyboard_interactive<'a>(
+        &'a mut self,
+        _user: &str,
+        _submethods: &str,
+        _response: Option<russh::server::Response<'a>>,
+    ) -> Result<Auth, Self::Error> {
+        self.ticket.rejected().await;
         Ok(Auth::reject())
     }
 
@@ -96,12 +119,20 @@ impl russh::server::Handler for Conn {
     ) -> Result<Auth, Self::Error> {
         // The identity is recorded only here, after the signature was verified.
         match self.lookup(key.public_key) {
+            // No room for another authenticated connection: refused, and the gate closes it.
+            Some(_) if !self.ticket.authenticated() => Ok(Auth::reject()),
             Some(who) => {
                 tracing::debug!(peer = %self.peer, key = %who.name, "authenticated");
                 self.who = Some(who);
                 Ok(Auth::Accept)
             }
-            None => Ok(Auth::reject()),
+            None => {
+                let fp = crate::keys::fingerprint(key.public_key);
+                self.core
+                    .audit_unknown_key(&fp, &self.peer.ip().to_string());
+                self.ticket.rejected().await;
+                Ok(Auth::reject())
+            }
         }
     }
 
@@ -207,6 +238,32 @@ impl russh::server::Handler for Conn {
         } else {
             s.channel_failure(id)?;
         }
+        Ok(())
+    }
+
+    // What the front door does not do gets a failure reply at once, not silence (a client
+    // waiting for an answer would hang): sftp and other subsystems, X11 forwarding.
+    async fn subsystem_request(
+        &mut self,
+        id: ChannelId,
+        name: &str,
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        tracing::debug!(peer = %self.peer, subsystem = %name.chars().take(40).collect::<String>(), "subsystem refused");
+        s.channel_failure(id)?;
+        Ok(())
+    }
+
+    async fn x11_request(
+        &mut self,
+        id: ChannelId,
+        _single: bool,
+        _proto: &str,
+        _cookie: &str,
+        _screen: u32,
+        s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        s.channel_failure(id)?;
         Ok(())
     }
 

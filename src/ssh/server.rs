@@ -1,4 +1,5 @@
-//! The accept loop: connection cap, keepalives, graceful shutdown. Generic over the russh
+//! The accept loop: connection budgets and the login grace time (`gate`), keepalives,
+//! graceful shutdown. Generic over the russh
 //! handler, so the controller's front door and the node agent share it.
 
 use std::net::SocketAddr;
@@ -7,22 +8,15 @@ use std::time::Duration;
 
 use russh::keys::PrivateKey;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
+use super::gate::{Gate, Guarded, Limits, Ticket};
 use super::handler::Conn;
 use crate::controller::Core;
 
+#[derive(Default)]
 pub struct ServerOptions {
-    pub max_connections: usize,
-}
-
-impl Default for ServerOptions {
-    fn default() -> Self {
-        ServerOptions {
-            max_connections: 256,
-        }
-    }
+    pub limits: Limits,
 }
 
 pub fn config(host_key: PrivateKey) -> Arc<russh::server::Config> {
@@ -41,19 +35,21 @@ pub fn config(host_key: PrivateKey) -> Arc<russh::server::Config> {
     })
 }
 
-/// Accept connections until `shutdown`, each served by the handler `make` returns.
+/// Accept connections until `shutdown`, each served by the handler `make` returns. The
+/// handler gets the connection's [`Ticket`] and must call `authenticated()` when it accepts
+/// a key and `rejected()` before it refuses one (see `gate`).
 pub async fn accept_loop<H, F>(
     listener: TcpListener,
     config: Arc<russh::server::Config>,
-    max: usize,
+    limits: Limits,
     shutdown: CancellationToken,
     make: F,
 ) where
     H: russh::server::Handler + Send + 'static,
     H::Error: std::fmt::Display,
-    F: Fn(SocketAddr) -> H,
+    F: Fn(SocketAddr, Arc<Ticket>) -> H,
 {
-    let permits = Arc::new(Semaphore::new(max));
+    let gate = Gate::new(limits);
     loop {
         let (sock, peer): (tokio::net::TcpStream, SocketAddr) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -66,21 +62,24 @@ pub async fn accept_loop<H, F>(
                 }
             },
         };
-        let Ok(permit) = permits.clone().try_acquire_owned() else {
-            tracing::warn!(%peer, "connection limit reached; refusing");
-            drop(sock);
-            continue;
-        };
-        let (config, handler) = (config.clone(), make(peer));
+        let ticket = gate.admit(peer.ip());
+        let (config, handler) = (config.clone(), make(peer, ticket.clone()));
         tokio::spawn(async move {
-            let _permit = permit;
-            match russh::server::run_stream(config, sock, handler).await {
-                Ok(session) => {
-                    if let Err(e) = session.await {
-                        tracing::debug!(%peer, error = %e, "session ended with error");
+            let sock = Guarded::new(sock, &ticket);
+            let session = async {
+                match russh::server::run_stream(config, sock, handler).await {
+                    Ok(session) => {
+                        if let Err(e) = session.await {
+                            tracing::debug!(%peer, error = %e, "session ended with error");
+                        }
                     }
+                    Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
                 }
-                Err(e) => tracing::debug!(%peer, error = %e, "handshake failed"),
+            };
+            tokio::select! {
+                _ = session => {}
+                // Never finishes on its own: it only closes the socket, which ends `session`.
+                _ = async { ticket.enforce_grace().await; std::future::pending::<()>().await } => {}
             }
         });
     }
@@ -96,9 +95,9 @@ pub async fn serve(
     accept_loop(
         listener,
         config(host_key),
-        opts.max_connections,
+        opts.limits,
         shutdown,
-        move |peer| Conn::new(core.clone(), peer),
+        move |peer, ticket| Conn::new(core.clone(), peer, ticket),
     )
     .await;
     Ok(())

@@ -427,8 +427,10 @@ impl Store {
         Ok(c.last_insert_rowid())
     }
 
-    pub fn audit(&self, a: &Audit) -> Result<()> {
-        self.lock().execute(
+    /// Insert an audit entry; its id.
+    pub fn audit(&self, a: &Audit) -> Result<i64> {
+        let c = self.lock();
+        c.execute(
             "INSERT INTO audit(at, fingerprint, key_name, app, command, outcome, detail)
              VALUES (?1,?2,?3,?4,?5,?6,?7)",
             params![
@@ -440,6 +442,15 @@ impl Store {
                 a.outcome,
                 a.detail
             ],
+        )?;
+        Ok(c.last_insert_rowid())
+    }
+
+    /// Set the outcome of an entry written before its command ran.
+    pub fn audit_outcome(&self, id: i64, outcome: &str, detail: &str) -> Result<()> {
+        self.lock().execute(
+            "UPDATE audit SET outcome=?2, detail=?3 WHERE id=?1",
+            params![id, outcome, detail],
         )?;
         Ok(())
     }
