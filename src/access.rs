@@ -86,6 +86,31 @@ pub struct Grant {
     pub role: AppRole,
     /// Pushes limited to tags matching this pattern.
     pub tags: Option<String>,
+    /// A tag-limited key may also move and delete the tags it may push (`--allow-retag`);
+    /// without it, a tag it pushed is immutable to it.
+    pub allow_retag: bool,
+}
+
+/// What a ref update does, as git would say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefChange {
+    Create,
+    /// A fast-forward: the new commit descends from the old one.
+    Update,
+    /// Any other move.
+    Force,
+    Delete,
+}
+
+impl RefChange {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RefChange::Create => "create",
+            RefChange::Update => "update",
+            RefChange::Force => "force",
+            RefChange::Delete => "delete",
+        }
+    }
 }
 
 impl Grant {
@@ -93,18 +118,32 @@ impl Grant {
         Grant {
             role: AppRole::Owner,
             tags: None,
+            allow_retag: false,
         }
     }
 
-    /// May this grant move `refname`? Returns why not.
-    pub fn may_push_ref(&self, refname: &str) -> Result<(), String> {
+    /// May this grant make `change` to `refname`? Returns why not.
+    pub fn may_push_ref(&self, refname: &str, change: RefChange) -> Result<(), String> {
         if self.role < AppRole::Deployer {
             return Err(format!("role {} may not push", self.role));
         }
         match &self.tags {
             None => Ok(()),
             Some(p) => match refname.strip_prefix("refs/tags/") {
-                Some(tag) if crate::names::glob_match(p, tag) => Ok(()),
+                // A release tag is what went live: a CI key creates it, never moves it.
+                Some(tag) if crate::names::glob_match(p, tag) => {
+                    if change == RefChange::Create || self.allow_retag {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "this key may not {} existing tag {tag} (tags it pushes are immutable unless its grant has --allow-retag)",
+                            match change {
+                                RefChange::Delete => "delete",
+                                _ => "move",
+                            }
+                        ))
+                    }
+                }
                 _ => Err(format!(
                     "this key may only push tags matching '{p}'; refusing {refname}"
                 )),
@@ -119,19 +158,38 @@ mod tests {
 
     #[test]
     fn tag_limited_grants() {
+        use RefChange::*;
         let ci = Grant {
             role: AppRole::Deployer,
             tags: Some("v*".into()),
+            allow_retag: false,
         };
-        assert!(ci.may_push_ref("refs/tags/v1.2").is_ok());
-        assert!(ci.may_push_ref("refs/heads/main").is_err());
-        assert!(ci.may_push_ref("refs/tags/x1").is_err());
+        assert!(ci.may_push_ref("refs/tags/v1.2", Create).is_ok());
+        for c in [Update, Force, Delete] {
+            let e = ci.may_push_ref("refs/tags/v1.2", c).unwrap_err();
+            assert!(e.contains("--allow-retag"), "{e}");
+        }
+        assert!(ci.may_push_ref("refs/heads/main", Create).is_err());
+        assert!(ci.may_push_ref("refs/tags/x1", Create).is_err());
+        let retag = Grant {
+            allow_retag: true,
+            ..ci.clone()
+        };
+        for c in [Create, Update, Force, Delete] {
+            assert!(retag.may_push_ref("refs/tags/v1.2", c).is_ok());
+        }
+        assert!(retag.may_push_ref("refs/heads/main", Update).is_err());
         let viewer = Grant {
             role: AppRole::Viewer,
             tags: None,
+            allow_retag: false,
         };
-        assert!(viewer.may_push_ref("refs/heads/main").is_err());
-        assert!(Grant::admin().may_push_ref("refs/heads/anything").is_ok());
+        assert!(viewer.may_push_ref("refs/heads/main", Update).is_err());
+        for c in [Create, Update, Force, Delete] {
+            assert!(Grant::admin()
+                .may_push_ref("refs/heads/anything", c)
+                .is_ok());
+        }
         assert!(AppRole::Owner > AppRole::Deployer && AppRole::Deployer > AppRole::Viewer);
     }
 }

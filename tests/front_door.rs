@@ -212,6 +212,66 @@ fn tag_limited_ci_key_pushes_tags_only() {
         refs,
         "a refused push moved refs"
     );
+
+    // A tag it pushed is immutable to it: not moved (forced), not deleted.
+    git_local(&src, &["tag", "-f", "v1.2", "HEAD~1"]);
+    let out = s.git(&ci, &src, &["push", "--force", &s.url("api"), "v1.2"]);
+    assert!(!out.status.success(), "CI key moved a release tag");
+    assert!(
+        text(&out.stderr).contains("may not move existing tag v1.2"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = s.git(&ci, &src, &["push", &s.url("api"), ":refs/tags/v1.2"]);
+    assert!(!out.status.success(), "CI key deleted a release tag");
+    assert!(text(&out.stderr).contains("may not delete existing tag v1.2"));
+    assert_eq!(ls_remote(&s, &s.admin, "api"), refs);
+    // Unless its grant says so.
+    let out = s.ok(
+        &s.admin,
+        "access:grant api ci deployer --tags v* --allow-retag",
+    );
+    assert!(out.contains("may also move and delete"), "{out}");
+    s.git_ok(&ci, &src, &["push", "--force", &s.url("api"), "v1.2"]);
+    let one = git_local(&src, &["rev-parse", "HEAD~1"]);
+    assert!(ls_remote(&s, &s.admin, "api").contains(&format!("{}\trefs/tags/v1.2", one.trim())));
+    s.git_ok(&ci, &src, &["push", &s.url("api"), ":refs/tags/v1.2"]);
+    assert!(!ls_remote(&s, &s.admin, "api").contains("v1.2"));
+    let out = s.ssh(&s.admin, "access:grant api ci deployer --allow-retag", None);
+    assert_eq!(out.status.code(), Some(1), "--allow-retag without --tags");
+
+    // The trail says what each push did to each ref.
+    let audit: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "audit api --json")).unwrap();
+    let pushes: Vec<(String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["command"] == "git push")
+        .map(|r| {
+            (
+                r["outcome"].as_str().unwrap().to_string(),
+                r["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for (outcome, detail) in [
+        ("ok", "create refs/heads/main"),
+        ("ok", "create refs/tags/v1.2"),
+        ("denied", "update refs/heads/main"),
+        ("denied", "create refs/tags/nightly"),
+        ("denied", "force refs/tags/v1.2"),
+        ("denied", "delete refs/tags/v1.2"),
+        ("ok", "force refs/tags/v1.2"),
+        ("ok", "delete refs/tags/v1.2"),
+    ] {
+        assert!(
+            pushes
+                .iter()
+                .any(|(o, d)| o == outcome && d.starts_with(detail)),
+            "no {outcome} {detail}: {pushes:?}"
+        );
+    }
 }
 
 #[test]

@@ -16,12 +16,26 @@ pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
     }
     let rows: Vec<Vec<String>> = rows
         .into_iter()
-        .map(|r| vec![r.key, r.role, r.tags.unwrap_or_else(|| "-".into())])
+        .map(|r| {
+            let tags = match (r.tags, r.allow_retag) {
+                (Some(t), true) => format!("{t} (may retag)"),
+                (Some(t), false) => t,
+                (None, _) => "-".into(),
+            };
+            vec![r.key, r.role, tags]
+        })
         .collect();
     Ok(table::render(&["KEY", "ROLE", "TAGS"], &rows))
 }
 
-pub fn grant(core: &Arc<Core>, app: &str, key: &str, role: &str, tags: Option<&str>) -> CmdResult {
+pub fn grant(
+    core: &Arc<Core>,
+    app: &str,
+    key: &str,
+    role: &str,
+    tags: Option<&str>,
+    allow_retag: bool,
+) -> CmdResult {
     crate::names::check("key", key)?;
     let role: AppRole = role.parse().map_err(CmdError::Invalid)?;
     if let Some(p) = tags {
@@ -36,10 +50,19 @@ pub fn grant(core: &Arc<Core>, app: &str, key: &str, role: &str, tags: Option<&s
             ));
         }
     }
-    core.store.set_access(app, key, role, tags)?;
-    let limit = tags
-        .map(|p| format!(", pushes limited to tags '{p}'"))
-        .unwrap_or_default();
+    if allow_retag && tags.is_none() {
+        return Err(CmdError::Invalid(
+            "--allow-retag applies to a tag-limited key; it needs --tags".into(),
+        ));
+    }
+    core.store.set_access(app, key, role, tags, allow_retag)?;
+    let limit = match tags {
+        Some(p) if allow_retag => {
+            format!(", pushes limited to tags '{p}' (which it may also move and delete)")
+        }
+        Some(p) => format!(", pushes limited to tags '{p}' (which it may not move or delete)"),
+        None => String::new(),
+    };
     Ok(format!("key '{key}' is now {role} on '{app}'{limit}\n"))
 }
 

@@ -154,9 +154,13 @@ pub enum Cmd {
         key: String,
         #[arg(value_parser = ["viewer", "deployer", "owner"])]
         role: String,
-        /// Limit this key's pushes to tags matching PATTERN (e.g. 'v*')
+        /// Limit this key's pushes to tags matching PATTERN (e.g. 'v*'); it may create
+        /// them, not move or delete them
         #[arg(long, value_name = "PATTERN")]
         tags: Option<String>,
+        /// With --tags: the key may also move (force) and delete its tags
+        #[arg(long)]
+        allow_retag: bool,
     },
     /// Take a key's access to an app away (owner)
     #[command(name = "access:revoke")]
@@ -764,7 +768,8 @@ fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
             key,
             role,
             tags,
-        } => access::grant(core, &app, &key, &role, tags.as_deref()),
+            allow_retag,
+        } => access::grant(core, &app, &key, &role, tags.as_deref(), allow_retag),
         AccessRevoke { app, key } => access::revoke(core, &app, &key),
         Audit { app, n, json } => audit::list(core, app.as_deref(), n, json),
         Releases { app, json } => releases::list(core, &app, json),

@@ -7,6 +7,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Core, PendingPush};
+use crate::access::RefChange;
 use crate::build::{self, BuildError, BuildRequest, Sink};
 use crate::git::export::Quarantine;
 use crate::git::hookproto::{is_zero, Frame, HookRequest};
@@ -35,12 +36,24 @@ pub async fn run(
 ) -> i32 {
     let mut sink = Sink::new(out);
     let who = &push.identity;
+    let changes = {
+        let (repo, updates) = (core.data.repo(&push.app), req.updates.clone());
+        let q = Quarantine {
+            object_dir: req.object_dir.clone(),
+            alternates: req.alternates.clone(),
+        };
+        tokio::task::spawn_blocking(move || classify(&repo, &q, &updates))
+            .await
+            .unwrap_or_else(|_| vec![RefChange::Force; req.updates.len()])
+    };
+    // "create refs/tags/v2, update refs/heads/main": what each ref update does.
     let detail = req
         .updates
         .iter()
-        .map(|u| u.name.as_str())
+        .zip(&changes)
+        .map(|(u, c)| format!("{} {}", c.as_str(), u.name))
         .collect::<Vec<_>>()
-        .join(" ");
+        .join(", ");
     // Recorded before anything happens; a push that cannot be recorded is rejected.
     let audit = match core.audit_open(who, Some(&push.app), "git push", &detail) {
         Ok(id) => id,
@@ -49,8 +62,8 @@ pub async fn run(
             return 1;
         }
     };
-    for u in &req.updates {
-        if let Err(why) = push.grant.may_push_ref(&u.name) {
+    for (u, c) in req.updates.iter().zip(&changes) {
+        if let Err(why) = push.grant.may_push_ref(&u.name, *c) {
             sink.line(format!("error: key '{}': {why}", who.name)).await;
             let _ = core
                 .store
@@ -122,6 +135,37 @@ pub async fn run(
             1
         }
     }
+}
+
+/// What each update does: create, delete, a fast-forward (`update`: the new commit
+/// descends from the old one, tags peeled to their commits) or anything else (`force`,
+/// also when that cannot be told).
+fn classify(repo: &std::path::Path, q: &Quarantine, updates: &[RefUpdate]) -> Vec<RefChange> {
+    let git = crate::git::export::open(repo, q).ok();
+    let commit = |r: &git2::Repository, hex: &str| -> Option<git2::Oid> {
+        let oid = git2::Oid::from_str(hex).ok()?;
+        Some(r.find_object(oid, None).ok()?.peel_to_commit().ok()?.id())
+    };
+    updates
+        .iter()
+        .map(|u| {
+            if is_zero(&u.old) {
+                return RefChange::Create;
+            }
+            if is_zero(&u.new) {
+                return RefChange::Delete;
+            }
+            let ff = git.as_ref().and_then(|r| {
+                let (old, new) = (commit(r, &u.old)?, commit(r, &u.new)?);
+                Some(old == new || r.graph_descendant_of(new, old).ok()?)
+            });
+            if ff == Some(true) {
+                RefChange::Update
+            } else {
+                RefChange::Force
+            }
+        })
+        .collect()
 }
 
 enum PushError {

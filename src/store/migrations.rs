@@ -133,6 +133,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
      INSERT INTO app_uids(app, allocated_at) SELECT name, created_at FROM apps ORDER BY id;
      UPDATE apps SET uid = 1900000000 + (SELECT max(seq) FROM app_uids u WHERE u.app = apps.name);
      CREATE UNIQUE INDEX apps_uid ON apps(uid);",
+    // 7: a tag-limited key may move or delete its tags only when its grant says so
+    "ALTER TABLE access ADD COLUMN allow_retag INTEGER NOT NULL DEFAULT 0;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

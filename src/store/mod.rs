@@ -61,6 +61,7 @@ pub struct AccessRow {
     pub key: String,
     pub role: String,
     pub tags: Option<String>,
+    pub allow_retag: bool,
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -328,19 +329,20 @@ impl Store {
         if who.is_admin() {
             return Ok(Some(Grant::admin()));
         }
-        let row: Option<(String, Option<String>)> = self
+        let row: Option<(String, Option<String>, bool)> = self
             .lock()
             .query_row(
-                "SELECT g.role, g.tags FROM access g JOIN apps a ON a.id=g.app_id
+                "SELECT g.role, g.tags, g.allow_retag FROM access g JOIN apps a ON a.id=g.app_id
                  WHERE a.name=?1 AND g.key_id=?2",
                 params![app, who.key_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        Ok(row.and_then(|(role, tags)| {
+        Ok(row.and_then(|(role, tags, allow_retag)| {
             Some(Grant {
                 role: role.parse::<AppRole>().ok()?,
                 tags,
+                allow_retag,
             })
         }))
     }
@@ -351,6 +353,7 @@ impl Store {
         key: &str,
         role: AppRole,
         tags: Option<&str>,
+        allow_retag: bool,
     ) -> Result<()> {
         let mut c = self.lock();
         let tx = c.transaction()?;
@@ -363,9 +366,10 @@ impl Store {
             .optional()?
             .ok_or_else(|| StoreError::NotFound(format!("no key named '{key}'")))?;
         tx.execute(
-            "INSERT INTO access(app_id,key_id,role,tags) VALUES (?1,?2,?3,?4)
-             ON CONFLICT(app_id,key_id) DO UPDATE SET role=excluded.role, tags=excluded.tags",
-            params![app_id, key_id, role.as_str(), tags],
+            "INSERT INTO access(app_id,key_id,role,tags,allow_retag) VALUES (?1,?2,?3,?4,?5)
+             ON CONFLICT(app_id,key_id) DO UPDATE SET role=excluded.role, tags=excluded.tags,
+                allow_retag=excluded.allow_retag",
+            params![app_id, key_id, role.as_str(), tags, allow_retag],
         )?;
         tx.commit()?;
         Ok(())
@@ -388,7 +392,8 @@ impl Store {
     pub fn list_access(&self, app: &str) -> Result<Vec<AccessRow>> {
         let c = self.lock();
         let mut st = c.prepare(
-            "SELECT k.name, g.role, g.tags FROM access g JOIN apps a ON a.id=g.app_id
+            "SELECT k.name, g.role, g.tags, g.allow_retag FROM access g
+             JOIN apps a ON a.id=g.app_id
              JOIN keys k ON k.id=g.key_id WHERE a.name=?1 ORDER BY k.name",
         )?;
         let rows = st
@@ -397,6 +402,7 @@ impl Store {
                     key: r.get(0)?,
                     role: r.get(1)?,
                     tags: r.get(2)?,
+                    allow_retag: r.get(3)?,
                 })
             })?
             .collect::<rusqlite::Result<_>>()?;
@@ -511,7 +517,7 @@ mod tests {
         let bob = ident(&s, "bob");
         assert_eq!(s.grant(&bob, "web").unwrap(), None);
         assert!(s.list_apps(&bob).unwrap().is_empty());
-        s.set_access("web", "bob", AppRole::Deployer, Some("v*"))
+        s.set_access("web", "bob", AppRole::Deployer, Some("v*"), false)
             .unwrap();
         let g = s.grant(&bob, "web").unwrap().unwrap();
         assert_eq!(g.role, AppRole::Deployer);
@@ -519,7 +525,8 @@ mod tests {
         assert_eq!(s.list_apps(&bob).unwrap().len(), 1);
         s.revoke_access("web", "bob").unwrap();
         assert_eq!(s.grant(&bob, "web").unwrap(), None);
-        s.set_access("web", "bob", AppRole::Viewer, None).unwrap();
+        s.set_access("web", "bob", AppRole::Viewer, None, false)
+            .unwrap();
         s.destroy_app("web").unwrap();
         assert!(s.list_access("web").unwrap().is_empty());
         // Reopening runs no migration twice.
