@@ -575,3 +575,120 @@ async fn post_is_not_retried_once_sent() {
     assert_eq!(rude_hits.load(Ordering::SeqCst), 1);
     assert_eq!(other.hits.load(Ordering::SeqCst), 0, "POST was replayed");
 }
+
+/// One raw HTTP/1.1 exchange (the request says `Connection: close`): what came back.
+async fn raw(proxy: SocketAddr, req: &str) -> String {
+    let mut s = TcpStream::connect(proxy).await.unwrap();
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut buf))
+        .await
+        .expect("the router answers and closes")
+        .unwrap();
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+#[tokio::test]
+async fn hosts_with_userinfo_or_bad_ports_are_400_and_absolute_form_uses_its_own_authority() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let up = spawn_upstream(|req: Request<Incoming>| async move {
+        let host = req.headers()[HOST].to_str().unwrap().to_string();
+        Response::new(full(format!("host={host}")))
+    })
+    .await;
+    proxy.router.set_upstreams("web", vec![up.addr]);
+    proxy.router.set_upstreams("other", vec![up.addr]);
+    for host in [
+        format!("user@{}", host("web")),
+        format!("user:pw@{}:80", host("web")),
+        format!("{}:", host("web")),
+        format!("{}:0", host("web")),
+        format!("{}:65536", host("web")),
+        format!("{}:http", host("web")),
+    ] {
+        let out = raw(
+            proxy.addr,
+            &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert!(out.starts_with("HTTP/1.1 400"), "{host}: {out}");
+    }
+    let out = raw(
+        proxy.addr,
+        &format!(
+            "GET http://u@{}/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            host("web"),
+            host("web")
+        ),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    assert_eq!(up.hits.load(Ordering::SeqCst), 0);
+    // Routed by the target's authority, and the app sees that same one as Host.
+    let out = raw(
+        proxy.addr,
+        &format!(
+            "GET http://{}:8080/ HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            host("web"),
+            host("other")
+        ),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(
+        out.ends_with(&format!("host={}:8080", host("web"))),
+        "{out}"
+    );
+}
+
+#[tokio::test]
+async fn a_malformed_chunked_body_is_400() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let up = echo().await;
+    proxy.router.set_upstreams("web", vec![up.addr]);
+    let out = raw(
+        proxy.addr,
+        &format!(
+            "POST / HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\nzz\r\nbad\r\n0\r\n\r\n",
+            host("web")
+        ),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_get_503_and_the_cap_frees_up() {
+    let proxy = start_router(RouterOptions {
+        max_connections: 4,
+        max_per_address: 3,
+        ..RouterOptions::default()
+    })
+    .await;
+    let up = named("web").await;
+    proxy.router.set_upstreams("web", vec![up.addr]);
+    let req = format!(
+        "GET / HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        host("web")
+    );
+    // Three idle connections from this address: the fourth from it is refused.
+    let mut idle = Vec::new();
+    for _ in 0..3 {
+        idle.push(TcpStream::connect(proxy.addr).await.unwrap());
+    }
+    let out = raw(proxy.addr, &req).await;
+    assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+    assert!(out.contains("too many connections"), "{out}");
+    // One goes: a place frees up (once the router has seen it close).
+    drop(idle.pop());
+    let mut answered = String::new();
+    for _ in 0..100 {
+        answered = raw(proxy.addr, &req).await;
+        if answered.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
+    assert!(answered.ends_with("web"));
+}

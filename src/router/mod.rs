@@ -16,7 +16,7 @@ mod upstream;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
@@ -43,6 +43,10 @@ pub struct RouterOptions {
     /// Bound on waiting for an upstream's response headers once the request is sent
     /// (includes the upstream reading the request body). Past it the client gets a 504.
     pub upstream_timeout: Duration,
+    /// Client connections open at once, and from one address; past either, a new
+    /// connection gets a 503 and is closed.
+    pub max_connections: usize,
+    pub max_per_address: usize,
 }
 
 impl Default for RouterOptions {
@@ -50,8 +54,68 @@ impl Default for RouterOptions {
         RouterOptions {
             connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(60),
+            max_connections: 8192,
+            max_per_address: 512,
         }
     }
+}
+
+/// Open client connections, overall and per address.
+#[derive(Default)]
+struct ConnCount {
+    total: usize,
+    per: HashMap<IpAddr, usize>,
+}
+
+/// One client connection's place in [`ConnCount`], given back on drop.
+struct ConnSlot {
+    count: Arc<Mutex<ConnCount>>,
+    ip: IpAddr,
+}
+
+impl ConnSlot {
+    fn take(count: &Arc<Mutex<ConnCount>>, ip: IpAddr, opts: &RouterOptions) -> Option<ConnSlot> {
+        let ip = ip.to_canonical();
+        let mut c = count.lock().unwrap_or_else(PoisonError::into_inner);
+        let mine = c.per.get(&ip).copied().unwrap_or(0);
+        if c.total >= opts.max_connections.max(1) || mine >= opts.max_per_address.max(1) {
+            return None;
+        }
+        c.total += 1;
+        c.per.insert(ip, mine + 1);
+        Some(ConnSlot {
+            count: Arc::clone(count),
+            ip,
+        })
+    }
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut c = self.count.lock().unwrap_or_else(PoisonError::into_inner);
+        c.total -= 1;
+        if let Some(n) = c.per.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                c.per.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Over the cap: a short 503, then close (after letting the client finish sending, so it
+/// reads the answer rather than a reset).
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 32\r\nconnection: close\r\n\r\ntoo many connections; try again\n";
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        stream.write_all(BUSY).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        while stream.read(&mut sink).await? > 0 {}
+        Ok::<_, std::io::Error>(())
+    })
+    .await;
 }
 
 pub struct Router {
@@ -167,12 +231,15 @@ impl Router {
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .keep_alive(true);
         let mut conns = JoinSet::new();
+        let count: Arc<Mutex<ConnCount>> = Arc::default();
+        let mut refusals = JoinSet::new();
         loop {
             let (stream, peer) = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => break,
                 // Reap finished connection tasks so the set does not grow without bound.
                 Some(_) = conns.join_next(), if !conns.is_empty() => continue,
+                Some(_) = refusals.join_next(), if !refusals.is_empty() => continue,
                 accepted = listener.accept() => match accepted {
                     Ok(conn) => conn,
                     Err(err) => {
@@ -183,11 +250,20 @@ impl Router {
                     }
                 },
             };
+            let Some(slot) = ConnSlot::take(&count, peer.ip(), &self.opts) else {
+                debug!(client = %peer, "router connection limit reached; refusing");
+                // Bounded too: past the cap, refusals are cut short rather than queued.
+                if refusals.len() < 1024 {
+                    refusals.spawn(refuse(stream));
+                }
+                continue;
+            };
             let _ = stream.set_nodelay(true);
             let router = Arc::clone(&self);
             let builder = builder.clone();
             let shutdown = shutdown.clone();
             conns.spawn(async move {
+                let _slot = slot;
                 let service = service_fn(move |req| {
                     let router = Arc::clone(&router);
                     async move { Ok::<_, Infallible>(proxy::handle(&router, peer, req).await) }

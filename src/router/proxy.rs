@@ -80,6 +80,13 @@ pub(super) async fn handle(
                         format!("bad gateway: the upstream of '{app}' failed"),
                     )
                 }
+                Failure::BadBody(err) => {
+                    debug!(app = %app, error = %err, "bad request body");
+                    (
+                        StatusCode::BAD_REQUEST,
+                        "bad request: malformed request body".to_string(),
+                    )
+                }
                 Failure::TimedOut(addr, after) => {
                     debug!(app = %app, upstream = %addr, "upstream did not answer in time");
                     (
@@ -115,6 +122,8 @@ enum Failure {
     NoneAnswered,
     /// The request was (possibly partly) sent, so it cannot be retried.
     Broken(SocketAddr, hyper::Error),
+    /// The client's request body could not be read (malformed chunked encoding, cut short).
+    BadBody(hyper::Error),
     TimedOut(SocketAddr, Duration),
 }
 
@@ -158,6 +167,8 @@ async fn forward(
                 debug!(app, upstream = %upstream.addr, error = %err, "upstream unreachable, trying the next");
                 req = *back;
             }
+            // The error came from the body we were passing on: the client's fault.
+            Err(Dispatch::Broken(err)) if err.is_user() => return Err(Failure::BadBody(err)),
             Err(Dispatch::Broken(err)) => return Err(Failure::Broken(upstream.addr, err)),
             Err(Dispatch::TimedOut) => {
                 return Err(Failure::TimedOut(
@@ -212,20 +223,47 @@ async fn dispatch(
 }
 
 /// The authority the client addressed: the absolute-form request target wins over `Host`
-/// (RFC 9112 section 3.2.2).
+/// (RFC 9112 section 3.2.2), and is then what the app sees as `Host` too.
 fn request_host(req: &Request<Incoming>) -> Result<Authority, &'static str> {
-    if let Some(authority) = req.uri().authority() {
-        return Ok(authority.clone());
-    }
-    let mut hosts = req.headers().get_all(header::HOST).iter();
-    let (Some(host), None) = (hosts.next(), hosts.next()) else {
-        return Err("bad request: exactly one Host header is required");
+    let authority = match req.uri().authority() {
+        Some(a) => a.clone(),
+        None => {
+            let mut hosts = req.headers().get_all(header::HOST).iter();
+            let (Some(host), None) = (hosts.next(), hosts.next()) else {
+                return Err("bad request: exactly one Host header is required");
+            };
+            host.to_str()
+                .ok()
+                .and_then(|h| h.parse::<Authority>().ok())
+                .ok_or("bad request: invalid Host header")?
+        }
     };
-    host.to_str()
-        .ok()
-        .and_then(|h| h.parse::<Authority>().ok())
-        .filter(|a| !a.host().is_empty())
-        .ok_or("bad request: invalid Host header")
+    check_authority(&authority)?;
+    Ok(authority)
+}
+
+/// A host, and at most a port in 1..=65535: no userinfo (`user@host` would reach the app
+/// as a `Host` it never expects), no empty or out-of-range port.
+fn check_authority(a: &Authority) -> Result<(), &'static str> {
+    let s = a.as_str();
+    if s.contains('@') {
+        return Err("bad request: userinfo is not allowed in the host");
+    }
+    if a.host().is_empty() {
+        return Err("bad request: invalid Host header");
+    }
+    let port = s.get(a.host().len()..).unwrap_or("");
+    if !port.is_empty() {
+        let ok = port.strip_prefix(':').is_some_and(|p| {
+            (1..=5).contains(&p.len())
+                && p.bytes().all(|b| b.is_ascii_digit())
+                && p.parse::<u16>().is_ok_and(|n| n > 0)
+        });
+        if !ok {
+            return Err("bad request: invalid port in the host");
+        }
+    }
+    Ok(())
 }
 
 /// Turns the client's request into the one sent upstream: origin-form target, HTTP/1.1,
@@ -262,10 +300,9 @@ fn add_forwarded(headers: &mut HeaderMap, host: &Authority, client: IpAddr) {
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     let host_value =
         HeaderValue::from_str(host.as_str()).expect("a parsed authority is a valid header");
-    // Keep the app-visible Host even for absolute-form requests that carried none.
-    headers
-        .entry(header::HOST)
-        .or_insert_with(|| host_value.clone());
+    // The app sees the authority the request was routed by: for an absolute-form request
+    // that is the target's, whatever `Host` said (RFC 9112 section 3.2.2).
+    headers.insert(header::HOST, host_value.clone());
     headers.insert(X_FORWARDED_HOST, host_value);
 }
 
@@ -359,6 +396,43 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "web.example.test:8080");
         assert_eq!(h[header::HOST], "web.example.test:8080");
+    }
+
+    #[test]
+    fn authorities_with_userinfo_or_bad_ports_are_refused() {
+        for good in [
+            "web.example.test",
+            "web.example.test:8080",
+            "[::1]:80",
+            "a:65535",
+        ] {
+            let a: Authority = good.parse().unwrap();
+            assert!(check_authority(&a).is_ok(), "{good}");
+        }
+        for bad in [
+            "user@web.example.test",
+            "user:pw@web.example.test:80",
+            "@web.example.test",
+            "web.example.test:",
+            "web.example.test:0",
+            "web.example.test:65536",
+            "web.example.test:99999",
+            "web.example.test:123456",
+        ] {
+            if let Ok(a) = bad.parse::<Authority>() {
+                assert!(check_authority(&a).is_err(), "{bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_routed_authority_is_the_host_the_app_sees() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("other.example.test"));
+        let routed: Authority = "web.example.test".parse().unwrap();
+        add_forwarded(&mut h, &routed, "127.0.0.1".parse().unwrap());
+        assert_eq!(h[header::HOST], "web.example.test");
+        assert_eq!(h[&X_FORWARDED_HOST], "web.example.test");
     }
 
     #[test]
