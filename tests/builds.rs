@@ -490,3 +490,90 @@ fn pushes_to_one_app_queue_and_are_told_their_place() {
     );
     assert_eq!(releases(&s, "q").len(), 2);
 }
+
+/// Pushes `files` as a new app on the bookworm stack; the push must be refused with every
+/// one of `says` in its output, and store no release.
+fn refused(s: &Server, app: &str, files: &[(&str, &str)], says: &[&str]) {
+    let dir = s.dir.path().join(format!("{app}-src"));
+    std::fs::create_dir_all(&dir).unwrap();
+    git_local(&dir, &["init", "-q", "-b", "main"]);
+    for (f, c) in files
+        .iter()
+        .chain([("magrathea.yml", "stack: bookworm\n")].iter())
+    {
+        std::fs::write(dir.join(f), c).unwrap();
+    }
+    git_local(&dir, &["add", "-A"]);
+    git_local(&dir, &["commit", "-q", "-m", "app"]);
+    let out = s.git(&s.admin, &dir, &["push", &s.url(app), "main"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{app}: {err}");
+    for want in says {
+        assert!(err.contains(want), "{app}: wanted {want:?} in:\n{err}");
+    }
+    assert!(releases(s, app).is_empty(), "{app}: a release was stored");
+}
+
+#[test]
+fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
+    let s = Server::start();
+    let py = ("app.py", "print('hi')\n");
+    refused(
+        &s,
+        "oldpy",
+        &[
+            py,
+            ("requirements.txt", "\n"),
+            ("runtime.txt", "python-2.7.18\n"),
+        ],
+        &["runtime.txt asks for Python 2.7.18", "has Python 3.11"],
+    );
+    refused(
+        &s,
+        "newpy",
+        &[
+            py,
+            ("requirements.txt", "\n"),
+            (".python-version", "3.13\n"),
+        ],
+        &[
+            ".python-version asks for Python 3.13",
+            "the available version is 3.11",
+        ],
+    );
+    refused(
+        &s,
+        "poetry",
+        &[
+            py,
+            (
+                "pyproject.toml",
+                "[tool.poetry]\nname = \"x\"\nversion = \"0.1.0\"\n",
+            ),
+            ("poetry.lock", "# empty\n"),
+        ],
+        &[
+            "poetry.lock found, but poetry is not on stack bookworm",
+            "requirements.txt",
+        ],
+    );
+    refused(
+        &s,
+        "yarn",
+        &[
+            (
+                "package.json",
+                "{\"name\": \"y\", \"scripts\": {\"start\": \"node i.js\"}}\n",
+            ),
+            ("yarn.lock", "# yarn lockfile v1\n"),
+        ],
+        &["yarn.lock found, but yarn is not on stack bookworm"],
+    );
+    // No start script and no server.js: no `web: npm start` is made up.
+    refused(
+        &s,
+        "noweb",
+        &[("package.json", "{\"name\": \"w\", \"private\": true}\n")],
+        &["no process types"],
+    );
+}
