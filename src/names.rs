@@ -31,6 +31,14 @@ pub fn valid_node_app(name: &str) -> bool {
     }
 }
 
+/// The app a valid node app name (`app` or `app.env`) belongs to.
+pub fn node_app_of(name: &str) -> Option<&str> {
+    if !valid_node_app(name) {
+        return None;
+    }
+    Some(name.split_once('.').map_or(name, |(app, _)| app))
+}
+
 pub fn check_node_app(name: &str) -> Result<&str, InvalidName> {
     if valid_node_app(name) {
         Ok(name)

@@ -199,7 +199,15 @@ fn stop_start_and_permissions() {
     assert_eq!(of_type(&rows, "worker").len(), 1, "{rows:?}");
     assert_eq!(s.get("shop", "/").0, 200);
 
-    // Destroying the app stops it everywhere: no route, no process, no history.
+    // Destroying the app stops it everywhere: no route, no process, no history, and nothing
+    // of it left on disk for a later app of the same name (data, releases, logs).
+    let node_app = s.data.join("node/apps/shop");
+    assert!(node_app.join("data").is_dir(), "no data dir to check");
+    std::fs::write(node_app.join("data/old-secret.txt"), "OLD-APP-DATA").unwrap();
+    assert!(
+        s.data.join("logs/builds/shop").is_dir(),
+        "no build logs to check"
+    );
     let out = s.ok(&s.admin, "apps:destroy shop --confirm shop");
     assert!(out.contains("destroyed"), "{out}");
     assert_eq!(s.get("shop", "/").0, 404);
@@ -214,6 +222,9 @@ fn stop_start_and_permissions() {
         &format!("name=mg-{}", node_instance(&s)),
     ]));
     assert_eq!(text(&left.stdout).trim(), "", "processes left behind");
+    for left in [node_app.clone(), s.data.join("logs/builds/shop")] {
+        assert!(!left.exists(), "{} left behind", left.display());
+    }
     // The name can be used again, from scratch.
     let dir = repo(&s.dir.path().join("again"));
     std::fs::write(dir.join("Procfile"), PROCFILE).unwrap();
@@ -221,6 +232,34 @@ fn stop_start_and_permissions() {
     s.git_ok(&s.admin, &dir, &["push", &s.url("shop"), "main"]);
     assert!(s.ok(&s.admin, "releases shop").contains("v1"));
     assert_eq!(s.get("shop", "/").0, 200);
+    assert!(!node_app.join("data/old-secret.txt").exists());
+    let builds = s.ok(&s.admin, "builds shop --json");
+    let builds: serde_json::Value = serde_json::from_str(&builds).unwrap();
+    assert_eq!(
+        builds.as_array().unwrap().len(),
+        1,
+        "earlier builds shown: {builds}"
+    );
+    let audit = s.ok(&s.admin, "audit shop -n 1000");
+    assert!(
+        !audit.contains("restart shop worker"),
+        "earlier app's audit shown:\n{audit}"
+    );
+
+    // --keep-data archives the data outside every app's reach.
+    std::fs::write(node_app.join("data/keep.txt"), "KEEP").unwrap();
+    s.ok(&s.admin, "apps:destroy shop --confirm shop --keep-data");
+    assert!(!node_app.exists());
+    let archived: Vec<_> = std::fs::read_dir(s.data.join("node/archive"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(archived.len(), 1, "{archived:?}");
+    assert_eq!(
+        std::fs::read_to_string(archived[0].join("keep.txt")).unwrap(),
+        "KEEP"
+    );
 }
 
 /// The built-in node's instance id (its containers are named `mg-<instance>-...`).

@@ -54,17 +54,20 @@ pub fn info(core: &Arc<Core>, name: &str, json: bool) -> CmdResult {
     ))
 }
 
-/// Stops the app everywhere it runs (routes first, then its processes and unpacked releases
-/// on every node), then deletes it. A node that cannot be cleaned stops the destroy before
-/// anything is deleted, so it can be retried.
+/// Stops the app everywhere (routes first, then every process of every environment on every
+/// node) and removes everything of it on the nodes (releases, data, snapshots, process logs)
+/// and on the controller (repository, releases, build cache and logs, event log, store
+/// rows), so a later app of the same name starts from nothing. A node that cannot be cleaned
+/// stops the destroy before anything on the controller is deleted, so it can be retried.
 pub async fn destroy(
     core: &Arc<Core>,
     name: &str,
     confirm: Option<&str>,
+    keep_data: bool,
     out: &mut crate::build::Sink,
 ) -> CmdResult {
     use crate::node::client::Stdin;
-    use crate::node::proto::{AppRelease, GcReq};
+    use crate::node::proto::PurgeReq;
     if confirm != Some(name) {
         return Err(CmdError::Invalid(format!(
             "destroying '{name}' deletes its repository; repeat with --confirm {name}"
@@ -73,70 +76,52 @@ pub async fn destroy(
     if core.store.app(name)?.is_none() {
         return Err(CmdError::Invalid(format!("app '{name}' does not exist")));
     }
-    let lives: Vec<_> = core
+    let envs: Vec<String> = core
         .store
         .all_live()?
         .into_iter()
         .filter(|l| l.app == name)
+        .map(|l| l.env)
         .collect();
-    let nodes = core.all_nodes()?;
     let mut held = vec![];
-    for l in &lives {
-        held.push(core.deploy_lock(name, &l.env).lock_owned().await);
+    for env in &envs {
+        held.push(core.deploy_lock(name, env).lock_owned().await);
     }
-    for l in &lives {
-        core.router
-            .remove_app(&crate::deploy::route_key(name, &l.env));
-        for n in nodes.iter().filter(|n| l.nodes.contains(&n.name)) {
-            let client = core.node_client(n);
-            // An empty release name matches no process: every one of the app's stops.
-            let napp = crate::deploy::node_app(name, &l.env);
-            let stop = AppRelease {
-                app: napp.clone(),
-                release: String::new(),
-                generation: 0,
-                only: vec![],
-            };
-            let gc = GcReq {
-                app: napp,
-                keep: vec![],
-            };
-            let r = async {
-                client
-                    .call::<serde_json::Value>(
-                        "retire",
-                        Stdin::Bytes(serde_json::to_vec(&stop).unwrap_or_default()),
-                        None,
-                    )
-                    .await?;
-                client
-                    .call::<serde_json::Value>(
-                        "gc",
-                        Stdin::Bytes(serde_json::to_vec(&gc).unwrap_or_default()),
-                        None,
-                    )
-                    .await
-            }
+    for env in &envs {
+        core.router.remove_app(&crate::deploy::route_key(name, env));
+    }
+    // Every node, not only those it is live on: an environment moved elsewhere, or a failed
+    // first deploy, can have left releases or data behind.
+    let req = PurgeReq {
+        app: name.to_string(),
+        keep_data,
+    };
+    for n in core.all_nodes()? {
+        let r = core
+            .node_client(&n)
+            .call::<serde_json::Value>(
+                "purge",
+                Stdin::Bytes(serde_json::to_vec(&req).unwrap_or_default()),
+                None,
+            )
             .await;
-            match r {
-                Ok(_) => {
-                    out.line(format!("-----> {}: {name} stopped in {}", n.name, l.env))
-                        .await
+        match r {
+            Ok(v) => {
+                let purged = v["purged"].as_array().map_or(0, |a| a.len());
+                if purged > 0 {
+                    out.line(format!("-----> {}: {name} stopped and removed", n.name))
+                        .await;
                 }
-                Err(e) => {
-                    return Err(CmdError::Invalid(format!(
-                        "{e}; '{name}' was not destroyed (its routes are off; retry when the node is back)"
-                    )))
-                }
+            }
+            Err(e) => {
+                return Err(CmdError::Invalid(format!(
+                    "node {}: {e}; '{name}' was not destroyed (its routes are off; retry when the node is back, or nodes:remove it)",
+                    n.name
+                )))
             }
         }
     }
     core.destroy_app(name)?;
-    let log = crate::eventlog::path(&core.data.logs(), name);
-    let _ = std::fs::remove_file(&log);
-    let mut rotated = log.into_os_string();
-    rotated.push(".1");
-    let _ = std::fs::remove_file(rotated);
     drop(held);
     Ok(format!("destroyed app '{name}'\n"))
 }

@@ -125,6 +125,9 @@ pub enum Cmd {
         /// The app's name again, to confirm
         #[arg(long, value_name = "NAME")]
         confirm: Option<String>,
+        /// Archive the data dirs on the nodes (outside every app's reach) instead of deleting them
+        #[arg(long)]
+        keep_data: bool,
     },
     /// List the registered keys (admin)
     Keys {
@@ -705,9 +708,11 @@ pub async fn execute_streaming(
             Cmd::NodesInfo { name, json } => nodes::info(core, &name, json).await,
             Cmd::Logs(a) => logs::logs(core, a, out).await,
             Cmd::Ps { app, env, json } => ps::ps(core, &app, &env, json).await,
-            Cmd::AppsDestroy { name, confirm } => {
-                apps::destroy(core, &name, confirm.as_deref(), out).await
-            }
+            Cmd::AppsDestroy {
+                name,
+                confirm,
+                keep_data,
+            } => apps::destroy(core, &name, confirm.as_deref(), keep_data, out).await,
             Cmd::Scale { app, counts, env } => {
                 ps::scale(core, &who.name, &app, &counts, &env, out).await
             }

@@ -286,11 +286,18 @@ impl Core {
         }
     }
 
+    /// Deletes the app from the store (one transaction) and everything of it under the data
+    /// dir: releases, build cache, build logs, event log, repository.
     pub fn destroy_app(&self, app: &str) -> Result<(), CoreError> {
         self.store.destroy_app(app)?;
-        self.store.delete_app_history(app)?;
         let _ = std::fs::remove_dir_all(self.data.releases(app));
         let _ = std::fs::remove_dir_all(self.data.cache(app));
+        let _ = std::fs::remove_dir_all(self.data.logs().join("builds").join(app));
+        let log = crate::eventlog::path(&self.data.logs(), app);
+        let mut rotated = log.clone().into_os_string();
+        rotated.push(".1");
+        let _ = std::fs::remove_file(&log);
+        let _ = std::fs::remove_file(rotated);
         let repo = self.data.repo(app);
         if repo.exists() {
             // Move aside first so a crash mid-delete never leaves a half repo under the name.

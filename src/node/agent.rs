@@ -395,6 +395,10 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
                 .and_then(json),
             Err(e) => Err(e),
         },
+        "purge" => match parse::<PurgeReq>(&read_stdin(&mut rx).await) {
+            Ok(r) => purge(&ctx, r).await.and_then(json),
+            Err(e) => Err(e),
+        },
         "restore-data" => match parse::<SnapshotReq>(&read_stdin(&mut rx).await) {
             Ok(r) => match ctx.root.restore_data(&r.app, &r.label) {
                 Ok(()) => Ok(serde_json::json!({ "restored": true })),
@@ -649,6 +653,29 @@ async fn stop_where(
         stopped += 1;
     }
     Ok(serde_json::json!({ "stopped": stopped }))
+}
+
+/// Stops every process of every environment of an app, then removes all it left on this
+/// node (releases, `current`, data, snapshots, process logs), so nothing of it is there for a
+/// later app of the same name.
+async fn purge(ctx: &AgentCtx, req: PurgeReq) -> Result<Value, String> {
+    crate::names::check("app", &req.app).map_err(|e| e.to_string())?;
+    let docker = ctx.docker().await?;
+    let mut stopped = 0;
+    for p in runtime::list(docker, &ctx.instance, None)
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        if crate::names::node_app_of(&p.app) == Some(req.app.as_str()) {
+            runtime::stop(docker, &p.container, Duration::from_secs(10)).await;
+            stopped += 1;
+        }
+    }
+    let purged = ctx
+        .root
+        .purge(&req.app, req.keep_data)
+        .map_err(|e| e.to_string())?;
+    Ok(serde_json::json!({ "stopped": stopped, "purged": purged }))
 }
 
 async fn release_phase(

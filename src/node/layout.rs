@@ -360,6 +360,44 @@ impl NodeRoot {
         Ok(removed)
     }
 
+    /// Removes every environment of `app` (`apps/<app>`, `apps/<app>.<env>`): each is renamed
+    /// away first, so a crash mid-delete never leaves a half app under the name. With
+    /// `keep_data` each data dir is first moved to `<root>/archive/<node app>-<time>-<rand>`,
+    /// outside `apps/`, where no later app can reach it. Returns the node apps removed.
+    pub fn purge(&self, app: &str, keep_data: bool) -> Result<Vec<String>, NodeError> {
+        names::check("app", app)?;
+        let apps = self.root.join("apps");
+        let Ok(rd) = fs::read_dir(&apps) else {
+            return Ok(vec![]);
+        };
+        let mut purged = vec![];
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if names::node_app_of(&name) != Some(app) {
+                continue;
+            }
+            let dir = self.app_dir(&name);
+            let data = self.data_dir(&name);
+            if keep_data && fs::symlink_metadata(&data).is_ok_and(|m| m.is_dir()) {
+                let archive = self.root.join("archive");
+                fs::create_dir_all(&archive).map_err(io_at(&archive))?;
+                let to = archive.join(format!(
+                    "{name}-{}-{}",
+                    crate::timefmt::now(),
+                    crate::keys::random_hex(3)
+                ));
+                rename_noreplace(&data, &to).map_err(io_at(&to))?;
+            }
+            // A leading dot is no valid app name: the trash is never taken for an app.
+            let trash = apps.join(format!(".purge-{name}-{}", crate::keys::random_hex(4)));
+            fs::rename(&dir, &trash).map_err(io_at(&dir))?;
+            remove_tree(&trash).map_err(io_at(&trash))?;
+            purged.push(name);
+        }
+        purged.sort();
+        Ok(purged)
+    }
+
     /// Copies the data dir (created empty if missing) to `snapshots/<label>` with `cp -a`
     /// semantics (modes, owners, times, symlinks, hard links), via a temp dir swapped into
     /// place. An existing snapshot of that label is replaced: a retried deploy reuses its

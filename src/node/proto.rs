@@ -113,6 +113,16 @@ pub struct GcReq {
     pub keep: Vec<String>,
 }
 
+/// `purge`: everything of an app on a node, every environment of it (`app`, `app.env`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PurgeReq {
+    /// The app's name (not a node app name: its environments are found by the node).
+    pub app: String,
+    /// Move each environment's data dir to `<root>/archive/` instead of deleting it.
+    #[serde(default)]
+    pub keep_data: bool,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SnapshotReq {
     pub app: String,

@@ -212,15 +212,4 @@ impl Store {
         )?;
         Ok(())
     }
-
-    pub fn delete_app_history(&self, app: &str) -> Result<()> {
-        let mut c = self.lock();
-        let tx = c.transaction()?;
-        tx.execute("DELETE FROM releases WHERE app=?1", [app])?;
-        tx.execute("DELETE FROM builds WHERE app=?1", [app])?;
-        tx.execute("DELETE FROM live WHERE app=?1", [app])?;
-        tx.execute("DELETE FROM deploys WHERE app=?1", [app])?;
-        tx.commit()?;
-        Ok(())
-    }
 }

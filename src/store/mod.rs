@@ -315,7 +315,16 @@ impl Store {
             return Err(StoreError::NotFound(format!("app '{name}' does not exist")));
         }
         // Tables keyed by app name: an app created later under the same name starts clean.
-        for t in ["config", "release_config", "formation", "app_state"] {
+        for t in [
+            "config",
+            "release_config",
+            "formation",
+            "app_state",
+            "releases",
+            "builds",
+            "live",
+            "deploys",
+        ] {
             tx.execute(&format!("DELETE FROM {t} WHERE app=?1"), [name])?;
         }
         tx.commit()?;
