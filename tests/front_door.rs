@@ -799,3 +799,55 @@ fn refusals_are_audited_values_redacted_and_a_failing_audit_trail_fails_closed()
     assert!(apps.contains("shop") && !apps.contains("blog"), "{apps}");
     assert_eq!(ls_remote(&s, &s.admin, "shop"), "");
 }
+
+/// The authenticated budget (`--max-connections`): full, a further key is turned away
+/// (after authenticating, so no unauthenticated socket can take a place); a place frees up
+/// when a session ends.
+#[test]
+fn the_authenticated_connection_cap_holds_and_frees_up() {
+    let s = Server::start_with(&["--max-connections", "2"]);
+    let hold = || {
+        Command::new("ssh")
+            .args(s.ssh_args(&s.admin))
+            .args(["-N", "git@127.0.0.1"])
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut held = vec![hold(), hold()];
+    let authenticated = || strip_ansi(&s.log()).matches("authenticated peer=").count();
+    for _ in 0..600 {
+        if authenticated() >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(authenticated(), 2, "{}", s.log());
+    // Idle unauthenticated sockets change nothing either way.
+    let _idle: Vec<std::net::TcpStream> = (0..20)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", s.port)).unwrap())
+        .collect();
+    let out = s.ssh(&s.admin, "whoami", None);
+    assert_eq!(out.status.code(), Some(255), "{}", text(&out.stdout));
+    assert!(s.log().contains("connection limit reached"), "{}", s.log());
+    let mut first = held.remove(0);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let mut last = None;
+    for _ in 0..100 {
+        let out = s.ssh(&s.admin, "whoami", None);
+        if out.status.success() {
+            last = Some(out);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let out = last.unwrap_or_else(|| panic!("no place freed up:\n{}", s.log()));
+    assert!(text(&out.stdout).contains("admin"));
+    for mut h in held {
+        let _ = h.kill();
+        let _ = h.wait();
+    }
+}

@@ -679,8 +679,29 @@ async fn connections_past_the_cap_get_503_and_the_cap_frees_up() {
     let out = raw(proxy.addr, &req).await;
     assert!(out.starts_with("HTTP/1.1 503"), "{out}");
     assert!(out.contains("too many connections"), "{out}");
+    // Another address still gets in, up to the overall cap (4); then no one does.
+    let from = |ip: &str| {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        async move {
+            let sock = tokio::net::TcpSocket::new_v4().unwrap();
+            sock.bind(SocketAddr::new(ip, 0)).unwrap();
+            sock.connect(proxy.addr).await.unwrap()
+        }
+    };
+    let mut other = from("127.0.0.2").await;
+    other.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    other.read_to_end(&mut answer).await.unwrap();
+    assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
+    idle.push(from("127.0.0.2").await);
+    let mut third = from("127.0.0.3").await;
+    third.write_all(req.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    third.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
     // One goes: a place frees up (once the router has seen it close).
-    drop(idle.pop());
+    drop(idle.remove(0));
     let mut answered = String::new();
     for _ in 0..100 {
         answered = raw(proxy.addr, &req).await;

@@ -20,6 +20,7 @@ use std::future::Future;
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -145,6 +146,7 @@ impl Gate {
             id,
             kill,
             permit: Mutex::new(None),
+            authed: Arc::default(),
         })
     }
 
@@ -213,6 +215,8 @@ pub struct Ticket {
     kill: CancellationToken,
     /// Held once authenticated.
     permit: Mutex<Option<OwnedSemaphorePermit>>,
+    /// Set with `permit`; read on every socket read and write, so lock-free.
+    authed: Arc<AtomicBool>,
 }
 
 impl Ticket {
@@ -226,6 +230,7 @@ impl Ticket {
         match self.gate.authenticated.clone().try_acquire_owned() {
             Ok(permit) => {
                 *p = Some(permit);
+                self.authed.store(true, Ordering::Release);
                 drop(p);
                 self.gate.unlist(self.ip, self.id);
                 self.gate.forgive(self.ip);
@@ -293,6 +298,9 @@ impl Drop for Ticket {
 pub struct Guarded<S> {
     inner: S,
     closed: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Once authenticated, nothing closes a connection from here: stop watching (a
+    /// session's bulk transfer then pays one atomic load per read or write).
+    authed: Arc<AtomicBool>,
 }
 
 impl<S> Guarded<S> {
@@ -300,10 +308,14 @@ impl<S> Guarded<S> {
         Guarded {
             inner,
             closed: Box::pin(ticket.closed()),
+            authed: ticket.authed.clone(),
         }
     }
 
     fn check(&mut self, cx: &mut Context<'_>) -> Result<(), io::Error> {
+        if self.authed.load(Ordering::Acquire) {
+            return Ok(());
+        }
         match self.closed.as_mut().poll(cx) {
             Poll::Ready(()) => Err(io::Error::new(
                 io::ErrorKind::ConnectionAborted,
