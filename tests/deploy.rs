@@ -583,8 +583,15 @@ fn a_node_dying_or_vanishing_mid_receive_fails_the_push_in_seconds() {
     let out = std::thread::scope(|sc| {
         let h = sc.spawn(|| push(&s, &dir));
         wait_holding(&relay);
+        let killed = std::time::Instant::now();
         agents[1].kill();
-        h.join().unwrap()
+        let out = h.join().unwrap();
+        // A figure for the log, not an assertion.
+        eprintln!(
+            "push failed {:?} after the node was killed",
+            killed.elapsed()
+        );
+        out
     });
     assert!(!out.status.success());
     let err = text(&out.stderr);
@@ -602,7 +609,17 @@ fn a_node_dying_or_vanishing_mid_receive_fails_the_push_in_seconds() {
     std::fs::write(dir.join("blob.bin"), noise(8 << 20, 2)).unwrap();
     set_body(&dir, "v3\n");
     relay.hold_after(256 << 10, true);
-    let out = push(&s, &dir);
+    let out = std::thread::scope(|sc| {
+        let h = sc.spawn(|| push(&s, &dir));
+        wait_holding(&relay);
+        let silent = std::time::Instant::now();
+        let out = h.join().unwrap();
+        eprintln!(
+            "push failed {:?} after the node fell silent",
+            silent.elapsed()
+        );
+        out
+    });
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(

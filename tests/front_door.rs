@@ -671,6 +671,40 @@ fn unsupported_requests_fail_at_once_and_repeated_bad_keys_are_slowed() {
         text(&out.stderr)
     );
 
+    // The node agent too (the controller's key; a real agent process): a shell or a
+    // subsystem is refused at once.
+    let agent = Agent::start(&s, "n1");
+    let port = agent.addr.rsplit(':').next().unwrap().to_string();
+    let to_agent = |extra: &[&str]| {
+        let mut c = Command::new("ssh");
+        c.arg("-i")
+            .arg(s.data.join("controller_ed25519"))
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-p",
+                &port,
+            ])
+            .args(extra);
+        output_within(&mut c, 60).expect("the agent left a request unanswered")
+    };
+    let out = to_agent(&["-s", "magrathea@127.0.0.1", "sftp"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("subsystem request failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = to_agent(&["-T", "magrathea@127.0.0.1"]);
+    assert!(!out.status.success());
+    drop(agent);
+
     // 16 attempts with an unknown key, four at a time: past the free allowance (10 a
     // minute) each answer is delayed, doubling from 200 ms, one at a time per address. The
     // server announces each delay as it starts; no attempt ends before its delay is over.
