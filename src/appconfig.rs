@@ -25,6 +25,12 @@ pub struct AppConfig {
     pub data: Option<Vec<String>>,
     #[serde(default)]
     pub environments: Option<BTreeMap<String, Environment>>,
+    /// Process counts for every environment (an environment's own `scale` wins per type).
+    #[serde(default)]
+    pub scale: Option<BTreeMap<String, u32>>,
+    /// Memory limit of each process (`512M`, `1G`); placement reserves this much on a node.
+    #[serde(default)]
+    pub memory: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -32,10 +38,21 @@ pub struct AppConfig {
 pub struct HealthCheck {
     #[serde(default)]
     pub path: Option<String>,
+    /// Per request.
     #[serde(default)]
     pub timeout: Option<String>,
+    /// How many requests, `interval` apart (the older way to say how long boot may take).
     #[serde(default)]
     pub attempts: Option<u32>,
+    /// How long a web process has to answer (default 60s, Heroku's boot timeout).
+    #[serde(default)]
+    pub boot_timeout: Option<String>,
+    /// Between requests (default 500ms).
+    #[serde(default)]
+    pub interval: Option<String>,
+    /// The body must contain this.
+    #[serde(default)]
+    pub content: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -51,6 +68,26 @@ pub struct Environment {
     pub scale: Option<BTreeMap<String, u32>>,
     #[serde(default)]
     pub env: Option<BTreeMap<String, String>>,
+}
+
+/// `512M`, `1G`, `1.5G`, `256MiB`, `64m`, `2048` (MiB): a memory size in bytes. Binary
+/// units (M = MiB), as Docker reads them.
+pub fn parse_size(s: &str) -> Option<i64> {
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let (num, mult) = match t.chars().last()? {
+        'k' => (&t[..t.len() - 1], 1i64 << 10),
+        'm' => (&t[..t.len() - 1], 1 << 20),
+        'g' => (&t[..t.len() - 1], 1 << 30),
+        't' => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1 << 20),
+    };
+    let n: f64 = num.trim().parse().ok()?;
+    let bytes = n * mult as f64;
+    (n.is_finite() && n > 0.0 && bytes < (1i64 << 50) as f64).then_some(bytes as i64)
 }
 
 fn yaml_error(what: &str, e: impl std::fmt::Display) -> String {
@@ -70,9 +107,51 @@ pub fn parse(text: &str) -> Result<AppConfig, String> {
     if let Some(s) = &c.stack {
         crate::names::check("stack", s).map_err(|e| format!("magrathea.yml: {e}"))?;
     }
+    if let Some(m) = &c.memory {
+        match parse_size(m) {
+            Some(b) if (16 << 20..=1 << 40).contains(&b) => {}
+            _ => {
+                return Err(format!(
+                    "magrathea.yml: memory: {m:?} is not a size from 16M to 1T (e.g. 256M, 1G)"
+                ))
+            }
+        }
+    }
+    if let Some(h) = &c.healthcheck {
+        if h.attempts.is_some() && h.boot_timeout.is_some() {
+            return Err(
+                "magrathea.yml: healthcheck: give boot_timeout or attempts, not both".into(),
+            );
+        }
+        for (k, v) in [
+            ("timeout", &h.timeout),
+            ("boot_timeout", &h.boot_timeout),
+            ("interval", &h.interval),
+        ] {
+            if let Some(v) = v {
+                if crate::deploy::envs::parse_duration_ms(v).is_none() {
+                    return Err(format!(
+                        "magrathea.yml: healthcheck.{k}: {v:?} is not a duration (e.g. 30s, 500ms, 2m)"
+                    ));
+                }
+            }
+        }
+    }
     if let Some(p) = &c.processes {
         for k in p.keys() {
             crate::names::check("process type", k).map_err(|e| format!("magrathea.yml: {e}"))?;
+        }
+    }
+    let scales = c.scale.iter().chain(
+        c.environments
+            .iter()
+            .flat_map(|e| e.values())
+            .filter_map(|e| e.scale.as_ref()),
+    );
+    for s in scales {
+        for k in s.keys() {
+            crate::names::check("process type", k)
+                .map_err(|e| format!("magrathea.yml scale: {e}"))?;
         }
     }
     Ok(c)
@@ -146,6 +225,23 @@ mod tests {
         assert!(parse("stack: x\nstack: y").is_err(), "duplicate keys");
         assert!(parse("stack: ../x").is_err());
         assert_eq!(parse("").unwrap(), AppConfig::default());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512M"), Some(512 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("1.5g"), Some(3 << 29));
+        assert_eq!(parse_size("256MiB"), Some(256 << 20));
+        assert_eq!(parse_size("2048"), Some(2048 << 20));
+        for bad in ["", "x", "-1G", "0", "1Q", "NaN"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert!(parse("memory: 8K").is_err());
+        assert!(parse("memory: 256M").is_ok());
+        assert!(parse("healthcheck: { attempts: 3, boot_timeout: 30s }").is_err());
+        assert!(parse("healthcheck: { boot_timeout: soon }").is_err());
+        assert!(parse("scale: { Web: 1 }").is_err());
     }
 
     #[test]

@@ -52,6 +52,10 @@ pub enum Command {
         /// budget of their own and cannot take these)
         #[arg(long, default_value_t = 256)]
         max_connections: usize,
+        /// Memory the built-in node offers app processes (e.g. 16G; default: the machine's
+        /// memory minus a tenth, at most 2G, for the system)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        node_memory: Option<i64>,
         #[command(flatten)]
         login: LoginArgs,
         #[command(flatten)]
@@ -70,6 +74,10 @@ pub enum Command {
         controller_key: String,
         #[command(flatten)]
         login: LoginArgs,
+        /// Memory this node offers app processes (e.g. 16G; default: the machine's memory
+        /// minus a tenth, at most 2G, for the system)
+        #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
+        memory: Option<i64>,
     },
     /// Git hooks (run by git inside a push, not by hand)
     Hook {
@@ -181,6 +189,12 @@ impl KeysCmd {
             }
         }
     }
+}
+
+fn parse_size_arg(s: &str) -> Result<i64, String> {
+    crate::appconfig::parse_size(s)
+        .filter(|b| *b >= 64 << 20)
+        .ok_or_else(|| format!("'{s}' is not a memory size of at least 64M (e.g. 512M, 16G)"))
 }
 
 #[cfg(test)]

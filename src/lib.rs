@@ -11,6 +11,7 @@
 
 pub mod access;
 pub mod appconfig;
+pub mod appjson;
 pub mod build;
 pub mod cli;
 pub mod cmd;

@@ -30,6 +30,7 @@ fn main() {
             domain,
             max_connections,
             login,
+            node_memory,
             build,
         } => {
             let o = magrathea::serve::ServeOptions {
@@ -37,6 +38,7 @@ fn main() {
                 http,
                 domain,
                 limits: login.limits(max_connections),
+                node_memory,
             };
             tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)
@@ -47,6 +49,7 @@ fn main() {
             listen,
             controller_key,
             login,
+            memory,
         } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
@@ -55,6 +58,7 @@ fn main() {
                     &listen,
                     &controller_key,
                     login.limits(64),
+                    memory,
                 ))
             }),
         Command::Keys { cmd } => magrathea::serve::keys(cmd),

@@ -76,6 +76,8 @@ pub struct ServeOptions {
     pub domain: String,
     /// SSH connection budgets and the login grace time.
     pub limits: crate::ssh::Limits,
+    /// Memory the built-in node offers (default: sized from the machine).
+    pub node_memory: Option<i64>,
 }
 
 pub async fn serve(
@@ -111,7 +113,7 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {} (--http)", o.http))?;
     // The embedded default: with no nodes added, this machine is node `local`, served by an
     // in-process agent through the same SSH protocol as any remote node.
-    start_local_node(&core, &o.limits).await?;
+    start_local_node(&core, &o.limits, o.node_memory).await?;
     let stop = crate::shutdown::StopSignals::register().context("cannot handle SIGTERM")?;
     println!(
         "magrathea {} serving {}",
@@ -161,7 +163,11 @@ pub async fn serve(
     Ok(())
 }
 
-async fn start_local_node(core: &Arc<Core>, limits: &crate::ssh::Limits) -> anyhow::Result<()> {
+async fn start_local_node(
+    core: &Arc<Core>,
+    limits: &crate::ssh::Limits,
+    memory: Option<i64>,
+) -> anyhow::Result<()> {
     let root = core.data.root().join("node");
     std::fs::create_dir_all(root.join("apps"))?;
     let (host_key, _) =
@@ -169,13 +175,14 @@ async fn start_local_node(core: &Arc<Core>, limits: &crate::ssh::Limits) -> anyh
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let fp = crate::keys::fingerprint(core.client_key.public_key());
-    let ctx = Arc::new(crate::node::agent::AgentCtx::new(root, fp));
+    let ctx = Arc::new(crate::node::agent::AgentCtx::new(root, fp).with_memory(memory));
     *core.local_node.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::store::NodeRow {
         name: "local".into(),
         addr: addr.to_string(),
         labels: Default::default(),
         host_fp: crate::keys::fingerprint(host_key.public_key()),
-        slots: 8,
+        // No process cap: placement goes by the memory the node offers.
+        slots: 0,
         added_at: 0,
     });
     tokio::spawn(crate::node::agent::serve_on(

@@ -510,7 +510,7 @@ impl Drop for Instance {
         let ids = self.containers();
         if !ids.is_empty() {
             let _ = Command::new("docker")
-                .args(["rm", "-f"])
+                .args(["rm", "-f", "-v"])
                 .args(&ids)
                 .output();
         }
@@ -585,9 +585,12 @@ async fn web_process_serves_its_release_confined_as_the_app_uid() {
     receive(&root, "shop", &rel).unwrap();
 
     // Quotes and `$(...)` in a config var stay data: nothing splices it into a shell.
+    // /app is the dyno's own: writable (new files, existing files, subdirectories), over
+    // a release that stays as it was.
     let cmd = "id -u > /data/uid; id -g >> /data/uid; \
-               if touch /app/x 2>/dev/null; then echo rw; else echo ro; fi > /data/app-mount; \
-               echo \"$GREETING|$MAGRATHEA_APP|$MAGRATHEA_RELEASE|$MAGRATHEA_PROCESS|$HOME|$DATA_DIR|$TRICKY\" > /data/env; \
+               if touch /app/x && echo more >> /app/index.html && mkdir /app/.profile.d/sub; \
+               then echo rw; else echo ro; fi > /data/app-mount 2>&1; \
+               echo \"$GREETING|$MAGRATHEA_APP|$MAGRATHEA_RELEASE|$MAGRATHEA_PROCESS|$HOME|$DATA_DIR|$TRICKY|$DYNO\" > /data/env; \
                ".to_string()
         + HTTPD;
     let mut s = spec(&inst, "shop", &rel, "web", 1, &cmd);
@@ -610,8 +613,9 @@ async fn web_process_serves_its_release_confined_as_the_app_uid() {
     .unwrap();
     let resp = get(r.port, "/index.html").await;
     assert!(resp.starts_with("HTTP/1.1 200 OK\r\n"), "{resp}");
+    // Its own write to the file, over the release's content.
     assert!(
-        resp.ends_with("<h1>served from the release</h1>\n"),
+        resp.ends_with("<h1>served from the release</h1>\nmore\n"),
         "{resp}"
     );
 
@@ -620,14 +624,40 @@ async fn web_process_serves_its_release_confined_as_the_app_uid() {
         read_eventually(&data.join("uid")).await,
         format!("{UID}\n{UID}\n")
     );
-    assert_eq!(read_eventually(&data.join("app-mount")).await, "ro\n");
+    assert_eq!(read_eventually(&data.join("app-mount")).await, "rw\n");
     assert_eq!(
         read_eventually(&data.join("env")).await,
         format!(
-            "hi from profile.d|shop|{}|web.1|/app|/data|$(touch /data/pwned) \"'\n",
+            "hi from profile.d|shop|{}|web.1|/app|/data|$(touch /data/pwned) \"'|web.1\n",
             rel.name
         )
     );
+    // The writes stayed in the process's own layer: the release is untouched, and another
+    // process of it starts from the release as it was.
+    let released = root.release_dir("shop", &rel.name).join("app");
+    assert_eq!(
+        fs::read_to_string(released.join("index.html")).unwrap(),
+        "<h1>served from the release</h1>\n"
+    );
+    assert!(!released.join("x").exists());
+    let second = spec(
+        &inst,
+        "shop",
+        &rel,
+        "worker",
+        1,
+        "if [ -e /app/x ]; then echo seen; else echo fresh; fi > /data/second; exec sleep 300",
+    );
+    let r2 = runtime::start(&d, &root, &second).await.unwrap();
+    assert_eq!(read_eventually(&data.join("second")).await, "fresh\n");
+    let scratch = root.app_dir("shop").join("scratch");
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        2,
+        "one per process"
+    );
+    runtime::stop(&d, &r2.container, Duration::from_secs(5)).await;
+    assert!(!scratch.join(&r2.container).exists(), "removed with it");
     assert!(!data.join("pwned").exists());
     assert_eq!(fs::metadata(data.join("uid")).unwrap().uid(), UID);
 
@@ -696,6 +726,11 @@ async fn web_process_serves_its_release_confined_as_the_app_uid() {
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
     assert!(inst.containers().is_empty());
     assert!(runtime::list(&d, &inst.0, None).await.unwrap().is_empty());
+    assert_eq!(
+        fs::read_dir(&scratch).unwrap().count(),
+        0,
+        "no scratch left"
+    );
 }
 
 #[tokio::test]
@@ -867,6 +902,25 @@ async fn run_once_streams_output_and_returns_the_exit_code() {
     let (res, lines) = run("echo hello", minute).await;
     assert_eq!(res.unwrap(), 0);
     assert_eq!(lines, ["hello"]);
+    // A release command gets a dyno of its own: writable /app, its name, a port.
+    let (res, lines) = run(
+        "touch /app/release.test && echo \"$DYNO $HOME ${PORT:+port}\"",
+        minute,
+    )
+    .await;
+    assert_eq!(res.unwrap(), 0, "{lines:?}");
+    assert_eq!(lines, ["release.1 /app port"]);
+    assert!(!root
+        .release_dir("shop", &rel.name)
+        .join("app/release.test")
+        .exists());
+    assert_eq!(
+        fs::read_dir(root.app_dir("shop").join("scratch"))
+            .unwrap()
+            .count(),
+        0,
+        "its scratch dir went with it"
+    );
     // One-off containers never show up as processes.
     assert!(runtime::list(&d, &inst.0, None).await.unwrap().is_empty());
 

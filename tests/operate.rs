@@ -10,6 +10,8 @@ use util::*;
 /// Each web process answers with its own port, so the router's balancing is visible.
 const PROCFILE: &str = "web: mkdir -p /tmp/w && echo \"p=$PORT\" > /tmp/w/index.html && exec busybox httpd -f -p $PORT -h /tmp/w\nworker: exec sleep 100000\n";
 
+const APP_JSON: &str = r#"{"formation": {"worker": {"quantity": 1}}}"#;
+
 fn ps(s: &Server, key: &Key, app: &str) -> Vec<serde_json::Value> {
     let v: serde_json::Value =
         serde_json::from_str(&s.ok(key, &format!("ps {app} --json"))).unwrap();
@@ -38,6 +40,8 @@ fn of_type(rows: &[serde_json::Value], t: &str) -> Vec<serde_json::Value> {
 fn push_app(s: &Server, app: &str) {
     let dir = repo(&s.dir.path().join(format!("src-{app}")));
     std::fs::write(dir.join("Procfile"), PROCFILE).unwrap();
+    // Heroku's default is web only; the app asks for its worker.
+    std::fs::write(dir.join("app.json"), APP_JSON).unwrap();
     commit(&dir, "README", "hi", "first");
     s.git_ok(&s.admin, &dir, &["push", &s.url(app), "main"]);
 }
@@ -67,7 +71,7 @@ fn scale_places_processes_on_two_nodes_and_the_router_balances() {
         .collect();
     push_app(&s, "shop");
 
-    // Defaults: a web process on each node, numbered across them; one worker.
+    // Defaults: a web process on each node, numbered across them; app.json's one worker.
     let rows = ps(&s, &s.admin, "shop");
     let web = of_type(&rows, "web");
     assert_eq!(web.len(), 2, "{rows:?}");
@@ -228,6 +232,7 @@ fn stop_start_and_permissions() {
     // The name can be used again, from scratch.
     let dir = repo(&s.dir.path().join("again"));
     std::fs::write(dir.join("Procfile"), PROCFILE).unwrap();
+    std::fs::write(dir.join("app.json"), APP_JSON).unwrap();
     commit(&dir, "README", "again", "again");
     s.git_ok(&s.admin, &dir, &["push", &s.url("shop"), "main"]);
     assert!(s.ok(&s.admin, "releases shop").contains("v1"));

@@ -9,7 +9,7 @@ use crate::build::Sink;
 use crate::controller::Core;
 use crate::deploy::{self, envs, RolloutOptions};
 
-const RESERVED: &[&str] = &["PORT", "HOME", "DATA_DIR", "PATH"];
+const RESERVED: &[&str] = &["PORT", "HOME", "DATA_DIR", "PATH", "DYNO"];
 
 fn check_key(k: &str) -> Result<(), CmdError> {
     let ok = !k.is_empty()
@@ -58,6 +58,37 @@ pub struct Change<'a> {
     pub set: &'a [String],
     pub unset: &'a [String],
     pub no_restart: bool,
+    /// Values are base64.
+    pub encoded: bool,
+}
+
+/// Standard base64 (RFC 4648, `+/`), padding optional, nothing else allowed: a config
+/// value someone encoded to carry newlines or binary-safe text through a shell.
+fn base64_decode(s: &str) -> Option<Vec<u8>> {
+    let s = s.trim_end_matches('=');
+    if s.len() % 4 == 1 {
+        return None;
+    }
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    for chunk in s.as_bytes().chunks(4) {
+        let mut n = 0u32;
+        for (i, c) in chunk.iter().enumerate() {
+            n |= val(*c)? << (18 - 6 * i);
+        }
+        let bytes = n.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    Some(out)
 }
 
 pub async fn change(
@@ -72,6 +103,7 @@ pub async fn change(
         set,
         unset,
         no_restart,
+        encoded,
     } = change;
     crate::names::check("environment", env)?;
     if set.is_empty() && unset.is_empty() {
@@ -88,6 +120,20 @@ pub async fn change(
             ))
         })?;
         check_key(k)?;
+        let decoded;
+        let v = if encoded {
+            let bytes = base64_decode(v).ok_or_else(|| {
+                CmdError::Invalid(format!("the value of {k} is not valid base64 (--encoded)"))
+            })?;
+            decoded = String::from_utf8(bytes).map_err(|_| {
+                CmdError::Invalid(format!(
+                    "the value of {k} does not decode to UTF-8 text (--encoded)"
+                ))
+            })?;
+            decoded.as_str()
+        } else {
+            v
+        };
         if v.contains('\0') {
             return Err(CmdError::Invalid(format!(
                 "the value of {k} contains a NUL byte"
@@ -159,6 +205,19 @@ pub async fn change(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn base64_values() {
+        let d = |s: &str| super::base64_decode(s).map(|b| String::from_utf8(b).unwrap());
+        assert_eq!(d("aGVsbG8gd29ybGQ=").as_deref(), Some("hello world"));
+        assert_eq!(d("aGVsbG8gd29ybGQ").as_deref(), Some("hello world"));
+        assert_eq!(d("bGluZTEKbGluZTI=").as_deref(), Some("line1\nline2"));
+        assert_eq!(d("").as_deref(), Some(""));
+        assert_eq!(d("YQ==").as_deref(), Some("a"));
+        for bad in ["a", "a*bc", "YQ=x", "aGVsbG8 "] {
+            assert!(super::base64_decode(bad).is_none(), "{bad}");
+        }
+    }
+
     #[test]
     fn keys() {
         assert!(super::check_key("DATABASE_URL").is_ok());

@@ -223,6 +223,9 @@ pub enum Cmd {
         /// Store only; the next deploy picks it up
         #[arg(long)]
         no_restart: bool,
+        /// Values are base64 (as Dokku's --encoded): decoded before they are stored
+        #[arg(long)]
+        encoded: bool,
     },
     /// Remove config vars; a change is a new release, rolled out (owner)
     #[command(name = "config:unset")]
@@ -302,9 +305,10 @@ pub enum Cmd {
         /// Labels for environment selectors, KEY=VALUE (repeatable)
         #[arg(long = "label", value_name = "KEY=VALUE")]
         labels: Vec<String>,
-        /// How many processes (of all apps) the node takes; `scale` places by free slots
-        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(i64).range(1..=1000))]
-        slots: i64,
+        /// At most this many processes (of all apps) on the node; without it, placement goes
+        /// by the memory the node offers
+        #[arg(long, value_parser = clap::value_parser!(i64).range(1..=1000))]
+        slots: Option<i64>,
     },
     /// Forget a node (admin)
     #[command(name = "nodes:remove")]
@@ -728,11 +732,13 @@ pub async fn execute_streaming(
                 pairs,
                 env,
                 no_restart,
+                encoded,
             } => {
                 let c = config::Change {
                     set: &pairs,
                     unset: &[],
                     no_restart,
+                    encoded,
                 };
                 config::change(core, &who.name, &app, &env, c, out).await
             }
@@ -746,6 +752,7 @@ pub async fn execute_streaming(
                     set: &[],
                     unset: &keys,
                     no_restart,
+                    encoded: false,
                 };
                 config::change(core, &who.name, &app, &env, c, out).await
             }

@@ -23,7 +23,10 @@ pub fn list(core: &Arc<Core>, json: bool) -> CmdResult {
                 n.name.clone(),
                 n.addr.clone(),
                 labels.join(","),
-                n.slots.to_string(),
+                match n.slots {
+                    0 => "-".to_string(),
+                    n => n.to_string(),
+                },
                 n.host_fp.clone(),
             ]
         })
@@ -62,7 +65,7 @@ pub async fn add(
     name: &str,
     addr: &str,
     labels: &[String],
-    slots: i64,
+    slots: Option<i64>,
     out: &mut Sink,
 ) -> CmdResult {
     crate::names::check("node", name)?;
@@ -100,7 +103,8 @@ pub async fn add(
         addr: addr.to_string(),
         labels,
         host_fp: fp.clone(),
-        slots,
+        // 0: no cap.
+        slots: slots.unwrap_or(0),
         added_at: 0,
     })?;
     Ok(format!(
@@ -136,6 +140,25 @@ pub async fn info(core: &Arc<Core>, name: &str, json: bool) -> CmdResult {
         "node:     {}\naddress:  {}\nhost key: {}\n",
         node.name, node.addr, node.host_fp
     );
+    if let Some(c) = status.capacity {
+        let used: i64 = status
+            .apps
+            .values()
+            .flat_map(|a| a.processes.iter())
+            .filter(|p| p.state == "running" || p.state == "restarting")
+            .map(|p| p.memory)
+            .sum();
+        s += &format!(
+            "capacity: {} MiB memory ({} MiB given to processes), {} CPUs{}\n",
+            c.memory >> 20,
+            used >> 20,
+            c.cpus,
+            match node.slots {
+                0 => String::new(),
+                n => format!(", at most {n} processes"),
+            }
+        );
+    }
     for (app, a) in &status.apps {
         s += &format!(
             "app {app}: current {}, unpacked {}\n",

@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use super::{table, CmdError, CmdResult};
 use crate::build::Sink;
 use crate::controller::Core;
-use crate::deploy::{self, envs, RolloutOptions};
+use crate::deploy::{self, envs, Count, RolloutOptions};
 use crate::node::client::Stdin;
 use crate::node::proto::StatusReply;
 use crate::release::Manifest;
@@ -103,6 +103,10 @@ pub async fn ps(core: &Arc<Core>, app: &str, env: &str, json: bool) -> CmdResult
     if json {
         return Ok(table::json(&rows));
     }
+    let (_, release) = live_of(core, app, env)?;
+    let counts = deploy::current_formation(core, &release, env)
+        .await
+        .map_err(CmdError::Invalid)?;
     let mut out = String::new();
     if rows.is_empty() {
         let why = if core.store.stopped(app, env)? {
@@ -133,14 +137,25 @@ pub async fn ps(core: &Arc<Core>, app: &str, env: &str, json: bool) -> CmdResult
             &cells,
         ));
     }
+    // Every Procfile type, those at 0 too (Heroku's `ps` lists the formation the same way).
+    if !counts.is_empty() {
+        out.push_str(&format!(
+            "formation: {}\n",
+            formation_line(&counts, live.nodes.len())
+        ));
+    }
     for u in unreachable {
         out.push_str(&format!("warning: {u}\n"));
     }
     Ok(out)
 }
 
-/// `web=3 worker=1` into counts, each type checked against the live release's Procfile.
-fn parse_counts(pairs: &[String], manifest: &Manifest) -> Result<BTreeMap<String, u32>, CmdError> {
+/// `web=3 worker=1` into counts, each type checked against the live release's Procfile
+/// (any well-formed type before the first deploy: there is no Procfile to check yet).
+fn parse_counts(
+    pairs: &[String],
+    manifest: Option<&Manifest>,
+) -> Result<BTreeMap<String, u32>, CmdError> {
     let mut counts = BTreeMap::new();
     for pair in pairs {
         let (t, n) = pair.split_once('=').ok_or_else(|| {
@@ -156,10 +171,28 @@ fn parse_counts(pairs: &[String], manifest: &Manifest) -> Result<BTreeMap<String
             .ok_or_else(|| {
                 CmdError::Invalid(format!("{t}: the count must be 0 to {MAX_PER_TYPE}"))
             })?;
-        check_type(t, manifest)?;
+        match manifest {
+            Some(m) => check_type(t, m)?,
+            None => {
+                crate::names::check("process type", t)?;
+            }
+        }
         counts.insert(t.to_string(), n);
     }
     Ok(counts)
+}
+
+/// `web=1 worker=0` (a per-node web as `web=N` for N nodes, marked).
+fn formation_line(counts: &BTreeMap<String, Count>, nodes: usize) -> String {
+    counts
+        .iter()
+        .map(|(t, c)| match c {
+            Count::Total(n) => format!("{t}={n}"),
+            Count::PerNode if nodes == 1 => format!("{t}=1"),
+            Count::PerNode => format!("{t}={nodes} (one per node)"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// A process type the live release's Procfile defines.
@@ -203,24 +236,48 @@ pub async fn scale(
     env: &str,
     out: &mut Sink,
 ) -> CmdResult {
+    crate::names::check("environment", env)?;
+    let what = |c: &BTreeMap<String, u32>| {
+        c.iter()
+            .map(|(t, n)| format!("{t}={n}"))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    if core.store.live(app, env)?.is_none() {
+        // Before the first deploy: remembered, and the first deploy runs these counts.
+        let counts = parse_counts(pairs, None)?;
+        let _held = core.deploy_lock(app, env).lock_owned().await;
+        core.store.set_formation(app, env, &counts)?;
+        return Ok(format!(
+            "{app} in {env} will run {} (nothing is deployed yet; the first deploy starts them)\n",
+            what(&counts)
+        ));
+    }
     let (_, release) = live_of(core, app, env)?;
-    let counts = parse_counts(pairs, &manifest_of(&release)?)?;
-    let current = core.store.formation(app, env)?;
-    if counts.iter().all(|(t, n)| current.get(t) == Some(n)) {
+    let counts = parse_counts(pairs, Some(&manifest_of(&release)?))?;
+    let current = deploy::current_formation(core, &release, env)
+        .await
+        .map_err(CmdError::Invalid)?;
+    let nodes = core.store.live(app, env)?.map_or(1, |l| l.nodes.len());
+    let same = |t: &String, n: &u32| match current.get(t) {
+        Some(Count::Total(m)) => m == n,
+        Some(Count::PerNode) => nodes as u32 == *n && nodes == 1,
+        None => false,
+    };
+    if counts.iter().all(|(t, n)| same(t, n)) {
+        // Remembered all the same: an explicit count outranks app.json and magrathea.yml.
+        core.store.set_formation(app, env, &counts)?;
         return Ok("no change; nothing restarted\n".into());
     }
-    let what: Vec<String> = counts.iter().map(|(t, n)| format!("{t}={n}")).collect();
-    out.line(format!(
-        "-----> Scaling {app} in {env} to {}",
-        what.join(" ")
-    ))
-    .await;
+    let what = what(&counts);
+    out.line(format!("-----> Scaling {app} in {env} to {what}"))
+        .await;
     let opts = RolloutOptions {
         formation: Some(counts),
         ..Default::default()
     };
     roll(core, who, &release, env, opts, out).await?;
-    Ok(format!("{app} in {env} now runs {}\n", what.join(" ")))
+    Ok(format!("{app} in {env} now runs {what}\n"))
 }
 
 pub async fn restart(
@@ -299,13 +356,22 @@ mod tests {
             processes: BTreeMap::from([("web".into(), "w".into()), ("worker".into(), "k".into())]),
             release: None,
         };
-        let c = parse_counts(&["web=3".into(), "worker=0".into()], &m).unwrap();
+        let c = parse_counts(&["web=3".into(), "worker=0".into()], Some(&m)).unwrap();
         assert_eq!(c, BTreeMap::from([("web".into(), 3), ("worker".into(), 0)]));
         for bad in [
             "web", "web=-1", "web=x", "web=101", "clock=1", "../x=1", "=1",
         ] {
-            assert!(parse_counts(&[bad.into()], &m).is_err(), "{bad}");
+            assert!(parse_counts(&[bad.into()], Some(&m)).is_err(), "{bad}");
         }
+        // Before the first deploy any well-formed type is taken.
+        assert!(parse_counts(&["clock=1".into()], None).is_ok());
+        assert!(parse_counts(&["../x=1".into()], None).is_err());
+        let f = BTreeMap::from([
+            ("web".to_string(), Count::PerNode),
+            ("worker".to_string(), Count::Total(0)),
+        ]);
+        assert_eq!(formation_line(&f, 1), "web=1 worker=0");
+        assert_eq!(formation_line(&f, 3), "web=3 (one per node) worker=0");
     }
 
     #[test]

@@ -6,7 +6,8 @@ use std::io::Read;
 use std::path::Path;
 
 use crate::appconfig::{self, AppConfig};
-use crate::node::proto::Health;
+use crate::appjson::{self, AppJson};
+use crate::node::proto::{Health, BOOT_TIMEOUT_MS};
 
 #[derive(Debug, Clone)]
 pub struct EnvTarget {
@@ -32,22 +33,72 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     num.trim().parse::<u64>().ok().map(|n| n * mult)
 }
 
+/// The web startup check `magrathea.yml` asks for (the default without a `healthcheck`).
 fn health(config: &AppConfig) -> Health {
     let mut h = Health::default();
-    if let Some(c) = &config.healthcheck {
-        if let Some(p) = &c.path {
-            if p.starts_with('/') && !p.contains(char::is_whitespace) {
-                h.path = p.clone();
-            }
-        }
-        if let Some(ms) = c.timeout.as_deref().and_then(parse_duration_ms) {
-            h.timeout_ms = ms.clamp(100, 120_000);
-        }
-        if let Some(a) = c.attempts {
-            h.attempts = a.clamp(1, 600);
+    let Some(c) = &config.healthcheck else {
+        return h;
+    };
+    if let Some(p) = &c.path {
+        if p.starts_with('/') && !p.contains(char::is_whitespace) {
+            h.path = p.clone();
         }
     }
+    if let Some(ms) = c.timeout.as_deref().and_then(parse_duration_ms) {
+        h.timeout_ms = ms.clamp(100, 120_000);
+    }
+    if let Some(ms) = c.interval.as_deref().and_then(parse_duration_ms) {
+        h.interval_ms = ms.clamp(50, 60_000);
+    }
+    let boot = c
+        .boot_timeout
+        .as_deref()
+        .and_then(parse_duration_ms)
+        .map(|ms| ms.clamp(1_000, 3_600_000));
+    match (c.attempts, boot) {
+        (Some(a), _) => {
+            h.attempts = a.clamp(1, 7_200);
+            h.setting = "healthcheck.attempts in magrathea.yml".into();
+        }
+        (None, Some(ms)) => {
+            h.attempts = ms.div_ceil(h.interval_ms).clamp(1, 72_000) as u32;
+            h.setting = "healthcheck.boot_timeout in magrathea.yml".into();
+        }
+        (None, None) => {
+            h.attempts = BOOT_TIMEOUT_MS.div_ceil(h.interval_ms).max(1) as u32;
+        }
+    }
+    h.content = c.content.clone().filter(|s| !s.is_empty());
     h
+}
+
+/// app.json's startup checks for web (Dokku's format and defaults: 3 attempts, 5 s apart,
+/// 5 s each), when magrathea.yml has no `healthcheck` of its own.
+pub fn app_json_checks(config: &AppConfig, app_json: &AppJson) -> Vec<Health> {
+    if config.healthcheck.is_some() {
+        return vec![];
+    }
+    app_json
+        .startup_checks("web")
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let name = c
+                .name
+                .as_deref()
+                .map(|n| format!(" ({})", n.chars().take(60).collect::<String>()))
+                .unwrap_or_default();
+            Health {
+                path: c.path.clone().unwrap_or_else(|| "/".into()),
+                timeout_ms: c.timeout.unwrap_or(5).clamp(1, 120) * 1000,
+                attempts: c.attempts.unwrap_or(3).clamp(1, 600),
+                interval_ms: c.wait.unwrap_or(5).clamp(1, 600) * 1000,
+                initial_delay_ms: c.initial_delay.unwrap_or(0).min(600) * 1000,
+                content: c.content.clone().filter(|s| !s.is_empty()),
+                setting: format!("attempts/wait/timeout of app.json healthchecks.web[{i}]{name}"),
+            }
+        })
+        .collect()
 }
 
 pub fn target(config: &AppConfig, env: &str) -> EnvTarget {
@@ -57,10 +108,12 @@ pub fn target(config: &AppConfig, env: &str) -> EnvTarget {
         .and_then(|m| m.get(env))
         .cloned()
         .unwrap_or_default();
+    let mut scale = config.scale.clone().unwrap_or_default();
+    scale.extend(e.scale.unwrap_or_default());
     EnvTarget {
         env: env.to_string(),
         selector: e.nodes.unwrap_or_default(),
-        scale: e.scale.unwrap_or_default(),
+        scale,
         vars: e.env.unwrap_or_default(),
         health: health(config),
     }
@@ -108,17 +161,29 @@ pub fn target_of_release(
     )
 }
 
+/// What a release's own files say: its `magrathea.yml` and its `app.json` (an unreadable
+/// app.json is kept as the error, so a deploy can refuse it in words).
+#[derive(Debug, Clone)]
+pub struct ReleaseMeta {
+    pub config: AppConfig,
+    pub app_json: Result<AppJson, String>,
+}
+
+pub fn config_of_release(tarball: &Path) -> AppConfig {
+    meta_of_release(tarball).config
+}
+
 /// Releases never change once cooked (the file name carries the digest), so each is read
 /// once per controller process: a rollback must not decompress a large tarball again.
-pub fn config_of_release(tarball: &Path) -> AppConfig {
+pub fn meta_of_release(tarball: &Path) -> ReleaseMeta {
     use std::collections::HashMap;
     use std::sync::{Mutex, OnceLock};
-    static CACHE: OnceLock<Mutex<HashMap<std::path::PathBuf, AppConfig>>> = OnceLock::new();
+    static CACHE: OnceLock<Mutex<HashMap<std::path::PathBuf, ReleaseMeta>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(c) = cache.lock().unwrap_or_else(|p| p.into_inner()).get(tarball) {
         return c.clone();
     }
-    let c = read_config_of_release(tarball);
+    let c = read_meta_of_release(tarball);
     if tarball.is_file() {
         cache
             .lock()
@@ -128,27 +193,49 @@ pub fn config_of_release(tarball: &Path) -> AppConfig {
     c
 }
 
-fn read_config_of_release(tarball: &Path) -> AppConfig {
+/// One pass over the tarball for `app/magrathea.yml` and `app/app.json`. Only regular file
+/// entries count (a symlink of either name is never followed), each read up to its bound.
+fn read_meta_of_release(tarball: &Path) -> ReleaseMeta {
+    let mut meta = ReleaseMeta {
+        config: AppConfig::default(),
+        app_json: Ok(AppJson::default()),
+    };
     let Ok(f) = std::fs::File::open(tarball) else {
-        return AppConfig::default();
+        return meta;
     };
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
     let Ok(entries) = ar.entries() else {
-        return AppConfig::default();
+        return meta;
     };
+    let (mut seen_cfg, mut seen_json) = (false, false);
     for e in entries.flatten() {
         let mut e = e;
-        let is_cfg = e
-            .path()
-            .map(|p| p == Path::new("app/magrathea.yml"))
-            .unwrap_or(false);
-        if is_cfg && e.header().entry_type() == tar::EntryType::Regular {
+        let Ok(path) = e.path().map(|p| p.into_owned()) else {
+            continue;
+        };
+        let regular = e.header().entry_type() == tar::EntryType::Regular;
+        if regular && path == Path::new("app/magrathea.yml") {
             let mut s = String::new();
             let _ = e.by_ref().take(256 << 10).read_to_string(&mut s);
-            return appconfig::parse(&s).unwrap_or_default();
+            meta.config = appconfig::parse(&s).unwrap_or_default();
+            seen_cfg = true;
+        } else if regular && path == Path::new("app/app.json") {
+            let mut b = Vec::new();
+            let _ = e
+                .by_ref()
+                .take(appjson::MAX_SIZE as u64 + 1)
+                .read_to_end(&mut b);
+            meta.app_json = match String::from_utf8(b) {
+                Ok(s) => appjson::parse(&s),
+                Err(_) => Err("app.json: not UTF-8".into()),
+            };
+            seen_json = true;
+        }
+        if seen_cfg && seen_json {
+            break;
         }
     }
-    AppConfig::default()
+    meta
 }
 
 #[cfg(test)]

@@ -65,10 +65,65 @@ pub enum Count {
 /// (`web.1` on n1, `web.2` on n2, `web.3` on n1).
 pub type Placement = Vec<BTreeMap<String, Vec<u32>>>;
 
-/// Place processes by free capacity: each next process goes to the node with the most free
-/// slots left (ties: the node with fewer of that type, then the first). `free` is each node's
-/// slots minus what other apps run there. Per-node processes always fit; totals fail with
-/// a clear message when the nodes are full.
+/// How many of each Procfile type run, as Heroku and Dokku decide it: `web` one (on every
+/// node, so one on a single node) and every other type none, unless asked. Asked means, per
+/// type, first an explicit `scale` (`scaled`, remembered in the store), then `magrathea.yml`
+/// (`yml`), then app.json's `formation`. Counts for types the Procfile lacks are ignored.
+pub fn formation<'a>(
+    types: impl Iterator<Item = &'a String>,
+    scaled: &BTreeMap<String, u32>,
+    yml: &BTreeMap<String, u32>,
+    app_json: &BTreeMap<String, u32>,
+) -> BTreeMap<String, Count> {
+    types
+        .map(|t| {
+            let c = match scaled.get(t).or(yml.get(t)).or(app_json.get(t)) {
+                Some(n) => Count::Total(*n),
+                None if t == "web" => Count::PerNode,
+                None => Count::Total(0),
+            };
+            (t.clone(), c)
+        })
+        .collect()
+}
+
+/// The counts an environment runs the release at (not stopped, no scale pending): what
+/// `ps` shows and what `scale` compares against.
+pub async fn current_formation(
+    core: &Arc<Core>,
+    release: &ReleaseRow,
+    env: &str,
+) -> Result<BTreeMap<String, Count>, String> {
+    let manifest: Manifest =
+        serde_json::from_str(&release.manifest).map_err(|e| format!("bad manifest: {e}"))?;
+    let tarball = core.data.releases(&release.app).join(&release.file);
+    let (meta, target) = {
+        let (t, data, r, e) = (tarball, core.data.clone(), release.clone(), env.to_string());
+        tokio::task::spawn_blocking(move || {
+            (
+                envs::meta_of_release(&t),
+                envs::target_of_release(&data, &r, &e),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    };
+    let scaled = core
+        .store
+        .formation(&release.app, env)
+        .map_err(|e| e.to_string())?;
+    Ok(formation(
+        manifest.processes.keys(),
+        &scaled,
+        &target.scale,
+        &meta.app_json.unwrap_or_default().formation(),
+    ))
+}
+
+/// Place processes by free capacity: each next process goes to the node with the most room
+/// left (ties: the node with fewer of that type, then the first). `free` is how many more
+/// of this app's processes each node takes (see [`free_capacity`]). Fails with a clear
+/// message when the nodes are full.
 pub fn place(counts: &BTreeMap<String, Count>, free: &[i64]) -> Result<Placement, String> {
     let mut out: Placement = vec![BTreeMap::new(); free.len()];
     let mut left: Vec<i64> = free.to_vec();
@@ -79,6 +134,12 @@ pub fn place(counts: &BTreeMap<String, Count>, free: &[i64]) -> Result<Placement
         match *count {
             Count::PerNode => {
                 for (i, node) in out.iter_mut().enumerate() {
+                    if left[i] < 1 {
+                        return Err(format!(
+                            "not enough capacity for a {ptype} process on every node: node {} has no room left",
+                            i + 1
+                        ));
+                    }
                     node.entry(ptype.clone()).or_default().push(i as u32 + 1);
                     left[i] -= 1;
                 }
@@ -97,9 +158,8 @@ pub fn place(counts: &BTreeMap<String, Count>, free: &[i64]) -> Result<Placement
                         _ => {
                             let total: i64 = free.iter().map(|f| (*f).max(0)).sum();
                             return Err(format!(
-                                "not enough capacity for {n} {ptype} process{}: the nodes have {total} free slot{} in all",
+                                "not enough capacity for {n} {ptype} process{}: the nodes have room for {total} more in all",
                                 if n == 1 { "" } else { "es" },
-                                if total == 1 { "" } else { "s" }
                             ));
                         }
                     }
@@ -231,37 +291,72 @@ async fn rollout_locked(
     let mut vars = target.vars.clone();
     vars.extend(config.clone());
 
-    // Which processes run where: `scale` counts, then magrathea.yml's, then the defaults (a
-    // web process on every node, one of each other type overall); none when stopped.
+    // The release's app.json (formation, health checks, predeploy/postdeploy scripts).
+    let meta = {
+        let t = tarball.clone();
+        tokio::task::spawn_blocking(move || envs::meta_of_release(&t))
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    let app_json = match meta.app_json.clone() {
+        Ok(a) => a,
+        Err(e) => {
+            out.line(format!(" !     {e}")).await;
+            return Err(e);
+        }
+    };
+
+    // Which processes run where (see [`formation`]); none when stopped.
     let stopped = match opts.stopped {
         Some(s) => s,
         None => core.store.stopped(&app, &env).map_err(|e| e.to_string())?,
     };
-    let mut formation = core
+    let mut scaled = core
         .store
         .formation(&app, &env)
         .map_err(|e| e.to_string())?;
-    formation.extend(opts.formation.clone().unwrap_or_default());
-    let counts: BTreeMap<String, Count> = manifest
-        .processes
-        .keys()
-        .filter(|t| opts.only.as_ref().is_none_or(|o| o == *t))
-        .map(|t| {
-            let c = match formation.get(t).or(target.scale.get(t)) {
-                _ if stopped => Count::Total(0),
-                Some(n) => Count::Total(*n),
-                None if t == "web" => Count::PerNode,
-                None => Count::Total(1),
-            };
-            (t.clone(), c)
-        })
-        .collect();
+    scaled.extend(opts.formation.clone().unwrap_or_default());
+    let counts: BTreeMap<String, Count> = formation(
+        manifest.processes.keys(),
+        &scaled,
+        &target.scale,
+        &app_json.formation(),
+    )
+    .into_iter()
+    .filter(|(t, _)| opts.only.as_ref().is_none_or(|o| o == t))
+    .map(|(t, c)| (t, if stopped { Count::Total(0) } else { c }))
+    .collect();
     // One client per node for the whole rollout: its calls share one connection.
     let clients: Vec<NodeClient> = nodes.iter().map(|n| core.node_client(n)).collect();
-    let (free, mut statuses) = free_slots(&clients, &nodes, &napp, &counts).await?;
+    // Each process gets (and is placed by) the memory magrathea.yml asks for, else the
+    // server's default.
+    let memory = meta
+        .config
+        .memory
+        .as_deref()
+        .and_then(crate::appconfig::parse_size)
+        .unwrap_or(core.limits.process_memory);
+    let (free, mut statuses, room) = match free_capacity(&clients, &nodes, &napp, memory).await {
+        Ok(r) => r,
+        Err(e) => {
+            out.line(format!(" !     {e}")).await;
+            return Err(e);
+        }
+    };
     let placement = match place(&counts, &free) {
         Ok(p) => p,
         Err(e) => {
+            // Which node is node 2, and why the nodes are full, in numbers.
+            let mut e = e;
+            for (i, n) in nodes.iter().enumerate() {
+                e = e.replace(&format!("node {} ", i + 1), &format!("node {} ", n.name));
+            }
+            let e = format!(
+                "{e} (each process gets {} MiB; {}); lower `memory` in magrathea.yml, scale \
+                 down, or add a node",
+                memory >> 20,
+                room.join(", ")
+            );
             out.line(format!(" !     {e}")).await;
             return Err(e);
         }
@@ -272,6 +367,8 @@ async fn rollout_locked(
         ))
         .await;
     }
+
+    let checks = envs::app_json_checks(&meta.config, &app_json);
 
     // Phase 1: prepare everywhere, in parallel.
     let mut set = JoinSet::new();
@@ -297,8 +394,9 @@ async fn rollout_locked(
             image: manifest.stack_image.clone(),
             processes,
             env: env_vars,
-            memory: core.limits.process_memory,
+            memory,
             health: target.health.clone(),
+            checks: checks.clone(),
             grace_ms: 2_000,
             generation,
             uid,
@@ -351,46 +449,39 @@ async fn rollout_locked(
 
     // Phase 2: the release phase, once, on one node (the first by name, so the same node's
     // data dir sees every migration), before anything switches.
+    // app.json's `scripts.dokku.predeploy` runs first (as Dokku orders them), then the
+    // Procfile's release command; one data snapshot before both.
     prepared.sort_by(|a, b| a.0.name.cmp(&b.0.name));
-    if let Some(cmd) = manifest
-        .release
-        .as_ref()
-        .filter(|_| !opts.skip_release_phase)
-    {
+    let mut phases: Vec<(&str, String)> = vec![];
+    if !opts.skip_release_phase {
+        if let Some(c) = app_json.predeploy() {
+            phases.push(("predeploy", c.to_string()));
+        }
+        if let Some(c) = &manifest.release {
+            phases.push(("release", c.clone()));
+        }
+    }
+    for (i, (kind, cmd)) in phases.iter().enumerate() {
         let (client, _) = &prepared[0];
-        out.line(format!(
-            "-----> Running release command on {}: {cmd}",
-            client.name
-        ))
-        .await;
+        let what = phase_name(kind);
+        out.line(format!("-----> Running {what} on {}: {cmd}", client.name))
+            .await;
         let req = ReleasePhaseReq {
             app: napp.clone(),
             release: name.clone(),
             image: manifest.stack_image.clone(),
             command: cmd.clone(),
             env: vars.clone(),
-            memory: core.limits.process_memory,
+            memory,
             timeout_ms: 3_600_000,
-            snapshot: Some(format!("before-v{}", release.version)),
+            snapshot: (i == 0).then(|| format!("before-v{}", release.version)),
             uid,
+            kind: Some(kind.to_string()),
         };
-        let (ltx, mut lrx) = tokio::sync::mpsc::channel::<String>(256);
-        let body = serde_json::to_vec(&req).unwrap_or_default();
-        let call = client.call::<CodeReply>("release-phase", Stdin::Bytes(body), Some(ltx));
-        tokio::pin!(call);
-        let res = loop {
-            tokio::select! {
-                r = &mut call => break r,
-                Some(l) = lrx.recv() => out.line(format!("       {l}")).await,
-            }
-        };
-        while let Ok(l) = lrx.try_recv() {
-            out.line(format!("       {l}")).await;
-        }
-        let err = match res {
-            Ok(CodeReply { code: 0 }) => None,
-            Ok(CodeReply { code }) => Some(format!("release command failed (exit {code})")),
-            Err(e) => Some(e.to_string()),
+        let err = match one_off(client, &req, out).await {
+            Ok(0) => None,
+            Ok(code) => Some(format!("{what} failed (exit {code})")),
+            Err(e) => Some(e),
         };
         if let Some(e) = err {
             out.line(format!(" !     {e}")).await;
@@ -514,6 +605,43 @@ async fn rollout_locked(
     if let Some(s) = opts.stopped {
         let _ = core.store.set_stopped(&app, &env, s);
     }
+    // app.json's `scripts.dokku.postdeploy`: after the switch, so a failure is reported but
+    // the new release stays live (as on Dokku).
+    if let Some(cmd) = app_json.postdeploy().filter(|_| !opts.skip_release_phase) {
+        let (client, _) = &prepared[0];
+        let what = phase_name("postdeploy");
+        out.line(format!("-----> Running {what} on {}: {cmd}", client.name))
+            .await;
+        let req = ReleasePhaseReq {
+            app: napp.clone(),
+            release: name.clone(),
+            image: manifest.stack_image.clone(),
+            command: cmd.to_string(),
+            env: vars.clone(),
+            memory,
+            timeout_ms: 3_600_000,
+            snapshot: None,
+            uid,
+            kind: Some("postdeploy".into()),
+        };
+        match one_off(client, &req, out).await {
+            Ok(0) => {}
+            Ok(code) => {
+                out.line(format!(
+                    " !     {what} failed (exit {code}); v{} stays live",
+                    release.version
+                ))
+                .await
+            }
+            Err(e) => {
+                out.line(format!(
+                    " !     {what} failed ({e}); v{} stays live",
+                    release.version
+                ))
+                .await
+            }
+        }
+    }
     // Old releases stay unpacked for instant rollback: keep the newest few on each node.
     let mut keep = vec![name.clone()];
     if let Some(p) = previous
@@ -566,23 +694,21 @@ async fn rollout_locked(
     Ok(())
 }
 
-/// Each node's slots minus the processes other apps run there, and the statuses that told
-/// (prepare reuses them). Asked only when some count is a total (placement by capacity); a
-/// node that does not answer fails the rollout here, before anything started.
-async fn free_slots(
+/// How many more processes of `memory` bytes each node takes, the statuses that told
+/// (prepare reuses them), and each node's room in words. A node takes what fits in the
+/// memory it offers ([`Capacity`], the machine's by default) beside what other apps'
+/// processes were given, and no more than its `--slots` cap (0: none) minus their count.
+/// This app's own processes do not count: the rollout replaces them. A node that does not
+/// answer fails the rollout here, before anything started.
+async fn free_capacity(
     clients: &[NodeClient],
     nodes: &[NodeRow],
     app: &str,
-    counts: &BTreeMap<String, Count>,
-) -> Result<(Vec<i64>, Vec<Option<StatusReply>>), String> {
-    let mut free: Vec<i64> = nodes.iter().map(|n| n.slots).collect();
+    memory: i64,
+) -> Result<(Vec<i64>, Vec<Option<StatusReply>>, Vec<String>), String> {
+    let mut free: Vec<i64> = vec![0; nodes.len()];
     let mut statuses: Vec<Option<StatusReply>> = vec![None; nodes.len()];
-    if !counts
-        .values()
-        .any(|c| matches!(c, Count::Total(n) if *n > 0))
-    {
-        return Ok((free, statuses));
-    }
+    let mut room: Vec<String> = vec![String::new(); nodes.len()];
     let mut set = JoinSet::new();
     for (i, client) in clients.iter().enumerate() {
         let client = client.clone();
@@ -594,17 +720,69 @@ async fn free_slots(
     while let Some(r) = set.join_next().await {
         let (i, r) = r.map_err(|e| e.to_string())?;
         let status = r.map_err(|e| e.to_string())?;
-        let others = status
+        let others: Vec<&crate::node::runtime::ProcInfo> = status
             .apps
             .iter()
             .filter(|(a, _)| a.as_str() != app)
             .flat_map(|(_, s)| s.processes.iter())
             .filter(|p| p.state == "running" || p.state == "restarting")
-            .count() as i64;
-        free[i] -= others;
+            .collect();
+        let mut n = i64::MAX;
+        let mut why = vec![];
+        if nodes[i].slots > 0 {
+            n = nodes[i].slots - others.len() as i64;
+            why.push(format!("{} of {} slots used", others.len(), nodes[i].slots));
+        }
+        if let Some(c) = status.capacity {
+            // A process from before limits were recorded counts as this one's size.
+            let used: i64 = others
+                .iter()
+                .map(|p| if p.memory > 0 { p.memory } else { memory })
+                .sum();
+            n = n.min((c.memory - used).max(0) / memory.max(1));
+            why.push(format!(
+                "{} MiB of {} MiB free",
+                (c.memory - used).max(0) >> 20,
+                c.memory >> 20
+            ));
+        }
+        free[i] = n.clamp(0, 1_000_000);
+        room[i] = format!("{}: {}", nodes[i].name, why.join(", "));
         statuses[i] = Some(status);
     }
-    Ok((free, statuses))
+    Ok((free, statuses, room))
+}
+
+/// How a one-off phase is named to the pusher.
+fn phase_name(kind: &str) -> &'static str {
+    match kind {
+        "predeploy" => "predeploy script (app.json scripts.dokku.predeploy)",
+        "postdeploy" => "postdeploy script (app.json scripts.dokku.postdeploy)",
+        _ => "release command",
+    }
+}
+
+/// Runs a one-off phase (release command, predeploy, postdeploy) on `client`, its output
+/// streamed to the pusher; its exit code.
+async fn one_off(
+    client: &NodeClient,
+    req: &ReleasePhaseReq,
+    out: &mut Sink,
+) -> Result<i64, String> {
+    let (ltx, mut lrx) = tokio::sync::mpsc::channel::<String>(256);
+    let body = serde_json::to_vec(req).unwrap_or_default();
+    let call = client.call::<CodeReply>("release-phase", Stdin::Bytes(body), Some(ltx));
+    tokio::pin!(call);
+    let res = loop {
+        tokio::select! {
+            r = &mut call => break r,
+            Some(l) = lrx.recv() => out.line(format!("       {l}")).await,
+        }
+    };
+    while let Ok(l) = lrx.try_recv() {
+        out.line(format!("       {l}")).await;
+    }
+    res.map(|r| r.code).map_err(|e| e.to_string())
 }
 
 async fn prepare_node(
@@ -811,7 +989,35 @@ mod tests {
         let p = place(&counts(&[("web", Count::Total(0))]), &[8]).unwrap();
         assert!(p[0].get("web").is_none_or(Vec::is_empty));
         let e = place(&counts(&[("web", Count::Total(5))]), &[2, 2]).unwrap_err();
-        assert!(e.contains("4 free slots"), "{e}");
+        assert!(e.contains("room for 4 more"), "{e}");
+        let e = place(&counts(&[("web", Count::PerNode)]), &[2, 0]).unwrap_err();
+        assert!(e.contains("node 2 has no room"), "{e}");
+    }
+
+    #[test]
+    fn formation_defaults_and_precedence() {
+        let types: Vec<String> = ["web", "worker", "once"].map(String::from).to_vec();
+        let m = |v: &[(&str, u32)]| -> BTreeMap<String, u32> {
+            v.iter().map(|(t, n)| (t.to_string(), *n)).collect()
+        };
+        let none = BTreeMap::new();
+        // Heroku's default: web, nothing else.
+        let f = formation(types.iter(), &none, &none, &none);
+        assert_eq!(f["web"], Count::PerNode);
+        assert_eq!(f["worker"], Count::Total(0));
+        assert_eq!(f["once"], Count::Total(0));
+        // app.json < magrathea.yml < scale, per type; unknown types ignored.
+        let json = m(&[("worker", 2), ("web", 0), ("clock", 1)]);
+        let yml = m(&[("worker", 3)]);
+        let scaled = m(&[("worker", 4)]);
+        let f = formation(types.iter(), &none, &none, &json);
+        assert_eq!((f["web"], f["worker"]), (Count::Total(0), Count::Total(2)));
+        assert!(!f.contains_key("clock"));
+        let f = formation(types.iter(), &none, &yml, &json);
+        assert_eq!(f["worker"], Count::Total(3));
+        let f = formation(types.iter(), &scaled, &yml, &json);
+        assert_eq!(f["worker"], Count::Total(4));
+        assert_eq!(f["web"], Count::Total(0), "app.json still decides web");
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct AgentCtx {
     pub controller_fp: String,
     pub instance: String,
     docker: OnceCell<Docker>,
+    /// What the node offers app processes (`--memory`, else sized from the machine).
+    pub capacity: Capacity,
     /// One operation per app at a time on this node.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
@@ -41,8 +43,17 @@ impl AgentCtx {
             controller_fp,
             instance,
             docker: OnceCell::new(),
+            capacity: runtime::machine_capacity(),
             locks: Default::default(),
         }
+    }
+
+    /// Offer this much memory to app processes instead of the machine's (`--memory`).
+    pub fn with_memory(mut self, memory: Option<i64>) -> AgentCtx {
+        if let Some(m) = memory {
+            self.capacity.memory = m;
+        }
+        self
     }
 
     pub(crate) async fn docker(&self) -> Result<&Docker, String> {
@@ -242,6 +253,7 @@ pub async fn run(
     listen: &str,
     controller_key: &str,
     limits: crate::ssh::Limits,
+    memory: Option<i64>,
 ) -> anyhow::Result<()> {
     let text = match std::fs::read_to_string(controller_key) {
         Ok(t) => t,
@@ -254,7 +266,7 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let ctx = Arc::new(AgentCtx::new(root, key.fingerprint));
+    let ctx = Arc::new(AgentCtx::new(root, key.fingerprint).with_memory(memory));
     let stop = crate::shutdown::StopSignals::register().context("cannot handle SIGTERM")?;
     println!(
         "host key {}",
@@ -388,11 +400,18 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
             Err(e) => Err(e),
         },
         "gc" => match parse::<GcReq>(&read_stdin(&mut rx).await) {
-            Ok(r) => ctx
-                .root
-                .gc(&r.app, &r.keep)
-                .map_err(|e| e.to_string())
-                .and_then(json),
+            Ok(r) => {
+                let res = ctx
+                    .root
+                    .gc(&r.app, &r.keep)
+                    .map_err(|e| e.to_string())
+                    .and_then(json);
+                // Scratch dirs of containers that went without us (a crash, a cut session).
+                if let (Ok(_), Ok(docker)) = (&res, ctx.docker().await) {
+                    runtime::sweep_scratch(docker, &ctx.root, &ctx.instance, &r.app).await;
+                }
+                res
+            }
             Err(e) => Err(e),
         },
         "purge" => match parse::<PurgeReq>(&read_stdin(&mut rx).await) {
@@ -422,6 +441,7 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
 async fn status(ctx: &AgentCtx) -> Result<StatusReply, String> {
     let mut reply = StatusReply {
         instance: ctx.instance.clone(),
+        capacity: Some(ctx.capacity),
         ..Default::default()
     };
     let apps_dir = ctx.root.root().join("apps");
@@ -570,25 +590,51 @@ async fn prepare(
         }
     }
     if failure.is_none() {
-        let timeout = Duration::from_millis(req.health.timeout_ms.max(100));
-        for r in started.iter().filter(|r| r.ptype == "web") {
-            let _ = progress
-                .send(format!(
-                    "health-checking web.{} on port {}",
-                    r.index, r.port
-                ))
-                .await;
-            if let Err(e) = runtime::health_check(
-                r.port,
-                &req.health.path,
-                timeout,
-                req.health.attempts.max(1),
-                Duration::from_millis(500),
-            )
-            .await
-            {
-                failure = Some(format!("web.{} failed its health check ({e})", r.index));
-                break;
+        let checks = if req.checks.is_empty() {
+            vec![req.health.clone()]
+        } else {
+            req.checks.clone()
+        };
+        'web: for r in started.iter().filter(|r| r.ptype == "web") {
+            for h in &checks {
+                let _ = progress
+                    .send(format!(
+                        "health-checking web.{} on port {} (GET {})",
+                        r.index, r.port, h.path
+                    ))
+                    .await;
+                let probe = runtime::Probe {
+                    path: &h.path,
+                    timeout: Duration::from_millis(h.timeout_ms.max(100)),
+                    attempts: h.attempts.max(1),
+                    interval: Duration::from_millis(h.interval_ms.max(10)),
+                    initial_delay: Duration::from_millis(h.initial_delay_ms),
+                    content: h.content.as_deref(),
+                };
+                let alive = || still_up(docker, &r.container, &r.ptype, r.index);
+                if let Err(e) = runtime::check_health(r.port, &probe, alive).await {
+                    // Why, in the app's own words: its last lines, before the verdict.
+                    let lines = runtime::last_lines(docker, &r.container, 20).await;
+                    if !lines.is_empty() {
+                        let _ = progress
+                            .send(format!("web.{}'s last log lines:", r.index))
+                            .await;
+                        for l in lines {
+                            let _ = progress.send(format!("  | {l}")).await;
+                        }
+                    }
+                    let setting = if h.setting.is_empty() {
+                        "healthcheck in magrathea.yml".to_string()
+                    } else {
+                        h.setting.clone()
+                    };
+                    failure = Some(format!(
+                        "web.{} failed its health check ({e}); to give it longer or check \
+                         another path, set {setting}",
+                        r.index
+                    ));
+                    break 'web;
+                }
             }
         }
     }
@@ -627,6 +673,47 @@ async fn prepare(
             })
             .collect(),
     })
+}
+
+/// Ok while the process runs and has not been restarted; else what happened to it.
+async fn still_up(
+    docker: &crate::build::docker::Docker,
+    container: &str,
+    ptype: &str,
+    index: u32,
+) -> Result<(), String> {
+    let Ok(info) = docker
+        .raw()
+        .inspect_container(
+            container,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+    else {
+        return Err(format!(
+            "{ptype}.{index} is gone (its container was removed)"
+        ));
+    };
+    let restarts = info.restart_count.unwrap_or(0);
+    let state = info.state.unwrap_or_default();
+    let running = state.running.unwrap_or(false);
+    let code = state.exit_code.unwrap_or(0);
+    if state.oom_killed.unwrap_or(false) {
+        return Err(format!("{ptype}.{index} was killed: out of memory"));
+    }
+    if restarts > 0 {
+        // The exit code is gone by now: the restart reset it.
+        return Err(format!(
+            "{ptype}.{index} exited before answering (restarted {restarts} time{} since)",
+            if restarts == 1 { "" } else { "s" }
+        ));
+    }
+    if !running {
+        return Err(format!(
+            "{ptype}.{index} exited (code {code}) before answering"
+        ));
+    }
+    Ok(())
 }
 
 async fn switch(ctx: &AgentCtx, r: AppRelease) -> Result<SwitchReply, String> {
@@ -684,6 +771,13 @@ async fn release_phase(
     progress: &mpsc::Sender<String>,
 ) -> Result<CodeReply, String> {
     crate::isolation::check_uid(req.uid).map_err(|e| e.to_string())?;
+    let kind = req.kind.as_deref().unwrap_or("release");
+    if !matches!(kind, "release" | "predeploy" | "postdeploy") {
+        return Err(format!(
+            "unknown one-off kind {:?}",
+            kind.chars().take(40).collect::<String>()
+        ));
+    }
     if let Some(label) = &req.snapshot {
         ctx.root
             .snapshot_data(&req.app, label, req.uid)
@@ -694,7 +788,7 @@ async fn release_phase(
         instance: ctx.instance.clone(),
         app: req.app.clone(),
         release: req.release.clone(),
-        ptype: "release".into(),
+        ptype: kind.into(),
         index: 1,
         command: req.command.clone(),
         env: req.env.clone().into_iter().collect(),

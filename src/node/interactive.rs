@@ -32,10 +32,12 @@ use super::proto::{RunReq, ShellReq};
 use super::runtime::{self, ProcInfo, ProcessSpec};
 use crate::build::docker::Docker;
 
-/// Sources the buildpacks' `.profile.d` scripts (PATH and friends), then runs the argv given
-/// after the script (`sh -c SCRIPT run ARGV...`): `"$@"` is never parsed again.
-const ARGV_LAUNCHER: &str =
-    "for f in /app/.profile.d/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; exec \"$@\"";
+/// What a `shell` runs, after the profile scripts: bash where the stack has it.
+const SHELL_ARGV: [&str; 3] = [
+    "/bin/sh",
+    "-c",
+    "if command -v bash >/dev/null 2>&1; then exec bash; fi; exec sh",
+];
 
 /// In the env of a shell (and so of everything started from it), with a random value: how
 /// [`hang_up`] finds them.
@@ -320,7 +322,7 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
             req.app, req.release
         ));
     };
-    let script = ARGV_LAUNCHER.to_string();
+    let argv: Vec<String> = SHELL_ARGV.iter().map(|s| s.to_string()).collect();
     let mark = crate::keys::random_hex(8);
     let config = ExecConfig {
         attach_stdin: Some(true),
@@ -335,13 +337,7 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
             format!("TERM={}", pty.term),
             format!("{SHELL_MARK}={mark}"),
         ]),
-        cmd: Some(vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            script,
-            "shell".into(),
-            "/bin/sh".into(),
-        ]),
+        cmd: Some(runtime::argv_launcher("shell", &argv)),
         working_dir: Some("/app".into()),
         ..Default::default()
     };
@@ -391,31 +387,9 @@ fn exit_code(c: i64) -> u32 {
     }
 }
 
-/// Removes a container when dropped (the session's task is cancelled or ends).
-struct Remove {
-    docker: Docker,
-    name: String,
-}
-
-impl Drop for Remove {
-    fn drop(&mut self) {
-        let (docker, name) = (self.docker.clone(), std::mem::take(&mut self.name));
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { docker.remove(&name).await });
-        }
-    }
-}
-
 /// The command line of a `run` container: the launcher, then the argv as its arguments.
 pub fn run_cmd(argv: &[String]) -> Vec<String> {
-    let mut cmd = vec![
-        "/bin/sh".to_string(),
-        "-c".to_string(),
-        ARGV_LAUNCHER.to_string(),
-        "run".to_string(),
-    ];
-    cmd.extend(argv.iter().cloned());
-    cmd
+    runtime::argv_launcher("run", argv)
 }
 
 async fn run(ctx: &AgentCtx, req: RunReq, pty: Option<Pty>, io: Io<'_>) -> Result<u32, String> {
@@ -444,17 +418,20 @@ async fn run(ctx: &AgentCtx, req: RunReq, pty: Option<Pty>, io: Io<'_>) -> Resul
         generation: 0,
         uid: req.uid,
     };
-    let body = runtime::oneoff_body(&ctx.root, &spec, run_cmd(&req.argv), pty.is_some())
-        .map_err(|e| e.to_string())?;
     // Ends in letters and a random part: never a process's name, never another run's.
     let name = format!(
         "{}-x{}",
         runtime::container_name(&spec),
         crate::keys::random_hex(4)
     );
-    let _remove = Remove {
+    let (body, scratch) =
+        runtime::oneoff_body(&ctx.root, &spec, &name, run_cmd(&req.argv), pty.is_some())
+            .map_err(|e| e.to_string())?;
+    // The container, then its scratch dir, go when the session ends, however it ends.
+    let _remove = runtime::RemoveOnDrop {
         docker: docker.clone(),
-        name: name.clone(),
+        name: Some(name.clone()),
+        scratch: Some(scratch),
     };
     let opts = CreateContainerOptionsBuilder::default().name(&name).build();
     match docker.raw().create_container(Some(opts), body).await {
@@ -529,6 +506,7 @@ mod tests {
             started_at: String::new(),
             restarts: 0,
             generation,
+            memory: 0,
         }
     }
 
@@ -560,7 +538,7 @@ mod tests {
     fn argv_is_passed_not_parsed() {
         let cmd = run_cmd(&["sh".into(), "-c".into(), "echo $HOME; exit 7".into()]);
         assert_eq!(&cmd[..2], &["/bin/sh", "-c"]);
-        assert!(cmd[2].ends_with("exec \"$@\""));
+        assert!(cmd[2].contains("exec \"$@\""), "{}", cmd[2]);
         assert_eq!(&cmd[3..], &["run", "sh", "-c", "echo $HOME; exit 7"]);
         assert!(is_interactive("shell") && is_interactive("run") && !is_interactive("status"));
         assert_eq!(exit_code(7), 7);

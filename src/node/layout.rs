@@ -36,6 +36,18 @@ fn chown_error(data: &Path, uid: u32, e: io::Error) -> NodeError {
     }
 }
 
+fn release_chown_error(path: &Path, uid: u32, e: io::Error) -> NodeError {
+    NodeError::Io {
+        path: path.to_path_buf(),
+        source: io::Error::new(
+            e.kind(),
+            format!(
+                "cannot give the release to uid {uid} (the app's user): {e}; run the node as root"
+            ),
+        ),
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
     #[error(transparent)]
@@ -270,6 +282,38 @@ impl NodeRoot {
             Err(ReleaseError::Exists(_)) if dst.is_dir() => Ok(src.1),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Gives an unpacked release's `app/` tree to the app's uid, once: processes see it as
+    /// the lower dir of their writable `/app` overlay, and on Heroku `/app` belongs to the
+    /// dyno, so existing files must be the app's to change (in its own layer). The dir
+    /// itself goes last: an interrupted walk is redone on the next start. Links are changed,
+    /// never followed.
+    pub fn own_release(&self, app: &str, name: &str, uid: u32) -> Result<(), NodeError> {
+        use std::os::unix::fs::MetadataExt;
+        names::check_node_app(app)?;
+        check_release(name)?;
+        let top = self.release_dir(app, name).join("app");
+        let m = fs::symlink_metadata(&top).map_err(io_at(&top))?;
+        if !m.is_dir() || (m.uid() == uid && m.gid() == uid) {
+            return Ok(());
+        }
+        let mut stack = vec![top.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in fs::read_dir(&dir).map_err(io_at(&dir))? {
+                let p = e.map_err(io_at(&dir))?.path();
+                let m = fs::symlink_metadata(&p).map_err(io_at(&p))?;
+                if m.uid() != uid || m.gid() != uid {
+                    std::os::unix::fs::lchown(&p, Some(uid), Some(uid))
+                        .map_err(|e| release_chown_error(&p, uid, e))?;
+                }
+                if m.is_dir() {
+                    stack.push(p);
+                }
+            }
+        }
+        std::os::unix::fs::lchown(&top, Some(uid), Some(uid))
+            .map_err(|e| release_chown_error(&top, uid, e))
     }
 
     /// `releases/<name>/manifest.json`, parsed.

@@ -20,19 +20,43 @@ pub struct ProcessGroup {
     pub indices: Vec<u32>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// A web process's startup check: GET `path` on its `$PORT` until it answers (any status
+/// below 500, and the body holds `content` if set), up to `attempts` times `interval_ms`
+/// apart after `initial_delay_ms`. The default gives a process Heroku's 60 s to boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub path: String,
     pub timeout_ms: u64,
     pub attempts: u32,
+    #[serde(default = "default_interval_ms")]
+    pub interval_ms: u64,
+    #[serde(default)]
+    pub initial_delay_ms: u64,
+    #[serde(default)]
+    pub content: Option<String>,
+    /// Where this check comes from and what changes it, for the failure message
+    /// (`healthcheck.boot_timeout in magrathea.yml (default 60s)`).
+    #[serde(default)]
+    pub setting: String,
 }
+
+fn default_interval_ms() -> u64 {
+    500
+}
+
+/// Heroku's boot timeout: a web process has this long to answer on `$PORT`.
+pub const BOOT_TIMEOUT_MS: u64 = 60_000;
 
 impl Default for Health {
     fn default() -> Self {
         Health {
             path: "/".into(),
             timeout_ms: 5_000,
-            attempts: 20,
+            attempts: (BOOT_TIMEOUT_MS / default_interval_ms()) as u32,
+            interval_ms: default_interval_ms(),
+            initial_delay_ms: 0,
+            content: None,
+            setting: "healthcheck.boot_timeout in magrathea.yml (default 60s)".into(),
         }
     }
 }
@@ -47,6 +71,10 @@ pub struct PrepareReq {
     pub env: BTreeMap<String, String>,
     pub memory: i64,
     pub health: Health,
+    /// app.json's startup checks for web (Dokku's `healthchecks`): each must pass, in
+    /// order, instead of `health`.
+    #[serde(default)]
+    pub checks: Vec<Health>,
     /// Non-web processes must stay up this long.
     pub grace_ms: u64,
     /// Which rollout started these processes (the deploy id). A restart or a scale starts the
@@ -100,6 +128,10 @@ pub struct ReleasePhaseReq {
     pub snapshot: Option<String>,
     /// The app's uid: the command runs as it.
     pub uid: u32,
+    /// `release` (the default), `predeploy` or `postdeploy`: the one-off's process name
+    /// (`DYNO=release.1`).
+    #[serde(default)]
+    pub kind: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,6 +176,17 @@ pub struct AppStatus {
 pub struct StatusReply {
     pub instance: String,
     pub apps: BTreeMap<String, AppStatus>,
+    /// What the node offers app processes (absent from older agents: unlimited).
+    #[serde(default)]
+    pub capacity: Option<Capacity>,
+}
+
+/// A node's room for app processes: memory (the machine's, minus a reserve for the system,
+/// or what the agent was told) and CPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Capacity {
+    pub memory: i64,
+    pub cpus: u32,
 }
 
 /// `logs`: an app's process output on this node, oldest first: the last `tail` lines of its

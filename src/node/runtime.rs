@@ -7,7 +7,12 @@
 //!
 //! Every container runs user code, so it gets the same confinement (`isolation::confine`):
 //! the app's own uid, no capabilities, no-new-privileges, a pids limit, a memory limit
-//! without swap, the release mounted read-only and only the app's own data dir writable.
+//! without swap, and only its own files writable: `/app` is a throwaway overlay on the
+//! unpacked release (see [`Scratch`]), gone with the container, and `/data` the app's
+//! persistent data dir.
+//!
+//! The dyno environment is Heroku's: `PORT`, `DYNO` (`web.1`, `run.1`, `release.1`),
+//! `HOME=/app`, and bash sourcing `.profile.d/*.sh` and `.profile` before the command.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +21,8 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountType, RestartPolicy, RestartPolicyNameEnum,
+    MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, RestartPolicy,
+    RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -27,8 +33,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::layout::{check_release, NodeError, NodeRoot};
+use super::proto::Capacity;
 use crate::build::docker::Docker;
 use crate::names;
+use crate::release::extract::remove_tree;
 
 /// Label keys. `magrathea.oneoff` marks [`run_once`] containers, which [`list`] skips.
 const L_INSTANCE: &str = "magrathea.instance";
@@ -39,15 +47,48 @@ const L_INDEX: &str = "magrathea.index";
 const L_PORT: &str = "magrathea.port";
 const L_ONEOFF: &str = "magrathea.oneoff";
 const L_GENERATION: &str = "magrathea.generation";
+/// The container's scratch dir (its `/app` overlay's upper and work dirs).
+const L_SCRATCH: &str = "magrathea.scratch";
 
 /// How often Docker restarts a crashing process before leaving it `exited`.
 const MAX_RESTARTS: i64 = 5;
 
-/// Sources `.profile.d` scripts (buildpacks put PATH and friends there), then runs the
-/// Procfile command. The command comes in `$MAGRATHEA_CMD` so it is never spliced into this
-/// string: only the inner `sh -c` parses it, exactly as written in the Procfile.
-const LAUNCHER: &str = "for f in /app/.profile.d/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; \
-                        exec /bin/sh -c \"$MAGRATHEA_CMD\"";
+/// The shell every process, release command and one-off runs in: bash, as on Heroku
+/// (buildpacks' `.profile.d` scripts are bash), or `sh` on a stack without bash.
+/// `$0` of the inner script is that shell.
+const PICK_SHELL: &str =
+    "if command -v bash >/dev/null 2>&1; then s=bash; else s=sh; fi; exec \"$s\" -c";
+
+/// Sources the buildpacks' `.profile.d/*.sh`, then the app's own `.profile` (Heroku's
+/// order), from `/app`.
+const PROFILE: &str =
+    "for f in /app/.profile.d/*.sh; do [ -f \"$f\" ] && . \"$f\"; done; unset f; \
+                       [ -f /app/.profile ] && . /app/.profile; ";
+
+/// A Procfile or release command: it comes in `$MAGRATHEA_CMD`, so it is never spliced into
+/// this string; only the innermost `bash -c` parses it, exactly as written.
+fn launcher() -> Vec<String> {
+    let inner = format!("{PROFILE}exec \"$0\" -c \"$MAGRATHEA_CMD\"");
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        format!("{PICK_SHELL} '{inner}' \"$s\""),
+    ]
+}
+
+/// An argv (`run`, `shell`): the launcher, then the argv as its arguments (`"$@"`, never
+/// parsed again).
+pub fn argv_launcher(name: &str, argv: &[String]) -> Vec<String> {
+    let inner = format!("{PROFILE}exec \"$@\"");
+    let mut cmd = vec![
+        "/bin/sh".to_string(),
+        "-c".to_string(),
+        format!("{PICK_SHELL} '{inner}' {name} \"$@\""),
+        name.to_string(),
+    ];
+    cmd.extend(argv.iter().cloned());
+    cmd
+}
 
 pub struct ProcessSpec {
     /// Node instance id, part of container names and labels.
@@ -98,6 +139,9 @@ pub struct ProcInfo {
     pub restarts: i64,
     #[serde(default)]
     pub generation: u64,
+    /// Its memory limit in bytes (0 if unknown).
+    #[serde(default)]
+    pub memory: i64,
 }
 
 /// `mg-<instance>-<app>-<release>-<ptype>-<index>`, then `-g<generation>` when there is one.
@@ -125,7 +169,10 @@ pub async fn start(
     let name = container_name(spec);
     let mut env = env(spec)?;
     env.push(format!("PORT={port}"));
+    docker.remove(&name).await; // a leftover from a crash or an earlier attempt
+    let scratch = Scratch::create(root, &spec.app, &name, spec.uid)?;
     let mut labels = labels(spec);
+    labels.insert(L_SCRATCH.into(), scratch.dir.to_string_lossy().into_owned());
     labels.insert(L_PORT.into(), port.to_string());
     // Where `stop` archives its output (see `node::logs`).
     labels.insert(
@@ -138,12 +185,15 @@ pub async fn start(
         name: Some(RestartPolicyNameEnum::ON_FAILURE),
         maximum_retry_count: Some(MAX_RESTARTS),
     };
-    let body = container_body(spec, &app_dir, &data_dir, env, labels, restart);
+    let body = container_body(spec, &app_dir, &data_dir, &scratch, env, labels, restart)?;
 
-    docker.remove(&name).await; // a leftover from a crash or an earlier attempt
-    create(docker, &name, spec, body).await?;
+    if let Err(e) = create(docker, &name, spec, body).await {
+        scratch.remove();
+        return Err(e);
+    }
     if let Err(e) = docker.raw().start_container(&name, None).await {
         docker.remove(&name).await;
+        scratch.remove();
         return Err(NodeError::Docker(format!("starting {name}: {e}")));
     }
     Ok(Running {
@@ -161,12 +211,7 @@ const FIRST_STEPS: [u64; 4] = [20, 40, 80, 160];
 /// GETs `path` from `127.0.0.1:port` (raw HTTP/1.0, `Host: localhost`) up to `attempts`
 /// times, `interval` apart, each bounded by `timeout`. Healthy means any status below 500
 /// (a 404 or a redirect still proves the app is up and answering). The error says what
-/// happened on the last attempt.
-///
-/// Most processes listen within a few tens of milliseconds of their start, so the first
-/// interval is spent probing at growing steps ([`FIRST_STEPS`]) rather than asleep: a deploy
-/// does not wait half a second for an app that was ready long before. The schedule of the
-/// counted attempts, and so how long a slow app is given, stays `attempts` × `interval`.
+/// happened on the last attempt. See [`check_health`].
 pub async fn health_check(
     port: u16,
     path: &str,
@@ -174,13 +219,56 @@ pub async fn health_check(
     attempts: u32,
     interval: Duration,
 ) -> Result<(), String> {
+    let probe = Probe {
+        path,
+        timeout,
+        attempts,
+        interval,
+        initial_delay: Duration::ZERO,
+        content: None,
+    };
+    check_health(port, &probe, || async { Ok(()) }).await
+}
+
+/// One startup check's schedule and what counts as healthy.
+#[derive(Debug, Clone)]
+pub struct Probe<'a> {
+    pub path: &'a str,
+    pub timeout: Duration,
+    pub attempts: u32,
+    pub interval: Duration,
+    pub initial_delay: Duration,
+    /// The body must contain this (as Dokku's `content`).
+    pub content: Option<&'a str>,
+}
+
+/// Runs `probe` against `port`. Before every attempt after the first, `alive` is asked
+/// whether the process is still up: its error ends the check at once (a process that exited
+/// will not start answering, and waiting out a 60 s boot timeout would only hide why).
+///
+/// Most processes listen within a few tens of milliseconds of their start, so the first
+/// interval is spent probing at growing steps ([`FIRST_STEPS`]) rather than asleep: a deploy
+/// does not wait half a second for an app that was ready long before. The schedule of the
+/// counted attempts, and so how long a slow app is given, stays `attempts` × `interval`.
+pub async fn check_health<F, Fut>(port: u16, p: &Probe<'_>, mut alive: F) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let path = p.path;
     if !path.starts_with('/') || path.bytes().any(|b| b <= b' ' || b == 0x7f) {
         return Err(format!(
             "health check path {:?} must start with '/' and hold no spaces or control characters",
             path.chars().take(60).collect::<String>()
         ));
     }
-    let attempts = attempts.max(1);
+    let (timeout, interval) = (p.timeout, p.interval);
+    let healthy = |r: &Result<(u16, bool), String>| matches!(r, Ok((s, true)) if *s < 500);
+    let attempts = p.attempts.max(1);
+    if !p.initial_delay.is_zero() {
+        tokio::time::sleep(p.initial_delay).await;
+    }
+    let started = std::time::Instant::now();
     let mut last = String::new();
     for attempt in 1..=attempts {
         if attempt == 2 {
@@ -193,8 +281,8 @@ pub async fn health_check(
                 }
                 tokio::time::sleep(step).await;
                 waited += step;
-                if let Ok(Ok(status)) = tokio::time::timeout(timeout, probe(port, path)).await {
-                    if status < 500 {
+                if let Ok(r) = tokio::time::timeout(timeout, probe(port, path, p.content)).await {
+                    if healthy(&r) {
                         return Ok(());
                     }
                 }
@@ -203,21 +291,55 @@ pub async fn health_check(
         } else if attempt > 2 {
             tokio::time::sleep(interval).await;
         }
-        last = match tokio::time::timeout(timeout, probe(port, path)).await {
-            Ok(Ok(status)) if status < 500 => return Ok(()),
-            Ok(Ok(status)) => format!("status {status}"),
+        if attempt > 1 {
+            alive().await?;
+        }
+        last = match tokio::time::timeout(timeout, probe(port, path, p.content)).await {
+            Ok(r) if healthy(&r) => return Ok(()),
+            Ok(Ok((status, true))) => format!("status {status}"),
+            Ok(Ok((status, false))) => format!(
+                "status {status}, but the body does not contain {:?}",
+                p.content.unwrap_or_default()
+            ),
             Ok(Err(e)) => e,
             Err(_) => format!("no answer within {}", secs(timeout)),
         };
     }
     Err(format!(
-        "GET {path} on port {port}: {last} (after {attempts} attempt{})",
-        if attempts == 1 { "" } else { "s" }
+        "GET {path} on port {port}: {last} (after {attempts} attempt{} over {})",
+        if attempts == 1 { "" } else { "s" },
+        secs(started.elapsed())
     ))
 }
 
-/// One GET; the status code, or what went wrong in words.
-async fn probe(port: u16, path: &str) -> Result<u16, String> {
+/// The last `n` lines a container wrote (stdout and stderr), oldest first: what a failed
+/// check shows so the pusher sees why without another command.
+pub async fn last_lines(docker: &Docker, container: &str, n: usize) -> Vec<String> {
+    let opts = LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(&n.to_string())
+        .build();
+    let mut out = vec![];
+    let mut logs = std::pin::pin!(docker.raw().logs(container, Some(opts)));
+    let mut buf = Vec::new();
+    while let Some(Ok(frame)) = logs.next().await {
+        buf.extend_from_slice(&frame.into_bytes());
+    }
+    for l in String::from_utf8_lossy(&buf).lines() {
+        out.push(
+            l.chars()
+                .filter(|c| !c.is_control() || *c == '\t')
+                .collect(),
+        );
+    }
+    let skip = out.len().saturating_sub(n);
+    out.split_off(skip)
+}
+
+/// One GET; the status code and whether the body holds `content` (true without one), or
+/// what went wrong in words.
+async fn probe(port: u16, path: &str, content: Option<&str>) -> Result<(u16, bool), String> {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| match e.kind() {
@@ -235,16 +357,28 @@ async fn probe(port: u16, path: &str) -> Result<u16, String> {
     s.write_all(req.as_bytes())
         .await
         .map_err(|e| format!("sending the request failed: {e}"))?;
-    // Only the status line matters; read until its end (bounded).
+    // The status line matters, and the body only when its content is checked: read until
+    // the end of the status line, or of the response (bounded).
     let mut buf = Vec::with_capacity(256);
-    let mut chunk = [0u8; 256];
-    while !buf.contains(&b'\n') && buf.len() < 4096 {
+    let mut chunk = [0u8; 4096];
+    let limit = if content.is_some() { 1 << 20 } else { 4096 };
+    while (content.is_some() || !buf.contains(&b'\n')) && buf.len() < limit {
         match s.read(&mut chunk).await {
             Ok(0) => break,
             Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(e) => return Err(format!("reading the response failed: {e}")),
         }
     }
+    let has_content = match content {
+        None => true,
+        Some(c) => {
+            let body = buf
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(&buf[..0], |i| &buf[i + 4..]);
+            body.windows(c.len().max(1)).any(|w| w == c.as_bytes())
+        }
+    };
     if buf.is_empty() {
         return Err("connection closed without a response".into());
     }
@@ -255,7 +389,7 @@ async fn probe(port: u16, path: &str) -> Result<u16, String> {
         parts.next(),
         parts.next().and_then(|c| c.parse::<u16>().ok()),
     ) {
-        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok(code),
+        (Some(v), Some(code)) if v.starts_with("HTTP/") => Ok((code, has_content)),
         _ => Err(format!(
             "not an HTTP response: {:?}",
             line.chars()
@@ -290,7 +424,31 @@ pub async fn stop(docker: &Docker, container: &str, grace: Duration) {
     }
     // Its output outlives it: `logs` still shows a retired release's lines.
     super::logs::archive(docker, container).await;
+    let scratch = scratch_of(docker, container).await;
     docker.remove(container).await;
+    // Its throwaway /app goes with it (the overlay volume was unmounted by the remove).
+    if let Some(s) = scratch {
+        s.remove();
+    }
+}
+
+/// The scratch dir a container's label names, if it is one (an absolute path ending in
+/// `apps/<its app>/scratch/<its name>`; a label is ours, but a path is checked before a
+/// tree is removed).
+async fn scratch_of(docker: &Docker, container: &str) -> Option<Scratch> {
+    let info = docker
+        .raw()
+        .inspect_container(container, None::<InspectContainerOptions>)
+        .await
+        .ok()?;
+    let name = info.name.as_deref()?.trim_start_matches('/').to_string();
+    let labels = info.config?.labels?;
+    let app = labels.get(L_APP)?;
+    let dir = PathBuf::from(labels.get(L_SCRATCH)?);
+    let ok = names::valid_node_app(app)
+        && dir.is_absolute()
+        && dir.ends_with(Path::new("apps").join(app).join(SCRATCH).join(&name));
+    ok.then_some(Scratch { dir })
 }
 
 /// This instance's process containers (of `app`, or all), whatever their state; one-off
@@ -352,6 +510,7 @@ pub async fn list(
             started_at: state.started_at.unwrap_or_default(),
             restarts: info.restart_count.unwrap_or(0),
             generation: label(L_GENERATION).parse().unwrap_or(0),
+            memory: info.host_config.and_then(|h| h.memory).unwrap_or(0),
         });
     }
     out.sort_by(|a, b| {
@@ -373,12 +532,12 @@ pub async fn run_once(
 ) -> Result<i64, NodeError> {
     // Ends in letters, so it never equals a process name (those end in the index).
     let name = format!("{}-once", container_name(spec));
-    let body = oneoff_base(root, spec)?;
-
     docker.remove(&name).await;
+    let (body, scratch) = oneoff_base(root, spec, &name)?;
     let cleanup = RemoveOnDrop {
         docker: docker.clone(),
         name: Some(name.clone()),
+        scratch: Some(scratch),
     };
     let result = run_container(docker, &name, spec, body, lines, timeout).await;
     // Removed before returning, so the caller never sees a leftover; the guard only covers
@@ -388,33 +547,47 @@ pub async fn run_once(
     result
 }
 
-/// A process's container body without its port or restarts, labelled `magrathea.oneoff`.
-fn oneoff_base(root: &NodeRoot, spec: &ProcessSpec) -> Result<ContainerCreateBody, NodeError> {
+/// A process's container body without restarts, labelled `magrathea.oneoff`, with a fresh
+/// scratch dir for its `/app` (the caller removes it with the container) and a `PORT` of
+/// its own, as Heroku gives one-off dynos.
+fn oneoff_base(
+    root: &NodeRoot,
+    spec: &ProcessSpec,
+    name: &str,
+) -> Result<(ContainerCreateBody, Scratch), NodeError> {
     let (app_dir, data_dir) = prepare(root, spec)?;
-    let env = env(spec)?;
+    let mut env = env(spec)?;
+    env.push(format!("PORT={}", free_port()?));
+    let scratch = Scratch::create(root, &spec.app, name, spec.uid)?;
     let mut labels = labels(spec);
     labels.insert(L_ONEOFF.into(), "true".into());
+    labels.insert(L_SCRATCH.into(), scratch.dir.to_string_lossy().into_owned());
     let restart = RestartPolicy {
         name: Some(RestartPolicyNameEnum::NO),
         maximum_retry_count: None,
     };
-    Ok(container_body(
-        spec, &app_dir, &data_dir, env, labels, restart,
-    ))
+    match container_body(spec, &app_dir, &data_dir, &scratch, env, labels, restart) {
+        Ok(body) => Ok((body, scratch)),
+        Err(e) => {
+            scratch.remove();
+            Err(e)
+        }
+    }
 }
 
-/// The body of an interactive one-off container (`run`, see `node::interactive`): the image,
-/// mounts, env, labels (`magrathea.oneoff`, so [`list`] skips it) and confinement of
-/// [`run_once`], but `cmd` as given (an argv, never parsed by a shell here), no restarts,
-/// stdin open for one attach, and a tty if asked. The caller names, creates, attaches,
-/// starts and removes it.
+/// The body of an interactive one-off container named `name` (`run`, see
+/// `node::interactive`): the image, mounts, env, labels (`magrathea.oneoff`, so [`list`]
+/// skips it) and confinement of [`run_once`], but `cmd` as given (an argv, never parsed by
+/// a shell here), no restarts, stdin open for one attach, and a tty if asked. The caller
+/// creates, attaches, starts and removes it, and removes the returned scratch dir after.
 pub fn oneoff_body(
     root: &NodeRoot,
     spec: &ProcessSpec,
+    name: &str,
     cmd: Vec<String>,
     tty: bool,
-) -> Result<ContainerCreateBody, NodeError> {
-    let mut body = oneoff_base(root, spec)?;
+) -> Result<(ContainerCreateBody, Scratch), NodeError> {
+    let (mut body, scratch) = oneoff_base(root, spec, name)?;
     body.cmd = Some(cmd);
     body.tty = Some(tty);
     body.open_stdin = Some(true);
@@ -422,7 +595,7 @@ pub fn oneoff_body(
     body.attach_stdin = Some(true);
     body.attach_stdout = Some(true);
     body.attach_stderr = Some(true);
-    Ok(body)
+    Ok((body, scratch))
 }
 
 async fn run_container(
@@ -560,24 +733,131 @@ impl LineSplitter {
     }
 }
 
-/// Removes a container when dropped, also when the future owning it is cancelled.
-struct RemoveOnDrop {
-    docker: Docker,
-    name: Option<String>,
+/// Removes a container and then its scratch dir when dropped, also when the future owning
+/// it is cancelled. [`Self::disarm`] after removing the container yourself removes the
+/// scratch dir at once.
+pub struct RemoveOnDrop {
+    pub docker: Docker,
+    pub name: Option<String>,
+    pub scratch: Option<Scratch>,
 }
 
 impl RemoveOnDrop {
-    fn disarm(mut self) {
+    pub fn disarm(mut self) {
         self.name = None;
+        if let Some(s) = self.scratch.take() {
+            s.remove();
+        }
     }
 }
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let Some(name) = self.name.take() else { return };
+        let (name, scratch) = (self.name.take(), self.scratch.take());
+        if name.is_none() && scratch.is_none() {
+            return;
+        }
         let docker = self.docker.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move { docker.remove(&name).await });
+            rt.spawn(async move {
+                if let Some(n) = name {
+                    docker.remove(&n).await;
+                }
+                if let Some(s) = scratch {
+                    s.remove();
+                }
+            });
+        }
+    }
+}
+
+/// The directory under `apps/<app>/`: one dir per container, holding its `/app` overlay's
+/// upper and work dirs.
+pub const SCRATCH: &str = "scratch";
+
+/// A container's throwaway `/app`: an overlay mounted by Docker (a `local` volume of type
+/// overlay, anonymous, so removing the container with its volumes unmounts it) whose lower
+/// dir is the unpacked, never-written release and whose upper and work dirs live here.
+/// Starting one costs a mkdir and a mount whatever the release's size; writes land in
+/// `upper/` and go when the container does.
+#[derive(Debug)]
+pub struct Scratch {
+    pub dir: PathBuf,
+}
+
+impl Scratch {
+    fn create(root: &NodeRoot, app: &str, container: &str, uid: u32) -> Result<Scratch, NodeError> {
+        let dir = std::path::absolute(root.app_dir(app).join(SCRATCH).join(container)).map_err(
+            |source| NodeError::Io {
+                path: root.app_dir(app),
+                source,
+            },
+        )?;
+        if dir.exists() {
+            // A leftover of a crash: its container is gone (the caller removed it).
+            let _ = remove_tree(&dir);
+        }
+        let upper = dir.join("upper");
+        let io = |p: &Path| {
+            let p = p.to_path_buf();
+            move |source| NodeError::Io { path: p, source }
+        };
+        std::fs::create_dir_all(&upper).map_err(io(&upper))?;
+        std::fs::create_dir(dir.join("work")).map_err(io(&dir.join("work")))?;
+        // The overlay's root takes the upper dir's owner: the app's uid may write /app.
+        std::os::unix::fs::chown(&upper, Some(uid), Some(uid)).map_err(io(&upper))?;
+        Ok(Scratch { dir })
+    }
+
+    fn upper(&self) -> PathBuf {
+        self.dir.join("upper")
+    }
+
+    fn work(&self) -> PathBuf {
+        self.dir.join("work")
+    }
+
+    /// Best effort: a dir left behind is swept by [`sweep_scratch`].
+    pub fn remove(&self) {
+        if let Err(e) = remove_tree(&self.dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(dir = %self.dir.display(), "removing scratch dir: {e}");
+            }
+        }
+    }
+}
+
+/// Removes the scratch dirs of `app` whose container no longer exists (a node that crashed
+/// or a session that was cut off), leaving the young ones: a container being created now
+/// has its dir before Docker knows its name.
+pub async fn sweep_scratch(docker: &Docker, root: &NodeRoot, instance: &str, app: &str) {
+    let dir = root.app_dir(app).join(SCRATCH);
+    let Ok(rd) = std::fs::read_dir(&dir) else {
+        return;
+    };
+    let filters = HashMap::from([("label", vec![format!("{L_INSTANCE}={instance}")])]);
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let Ok(list) = docker.raw().list_containers(Some(opts)).await else {
+        return;
+    };
+    let alive: std::collections::HashSet<String> = list
+        .into_iter()
+        .flat_map(|c| c.names.unwrap_or_default())
+        .map(|n| n.trim_start_matches('/').to_string())
+        .collect();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let young = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age < Duration::from_secs(120));
+        if !alive.contains(&name) && !young {
+            let _ = remove_tree(&e.path());
         }
     }
 }
@@ -620,10 +900,40 @@ fn prepare(root: &NodeRoot, spec: &ProcessSpec) -> Result<(PathBuf, PathBuf), No
         });
     }
     crate::isolation::check_uid(spec.uid).map_err(|e| NodeError::Invalid(e.to_string()))?;
+    root.own_release(&spec.app, &spec.release, spec.uid)?;
     let data_dir = root.ensure_data_dir(&spec.app, spec.uid)?;
     let abs =
         |p: PathBuf| std::path::absolute(&p).map_err(|source| NodeError::Io { path: p, source });
     Ok((abs(app_dir)?, abs(data_dir)?))
+}
+
+/// Memory kept for the system and Docker when a node sizes itself from the machine: a
+/// tenth of it, at least 256 MiB and at most 2 GiB.
+pub fn memory_reserve(total: i64) -> i64 {
+    (total / 10).clamp(256 << 20, 2 << 30)
+}
+
+/// The machine's `MemTotal` (from `/proc/meminfo`) minus [`memory_reserve`], and its CPUs.
+pub fn machine_capacity() -> Capacity {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| parse_mem_total(&s))
+        .unwrap_or(0);
+    Capacity {
+        memory: (total - memory_reserve(total)).max(0),
+        cpus: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+    }
+}
+
+/// `MemTotal:       24554112 kB` in bytes.
+fn parse_mem_total(meminfo: &str) -> Option<i64> {
+    let line = meminfo.lines().find(|l| l.starts_with("MemTotal:"))?;
+    let mut parts = line.split_whitespace().skip(1);
+    let n: i64 = parts.next()?.parse().ok()?;
+    match parts.next() {
+        Some("kB") | None => n.checked_mul(1024),
+        _ => None,
+    }
 }
 
 /// Instance ids are hex digests or names: 1-40 of `[a-z0-9-]`, not starting with '-'.
@@ -649,7 +959,7 @@ fn check_instance(id: &str) -> Result<(), NodeError> {
 }
 
 fn is_reserved(key: &str) -> bool {
-    matches!(key, "PORT" | "HOME" | "DATA_DIR") || key.starts_with("MAGRATHEA_")
+    matches!(key, "PORT" | "HOME" | "DATA_DIR" | "DYNO") || key.starts_with("MAGRATHEA_")
 }
 
 /// Config vars first, then ours. Everything but `PORT` (the caller adds it if any).
@@ -691,6 +1001,8 @@ fn env(spec: &ProcessSpec) -> Result<Vec<String>, NodeError> {
     out.extend([
         "HOME=/app".to_string(),
         "DATA_DIR=/data".to_string(),
+        // Heroku's name for the process: web.1, worker.2, run.1, release.1.
+        format!("DYNO={}.{}", spec.ptype, spec.index),
         format!("MAGRATHEA_APP={app}"),
         format!("MAGRATHEA_ENV={env}"),
         format!("MAGRATHEA_RELEASE={}", spec.release),
@@ -711,14 +1023,59 @@ fn labels(spec: &ProcessSpec) -> HashMap<String, String> {
     ])
 }
 
+/// The `/app` mount: an anonymous `local` volume of type overlay (see [`Scratch`]). The
+/// paths go into a comma- and colon-separated option string, so those are refused.
+fn app_mount(app_dir: &Path, scratch: &Scratch) -> Result<Mount, NodeError> {
+    let paths = [app_dir.to_path_buf(), scratch.upper(), scratch.work()];
+    let mut s = vec![];
+    for p in &paths {
+        let t = p.to_str().filter(|t| {
+            !t.contains([',', ':', '\\']) && !t.chars().any(|c| c.is_control() || c == ' ')
+        });
+        match t {
+            Some(t) => s.push(t.to_string()),
+            None => {
+                return Err(NodeError::Invalid(format!(
+                    "{}: the node's root path must not hold ',', ':', '\\', spaces or control \
+                     characters (it goes into an overlay mount's options)",
+                    p.display()
+                )))
+            }
+        }
+    }
+    Ok(Mount {
+        typ: Some(MountType::VOLUME),
+        target: Some("/app".into()),
+        read_only: Some(false),
+        volume_options: Some(MountVolumeOptions {
+            // Never copy the image's /app into it: the release is the content.
+            no_copy: Some(true),
+            driver_config: Some(MountVolumeOptionsDriverConfig {
+                name: Some("local".into()),
+                options: Some(HashMap::from([
+                    ("type".to_string(), "overlay".to_string()),
+                    ("device".to_string(), "overlay".to_string()),
+                    (
+                        "o".to_string(),
+                        format!("lowerdir={},upperdir={},workdir={}", s[0], s[1], s[2]),
+                    ),
+                ])),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
 fn container_body(
     spec: &ProcessSpec,
     app_dir: &Path,
     data_dir: &Path,
+    scratch: &Scratch,
     env: Vec<String>,
     labels: HashMap<String, String>,
     restart: RestartPolicy,
-) -> ContainerCreateBody {
+) -> Result<ContainerCreateBody, NodeError> {
     let bind = |src: &Path, dst: &str, ro: bool| Mount {
         typ: Some(MountType::BIND),
         source: Some(src.to_string_lossy().into_owned()),
@@ -726,6 +1083,7 @@ fn container_body(
         read_only: Some(ro),
         ..Default::default()
     };
+    let app = app_mount(app_dir, scratch)?;
     // Capped json-file logs: a chatty app must not fill the node's disk.
     let log_config = HostConfigLogConfig {
         typ: Some("json-file".into()),
@@ -736,15 +1094,12 @@ fn container_body(
     };
     let mut body = ContainerCreateBody {
         image: Some(spec.image.clone()),
-        cmd: Some(vec!["/bin/sh".into(), "-c".into(), LAUNCHER.into()]),
+        cmd: Some(launcher()),
         env: Some(env),
         working_dir: Some("/app".into()),
         labels: Some(labels),
         host_config: Some(HostConfig {
-            mounts: Some(vec![
-                bind(app_dir, "/app", true),
-                bind(data_dir, "/data", false),
-            ]),
+            mounts: Some(vec![app, bind(data_dir, "/data", false)]),
             // The daemon has no bridge; processes listen on host ports.
             network_mode: Some("host".into()),
             memory: Some(spec.memory),
@@ -767,7 +1122,7 @@ fn container_body(
             crate::isolation::PROCESS_PIDS,
         );
     }
-    body
+    Ok(body)
 }
 
 async fn create(
@@ -824,6 +1179,17 @@ mod tests {
             generation: 0,
             uid: crate::isolation::UID_BASE + 1,
         }
+    }
+
+    #[test]
+    fn capacity_from_meminfo() {
+        let m = "MemTotal:       24554112 kB\nMemFree:        22000000 kB\n";
+        assert_eq!(parse_mem_total(m), Some(24554112 * 1024));
+        assert_eq!(parse_mem_total("MemFree: 1 kB\n"), None);
+        assert_eq!(memory_reserve(24 << 30), 2 << 30);
+        assert_eq!(memory_reserve(1 << 30), 256 << 20);
+        let c = machine_capacity();
+        assert!(c.memory > 0 && c.cpus > 0, "{c:?}");
     }
 
     #[test]

@@ -349,7 +349,10 @@ pub fn node_containers(root: &Path) -> Vec<String> {
 
 fn remove_node_containers(root: &Path) {
     for id in node_containers(root) {
-        let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        // -v: a process's /app is an anonymous overlay volume.
+        let _ = Command::new("docker")
+            .args(["rm", "-f", "-v", &id])
+            .output();
     }
 }
 
