@@ -771,7 +771,10 @@ async fn one_off(
 ) -> Result<i64, String> {
     let (ltx, mut lrx) = tokio::sync::mpsc::channel::<String>(256);
     let body = serde_json::to_vec(req).unwrap_or_default();
-    let call = client.call::<CodeReply>("release-phase", Stdin::Bytes(body), Some(ltx));
+    // The node bounds the command itself; a dead node is found out by keepalives.
+    let within = Duration::from_millis(req.timeout_ms) + Duration::from_secs(60);
+    let long = client.clone().answer_within(within);
+    let call = long.call::<CodeReply>("release-phase", Stdin::Bytes(body), Some(ltx));
     tokio::pin!(call);
     let res = loop {
         tokio::select! {

@@ -126,6 +126,13 @@ impl NodeClient {
         }
     }
 
+    /// The same client (and connection), with `d` for a node to answer a call (the upload
+    /// has its own bound): for verbs that run long by design (a release command).
+    pub fn answer_within(mut self, d: Duration) -> NodeClient {
+        self.timeout = d;
+        self
+    }
+
     fn unreachable(&self, why: impl ToString) -> NodeCallError {
         NodeCallError::Unreachable {
             node: self.name.clone(),
