@@ -547,6 +547,17 @@ fn redact_config(cmd: &str, args: &[String]) -> Vec<String> {
     };
     let name_shaped = |v: &str| crate::names::check("env", v).is_ok();
     let pairs = cmd == "config:set";
+    // The command's own switches (flags without a value), from the grammar so the list
+    // cannot drift: they are shown, anything else starting with '-' may hold a value.
+    let switches: Vec<String> = Cli::command()
+        .find_subcommand(cmd)
+        .map(|c| {
+            c.get_arguments()
+                .filter(|a| !a.get_action().takes_values())
+                .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+                .collect()
+        })
+        .unwrap_or_default();
     let (mut out, mut app_seen, mut env_next) = (vec![], false, false);
     for a in args {
         let shown = if env_next {
@@ -565,10 +576,7 @@ fn redact_config(cmd: &str, args: &[String]) -> Vec<String> {
             } else {
                 "--env=***".into()
             }
-        } else if matches!(
-            a.as_str(),
-            "--no-restart" | "--json" | "--help" | "-h" | "--"
-        ) {
+        } else if matches!(a.as_str(), "--help" | "-h" | "--") || switches.contains(a) {
             a.clone()
         } else if a.starts_with('-') {
             "***".into()
@@ -903,6 +911,11 @@ mod tests {
                 "config:set web --env *** A=***",
             ),
             ("config:get web KEY", "config:get web KEY"),
+            (
+                "config:set web --encoded A=czNjcmV0 --json",
+                "config:set web --encoded A=*** ***",
+            ),
+            ("config --json web", "config --json web"),
             ("config:get web s3cr=t", "config:get web ***"),
             ("config:unset web A B -Xsecret", "config:unset web A B ***"),
             ("config:sett web A=secret", "config:sett *** ***"),
