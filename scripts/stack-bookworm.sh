@@ -1,24 +1,46 @@
 #!/bin/sh
-# Build the Debian 12 stack image: magrathea/stack-bookworm:<hash12> and :latest.
+# Build the Debian 12 stack, as Heroku's stacks come: two images from one debootstrap.
+#   magrathea/stack-bookworm-run:<hash12> and :latest        the run image: what apps run
+#       on (language runtimes and the shared libraries compiled code links against)
+#   magrathea/stack-bookworm-build:<hash12> and :latest      the build image: the run
+#       image plus what buildpacks expect (compilers, -dev headers, package managers)
+#   magrathea/stack-bookworm:latest                           an alias of the build image
+#       (a superset of the run image), for controllers and scripts from before the split
 #   usage: scripts/stack-bookworm.sh
-# Prints the tagged image name (magrathea/stack-bookworm:<hash12>) on stdout;
-# progress goes to stderr. <hash12> is a hash of the recipe (suite, mirror,
-# package list, RECIPE revision), so it is stable across rebuilds. Idempotent:
-#   - image with that tag exists        -> nothing to do (re-points :latest)
-#   - cached rootfs tarball exists      -> docker import only
-#   - otherwise                         -> debootstrap + apt-get, cache tarball, import
-# Cache dir: $MAGRATHEA_CACHE (default /var/cache/magrathea).
+# Prints both tagged image names on stdout (run image first); progress goes to stderr.
+# <hash12> is a hash of the recipe (suite, mirror, package lists, RECIPE revision), so it
+# is stable across rebuilds. Idempotent:
+#   - both images with those tags exist  -> nothing to do (re-points :latest)
+#   - both cached rootfs tarballs exist  -> docker import only
+#   - otherwise                          -> debootstrap + apt-get, cache tarballs, import
+# Cache dir: $MAGRATHEA_CACHE (default /var/cache/magrathea); older tarballs of this stack
+# are removed once the new ones are in place.
 # Env: MIRROR overrides the Debian mirror (default: the one in /etc/apt/sources*).
 set -eu
 umask 022
 
-REPO=magrathea/stack-bookworm
+REPO=magrathea/stack-bookworm-run
+BUILD_REPO=magrathea/stack-bookworm-build
+ALIAS=magrathea/stack-bookworm
 SUITE=bookworm
 CACHE=${MAGRATHEA_CACHE:-/var/cache/magrathea}
 HERE=$(cd "$(dirname "$0")" && pwd)
-# Bump RECIPE when anything below changes the image (rootfs steps, ENV/CMD).
-RECIPE=1
-PACKAGES="python3 python3-venv python3-pip nodejs npm php-cli git ca-certificates curl busybox procps"
+# Bump RECIPE when anything below changes the images (rootfs steps, ENV/CMD).
+RECIPE=2
+# Run image: runtimes, the libraries that compiled extensions link against at run time, and
+# the PHP extensions composer checks for at build time (so what built also runs).
+PHP_EXT="php-curl php-mbstring php-xml php-zip php-pgsql php-sqlite3 php-intl php-gd"
+RUN_PACKAGES="bash ca-certificates curl busybox procps tzdata netbase \
+python3 nodejs php-cli $PHP_EXT \
+libpq5 libssl3 libffi8 zlib1g libxml2 libxslt1.1 libyaml-0-2 libsqlite3-0 libjpeg62-turbo \
+libpng16-16 libreadline8 libbz2-1.0 liblzma5 libgmp10"
+# Build image: the run image plus what real buildpacks expect to find.
+BUILD_PACKAGES="build-essential pkg-config autoconf automake libtool git unzip zip xz-utils \
+jq file patch gettext-base wget openssh-client \
+python3-dev python3-venv python3-pip npm composer \
+libpq-dev libssl-dev libffi-dev zlib1g-dev libxml2-dev libxslt1-dev libyaml-dev \
+libsqlite3-dev libjpeg-dev libpng-dev libreadline-dev libbz2-dev liblzma-dev \
+libgmp-dev libcurl4-openssl-dev"
 
 say() { echo "stack-bookworm: $*" >&2; }
 die() { say "ERROR: $*"; exit 1; }
@@ -46,20 +68,25 @@ case "$MIRROR" in
     *) SECURITY_MIRROR="" ;;
 esac
 
-# --- recipe hash -> tag ---
-HASH=$(echo "recipe=$RECIPE suite=$SUITE mirror=$MIRROR packages=$PACKAGES" | sha256sum | cut -c1-12)
+# --- recipe hash -> tags ---
+HASH=$(echo "recipe=$RECIPE suite=$SUITE mirror=$MIRROR run=$RUN_PACKAGES build=$BUILD_PACKAGES" | sha256sum | cut -c1-12)
 IMAGE="$REPO:$HASH"
+BUILD_IMAGE="$BUILD_REPO:$HASH"
 TARBALL="$CACHE/stack-bookworm-$HASH.tar.gz"
+BUILD_TARBALL="$CACHE/stack-bookworm-build-$HASH.tar.gz"
 
-if docker image inspect "$IMAGE" >/dev/null 2>&1; then
-    say "$IMAGE already exists"
+if docker image inspect "$IMAGE" >/dev/null 2>&1 && docker image inspect "$BUILD_IMAGE" >/dev/null 2>&1; then
+    say "$IMAGE and $BUILD_IMAGE already exist"
     docker tag "$IMAGE" "$REPO:latest"
+    docker tag "$BUILD_IMAGE" "$BUILD_REPO:latest"
+    docker tag "$BUILD_IMAGE" "$ALIAS:latest"
     echo "$IMAGE"
+    echo "$BUILD_IMAGE"
     exit 0
 fi
 
 mkdir -p "$CACHE"
-if [ ! -s "$TARBALL" ]; then
+if [ ! -s "$TARBALL" ] || [ ! -s "$BUILD_TARBALL" ]; then
     export DEBIAN_FRONTEND=noninteractive
     if ! command -v debootstrap >/dev/null 2>&1; then
         say "installing debootstrap"
@@ -101,47 +128,75 @@ if [ ! -s "$TARBALL" ]; then
         echo "deb $MIRROR $SUITE-updates main"
         [ -n "$SECURITY_MIRROR" ] && echo "deb $SECURITY_MIRROR $SUITE-security main"
     } >"$R/etc/apt/sources.list"
-    printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
-    chmod 0755 "$R/usr/sbin/policy-rc.d"
-    cp /etc/resolv.conf "$R/etc/resolv.conf" 2>/dev/null || true
 
-    mount -t proc proc "$R/proc"
-    mount -t sysfs sysfs "$R/sys"
-    mount --bind /dev "$R/dev"
-    mount --bind /dev/pts "$R/dev/pts"
-    mount --bind "$CACHE/apt-archives" "$R/var/cache/apt/archives"
+    # in_chroot LOG SCRIPT: run SCRIPT in the rootfs with apt's archives cached on the host.
+    in_chroot() {
+        printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
+        chmod 0755 "$R/usr/sbin/policy-rc.d"
+        cp /etc/resolv.conf "$R/etc/resolv.conf" 2>/dev/null || true
+        mount -t proc proc "$R/proc"
+        mount -t sysfs sysfs "$R/sys"
+        mount --bind /dev "$R/dev"
+        mount --bind /dev/pts "$R/dev/pts"
+        mount --bind "$CACHE/apt-archives" "$R/var/cache/apt/archives"
+        chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
+            DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 HOME=/root /bin/sh -eu -c "$2" \
+            >"$BUILD/$1" 2>&1 || { tail -n 40 "$BUILD/$1" >&2; unmount_all; die "$1: chroot step failed"; }
+        unmount_all
+        rm -f "$R/usr/sbin/policy-rc.d"
+        rm -rf "$R/var/lib/apt/lists/"* "$R/var/cache/apt/"*.bin "$R/var/cache/apt/archives/"*.deb \
+               "$R/tmp/"* "$R/var/tmp/"* "$R/var/log/"*.log "$R/root/.cache" "$R/root/.npm"
+        : >"$R/etc/resolv.conf"
+    }
+    # pack TARBALL: the rootfs as it is now.
+    pack() {
+        tar --numeric-owner --sort=name --one-file-system \
+            --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
+            -C "$R" -cf - . | gzip -1 >"$1.tmp"
+        mv "$1.tmp" "$1"
+    }
 
-    say "apt-get install $PACKAGES"
-    chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-        DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 HOME=/root /bin/sh -eu -c "
+    say "run image: apt-get install $RUN_PACKAGES"
+    in_chroot apt-run.log "
         apt-get update -q
         apt-get dist-upgrade -y -q
-        apt-get install -y -q --no-install-recommends $PACKAGES
+        apt-get install -y -q --no-install-recommends $RUN_PACKAGES
         groupadd -g 1000 app
         useradd -u 1000 -g 1000 -d /app -M -s /bin/bash app
         mkdir -p /app && chown app:app /app
         echo magrathea-stack-bookworm > /etc/stack-release
-    " >"$BUILD/apt.log" 2>&1 || { tail -n 40 "$BUILD/apt.log" >&2; die "apt-get in chroot failed"; }
+    "
+    say "run rootfs built in $(( $(date +%s) - start ))s; packing $TARBALL"
+    pack "$TARBALL"
 
-    unmount_all
-    rm -f "$R/usr/sbin/policy-rc.d"
-    rm -rf "$R/var/lib/apt/lists/"* "$R/var/cache/apt/"*.bin "$R/var/cache/apt/archives/"*.deb \
-           "$R/tmp/"* "$R/var/tmp/"* "$R/var/log/"*.log "$R/root/.cache"
-    : >"$R/etc/resolv.conf"
-    say "rootfs built in $(( $(date +%s) - start ))s; packing $TARBALL"
-    tar --numeric-owner --sort=name --one-file-system \
-        --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
-        -C "$R" -cf - . | gzip -1 >"$TARBALL.tmp"
-    mv "$TARBALL.tmp" "$TARBALL"
+    start=$(date +%s)
+    say "build image: apt-get install $BUILD_PACKAGES"
+    in_chroot apt-build.log "
+        apt-get update -q
+        apt-get install -y -q --no-install-recommends $BUILD_PACKAGES
+        echo magrathea-stack-bookworm-build > /etc/stack-release
+    "
+    say "build rootfs built in $(( $(date +%s) - start ))s more; packing $BUILD_TARBALL"
+    pack "$BUILD_TARBALL"
     cleanup
     trap - EXIT
+    # Older recipes' tarballs of this stack are dead weight now.
+    for old in "$CACHE"/stack-bookworm-*.tar.gz; do
+        case "$old" in "$TARBALL" | "$BUILD_TARBALL") ;; *) rm -f "$old" ;; esac
+    done
 fi
 
-say "importing $IMAGE from $TARBALL"
-docker import \
-    --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    --change 'ENV LANG=C.UTF-8' \
-    --change 'CMD ["/bin/bash"]' \
-    "$TARBALL" "$IMAGE" >/dev/null
-docker tag "$IMAGE" "$REPO:latest"
+import() {
+    say "importing $2 from $1"
+    docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change 'CMD ["/bin/bash"]' \
+        "$1" "$2" >/dev/null
+    docker tag "$2" "$3:latest"
+}
+import "$TARBALL" "$IMAGE" "$REPO"
+import "$BUILD_TARBALL" "$BUILD_IMAGE" "$BUILD_REPO"
+docker tag "$BUILD_IMAGE" "$ALIAS:latest"
 echo "$IMAGE"
+echo "$BUILD_IMAGE"

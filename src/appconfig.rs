@@ -190,10 +190,44 @@ pub fn parse_procfile(text: &str) -> Result<BTreeMap<String, String>, String> {
 pub struct BuildpackRelease {
     #[serde(default)]
     pub default_process_types: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    pub config_vars: Option<BTreeMap<String, String>>,
+    /// Scalars of any kind (`WEB_CONCURRENCY: 2`); see [`BuildpackRelease::config_vars`].
+    #[serde(default, rename = "config_vars")]
+    pub raw_config_vars: Option<BTreeMap<String, serde_json::Value>>,
     #[serde(default)]
     pub addons: Option<serde_json::Value>,
+}
+
+impl BuildpackRelease {
+    /// `config_vars` as strings: numbers and booleans as written, null as empty, nested
+    /// values as JSON.
+    pub fn config_vars(&self) -> BTreeMap<String, String> {
+        let text = |v: &serde_json::Value| match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => String::new(),
+            other => other.to_string(),
+        };
+        self.raw_config_vars
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), text(v)))
+            .collect()
+    }
+
+    /// `addons` as names (`heroku-postgresql:mini`); anything else as JSON.
+    pub fn addons(&self) -> Vec<String> {
+        let items = match &self.addons {
+            Some(serde_json::Value::Array(a)) => a.clone(),
+            Some(serde_json::Value::Null) | None => vec![],
+            Some(other) => vec![other.clone()],
+        };
+        items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            })
+            .collect()
+    }
 }
 
 pub fn parse_release(text: &str) -> Result<BuildpackRelease, String> {
@@ -257,6 +291,19 @@ mod tests {
 
     #[test]
     fn release_output() {
+        let r = parse_release(
+            "---\naddons:\n  - heroku-postgresql:mini\nconfig_vars:\n  WEB_CONCURRENCY: 2\n  LANG: en_US.UTF-8\n  DEBUG: false\ndefault_process_types:\n  web: gunicorn app:app\n",
+        )
+        .unwrap();
+        assert_eq!(
+            r.config_vars(),
+            BTreeMap::from([
+                ("WEB_CONCURRENCY".into(), "2".into()),
+                ("LANG".into(), "en_US.UTF-8".into()),
+                ("DEBUG".into(), "false".into()),
+            ])
+        );
+        assert_eq!(r.addons(), vec!["heroku-postgresql:mini".to_string()]);
         let r = parse_release("---\ndefault_process_types:\n  web: npm start\n").unwrap();
         assert_eq!(r.default_process_types.unwrap()["web"], "npm start");
         assert_eq!(parse_release("").unwrap(), BuildpackRelease::default());

@@ -577,3 +577,413 @@ fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
         &["no process types"],
     );
 }
+/// Heroku's buildpack API as third-party bash buildpacks use it: scripts executed through
+/// their own shebang (`set -euo pipefail`), one without its exec bit run with bash, the
+/// first buildpack's `export` sourced before the second, the build env (STACK,
+/// SOURCE_VERSION, HOME, ENV_DIR), bin/release's config_vars as defaults and addons
+/// recorded, and the app built at /app, where it runs: a script whose shebang names an
+/// interpreter inside the app by absolute path works at run time.
+#[test]
+fn bash_buildpacks_run_as_executables_and_build_where_the_app_runs() {
+    let s = Server::start();
+    s.ok(&s.admin, "apps:create bashy");
+    s.ok(&s.admin, "config:set bashy GREETING=howdy --no-restart");
+    let dir = fixture_repo(&s.dir.path().join("bashy-src"), "bash-buildpacks");
+    let sha = git_local(&dir, &["rev-parse", "HEAD"]).trim().to_string();
+    let out = s.git(&s.admin, &dir, &["push", &s.url("bashy"), "main"]);
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}\n{}", s.log());
+    for want in [
+        "Buildpack 1/2: tool",
+        "Tool app detected",
+        "requested: tool-hello",
+        "Greeter app detected",
+        "hello from tool-hello in /app/.tool",
+        &format!("STACK=bookworm SOURCE_VERSION={sha} HOME=/app BUILD_DIR=/app PWD=/app"),
+        "/app/buildpacks/tool/bin/release is not executable; running it with bash",
+        "Default config vars from buildpacks: GREETER_MODE, WEB_CONCURRENCY",
+        "recorded, not provisioned): tool-cache:basic",
+    ] {
+        assert!(err.contains(want), "missing {want:?} in:\n{err}");
+    }
+    let info = release_info(&s, "bashy", 1);
+    assert_eq!(
+        info["manifest"]["buildpacks"],
+        serde_json::json!(["Tool", "Greeter"])
+    );
+    assert_eq!(info["manifest"]["config_vars"]["WEB_CONCURRENCY"], "2");
+    assert_eq!(info["manifest"]["addons"][0], "tool-cache:basic");
+    assert_eq!(
+        s.get("bashy", "/index.html"),
+        (200, format!("howdy from {}\n", &sha[..7]))
+    );
+    // At run time: the vendored script's absolute shebang resolves, and the buildpack's
+    // config var defaults apply unless the app's config sets them.
+    let out = s.ok(
+        &s.admin,
+        "run bashy -- sh -c 'tool-hello; echo $GREETER_MODE $GREETING'",
+    );
+    assert_eq!(out, "hello from tool-hello in /app/.tool\nfriendly howdy\n");
+
+    // Named buildpacks must pass their bin/detect, as on Heroku.
+    git_local(&dir, &["rm", "-q", "Toolfile"]);
+    git_local(&dir, &["commit", "-q", "-m", "no Toolfile"]);
+    let out = s.git(&s.admin, &dir, &["push", &s.url("bashy"), "main"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("App not compatible with buildpack: tool (bin/detect failed)"),
+        "{err}"
+    );
+}
+
+/// A static file server on loopback (python3's http.server) serving `root`: buildpacks by
+/// URL come from it, as git repositories (git's "dumb" HTTP protocol) and tarballs.
+struct FileServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl FileServer {
+    fn start(root: &Path) -> FileServer {
+        require("python3");
+        let mut child = Command::new("python3")
+            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
+            .current_dir(root)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
+        let port = line
+            .split_whitespace()
+            .skip_while(|w| *w != "port")
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("http.server said {line:?}"));
+        FileServer { child, port }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}/{path}", self.port)
+    }
+}
+
+impl Drop for FileServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A bash buildpack shaped like heroku-buildpack-null/-inline: always detects, renders a
+/// page saying which version of the buildpack built it, declares the web process.
+fn hello_buildpack(dir: &Path, version: &str) {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let files = [
+        (
+            "detect",
+            "#!/usr/bin/env bash\n# bin/detect BUILD_DIR\nset -euo pipefail\necho \"Hello\"\n".to_string(),
+        ),
+        (
+            "compile",
+            format!(
+                "#!/usr/bin/env bash\n# bin/compile BUILD_DIR CACHE_DIR ENV_DIR\nset -euo pipefail\n\
+                 BUILD_DIR=$1\nBP_DIR=$(cd \"$(dirname \"${{BASH_SOURCE[0]}}\")/..\" && pwd)\n\
+                 echo \"-----> Hello buildpack {version}\"\n\
+                 mkdir -p \"$BUILD_DIR/www\"\n\
+                 page=\"hello {version}\"\n\
+                 if [[ -n \"${{PAGE_SUFFIX:-}}\" ]]; then page=\"$page $PAGE_SUFFIX\"; fi\n\
+                 echo \"$page\" >\"$BUILD_DIR/www/index.html\"\n\
+                 cat \"$BP_DIR/VERSION\" | sed 's/^/       buildpack version: /'\n"
+            ),
+        ),
+        (
+            "release",
+            "#!/usr/bin/env bash\n# bin/release BUILD_DIR\nset -euo pipefail\n\
+             cat <<'YAML'\n---\ndefault_process_types:\n  web: busybox httpd -f -p $PORT -h www\nYAML\n"
+                .to_string(),
+        ),
+    ];
+    for (name, body) in files {
+        std::fs::write(bin.join(name), body).unwrap();
+        run(Command::new("chmod").arg("755").arg(bin.join(name)));
+    }
+    std::fs::write(dir.join("VERSION"), format!("{version}\n")).unwrap();
+}
+
+/// Publish a work tree as a bare repository under `served/name` for dumb HTTP.
+fn publish(work: &Path, served: &Path, name: &str) {
+    let bare = served.join(name);
+    if !bare.exists() {
+        git_local(
+            served,
+            &["clone", "-q", "--bare", &work.display().to_string(), name],
+        );
+    } else {
+        git_local(work, &["push", "-q", &bare.display().to_string(), "main"]);
+    }
+    git_local(&bare, &["update-server-info"]);
+}
+
+/// Buildpacks by URL: a git repository at a ref (`.buildpacks`), a `.git`-less one
+/// (`BUILDPACK_URL` in `.env`), a tarball whose entries start with `./`, and the
+/// `BUILDPACK_URL` config var. Fetched once and cached per URL+ref (a second build uses the
+/// cache even with the source gone), fetched again after `builds:purge-cache`; a source that
+/// cannot be reached, with nothing cached, fails the build at once naming the URL.
+#[test]
+fn buildpacks_by_url_are_fetched_cached_and_purged() {
+    let s = Server::start();
+    let root = s.dir.path();
+    let served = root.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+
+    // The git buildpack, v1 on main.
+    let work = root.join("heroku-buildpack-hello");
+    std::fs::create_dir_all(&work).unwrap();
+    git_local(&work, &["init", "-q", "-b", "main"]);
+    hello_buildpack(&work, "v1");
+    git_local(&work, &["add", "-A"]);
+    git_local(&work, &["commit", "-q", "-m", "v1"]);
+    publish(&work, &served, "heroku-buildpack-hello.git");
+    publish(&work, &served, "hello-buildpack"); // the same, served without .git
+                                                // A tarball buildpack made like `tar -C dir -czf x.tgz .` (entries start with ./),
+                                                // shaped like heroku-buildpack-inline's config step: it exports PAGE_SUFFIX.
+    let tb = root.join("suffix-buildpack");
+    std::fs::create_dir_all(tb.join("bin")).unwrap();
+    std::fs::write(
+        tb.join("bin/detect"),
+        "#!/usr/bin/env bash\nset -euo pipefail\necho Suffix\n",
+    )
+    .unwrap();
+    std::fs::write(
+        tb.join("bin/compile"),
+        "#!/usr/bin/env bash\n# bin/compile BUILD_DIR CACHE_DIR ENV_DIR\nset -euo pipefail\n\
+         BP_DIR=$(cd \"$(dirname \"${BASH_SOURCE[0]}\")/..\" && pwd)\n\
+         echo '-----> Suffix buildpack'\n\
+         echo 'export PAGE_SUFFIX=\"(with suffix)\"' >\"$BP_DIR/export\"\n",
+    )
+    .unwrap();
+    run(Command::new("chmod")
+        .args(["-R", "755"])
+        .arg(tb.join("bin")));
+    let out = run(Command::new("tar")
+        .arg("-C")
+        .arg(&tb)
+        .args(["-czf"])
+        .arg(served.join("suffix-buildpack.tgz"))
+        .arg("."));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let http = FileServer::start(&served);
+
+    let git_url = http.url("heroku-buildpack-hello.git#main");
+    let tgz_url = http.url("suffix-buildpack.tgz");
+    let app = repo(&root.join("app-src"));
+    std::fs::remove_file(app.join("Procfile")).unwrap();
+    std::fs::write(app.join("magrathea.yml"), "stack: bookworm\n").unwrap();
+    commit(
+        &app,
+        ".buildpacks",
+        &format!("# order matters: the suffix's export feeds the page\n{tgz_url}\n{git_url}\n"),
+        "buildpacks by url",
+    );
+    let push = |dir: &Path, app: &str| {
+        let out = s.git(&s.admin, dir, &["push", &s.url(app), "main"]);
+        (out.status.success(), text(&out.stderr))
+    };
+    let (ok, err) = push(&app, "urls");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!("-----> Fetching buildpack {tgz_url}")),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("fetched {git_url} (commit ")),
+        "{err}"
+    );
+    assert!(err.contains("buildpack version: v1"), "{err}");
+    assert_eq!(
+        s.get("urls", "/index.html"),
+        (200, "hello v1 (with suffix)\n".into())
+    );
+
+    // Upstream moves on; the app keeps the copy it has until it asks for a fresh one.
+    hello_buildpack(&work, "v2");
+    git_local(&work, &["commit", "-q", "-am", "v2"]);
+    publish(&work, &served, "heroku-buildpack-hello.git");
+    commit(&app, "README", "second\n", "second");
+    let (ok, err) = push(&app, "urls");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!("using cached {git_url} (commit ")),
+        "{err}"
+    );
+    assert!(err.contains("buildpack version: v1"), "{err}");
+    let purged = s.ok(&s.admin, "builds:purge-cache urls");
+    assert!(
+        purged.contains("purged the build cache of 'urls'"),
+        "{purged}"
+    );
+    commit(&app, "README", "third\n", "third");
+    let (ok, err) = push(&app, "urls");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!("fetched {git_url} (commit ")),
+        "{err}"
+    );
+    assert_eq!(
+        s.get("urls", "/index.html"),
+        (200, "hello v2 (with suffix)\n".into())
+    );
+
+    // BUILDPACK_URL in .env, .git-less.
+    let dotenv = repo(&root.join("dotenv-src"));
+    std::fs::remove_file(dotenv.join("Procfile")).unwrap();
+    std::fs::write(dotenv.join("magrathea.yml"), "stack: bookworm\n").unwrap();
+    let bare_url = http.url("hello-buildpack");
+    commit(
+        &dotenv,
+        ".env",
+        &format!("BUILDPACK_URL={bare_url}\n"),
+        "dotenv",
+    );
+    let (ok, err) = push(&dotenv, "dotenv");
+    assert!(ok, "{err}");
+    assert!(
+        err.contains(&format!("fetched {bare_url} (commit ")),
+        "{err}"
+    );
+    assert_eq!(s.get("dotenv", "/index.html"), (200, "hello v1\n".into()));
+
+    // The source goes away: what is cached still builds; what is not fails at once.
+    let dead = http.url("heroku-buildpack-gone.git");
+    drop(http);
+    commit(&app, "README", "fourth\n", "fourth");
+    let (ok, err) = push(&app, "urls");
+    assert!(ok, "{err}");
+    assert!(err.contains("using cached"), "{err}");
+    s.ok(&s.admin, "apps:create gone");
+    s.ok(
+        &s.admin,
+        &format!("config:set gone BUILDPACK_URL={dead} --no-restart"),
+    );
+    let (ok, err) = push(&dotenv, "gone");
+    assert!(!ok);
+    assert!(
+        err.contains(&format!(
+            "cannot fetch buildpack {}",
+            dead.trim_end_matches('/')
+        )),
+        "{err}"
+    );
+    assert!(releases(&s, "gone").is_empty());
+}
+
+/// Submodules are fetched at build time from the URLs in .gitmodules, recursively, at the
+/// commits the pushed tree records; one that cannot be fetched fails the build, named.
+#[test]
+fn submodules_are_fetched_recursively_at_the_recorded_commit() {
+    let s = Server::start();
+    let root = s.dir.path();
+    let served = root.join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    let http = FileServer::start(&served);
+
+    let inner = root.join("inner");
+    std::fs::create_dir_all(&inner).unwrap();
+    git_local(&inner, &["init", "-q", "-b", "main"]);
+    commit(&inner, "inner.txt", "inner v1\n", "inner");
+    publish(&inner, &served, "inner.git");
+
+    let lib = root.join("lib");
+    std::fs::create_dir_all(&lib).unwrap();
+    git_local(&lib, &["init", "-q", "-b", "main"]);
+    std::fs::write(lib.join("index.html"), "from the submodule v1\n").unwrap();
+    git_local(
+        &lib,
+        &["submodule", "add", "-q", &http.url("inner.git"), "inner"],
+    );
+    git_local(&lib, &["commit", "-q", "-am", "lib v1"]);
+    git_local(&lib, &["add", "-A"]);
+    git_local(&lib, &["commit", "-q", "-m", "lib v1 files"]);
+    publish(&lib, &served, "shared-ui.git");
+
+    let app = repo(&root.join("app-src"));
+    std::fs::write(
+        app.join("Procfile"),
+        "web: busybox httpd -f -p $PORT -h vendor/ui\n",
+    )
+    .unwrap();
+    git_local(
+        &app,
+        &[
+            "submodule",
+            "add",
+            "-q",
+            &http.url("shared-ui.git"),
+            "vendor/ui",
+        ],
+    );
+    git_local(&app, &["add", "-A"]);
+    git_local(&app, &["commit", "-q", "-m", "app with a submodule"]);
+    let out = s.git_ok(&s.admin, &app, &["push", &s.url("subs"), "main"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "Fetching submodule vendor/ui from {}",
+            http.url("shared-ui.git")
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains("Fetching submodule vendor/ui/inner from"),
+        "{err}"
+    );
+    assert_eq!(
+        s.get("subs", "/index.html"),
+        (200, "from the submodule v1\n".into())
+    );
+    assert_eq!(
+        s.get("subs", "/inner/inner.txt"),
+        (200, "inner v1\n".into())
+    );
+
+    // Upstream moves on; the app still gets the commit it records.
+    commit(&lib, "index.html", "from the submodule v2\n", "lib v2");
+    publish(&lib, &served, "shared-ui.git");
+    commit(&app, "README", "again\n", "again");
+    s.git_ok(&s.admin, &app, &["push", &s.url("subs"), "main"]);
+    assert_eq!(
+        s.get("subs", "/index.html"),
+        (200, "from the submodule v1\n".into())
+    );
+
+    // A submodule whose URL does not answer: the build fails naming it.
+    let gone = http.url("gone-ui.git");
+    git_local(
+        &app,
+        &[
+            "config",
+            "-f",
+            ".gitmodules",
+            "submodule.vendor/ui.url",
+            &gone,
+        ],
+    );
+    git_local(&app, &["commit", "-q", "-am", "moved"]);
+    let out = s.git(&s.admin, &app, &["push", &s.url("subs2"), "main"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains(&format!("submodule 'vendor/ui': cannot fetch {gone}")),
+        "{err}"
+    );
+    assert!(releases(&s, "subs2").is_empty());
+}

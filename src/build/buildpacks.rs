@@ -1,8 +1,9 @@
 //! The built-in buildpacks, compiled into the binary and written to `<data>/buildpacks` at
 //! start, so an installed binary does not depend on the source tree.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::build::fetch::Remote;
 use crate::fsutil;
 use crate::safefs::{self, Kind};
 
@@ -52,15 +53,161 @@ pub enum Buildpack {
     Builtin(&'static str),
     /// A directory inside the app's repo (third-party buildpacks, unchanged).
     InRepo(String),
+    /// A git repository or tarball by URL, fetched by the controller (`fetch.rs`).
+    Url(Remote),
 }
 
-impl Buildpack {
-    pub fn container_path(&self) -> String {
-        match self {
-            Buildpack::Builtin(n) => format!("/buildpacks/{n}"),
-            Buildpack::InRepo(p) => format!("/build/{p}"),
+/// Where the build container sees the app (`BUILD_DIR`): where it runs, so absolute paths
+/// a buildpack writes (console scripts' shebangs, `.profile.d`) hold at run time.
+pub const APP_DIR: &str = "/app";
+/// Where the build container sees this build's own copy of its buildpacks.
+pub const STAGE_DIR: &str = "/buildpacks";
+
+/// Copy the buildpacks a build runs into `stage` (mounted read-write at [`STAGE_DIR`]:
+/// buildpacks write their `export` file, and sometimes more, into their own directory, so
+/// each build gets a fresh copy) with the driver; returns their paths in the container.
+/// `None`: every builtin, for detection. In-repo buildpacks stay where they are, in the app.
+/// `fetched` maps a URL buildpack's cache key to its cached tree.
+pub fn stage(
+    installed: &Path,
+    stage: &Path,
+    list: Option<&[Buildpack]>,
+    fetched: &std::collections::HashMap<String, PathBuf>,
+) -> std::io::Result<Vec<String>> {
+    std::fs::create_dir_all(stage)?;
+    fsutil::write_atomic(&stage.join(".driver.sh"), DRIVER.as_bytes(), 0o755)?;
+    let all: Vec<Buildpack> = BUILTIN.iter().map(|b| Buildpack::Builtin(b)).collect();
+    let mut out = vec![];
+    let mut used = std::collections::BTreeSet::new();
+    for bp in list.unwrap_or(&all) {
+        match bp {
+            Buildpack::InRepo(p) => out.push(format!("{APP_DIR}/{p}")),
+            Buildpack::Builtin(_) | Buildpack::Url(_) => {
+                let (name, from) = match bp {
+                    Buildpack::Url(r) => (
+                        r.name(),
+                        fetched.get(&r.key()).cloned().ok_or_else(|| {
+                            std::io::Error::other(format!("{} was not fetched", r.spec))
+                        })?,
+                    ),
+                    _ => (bp.name(), installed.join(bp.name())),
+                };
+                // The directory's name is the buildpack's name in build output.
+                let mut dir = name.clone();
+                let mut n = 1;
+                while !used.insert(dir.clone()) {
+                    n += 1;
+                    dir = format!("{name}-{n}");
+                }
+                copy_tree(&from, &stage.join(&dir))?;
+                out.push(format!("{STAGE_DIR}/{dir}"));
+            }
         }
     }
+    Ok(out)
+}
+
+/// `BUILDPACK_URL` from the repo's `.env` (`KEY=value` lines, `export ` and quotes allowed).
+fn dotenv_buildpack_url(src: &Path) -> Result<Option<String>, String> {
+    let text = safefs::read_text(src, ".env", 64 << 10).map_err(|e| e.to_string())?;
+    Ok(text
+        .and_then(|t| dotenv_value(&t, "BUILDPACK_URL"))
+        .filter(|v| !v.is_empty()))
+}
+
+fn dotenv_value(text: &str, key: &str) -> Option<String> {
+    let mut found = None;
+    for line in text.lines() {
+        let line = line.trim();
+        let line = line.strip_prefix("export ").unwrap_or(line).trim_start();
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if k.trim() != key {
+            continue;
+        }
+        let v = v.trim();
+        let v = if v.len() >= 2
+            && ((v.starts_with('"') && v.ends_with('"'))
+                || (v.starts_with('\'') && v.ends_with('\'')))
+        {
+            &v[1..v.len() - 1]
+        } else {
+            v.split(" #").next().unwrap_or(v).trim()
+        };
+        found = Some(v.to_string());
+    }
+    found
+}
+
+/// A name a shell can export: `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_env_name(k: &str) -> bool {
+    let mut c = k.chars();
+    c.next()
+        .is_some_and(|f| f.is_ascii_alphabetic() || f == '_')
+        && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
+}
+
+/// The slug file that applies the buildpacks' `config_vars` as defaults: sourced with the
+/// rest of `.profile.d` in every process, the release command and `run`, first (by name),
+/// and it sets a variable only when the app's config does not.
+pub const CONFIG_DEFAULTS: &str = ".profile.d/000-buildpack-config-vars.sh";
+
+pub fn write_config_defaults(
+    slug: &Path,
+    vars: &std::collections::BTreeMap<String, String>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut text =
+        String::from("# Written by the platform from the buildpacks' bin/release config_vars.\n");
+    for (k, v) in vars.iter().filter(|(k, _)| is_env_name(k)) {
+        let q = v.replace('\'', "'\\''");
+        text.push_str(&format!("[ -n \"${{{k}+x}}\" ] || export {k}='{q}'\n"));
+    }
+    // The app (and its buildpacks) made this tree: never write through a link in it.
+    let dir = slug.join(".profile.d");
+    match std::fs::symlink_metadata(&dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => {
+            return Err(std::io::Error::other(
+                ".profile.d in the app is not a directory",
+            ))
+        }
+        Err(_) => std::fs::create_dir(&dir)?,
+    }
+    let path = slug.join(CONFIG_DEFAULTS);
+    if std::fs::symlink_metadata(&path).is_ok() {
+        std::fs::remove_file(&path)?;
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o644)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)?;
+    f.write_all(text.as_bytes())
+}
+
+/// Copy a directory tree: files with their mode, symlinks as symlinks, nothing followed.
+pub fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(dst)?;
+    for e in std::fs::read_dir(src)? {
+        let e = e?;
+        let (from, to) = (e.path(), dst.join(e.file_name()));
+        let t = e.file_type()?;
+        if t.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(&from)?, &to)?;
+        } else if t.is_dir() {
+            copy_tree(&from, &to)?;
+        } else if t.is_file() {
+            let mode = e.metadata()?.permissions().mode() & 0o777;
+            std::fs::copy(&from, &to)?;
+            fsutil::set_mode(&to, mode)?;
+        }
+    }
+    Ok(())
 }
 
 /// Resolve a name from magrathea.yml or `.buildpacks`: a built-in, or a relative path in
@@ -69,6 +216,14 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
     let s = spec.trim();
     if let Some(b) = BUILTIN.iter().find(|b| **b == s) {
         return Ok(Buildpack::Builtin(b));
+    }
+    if let Some(r) = Remote::parse(s) {
+        return r.map(Buildpack::Url).map_err(|e| e.to_string());
+    }
+    if s.contains("://") {
+        return Err(format!(
+            "buildpack URL '{s}': only https://, http:// and git:// URLs are fetched"
+        ));
     }
     let rel = s.trim_start_matches("./").trim_end_matches('/');
     let ok = !rel.is_empty()
@@ -103,11 +258,31 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
     Ok(Buildpack::InRepo(rel.to_string()))
 }
 
-/// The buildpacks to run: magrathea.yml's list, else `.buildpacks`, else a repo-local
-/// `.buildpack/`, else None (detect among the built-ins).
-pub fn select(config: Option<&Vec<String>>, src: &Path) -> Result<Option<Vec<Buildpack>>, String> {
-    let list: Vec<String> = if let Some(l) = config {
+impl Buildpack {
+    /// As build output names it before its bin/detect does.
+    pub fn name(&self) -> String {
+        match self {
+            Buildpack::Builtin(n) => n.to_string(),
+            Buildpack::InRepo(p) => p.clone(),
+            Buildpack::Url(r) => r.name(),
+        }
+    }
+}
+
+/// The buildpacks to run: the app's `BUILDPACK_URL` config var, else magrathea.yml's
+/// `buildpacks:`, else `BUILDPACK_URL` in the repo's `.env` (Dokku's convention), else
+/// `.buildpacks`, else a repo-local `.buildpack/`, else None (detect among the built-ins).
+pub fn select(
+    config: Option<&Vec<String>>,
+    buildpack_url: Option<&str>,
+    src: &Path,
+) -> Result<Option<Vec<Buildpack>>, String> {
+    let list: Vec<String> = if let Some(u) = buildpack_url.filter(|u| !u.trim().is_empty()) {
+        vec![u.trim().to_string()]
+    } else if let Some(l) = config {
         l.clone()
+    } else if let Some(u) = dotenv_buildpack_url(src)? {
+        vec![u]
     } else if let Some(text) =
         safefs::read_text(src, ".buildpacks", 64 << 10).map_err(|e| e.to_string())?
     {
@@ -153,11 +328,59 @@ mod tests {
         }
         std::os::unix::fs::symlink("/", d.path().join("root")).unwrap();
         assert!(resolve("root", d.path()).is_err());
-        assert_eq!(select(None, d.path()), Ok(None));
+        std::fs::create_dir(d.path().join("slug")).unwrap();
+        let vars = std::collections::BTreeMap::from([
+            ("A".to_string(), "it's $HOME".to_string()),
+            ("bad-name".to_string(), "x".to_string()),
+        ]);
+        write_config_defaults(&d.path().join("slug"), &vars).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                ". {0}; echo \"$A\"; B=set; A=mine; . {0}; echo \"$A\"",
+                d.path().join("slug").join(CONFIG_DEFAULTS).display()
+            ))
+            .env_remove("A")
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "it's $HOME\nmine\n");
+        std::fs::create_dir(d.path().join("evil2")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("x"), d.path().join("evil2/.profile.d")).unwrap();
+        assert!(write_config_defaults(&d.path().join("evil2"), &vars).is_err());
+        assert_eq!(select(None, None, d.path()), Ok(None));
         std::fs::write(d.path().join(".buildpacks"), "# x\nbp\nstatic\n").unwrap();
         assert_eq!(
-            select(None, d.path()).unwrap().unwrap(),
+            select(None, None, d.path()).unwrap().unwrap(),
             vec![Buildpack::InRepo("bp".into()), Buildpack::Builtin("static")]
         );
+        // BUILDPACK_URL: .env over .buildpacks, the config var over both.
+        std::fs::write(
+            d.path().join(".env"),
+            "export BUILDPACK_URL='https://example.com/bp.git#v1'\nOTHER=1\n",
+        )
+        .unwrap();
+        let one = |s: Vec<Buildpack>| match &s[..] {
+            [Buildpack::Url(r)] => r.spec.clone(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            one(select(None, None, d.path()).unwrap().unwrap()),
+            "https://example.com/bp.git#v1"
+        );
+        assert_eq!(
+            one(select(None, Some("http://h/x.tgz"), d.path())
+                .unwrap()
+                .unwrap()),
+            "http://h/x.tgz"
+        );
+        assert_eq!(
+            select(Some(&vec!["static".into()]), None, d.path()),
+            Ok(Some(vec![Buildpack::Builtin("static")]))
+        );
+        assert!(resolve("file:///etc", d.path())
+            .unwrap_err()
+            .contains("https://"));
+        assert_eq!(dotenv_value("A=1\nA=\"2\"\n", "A").as_deref(), Some("2"));
+        assert_eq!(dotenv_value("A=x # note\n", "A").as_deref(), Some("x"));
     }
 }

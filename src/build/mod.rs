@@ -3,7 +3,9 @@
 
 pub mod buildpacks;
 pub mod docker;
+pub mod fetch;
 pub mod queue;
+pub mod submodules;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -231,6 +233,37 @@ async fn report(out: &mut Sink, e: BuildError) -> BuildError {
     e
 }
 
+/// Where buildpacks fetched by URL are kept, shared by every app (keyed by URL and ref).
+pub fn buildpack_cache(core: &Core) -> PathBuf {
+    core.data.root().join("buildpack-cache")
+}
+
+/// Present after `builds:purge-cache`: the app's next build fetches its URL buildpacks
+/// again. Beside the cache dir, not in it: the cache is the buildpacks' own space.
+fn refetch_marker(core: &Core, app: &str) -> PathBuf {
+    core.data
+        .root()
+        .join("cache")
+        .join(format!("{app}.refetch"))
+}
+
+/// `builds:purge-cache`: empty the app's build cache and have its next build fetch its
+/// buildpacks again. Returns the bytes freed.
+pub fn purge_cache(core: &Core, app: &str) -> std::io::Result<u64> {
+    let cache = core.data.cache(app);
+    std::fs::create_dir_all(cache.parent().unwrap_or(&cache))?;
+    crate::fsutil::write_atomic(&refetch_marker(core, app), b"", 0o600)?;
+    let freed = dir_size(&cache);
+    // Out of the way in one rename (a build starting now gets an empty cache), then gone.
+    let doomed = cache.with_file_name(format!(".purged-{app}-{}", crate::keys::random_hex(4)));
+    match std::fs::rename(&cache, &doomed) {
+        Ok(()) => crate::release::extract::remove_tree(&doomed)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    Ok(freed)
+}
+
 pub fn human(bytes: u64) -> String {
     if bytes >= 1 << 20 {
         format!("{:.1} MB", bytes as f64 / (1u64 << 20) as f64)
@@ -281,11 +314,26 @@ async fn run(
             return Err(fail(e.to_string()));
         }
     };
-    for s in &exported.skipped_submodules {
-        out.line(format!(
-            " !     submodule {s} skipped (submodules are not fetched)"
-        ))
-        .await;
+    if !exported.submodules.is_empty() {
+        let mut lines = vec![];
+        let subs = exported.submodules.clone();
+        let sub_cache = core.data.root().join("submodule-cache");
+        let fetched = tokio::select! {
+            r = submodules::fetch_all(
+                &sub_cache,
+                &src,
+                subs,
+                |l| lines.push(l),
+            ) => r,
+            _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+        };
+        for l in lines {
+            out.line(l).await;
+        }
+        if let Err(e) = fetched {
+            out.line(format!(" !     {e}")).await;
+            return Err(fail(e));
+        }
     }
     // The files the platform itself reads must be files of the repo, never links to
     // something on the server.
@@ -330,18 +378,42 @@ async fn run(
             return Err(fail(e.to_string()));
         }
     };
-    let image = format!("magrathea/stack-{stack}:latest");
-    let image_id = match docker.image_id(&image).await {
-        Ok(Some(i)) => i,
-        Ok(None) => {
-            let m =
-                format!("stack image {image} not found; build it with scripts/stack-{stack}.sh");
-            out.line(format!(" !     {m}")).await;
-            return Err(fail(m));
-        }
+    // A stack is a run image (`-run`, recorded in the release: nodes run it) and, as on
+    // Heroku, a larger build image (`-build`) with compilers and headers. A stack with one
+    // image (the tiny stack) has only `magrathea/stack-NAME`, which is also the fallback for
+    // either (scripts/stack-bookworm.sh keeps it as an alias of the build image).
+    let plain = format!("magrathea/stack-{stack}:latest");
+    let run_image = format!("magrathea/stack-{stack}-run:latest");
+    let image_id = match docker.image_id(&run_image).await {
+        Ok(Some(i)) => Some(i),
+        Ok(None) => None,
         Err(e) => return Err(fail(e.to_string())),
     };
-    let selected = match buildpacks::select(config.buildpacks.as_ref(), &src) {
+    let image_id = match image_id {
+        Some(i) => i,
+        None => match docker.image_id(&plain).await {
+            Ok(Some(i)) => i,
+            Ok(None) => {
+                let m = format!(
+                    "stack image {plain} not found; build it with scripts/stack-{stack}.sh"
+                );
+                out.line(format!(" !     {m}")).await;
+                return Err(fail(m));
+            }
+            Err(e) => return Err(fail(e.to_string())),
+        },
+    };
+    let build_image = format!("magrathea/stack-{stack}-build:latest");
+    let image = match docker.image_id(&build_image).await {
+        Ok(Some(i)) => i,
+        Ok(None) => image_id.clone(),
+        Err(e) => return Err(fail(e.to_string())),
+    };
+    let selected = match buildpacks::select(
+        config.buildpacks.as_ref(),
+        req.config_vars.get("BUILDPACK_URL").map(String::as_str),
+        &src,
+    ) {
         Ok(s) => s,
         Err(e) => {
             out.line(format!(" !     {e}")).await;
@@ -349,12 +421,54 @@ async fn run(
         }
     };
     let detect = selected.is_none();
-    let bps: Vec<String> = match selected {
-        Some(list) => list.iter().map(|b| b.container_path()).collect(),
-        None => buildpacks::BUILTIN
-            .iter()
-            .map(|b| format!("/buildpacks/{b}"))
-            .collect(),
+    // Buildpacks by URL: from the cache, or fetched now (again after builds:purge-cache).
+    let refetch = refetch_marker(core, &req.app);
+    let refresh = refetch.exists();
+    let mut fetched = std::collections::HashMap::new();
+    for bp in selected.iter().flatten() {
+        let buildpacks::Buildpack::Url(r) = bp else {
+            continue;
+        };
+        if fetched.contains_key(&r.key()) {
+            continue;
+        }
+        out.line(format!("-----> Fetching buildpack {}", r.spec))
+            .await;
+        let bp_cache = buildpack_cache(core);
+        let got = tokio::select! {
+            g = fetch::fetch(&bp_cache, r, refresh) => g,
+            _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+        };
+        match got {
+            Ok((tree, what)) => {
+                out.line(format!("       {what}")).await;
+                fetched.insert(r.key(), tree);
+            }
+            Err(e) => {
+                out.line(format!(" !     {e}")).await;
+                return Err(fail(e.to_string()));
+            }
+        }
+    }
+    if refresh {
+        let _ = std::fs::remove_file(&refetch);
+    }
+    let staged = {
+        let (installed, stage) = (core.data.buildpacks(), dir.join("buildpacks"));
+        let list = selected.clone();
+        tokio::task::spawn_blocking(move || {
+            buildpacks::stage(&installed, &stage, list.as_deref(), &fetched)
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+    };
+    let bps = match staged {
+        Ok(b) => b,
+        Err(e) => {
+            let m = format!("cannot stage the buildpacks: {e}");
+            out.line(format!(" !     {m}")).await;
+            return Err(fail(m));
+        }
     };
     for (k, v) in &req.config_vars {
         let _ = crate::fsutil::write_atomic(&envd.join(k), v.as_bytes(), 0o600);
@@ -362,15 +476,20 @@ async fn run(
     let cache = core.data.cache(&req.app);
     // The build runs as the app's uid: its dirs are given to it.
     let uid = core.app_uid(&req.app).map_err(|e| fail(e.to_string()))?;
-    crate::isolation::give_build_dirs(&[&src, &envd, &meta], &cache, uid)
+    let stage = dir.join("buildpacks");
+    crate::isolation::give_build_dirs(&[&src, &envd, &meta, &stage], &cache, uid)
         .map_err(|e| fail(format!("build dirs: {e}")))?;
     let p = |x: &Path| x.display().to_string();
     let mut mounts = vec![
-        (p(&src), "/build".to_string(), false),
+        (p(&src), buildpacks::APP_DIR.to_string(), false),
         (p(&cache), "/cache".to_string(), false),
         (p(&envd), "/env".to_string(), true),
         (p(&meta), "/meta".to_string(), false),
-        (p(&core.data.buildpacks()), "/buildpacks".to_string(), true),
+        (
+            p(&dir.join("buildpacks")),
+            buildpacks::STAGE_DIR.to_string(),
+            false,
+        ),
     ];
     // Builds fetch from package indexes over TLS: give them the host's CA bundle.
     let ca = Path::new("/etc/ssl/certs/ca-certificates.crt");
@@ -379,8 +498,9 @@ async fn run(
     }
     let mut cmd = vec![
         "/bin/sh".into(),
-        "/buildpacks/.driver.sh".into(),
-        "/build".into(),
+        format!("{}/.driver.sh", buildpacks::STAGE_DIR),
+        if detect { "detect" } else { "list" }.into(),
+        buildpacks::APP_DIR.into(),
         "/cache".into(),
         "/env".into(),
         "/meta".into(),
@@ -390,11 +510,13 @@ async fn run(
         name: format!("magrathea-{}-build-{}-{id}", core.instance, req.app),
         image: image.clone(),
         cmd,
+        // Heroku's build environment: STACK, SOURCE_VERSION (the commit), HOME (the app
+        // dir). GIT_REV as Dokku sets it; SOURCE_DATE_EPOCH for reproducible tools.
         env: vec![
             format!("STACK={stack}"),
-            "HOME=/app".into(),
+            format!("SOURCE_VERSION={commit}"),
+            format!("HOME={}", buildpacks::APP_DIR),
             format!("SOURCE_DATE_EPOCH={}", exported.commit_time),
-            format!("MAGRATHEA_DETECT={}", u8::from(detect)),
             format!("GIT_REV={commit}"),
         ],
         mounts,
@@ -406,7 +528,7 @@ async fn run(
         ],
         uid,
         pids: crate::isolation::BUILD_PIDS,
-        workdir: Some("/build".into()),
+        workdir: Some(buildpacks::APP_DIR.into()),
     };
     let (ltx, mut lrx) = mpsc::channel::<String>(256);
     let run = docker.run(spec, ltx, cancel.clone(), core.limits.timeout);
@@ -423,6 +545,9 @@ async fn run(
     match outcome {
         Ok(RunOutcome::Exited(0)) => {}
         Ok(RunOutcome::Exited(3)) if detect => return Err(fail("no buildpack matched".into())),
+        Ok(RunOutcome::Exited(5)) if !detect => {
+            return Err(fail("app not compatible with a buildpack".into()))
+        }
         Ok(RunOutcome::Exited(c)) => {
             out.line(format!(" !     build failed (exit {c})")).await;
             return Err(fail(format!("build failed (exit {c})")));
@@ -471,6 +596,10 @@ async fn run(
         Ok(t) => t.unwrap_or_default().lines().map(String::from).collect(),
         Err(e) => return Err(report(out, hostile(e)).await),
     };
+    // bin/release's config_vars become defaults of the release (a later buildpack's win);
+    // addons are recorded, never provisioned.
+    let mut config_defaults = BTreeMap::new();
+    let mut addons = vec![];
     for i in 1..=buildpack_names.len().max(1) {
         let t = match safefs::read_text(&meta, &format!("release-{i}.yml"), MAX_META_FILE) {
             Ok(t) => t,
@@ -478,13 +607,41 @@ async fn run(
         };
         if let Some(t) = t {
             match appconfig::parse_release(&t) {
-                Ok(r) => processes.extend(r.default_process_types.unwrap_or_default()),
+                Ok(r) => {
+                    config_defaults.extend(r.config_vars());
+                    addons.extend(r.addons());
+                    processes.extend(r.default_process_types.unwrap_or_default());
+                }
                 Err(e) => {
                     out.line(format!(" !     {e}")).await;
                     return Err(fail(e));
                 }
             }
         }
+    }
+    config_defaults.retain(|k, _| buildpacks::is_env_name(k));
+    if !config_defaults.is_empty() {
+        out.line(format!(
+            "-----> Default config vars from buildpacks: {}",
+            config_defaults
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+        .await;
+        if let Err(e) = buildpacks::write_config_defaults(&src, &config_defaults) {
+            let m = format!("cannot apply the buildpacks' config_vars: {e}");
+            out.line(format!(" !     {m}")).await;
+            return Err(fail(m));
+        }
+    }
+    if !addons.is_empty() {
+        out.line(format!(
+            "-----> Add-ons asked for by buildpacks (recorded, not provisioned): {}",
+            addons.join(", ")
+        ))
+        .await;
     }
     if let Some(p) = &config.processes {
         processes.extend(p.clone());
@@ -531,6 +688,8 @@ async fn run(
         buildpacks: buildpack_names,
         processes,
         release: release_cmd,
+        config_vars: config_defaults,
+        addons,
     };
     if out.closed() || cancel.is_cancelled() {
         return Err(BuildError::Cancelled);

@@ -1,4 +1,4 @@
-//! builds, builds:log, builds:cancel.
+//! builds, builds:log, builds:cancel, builds:purge-cache.
 
 use std::sync::Arc;
 
@@ -65,4 +65,18 @@ pub fn cancel(core: &Arc<Core>, app: &str) -> CmdResult {
         Some(id) => Ok(format!("cancelling build {id} of '{app}'\n")),
         None => Err(CmdError::Invalid(format!("no build of '{app}' is running"))),
     }
+}
+
+pub fn purge_cache(core: &Arc<Core>, app: &str) -> CmdResult {
+    if core.queue.waiting(app) > 0 {
+        return Err(CmdError::Invalid(format!(
+            "a build of '{app}' is running or queued; wait for it or `builds:cancel {app}`"
+        )));
+    }
+    let freed = crate::build::purge_cache(core, app)
+        .map_err(|e| CmdError::Invalid(format!("cannot purge the build cache: {e}")))?;
+    Ok(format!(
+        "purged the build cache of '{app}' ({}); its next build fetches its buildpacks again\n",
+        crate::build::human(freed)
+    ))
 }

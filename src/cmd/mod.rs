@@ -196,6 +196,9 @@ pub enum Cmd {
     /// Cancel an app's running build (deployer)
     #[command(name = "builds:cancel")]
     BuildsCancel { app: String },
+    /// Empty an app's build cache; its next build fetches its buildpacks again (deployer)
+    #[command(name = "builds:purge-cache")]
+    BuildsPurgeCache { app: String },
     /// Show config vars (owner)
     Config {
         app: String,
@@ -390,7 +393,7 @@ impl Cmd {
             | ReleasesInfo { app, .. }
             | Builds { app, .. }
             | BuildsLog { app, .. } => Need::App(app, AppRole::Viewer),
-            BuildsCancel { app } => Need::App(app, AppRole::Deployer),
+            BuildsCancel { app } | BuildsPurgeCache { app } => Need::App(app, AppRole::Deployer),
             Shell { app, .. } | Run { app, .. } => Need::App(app, AppRole::Owner),
             Logs(a) => Need::App(&a.app, AppRole::Viewer),
             Audit { app: Some(app), .. } => Need::App(app, AppRole::Owner),
@@ -797,6 +800,7 @@ fn run(core: &Arc<Core>, who: &Identity, cmd: Cmd, stdin: &[u8]) -> CmdResult {
         Builds { app, n, json } => builds::list(core, &app, n, json),
         BuildsLog { app, id } => builds::log(core, &app, id),
         BuildsCancel { app } => builds::cancel(core, &app),
+        BuildsPurgeCache { app } => builds::purge_cache(core, &app),
         Nodes { json } => nodes::list(core, json),
         NodesRemove { name } => nodes::remove(core, &name),
         NodesKey => nodes::key(core),

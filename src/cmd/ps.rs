@@ -355,6 +355,8 @@ mod tests {
             buildpacks: vec![],
             processes: BTreeMap::from([("web".into(), "w".into()), ("worker".into(), "k".into())]),
             release: None,
+            config_vars: BTreeMap::new(),
+            addons: vec![],
         };
         let c = parse_counts(&["web=3".into(), "worker=0".into()], Some(&m)).unwrap();
         assert_eq!(c, BTreeMap::from([("web".into(), 3), ("worker".into(), 0)]));

@@ -1,6 +1,7 @@
 //! Exporting a pushed commit's tree to a directory with git2, reading the push's quarantined
 //! objects (they are not in the repository until pre-receive says yes). Walks the tree; no
-//! index, no checkout. Symlinks stay symlinks; `.slugignore` is honoured.
+//! index, no checkout. Symlinks stay symlinks; `.slugignore` is honoured. Submodules are
+//! listed with the URL `.gitmodules` gives them, for the build to fetch (`submodules.rs`).
 
 use std::path::{Path, PathBuf};
 
@@ -30,7 +31,17 @@ pub struct Exported {
     /// Commit time: the release's file mtimes, so rebuilds are reproducible.
     pub commit_time: i64,
     pub files: usize,
-    pub skipped_submodules: Vec<String>,
+    /// Gitlinks met in the tree, not exported: the build fetches them.
+    pub submodules: Vec<Submodule>,
+}
+
+/// A submodule of the exported tree: where it goes, the commit recorded there, and its URL
+/// from `.gitmodules` (None when `.gitmodules` has no entry for that path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submodule {
+    pub path: String,
+    pub commit: String,
+    pub url: Option<String>,
 }
 
 pub fn open(repo: &Path, q: &Quarantine) -> Result<Repository, ExportError> {
@@ -73,6 +84,60 @@ fn slugignore(repo: &Repository, tree: &Tree) -> Vec<String> {
         .collect()
 }
 
+/// path -> url from the tree's `.gitmodules` (git's config syntax: `[submodule "name"]`
+/// sections with `path = ...` and `url = ...`; quotes and comments handled, includes not).
+fn gitmodules(repo: &Repository, tree: &Tree) -> std::collections::HashMap<String, String> {
+    let Some(entry) = tree.get_name(".gitmodules") else {
+        return Default::default();
+    };
+    let Ok(blob) = repo.find_blob(entry.id()) else {
+        return Default::default();
+    };
+    parse_gitmodules(&String::from_utf8_lossy(blob.content()))
+}
+
+fn parse_gitmodules(text: &str) -> std::collections::HashMap<String, String> {
+    let mut sections: Vec<(Option<String>, Option<String>)> = vec![];
+    let mut in_submodule = false;
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[') {
+            in_submodule = section.trim_start().starts_with("submodule");
+            if in_submodule {
+                sections.push((None, None));
+            }
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=') else {
+            continue;
+        };
+        if !in_submodule {
+            continue;
+        }
+        let v = v.trim();
+        let v = v
+            .strip_prefix('"')
+            .and_then(|x| x.strip_suffix('"'))
+            .unwrap_or(v)
+            .to_string();
+        let Some(cur) = sections.last_mut() else {
+            continue;
+        };
+        match k.trim().to_ascii_lowercase().as_str() {
+            "path" => cur.0 = Some(v.trim_end_matches('/').to_string()),
+            "url" => cur.1 = Some(v),
+            _ => {}
+        }
+    }
+    sections
+        .into_iter()
+        .filter_map(|(p, u)| Some((p?, u?)))
+        .collect()
+}
+
 fn ignored(patterns: &[String], rel: &str) -> bool {
     let base = rel.rsplit('/').next().unwrap_or(rel);
     patterns.iter().any(|p| {
@@ -94,9 +159,13 @@ pub fn export(repo: &Repository, commit: &str, dst: &Path) -> Result<Exported, E
         commit: commit.to_string(),
         commit_time: time,
         files: 0,
-        skipped_submodules: vec![],
+        submodules: vec![],
     };
     walk(repo, &tree, dst, "", &patterns, time, &mut out)?;
+    let urls = gitmodules(repo, &tree);
+    for s in &mut out.submodules {
+        s.url = urls.get(&s.path).cloned();
+    }
     Ok(out)
 }
 
@@ -149,7 +218,11 @@ fn walk(
                 )?;
                 out.files += 1;
             }
-            (Some(ObjectType::Commit), _) => out.skipped_submodules.push(rel),
+            (Some(ObjectType::Commit), _) => out.submodules.push(Submodule {
+                path: rel,
+                commit: e.id().to_string(),
+                url: None,
+            }),
             _ => return Err(ExportError::BadEntry(rel)),
         }
     }
@@ -170,6 +243,18 @@ impl FromBytes for std::ffi::OsStr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gitmodules_parsing() {
+        let m = parse_gitmodules(
+            "[submodule \"lib/shared\"]\n\tpath = lib/shared\n\turl = https://example.com/org/shared.git\n\
+             # comment\n[core]\n\turl = nope\n[submodule \"x\"]\n\tpath = \"vendor/x/\"\n\turl = ../x.git\n\
+             [submodule \"no-url\"]\n\tpath = y\n",
+        );
+        assert_eq!(m.len(), 2);
+        assert_eq!(m["lib/shared"], "https://example.com/org/shared.git");
+        assert_eq!(m["vendor/x"], "../x.git");
+    }
 
     #[test]
     fn slugignore_patterns() {

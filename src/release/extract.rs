@@ -110,6 +110,16 @@ pub fn unpack_stream(
 /// directory. On error, `dst` may hold a partial tree: the caller removes it
 /// ([`unpack_verified`] does).
 pub fn unpack(src: impl Read, dst: &Path) -> Result<(), ReleaseError> {
+    unpack_inner(src, dst, false)
+}
+
+/// [`unpack`] for archives made elsewhere (buildpack tarballs): the same checks, but
+/// entries may start with `./`, as `tar -C dir -czf x.tgz .` writes them.
+pub fn unpack_foreign(src: impl Read, dst: &Path) -> Result<(), ReleaseError> {
+    unpack_inner(src, dst, true)
+}
+
+fn unpack_inner(src: impl Read, dst: &Path, dot_prefix: bool) -> Result<(), ReleaseError> {
     if fs::read_dir(dst).map_err(io_at(dst))?.next().is_some() {
         return Err(ReleaseError::Exists(dst.to_path_buf()));
     }
@@ -129,8 +139,18 @@ pub fn unpack(src: impl Read, dst: &Path) -> Result<(), ReleaseError> {
             path: name.clone(),
             reason,
         };
-        let path = normal_path(&entry.path_bytes()).map_err(bad)?;
         let kind = entry.header().entry_type();
+        let raw = entry.path_bytes().into_owned();
+        let raw = match raw.strip_prefix(b"./") {
+            Some(rest) if dot_prefix => {
+                if rest.is_empty() && kind == EntryType::Directory {
+                    continue; // the archive's root itself
+                }
+                rest.to_vec()
+            }
+            _ => raw,
+        };
+        let path = normal_path(&raw).map_err(bad)?;
         tracker.check_path(&path).map_err(bad)?;
         match kind {
             EntryType::Regular | EntryType::Directory => {}

@@ -26,6 +26,13 @@ pub struct Manifest {
     pub buildpacks: Vec<String>,
     pub processes: BTreeMap<String, String>,
     pub release: Option<String>,
+    /// Defaults from the buildpacks' `bin/release` `config_vars` (the app's config wins).
+    /// Left out when empty, so releases built before this field keep their bytes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub config_vars: BTreeMap<String, String>,
+    /// `bin/release` `addons`: recorded, never provisioned.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub addons: Vec<String>,
 }
 
 pub fn file_name(version: i64, sha256: &str) -> String {
