@@ -595,6 +595,7 @@ fn bash_buildpacks_run_as_executables_and_build_where_the_app_runs() {
     assert!(out.status.success(), "{err}\n{}", s.log());
     for want in [
         "Buildpack 1/2: tool",
+        "built on magrathea-stack-bookworm-build, cc: /usr/bin/cc",
         "Tool app detected",
         "requested: tool-hello",
         "Greeter app detected",
@@ -621,9 +622,24 @@ fn bash_buildpacks_run_as_executables_and_build_where_the_app_runs() {
     // config var defaults apply unless the app's config sets them.
     let out = s.ok(
         &s.admin,
-        "run bashy -- sh -c 'tool-hello; echo $GREETER_MODE $GREETING'",
+        "run bashy -- sh -c 'tool-hello; echo $GREETER_MODE $GREETING; cat /etc/stack-release; command -v cc || echo no cc'",
     );
-    assert_eq!(out, "hello from tool-hello in /app/.tool\nfriendly howdy\n");
+    assert_eq!(
+        out,
+        "hello from tool-hello in /app/.tool\nfriendly howdy\nmagrathea-stack-bookworm\nno cc\n"
+    );
+    // Built on the stack's build image, run on (and recorded as) its run image.
+    let run_image = text(
+        &run(Command::new("docker").args([
+            "image",
+            "inspect",
+            "-f",
+            "{{.Id}}",
+            "magrathea/stack-bookworm-run:latest",
+        ]))
+        .stdout,
+    );
+    assert_eq!(info["manifest"]["stack_image"], run_image.trim());
 
     // Named buildpacks must pass their bin/detect, as on Heroku.
     git_local(&dir, &["rm", "-q", "Toolfile"]);

@@ -128,14 +128,49 @@ pub async fn resolve_commit(
     Ok(commit)
 }
 
+/// The config vars a build of `commit` sees in `ENV_DIR`: those of the environment the ref
+/// deploys to (the first, by the commit's own magrathea.yml; production when none), over
+/// that environment's `env:` in magrathea.yml.
+async fn build_config(
+    core: &Arc<Core>,
+    req: &BuildRequest,
+    commit: &str,
+) -> BTreeMap<String, String> {
+    let (repo, q, c) = (
+        core.data.repo(&req.app),
+        req.quarantine.clone(),
+        commit.to_string(),
+    );
+    let text = tokio::task::spawn_blocking(move || {
+        let r = export::open(&repo, &q).ok()?;
+        export::read_top_file(&r, &c, "magrathea.yml")
+    })
+    .await
+    .ok()
+    .flatten();
+    let config = text
+        .and_then(|t| appconfig::parse(&String::from_utf8_lossy(&t)).ok())
+        .unwrap_or_default();
+    let target = crate::deploy::envs::for_ref(&config, &req.git_ref)
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| crate::deploy::envs::target(&config, "production"));
+    let mut vars = target.vars.clone();
+    vars.extend(core.config(&req.app, &target.env).unwrap_or_default());
+    vars
+}
+
 pub async fn build(
     core: &Arc<Core>,
-    req: BuildRequest,
+    mut req: BuildRequest,
     out: &mut Sink,
     cancel: CancellationToken,
 ) -> Result<ReleaseRow, BuildError> {
     let fail = |m: String| BuildError::Failed(m);
     let commit = resolve_commit(core, &req.app, &req.quarantine, &req.object).await?;
+    if req.config_vars.is_empty() {
+        req.config_vars = build_config(core, &req, &commit).await;
+    }
     let id = core
         .store
         .create_build(&req.app, &commit, &req.git_ref, &req.key_name)
@@ -470,7 +505,13 @@ async fn run(
             return Err(fail(m));
         }
     };
-    for (k, v) in &req.config_vars {
+    // ENV_DIR: one file per config var (names are checked at config:set; a file name
+    // must not be anything but a plain variable name all the same).
+    for (k, v) in req
+        .config_vars
+        .iter()
+        .filter(|(k, _)| buildpacks::is_env_name(k))
+    {
         let _ = crate::fsutil::write_atomic(&envd.join(k), v.as_bytes(), 0o600);
     }
     let cache = core.data.cache(&req.app);

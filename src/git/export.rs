@@ -69,6 +69,22 @@ pub fn resolve(repo: &Repository, oid: &str) -> Result<(String, i64), ExportErro
     Ok((commit.id().to_string(), commit.time().seconds()))
 }
 
+/// A regular file at the top of `commit`'s tree (not a symlink, not a directory), read
+/// from the object database: for what must be known before the tree is exported.
+pub fn read_top_file(repo: &Repository, commit: &str, name: &str) -> Option<Vec<u8>> {
+    let tree = repo
+        .find_commit(Oid::from_str(commit).ok()?)
+        .ok()?
+        .tree()
+        .ok()?;
+    let entry = tree.get_name(name)?;
+    if !matches!(entry.filemode(), 0o100644 | 0o100755) {
+        return None;
+    }
+    let blob = repo.find_blob(entry.id()).ok()?;
+    (blob.size() <= 1 << 20).then(|| blob.content().to_vec())
+}
+
 fn slugignore(repo: &Repository, tree: &Tree) -> Vec<String> {
     let Some(entry) = tree.get_name(".slugignore") else {
         return vec![];
