@@ -577,6 +577,7 @@ fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
         &["no process types"],
     );
 }
+
 /// Heroku's buildpack API as third-party bash buildpacks use it: scripts executed through
 /// their own shebang (`set -euo pipefail`), one without its exec bit run with bash, the
 /// first buildpack's `export` sourced before the second, the build env (STACK,
