@@ -330,17 +330,16 @@ const CASES: &[Case] = &[
     ("flask-gunicorn", flask_gunicorn),
     ("worker-only", worker_only),
     ("php-composer-unfetchable", php_composer_unfetchable),
+    ("submodule", submodule),
+    ("buildpack-by-url", buildpack_by_url),
+    ("apt-buildpack", apt_buildpack),
 ];
 /// Cases waiting for platform work not on main yet (Heroku formation and boot timeout, /app
-/// writable, release phase before the web check, buildpacks by URL run as executables,
-/// submodules): run only when named in COMPAT_CASES.
+/// writable, release phase before the web check): run only when named in COMPAT_CASES.
 const PENDING: &[Case] = &[
     ("slow-boot", slow_boot),
     ("django", django),
     ("express", express),
-    ("submodule", submodule),
-    ("buildpack-by-url", buildpack_by_url),
-    ("apt-buildpack", apt_buildpack),
 ];
 /// Run beside the others: they spend their time waiting for the app to bind.
 const BESIDE: &[&str] = &["slow-boot"];
