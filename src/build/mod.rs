@@ -350,19 +350,22 @@ async fn run(
         }
     };
     if !exported.submodules.is_empty() {
-        let mut lines = vec![];
         let subs = exported.submodules.clone();
         let sub_cache = core.data.root().join("submodule-cache");
-        let fetched = tokio::select! {
-            r = submodules::fetch_all(
-                &sub_cache,
-                &src,
-                subs,
-                |l| lines.push(l),
-            ) => r,
-            _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+        // Progress as it happens: a large submodule takes a while.
+        let (stx, mut srx) = mpsc::unbounded_channel::<String>();
+        let fetch = submodules::fetch_all(&sub_cache, &src, subs, move |l| {
+            let _ = stx.send(l);
+        });
+        tokio::pin!(fetch);
+        let fetched = loop {
+            tokio::select! {
+                r = &mut fetch => break r,
+                Some(l) = srx.recv() => out.line(l).await,
+                _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+            }
         };
-        for l in lines {
+        while let Ok(l) = srx.try_recv() {
             out.line(l).await;
         }
         if let Err(e) = fetched {
