@@ -22,6 +22,7 @@ pub mod fsutil;
 pub mod git;
 pub mod isolation;
 pub mod keys;
+pub mod lines;
 pub mod names;
 pub mod node;
 pub mod paths;

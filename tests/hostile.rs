@@ -55,6 +55,12 @@ case "$attack" in
   meta-hard) rm -f /meta/buildpacks; echo name > /meta/x; ln /meta/x /meta/buildpacks ;;
   procfile-rel) rm -f "$build/Procfile"; ln -s ../../../canary.txt "$build/Procfile" ;;
   escape) ln -s ../../../../etc/passwd "$build/escape" ;;
+  flood)
+    # 50 MB without a newline, then 9 MB of 1 kB lines: linear time, bounded memory, a cut
+    # line and a capped build log; the build itself is fine.
+    head -c 50000000 /dev/zero | tr '\0' x; echo
+    line=$(head -c 1000 /dev/zero | tr '\0' y)
+    i=0; while [ $i -lt 9000 ]; do echo "$line"; i=$((i + 1)); done ;;
 esac
 "#;
 
@@ -169,6 +175,32 @@ fn symlinks_to_host_files_leak_nothing() {
     }
     assert!(hits.is_empty(), "canary stored in {hits:?}");
     assert!(!s.log().contains(&canary), "canary in the server log");
+
+    // A flood of output: one endless line is cut, the build log stops at its cap, and the
+    // build goes through.
+    let dir = repo(&s.dir.path().join("flood-src"));
+    hostile_bp("flood")(&dir);
+    git_local(&dir, &["add", "-A"]);
+    git_local(&dir, &["commit", "-q", "-m", "flood"]);
+    let out = s.git_ok(&s.admin, &dir, &["push", &s.url("flood"), "main"]);
+    let err = text(&out.stderr);
+    assert!(err.contains("[... line cut: "), "no cut line");
+    assert!(err.contains("Released v1"), "flood build failed");
+    let logs: Vec<_> = std::fs::read_dir(s.data.join("logs/builds/flood"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert_eq!(logs.len(), 1);
+    let log = std::fs::read_to_string(logs[0].path()).unwrap();
+    assert!(
+        log.len() <= (8 << 20) + 200,
+        "build log is {} bytes",
+        log.len()
+    );
+    assert!(
+        log.trim_end().ends_with("the push showed every line]"),
+        "no truncation notice"
+    );
 
     // The same server still builds an honest app.
     let dir = repo(&s.dir.path().join("honest-src"));

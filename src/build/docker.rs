@@ -176,20 +176,15 @@ impl Docker {
         );
         let pump = async {
             let mut logs = std::pin::pin!(logs);
-            let mut partial = Vec::<u8>::new();
+            let mut partial = crate::lines::LineBuf::default();
             while let Some(chunk) = logs.next().await {
                 let Ok(chunk) = chunk else { break };
-                partial.extend_from_slice(&chunk.into_bytes());
-                while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-                    let line: Vec<u8> = partial.drain(..=pos).collect();
-                    let text = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                for text in partial.push(&chunk.into_bytes()) {
                     let _ = lines.send(text).await;
                 }
             }
-            if !partial.is_empty() {
-                let _ = lines
-                    .send(String::from_utf8_lossy(&partial).into_owned())
-                    .await;
+            if let Some(rest) = partial.finish() {
+                let _ = lines.send(rest).await;
             }
         };
         let outcome = tokio::select! {

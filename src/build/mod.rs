@@ -66,6 +66,8 @@ pub enum BuildError {
 pub struct Sink {
     tx: mpsc::Sender<Frame>,
     log: Option<std::fs::File>,
+    /// Bytes written to `log`, which stops at [`MAX_BUILD_LOG`].
+    logged: u64,
     /// The app's event log (`logs`), while a build or deploy runs.
     pub events: Option<crate::eventlog::EventLog>,
 }
@@ -75,6 +77,7 @@ impl Sink {
         Sink {
             tx,
             log: None,
+            logged: 0,
             events: None,
         }
     }
@@ -83,7 +86,17 @@ impl Sink {
         let s = s.into();
         if let Some(f) = &mut self.log {
             use std::io::Write;
-            let _ = writeln!(f, "{s}");
+            self.logged += s.len() as u64 + 1;
+            if self.logged <= MAX_BUILD_LOG {
+                let _ = writeln!(f, "{s}");
+            } else {
+                let _ = writeln!(
+                    f,
+                    "[build log truncated at {}; the push showed every line]",
+                    human(MAX_BUILD_LOG)
+                );
+                self.log = None;
+            }
         }
         if let Some(e) = &mut self.events {
             e.write(&s);
@@ -177,7 +190,9 @@ pub async fn build(
         .map_err(|e| fail(e.to_string()))?;
     let log_dir = core.data.logs().join("builds").join(&req.app);
     let _ = std::fs::create_dir_all(&log_dir);
+    prune_build_logs(&log_dir, KEEP_BUILD_LOGS);
     out.log = std::fs::File::create(log_dir.join(format!("{id}.log"))).ok();
+    out.logged = 0;
     // Tagged with the version this build will most likely get (builds of an app run one
     // at a time; a config change in between would take it).
     let version = core.store.next_release_version(&req.app).unwrap_or(0);
@@ -247,6 +262,28 @@ fn dir_size(p: &Path) -> u64 {
         }
     }
     total
+}
+
+/// A build's log file stops there (the pusher still sees every line).
+const MAX_BUILD_LOG: u64 = 8 << 20;
+/// Build logs kept per app; older ones go when a build starts.
+const KEEP_BUILD_LOGS: usize = 50;
+
+/// Removes all but the newest `keep - 1` build logs (`<id>.log`, by id) in `dir`, making room
+/// for the one about to be written.
+fn prune_build_logs(dir: &Path, keep: usize) {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut ids: Vec<i64> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.strip_suffix(".log")?.parse().ok())
+        .collect();
+    ids.sort_unstable();
+    let over = (ids.len() + 1).saturating_sub(keep);
+    for id in &ids[..over] {
+        let _ = std::fs::remove_file(dir.join(format!("{id}.log")));
+    }
 }
 
 /// The files of a pushed tree that the platform reads (not only the buildpacks).
@@ -779,4 +816,24 @@ async fn run(
     crate::release::prune(core, &req.app, keep);
     let _ = PathBuf::new();
     Ok(cooked)
+}
+
+#[cfg(test)]
+mod log_tests {
+    #[test]
+    fn pruning_keeps_the_newest_build_logs() {
+        let d = tempfile::tempdir().unwrap();
+        for id in [3, 10, 2, 7, 1] {
+            std::fs::write(d.path().join(format!("{id}.log")), "x").unwrap();
+        }
+        std::fs::write(d.path().join("notes.txt"), "x").unwrap();
+        super::prune_build_logs(d.path(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(d.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["10.log", "7.log", "notes.txt"]);
+    }
 }

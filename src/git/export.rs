@@ -224,8 +224,7 @@ fn walk(
                 out.files += 1;
             }
             (Some(ObjectType::Blob), mode) => {
-                let blob = repo.find_blob(e.id())?;
-                std::fs::write(&path, blob.content())?;
+                write_blob(repo, e.id(), &path)?;
                 let perm = if mode == 0o100755 { 0o755 } else { 0o644 };
                 crate::fsutil::set_mode(&path, perm)?;
                 let f = std::fs::File::options().write(true).open(&path)?;
@@ -242,6 +241,23 @@ fn walk(
             _ => return Err(ExportError::BadEntry(rel)),
         }
     }
+    Ok(())
+}
+
+/// Writes a blob to `path`, streamed from the object database when the object is loose (a
+/// big file pushed alone always is: git unpacks small pushes), so a 300 MB file does not
+/// become 300 MB of controller memory. Packed objects are read whole: libgit2 cannot stream
+/// them.
+fn write_blob(repo: &Repository, id: Oid, path: &Path) -> Result<(), ExportError> {
+    let odb = repo.odb()?;
+    if let Ok((mut reader, _, ObjectType::Blob)) = odb.reader(id) {
+        let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
+        std::io::copy(&mut reader, &mut f)?;
+        std::io::Write::flush(&mut f)?;
+        return Ok(());
+    }
+    let blob = repo.find_blob(id)?;
+    std::fs::write(path, blob.content())?;
     Ok(())
 }
 

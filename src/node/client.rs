@@ -287,7 +287,8 @@ impl NodeClient {
             .map_err(|e| self.unreachable(e))?;
         ch.data(&stdin[..]).await.map_err(|e| self.unreachable(e))?;
         ch.eof().await.map_err(|e| self.unreachable(e))?;
-        let (mut partial, mut last, mut err) = (Vec::<u8>::new(), String::new(), String::new());
+        let mut partial = crate::lines::LineBuf::default();
+        let (mut last, mut err) = (String::new(), String::new());
         let (mut code, mut gone) = (None, false);
         loop {
             let msg = tokio::select! {
@@ -296,10 +297,8 @@ impl NodeClient {
             };
             match msg {
                 Some(ChannelMsg::Data { data }) => {
-                    partial.extend_from_slice(&data);
-                    while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-                        let line: Vec<u8> = partial.drain(..=pos).collect();
-                        last = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                    for line in partial.push(&data) {
+                        last = line;
                         if lines.send(last.clone()).await.is_err() {
                             gone = true;
                             break;
@@ -489,16 +488,14 @@ impl NodeClient {
         let (ltx, mut lrx) = mpsc::unbounded_channel::<String>();
         let want_progress = progress.is_some();
         let read = async move {
-            let (mut out, mut err, mut partial) = (Vec::new(), String::new(), Vec::<u8>::new());
+            let (mut out, mut err) = (Vec::new(), String::new());
+            let mut partial = crate::lines::LineBuf::default();
             let mut code = None;
             while let Some(msg) = rx.wait().await {
                 match msg {
                     ChannelMsg::Data { data } => out.extend_from_slice(&data),
                     ChannelMsg::ExtendedData { data, .. } => {
-                        partial.extend_from_slice(&data);
-                        while let Some(pos) = partial.iter().position(|b| *b == b'\n') {
-                            let line: Vec<u8> = partial.drain(..=pos).collect();
-                            let s = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
+                        for s in partial.push(&data) {
                             if want_progress {
                                 let _ = ltx.send(s.clone());
                             }
@@ -512,8 +509,8 @@ impl NodeClient {
                 }
             }
             drop(ltx);
-            if !partial.is_empty() {
-                err.push_str(&String::from_utf8_lossy(&partial));
+            if let Some(rest) = partial.finish() {
+                err.push_str(&rest);
             }
             (code, out, err)
         };

@@ -689,16 +689,16 @@ fn log_options(follow: bool) -> bollard::query_parameters::LogsOptions {
 /// never run together.
 struct LineSplitter {
     tx: mpsc::Sender<String>,
-    out: Vec<u8>,
-    err: Vec<u8>,
+    out: crate::lines::LineBuf,
+    err: crate::lines::LineBuf,
 }
 
 impl LineSplitter {
     fn new(tx: mpsc::Sender<String>) -> Self {
         LineSplitter {
             tx,
-            out: vec![],
-            err: vec![],
+            out: Default::default(),
+            err: Default::default(),
         }
     }
 
@@ -707,13 +707,7 @@ impl LineSplitter {
             LogOutput::StdErr { .. } => &mut self.err,
             _ => &mut self.out,
         };
-        buf.extend_from_slice(&frame.into_bytes());
-        let mut ready = vec![];
-        while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buf.drain(..=pos).collect();
-            ready.push(String::from_utf8_lossy(&line[..line.len() - 1]).into_owned());
-        }
-        for line in ready {
+        for line in buf.push(&frame.into_bytes()) {
             // A receiver that went away only means nobody is watching.
             let _ = self.tx.send(line).await;
         }
@@ -721,13 +715,8 @@ impl LineSplitter {
 
     /// Sends what is left without a final newline; returns the sender for more messages.
     async fn finish(mut self) -> mpsc::Sender<String> {
-        for buf in [std::mem::take(&mut self.out), std::mem::take(&mut self.err)] {
-            if !buf.is_empty() {
-                let _ = self
-                    .tx
-                    .send(String::from_utf8_lossy(&buf).into_owned())
-                    .await;
-            }
+        for rest in [self.out.finish(), self.err.finish()].into_iter().flatten() {
+            let _ = self.tx.send(rest).await;
         }
         self.tx
     }
