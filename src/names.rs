@@ -82,13 +82,14 @@ pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
     while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        // `*` first: a `*` in the text must not consume the pattern's star as a literal.
+        if pi < p.len() && p[pi] == '*' {
             star = Some(pi);
             mark = ti;
             pi += 1;
+        } else if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
+            pi += 1;
+            ti += 1;
         } else if let Some(s) = star {
             pi = s + 1;
             mark += 1;
@@ -186,6 +187,9 @@ mod tests {
         assert!(glob_match("*", "anything"));
         assert!(glob_match("a*b*c", "axxbyyc"));
         assert!(!glob_match("a*b*c", "axxbyy"));
+        // Found by fuzzing: a literal `*` in the text used up the pattern's star.
+        assert!(glob_match("*", "*v1"));
+        assert!(glob_match("v*", "v*x"));
         assert!(valid_tag_pattern("v*"));
         assert!(!valid_tag_pattern("v*;rm"));
     }
