@@ -477,10 +477,16 @@ pub fn parse(argv: &[String]) -> Result<Cmd, Reply> {
 }
 
 /// clap's error, which spans several lines, as one: the message, what it lists, the usage.
+/// clap quotes the offending argument as typed: its control characters (a `\r`, a terminal
+/// escape) are dropped, as everywhere a user's input is echoed.
 fn one_line_usage_error(text: &str) -> String {
     let mut msg = String::new();
     let mut usage = None;
-    for l in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+    let clean: Vec<String> = text
+        .lines()
+        .map(|l| l.chars().filter(|c| !c.is_control()).collect())
+        .collect();
+    for l in clean.iter().map(|l| l.trim()).filter(|l| !l.is_empty()) {
         if let Some(u) = l.strip_prefix("Usage: ") {
             usage = Some(u.to_string());
         } else if l.starts_with("For more information") || l.starts_with("tip:") {
@@ -884,6 +890,12 @@ mod tests {
         assert_eq!(h.code, 0);
         assert!(String::from_utf8_lossy(&h.stdout).contains("apps:create"));
         assert!(parse(&argv("access:grant web bob god")).is_err());
+        // Found by fuzzing: clap quotes a bad argument as typed, control characters and all.
+        let e = parse(&["apps:create".into(), "a".into(), "b\r\x1b[2Jc".into()]).unwrap_err();
+        let msg = String::from_utf8_lossy(&e.stderr);
+        let line = msg.strip_suffix('\n').unwrap();
+        assert!(!line.chars().any(char::is_control), "{msg:?}");
+        assert!(line.contains("'bc'"), "{msg:?}");
         assert_eq!(parse(&[]).unwrap_err().code, 0);
         assert!(is_command("releases:info") && !is_command("releases:inf"));
     }
