@@ -170,8 +170,10 @@ pub fn parse_procfile(text: &str) -> Result<BTreeMap<String, String>, String> {
         };
         let (k, v) = (k.trim(), v.trim());
         if !crate::names::valid(k) {
+            // Never echo control characters (or a whole line) back to a terminal.
+            let shown: String = k.chars().filter(|c| !c.is_control()).take(60).collect();
             return Err(format!(
-                "Procfile line {}: invalid process type '{k}'",
+                "Procfile line {}: invalid process type '{shown}'",
                 i + 1
             ));
         }
@@ -287,6 +289,9 @@ mod tests {
         assert!(parse_procfile("web").is_err());
         assert!(parse_procfile("Web: x").is_err());
         assert!(parse_procfile("web: a\nweb: b").is_err());
+        // Found by fuzzing: the bad type was echoed with its control characters.
+        let e = parse_procfile("w\x1b[2Jeb\r\x07x: a").unwrap_err();
+        assert_eq!(e, "Procfile line 1: invalid process type 'w[2Jebx'");
     }
 
     #[test]
