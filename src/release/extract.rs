@@ -517,6 +517,26 @@ mod tests {
     }
 
     #[test]
+    fn corrupt_header_error_is_one_line() {
+        // Found by fuzzing: tar quotes a raw header field in its error, newline and all.
+        let mut h = Header::new_gnu();
+        h.set_path("a").unwrap();
+        h.set_size(0);
+        h.set_cksum();
+        let mut tar = h.as_bytes().to_vec();
+        tar[148..156].copy_from_slice(b"x\ny\x1b    ");
+        tar.extend_from_slice(&[0; 1024]);
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&tar).unwrap();
+        let t = tempfile::tempdir().unwrap();
+        let msg = unpack(&gz.finish().unwrap()[..], t.path())
+            .unwrap_err()
+            .to_string();
+        assert!(!msg.chars().any(char::is_control), "{msg:?}");
+        assert!(msg.contains("x\\ny\\u{1b}"), "{msg}");
+    }
+
+    #[test]
     fn rejects_parent_dir_path() {
         let msg = assert_rejected(
             &[Raw {

@@ -37,17 +37,20 @@ use tar::{EntryType, Header};
 #[derive(Debug, thiserror::Error)]
 pub enum ReleaseError {
     /// An I/O error on a file we read or write.
-    #[error("{}: {source}", .path.display())]
+    #[error("{}: {}", shown(.path.display()), shown(.source))]
     Io {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
     /// The archive stream itself could not be read (corrupt or truncated).
-    #[error("release archive is corrupt or truncated: {0}; fetch it again or rebuild the release")]
+    #[error(
+        "release archive is corrupt or truncated: {}; fetch it again or rebuild the release",
+        shown(.0)
+    )]
     Archive(#[source] io::Error),
     /// Extracting one entry failed.
-    #[error("unpacking archive entry {path:?}: {source}")]
+    #[error("unpacking archive entry {path:?}: {}", shown(.source))]
     Unpack {
         path: String,
         #[source]
@@ -60,7 +63,7 @@ pub enum ReleaseError {
     #[error(
         "sha256 mismatch for {}: expected {expected}, got {actual}; \
          the file is corrupt or was tampered with, fetch it again",
-        .path.display()
+        shown(.path.display())
     )]
     DigestMismatch {
         path: PathBuf,
@@ -74,12 +77,29 @@ pub enum ReleaseError {
     #[error(
         "{}: is a socket, fifo or device file; a release may only contain regular files, \
          directories and symlinks, so remove it from the build output",
-        .0.display()
+        shown(.0.display())
     )]
     Special(PathBuf),
     /// The destination already exists (or, for `unpack`, is not empty).
-    #[error("{}: already exists (or is not empty); releases are unpacked into a fresh directory", .0.display())]
+    #[error(
+        "{}: already exists (or is not empty); releases are unpacked into a fresh directory",
+        shown(.0.display())
+    )]
     Exists(PathBuf),
+}
+
+/// Text from an archive or a slug inside an error (entry names; tar's own messages, which
+/// quote raw header fields) on one line: control characters escaped.
+fn shown(s: impl std::fmt::Display) -> String {
+    s.to_string()
+        .chars()
+        .flat_map(|c| {
+            let esc = c.is_control().then(|| c.escape_default());
+            esc.into_iter()
+                .flatten()
+                .chain((!c.is_control()).then_some(c))
+        })
+        .collect()
 }
 
 /// Builds the `map_err` closure for an I/O error on `path`.
