@@ -1,6 +1,6 @@
 //! Fuzzing of every parser that reads hostile input: SSH command lines, names,
-//! `magrathea.yml`, Procfiles, `bin/release` output, the hook and node protocol frames, and
-//! release tarball extraction. Targets are in `fuzz/targets.rs`, the mutation driver in
+//! `magrathea.yml`, Procfiles, `bin/release` output, `app.json`, the hook and node protocol
+//! frames, and release tarball extraction. Targets are in `fuzz/targets.rs`, the mutation driver in
 //! `fuzz/driver.rs`.
 //!
 //! The suite runs a short deterministic pass of each target (fixed seed and case count).
@@ -62,6 +62,11 @@ fn procfile() {
 #[test]
 fn release_yaml() {
     quick("release_yaml", 1500);
+}
+
+#[test]
+fn app_json() {
+    quick("app_json", 1500);
 }
 
 #[test]

@@ -56,6 +56,13 @@ pub fn all() -> Vec<Target> {
             max_len: 8192,
         },
         Target {
+            name: "app_json",
+            run: app_json,
+            seeds: app_json_seeds,
+            dict: APP_JSON_DICT,
+            max_len: 8192,
+        },
+        Target {
             name: "hook_frames",
             run: hook_frames,
             seeds: hook_seeds,
@@ -537,6 +544,107 @@ fn release_seeds() -> Vec<Vec<u8>> {
             .collect(),
     );
     v
+}
+
+// ---- app.json (src/appjson.rs) ----
+
+const APP_JSON_DICT: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    ",",
+    ":",
+    "\"",
+    "null",
+    "true",
+    "-1",
+    "1e400",
+    "4294967296",
+    "\"formation\":",
+    "\"healthchecks\":",
+    "\"scripts\":",
+    "\"dokku\":",
+    "\"predeploy\":",
+    "\"postdeploy\":",
+    "\"quantity\":",
+    "\"process\":",
+    "\"size\":",
+    "\"type\":",
+    "\"startup\"",
+    "\"liveness\"",
+    "\"path\":",
+    "\"attempts\":",
+    "\"wait\":",
+    "\"timeout\":",
+    "\"initialDelay\":",
+    "\"content\":",
+    "\"command\":",
+    "\"web\"",
+    "\"/health\"",
+    "\\u0000",
+    "\\n",
+    "\\u001b",
+];
+
+fn app_json(data: &[u8]) {
+    use magrathea::appjson;
+    match appjson::parse(&text(data)) {
+        Ok(a) => {
+            accepted();
+            for t in a.formation().keys() {
+                assert!(names::valid(t), "formation type {t:?} accepted");
+            }
+            for (t, checks) in a.healthchecks.iter().flatten() {
+                assert!(names::valid(t), "healthcheck type {t:?} accepted");
+                for c in checks {
+                    if let Some(p) = &c.path {
+                        assert!(
+                            p.starts_with('/') && !p.chars().any(char::is_control),
+                            "{p:?}"
+                        );
+                    }
+                }
+                let _ = a.startup_checks(t);
+            }
+            for s in [a.predeploy(), a.postdeploy()].into_iter().flatten() {
+                assert!(!s.contains('\0'));
+            }
+        }
+        Err(e) => one_line("app.json", &e),
+    }
+}
+
+fn app_json_seeds() -> Vec<Vec<u8>> {
+    [
+        r#"{
+  "name": "Small Sharp Tool",
+  "description": "This app does one little thing, and does it well.",
+  "keywords": ["productivity", "HTML5", "scalpel"],
+  "repository": "https://example.com/jane/small-sharp-tool",
+  "env": {
+    "SECRET_TOKEN": {"description": "A secret key for verifying the integrity of signed cookies.", "generator": "secret"},
+    "WEB_CONCURRENCY": {"description": "The number of processes to run.", "value": "5"}
+  },
+  "formation": {"web": {"quantity": 1, "size": "standard-1x"}, "worker": {"quantity": 2}},
+  "addons": ["openredis", {"plan": "mongolab:shared-single-small", "as": "MONGO"}],
+  "buildpacks": [{"url": "heroku/python"}],
+  "scripts": {"postdeploy": "bundle exec rake bootstrap"}
+}"#,
+        r#"{"scripts": {"dokku": {"predeploy": "python manage.py migrate --noinput", "postdeploy": "python manage.py clearsessions"}},
+ "healthchecks": {"web": [
+   {"type": "startup", "name": "web check", "description": "Checking if the app responds to /health", "path": "/health", "attempts": 3, "wait": 5, "timeout": 5, "initialDelay": 2, "content": "ok"},
+   {"type": "liveness", "command": ["/app/bin/check"]}
+ ]}}"#,
+        r#"{"formation": [{"process": "web", "quantity": 2}, {"process": "clock", "quantity": 0, "size": "basic"}]}"#,
+        r#"{"healthchecks": {"web": [{"command": ["true"]}]}}"#,
+        r#"{"healthchecks": {"Web": [{"path": "health"}]}}"#,
+        "[]",
+        "",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
 }
 
 // ---- Hook protocol (src/git/hookproto.rs) ----
