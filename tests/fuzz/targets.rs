@@ -110,6 +110,7 @@ fn text(data: &[u8]) -> String {
 // ---- SSH command lines (src/cmd/mod.rs, src/ssh/exec.rs) ----
 
 const COMMAND_DICT: &[&str] = &[
+    "s3cr3t-Value",
     " ",
     "'",
     "\"",
@@ -145,6 +146,9 @@ const COMMAND_DICT: &[&str] = &[
 ];
 
 const COMMAND_VALUES: &[&str] = &[
+    SECRET,
+    "A=s3cr3t-Value",
+    "--env=s3cr3t-Value",
     "web",
     "shop",
     "v3",
@@ -261,8 +265,19 @@ fn command(data: &[u8]) {
     check_argv(&argv);
 }
 
+/// A config value: the audit log must never show it.
+const SECRET: &str = "s3cr3t-Value";
+
 fn check_argv(argv: &[String]) {
-    let _ = cmd::redact(argv);
+    let audited = cmd::redact(argv);
+    if let Some(first) = argv.first() {
+        if first.starts_with("config") && cmd::is_command(first) {
+            assert!(
+                !audited.contains(SECRET),
+                "audit shows a value: {audited:?}"
+            );
+        }
+    }
     let _ = cmd::is_command(argv.first().map(String::as_str).unwrap_or(""));
     match cmd::parse(argv) {
         Ok(c) => {
@@ -284,7 +299,10 @@ fn check_argv(argv: &[String]) {
 fn command_seeds() -> Vec<Vec<u8>> {
     let lines = [
         "apps:create web",
-        "config:set shop A=secret 'B=two words' --no-restart",
+        "config:set shop A=s3cr3t-Value 'B=two s3cr3t-Value' --no-restart",
+        "config:get shop A",
+        "config:unset shop A B",
+        "config shop --env=staging",
         "config --env staging --json shop",
         "access:grant shop ci deployer --tags 'v*'",
         "logs shop -f -n 50 --process web.1 --since 10m",
