@@ -333,14 +333,14 @@ const CASES: &[Case] = &[
     ("submodule", submodule),
     ("buildpack-by-url", buildpack_by_url),
     ("apt-buildpack", apt_buildpack),
-];
-/// Cases waiting for platform work not on main yet (Heroku formation and boot timeout, /app
-/// writable, release phase before the web check): run only when named in COMPAT_CASES.
-const PENDING: &[Case] = &[
     ("slow-boot", slow_boot),
-    ("django", django),
     ("express", express),
 ];
+/// Cases waiting for platform work not on main yet, run only when named in COMPAT_CASES.
+/// django: its `/` reads the database, which the release command (migrate) creates; Heroku
+/// and Dokku run the release phase before new processes start, here it runs after their
+/// health check, which fails on the 500.
+const PENDING: &[Case] = &[("django", django)];
 /// Run beside the others: they spend their time waiting for the app to bind.
 const BESIDE: &[&str] = &["slow-boot"];
 
