@@ -124,8 +124,9 @@ pub struct BuildArgs {
     /// Largest slug accepted, in MiB
     #[arg(long, default_value_t = 500)]
     pub max_slug: u64,
-    /// Network for build containers: host (fetch dependencies) or none
-    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    /// Network for build containers: app (the app's own network: package registries, no
+    /// other app) or none
+    #[arg(long, default_value = "app", value_parser = ["app", "none"])]
     pub build_network: String,
     /// Builds running at once across apps (default: number of cores)
     #[arg(long)]

@@ -12,10 +12,23 @@
 //! systemd's container range (524288-1879048191), below 2^31. A node refuses a uid below the
 //! base or one that names a host account (`getpwuid`) or falls in an `/etc/subuid` range, so
 //! an app never shares a uid with a login user.
+//!
+//! # Networks
+//!
+//! Each app has its own Docker bridge network on each Docker host
+//! (`mg-<instance>-u<uid>`): its processes, release command, `run` and builds are alone in
+//! it with the app's other containers. Docker's iptables rules (`DOCKER-ISOLATION-STAGE-*`)
+//! drop traffic from one bridge to another and NAT gives egress (package registries, APIs).
+//! A web process's port is published (DNAT) on the node's loopback, where the health
+//! checker probes it, and on the address the controller reaches the node at, where the
+//! router sends requests; a packet another app's container sends there is DNATed to the
+//! process's bridge and dropped by the isolation chain. No capability means no raw or
+//! packet socket, and a network namespace of its own holds no other app's traffic.
 
+use std::collections::HashMap;
 use std::path::Path;
 
-use bollard::models::HostConfig;
+use bollard::models::{HostConfig, NetworkCreateRequest};
 
 /// The first app's uid is `UID_BASE + 1`.
 pub const UID_BASE: u32 = 1_900_000_000;
@@ -90,6 +103,127 @@ pub fn confine(user: &mut Option<String>, host: &mut HostConfig, uid: u32, pids:
     host.security_opt = Some(vec!["no-new-privileges".into()]);
     host.pids_limit = Some(pids);
     host.privileged = Some(false);
+}
+
+/// The network of the app with this uid on the Docker host of `instance` (the controller's
+/// for builds, a node's for processes).
+pub fn network_name(instance: &str, uid: u32) -> String {
+    format!("mg-{instance}-u{uid}")
+}
+
+/// Docker 20.10 creates a second network of an existing name rather than refusing: creation
+/// is serialized in this process (the controller and its built-in node share it).
+static NETWORKS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("docker: {0}")]
+    Docker(#[from] bollard::errors::Error),
+    #[error(
+        "Docker does not isolate network {0} from other apps' networks (no DOCKER-ISOLATION \
+         rule for its bridge: is dockerd running with --iptables=false? restart it with \
+         scripts/docker-up.sh)"
+    )]
+    NotIsolated(String),
+}
+
+/// The app's network on this Docker host, created if missing; returns its name. A network
+/// is only used once Docker's isolation rules for its bridge are in place.
+pub async fn ensure_network(
+    docker: &bollard::Docker,
+    instance: &str,
+    uid: u32,
+) -> Result<String, NetworkError> {
+    let name = network_name(instance, uid);
+    let _one = NETWORKS.lock().await;
+    match docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    {
+        Ok(_) => return Ok(name),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let created = docker
+        .create_network(NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(HashMap::from([
+                ("magrathea.instance".to_string(), instance.to_string()),
+                ("magrathea.uid".to_string(), uid.to_string()),
+            ])),
+            options: Some(HashMap::from([
+                // The app's own containers may talk to each other (web to worker).
+                (
+                    "com.docker.network.bridge.enable_icc".to_string(),
+                    "true".to_string(),
+                ),
+                (
+                    "com.docker.network.bridge.enable_ip_masquerade".to_string(),
+                    "true".to_string(),
+                ),
+            ])),
+            ..Default::default()
+        })
+        .await?;
+    if !isolated(&created.id).await {
+        let _ = docker.remove_network(&name).await;
+        return Err(NetworkError::NotIsolated(name));
+    }
+    tracing::info!(network = %name, "app network created");
+    Ok(name)
+}
+
+/// Whether Docker's isolation chain drops traffic into the bridge of network `id`
+/// (`br-<first 12 of the id>`), as it does when dockerd manages iptables.
+async fn isolated(id: &str) -> bool {
+    let bridge = format!("br-{}", &id[..id.len().min(12)]);
+    let out = tokio::process::Command::new("iptables")
+        .args(["-w", "-S", "DOCKER-ISOLATION-STAGE-2"])
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .any(|l| l.contains(&format!("-o {bridge} ")) && l.ends_with("-j DROP")),
+        Ok(o) => {
+            tracing::warn!(stderr = %String::from_utf8_lossy(&o.stderr), "iptables -S failed");
+            false
+        }
+        Err(e) => {
+            tracing::warn!("cannot run iptables: {e}");
+            false
+        }
+    }
+}
+
+/// The network a build of the app joins: its own (`mode` "app", the default: package
+/// registries reachable, no other app), or none at all (`mode` "none").
+pub async fn build_network(
+    docker: &bollard::Docker,
+    instance: &str,
+    uid: u32,
+    mode: &str,
+) -> Result<String, NetworkError> {
+    match mode {
+        "none" => Ok("none".into()),
+        _ => ensure_network(docker, instance, uid).await,
+    }
+}
+
+/// Removes the app's network on this Docker host if nothing uses it any more.
+pub async fn remove_network(docker: &bollard::Docker, instance: &str, uid: u32) {
+    let name = network_name(instance, uid);
+    let _one = NETWORKS.lock().await;
+    match docker.remove_network(&name).await {
+        Ok(()) => tracing::info!(network = %name, "app network removed"),
+        Err(e) => tracing::debug!(network = %name, "not removed: {e}"),
+    }
 }
 
 /// Gives a tree to `uid` (owner and group), links included but never followed: what a

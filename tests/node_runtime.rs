@@ -514,6 +514,11 @@ impl Drop for Instance {
                 .args(&ids)
                 .output();
         }
+        // And the app networks it made.
+        let _ = Command::new("docker")
+            .args(["network", "prune", "-f", "--filter"])
+            .arg(format!("label=magrathea.instance={}", self.0))
+            .output();
     }
 }
 
@@ -536,6 +541,7 @@ fn spec(inst: &Instance, app: &str, rel: &Rel, ptype: &str, index: u32, cmd: &st
         memory: 64 << 20,
         generation: 0,
         uid: UID,
+        publish_ip: None,
     }
 }
 
@@ -678,7 +684,16 @@ async fn web_process_serves_its_release_confined_as_the_app_uid() {
     let env = cfg.env.unwrap();
     assert!(env.contains(&format!("PORT={}", r.port)));
     let hc = info.host_config.unwrap();
-    assert_eq!(hc.network_mode.as_deref(), Some("host"));
+    // The app's own network; the port published on loopback only (no other address given).
+    assert_eq!(
+        hc.network_mode,
+        Some(magrathea::isolation::network_name(&inst.0, UID))
+    );
+    let bindings = hc.port_bindings.clone().unwrap();
+    let b = bindings[&format!("{}/tcp", r.port)].clone().unwrap();
+    assert_eq!(b.len(), 1, "{b:?}");
+    assert_eq!(b[0].host_ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(b[0].host_port, Some(r.port.to_string()));
     assert_eq!(hc.cap_drop, Some(vec!["ALL".to_string()]));
     assert_eq!(hc.security_opt, Some(vec!["no-new-privileges".to_string()]));
     assert_eq!(hc.pids_limit, Some(magrathea::isolation::PROCESS_PIDS));
@@ -760,7 +775,15 @@ async fn process_that_exits_fails_its_health_check_clearly() {
     )
     .await
     .unwrap_err();
-    assert!(err.contains("connection refused"), "{err}");
+    // Refused while the container is up; while Docker restarts it, the published port leads
+    // nowhere and the connection is never answered. Either way the message says why.
+    assert!(
+        err.contains("connection refused (nothing listens on $PORT: did the process exit")
+            || err.contains(
+                "no connection within 0.2s (nothing answers on $PORT: did the process exit?"
+            ),
+        "{err}"
+    );
     assert!(err.contains("after 4 attempts"), "{err}");
     assert!(err.contains(&format!("port {}", r.port)), "{err}");
 

@@ -43,7 +43,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(15 * 60),
             memory: 2 << 30,
             max_slug: 500 << 20,
-            network: "host".into(),
+            network: "app".into(),
             parallel: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
@@ -587,6 +587,16 @@ async fn run(
         "/meta".into(),
     ];
     cmd.extend(bps);
+    let network =
+        crate::isolation::build_network(docker.raw(), &core.instance, uid, &core.limits.network)
+            .await;
+    let network = match network {
+        Ok(n) => n,
+        Err(e) => {
+            out.line(format!(" !     {e}")).await;
+            return Err(fail(e.to_string()));
+        }
+    };
     let spec = RunSpec {
         name: format!("magrathea-{}-build-{}-{id}", core.instance, req.app),
         image: image.clone(),
@@ -601,7 +611,7 @@ async fn run(
             format!("GIT_REV={commit}"),
         ],
         mounts,
-        network: core.limits.network.clone(),
+        network,
         memory: Some(core.limits.memory),
         labels: vec![
             ("magrathea.app".into(), req.app.clone()),

@@ -92,9 +92,11 @@ pub async fn destroy(
     }
     // Every node, not only those it is live on: an environment moved elsewhere, or a failed
     // first deploy, can have left releases or data behind.
+    let uid = core.app_uid(name)?;
     let req = PurgeReq {
         app: name.to_string(),
         keep_data,
+        uid: Some(uid),
     };
     for n in core.all_nodes()? {
         let r = core
@@ -122,6 +124,10 @@ pub async fn destroy(
         }
     }
     core.destroy_app(name)?;
+    // Its builds' network (its uid is never given out again, so neither is the network).
+    if let Ok(d) = crate::build::docker::Docker::connect().await {
+        crate::isolation::remove_network(d.raw(), &core.instance, uid).await;
+    }
     drop(held);
     Ok(format!("destroyed app '{name}'\n"))
 }

@@ -400,6 +400,8 @@ async fn rollout_locked(
             grace_ms: 2_000,
             generation,
             uid,
+            // Where the router will connect: web ports are published there.
+            publish_ip: Some(node_ip(&client.addr)),
         };
         let (tarball, sha, ptx) = (tarball.clone(), release.sha256.clone(), ptx.clone());
         let restore = opts.restore_data_from;

@@ -556,6 +556,20 @@ async fn prepare(
             req.release, req.app
         ));
     }
+    let publish_ip = match req
+        .publish_ip
+        .as_deref()
+        .map(str::parse::<std::net::IpAddr>)
+    {
+        None => None,
+        Some(Ok(ip)) => Some(ip),
+        Some(Err(_)) => {
+            return Err(format!(
+                "publish_ip {:?} is not an IP address",
+                req.publish_ip.unwrap_or_default()
+            ))
+        }
+    };
     let docker = ctx.docker().await?;
     let mut started: Vec<runtime::Running> = vec![];
     let env: Vec<(String, String)> = req.env.clone().into_iter().collect();
@@ -579,6 +593,7 @@ async fn prepare(
                 memory: req.memory,
                 generation: req.generation,
                 uid: req.uid,
+                publish_ip,
             };
             match runtime::start(docker, &ctx.root, &spec).await {
                 Ok(r) => started.push(r),
@@ -762,6 +777,9 @@ async fn purge(ctx: &AgentCtx, req: PurgeReq) -> Result<Value, String> {
         .root
         .purge(&req.app, req.keep_data)
         .map_err(|e| e.to_string())?;
+    if let Some(uid) = req.uid {
+        crate::isolation::remove_network(docker.raw(), &ctx.instance, uid).await;
+    }
     Ok(serde_json::json!({ "stopped": stopped, "purged": purged }))
 }
 
@@ -796,6 +814,7 @@ async fn release_phase(
         memory: req.memory,
         generation: 0,
         uid: req.uid,
+        publish_ip: None,
     };
     let code = runtime::run_once(
         docker,

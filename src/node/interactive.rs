@@ -417,6 +417,7 @@ async fn run(ctx: &AgentCtx, req: RunReq, pty: Option<Pty>, io: Io<'_>) -> Resul
         memory: req.memory,
         generation: 0,
         uid: req.uid,
+        publish_ip: None,
     };
     // Ends in letters and a random part: never a process's name, never another run's.
     let name = format!(
@@ -433,6 +434,9 @@ async fn run(ctx: &AgentCtx, req: RunReq, pty: Option<Pty>, io: Io<'_>) -> Resul
         name: Some(name.clone()),
         scratch: Some(scratch),
     };
+    runtime::ensure_network(docker, &spec)
+        .await
+        .map_err(|e| e.to_string())?;
     let opts = CreateContainerOptionsBuilder::default().name(&name).build();
     match docker.raw().create_container(Some(opts), body).await {
         Ok(_) => {}

@@ -83,6 +83,10 @@ pub struct PrepareReq {
     pub generation: u64,
     /// The app's uid: its processes run as it (see `isolation`).
     pub uid: u32,
+    /// The node's address as the controller's router reaches it: web ports are published
+    /// there (and on loopback). None or a loopback address: loopback only.
+    #[serde(default)]
+    pub publish_ip: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,6 +157,9 @@ pub struct PurgeReq {
     /// Move each environment's data dir to `<root>/archive/` instead of deleting it.
     #[serde(default)]
     pub keep_data: bool,
+    /// The app's uid: its network on the node goes too.
+    #[serde(default)]
+    pub uid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -2,8 +2,9 @@
 //!
 //! A process is one container named `mg-<instance>-<app>-<release>-<ptype>-<index>` and
 //! labelled with the same facts (`magrathea.*`), so a node finds its processes again after a
-//! restart by asking Docker, never by trusting a file of its own. Containers share the host
-//! network (the daemon runs with `--bridge=none`) and listen on the `PORT` they are given.
+//! restart by asking Docker, never by trusting a file of its own. Each app's containers are on
+//! the app's own network (`isolation`); a process listens on the `PORT` it is given, which is
+//! published under the same number on the node.
 //!
 //! Every container runs user code, so it gets the same confinement (`isolation::confine`):
 //! the app's own uid, no capabilities, no-new-privileges, a pids limit, a memory limit
@@ -21,7 +22,7 @@ use std::time::Duration;
 use bollard::container::LogOutput;
 use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, HostConfig, HostConfigLogConfig, Mount,
-    MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, RestartPolicy,
+    MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig, PortBinding, RestartPolicy,
     RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
@@ -112,6 +113,9 @@ pub struct ProcessSpec {
     pub generation: u64,
     /// The app's uid (and gid), from the controller; see `isolation`.
     pub uid: u32,
+    /// The address the controller reaches this node at: a web process's port is published
+    /// there as well as on loopback (where the health checker probes). None: loopback only.
+    pub publish_ip: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -185,7 +189,8 @@ pub async fn start(
         name: Some(RestartPolicyNameEnum::ON_FAILURE),
         maximum_retry_count: Some(MAX_RESTARTS),
     };
-    let body = container_body(spec, &app_dir, &data_dir, &scratch, env, labels, restart)?;
+    let mut body = container_body(spec, &app_dir, &data_dir, &scratch, env, labels, restart)?;
+    publish(&mut body, port, spec.publish_ip);
 
     if let Err(e) = create(docker, &name, spec, body).await {
         scratch.remove();
@@ -204,6 +209,9 @@ pub async fn start(
         release: spec.release.clone(),
     })
 }
+
+/// The longest a health probe waits for its connection (see [`probe`]).
+const CONNECT_LIMIT: Duration = Duration::from_secs(1);
 
 /// Waits between the extra probes of the first health-check interval, in milliseconds.
 const FIRST_STEPS: [u64; 4] = [20, 40, 80, 160];
@@ -263,6 +271,7 @@ where
         ));
     }
     let (timeout, interval) = (p.timeout, p.interval);
+    let connect_limit = CONNECT_LIMIT.min(timeout / 2);
     let healthy = |r: &Result<(u16, bool), String>| matches!(r, Ok((s, true)) if *s < 500);
     let attempts = p.attempts.max(1);
     if !p.initial_delay.is_zero() {
@@ -281,7 +290,8 @@ where
                 }
                 tokio::time::sleep(step).await;
                 waited += step;
-                if let Ok(r) = tokio::time::timeout(timeout, probe(port, path, p.content)).await {
+                let r = tokio::time::timeout(timeout, probe(port, path, p.content, connect_limit));
+                if let Ok(r) = r.await {
                     if healthy(&r) {
                         return Ok(());
                     }
@@ -294,7 +304,9 @@ where
         if attempt > 1 {
             alive().await?;
         }
-        last = match tokio::time::timeout(timeout, probe(port, path, p.content)).await {
+        last = match tokio::time::timeout(timeout, probe(port, path, p.content, connect_limit))
+            .await
+        {
             Ok(r) if healthy(&r) => return Ok(()),
             Ok(Ok((status, true))) => format!("status {status}"),
             Ok(Ok((status, false))) => format!(
@@ -338,18 +350,32 @@ pub async fn last_lines(docker: &Docker, container: &str, n: usize) -> Vec<Strin
 }
 
 /// One GET; the status code and whether the body holds `content` (true without one), or
-/// what went wrong in words.
-async fn probe(port: u16, path: &str, content: Option<&str>) -> Result<(u16, bool), String> {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::ConnectionRefused => {
-                "connection refused (nothing listens on $PORT: did the process exit or bind \
+/// what went wrong in words. The connection is bounded by `connect_limit`: the port is
+/// DNATed into the app's network, so while a crashed process's container restarts, a SYN
+/// goes to an address nobody holds and is never answered (a live container answers or
+/// refuses at once).
+async fn probe(
+    port: u16,
+    path: &str,
+    content: Option<&str>,
+    connect_limit: Duration,
+) -> Result<(u16, bool), String> {
+    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+    let Ok(connected) = tokio::time::timeout(connect_limit, connect).await else {
+        return Err(format!(
+            "no connection within {} (nothing answers on $PORT: did the process exit? \
+             its container may be restarting)",
+            secs(connect_limit)
+        ));
+    };
+    let mut s = connected.map_err(|e| match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => {
+            "connection refused (nothing listens on $PORT: did the process exit or bind \
                  another port?)"
-                    .to_string()
-            }
-            _ => format!("cannot connect: {e}"),
-        })?;
+                .to_string()
+        }
+        _ => format!("cannot connect: {e}"),
+    })?;
     let req = format!(
         "GET {path} HTTP/1.0\r\nHost: localhost\r\nUser-Agent: magrathea-health\r\n\
          Connection: close\r\n\r\n"
@@ -1089,8 +1115,8 @@ fn container_body(
         labels: Some(labels),
         host_config: Some(HostConfig {
             mounts: Some(vec![app, bind(data_dir, "/data", false)]),
-            // The daemon has no bridge; processes listen on host ports.
-            network_mode: Some("host".into()),
+            // The app's own network (see `isolation`): no other app's ports or traffic.
+            network_mode: Some(crate::isolation::network_name(&spec.instance, spec.uid)),
             memory: Some(spec.memory),
             memory_swap: Some(spec.memory),
             // docker-init as PID 1: it forwards SIGTERM (a shell or app as PID 1 would
@@ -1114,12 +1140,41 @@ fn container_body(
     Ok(body)
 }
 
+/// Publishes the process's `port` (the same number inside, as `PORT`) on loopback and on
+/// `ip` when that is another address.
+fn publish(body: &mut ContainerCreateBody, port: u16, ip: Option<std::net::IpAddr>) {
+    let key = format!("{port}/tcp");
+    let mut ips = vec!["127.0.0.1".to_string()];
+    if let Some(ip) = ip.filter(|ip| !ip.is_loopback() && !ip.is_unspecified()) {
+        ips.push(ip.to_string());
+    }
+    let bindings = ips
+        .into_iter()
+        .map(|ip| PortBinding {
+            host_ip: Some(ip),
+            host_port: Some(port.to_string()),
+        })
+        .collect();
+    body.exposed_ports = Some(vec![key.clone()]);
+    if let Some(host) = body.host_config.as_mut() {
+        host.port_bindings = Some(HashMap::from([(key, Some(bindings))]));
+    }
+}
+
+/// The app's network on this node, created when missing (see `isolation`).
+pub async fn ensure_network(docker: &Docker, spec: &ProcessSpec) -> Result<String, NodeError> {
+    crate::isolation::ensure_network(docker.raw(), &spec.instance, spec.uid)
+        .await
+        .map_err(|e| NodeError::Docker(e.to_string()))
+}
+
 async fn create(
     docker: &Docker,
     name: &str,
     spec: &ProcessSpec,
     body: ContainerCreateBody,
 ) -> Result<(), NodeError> {
+    ensure_network(docker, spec).await?;
     let opts = CreateContainerOptionsBuilder::default().name(name).build();
     match docker.raw().create_container(Some(opts), body).await {
         Ok(_) => Ok(()),
@@ -1167,6 +1222,7 @@ mod tests {
             memory: 64 << 20,
             generation: 0,
             uid: crate::isolation::UID_BASE + 1,
+            publish_ip: None,
         }
     }
 

@@ -317,6 +317,13 @@ impl Drop for Server {
         }
         // The built-in node's processes (as Agent's drop does for its own).
         remove_node_containers(&self.data.join("node"));
+        // The build networks.
+        if let Ok(p) = std::fs::canonicalize(&self.data) {
+            use sha2::Digest;
+            remove_networks(&hex::encode(
+                &sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4],
+            ));
+        }
     }
 }
 
@@ -354,6 +361,18 @@ fn remove_node_containers(root: &Path) {
             .args(["rm", "-f", "-v", &id])
             .output();
     }
+    if let Some(inst) = node_instance(root) {
+        remove_networks(&inst);
+    }
+}
+
+/// The per-app networks an instance (a node, or a controller for its builds) made, once
+/// nothing uses them.
+pub fn remove_networks(instance: &str) {
+    let _ = Command::new("docker")
+        .args(["network", "prune", "-f", "--filter"])
+        .arg(format!("label=magrathea.instance={instance}"))
+        .output();
 }
 
 /// kill(2) one process (never a group: a bad pid must not take anything else down).
