@@ -109,8 +109,12 @@ fn shell_and_run() {
         .spawn()
         .unwrap();
     let mut sin = child.stdin.take().unwrap();
-    sin.write_all(b"echo \"port=[$PORT]\"; stty size; exit 3\n")
-        .unwrap();
+    sin.write_all(
+        b"echo \"port=[$PORT]\"; stty size; \
+          echo \"who=[$(id -u) $(grep CapEff /proc/self/status | cut -f2) \
+          $(grep NoNewPrivs /proc/self/status | cut -f2)]\"; exit 3\n",
+    )
+    .unwrap();
     sin.flush().unwrap();
     // stdin stays open until the shell is done (an EOF would end the session early).
     let out = child.wait_with_output().unwrap();
@@ -123,6 +127,15 @@ fn shell_and_run() {
         s.log()
     );
     assert!(o.contains("37 91"), "pty size reaches the shell:\n{o}");
+    // The shell is confined like the process: the app's uid, no capabilities, no privilege
+    // gain.
+    let info: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "apps:info app --json")).unwrap();
+    let uid = info["uid"].as_u64().unwrap();
+    assert!(
+        o.contains(&format!("who=[{uid} 0000000000000000 1]")),
+        "the shell's uid, capabilities, no-new-privileges:\n{o}"
+    );
     assert_eq!(out.status.code(), Some(3), "the shell's exit code:\n{o}");
 
     // (2) A window resize reaches the shell's tty (tmux, a real terminal).

@@ -1263,4 +1263,31 @@ mod tests {
             assert!(check_instance(bad).is_err(), "{bad}");
         }
     }
+
+    #[test]
+    fn web_ports_are_published_on_loopback_and_the_node_address() {
+        let bindings = |ip: Option<&str>| {
+            let mut body = ContainerCreateBody {
+                host_config: Some(HostConfig::default()),
+                ..Default::default()
+            };
+            publish(&mut body, 41234, ip.map(|i| i.parse().unwrap()));
+            assert_eq!(body.exposed_ports, Some(vec!["41234/tcp".to_string()]));
+            let map = body.host_config.unwrap().port_bindings.unwrap();
+            map["41234/tcp"]
+                .clone()
+                .unwrap()
+                .into_iter()
+                .map(|b| {
+                    assert_eq!(b.host_port.as_deref(), Some("41234"));
+                    b.host_ip.unwrap()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(bindings(None), ["127.0.0.1"]);
+        assert_eq!(bindings(Some("127.0.0.1")), ["127.0.0.1"]);
+        assert_eq!(bindings(Some("0.0.0.0")), ["127.0.0.1"]);
+        assert_eq!(bindings(Some("10.0.0.5")), ["127.0.0.1", "10.0.0.5"]);
+        assert_eq!(bindings(Some("fd00::5")), ["127.0.0.1", "fd00::5"]);
+    }
 }

@@ -317,12 +317,20 @@ impl Drop for Server {
         }
         // The built-in node's processes (as Agent's drop does for its own).
         remove_node_containers(&self.data.join("node"));
-        // The build networks.
+        // A build the killed controller left running, then the build networks.
         if let Ok(p) = std::fs::canonicalize(&self.data) {
             use sha2::Digest;
-            remove_networks(&hex::encode(
-                &sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4],
-            ));
+            let inst = hex::encode(&sha2::Sha256::digest(p.as_os_str().as_encoded_bytes())[..4]);
+            let out = run(Command::new("docker").args([
+                "ps",
+                "-aq",
+                "--filter",
+                &format!("name=magrathea-{inst}-build-"),
+            ]));
+            for id in text(&out.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["rm", "-f", id]).output();
+            }
+            remove_networks(&inst);
         }
     }
 }
