@@ -30,18 +30,31 @@ if [ ! -f "$KEY.pub" ] && [ ! -f "$HOME/.ssh/id_rsa.pub" ]; then
 fi
 [ -f "$KEY.pub" ] || KEY=$HOME/.ssh/id_rsa
 
-"$BIN" init --data "$DATA" --admin-key "$KEY.pub"
+if [ -d /run/systemd/system ] && [ "${MAGRATHEA_SYSTEMD:-1}" = 1 ] && [ "$(id -u)" = 0 ]; then
+    # systemd runs here: install the controller as a service of its own unprivileged user.
+    echo "==> installing the magrathea service (systemd, user 'magrathea', data /var/lib/magrathea)"
+    DATA=/var/lib/magrathea
+    echo "MAGRATHEA_SERVE_ARGS=--listen $LISTEN --http $HTTP" >/etc/default/magrathea
+    bash scripts/install-systemd.sh "$BIN" "$KEY.pub"
+    for _ in $(seq 150); do (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break; sleep 0.2; done
+    RUNNING="as the systemd service 'magrathea' (journalctl -u magrathea)"
+    STOP="systemctl stop magrathea"
+else
+    "$BIN" init --data "$DATA" --admin-key "$KEY.pub"
 
-if [ -f "$DATA/serve.pid" ] && kill -0 "$(cat "$DATA/serve.pid")" 2>/dev/null; then
-    echo "==> stopping the running server (pid $(cat "$DATA/serve.pid"))"
-    kill "$(cat "$DATA/serve.pid")"
-    for _ in $(seq 50); do kill -0 "$(cat "$DATA/serve.pid")" 2>/dev/null || break; sleep 0.2; done
+    if [ -f "$DATA/serve.pid" ] && kill -0 "$(cat "$DATA/serve.pid")" 2>/dev/null; then
+        echo "==> stopping the running server (pid $(cat "$DATA/serve.pid"))"
+        kill "$(cat "$DATA/serve.pid")"
+        for _ in $(seq 50); do kill -0 "$(cat "$DATA/serve.pid")" 2>/dev/null || break; sleep 0.2; done
+    fi
+    echo "==> starting magrathea serve on $LISTEN (log: $DATA/serve.log)"
+    nohup "$BIN" serve --data "$DATA" --listen "$LISTEN" --http "$HTTP" >"$DATA/serve.log" 2>&1 &
+    echo $! >"$DATA/serve.pid"
+    for _ in $(seq 100); do grep -q "ssh listening" "$DATA/serve.log" 2>/dev/null && break; sleep 0.1; done
+    grep -q "ssh listening" "$DATA/serve.log" || { cat "$DATA/serve.log"; exit 1; }
+    RUNNING="(pid $(cat "$DATA/serve.pid"), log $DATA/serve.log)"
+    STOP="kill \$(cat $DATA/serve.pid)"
 fi
-echo "==> starting magrathea serve on $LISTEN (log: $DATA/serve.log)"
-nohup "$BIN" serve --data "$DATA" --listen "$LISTEN" --http "$HTTP" >"$DATA/serve.log" 2>&1 &
-echo $! >"$DATA/serve.pid"
-for _ in $(seq 100); do grep -q "ssh listening" "$DATA/serve.log" 2>/dev/null && break; sleep 0.1; done
-grep -q "ssh listening" "$DATA/serve.log" || { cat "$DATA/serve.log"; exit 1; }
 
 SSH="ssh -i $KEY -o IdentitiesOnly=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR"
 SAMPLE=$(mktemp -d)
@@ -60,7 +73,7 @@ curl -fsS -H 'Host: hello.localhost' "http://$HTTP/"
 
 cat <<EOT
 
-Magrathea is running (pid $(cat "$DATA/serve.pid")). Host key: $(grep "host key" "$DATA/serve.log" | head -1 | cut -d' ' -f3)
+Magrathea is running $RUNNING.
 
 The sample app answers at http://$HTTP/ with 'Host: hello.localhost'.
 
@@ -75,5 +88,6 @@ Or add this to ~/.ssh/config and use 'ssh paas help':
         User git
         IdentityFile $KEY
 
-Stop it with: kill \$(cat $DATA/serve.pid)
+Stop it with: $STOP
+Check the machine with: $BIN doctor --data $DATA
 EOT

@@ -89,6 +89,19 @@ pub enum Command {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Check this machine: git, Docker and its storage driver, clock, stack images, the data
+    /// dir's owner, modes and free space, ports. One line per finding; exit 1 on a failure
+    Doctor {
+        /// The controller's data directory (leave out on a node)
+        #[arg(long, env = "MAGRATHEA_DATA", value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Addresses the server will listen on
+        #[arg(long = "listen", value_name = "ADDR")]
+        listen: Vec<String>,
+        /// Stacks whose build and run images must be present
+        #[arg(long = "stack", value_name = "NAME", default_value = "bookworm")]
+        stacks: Vec<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]

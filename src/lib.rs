@@ -17,6 +17,7 @@ pub mod cli;
 pub mod cmd;
 pub mod controller;
 pub mod deploy;
+pub mod doctor;
 pub mod eventlog;
 pub mod fsutil;
 pub mod git;

@@ -62,6 +62,33 @@ fn main() {
                 ))
             }),
         Command::Keys { cmd } => magrathea::serve::keys(cmd),
+        Command::Doctor {
+            data,
+            listen,
+            stacks,
+        } => {
+            let o = magrathea::doctor::Options {
+                data: data.as_deref(),
+                listen,
+                stacks,
+                min_free: 5 << 30,
+            };
+            let findings = tokio::runtime::Runtime::new()
+                .map(|rt| rt.block_on(magrathea::doctor::run(&o)))
+                .unwrap_or_default();
+            for f in &findings {
+                println!("{f}");
+            }
+            let failed = findings
+                .iter()
+                .filter(|f| f.level == magrathea::doctor::Level::Fail)
+                .count();
+            if failed > 0 {
+                eprintln!("error: {failed} check(s) failed");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Hook { .. } => unreachable!(),
     };
     if let Err(e) = result {
