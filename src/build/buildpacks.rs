@@ -220,9 +220,11 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
     if let Some(r) = Remote::parse(s) {
         return r.map(Buildpack::Url).map_err(|e| e.to_string());
     }
+    // Echoed without control characters (a terminal escape in `.buildpacks`).
+    let shown: String = s.chars().filter(|c| !c.is_control()).take(200).collect();
     if s.contains("://") {
         return Err(format!(
-            "buildpack URL '{s}': only https://, http:// and git:// URLs are fetched"
+            "buildpack URL '{shown}': only https://, http:// and git:// URLs are fetched"
         ));
     }
     let rel = s.trim_start_matches("./").trim_end_matches('/');
@@ -236,7 +238,7 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
             .all(|c| c.is_ascii_alphanumeric() || "._-/".contains(c));
     if !ok {
         return Err(format!(
-            "unknown buildpack '{s}': use one of {} or a directory inside the repo",
+            "unknown buildpack '{shown}': use one of {} or a directory inside the repo",
             BUILTIN.join(", ")
         ));
     }
@@ -325,6 +327,14 @@ mod tests {
         );
         for bad in ["../x", "/etc", "bp/../..", "nope", "a;b"] {
             assert!(resolve(bad, d.path()).is_err(), "{bad}");
+        }
+        // Found by fuzzing: a bad name or URL was echoed with its control characters.
+        for bad in ["n\x1b[2Jope", "ftp://h/\x1b[2Jx", "https://h/a\x1b[2J b"] {
+            let e = resolve(bad, d.path()).unwrap_err();
+            assert!(
+                !e.chars().any(char::is_control) && e.contains("[2J"),
+                "{e:?}"
+            );
         }
         std::os::unix::fs::symlink("/", d.path().join("root")).unwrap();
         assert!(resolve("root", d.path()).is_err());

@@ -56,10 +56,13 @@ impl Remote {
     /// `None` when `spec` is not a URL (a builtin name or a directory in the repo).
     pub fn parse(spec: &str) -> Option<Result<Remote, FetchError>> {
         let spec = spec.trim();
-        let scheme = ["https://", "http://", "git://"]
-            .iter()
-            .find(|s| spec.len() >= s.len() && spec[..s.len()].eq_ignore_ascii_case(s))?;
-        let bad = |why: &str| Some(Err(FetchError::BadUrl(spec.to_string(), why.to_string())));
+        let scheme = ["https://", "http://", "git://"].iter().find(|s| {
+            spec.get(..s.len())
+                .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        })?;
+        // Echoed without control characters (the very thing that may be wrong with it).
+        let shown = || spec.chars().filter(|c| !c.is_control()).take(200).collect();
+        let bad = |why: &str| Some(Err(FetchError::BadUrl(shown(), why.to_string())));
         if spec.len() > 2048 {
             return bad("longer than 2048 characters");
         }
@@ -440,7 +443,15 @@ mod tests {
             Remote::parse("https://h/a#v1").unwrap().unwrap().key(),
             Remote::parse("https://h/a#v2").unwrap().unwrap().key()
         );
-        for not_url in ["python", "./bp", "file:///etc", "ext::sh -c x"] {
+        // Found by fuzzing: a multi-byte character inside the scheme's length panicked.
+        for not_url in [
+            "python",
+            "./bp",
+            "file:///etc",
+            "ext::sh -c x",
+            "https:/\u{e9}h/x",
+            "git:/\u{e9}",
+        ] {
             assert!(Remote::parse(not_url).is_none(), "{not_url}");
         }
         for bad in [
