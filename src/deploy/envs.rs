@@ -30,7 +30,8 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
     } else {
         (s, 1000)
     };
-    num.trim().parse::<u64>().ok().map(|n| n * mult)
+    // A duration too large for u64 is no duration (it overflowed, and panicked in tests).
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// The web startup check `magrathea.yml` asks for (the default without a `healthcheck`).
@@ -265,5 +266,7 @@ mod tests {
         assert!(for_ref(&c, "refs/heads/dev").is_empty());
         assert_eq!(parse_duration_ms("500ms"), Some(500));
         assert_eq!(parse_duration_ms("2m"), Some(120_000));
+        // Found by fuzzing: overflowed (a panic in debug builds, a wrapped value in release).
+        assert_eq!(parse_duration_ms("999999999999999m"), None);
     }
 }
