@@ -65,6 +65,11 @@ fn release_yaml() {
 }
 
 #[test]
+fn buildpack_spec() {
+    quick("buildpack_spec", 1500);
+}
+
+#[test]
 fn app_json() {
     quick("app_json", 1500);
 }

@@ -56,6 +56,16 @@ pub fn all() -> Vec<Target> {
             max_len: 8192,
         },
         Target {
+            name: "buildpack_spec",
+            run: buildpack_spec,
+            seeds: buildpack_seeds,
+            dict: &[
+                "https://", "http://", "git://", "HTTPS://", "#", "?", "/", ".git", ".tgz",
+                ".tar.gz", "..", "./", "bp", "lnk", "é", "\u{1b}", "-", "@", ":",
+            ],
+            max_len: 4096,
+        },
+        Target {
             name: "app_json",
             run: app_json,
             seeds: app_json_seeds,
@@ -449,6 +459,22 @@ const YAML_DICT: &[&str] = &[
     "\u{feff}",
     "%YAML 1.2\n",
     "&x [*x, *x]",
+    "memory",
+    "boot_timeout",
+    "interval",
+    "timeout",
+    "content",
+    "attempts",
+    "ms",
+    "m",
+    "s",
+    "G",
+    "T",
+    "1.5",
+    "99999999999999999m",
+    "1e308G",
+    "NaN",
+    "inf",
 ];
 
 fn magrathea_yml(data: &[u8]) {
@@ -458,6 +484,14 @@ fn magrathea_yml(data: &[u8]) {
             if let Some(s) = &c.stack {
                 assert!(names::valid(s), "stack {s:?} accepted");
             }
+            // What a push and a deploy do with it.
+            use magrathea::deploy::envs;
+            for r in ["refs/heads/main", "refs/tags/v1.2.3", "refs/heads/staging"] {
+                for t in envs::for_ref(&c, r) {
+                    assert!(t.health.attempts >= 1 && t.health.timeout_ms >= 1);
+                }
+            }
+            let _ = envs::target(&c, "production");
             for k in c.processes.iter().flat_map(|p| p.keys()) {
                 assert!(names::valid(k), "process type {k:?} accepted");
             }
@@ -477,6 +511,9 @@ fn yml_seeds() -> Vec<Vec<u8>> {
         "environments:\n  staging: { branch: main, nodes: { env: staging } }\n  production:\n    \
          tags: \"v*\"\n    scale: { web: 2, worker: 1 }\n    env: { LOG_LEVEL: warn }\n",
         "processes:\n  web: &cmd gunicorn app:app\n  worker: *cmd\n",
+        "memory: 512M\nscale: { web: 2 }\nhealthcheck:\n  path: /health\n  timeout: 5s\n  \
+         boot_timeout: 2m\n  interval: 500ms\n  content: ok\n",
+        "healthcheck: { timeout: 999999999999999m, interval: 10, boot_timeout: 90s }\n",
         "stack: x\nstack: y\n",
         "",
     ];
@@ -562,6 +599,63 @@ fn release_seeds() -> Vec<Vec<u8>> {
             .collect(),
     );
     v
+}
+
+// ---- Buildpack names in magrathea.yml and .buildpacks (src/build/buildpacks.rs, fetch.rs) ----
+
+/// An export with a buildpack directory `bp` and a link to it, `lnk`.
+fn export_fixture() -> &'static Path {
+    static F: OnceLock<tempfile::TempDir> = OnceLock::new();
+    F.get_or_init(|| {
+        let d = scratch_dir();
+        fs::create_dir_all(d.path().join("bp/bin")).unwrap();
+        fs::write(d.path().join("bp/bin/compile"), "#!/bin/sh\n").unwrap();
+        symlink("bp", d.path().join("lnk")).unwrap();
+        d
+    })
+    .path()
+}
+
+fn buildpack_spec(data: &[u8]) {
+    use magrathea::build::buildpacks::{resolve, Buildpack};
+    // `.buildpacks` is read a line at a time.
+    for line in text(data).lines() {
+        match resolve(line, export_fixture()) {
+            Ok(b) => {
+                accepted();
+                let name = b.name();
+                assert!(
+                    !name.is_empty() && !name.chars().any(char::is_control),
+                    "{name:?}"
+                );
+                if let Buildpack::Url(r) = &b {
+                    assert!(!r.key().is_empty());
+                    assert!(!r.name().contains('/') && !r.name().starts_with('.'));
+                }
+            }
+            Err(e) => one_line("buildpack", &e),
+        }
+    }
+}
+
+fn buildpack_seeds() -> Vec<Vec<u8>> {
+    [
+        "python",
+        "https://github.com/heroku/heroku-buildpack-python.git",
+        "https://github.com/heroku/heroku-buildpack-nodejs#v250",
+        "https://example.com/buildpacks/apt.tgz",
+        "https://codeload.example.com/owner/bp/tar.gz/refs/heads/main?x=1",
+        "git://example.com/bp.git#main",
+        "./bp",
+        "bp/",
+        "lnk",
+        "../outside",
+        "ssh://git@example.com/bp.git",
+        "https://é.example/bp.git",
+    ]
+    .iter()
+    .map(|s| s.as_bytes().to_vec())
+    .collect()
 }
 
 // ---- app.json (src/appjson.rs) ----
@@ -1030,6 +1124,28 @@ fn tar(data: &[u8]) {
             1 => gzip(rest),
             _ => rest.to_vec(),
         };
+        if mode & 0x80 != 0 {
+            // A buildpack tarball fetched by URL (src/build/fetch.rs): same rules, `./`
+            // prefixes allowed; the caller removes what a refused one left.
+            fs::create_dir(&sb.dst).unwrap();
+            let r = magrathea::release::extract::unpack_foreign(&gz[..], &sb.dst);
+            assert_eq!(
+                listing(&sb.base),
+                ["l1", "outside"],
+                "wrote beside the buildpack"
+            );
+            assert_eq!(listing(&sb.l1), ["l2"], "wrote beside the buildpack");
+            assert_eq!(listing(&sb.l2), ["dst"], "wrote beside the buildpack");
+            assert!(listing(&sb.outside).is_empty(), "wrote through a link");
+            match r {
+                Ok(()) => {
+                    accepted();
+                    check_links(&sb.dst.canonicalize().unwrap(), &sb.dst);
+                }
+                Err(e) => one_line("extract", &e.to_string()),
+            }
+            return;
+        }
         let r = magrathea::release::extract::unpack_stream(
             &gz[..],
             Path::new("fuzz.tar.gz"),
@@ -1424,6 +1540,24 @@ fn tar_seeds() -> Vec<Vec<u8>> {
         .unwrap();
     let mut seeds = vec![[&[1u8][..], &raw].concat(), [&[2u8][..], &gz].concat()];
     seeds.extend(hostile_seeds());
+    // The same shapes as buildpack tarballs (mode | 0x80), and one as `tar -C dir -czf x .`
+    // writes it: `./` first, then `./bin/compile`.
+    let foreign: Vec<Vec<u8>> = seeds
+        .iter()
+        .map(|s| [&[s[0] | 0x80][..], &s[1..]].concat())
+        .collect();
+    seeds.extend(foreign);
+    let mut t = vec![0x81u8];
+    append(&mut t, &header(b"./", b"", b'5', 0o755, 0), b"");
+    append(&mut t, &header(b"./bin/", b"", b'5', 0o755, 0), b"");
+    append(
+        &mut t,
+        &header(b"./bin/compile", b"", b'0', 0o755, 10),
+        b"#!/bin/sh\n",
+    );
+    append(&mut t, &header(b"./bin/detect", b"", b'2', 0o777, 0), b"");
+    t.extend_from_slice(&[0; 1024]);
+    seeds.push(t);
     for i in 0..24u8 {
         let bytes: Vec<u8> = (0..96u32)
             .map(|j| (j as u8).wrapping_mul(i.wrapping_add(31)).wrapping_add(i))
