@@ -216,7 +216,10 @@ fn failing_compile_rejects_the_push_and_changes_nothing() {
     let log = s.ok(&s.admin, "builds:log web");
     assert!(log.contains("intentional failure"), "{log}");
     assert_eq!(
-        std::fs::read_dir(s.data.join("builds")).unwrap().count(),
+        std::fs::read_dir(s.data.join("builds"))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().file_name() != ".trash")
+            .count(),
         0,
         "build dir cleaned up"
     );

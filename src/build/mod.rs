@@ -241,8 +241,31 @@ async fn run_queued(
     let _ = core.store.set_build_status(id, "running", "", None);
     let dir = core.data.builds().join(id.to_string());
     let result = run(core, req, commit, id, &dir, out, cancel).await;
-    let _ = tokio::fs::remove_dir_all(&dir).await;
+    discard(&core.data.builds(), &dir).await;
     result
+}
+
+/// Removes a finished build's directory without making the push wait for it: a slug with a
+/// virtualenv or node_modules is thousands of files, so the directory is renamed into
+/// `builds/.trash` (one rename) and deleted there in the background, with anything an
+/// earlier run left in the trash.
+async fn discard(builds: &Path, dir: &Path) {
+    let trash = builds.join(".trash");
+    let to = trash.join(dir.file_name().unwrap_or_default());
+    if tokio::fs::create_dir_all(&trash).await.is_err()
+        || tokio::fs::rename(dir, &to).await.is_err()
+    {
+        let _ = tokio::fs::remove_dir_all(dir).await;
+        return;
+    }
+    tokio::spawn(async move {
+        let Ok(mut rd) = tokio::fs::read_dir(&trash).await else {
+            return;
+        };
+        while let Ok(Some(e)) = rd.next_entry().await {
+            let _ = tokio::fs::remove_dir_all(e.path()).await;
+        }
+    });
 }
 
 fn dir_size(p: &Path) -> u64 {
