@@ -390,6 +390,10 @@ mod tests {
         assert!(resolve("file:///etc", d.path())
             .unwrap_err()
             .contains("https://"));
+        let list = select(Some(&vec!["https://h/o/bp.git#v2".into()]), None, d.path());
+        assert!(
+            matches!(&list.unwrap().unwrap()[..], [Buildpack::Url(r)] if r.git_ref.as_deref() == Some("v2"))
+        );
         assert_eq!(dotenv_value("A=1\nA=\"2\"\n", "A").as_deref(), Some("2"));
         assert_eq!(dotenv_value("A=x # note\n", "A").as_deref(), Some("x"));
     }
