@@ -165,7 +165,7 @@ pub async fn fetch(
 ) -> Result<(PathBuf, String), FetchError> {
     let entry = cache.join(r.key());
     let tree = entry.join("tree");
-    if !refresh && tree.join("bin").is_dir() {
+    if !refresh && is_file(&tree, "bin/compile") {
         let what = std::fs::read_to_string(entry.join("fetched")).unwrap_or_default();
         return Ok((tree, format!("using cached {} {}", r.spec, what.trim())));
     }
@@ -209,9 +209,10 @@ async fn fetch_into(r: &Remote, dir: &Path) -> Result<String, FetchError> {
         Source::Git => fetch_git(r, dir, &tree).await?,
         Source::Tarball => fetch_tarball(r, dir, &tree).await?,
     };
-    match std::fs::symlink_metadata(tree.join("bin/compile")) {
-        Ok(m) if m.is_file() => Ok(what),
-        _ => Err(FetchError::NotABuildpack(r.spec.clone(), String::new())),
+    if is_file(&tree, "bin/compile") {
+        Ok(what)
+    } else {
+        Err(FetchError::NotABuildpack(r.spec.clone(), String::new()))
     }
 }
 
@@ -383,7 +384,7 @@ async fn fetch_tarball(r: &Remote, dir: &Path, tree: &Path) -> Result<String, Fe
     })?;
     let _ = std::fs::remove_file(&file);
     // A tarball holds the buildpack at its top, or in one directory (a forge's archive).
-    let root = if is_file(&unpack_dir.join("bin/compile")) {
+    let root = if is_file(&unpack_dir, "bin/compile") {
         unpack_dir.clone()
     } else {
         let entries: Vec<_> = std::fs::read_dir(&unpack_dir)
@@ -393,7 +394,7 @@ async fn fetch_tarball(r: &Remote, dir: &Path, tree: &Path) -> Result<String, Fe
         match entries.as_slice() {
             [one]
                 if one.file_type().is_ok_and(|t| t.is_dir())
-                    && is_file(&one.path().join("bin/compile")) =>
+                    && is_file(&one.path(), "bin/compile") =>
             {
                 one.path()
             }
@@ -405,10 +406,10 @@ async fn fetch_tarball(r: &Remote, dir: &Path, tree: &Path) -> Result<String, Fe
     Ok(format!("({})", crate::build::human(size)))
 }
 
-/// A regular file, not through a symlink at its last step (the unpacker refuses links that
-/// leave the tree, and directories from it are never links).
-fn is_file(p: &Path) -> bool {
-    std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file())
+/// `root/rel` is a regular file, reached without following any link (what was fetched is
+/// someone else's tree).
+fn is_file(root: &Path, rel: &str) -> bool {
+    crate::safefs::kind(root, rel).is_ok_and(|k| k == crate::safefs::Kind::File)
 }
 
 #[cfg(test)]
