@@ -31,6 +31,10 @@ pub struct AppConfig {
     /// Memory limit of each process (`512M`, `1G`); placement reserves this much on a node.
     #[serde(default)]
     pub memory: Option<String>,
+    /// CPUs each process may use (`0.5`, `2`; Docker's `--cpus`); placement counts it
+    /// against a node's CPUs. Without it processes share the CPUs unlimited.
+    #[serde(default)]
+    pub cpu: Option<f64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -115,6 +119,13 @@ pub fn parse(text: &str) -> Result<AppConfig, String> {
                     "magrathea.yml: memory: {m:?} is not a size from 16M to 1T (e.g. 256M, 1G)"
                 ))
             }
+        }
+    }
+    if let Some(cpu) = c.cpu {
+        if !(0.01..=1024.0).contains(&cpu) {
+            return Err(format!(
+                "magrathea.yml: cpu: {cpu} is not a CPU count from 0.01 to 1024 (e.g. 0.5, 2)"
+            ));
         }
     }
     if let Some(h) = &c.healthcheck {
@@ -275,6 +286,8 @@ mod tests {
         }
         assert!(parse("memory: 8K").is_err());
         assert!(parse("memory: 256M").is_ok());
+        assert!(parse("cpu: 0.5").is_ok());
+        assert!(parse("cpu: 0").is_err());
         assert!(parse("healthcheck: { attempts: 3, boot_timeout: 30s }").is_err());
         assert!(parse("healthcheck: { boot_timeout: soon }").is_err());
         assert!(parse("scale: { Web: 1 }").is_err());

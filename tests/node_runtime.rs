@@ -539,6 +539,7 @@ fn spec(inst: &Instance, app: &str, rel: &Rel, ptype: &str, index: u32, cmd: &st
         env: vec![],
         image: IMAGE.into(),
         memory: 64 << 20,
+        cpu: 0.0,
         generation: 0,
         uid: UID,
         publish_ip: None,

@@ -183,7 +183,7 @@ pub async fn prepare(core: &Arc<Core>, cmd: Cmd, pty: bool) -> Result<Session, C
             }
             let live = live(core, &app, &env)?;
             let n = pick_node(core, &app, &env, &live.nodes, None)?;
-            let env_vars = run_env(core, &app, &env, &live).await?;
+            let (env_vars, config) = run_env(core, &app, &env, &live).await?;
             let detail = format!("node {}, v{}", n.name, live.version);
             let req = RunReq {
                 app: crate::deploy::node_app(&app, &env),
@@ -191,7 +191,13 @@ pub async fn prepare(core: &Arc<Core>, cmd: Cmd, pty: bool) -> Result<Session, C
                 image: live.manifest.stack_image.clone(),
                 argv: command,
                 env: env_vars,
-                memory: core.limits.process_memory,
+                // The limits the app's processes get (magrathea.yml), else the defaults.
+                memory: config
+                    .memory
+                    .as_deref()
+                    .and_then(crate::appconfig::parse_size)
+                    .unwrap_or(core.limits.process_memory),
+                cpu: config.cpu.unwrap_or(0.0),
                 uid: core.app_uid(&app)?,
             };
             Ok(Session {
@@ -206,23 +212,26 @@ pub async fn prepare(core: &Arc<Core>, cmd: Cmd, pty: bool) -> Result<Session, C
 }
 
 /// The env a process of the live release gets (as a rollout builds it): the environment's
-/// labels from `magrathea.yml`, the config vars over them, and GIT_REV.
+/// labels from `magrathea.yml`, the config vars over them, and GIT_REV; and the release's
+/// `magrathea.yml`.
 async fn run_env(
     core: &Arc<Core>,
     app: &str,
     env: &str,
     live: &Live,
-) -> Result<BTreeMap<String, String>, CmdError> {
+) -> Result<(BTreeMap<String, String>, crate::appconfig::AppConfig), CmdError> {
     let tarball = core.data.releases(app).join(&live.file);
     let e = env.to_string();
-    let target =
-        tokio::task::spawn_blocking(move || envs::target(&envs::config_of_release(&tarball), &e))
-            .await
-            .map_err(|e| CmdError::Invalid(format!("internal error ({e})")))?;
+    let (target, config) = tokio::task::spawn_blocking(move || {
+        let c = envs::config_of_release(&tarball);
+        (envs::target(&c, &e), c)
+    })
+    .await
+    .map_err(|e| CmdError::Invalid(format!("internal error ({e})")))?;
     let mut vars = target.vars;
     vars.extend(core.config(app, env)?);
     vars.insert("GIT_REV".into(), live.git_sha.clone());
-    Ok(vars)
+    Ok((vars, config))
 }
 
 #[cfg(test)]

@@ -336,7 +336,9 @@ async fn rollout_locked(
         .as_deref()
         .and_then(crate::appconfig::parse_size)
         .unwrap_or(core.limits.process_memory);
-    let (free, mut statuses, room) = match free_capacity(&clients, &nodes, &napp, memory).await {
+    let cpu = meta.config.cpu.unwrap_or(0.0);
+    let (free, mut statuses, room) = match free_capacity(&clients, &nodes, &napp, memory, cpu).await
+    {
         Ok(r) => r,
         Err(e) => {
             out.line(format!(" !     {e}")).await;
@@ -351,9 +353,14 @@ async fn rollout_locked(
             for (i, n) in nodes.iter().enumerate() {
                 e = e.replace(&format!("node {} ", i + 1), &format!("node {} ", n.name));
             }
+            let cpus = if cpu > 0.0 {
+                format!(" and {cpu} CPUs")
+            } else {
+                String::new()
+            };
             let e = format!(
-                "{e} (each process gets {} MiB; {}); lower `memory` in magrathea.yml, scale \
-                 down, or add a node",
+                "{e} (each process gets {} MiB{cpus}; {}); lower `memory`/`cpu` in \
+                 magrathea.yml, scale down, or add a node",
                 memory >> 20,
                 room.join(", ")
             );
@@ -395,6 +402,7 @@ async fn rollout_locked(
             processes,
             env: env_vars,
             memory,
+            cpu,
             health: target.health.clone(),
             checks: checks.clone(),
             grace_ms: 2_000,
@@ -475,6 +483,7 @@ async fn rollout_locked(
             command: cmd.clone(),
             env: vars.clone(),
             memory,
+            cpu,
             timeout_ms: 3_600_000,
             snapshot: (i == 0).then(|| format!("before-v{}", release.version)),
             uid,
@@ -621,6 +630,7 @@ async fn rollout_locked(
             command: cmd.to_string(),
             env: vars.clone(),
             memory,
+            cpu,
             timeout_ms: 3_600_000,
             snapshot: None,
             uid,
@@ -696,10 +706,11 @@ async fn rollout_locked(
     Ok(())
 }
 
-/// How many more processes of `memory` bytes each node takes, the statuses that told
-/// (prepare reuses them), and each node's room in words. A node takes what fits in the
-/// memory it offers ([`Capacity`], the machine's by default) beside what other apps'
-/// processes were given, and no more than its `--slots` cap (0: none) minus their count.
+/// How many more processes of `memory` bytes (and `cpu` CPUs, when asked) each node takes,
+/// the statuses that told (prepare reuses them), and each node's room in words. A node takes
+/// what fits in the memory and CPUs it offers ([`Capacity`], the machine's by default)
+/// beside what other apps' processes were given, and no more than its `--slots` cap (0:
+/// none) minus their count.
 /// This app's own processes do not count: the rollout replaces them. A node that does not
 /// answer fails the rollout here, before anything started.
 async fn free_capacity(
@@ -707,6 +718,7 @@ async fn free_capacity(
     nodes: &[NodeRow],
     app: &str,
     memory: i64,
+    cpu: f64,
 ) -> Result<(Vec<i64>, Vec<Option<StatusReply>>, Vec<String>), String> {
     let mut free: Vec<i64> = vec![0; nodes.len()];
     let mut statuses: Vec<Option<StatusReply>> = vec![None; nodes.len()];
@@ -747,6 +759,14 @@ async fn free_capacity(
                 (c.memory - used).max(0) >> 20,
                 c.memory >> 20
             ));
+            // CPUs count only for apps that ask for a share (`cpu:`), against the shares
+            // others were given.
+            if cpu > 0.0 && c.cpus > 0 {
+                let taken: f64 = others.iter().map(|p| p.cpu).sum();
+                let left = (c.cpus as f64 - taken).max(0.0);
+                n = n.min((left / cpu + 1e-9).floor() as i64);
+                why.push(format!("{left:.2} of {} CPUs free", c.cpus));
+            }
         }
         free[i] = n.clamp(0, 1_000_000);
         room[i] = format!("{}: {}", nodes[i].name, why.join(", "));

@@ -415,6 +415,7 @@ async fn run(ctx: &AgentCtx, req: RunReq, pty: Option<Pty>, io: Io<'_>) -> Resul
         env,
         image: req.image.clone(),
         memory: req.memory,
+        cpu: req.cpu,
         generation: 0,
         uid: req.uid,
         publish_ip: None,
@@ -511,6 +512,7 @@ mod tests {
             restarts: 0,
             generation,
             memory: 0,
+            cpu: 0.0,
         }
     }
 

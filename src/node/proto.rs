@@ -70,6 +70,9 @@ pub struct PrepareReq {
     pub processes: Vec<ProcessGroup>,
     pub env: BTreeMap<String, String>,
     pub memory: i64,
+    /// CPUs each process may use (0: no limit); placement counts it against the node's.
+    #[serde(default)]
+    pub cpu: f64,
     pub health: Health,
     /// app.json's startup checks for web (Dokku's `healthchecks`): each must pass, in
     /// order, instead of `health`.
@@ -127,6 +130,9 @@ pub struct ReleasePhaseReq {
     pub command: String,
     pub env: BTreeMap<String, String>,
     pub memory: i64,
+    /// CPUs each process may use (0: no limit); placement counts it against the node's.
+    #[serde(default)]
+    pub cpu: f64,
     pub timeout_ms: u64,
     /// Snapshot the data dir under this label first.
     pub snapshot: Option<String>,
@@ -267,6 +273,9 @@ pub struct RunReq {
     pub argv: Vec<String>,
     pub env: BTreeMap<String, String>,
     pub memory: i64,
+    /// CPUs each process may use (0: no limit); placement counts it against the node's.
+    #[serde(default)]
+    pub cpu: f64,
     /// The app's uid: the command runs as it.
     pub uid: u32,
 }

@@ -109,6 +109,8 @@ pub struct ProcessSpec {
     pub image: String,
     /// Memory limit in bytes (swap is not allowed on top).
     pub memory: i64,
+    /// CPUs it may use (Docker's `--cpus`); 0 for no limit.
+    pub cpu: f64,
     /// The rollout that started it (see `PrepareReq::generation`); 0 for none.
     pub generation: u64,
     /// The app's uid (and gid), from the controller; see `isolation`.
@@ -146,6 +148,9 @@ pub struct ProcInfo {
     /// Its memory limit in bytes (0 if unknown).
     #[serde(default)]
     pub memory: i64,
+    /// Its CPU limit (0: none).
+    #[serde(default)]
+    pub cpu: f64,
 }
 
 /// `mg-<instance>-<app>-<release>-<ptype>-<index>`, then `-g<generation>` when there is one.
@@ -536,7 +541,16 @@ pub async fn list(
             started_at: state.started_at.unwrap_or_default(),
             restarts: info.restart_count.unwrap_or(0),
             generation: label(L_GENERATION).parse().unwrap_or(0),
-            memory: info.host_config.and_then(|h| h.memory).unwrap_or(0),
+            memory: info
+                .host_config
+                .as_ref()
+                .and_then(|h| h.memory)
+                .unwrap_or(0),
+            cpu: info
+                .host_config
+                .as_ref()
+                .and_then(|h| h.nano_cpus)
+                .map_or(0.0, |n| n as f64 / 1e9),
         });
     }
     out.sort_by(|a, b| {
@@ -890,6 +904,12 @@ fn prepare(root: &NodeRoot, spec: &ProcessSpec) -> Result<(PathBuf, PathBuf), No
             spec.ptype
         )));
     }
+    if !(0.0..=1024.0).contains(&spec.cpu) {
+        return Err(NodeError::Invalid(format!(
+            "cpu limit must be 0 (none) to 1024, got {}",
+            spec.cpu
+        )));
+    }
     if spec.memory <= 0 {
         return Err(NodeError::Invalid(format!(
             "memory limit must be positive, got {}",
@@ -1119,6 +1139,7 @@ fn container_body(
             network_mode: Some(crate::isolation::network_name(&spec.instance, spec.uid)),
             memory: Some(spec.memory),
             memory_swap: Some(spec.memory),
+            nano_cpus: (spec.cpu > 0.0).then(|| (spec.cpu * 1e9) as i64),
             // docker-init as PID 1: it forwards SIGTERM (a shell or app as PID 1 would
             // ignore it, making every stop wait out the grace period) and reaps zombies.
             init: Some(true),
@@ -1220,6 +1241,7 @@ mod tests {
             env: vec![("LOG_LEVEL".into(), "warn x=y".into())],
             image: "magrathea/stack-tiny:latest".into(),
             memory: 64 << 20,
+            cpu: 0.0,
             generation: 0,
             uid: crate::isolation::UID_BASE + 1,
             publish_ip: None,
