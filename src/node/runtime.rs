@@ -1139,7 +1139,7 @@ fn container_body(
             network_mode: Some(crate::isolation::network_name(&spec.instance, spec.uid)),
             memory: Some(spec.memory),
             memory_swap: Some(spec.memory),
-            nano_cpus: (spec.cpu > 0.0).then(|| (spec.cpu * 1e9) as i64),
+            nano_cpus: (spec.cpu > 0.0).then_some((spec.cpu * 1e9) as i64),
             // docker-init as PID 1: it forwards SIGTERM (a shell or app as PID 1 would
             // ignore it, making every stop wait out the grace period) and reaps zombies.
             init: Some(true),
