@@ -127,6 +127,24 @@ fn health_checks_scripts_and_dyno_environment() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(s.get("slow", "/").0, 200);
 
+    // The release command runs before the new processes start (Heroku's order): a web
+    // process that needs its migration answers its first health check.
+    let out = push(
+        &s,
+        "migrated",
+        &[
+            (
+                "Procfile",
+                &format!(
+                    "web: test -e /data/migrated || exit 1; {httpd}\nrelease: touch /data/migrated\n"
+                ),
+            ),
+            ("index.html", "migrated\n"),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s.get("migrated", "/").0, 200);
+
     // One that crashes on boot fails at once, with its last words and the setting to change.
     let out = push(
         &s,
@@ -322,4 +340,18 @@ fn twenty_apps_side_by_side_and_placement_by_memory() {
     assert!(err.contains("not enough capacity"), "{err}");
     assert!(err.contains("768 MiB of 2048 MiB free"), "{err}");
     assert!(err.contains("each process gets 1024 MiB"), "{err}");
+
+    // CPUs count for an app that asks for a share: more than the machine has never fits.
+    let out = push(
+        &s,
+        "hog",
+        &[
+            ("Procfile", "web: exec busybox httpd -f -p $PORT -h .\n"),
+            ("magrathea.yml", "memory: 64M\ncpu: 1024\n"),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("not enough capacity"), "{err}");
+    assert!(err.contains("CPUs free"), "{err}");
 }

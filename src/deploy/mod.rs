@@ -1,9 +1,10 @@
 //! Rollouts: a release goes live on every target node of an environment, or on none.
 //!
-//! prepare everywhere (receive + verify + unpack, start new processes beside the old ones,
-//! health-check) -> release phase once -> switch everywhere -> router swap + drain -> retire
-//! the old processes. A failure before the switch aborts everywhere (old processes were
-//! never touched); a failure during the switch switches the switched nodes back.
+//! receive everywhere (verify + unpack) -> release phase once (app.json predeploy, then the
+//! release command) -> start new processes beside the old ones everywhere and health-check
+//! them -> switch everywhere -> router swap + drain -> retire the old processes -> app.json
+//! postdeploy. A failure before the switch aborts everywhere (old processes were never
+//! touched); a failure during the switch switches the switched nodes back.
 
 pub mod envs;
 
@@ -377,91 +378,17 @@ async fn rollout_locked(
 
     let checks = envs::app_json_checks(&meta.config, &app_json);
 
-    // Phase 1: prepare everywhere, in parallel.
-    let mut set = JoinSet::new();
-    let (ptx, mut prx) = tokio::sync::mpsc::channel::<String>(256);
-    for (i, client) in clients.iter().enumerate() {
-        let client = client.clone();
-        let known = statuses[i].take();
-        let processes: Vec<ProcessGroup> = placement[i]
-            .iter()
-            .filter(|(_, idx)| !idx.is_empty())
-            .map(|(ptype, idx)| ProcessGroup {
-                ptype: ptype.clone(),
-                command: manifest.processes[ptype].clone(),
-                count: idx.len() as u32,
-                indices: idx.clone(),
-            })
-            .collect();
-        let mut env_vars: BTreeMap<String, String> = vars.clone();
-        env_vars.insert("GIT_REV".into(), release.git_sha.clone());
-        let req = PrepareReq {
-            app: napp.clone(),
-            release: name.clone(),
-            image: manifest.stack_image.clone(),
-            processes,
-            env: env_vars,
-            memory,
-            cpu,
-            health: target.health.clone(),
-            checks: checks.clone(),
-            grace_ms: 2_000,
-            generation,
-            uid,
-            // Where the router will connect: web ports are published there.
-            publish_ip: Some(node_ip(&client.addr)),
-        };
-        let (tarball, sha, ptx) = (tarball.clone(), release.sha256.clone(), ptx.clone());
-        let restore = opts.restore_data_from;
-        set.spawn(async move {
-            let r = prepare_node(&client, &req, known, &tarball, &sha, restore, ptx).await;
-            (client, r)
-        });
-    }
-    drop(ptx);
-    let mut prepared: Vec<(NodeClient, PrepareReply)> = vec![];
-    let mut failed: Vec<String> = vec![];
-    loop {
-        tokio::select! {
-            Some(line) = prx.recv() => out.line(line).await,
-            r = set.join_next() => match r {
-                None => break,
-                Some(Ok((client, Ok(reply)))) => {
-                    out.line(format!("-----> {}: v{} started and healthy ({} process{})", client.name, release.version,
-                        reply.processes.len(), if reply.processes.len() == 1 { "" } else { "es" })).await;
-                    prepared.push((client, reply));
-                }
-                Some(Ok((_, Err(e)))) => {
-                    out.line(format!(" !     {e}")).await;
-                    failed.push(e.to_string());
-                }
-                Some(Err(e)) => failed.push(format!("internal error: {e}")),
-            }
-        }
-    }
-    while let Ok(line) = prx.try_recv() {
-        out.line(line).await;
-    }
     let still = previous
         .as_ref()
         .map(|p| format!("v{} still serves", p.version))
         .unwrap_or_else(|| "nothing was running before".into());
-    if !failed.is_empty() || out.closed() {
-        abort_all(&prepared, &napp, &name, generation).await;
-        let why = failed
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "the pusher went away".into());
-        out.line(format!(" !     deploy aborted on every node; {still}"))
-            .await;
-        return Err(why);
-    }
 
-    // Phase 2: the release phase, once, on one node (the first by name, so the same node's
-    // data dir sees every migration), before anything switches.
-    // app.json's `scripts.dokku.predeploy` runs first (as Dokku orders them), then the
-    // Procfile's release command; one data snapshot before both.
-    prepared.sort_by(|a, b| a.0.name.cmp(&b.0.name));
+    // Phase 1: the release phase, once, on one node (the first by name, so the same node's
+    // data dir sees every migration), before any new process starts (Heroku's order: a web
+    // process may need the migration to answer its health check). app.json's
+    // `scripts.dokku.predeploy` runs first (as Dokku orders them), then the Procfile's
+    // release command; one data snapshot before both. Every node receives the release
+    // first, so a node that cannot take it fails the deploy before any data changes.
     let mut phases: Vec<(&str, String)> = vec![];
     if !opts.skip_release_phase {
         if let Some(c) = app_json.predeploy() {
@@ -471,8 +398,55 @@ async fn rollout_locked(
             phases.push(("release", c.clone()));
         }
     }
+    let staged = !phases.is_empty();
+    if staged {
+        let mut set = JoinSet::new();
+        let (ptx, mut prx) = tokio::sync::mpsc::channel::<String>(256);
+        for (i, client) in clients.iter().enumerate() {
+            let (client, known, ptx) = (client.clone(), statuses[i].take(), ptx.clone());
+            let (tarball, sha) = (tarball.clone(), release.sha256.clone());
+            let (napp, name, restore) = (napp.clone(), name.clone(), opts.restore_data_from);
+            set.spawn(async move {
+                let r =
+                    stage_node(&client, &napp, &name, known, &tarball, &sha, restore, &ptx).await;
+                (client, r)
+            });
+        }
+        drop(ptx);
+        let mut failed: Vec<String> = vec![];
+        loop {
+            tokio::select! {
+                Some(line) = prx.recv() => out.line(line).await,
+                r = set.join_next() => match r {
+                    None => break,
+                    Some(Ok((_, Ok(())))) => {}
+                    Some(Ok((_, Err(e)))) => {
+                        out.line(format!(" !     {e}")).await;
+                        failed.push(e.to_string());
+                    }
+                    Some(Err(e)) => failed.push(format!("internal error: {e}")),
+                }
+            }
+        }
+        while let Ok(line) = prx.try_recv() {
+            out.line(line).await;
+        }
+        if !failed.is_empty() || out.closed() {
+            let why = failed
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| "the pusher went away".into());
+            out.line(format!(" !     deploy aborted on every node; {still}"))
+                .await;
+            return Err(why);
+        }
+    }
+    let first = clients
+        .iter()
+        .min_by(|a, b| a.name.cmp(&b.name))
+        .expect("at least one node");
     for (i, (kind, cmd)) in phases.iter().enumerate() {
-        let (client, _) = &prepared[0];
+        let client = first;
         let what = phase_name(kind);
         out.line(format!("-----> Running {what} on {}: {cmd}", client.name))
             .await;
@@ -520,11 +494,87 @@ async fn rollout_locked(
                         .await
                 }
             }
-            abort_all(&prepared, &napp, &name, generation).await;
             out.line(format!(" !     deploy aborted on every node; {still}"))
                 .await;
             return Err(e);
         }
+    }
+
+    // Phase 2: start the new processes everywhere, in parallel, and health-check them.
+    let mut set = JoinSet::new();
+    let (ptx, mut prx) = tokio::sync::mpsc::channel::<String>(256);
+    for (i, client) in clients.iter().enumerate() {
+        let client = client.clone();
+        let known = statuses[i].take();
+        let processes: Vec<ProcessGroup> = placement[i]
+            .iter()
+            .filter(|(_, idx)| !idx.is_empty())
+            .map(|(ptype, idx)| ProcessGroup {
+                ptype: ptype.clone(),
+                command: manifest.processes[ptype].clone(),
+                count: idx.len() as u32,
+                indices: idx.clone(),
+            })
+            .collect();
+        let mut env_vars: BTreeMap<String, String> = vars.clone();
+        env_vars.insert("GIT_REV".into(), release.git_sha.clone());
+        let req = PrepareReq {
+            app: napp.clone(),
+            release: name.clone(),
+            image: manifest.stack_image.clone(),
+            processes,
+            env: env_vars,
+            memory,
+            cpu,
+            health: target.health.clone(),
+            checks: checks.clone(),
+            grace_ms: 2_000,
+            generation,
+            uid,
+            // Where the router will connect: web ports are published there.
+            publish_ip: Some(node_ip(&client.addr)),
+        };
+        let (tarball, sha, ptx) = (tarball.clone(), release.sha256.clone(), ptx.clone());
+        // Staged nodes have the release (and restored data) already.
+        let restore = opts.restore_data_from.filter(|_| !staged);
+        set.spawn(async move {
+            let r = prepare_node(&client, &req, known, &tarball, &sha, restore, ptx).await;
+            (client, r)
+        });
+    }
+    drop(ptx);
+    let mut prepared: Vec<(NodeClient, PrepareReply)> = vec![];
+    let mut failed: Vec<String> = vec![];
+    loop {
+        tokio::select! {
+            Some(line) = prx.recv() => out.line(line).await,
+            r = set.join_next() => match r {
+                None => break,
+                Some(Ok((client, Ok(reply)))) => {
+                    out.line(format!("-----> {}: v{} started and healthy ({} process{})", client.name, release.version,
+                        reply.processes.len(), if reply.processes.len() == 1 { "" } else { "es" })).await;
+                    prepared.push((client, reply));
+                }
+                Some(Ok((_, Err(e)))) => {
+                    out.line(format!(" !     {e}")).await;
+                    failed.push(e.to_string());
+                }
+                Some(Err(e)) => failed.push(format!("internal error: {e}")),
+            }
+        }
+    }
+    while let Ok(line) = prx.try_recv() {
+        out.line(line).await;
+    }
+    if !failed.is_empty() || out.closed() {
+        abort_all(&prepared, &napp, &name, generation).await;
+        let why = failed
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "the pusher went away".into());
+        out.line(format!(" !     deploy aborted on every node; {still}"))
+            .await;
+        return Err(why);
     }
 
     // Phase 3: switch everywhere.
@@ -619,7 +669,7 @@ async fn rollout_locked(
     // app.json's `scripts.dokku.postdeploy`: after the switch, so a failure is reported but
     // the new release stays live (as on Dokku).
     if let Some(cmd) = app_json.postdeploy().filter(|_| !opts.skip_release_phase) {
-        let (client, _) = &prepared[0];
+        let client = first;
         let what = phase_name("postdeploy");
         out.line(format!("-----> Running {what} on {}: {cmd}", client.name))
             .await;
@@ -810,38 +860,42 @@ async fn one_off(
     res.map(|r| r.code).map_err(|e| e.to_string())
 }
 
-async fn prepare_node(
+/// Readies a node for a release: it receives the tarball unless it has it, and restores a
+/// data snapshot when asked (rollback --with-data). Nothing starts.
+#[allow(clippy::too_many_arguments)]
+async fn stage_node(
     client: &NodeClient,
-    req: &PrepareReq,
+    app: &str,
+    release: &str,
     known: Option<StatusReply>,
     tarball: &std::path::Path,
     sha: &str,
     restore: Option<i64>,
-    progress: tokio::sync::mpsc::Sender<String>,
-) -> Result<PrepareReply, NodeCallError> {
+    progress: &tokio::sync::mpsc::Sender<String>,
+) -> Result<(), NodeCallError> {
     let status: StatusReply = match known {
         Some(s) => s,
         None => client.call("status", Stdin::Empty, None).await?,
     };
     let present = status
         .apps
-        .get(&req.app)
-        .is_some_and(|a| a.releases.contains(&req.release));
+        .get(app)
+        .is_some_and(|a| a.releases.iter().any(|r| r == release));
     if !present {
-        let cmd = format!("receive {} {} {}", req.app, req.release, sha);
+        let cmd = format!("receive {app} {release} {sha}");
         let _: serde_json::Value = client
             .call(&cmd, Stdin::File(tarball.to_path_buf()), None)
             .await?;
         let _ = progress
             .send(format!(
-                "-----> {}: received {} (sha256 verified)",
-                client.name, req.release
+                "-----> {}: received {release} (sha256 verified)",
+                client.name
             ))
             .await;
     }
     if let Some(v) = restore {
         let body = serde_json::to_vec(&SnapshotReq {
-            app: req.app.clone(),
+            app: app.to_string(),
             label: format!("before-v{v}"),
             if_exists: true,
         })
@@ -859,6 +913,31 @@ async fn prepare_node(
         };
         let _ = progress.send(line).await;
     }
+    Ok(())
+}
+
+/// Stages the node (see [`stage_node`]; a staged node has the release, so this only asks
+/// for its status), then starts the release's processes there and health-checks them.
+async fn prepare_node(
+    client: &NodeClient,
+    req: &PrepareReq,
+    known: Option<StatusReply>,
+    tarball: &std::path::Path,
+    sha: &str,
+    restore: Option<i64>,
+    progress: tokio::sync::mpsc::Sender<String>,
+) -> Result<PrepareReply, NodeCallError> {
+    stage_node(
+        client,
+        &req.app,
+        &req.release,
+        known,
+        tarball,
+        sha,
+        restore,
+        &progress,
+    )
+    .await?;
     let body = serde_json::to_vec(req).unwrap_or_default();
     let (ltx, mut lrx) = tokio::sync::mpsc::channel::<String>(64);
     let name = client.name.clone();
