@@ -439,27 +439,32 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// `git init --bare` into a temp dir, configured, then renamed into place.
+/// `git init --bare` into a temp dir, configured, then renamed into place. A failure leaves
+/// no temp dir behind, and its message names no server path (it may reach a pusher).
 pub fn init_repo(data: &DataDir, app: &str) -> anyhow::Result<()> {
     use anyhow::Context;
-    std::fs::create_dir_all(data.repos())?;
+    std::fs::create_dir_all(data.repos()).context("cannot create the repositories dir")?;
     let tmp = data
         .repos()
         .join(format!(".new-{app}-{}", crate::keys::random_hex(4)));
+    let guard = crate::release::tarball::RemoveOnDrop(Some(tmp.clone()));
+    let t = tmp.to_str().context("non-UTF-8 data dir")?;
     let run = |args: &[&str]| -> anyhow::Result<()> {
         let out = std::process::Command::new("git")
             .args(args)
             .output()
             .context("cannot run git (is it installed?)")?;
-        anyhow::ensure!(
-            out.status.success(),
-            "git {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        if !out.status.success() {
+            let err = String::from_utf8_lossy(&out.stderr).replace(t, "<repo>");
+            tracing::error!(app, error = %err.trim(), "git init of a new repository failed");
+            anyhow::bail!(
+                "cannot create the repository of '{app}': git {} failed: {}",
+                args.first().copied().unwrap_or_default(),
+                err.lines().next().unwrap_or_default().trim()
+            );
+        }
         Ok(())
     };
-    let t = tmp.to_str().context("non-UTF-8 data dir")?;
     run(&["init", "--bare", "--quiet", "--initial-branch=main", t])?;
     for (k, v) in [
         ("receive.fsckObjects", "true"),
@@ -468,11 +473,47 @@ pub fn init_repo(data: &DataDir, app: &str) -> anyhow::Result<()> {
     ] {
         run(&["--git-dir", t, "config", k, v])?;
     }
-    let dst = data.repo(app);
-    if dst.exists() {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Ok(());
+    match crate::fsutil::rename_noreplace(&tmp, &data.repo(app)) {
+        Ok(()) => guard.disarm(),
+        // Made meanwhile by another push or apps:create: theirs is as good as ours.
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => anyhow::bail!("cannot create the repository of '{app}': {e}"),
     }
-    std::fs::rename(&tmp, &dst)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn leftovers(data: &DataDir) -> Vec<String> {
+        std::fs::read_dir(data.repos())
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with('.'))
+            .collect()
+    }
+
+    #[test]
+    fn repo_creation_is_atomic_and_leaves_no_temp_dirs() {
+        let t = tempfile::tempdir().unwrap();
+        let data = DataDir::new(t.path());
+        init_repo(&data, "web").unwrap();
+        assert!(data.repo("web").join("HEAD").is_file());
+        // A second creation (a race with another push) keeps the first repo.
+        std::fs::write(data.repo("web").join("marker"), "first").unwrap();
+        init_repo(&data, "web").unwrap();
+        assert!(data.repo("web").join("marker").exists());
+        assert!(leftovers(&data).is_empty(), "{:?}", leftovers(&data));
+        // git refusing the temp dir (a file is in its way under every name it could pick is
+        // not possible; a non-directory repos dir is): an error without a server path, and
+        // nothing left.
+        let t2 = tempfile::tempdir().unwrap();
+        std::fs::write(t2.path().join("repos"), "not a dir").unwrap();
+        let err = init_repo(&DataDir::new(t2.path()), "web")
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains(&t2.path().display().to_string()), "{err}");
+    }
 }
