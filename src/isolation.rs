@@ -143,7 +143,14 @@ pub async fn ensure_network(
         )
         .await
     {
-        Ok(_) => return Ok(name),
+        // Checked every time: a network made earlier is unguarded if dockerd has since been
+        // restarted without iptables.
+        Ok(n) => {
+            return match isolated(&n.id.unwrap_or_default()).await {
+                true => Ok(name),
+                false => Err(NetworkError::NotIsolated(name)),
+            };
+        }
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
         }) => {}
@@ -180,26 +187,35 @@ pub async fn ensure_network(
 }
 
 /// Whether Docker's isolation chain drops traffic into the bridge of network `id`
-/// (`br-<first 12 of the id>`), as it does when dockerd manages iptables.
+/// (`br-<first 12 of the id>`), as it does when dockerd manages iptables. Asked up to three
+/// times: listing the rules can fail while Docker is changing them for another network.
 async fn isolated(id: &str) -> bool {
-    let bridge = format!("br-{}", &id[..id.len().min(12)]);
-    let out = tokio::process::Command::new("iptables")
-        .args(["-w", "-S", "DOCKER-ISOLATION-STAGE-2"])
-        .output()
-        .await;
-    match out {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .any(|l| l.contains(&format!("-o {bridge} ")) && l.ends_with("-j DROP")),
-        Ok(o) => {
-            tracing::warn!(stderr = %String::from_utf8_lossy(&o.stderr), "iptables -S failed");
-            false
+    let bridge = format!("-o br-{} ", &id[..id.len().min(12)]);
+    let mut last = String::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        Err(e) => {
-            tracing::warn!("cannot run iptables: {e}");
-            false
+        let out = tokio::process::Command::new("iptables")
+            .args(["-w", "-S", "DOCKER-ISOLATION-STAGE-2"])
+            .output()
+            .await;
+        match out {
+            Ok(o) if o.status.success() => {
+                if String::from_utf8_lossy(&o.stdout)
+                    .lines()
+                    .any(|l| l.contains(&bridge) && l.ends_with("-j DROP"))
+                {
+                    return true;
+                }
+                last = format!("no rule for {}", bridge.trim());
+            }
+            Ok(o) => last = String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            Err(e) => last = format!("cannot run iptables: {e}"),
         }
     }
+    tracing::warn!(network = id, "isolation rules not found: {last}");
+    false
 }
 
 /// The network a build of the app joins: its own (`mode` "app", the default: package
