@@ -657,6 +657,21 @@ fn bash_buildpacks_run_as_executables_and_build_where_the_app_runs() {
     );
 }
 
+/// A bash buildpack on a stack without bash fails with the reason, not `not found`.
+#[test]
+fn bash_buildpack_on_a_stack_without_bash_says_so() {
+    let s = Server::start();
+    let dir = fixture_repo(&s.dir.path().join("src"), "bash-buildpacks");
+    commit(&dir, "magrathea.yml", "stack: tiny\n", "tiny");
+    let out = s.git(&s.admin, &dir, &["push", &s.url("nobash"), "main"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("/app/buildpacks/tool/bin/detect needs bash, which stack tiny does not have"),
+        "{err}"
+    );
+}
+
 /// A static file server on loopback (python3's http.server) serving `root`: buildpacks by
 /// URL come from it, as git repositories (git's "dumb" HTTP protocol) and tarballs.
 struct FileServer {

@@ -28,6 +28,14 @@ _mg_name_of() { basename "$1"; }
 _mg_run() {
     _mg_f=$1/bin/$2
     shift 2
+    if [ "$_mg_shell" != bash ]; then
+        case "$(head -n 1 "$_mg_f" 2>/dev/null)" in
+            '#!'*bash*)
+                echo " !     $_mg_f needs bash, which stack ${STACK:-?} does not have; build on a stack with bash (stack: bookworm in magrathea.yml)" >&2
+                return 127
+                ;;
+        esac
+    fi
     if [ -x "$_mg_f" ]; then
         "$_mg_f" "$@"
     else
