@@ -413,6 +413,10 @@ fn builds_cancel_and_ctrl_c_stop_the_build_and_free_the_app() {
         .spawn()
         .unwrap();
     wait_for("build running", || build_status(&s, "slow") == "running");
+    // The filter below sees a running build's container (so "removed" means something).
+    wait_for("build container listed", || {
+        !containers(&s, "slow").trim().is_empty()
+    });
     assert!(s.ok(&s.admin, "builds:cancel slow").contains("cancelling"));
     let out = push.wait_with_output().unwrap();
     assert!(!out.status.success());

@@ -30,7 +30,7 @@ fn containers(s: &Server) -> String {
         "-q",
         "--no-trunc",
         "--filter",
-        &format!("name=magrathea-{}-", s.instance()),
+        &format!("name=mg-{}-", node_instance(&s.data.join("node")).unwrap()),
     ]));
     text(&out.stdout)
 }
@@ -92,6 +92,10 @@ fn config_set_is_a_release_that_rollback_takes_back() {
 
     // The same value again changes nothing and restarts nothing.
     let before = containers(&s);
+    assert!(
+        !before.trim().is_empty(),
+        "the app's containers are not listed"
+    );
     let out = s.ok(&s.admin, &format!("config:set shop GREETING={SECRET}"));
     assert!(out.contains("no change"), "{out}");
     assert_eq!(containers(&s), before);

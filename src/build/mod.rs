@@ -639,6 +639,8 @@ async fn run(
         labels: vec![
             ("magrathea.app".into(), req.app.clone()),
             ("magrathea.build".into(), id.to_string()),
+            // Which controller's build it is, when several share one engine.
+            ("magrathea.instance".into(), core.instance.clone()),
         ],
         uid,
         pids: crate::isolation::BUILD_PIDS,
