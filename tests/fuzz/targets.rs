@@ -603,24 +603,22 @@ fn release_seeds() -> Vec<Vec<u8>> {
 
 // ---- Buildpack names in magrathea.yml and .buildpacks (src/build/buildpacks.rs, fetch.rs) ----
 
-/// An export with a buildpack directory `bp` and a link to it, `lnk`.
-fn export_fixture() -> &'static Path {
-    static F: OnceLock<tempfile::TempDir> = OnceLock::new();
-    F.get_or_init(|| {
+thread_local! {
+    /// An export with a buildpack directory `bp` and a link to it, `lnk`.
+    static EXPORT: tempfile::TempDir = {
         let d = scratch_dir();
         fs::create_dir_all(d.path().join("bp/bin")).unwrap();
         fs::write(d.path().join("bp/bin/compile"), "#!/bin/sh\n").unwrap();
         symlink("bp", d.path().join("lnk")).unwrap();
         d
-    })
-    .path()
+    };
 }
 
 fn buildpack_spec(data: &[u8]) {
     use magrathea::build::buildpacks::{resolve, Buildpack};
     // `.buildpacks` is read a line at a time.
     for line in text(data).lines() {
-        match resolve(line, export_fixture()) {
+        match EXPORT.with(|d| resolve(line, d.path())) {
             Ok(b) => {
                 accepted();
                 let name = b.name();
@@ -862,6 +860,8 @@ fn hook_seeds() -> Vec<Vec<u8>> {
 
 // ---- Node protocol (src/node/proto.rs, and what the agent does with a request) ----
 
+/// A node root with one app, `shop`, and its live release. Per thread, so it is removed
+/// when the thread ends (statics never drop).
 struct NodeFixture {
     _dir: tempfile::TempDir,
     root: magrathea::node::layout::NodeRoot,
@@ -869,30 +869,28 @@ struct NodeFixture {
 
 const FIXTURE_RELEASE: &str = "v1-0123456789ab";
 
-fn node_fixture() -> &'static NodeFixture {
-    static F: OnceLock<NodeFixture> = OnceLock::new();
-    F.get_or_init(|| {
+thread_local! {
+    static NODE: NodeFixture = {
         let dir = scratch_dir();
         let app = dir.path().join("apps/shop");
         fs::create_dir_all(app.join("releases").join(FIXTURE_RELEASE).join("app")).unwrap();
         fs::write(
-            app.join("releases")
-                .join(FIXTURE_RELEASE)
-                .join("manifest.json"),
+            app.join("releases").join(FIXTURE_RELEASE).join("manifest.json"),
             "{\"app\":\"shop\"}",
         )
         .unwrap();
         symlink(format!("releases/{FIXTURE_RELEASE}"), app.join("current")).unwrap();
         let root = magrathea::node::layout::NodeRoot::new(dir.path());
         NodeFixture { _dir: dir, root }
-    })
+    };
 }
 
 /// What the agent does with the names in a request before touching anything: check them,
 /// then look them up under its root.
 fn node_lookups(app: &str, release: &str, keep: &[String]) {
     use magrathea::node::layout::{check_release, check_sha256};
-    let root = &node_fixture().root;
+    let root = NODE.with(|f| f.root.clone());
+    let root = &root;
     if let Err(e) = check_release(release) {
         one_line("release name", &e.to_string());
     }
