@@ -27,6 +27,7 @@ pub mod lines;
 pub mod names;
 pub mod node;
 pub mod paths;
+pub mod reconcile;
 pub mod release;
 pub mod router;
 pub mod safefs;

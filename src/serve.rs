@@ -104,6 +104,12 @@ pub async fn serve(
     let bin = std::env::current_exe().context("cannot find my own binary")?;
     let router = crate::router::Router::new(o.domain.clone(), Default::default());
     let core = Arc::new(Core::open(dd, bin, limits, router.clone())?);
+    // What a crash left of builds goes before any new build can start.
+    let swept = crate::reconcile::sweep_files(&core.data)
+        + crate::reconcile::sweep_build_containers(&core.instance).await;
+    if swept > 0 {
+        tracing::warn!(swept, "removed what interrupted builds left behind");
+    }
     let hook_listener = hookserver::bind(&core)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -137,7 +143,14 @@ pub async fn serve(
     tokio::spawn(router.clone().serve(http, core.shutdown.clone()));
     {
         let core = core.clone();
-        tokio::spawn(async move { crate::deploy::restore_routes(&core).await });
+        tokio::spawn(async move {
+            // Routes first, so apps answer at once; then the nodes are brought in line with
+            // the store (a crash mid-rollout), and the routes follow what that changed.
+            crate::deploy::restore_routes(&core).await;
+            if crate::reconcile::reconcile_nodes(&core).await > 0 {
+                crate::deploy::restore_routes(&core).await;
+            }
+        });
     }
     let ssh = tokio::spawn(crate::ssh::serve(
         core.clone(),

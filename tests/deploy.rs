@@ -33,6 +33,8 @@ fn three_nodes(s: &Server) -> Vec<Agent> {
         let out = s.ok(&s.admin, &format!("nodes:add n{} {}", i + 1, a.addr));
         assert!(out.contains("pinned"), "{out}");
     }
+    // Only the added nodes: the built-in one stays a node until removed.
+    s.ok(&s.admin, "nodes:remove local");
     agents
 }
 
@@ -315,6 +317,8 @@ fn data_snapshots_rollbacks_a_node_lost_mid_prepare_and_a_controller_sigkill() {
     for (i, a) in agents.iter().enumerate() {
         s.ok(&s.admin, &format!("nodes:add n{} {}", i + 1, a.addr));
     }
+    // Only the added nodes: the built-in one stays a node until removed.
+    s.ok(&s.admin, "nodes:remove local");
     // Each release command appends its version to a file in the data dir.
     let web = "web: test -e /data/slow && sleep 8; exec busybox httpd -f -p $PORT -h .\n";
     let dir = web_repo(&s.dir.path().join("src"), "v1\n", web);
@@ -541,6 +545,8 @@ fn a_node_dying_or_vanishing_mid_receive_fails_the_push_in_seconds() {
     let relay = Relay::start(&agents[1].addr);
     s.ok(&s.admin, &format!("nodes:add n1 {}", agents[0].addr));
     s.ok(&s.admin, &format!("nodes:add n2 {}", relay.addr));
+    // Only the added nodes: the built-in one stays a node until removed.
+    s.ok(&s.admin, "nodes:remove local");
     // 100 connections to n1 that never say a word.
     let _idle: Vec<std::net::TcpStream> = (0..100)
         .map(|_| std::net::TcpStream::connect(&agents[0].addr).unwrap())

@@ -30,6 +30,8 @@ fn containers(root: &Path) -> usize {
 fn one_node(s: &Server) -> Agent {
     let a = Agent::start(s, "n1");
     s.ok(&s.admin, &format!("nodes:add n1 {}", a.addr));
+    // Only the added nodes: the built-in one stays a node until removed.
+    s.ok(&s.admin, "nodes:remove local");
     a
 }
 

@@ -69,6 +69,8 @@ fn scale_places_processes_on_two_nodes_and_the_router_balances() {
             a
         })
         .collect();
+    // Only the added nodes: the built-in one stays a node until removed.
+    s.ok(&s.admin, "nodes:remove local");
     push_app(&s, "shop");
 
     // Defaults: a web process on each node, numbered across them; app.json's one worker.

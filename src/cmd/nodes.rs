@@ -114,6 +114,17 @@ pub async fn add(
 
 pub fn remove(core: &Arc<Core>, name: &str) -> CmdResult {
     crate::names::check("node", name)?;
+    if name == "local" {
+        if core.local_removed() {
+            return Err(CmdError::Invalid("no node named 'local'".into()));
+        }
+        // Remembered in the data dir: the store's node table holds added nodes only.
+        crate::fsutil::write_atomic(&core.local_removed_marker(), b"removed\n", 0o600)
+            .map_err(|e| CmdError::Invalid(format!("cannot remove node 'local': {e}")))?;
+        return Ok(
+            "removed node 'local' (its processes keep running until stopped there)\n".into(),
+        );
+    }
     core.store.remove_node(name)?;
     Ok(format!(
         "removed node '{name}' (its processes keep running until stopped there)\n"

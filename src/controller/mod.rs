@@ -76,7 +76,8 @@ pub struct Core {
     pub sealer: crate::secrets::Sealer,
     /// The controller's client key, which agents accept.
     pub client_key: Arc<russh::keys::PrivateKey>,
-    /// The in-process agent used when no nodes are configured.
+    /// The built-in node, served by an in-process agent. It is a node like any other until
+    /// `nodes:remove local` (which [`Core::local_removed`] remembers across restarts).
     pub local_node: Mutex<Option<NodeRow>>,
     deploy_locks: Mutex<HashMap<(String, String), DeployLock>>,
     pub queue: crate::build::queue::BuildQueue,
@@ -369,31 +370,43 @@ impl Core {
         serde_json::from_slice(&plain).map_err(|e| CoreError::Other(e.into()))
     }
 
-    /// Configured nodes, or the built-in `local` node when there are none.
-    pub fn all_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
-        let nodes = self.store.list_nodes()?;
-        if !nodes.is_empty() {
-            return Ok(nodes);
-        }
-        Ok(self
-            .local_node
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .into_iter()
-            .collect())
+    /// Where `nodes:remove local` is remembered: adding a node must not take the built-in one
+    /// (and the apps running on it) out of the node list.
+    pub fn local_removed_marker(&self) -> PathBuf {
+        self.data.root().join("node").join("removed")
     }
 
-    /// Nodes whose labels match every `k=v` of the selector (the local node matches all).
+    /// Whether the built-in node was removed with `nodes:remove local`.
+    pub fn local_removed(&self) -> bool {
+        self.local_removed_marker().exists()
+    }
+
+    /// The added nodes and the built-in `local` node (unless removed), by name.
+    pub fn all_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        let mut nodes = self.store.list_nodes()?;
+        if !self.local_removed() {
+            let local = self
+                .local_node
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            nodes.extend(local);
+            nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        Ok(nodes)
+    }
+
+    /// Nodes whose labels match every `k=v` of the selector. The built-in node has no labels;
+    /// while it is the only node it takes every environment, as it always did.
     pub fn target_nodes(
         &self,
         selector: &std::collections::BTreeMap<String, String>,
     ) -> Result<Vec<NodeRow>, StoreError> {
         let nodes = self.all_nodes()?;
-        let local = self.store.list_nodes()?.is_empty();
+        let only_local = nodes.len() == 1 && nodes[0].name == "local";
         Ok(nodes
             .into_iter()
-            .filter(|n| local || selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
+            .filter(|n| only_local || selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
             .collect())
     }
 

@@ -293,6 +293,15 @@ pub async fn serve_on(
     shutdown: tokio_util::sync::CancellationToken,
     limits: crate::ssh::Limits,
 ) {
+    // Before the first call: one-offs still there have lost their caller.
+    if let Ok(Ok(docker)) =
+        tokio::time::timeout(Duration::from_secs(10), ctx.docker()).await
+    {
+        let n = runtime::sweep_oneoffs(docker, &ctx.instance).await;
+        if n > 0 {
+            tracing::warn!(removed = n, "one-off containers left by a previous run removed");
+        }
+    }
     let config = crate::ssh::server::config(host_key);
     crate::ssh::server::accept_loop(
         listener,
@@ -334,6 +343,15 @@ async fn read_stdin(rx: &mut russh::ChannelReadHalf) -> Vec<u8> {
     let mut buf = vec![];
     let _ = rx.make_reader().take(4 << 20).read_to_end(&mut buf).await;
     buf
+}
+
+/// Resolves when the caller closes the channel or its connection drops.
+async fn closed(rx: &mut russh::ChannelReadHalf) {
+    while let Some(msg) = rx.wait().await {
+        if matches!(msg, russh::ChannelMsg::Close) {
+            return;
+        }
+    }
 }
 
 fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
@@ -396,7 +414,12 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
             Err(e) => Err(e),
         },
         "release-phase" => match parse::<ReleasePhaseReq>(&read_stdin(&mut rx).await) {
-            Ok(r) => release_phase(&ctx, r, &ptx).await.and_then(json),
+            // A release command whose controller went away stops (dropping the call removes
+            // its container): nobody would act on its outcome.
+            Ok(r) => tokio::select! {
+                res = release_phase(&ctx, r, &ptx) => res.and_then(json),
+                _ = closed(&mut rx) => Err("the controller went away; release command stopped".into()),
+            },
             Err(e) => Err(e),
         },
         "gc" => match parse::<GcReq>(&read_stdin(&mut rx).await) {

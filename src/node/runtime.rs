@@ -856,6 +856,30 @@ impl Scratch {
     }
 }
 
+/// Removes every one-off container of this node (release commands, `run` sessions): called
+/// when the agent starts, so none of them has a caller any more (an agent killed with its
+/// calls in flight, or the controller's in-process node dying with the controller).
+pub async fn sweep_oneoffs(docker: &Docker, instance: &str) -> usize {
+    let filters = HashMap::from([(
+        "label",
+        vec![format!("{L_INSTANCE}={instance}"), L_ONEOFF.to_string()],
+    )]);
+    let opts = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    let Ok(list) = docker.raw().list_containers(Some(opts)).await else {
+        return 0;
+    };
+    let mut n = 0;
+    for id in list.into_iter().filter_map(|c| c.id) {
+        // Its scratch dir goes with the next `gc` of the app (see [`sweep_scratch`]).
+        docker.remove(&id).await;
+        n += 1;
+    }
+    n
+}
+
 /// Removes the scratch dirs of `app` whose container no longer exists (a node that crashed
 /// or a session that was cut off), leaving the young ones: a container being created now
 /// has its dir before Docker knows its name.

@@ -165,6 +165,20 @@ impl Store {
         Ok(())
     }
 
+    /// The id of the last rollout of an environment that succeeded: its generation. Processes
+    /// of a later generation were started by a rollout that did not finish.
+    pub fn last_good_deploy(&self, app: &str, env: &str) -> Result<Option<i64>> {
+        Ok(self
+            .lock()
+            .query_row(
+                "SELECT MAX(id) FROM deploys WHERE app=?1 AND env=?2 AND status='succeeded'",
+                params![app, env],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
     pub fn fail_orphan_deploys(&self) -> Result<usize> {
         Ok(self.lock().execute(
             "UPDATE deploys SET status='failed', detail='controller restarted during the deploy', finished_at=?1

@@ -1,0 +1,158 @@
+//! What a `kill -9` of the controller leaves behind is put right at the next start: build
+//! temp state is swept, nodes follow the store, and the built-in node stays a node when
+//! others are added. Real binary, git, ssh and Docker.
+
+mod util;
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+const WEB: &str = "web: busybox httpd -f -p $PORT -h .\n";
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An app with its own buildpack (as `.buildpack/` in the repo, like an inline buildpack):
+/// compile sleeps while the commit carries a `slow` file, so a build can be caught running.
+fn slow_web_repo(dir: &Path) -> std::path::PathBuf {
+    let dir = repo(dir);
+    let bp = dir.join(".buildpack/bin");
+    std::fs::create_dir_all(&bp).unwrap();
+    std::fs::write(bp.join("detect"), "#!/bin/sh\necho inline\n").unwrap();
+    std::fs::write(
+        bp.join("compile"),
+        "#!/bin/sh\nif [ -f \"$1/slow\" ]; then echo '-----> sleeping'; sleep 300; fi\necho '-----> compiled'\n",
+    )
+    .unwrap();
+    std::fs::write(bp.join("release"), "#!/bin/sh\necho '---'\n").unwrap();
+    std::fs::write(dir.join("Procfile"), WEB).unwrap();
+    std::fs::write(dir.join("slow"), "").unwrap();
+    commit(&dir, "index.html", "built\n", "slow build");
+    dir
+}
+
+/// This controller's build containers, by the name it gives them.
+fn build_containers(s: &Server) -> String {
+    text(
+        &run(Command::new("docker").args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name=magrathea-{}-build-", s.instance()),
+        ]))
+        .stdout,
+    )
+}
+
+fn builds(s: &Server, app: &str) -> serde_json::Value {
+    serde_json::from_str(&s.ok(&s.admin, &format!("builds {app} --json"))).unwrap()
+}
+
+#[test]
+fn a_build_killed_with_the_controller_leaves_nothing_and_the_next_push_goes_live() {
+    let mut s = Server::start();
+    let dir = slow_web_repo(&s.dir.path().join("src"));
+    s.ok(&s.admin, "apps:create slow");
+    let mut push = Command::new("git")
+        .args(["push", &s.url("slow"), "main"])
+        .current_dir(&dir)
+        .env("GIT_SSH_COMMAND", s.git_ssh_command(&s.admin))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the build container", || {
+        !build_containers(&s).trim().is_empty()
+    });
+    let id = builds(&s, "slow")[0]["id"].as_i64().unwrap();
+    let build_dir = s.data.join("builds").join(id.to_string());
+    assert!(build_dir.exists());
+    s.kill9();
+    let _ = push.kill();
+    let _ = push.wait();
+    // What the crash left: the container still runs, the work dir is still there.
+    assert!(!build_containers(&s).trim().is_empty());
+    assert!(build_dir.exists());
+
+    s.spawn();
+    assert_eq!(build_containers(&s).trim(), "", "build container removed");
+    assert!(!build_dir.exists(), "build dir removed");
+    let b = builds(&s, "slow");
+    assert_eq!(b[0]["status"], "failed", "{b}");
+
+    git_local(&dir, &["rm", "-q", "slow"]);
+    git_local(&dir, &["commit", "-q", "-m", "fast"]);
+    s.git_ok(&s.admin, &dir, &["push", &s.url("slow"), "main"]);
+    assert_eq!(s.get("slow", "/"), (200, "built\n".to_string()));
+}
+
+fn current(s: &Server, app: &str) -> String {
+    std::fs::read_link(s.data.join("node/apps").join(app).join("current"))
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn after_a_crash_nodes_follow_the_store_and_the_local_node_stays_a_node() {
+    let mut s = Server::start();
+    let dir = repo(&s.dir.path().join("src"));
+    std::fs::write(dir.join("Procfile"), WEB).unwrap();
+    commit(&dir, "index.html", "v1\n", "v1");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("web"), "main"]);
+    commit(&dir, "index.html", "v2\n", "v2");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("web"), "main"]);
+    // Back to v1: v2 stays unpacked on the node, so the node can be put ahead of the store.
+    s.ok(&s.admin, "rollback web v1");
+    assert_eq!(s.get("web", "/"), (200, "v1\n".to_string()));
+    let v1 = current(&s, "web");
+    assert!(v1.starts_with("v1-"), "{v1}");
+
+    // The first node is added while the app runs on the built-in one.
+    let agent = Agent::start(&s, "n1");
+    s.ok(&s.admin, &format!("nodes:add n1 {}", agent.addr));
+    let nodes = s.ok(&s.admin, "nodes");
+    assert!(nodes.contains("local") && nodes.contains("n1"), "{nodes}");
+
+    // The controller dies right after a node switched: the node's `current` is ahead.
+    s.kill9();
+    let app_dir = s.data.join("node/apps/web");
+    let v2 = std::fs::read_dir(app_dir.join("releases"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| n.starts_with("v2-"))
+        .expect("v2 unpacked on the node");
+    let tmp = app_dir.join("current.tmp");
+    std::os::unix::fs::symlink(Path::new("releases").join(&v2), &tmp).unwrap();
+    std::fs::rename(&tmp, app_dir.join("current")).unwrap();
+
+    s.spawn();
+    wait_for("the node switched back to the store's live release", || {
+        current(&s, "web") == v1
+    });
+    assert_eq!(s.get("web", "/"), (200, "v1\n".to_string()));
+    let ps = s.ok(&s.admin, "ps web");
+    assert!(ps.contains("local"), "{ps}");
+    assert!(s.ok(&s.admin, "nodes").contains("local"));
+
+    // Removing the built-in node is explicit, and remembered.
+    s.ok(&s.admin, "nodes:remove local");
+    s.kill9();
+    s.spawn();
+    let nodes = s.ok(&s.admin, "nodes");
+    assert!(!nodes.contains("local") && nodes.contains("n1"), "{nodes}");
+}
