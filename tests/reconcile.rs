@@ -140,7 +140,37 @@ fn after_a_crash_nodes_follow_the_store_and_the_local_node_stays_a_node() {
     std::os::unix::fs::symlink(Path::new("releases").join(&v2), &tmp).unwrap();
     std::fs::rename(&tmp, app_dir.join("current")).unwrap();
 
+    // A release command the crash cut off: its one-off container is still there.
+    let inst = node_instance(&s.data.join("node")).unwrap();
+    let once = format!("mg-{inst}-web-{v1}-release-1-once");
+    let out = run(Command::new("docker").args([
+        "run",
+        "-d",
+        "--name",
+        &once,
+        "--label",
+        &format!("magrathea.instance={inst}"),
+        "--label",
+        "magrathea.oneoff=true",
+        "--label",
+        "magrathea.app=web",
+        "magrathea/stack-tiny:latest",
+        "busybox",
+        "sleep",
+        "300",
+    ]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
     s.spawn();
+    wait_for("the cut-off release command removed", || {
+        let out = run(Command::new("docker").args([
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("name=^/{once}$"),
+        ]));
+        text(&out.stdout).trim().is_empty()
+    });
     wait_for("the node switched back to the store's live release", || {
         current(&s, "web") == v1
     });
