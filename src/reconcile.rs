@@ -99,7 +99,9 @@ async fn statuses(core: &Arc<Core>, nodes: &[NodeRow]) -> Vec<(NodeRow, StatusRe
             .await
         {
             Ok(s) => out.push((n.clone(), s)),
-            Err(e) => tracing::warn!(node = %n.name, error = %e, "node unreachable; not reconciled"),
+            Err(e) => {
+                tracing::warn!(node = %n.name, error = %e, "node unreachable; not reconciled")
+            }
         }
     }
     out
@@ -164,9 +166,7 @@ async fn reconcile_env(
             continue;
         };
         let client = core.node_client(node);
-        let live_here = live
-            .as_ref()
-            .is_some_and(|l| l.nodes.contains(&node.name));
+        let live_here = live.as_ref().is_some_and(|l| l.nodes.contains(&node.name));
         // `current` follows the store.
         if let (true, Some(want)) = (live_here, &live_name) {
             if st.current.as_ref() != Some(want) {
@@ -199,8 +199,9 @@ async fn reconcile_env(
         // generation no later than the last rollout that succeeded keeps only these: the
         // later ones were started by a rollout that never finished.
         let mut settled: BTreeMap<&str, bool> = BTreeMap::new();
-        let is_live =
-            |p: &crate::node::runtime::ProcInfo| live_here && live_name.as_ref() == Some(&p.release);
+        let is_live = |p: &crate::node::runtime::ProcInfo| {
+            live_here && live_name.as_ref() == Some(&p.release)
+        };
         for p in st.processes.iter().filter(|p| is_live(p)) {
             let ok = good.is_some_and(|g| p.generation as i64 <= g);
             *settled.entry(p.ptype.as_str()).or_default() |= ok;

@@ -163,12 +163,8 @@ fn after_a_crash_nodes_follow_the_store_and_the_local_node_stays_a_node() {
 
     s.spawn();
     wait_for("the cut-off release command removed", || {
-        let out = run(Command::new("docker").args([
-            "ps",
-            "-aq",
-            "--filter",
-            &format!("name=^/{once}$"),
-        ]));
+        let out =
+            run(Command::new("docker").args(["ps", "-aq", "--filter", &format!("name=^/{once}$")]));
         text(&out.stdout).trim().is_empty()
     });
     wait_for("the node switched back to the store's live release", || {

@@ -294,12 +294,13 @@ pub async fn serve_on(
     limits: crate::ssh::Limits,
 ) {
     // Before the first call: one-offs still there have lost their caller.
-    if let Ok(Ok(docker)) =
-        tokio::time::timeout(Duration::from_secs(10), ctx.docker()).await
-    {
+    if let Ok(Ok(docker)) = tokio::time::timeout(Duration::from_secs(10), ctx.docker()).await {
         let n = runtime::sweep_oneoffs(docker, &ctx.instance).await;
         if n > 0 {
-            tracing::warn!(removed = n, "one-off containers left by a previous run removed");
+            tracing::warn!(
+                removed = n,
+                "one-off containers left by a previous run removed"
+            );
         }
     }
     let config = crate::ssh::server::config(host_key);
