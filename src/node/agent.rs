@@ -346,15 +346,6 @@ async fn read_stdin(rx: &mut russh::ChannelReadHalf) -> Vec<u8> {
     buf
 }
 
-/// Resolves when the caller closes the channel or its connection drops.
-async fn closed(rx: &mut russh::ChannelReadHalf) {
-    while let Some(msg) = rx.wait().await {
-        if matches!(msg, russh::ChannelMsg::Close) {
-            return;
-        }
-    }
-}
-
 fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
     serde_json::from_slice(b).map_err(|e| format!("bad request: {e}"))
 }
@@ -415,12 +406,7 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
             Err(e) => Err(e),
         },
         "release-phase" => match parse::<ReleasePhaseReq>(&read_stdin(&mut rx).await) {
-            // A release command whose controller went away stops (dropping the call removes
-            // its container): nobody would act on its outcome.
-            Ok(r) => tokio::select! {
-                res = release_phase(&ctx, r, &ptx) => res.and_then(json),
-                _ = closed(&mut rx) => Err("the controller went away; release command stopped".into()),
-            },
+            Ok(r) => release_phase(&ctx, r, &ptx).await.and_then(json),
             Err(e) => Err(e),
         },
         "gc" => match parse::<GcReq>(&read_stdin(&mut rx).await) {
