@@ -17,4 +17,4 @@ cd "$(dirname "$0")/.."
 export FUZZ_SECONDS="${FUZZ_SECONDS:-60}"
 export FUZZ_OUT="${FUZZ_OUT:-$PWD/target/fuzz-crashes}"
 cargo build --tests --test fuzz --locked 2>&1 | tail -n 1
-exec cargo test --locked --test fuzz -q -- --ignored --exact fuzz_timed --nocapture
+exec cargo test --locked --test fuzz -q -- --exact fuzz_timed --nocapture

@@ -676,51 +676,6 @@ fn bash_buildpack_on_a_stack_without_bash_says_so() {
     );
 }
 
-/// A static file server on loopback (python3's http.server) serving `root`: buildpacks by
-/// URL come from it, as git repositories (git's "dumb" HTTP protocol) and tarballs.
-struct FileServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl FileServer {
-    fn start(root: &Path) -> FileServer {
-        require("python3");
-        let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "0"])
-            .current_dir(root)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufRead::read_line(
-            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-            &mut line,
-        )
-        .unwrap();
-        // "Serving HTTP on 127.0.0.1 port 41234 (http://127.0.0.1:41234/) ..."
-        let port = line
-            .split_whitespace()
-            .skip_while(|w| *w != "port")
-            .nth(1)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("http.server said {line:?}"));
-        FileServer { child, port }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}/{path}", self.port)
-    }
-}
-
-impl Drop for FileServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// A bash buildpack shaped like heroku-buildpack-null/-inline: always detects, renders a
 /// page saying which version of the buildpack built it, declares the web process.
 fn hello_buildpack(dir: &Path, version: &str) {
