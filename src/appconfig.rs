@@ -140,7 +140,7 @@ pub fn parse(text: &str) -> Result<AppConfig, String> {
             ("interval", &h.interval),
         ] {
             if let Some(v) = v {
-                if crate::deploy::envs::parse_duration_ms(v).is_none() {
+                if parse_duration_ms(v).is_none() {
                     return Err(format!(
                         "magrathea.yml: healthcheck.{k}: {v:?} is not a duration (e.g. 30s, 500ms, 2m)"
                     ));
@@ -248,6 +248,22 @@ pub fn parse_release(text: &str) -> Result<BuildpackRelease, String> {
         return Ok(BuildpackRelease::default());
     }
     serde_saphyr::from_str(text).map_err(|e| yaml_error("bin/release output", e))
+}
+
+/// "5s", "500ms", "2m", "10" (seconds).
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 1)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1000)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60_000)
+    } else {
+        (s, 1000)
+    };
+    // A duration too large for u64 is no duration (it overflowed, and panicked in tests).
+    num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::{AppRole, Grant, Identity};
+use crate::git::service::GitService;
 use crate::paths::DataDir;
 use crate::store::{Audit, NodeRow, Store, StoreError};
 
@@ -28,22 +29,6 @@ pub enum CoreError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Other(#[from] anyhow::Error),
-}
-
-/// Which git service an SSH exec asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GitService {
-    ReceivePack,
-    UploadPack,
-}
-
-impl GitService {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GitService::ReceivePack => "receive-pack",
-            GitService::UploadPack => "upload-pack",
-        }
-    }
 }
 
 /// A push in flight: the hook proves it belongs to it with the token.

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use crate::appconfig::{self, AppConfig};
+use crate::appconfig::{self, parse_duration_ms, AppConfig};
 use crate::appjson::{self, AppJson};
 use crate::node::proto::{Health, BOOT_TIMEOUT_MS};
 
@@ -16,22 +16,6 @@ pub struct EnvTarget {
     pub scale: BTreeMap<String, u32>,
     pub vars: BTreeMap<String, String>,
     pub health: Health,
-}
-
-/// "5s", "500ms", "2m", "10" (seconds).
-pub fn parse_duration_ms(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let (num, mult) = if let Some(n) = s.strip_suffix("ms") {
-        (n, 1)
-    } else if let Some(n) = s.strip_suffix('s') {
-        (n, 1000)
-    } else if let Some(n) = s.strip_suffix('m') {
-        (n, 60_000)
-    } else {
-        (s, 1000)
-    };
-    // A duration too large for u64 is no duration (it overflowed, and panicked in tests).
-    num.trim().parse::<u64>().ok()?.checked_mul(mult)
 }
 
 /// The web startup check `magrathea.yml` asks for (the default without a `healthcheck`).

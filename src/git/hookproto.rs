@@ -3,7 +3,13 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::RefUpdate;
+/// One line of pre-receive's input: a ref and its old and new object ids.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
+pub struct RefUpdate {
+    pub old: String,
+    pub new: String,
+    pub name: String,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HookRequest {

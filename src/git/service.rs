@@ -3,9 +3,23 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use tokio::process::{Child, Command};
+/// Which git service an SSH exec asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GitService {
+    ReceivePack,
+    UploadPack,
+}
 
-use crate::controller::GitService;
+impl GitService {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitService::ReceivePack => "receive-pack",
+            GitService::UploadPack => "upload-pack",
+        }
+    }
+}
+
+use tokio::process::{Child, Command};
 
 /// What the hook needs to find its way back to the controller.
 pub struct HookEnv<'a> {

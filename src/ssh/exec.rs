@@ -10,7 +10,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::access::Identity;
 use crate::cmd::{self, Reply};
-use crate::controller::{Core, GitService};
+use crate::controller::Core;
+use crate::git::service::GitService;
 use crate::git::service::{self, HookEnv};
 
 pub struct ExecRequest {

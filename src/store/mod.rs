@@ -87,13 +87,6 @@ pub struct Audit<'a> {
     pub detail: &'a str,
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
-pub struct RefUpdate {
-    pub old: String,
-    pub new: String,
-    pub name: String,
-}
-
 impl Store {
     pub fn open(path: &Path) -> Result<Store> {
         let conn = Connection::open(path)?;
@@ -424,7 +417,7 @@ impl Store {
         &self,
         app: &str,
         who: &Identity,
-        refs: &[RefUpdate],
+        refs: &impl serde::Serialize,
         outcome: &str,
     ) -> Result<i64> {
         let c = self.lock();
