@@ -27,7 +27,30 @@ fn short(name: &str) -> &str {
         .unwrap_or(name)
 }
 
+/// One push, under a span that every line of its build and rollout carries (push id, app,
+/// key), so a push can be followed through the server log.
+#[tracing::instrument(name = "push", skip_all, fields(id = %req.push_id, app = %push.app, key = %push.identity.name))]
 pub async fn run(
+    core: Arc<Core>,
+    push: PendingPush,
+    req: HookRequest,
+    out: mpsc::Sender<Frame>,
+    cancel: CancellationToken,
+) -> i32 {
+    let started = std::time::Instant::now();
+    tracing::info!(refs = req.updates.len(), "push received");
+    let code = decide(core, push, req, out, cancel).await;
+    let ms = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        code,
+        ms,
+        "push {}",
+        if code == 0 { "accepted" } else { "rejected" }
+    );
+    code
+}
+
+async fn decide(
     core: Arc<Core>,
     push: PendingPush,
     req: HookRequest,
