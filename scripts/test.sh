@@ -10,12 +10,15 @@ bash scripts/docker-up.sh
 bash scripts/stack-tiny.sh >/dev/null
 bash scripts/stack-bookworm.sh >/dev/null
 
-cargo build --all-targets --locked 2>&1 | tail -n 3
+# One feature set for every step, so nothing is compiled twice: the test build has the
+# failpoints (src/failpoint.rs) that tests/crash.rs kills the controller with.
+FEATURES=(--features failpoints)
+cargo build --all-targets --locked "${FEATURES[@]}" 2>&1 | tail -n 3
 # Style gates: formatting and lints are part of the suite.
 cargo fmt --check
-cargo clippy --all-targets --locked -- -D warnings 2>&1 | tail -n 3
+cargo clippy --all-targets --locked "${FEATURES[@]}" -- -D warnings 2>&1 | tail -n 3
 if cargo nextest --version >/dev/null 2>&1; then
-    cargo nextest run --locked --no-fail-fast "$@"
+    cargo nextest run --locked --no-fail-fast "${FEATURES[@]}" "$@"
 else
-    cargo test --locked --no-fail-fast "$@"
+    cargo test --locked --no-fail-fast "${FEATURES[@]}" "$@"
 fi

@@ -19,6 +19,7 @@ pub mod controller;
 pub mod deploy;
 pub mod doctor;
 pub mod eventlog;
+pub(crate) mod failpoint;
 pub mod fsutil;
 pub mod git;
 pub mod isolation;

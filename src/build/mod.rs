@@ -652,7 +652,7 @@ async fn run(
     let outcome = loop {
         tokio::select! {
             r = &mut run => break r,
-            Some(l) = lrx.recv() => out.line(l).await,
+            Some(l) = lrx.recv() => { crate::failpoint::hit("build"); out.line(l).await }
         }
     };
     while let Ok(l) = lrx.try_recv() {

@@ -599,7 +599,10 @@ async fn rollout_locked(
     let mut switch_err = None;
     while let Some(r) = set.join_next().await {
         match r {
-            Ok((c, Ok(rep))) => switched.push((c, rep.previous)),
+            Ok((c, Ok(rep))) => {
+                switched.push((c, rep.previous));
+                crate::failpoint::hit("switch")
+            }
             Ok((c, Err(e))) => {
                 out.line(format!(" !     {}: switch failed: {e}", c.name))
                     .await;
@@ -652,6 +655,7 @@ async fn rollout_locked(
         .filter(|a| !core.router.upstreams(&key).contains(a))
         .collect();
 
+    crate::failpoint::hit("go-live");
     // From here the new release serves: record it before the old processes go.
     let _ = core.store.set_live(&app, &env, release.version, &names);
     let _ = core
@@ -851,7 +855,7 @@ async fn one_off(
     let res = loop {
         tokio::select! {
             r = &mut call => break r,
-            Some(l) = lrx.recv() => out.line(format!("       {l}")).await,
+            Some(l) = lrx.recv() => { crate::failpoint::hit("release-command"); out.line(format!("       {l}")).await }
         }
     };
     while let Ok(l) = lrx.try_recv() {
@@ -886,6 +890,7 @@ async fn stage_node(
         let _: serde_json::Value = client
             .call(&cmd, Stdin::File(tarball.to_path_buf()), None)
             .await?;
+        crate::failpoint::hit("prepare");
         let _ = progress
             .send(format!(
                 "-----> {}: received {release} (sha256 verified)",
@@ -943,6 +948,7 @@ async fn prepare_node(
     let name = client.name.clone();
     let fwd = tokio::spawn(async move {
         while let Some(l) = lrx.recv().await {
+            crate::failpoint::hit("health-check");
             let _ = progress.send(format!("       {name}: {l}")).await;
         }
     });

@@ -59,6 +59,7 @@ pub async fn cook(
         tokio::task::spawn_blocking(move || tarball::pack(&slug, &json, mtime.max(0) as u64, &tmp))
             .await??
     };
+    crate::failpoint::hit("pack");
     let version = core.store.next_release_version(&manifest.app)?;
     let name = file_name(version, &packed.sha256);
     let dst = dir.join(&name);

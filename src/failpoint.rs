@@ -1,0 +1,42 @@
+//! Failpoints: named places in the pipeline where a test can kill the controller, to prove
+//! that what a crash leaves is put right at the next start (`tests/crash.rs`).
+//!
+//! Compiled in only with the `failpoints` cargo feature (test builds, `scripts/test.sh`);
+//! without it [`hit`] is an empty inline function. With it, `MAGRATHEA_FAILPOINT=<name>` in
+//! the environment makes the first [`hit`] of that name write one line to stderr and then
+//! SIGKILL its own process: a real kill (no destructors, no flushing, no graceful
+//! shutdown), as `kill -9` or a power loss would leave things.
+//!
+//! The names: `build` (a build container runs), `pack` (a `.cooking-*` tarball is written,
+//! not yet renamed), `prepare` (a node received the release), `release-command` (the
+//! release command runs on its node), `health-check` (new processes started, being checked),
+//! `switch` (a node switched, the rollout not finished), `go-live` (the router moved to the
+//! new processes, the store not yet).
+
+/// The environment variable that arms a failpoint.
+#[cfg(feature = "failpoints")]
+pub(crate) const VAR: &str = "MAGRATHEA_FAILPOINT";
+
+/// Kills this process (SIGKILL) if the failpoint `name` is armed.
+#[cfg(feature = "failpoints")]
+pub(crate) fn hit(name: &str) {
+    if std::env::var(VAR).is_ok_and(|v| v == name) {
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
+            "failpoint {name}: killing pid {} with SIGKILL",
+            std::process::id()
+        );
+        // SAFETY: kill(2) on our own pid with a constant signal; no memory is involved.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGKILL);
+        }
+        // SIGKILL cannot be caught; nothing after this runs.
+        std::process::abort();
+    }
+}
+
+/// Without the `failpoints` feature: nothing, and compiled away.
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub(crate) fn hit(_name: &str) {}
