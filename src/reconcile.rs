@@ -14,8 +14,7 @@ use std::sync::Arc;
 
 use crate::controller::Core;
 use crate::deploy::node_app;
-use crate::node::client::Stdin;
-use crate::node::proto::{release_name, AppRelease, StatusReply, SwitchReply};
+use crate::node::proto::{release_name, AbortReq, StatusReply, StatusReq, SwitchReq};
 use crate::paths::DataDir;
 use crate::store::NodeRow;
 
@@ -93,11 +92,7 @@ fn split_node_app(napp: &str) -> (String, String) {
 async fn statuses(core: &Arc<Core>, nodes: &[NodeRow]) -> Vec<(NodeRow, StatusReply)> {
     let mut out = vec![];
     for n in nodes {
-        match core
-            .node_client(n)
-            .call::<StatusReply>("status", Stdin::Empty, None)
-            .await
-        {
+        match core.node_client(n).send(&StatusReq).await {
             Ok(s) => out.push((n.clone(), s)),
             Err(e) => {
                 tracing::warn!(node = %n.name, error = %e, "node unreachable; not reconciled")
@@ -171,17 +166,11 @@ async fn reconcile_env(
         if let (true, Some(want)) = (live_here, &live_name) {
             if st.current.as_ref() != Some(want) {
                 if st.releases.contains(want) {
-                    let body = serde_json::to_vec(&AppRelease {
+                    let req = SwitchReq {
                         app: napp.clone(),
                         release: want.clone(),
-                        generation: 0,
-                        only: vec![],
-                    })
-                    .unwrap_or_default();
-                    match client
-                        .call::<SwitchReply>("switch", Stdin::Bytes(body), None)
-                        .await
-                    {
+                    };
+                    match client.send(&req).await {
                         Ok(_) => {
                             tracing::warn!(node = %node.name, app = %napp, was = ?st.current, now = %want, "node's current release switched back to the live one");
                             changes += 1;
@@ -199,9 +188,8 @@ async fn reconcile_env(
         // generation no later than the last rollout that succeeded keeps only these: the
         // later ones were started by a rollout that never finished.
         let mut settled: BTreeMap<&str, bool> = BTreeMap::new();
-        let is_live = |p: &crate::node::runtime::ProcInfo| {
-            live_here && live_name.as_ref() == Some(&p.release)
-        };
+        let is_live =
+            |p: &crate::node::proto::ProcInfo| live_here && live_name.as_ref() == Some(&p.release);
         for p in st.processes.iter().filter(|p| is_live(p)) {
             let ok = good.is_some_and(|g| p.generation as i64 <= g);
             *settled.entry(p.ptype.as_str()).or_default() |= ok;
@@ -217,17 +205,12 @@ async fn reconcile_env(
             .map(|p| (p.release.clone(), p.generation))
             .collect();
         for (release, generation) in orphans {
-            let body = serde_json::to_vec(&AppRelease {
+            let req = AbortReq {
                 app: napp.clone(),
                 release: release.clone(),
                 generation,
-                only: vec![],
-            })
-            .unwrap_or_default();
-            match client
-                .call::<serde_json::Value>("abort", Stdin::Bytes(body), None)
-                .await
-            {
+            };
+            match client.send(&req).await {
                 Ok(_) => {
                     tracing::warn!(node = %node.name, app = %napp, %release, generation, "stopped processes that are not live");
                     changes += 1;

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use magrathea::node::client::{NodeCallError, NodeClient, Stdin};
+use magrathea::node::client::{NodeClient, NodeError};
+use magrathea::node::proto::StatusReq;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -93,10 +94,7 @@ async fn calls_share_one_connection_and_reconnect_after_it_broke() {
     let (addr, relay) = relay(agent_addr).await;
     let ckey = Arc::new(ckey);
     let client = NodeClient::new("n1", &addr, ckey.clone(), Some(host_fp.clone()));
-    let status = |c: NodeClient| async move {
-        c.call::<serde_json::Value>("status", Stdin::Empty, None)
-            .await
-    };
+    let status = |c: NodeClient| async move { c.send(&StatusReq).await };
 
     // Parallel calls from clones: one handshake, one channel each.
     let mut set = tokio::task::JoinSet::new();
@@ -120,7 +118,7 @@ async fn calls_share_one_connection_and_reconnect_after_it_broke() {
     // Another client has a connection of its own; the pinned key is still checked.
     let wrong = NodeClient::new("n1", &addr, ckey.clone(), Some("SHA256:nope".into()));
     match status(wrong).await {
-        Err(NodeCallError::HostKey { got, .. }) => assert_eq!(got, host_fp),
+        Err(NodeError::HostKey { got, .. }) => assert_eq!(got, host_fp),
         other => panic!("expected a host key error, got {:?}", other.err()),
     }
     wait_until("the refused connection is gone", || {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use magrathea::build::docker::Docker;
-use magrathea::node::layout::{NodeError, NodeRoot};
+use magrathea::node::layout::{AgentError, NodeRoot};
 use magrathea::node::runtime::{self, ProcessSpec};
 use magrathea::release::tarball::pack;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -52,7 +52,7 @@ fn make_release(work: &Path, version: u32, files: &[(&str, &str)]) -> Rel {
     }
 }
 
-fn receive(root: &NodeRoot, app: &str, rel: &Rel) -> Result<u64, NodeError> {
+fn receive(root: &NodeRoot, app: &str, rel: &Rel) -> Result<u64, AgentError> {
     root.receive(
         app,
         &rel.name,
@@ -121,7 +121,7 @@ fn receive_refuses_a_wrong_digest_and_leaves_nothing() {
             fs::File::open(&rel.tarball).unwrap(),
         )
         .unwrap_err();
-    assert!(matches!(err, NodeError::DigestMismatch { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::DigestMismatch { .. }), "{err:?}");
     assert!(err.to_string().contains("send it again"), "{err}");
 
     // A truncated transfer with the right digest.
@@ -129,7 +129,7 @@ fn receive_refuses_a_wrong_digest_and_leaves_nothing() {
     let err = root
         .receive("shop", &rel.name, &rel.sha256, &bytes[..bytes.len() / 2])
         .unwrap_err();
-    assert!(matches!(err, NodeError::DigestMismatch { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::DigestMismatch { .. }), "{err:?}");
 
     // One byte changed in the middle: reported as what it is, with the size received, even
     // though the extractor met the damage first.
@@ -140,7 +140,7 @@ fn receive_refuses_a_wrong_digest_and_leaves_nothing() {
         .receive("shop", &rel.name, &rel.sha256, &tampered[..])
         .unwrap_err();
     assert!(
-        matches!(err, NodeError::DigestMismatch { size, .. } if size == bytes.len() as u64),
+        matches!(err, AgentError::DigestMismatch { size, .. } if size == bytes.len() as u64),
         "{err:?}"
     );
 
@@ -150,7 +150,7 @@ fn receive_refuses_a_wrong_digest_and_leaves_nothing() {
         .receive("shop", &other, &rel.sha256, &bytes[..])
         .unwrap_err();
     assert!(
-        matches!(err, NodeError::NameDigestMismatch { .. }),
+        matches!(err, AgentError::NameDigestMismatch { .. }),
         "{err:?}"
     );
 
@@ -185,7 +185,7 @@ fn hostile_names_are_refused_before_any_path_is_built() {
         let err = root
             .receive(app, &rel.name, &rel.sha256, &bytes[..])
             .unwrap_err();
-        assert!(matches!(err, NodeError::Name(_)), "{app:?}: {err:?}");
+        assert!(matches!(err, AgentError::Name(_)), "{app:?}: {err:?}");
         assert!(err.to_string().contains("invalid app name"), "{err}");
         assert!(root.switch(app, &rel.name).is_err());
         assert!(root.manifest(app, &rel.name).is_err());
@@ -202,7 +202,7 @@ fn hostile_names_are_refused_before_any_path_is_built() {
             .receive("shop", name, &rel.sha256, &bytes[..])
             .unwrap_err();
         assert!(
-            matches!(err, NodeError::ReleaseName(_)),
+            matches!(err, AgentError::ReleaseName(_)),
             "{name:?}: {err:?}"
         );
         assert!(!err.to_string().contains('\n'), "{err}");
@@ -214,7 +214,7 @@ fn hostile_names_are_refused_before_any_path_is_built() {
         let err = root
             .receive("shop", &rel.name, sha, &bytes[..])
             .unwrap_err();
-        assert!(matches!(err, NodeError::Digest(_)), "{sha:?}: {err:?}");
+        assert!(matches!(err, AgentError::Digest(_)), "{sha:?}: {err:?}");
     }
     for label in ["", "..", "../data", "a/b", "X"] {
         assert!(root.snapshot_data("shop", label, UID).is_err(), "{label:?}");
@@ -282,7 +282,7 @@ fn switch_is_atomic_and_current_follows() {
     // A release that is not here: refused, current unchanged.
     let missing = format!("v3-{}", "a".repeat(12));
     let err = root.switch("shop", &missing).unwrap_err();
-    assert!(matches!(err, NodeError::NoRelease { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::NoRelease { .. }), "{err:?}");
     assert!(err.to_string().contains("send it first"), "{err}");
     assert_eq!(root.current("shop"), Some(b.name.clone()));
     // No temp symlinks left behind.
@@ -423,7 +423,7 @@ fn snapshot_and_restore_round_trip() {
     );
 
     let err = root.restore_data("shop", "nope").unwrap_err();
-    assert!(matches!(err, NodeError::NoSnapshot { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::NoSnapshot { .. }), "{err:?}");
     root.remove_snapshot("shop", "pre-v2").unwrap();
     assert!(root.snapshots("shop").is_empty());
 }
@@ -950,7 +950,7 @@ async fn run_once_streams_output_and_returns_the_exit_code() {
 
     let (res, _) = run("echo started; sleep 60", Duration::from_secs(2)).await;
     let err = res.unwrap_err();
-    assert!(matches!(err, NodeError::Timeout { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::Timeout { .. }), "{err:?}");
     assert!(err.to_string().contains("within 2.0s"), "{err}");
     assert!(
         inst.containers().is_empty(),
@@ -964,12 +964,12 @@ async fn run_once_streams_output_and_returns_the_exit_code() {
     let err = runtime::run_once(&d, &root, &s, tx.clone(), minute)
         .await
         .unwrap_err();
-    assert!(matches!(err, NodeError::NoRelease { .. }), "{err:?}");
+    assert!(matches!(err, AgentError::NoRelease { .. }), "{err:?}");
     let mut s = spec(&inst, "shop", &rel, "release", 1, "true");
     s.image = "magrathea/no-such-stack:latest".into();
     let err = runtime::run_once(&d, &root, &s, tx, minute)
         .await
         .unwrap_err();
-    assert!(matches!(err, NodeError::NoImage(_)), "{err}");
+    assert!(matches!(err, AgentError::NoImage(_)), "{err}");
     assert!(inst.containers().is_empty());
 }

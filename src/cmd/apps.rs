@@ -66,7 +66,6 @@ pub async fn destroy(
     keep_data: bool,
     out: &mut crate::build::Sink,
 ) -> CmdResult {
-    use crate::node::client::Stdin;
     use crate::node::proto::PurgeReq;
     if confirm != Some(name) {
         return Err(CmdError::Invalid(format!(
@@ -99,18 +98,10 @@ pub async fn destroy(
         uid: Some(uid),
     };
     for n in core.all_nodes()? {
-        let r = core
-            .node_client(&n)
-            .call::<serde_json::Value>(
-                "purge",
-                Stdin::Bytes(serde_json::to_vec(&req).unwrap_or_default()),
-                None,
-            )
-            .await;
+        let r = core.node_client(&n).send(&req).await;
         match r {
             Ok(v) => {
-                let purged = v["purged"].as_array().map_or(0, |a| a.len());
-                if purged > 0 {
+                if !v.purged.is_empty() {
                     out.line(format!("-----> {}: {name} stopped and removed", n.name))
                         .await;
                 }

@@ -19,10 +19,15 @@ use crate::store::NodeRow;
 /// A checked, resolved session, ready to bridge.
 pub struct Session {
     node: NodeClient,
-    verb: &'static str,
-    request: serde_json::Value,
+    request: Request,
     /// For the audit trail: where and what.
     pub detail: String,
+}
+
+/// What a session asks of its node.
+enum Request {
+    Shell(ShellReq),
+    Run(RunReq),
 }
 
 impl Session {
@@ -34,16 +39,11 @@ impl Session {
         input: mpsc::Receiver<Input>,
         output: mpsc::Sender<Output>,
     ) -> u32 {
-        let r = self
-            .node
-            .interactive(
-                self.verb,
-                &self.request,
-                pty.as_ref(),
-                input,
-                output.clone(),
-            )
-            .await;
+        let (node, pty, out) = (&self.node, pty.as_ref(), output.clone());
+        let r = match &self.request {
+            Request::Shell(req) => node.session(req, pty, input, out).await,
+            Request::Run(req) => node.session(req, pty, input, out).await,
+        };
         match r {
             Ok(code) => code,
             Err(e) => {
@@ -172,8 +172,7 @@ pub async fn prepare(core: &Arc<Core>, cmd: Cmd, pty: bool) -> Result<Session, C
             };
             Ok(Session {
                 node: core.node_client(&n),
-                verb: "shell",
-                request: serde_json::to_value(req).map_err(|e| CmdError::Invalid(e.to_string()))?,
+                request: Request::Shell(req),
                 detail,
             })
         }
@@ -202,8 +201,7 @@ pub async fn prepare(core: &Arc<Core>, cmd: Cmd, pty: bool) -> Result<Session, C
             };
             Ok(Session {
                 node: core.node_client(&n),
-                verb: "run",
-                request: serde_json::to_value(req).map_err(|e| CmdError::Invalid(e.to_string()))?,
+                request: Request::Run(req),
                 detail,
             })
         }

@@ -309,23 +309,17 @@ pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
 /// following, reconnects every few seconds and goes on after the last line it passed on.
 async fn node_stream(client: NodeClient, mut req: LogsReq, tx: mpsc::Sender<Msg>) {
     let node = client.name.clone();
-    let body = serde_json::to_vec(&req).unwrap_or_default();
     let mut first = true;
     let mut last: Option<String> = None;
     let mut reported = false;
     loop {
-        let (ltx, mut lrx) = mpsc::channel::<String>(1024);
-        let body = if first {
-            body.clone()
-        } else {
-            serde_json::to_vec(&req).unwrap_or_default()
-        };
-        let call = client.call_lines("logs", body, ltx);
+        let (ltx, mut lrx) = mpsc::channel::<LogFrame>(1024);
+        let call = client.stream(&req, ltx);
         let relay = async {
             let mut live = false;
-            while let Some(s) = lrx.recv().await {
-                let msg = match serde_json::from_str::<LogFrame>(&s) {
-                    Ok(LogFrame::Line(l)) => {
+            while let Some(frame) = lrx.recv().await {
+                let msg = match frame {
+                    LogFrame::Line(l) => {
                         // A reconnect's backlog repeats what was passed on before.
                         let old = last.as_ref().is_some_and(|t| l.t <= *t);
                         if !first && !live && old {
@@ -336,7 +330,7 @@ async fn node_stream(client: NodeClient, mut req: LogsReq, tx: mpsc::Sender<Msg>
                         }
                         Msg::Line(node.clone(), l)
                     }
-                    Ok(LogFrame::Live { .. }) => {
+                    LogFrame::Live { .. } => {
                         live = true;
                         reported = false;
                         if !first {
@@ -345,7 +339,7 @@ async fn node_stream(client: NodeClient, mut req: LogsReq, tx: mpsc::Sender<Msg>
                         Msg::Live(node.clone())
                     }
                     // The error also ends the call, which reports it.
-                    Ok(LogFrame::Error { .. }) | Err(_) => continue,
+                    LogFrame::Error { .. } => continue,
                 };
                 if tx.send(msg).await.is_err() {
                     return;

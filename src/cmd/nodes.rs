@@ -6,8 +6,8 @@ use std::sync::Arc;
 use super::{table, CmdError, CmdResult};
 use crate::build::Sink;
 use crate::controller::Core;
-use crate::node::client::{NodeClient, Stdin};
-use crate::node::proto::StatusReply;
+use crate::node::client::NodeClient;
+use crate::node::proto::{StatusReply, StatusReq};
 use crate::store::NodeRow;
 
 pub fn list(core: &Arc<Core>, json: bool) -> CmdResult {
@@ -95,7 +95,7 @@ pub async fn add(
         .map_err(|e| CmdError::Invalid(e.to_string()))?;
     let pinned = NodeClient::new(name, addr, core.client_key.clone(), Some(fp.clone()));
     let _: StatusReply = pinned
-        .call("status", Stdin::Empty, None)
+        .send(&StatusReq)
         .await
         .map_err(|e| CmdError::Invalid(e.to_string()))?;
     core.store.add_node(&NodeRow {
@@ -139,7 +139,7 @@ pub async fn info(core: &Arc<Core>, name: &str, json: bool) -> CmdResult {
         .ok_or_else(|| CmdError::Invalid(format!("no node named '{name}'")))?;
     let status: StatusReply = core
         .node_client(&node)
-        .call("status", Stdin::Empty, None)
+        .send(&StatusReq)
         .await
         .map_err(|e| CmdError::Invalid(e.to_string()))?;
     if json {

@@ -11,8 +11,7 @@ use super::{table, CmdError, CmdResult};
 use crate::build::Sink;
 use crate::controller::Core;
 use crate::deploy::{self, envs, Count, RolloutOptions};
-use crate::node::client::Stdin;
-use crate::node::proto::StatusReply;
+use crate::node::proto::StatusReq;
 use crate::release::Manifest;
 use crate::store::{LiveRow, ReleaseRow};
 
@@ -59,7 +58,7 @@ pub async fn ps(core: &Arc<Core>, app: &str, env: &str, json: bool) -> CmdResult
     for n in nodes.iter().filter(|n| live.nodes.contains(&n.name)) {
         let client = core.node_client(n);
         set.spawn(async move {
-            let r: Result<StatusReply, _> = client.call("status", Stdin::Empty, None).await;
+            let r = client.send(&StatusReq).await;
             (client.name.clone(), r)
         });
     }

@@ -17,7 +17,7 @@ use tokio::task::JoinSet;
 
 use crate::build::Sink;
 use crate::controller::Core;
-use crate::node::client::{NodeCallError, NodeClient, Stdin};
+use crate::node::client::{NodeClient, NodeError};
 use crate::node::proto::*;
 use crate::release::Manifest;
 use crate::store::{NodeRow, ReleaseRow};
@@ -472,16 +472,12 @@ async fn rollout_locked(
             out.line(format!(" !     {e}")).await;
             // Whatever the command wrote before failing is undone: the data dir goes back to
             // the snapshot taken just before it ran.
-            let body = serde_json::to_vec(&SnapshotReq {
+            let restore = RestoreDataReq {
                 app: napp.clone(),
                 label: format!("before-v{}", release.version),
                 if_exists: false,
-            })
-            .unwrap_or_default();
-            match client
-                .call::<serde_json::Value>("restore-data", Stdin::Bytes(body), None)
-                .await
-            {
+            };
+            match client.send(&restore).await {
                 Ok(_) => {
                     out.line(format!(
                         " !     {}: data dir restored from before the release command",
@@ -581,17 +577,12 @@ async fn rollout_locked(
     let mut set = JoinSet::new();
     for (client, _) in &prepared {
         let client = client.clone();
-        let body = serde_json::to_vec(&AppRelease {
+        let req = SwitchReq {
             app: napp.clone(),
             release: name.clone(),
-            generation,
-            only: vec![],
-        })
-        .unwrap_or_default();
+        };
         set.spawn(async move {
-            let r = client
-                .call::<SwitchReply>("switch", Stdin::Bytes(body), None)
-                .await;
+            let r = client.send(&req).await;
             (client, r)
         });
     }
@@ -614,16 +605,11 @@ async fn rollout_locked(
     if let Some(e) = switch_err {
         for (c, prev) in &switched {
             if let Some(prev) = prev {
-                let body = serde_json::to_vec(&AppRelease {
+                let back = SwitchReq {
                     app: napp.clone(),
                     release: prev.clone(),
-                    generation: 0,
-                    only: vec![],
-                })
-                .unwrap_or_default();
-                let _ = c
-                    .call::<SwitchReply>("switch", Stdin::Bytes(body), None)
-                    .await;
+                };
+                let _ = c.send(&back).await;
             }
         }
         abort_all(&prepared, &napp, &name, generation).await;
@@ -716,7 +702,7 @@ async fn rollout_locked(
     {
         keep.push(release_name(p.version, &p.sha256));
     }
-    let retire = AppRelease {
+    let retire = RetireReq {
         app: napp.clone(),
         release: name.clone(),
         generation,
@@ -727,14 +713,9 @@ async fn rollout_locked(
         async move {
             core.router.drain(&stale, Duration::from_secs(30)).await;
             let mut set = JoinSet::new();
-            let body = serde_json::to_vec(&retire).unwrap_or_default();
             for (client, _) in &prepared {
-                let (client, body) = (client.clone(), body.clone());
-                set.spawn(async move {
-                    client
-                        .call::<serde_json::Value>("retire", Stdin::Bytes(body), None)
-                        .await
-                });
+                let (client, req) = (client.clone(), retire.clone());
+                set.spawn(async move { client.send(&req).await });
             }
             while set.join_next().await.is_some() {}
             gc_nodes(&core, &prepared, &app, &retire.app, keep).await;
@@ -781,14 +762,14 @@ async fn free_capacity(
     for (i, client) in clients.iter().enumerate() {
         let client = client.clone();
         set.spawn(async move {
-            let r: Result<StatusReply, _> = client.call("status", Stdin::Empty, None).await;
+            let r = client.send(&StatusReq).await;
             (i, r)
         });
     }
     while let Some(r) = set.join_next().await {
         let (i, r) = r.map_err(|e| e.to_string())?;
         let status = r.map_err(|e| e.to_string())?;
-        let others: Vec<&crate::node::runtime::ProcInfo> = status
+        let others: Vec<&crate::node::proto::ProcInfo> = status
             .apps
             .iter()
             .filter(|(a, _)| a.as_str() != app)
@@ -846,11 +827,10 @@ async fn one_off(
     out: &mut Sink,
 ) -> Result<i64, String> {
     let (ltx, mut lrx) = tokio::sync::mpsc::channel::<String>(256);
-    let body = serde_json::to_vec(req).unwrap_or_default();
     // The node bounds the command itself; a dead node is found out by keepalives.
     let within = Duration::from_millis(req.timeout_ms) + Duration::from_secs(60);
     let long = client.clone().answer_within(within);
-    let call = long.call::<CodeReply>("release-phase", Stdin::Bytes(body), Some(ltx));
+    let call = long.send_with_progress(req, ltx);
     tokio::pin!(call);
     let res = loop {
         tokio::select! {
@@ -876,20 +856,22 @@ async fn stage_node(
     sha: &str,
     restore: Option<i64>,
     progress: &tokio::sync::mpsc::Sender<String>,
-) -> Result<(), NodeCallError> {
+) -> Result<(), NodeError> {
     let status: StatusReply = match known {
         Some(s) => s,
-        None => client.call("status", Stdin::Empty, None).await?,
+        None => client.send(&StatusReq).await?,
     };
     let present = status
         .apps
         .get(app)
         .is_some_and(|a| a.releases.iter().any(|r| r == release));
     if !present {
-        let cmd = format!("receive {app} {release} {sha}");
-        let _: serde_json::Value = client
-            .call(&cmd, Stdin::File(tarball.to_path_buf()), None)
-            .await?;
+        let req = ReceiveReq {
+            app: app.to_string(),
+            release: release.to_string(),
+            sha256: sha.to_string(),
+        };
+        client.upload(&req, tarball).await?;
         crate::failpoint::hit("prepare");
         let _ = progress
             .send(format!(
@@ -899,16 +881,12 @@ async fn stage_node(
             .await;
     }
     if let Some(v) = restore {
-        let body = serde_json::to_vec(&SnapshotReq {
+        let req = RestoreDataReq {
             app: app.to_string(),
             label: format!("before-v{v}"),
             if_exists: true,
-        })
-        .unwrap_or_default();
-        let r: serde_json::Value = client
-            .call("restore-data", Stdin::Bytes(body), None)
-            .await?;
-        let line = if r["restored"] == true {
+        };
+        let line = if client.send(&req).await?.restored {
             format!("-----> {}: data restored from before v{v}", client.name)
         } else {
             format!(
@@ -931,7 +909,7 @@ async fn prepare_node(
     sha: &str,
     restore: Option<i64>,
     progress: tokio::sync::mpsc::Sender<String>,
-) -> Result<PrepareReply, NodeCallError> {
+) -> Result<PrepareReply, NodeError> {
     stage_node(
         client,
         &req.app,
@@ -943,7 +921,6 @@ async fn prepare_node(
         &progress,
     )
     .await?;
-    let body = serde_json::to_vec(req).unwrap_or_default();
     let (ltx, mut lrx) = tokio::sync::mpsc::channel::<String>(64);
     let name = client.name.clone();
     let fwd = tokio::spawn(async move {
@@ -952,7 +929,7 @@ async fn prepare_node(
             let _ = progress.send(format!("       {name}: {l}")).await;
         }
     });
-    let r = client.call("prepare", Stdin::Bytes(body), Some(ltx)).await;
+    let r = client.send_with_progress(req, ltx).await;
     let _ = fwd.await;
     r
 }
@@ -966,18 +943,12 @@ async fn abort_all(
     let mut set = JoinSet::new();
     for (client, _) in prepared {
         let client = client.clone();
-        let body = serde_json::to_vec(&AppRelease {
+        let req = AbortReq {
             app: app.to_string(),
             release: name.to_string(),
             generation,
-            only: vec![],
-        })
-        .unwrap_or_default();
-        set.spawn(async move {
-            client
-                .call::<serde_json::Value>("abort", Stdin::Bytes(body), None)
-                .await
-        });
+        };
+        set.spawn(async move { client.send(&req).await });
     }
     while set.join_next().await.is_some() {}
 }
@@ -1004,16 +975,11 @@ async fn gc_nodes(
     let mut set = JoinSet::new();
     for (client, _) in prepared {
         let client = client.clone();
-        let body = serde_json::to_vec(&GcReq {
+        let req = GcReq {
             app: napp.to_string(),
             keep: keep.clone(),
-        })
-        .unwrap_or_default();
-        set.spawn(async move {
-            client
-                .call::<serde_json::Value>("gc", Stdin::Bytes(body), None)
-                .await
-        });
+        };
+        set.spawn(async move { client.send(&req).await });
     }
     while set.join_next().await.is_some() {}
 }
@@ -1027,11 +993,7 @@ pub async fn restore_routes(core: &Arc<Core>) {
     let Ok(nodes) = core.all_nodes() else { return };
     let mut statuses: Vec<(NodeRow, StatusReply)> = vec![];
     for n in nodes {
-        match core
-            .node_client(&n)
-            .call::<StatusReply>("status", Stdin::Empty, None)
-            .await
-        {
+        match core.node_client(&n).send(&StatusReq).await {
             Ok(s) => statuses.push((n, s)),
             Err(e) => {
                 tracing::warn!(node = %n.name, error = %e, "node unreachable while restoring routes")

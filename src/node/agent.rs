@@ -11,12 +11,11 @@ use std::time::Duration;
 use anyhow::Context;
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId, ChannelWriteHalf};
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OnceCell};
 
-use super::layout::{NodeError, NodeRoot};
+use super::layout::{AgentError, NodeRoot};
 use super::proto::*;
 use super::runtime::{self, ProcessSpec};
 use crate::build::docker::Docker;
@@ -335,10 +334,6 @@ async fn finish(tx: &ChannelWriteHalf<Msg>, result: Result<Value, String>) {
     let _ = tx.close().await;
 }
 
-fn json<T: serde::Serialize>(v: T) -> Result<Value, String> {
-    serde_json::to_value(v).map_err(|e| e.to_string())
-}
-
 async fn read_stdin(rx: &mut russh::ChannelReadHalf) -> Vec<u8> {
     use tokio::io::AsyncReadExt;
     let mut buf = vec![];
@@ -346,15 +341,49 @@ async fn read_stdin(rx: &mut russh::ChannelReadHalf) -> Vec<u8> {
     buf
 }
 
-fn parse<T: DeserializeOwned>(b: &[u8]) -> Result<T, String> {
-    serde_json::from_slice(b).map_err(|e| format!("bad request: {e}"))
+/// What a verb's handler has besides its request.
+struct Call<'a> {
+    ctx: &'a AgentCtx,
+    /// Progress lines, to the controller (stderr) as they happen.
+    progress: &'a mpsc::Sender<String>,
+}
+
+/// The agent's side of a [`Request`]: what it does with one.
+trait Handle: Request {
+    fn handle(
+        self,
+        call: &Call<'_>,
+    ) -> impl std::future::Future<Output = Result<Self::Reply, String>> + Send;
+}
+
+/// Reads an `R` from stdin, handles it, and returns its reply as JSON.
+async fn answer<R: Handle>(
+    call: &Call<'_>,
+    rx: &mut russh::ChannelReadHalf,
+) -> Result<Value, String> {
+    let req: R = decode(&read_stdin(rx).await).map_err(|e| format!("bad request: {e}"))?;
+    let reply = req.handle(call).await?;
+    serde_json::to_value(reply).map_err(|e| e.to_string())
+}
+
+/// The dispatcher: each verb is its request type's `VERB`, handled by its `Handle` impl.
+macro_rules! dispatch {
+    ($verb:expr, $call:expr, $rx:expr, [$($req:ty),* $(,)?]) => {
+        match $verb {
+            $(<$req as Request>::VERB => answer::<$req>($call, $rx).await,)*
+            other => Err(format!(
+                "unknown agent verb '{}'",
+                other.chars().take(40).collect::<String>()
+            )),
+        }
+    };
 }
 
 async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
     let (mut rx, tx) = ch.split();
     let argv = shell_words::split(&line).unwrap_or_default();
     let verb = argv.first().cloned().unwrap_or_default();
-    if verb == "logs" {
+    if verb == LogsReq::VERB {
         // Streams JSON lines (not one reply) until done or the channel closes.
         let docker = ctx.docker().await;
         super::logs::serve(docker, &ctx.root, &ctx.instance, rx, tx).await;
@@ -370,82 +399,120 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
         }
         let _ = w.flush().await;
     });
-    let result = match verb.as_str() {
-        "status" => status(&ctx).await.and_then(json),
-        "receive" => match argv.as_slice() {
-            [_, app, name, sha] => receive(&ctx, rx, app, name, sha).await,
-            _ => Err("usage: receive APP RELEASE SHA256".into()),
-        },
-        "prepare" => {
-            let req: Result<PrepareReq, _> = parse(&read_stdin(&mut rx).await);
-            match req {
-                Ok(r) => prepare(&ctx, r, &ptx).await.and_then(json),
-                Err(e) => Err(e),
-            }
+    let call = Call {
+        ctx: &ctx,
+        progress: &ptx,
+    };
+    let result = if verb == ReceiveReq::VERB {
+        // The tarball is stdin; the request is on the exec line.
+        match ReceiveReq::from_args(&argv[1..]) {
+            Some(r) => receive(&ctx, rx, r)
+                .await
+                .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
+            None => Err("usage: receive APP RELEASE SHA256".into()),
         }
-        "switch" => match parse::<AppRelease>(&read_stdin(&mut rx).await) {
-            Ok(r) => switch(&ctx, r).await.and_then(json),
-            Err(e) => Err(e),
-        },
-        "retire" => match parse::<AppRelease>(&read_stdin(&mut rx).await) {
-            // Everything but what this rollout started (of the types it restarted).
-            Ok(r) => stop_where(&ctx, &r.app, |p| {
-                (p.release != r.release || p.generation != r.generation)
-                    && (r.only.is_empty() || r.only.contains(&p.ptype))
-            })
-            .await
-            .and_then(json),
-            Err(e) => Err(e),
-        },
-        "abort" => match parse::<AppRelease>(&read_stdin(&mut rx).await) {
-            Ok(r) => stop_where(&ctx, &r.app, |p| {
-                p.release == r.release && p.generation == r.generation
-            })
-            .await
-            .and_then(json),
-            Err(e) => Err(e),
-        },
-        "release-phase" => match parse::<ReleasePhaseReq>(&read_stdin(&mut rx).await) {
-            Ok(r) => release_phase(&ctx, r, &ptx).await.and_then(json),
-            Err(e) => Err(e),
-        },
-        "gc" => match parse::<GcReq>(&read_stdin(&mut rx).await) {
-            Ok(r) => {
-                let res = ctx
-                    .root
-                    .gc(&r.app, &r.keep)
-                    .map_err(|e| e.to_string())
-                    .and_then(json);
-                // Scratch dirs of containers that went without us (a crash, a cut session).
-                if let (Ok(_), Ok(docker)) = (&res, ctx.docker().await) {
-                    runtime::sweep_scratch(docker, &ctx.root, &ctx.instance, &r.app).await;
-                }
-                res
-            }
-            Err(e) => Err(e),
-        },
-        "purge" => match parse::<PurgeReq>(&read_stdin(&mut rx).await) {
-            Ok(r) => purge(&ctx, r).await.and_then(json),
-            Err(e) => Err(e),
-        },
-        "restore-data" => match parse::<SnapshotReq>(&read_stdin(&mut rx).await) {
-            Ok(r) => match ctx.root.restore_data(&r.app, &r.label) {
-                Ok(()) => Ok(serde_json::json!({ "restored": true })),
-                Err(NodeError::NoSnapshot { .. }) if r.if_exists => {
-                    Ok(serde_json::json!({ "restored": false }))
-                }
-                Err(e) => Err(e.to_string()),
-            },
-            Err(e) => Err(e),
-        },
-        other => Err(format!(
-            "unknown agent verb '{}'",
-            other.chars().take(40).collect::<String>()
-        )),
+    } else {
+        dispatch!(
+            verb.as_str(),
+            &call,
+            &mut rx,
+            [
+                StatusReq,
+                PrepareReq,
+                SwitchReq,
+                RetireReq,
+                AbortReq,
+                ReleasePhaseReq,
+                GcReq,
+                PurgeReq,
+                RestoreDataReq,
+            ]
+        )
     };
     drop(ptx);
     let _ = forward.await;
     finish(&tx, result).await;
+}
+
+impl Handle for StatusReq {
+    async fn handle(self, call: &Call<'_>) -> Result<StatusReply, String> {
+        status(call.ctx).await
+    }
+}
+
+impl Handle for PrepareReq {
+    async fn handle(self, call: &Call<'_>) -> Result<PrepareReply, String> {
+        prepare(call.ctx, self, call.progress).await
+    }
+}
+
+impl Handle for SwitchReq {
+    async fn handle(self, call: &Call<'_>) -> Result<SwitchReply, String> {
+        let root = &call.ctx.root;
+        let previous = root.current(&self.app);
+        root.switch(&self.app, &self.release)
+            .map_err(|e| e.to_string())?;
+        Ok(SwitchReply { previous })
+    }
+}
+
+impl Handle for RetireReq {
+    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, String> {
+        // Everything but what this rollout started (of the types it restarted).
+        stop_where(call.ctx, &self.app, |p| {
+            (p.release != self.release || p.generation != self.generation)
+                && (self.only.is_empty() || self.only.contains(&p.ptype))
+        })
+        .await
+    }
+}
+
+impl Handle for AbortReq {
+    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, String> {
+        stop_where(call.ctx, &self.app, |p| {
+            p.release == self.release && p.generation == self.generation
+        })
+        .await
+    }
+}
+
+impl Handle for ReleasePhaseReq {
+    async fn handle(self, call: &Call<'_>) -> Result<CodeReply, String> {
+        release_phase(call.ctx, self, call.progress).await
+    }
+}
+
+impl Handle for GcReq {
+    async fn handle(self, call: &Call<'_>) -> Result<Vec<String>, String> {
+        let ctx = call.ctx;
+        let removed = ctx
+            .root
+            .gc(&self.app, &self.keep)
+            .map_err(|e| e.to_string())?;
+        // Scratch dirs of containers that went without us (a crash, a cut session).
+        if let Ok(docker) = ctx.docker().await {
+            runtime::sweep_scratch(docker, &ctx.root, &ctx.instance, &self.app).await;
+        }
+        Ok(removed)
+    }
+}
+
+impl Handle for PurgeReq {
+    async fn handle(self, call: &Call<'_>) -> Result<PurgeReply, String> {
+        purge(call.ctx, self).await
+    }
+}
+
+impl Handle for RestoreDataReq {
+    async fn handle(self, call: &Call<'_>) -> Result<RestoreReply, String> {
+        match call.ctx.root.restore_data(&self.app, &self.label) {
+            Ok(()) => Ok(RestoreReply { restored: true }),
+            Err(AgentError::NoSnapshot { .. }) if self.if_exists => {
+                Ok(RestoreReply { restored: false })
+            }
+            Err(e) => Err(e.to_string()),
+        }
+    }
 }
 
 async fn status(ctx: &AgentCtx) -> Result<StatusReply, String> {
@@ -490,10 +557,8 @@ async fn status(ctx: &AgentCtx) -> Result<StatusReply, String> {
 async fn receive(
     ctx: &AgentCtx,
     mut rx: russh::ChannelReadHalf,
-    app: &str,
-    name: &str,
-    sha: &str,
-) -> Result<Value, String> {
+    req: ReceiveReq,
+) -> Result<ReceiveReply, String> {
     // Channel data goes to the blocking side chunk by chunk as it arrives, which hashes and
     // extracts it: one copy and one hand-off per packet, not a pipe's two.
     let (tx, chunks) = mpsc::channel::<Vec<u8>>(64);
@@ -510,15 +575,19 @@ async fn receive(
         }
     });
     let root = ctx.root.clone();
-    let (app, name, sha) = (app.to_string(), name.to_string(), sha.to_string());
     let res = tokio::task::spawn_blocking(move || {
-        root.receive(&app, &name, &sha, ChunkReader::new(chunks))
+        root.receive(
+            &req.app,
+            &req.release,
+            &req.sha256,
+            ChunkReader::new(chunks),
+        )
     })
     .await
     .map_err(|e| e.to_string())?;
     pump.abort();
-    let bytes = res.map_err(|e| e.to_string())?;
-    Ok(serde_json::json!({ "received": bytes }))
+    let received = res.map_err(|e| e.to_string())?;
+    Ok(ReceiveReply { received })
 }
 
 /// The blocking end of [`receive`]'s hand-off: the chunks, read in order, then EOF.
@@ -742,19 +811,11 @@ async fn still_up(
     Ok(())
 }
 
-async fn switch(ctx: &AgentCtx, r: AppRelease) -> Result<SwitchReply, String> {
-    let previous = ctx.root.current(&r.app);
-    ctx.root
-        .switch(&r.app, &r.release)
-        .map_err(|e| e.to_string())?;
-    Ok(SwitchReply { previous })
-}
-
 async fn stop_where(
     ctx: &AgentCtx,
     app: &str,
-    pick: impl Fn(&runtime::ProcInfo) -> bool,
-) -> Result<Value, String> {
+    pick: impl Fn(&ProcInfo) -> bool,
+) -> Result<StoppedReply, String> {
     crate::names::check_node_app(app).map_err(|e| e.to_string())?;
     let docker = ctx.docker().await?;
     let procs = runtime::list(docker, &ctx.instance, Some(app))
@@ -765,13 +826,13 @@ async fn stop_where(
         runtime::stop(docker, &p.container, Duration::from_secs(10)).await;
         stopped += 1;
     }
-    Ok(serde_json::json!({ "stopped": stopped }))
+    Ok(StoppedReply { stopped })
 }
 
 /// Stops every process of every environment of an app, then removes all it left on this
 /// node (releases, `current`, data, snapshots, process logs), so nothing of it is there for a
 /// later app of the same name.
-async fn purge(ctx: &AgentCtx, req: PurgeReq) -> Result<Value, String> {
+async fn purge(ctx: &AgentCtx, req: PurgeReq) -> Result<PurgeReply, String> {
     crate::names::check("app", &req.app).map_err(|e| e.to_string())?;
     let docker = ctx.docker().await?;
     let mut stopped = 0;
@@ -791,7 +852,7 @@ async fn purge(ctx: &AgentCtx, req: PurgeReq) -> Result<Value, String> {
     if let Some(uid) = req.uid {
         crate::isolation::remove_network(docker.raw(), &ctx.instance, uid).await;
     }
-    Ok(serde_json::json!({ "stopped": stopped, "purged": purged }))
+    Ok(PurgeReply { stopped, purged })
 }
 
 async fn release_phase(

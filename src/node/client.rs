@@ -1,26 +1,31 @@
 //! The controller's side of the agent protocol, the node's host key pinned at `nodes:add`
 //! (first contact) and checked on every connection after.
 //!
-//! A `NodeClient` and its clones share one authenticated SSH connection and run each `call`
+//! Every verb is a typed request (`proto`): [`NodeClient::send`] sends one and returns its
+//! reply type; `upload` is `send` with a file as stdin (`receive`), `stream` reads a
+//! streaming verb's frames (`logs`), `session` runs an interactive one (`shell`, `run`).
+//!
+//! A `NodeClient` and its clones share one authenticated SSH connection and run each call
 //! on a channel of its own (the agent takes up to 16 at once), so a rollout pays one
 //! handshake per node rather than one per verb. The connection is opened on first use,
 //! replaced when it broke (the node restarted), and goes away with the last clone.
-//! `call_lines` and `interactive` keep a connection of their own (see there); `probe` too.
+//! `stream` and `session` keep a connection of their own (see there); `probe` too.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use russh::client;
 use russh::keys::{PrivateKey, PrivateKeyWithHashAlg, PublicKeyOrCertificate};
 use russh::{ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
-use serde::de::DeserializeOwned;
 use thiserror::Error;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
+use super::proto::{encode, Request, SessionRequest, StreamRequest};
+
 #[derive(Debug, Error)]
-pub enum NodeCallError {
+pub enum NodeError {
     #[error("node {node} ({addr}) is unreachable: {why}")]
     Unreachable {
         node: String,
@@ -87,8 +92,7 @@ pub enum Output {
     Stderr(Vec<u8>),
 }
 
-pub enum Stdin {
-    Empty,
+enum Stdin {
     Bytes(Vec<u8>),
     File(PathBuf),
 }
@@ -133,8 +137,8 @@ impl NodeClient {
         self
     }
 
-    fn unreachable(&self, why: impl ToString) -> NodeCallError {
-        NodeCallError::Unreachable {
+    fn unreachable(&self, why: impl ToString) -> NodeError {
+        NodeError::Unreachable {
             node: self.name.clone(),
             addr: self.addr.clone(),
             why: why.to_string(),
@@ -142,7 +146,7 @@ impl NodeClient {
     }
 
     /// Connect and return the node's host key fingerprint (for pinning).
-    pub async fn probe(&self) -> Result<String, NodeCallError> {
+    pub async fn probe(&self) -> Result<String, NodeError> {
         let seen = Arc::new(Mutex::new(None));
         let h = self.connect(seen.clone()).await?;
         let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
@@ -153,7 +157,7 @@ impl NodeClient {
     async fn connect(
         &self,
         seen: Arc<Mutex<Option<String>>>,
-    ) -> Result<client::Handle<Check>, NodeCallError> {
+    ) -> Result<client::Handle<Check>, NodeError> {
         let config = Arc::new(client::Config {
             inactivity_timeout: Some(PEER_SILENCE),
             keepalive_interval: Some(KEEPALIVE_INTERVAL),
@@ -173,7 +177,7 @@ impl NodeClient {
                 let got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 if let (Some(got), Some(pinned)) = (got, &self.pinned) {
                     if got != *pinned {
-                        return Err(NodeCallError::HostKey {
+                        return Err(NodeError::HostKey {
                             node: self.name.clone(),
                             got,
                             pinned: pinned.clone(),
@@ -192,7 +196,7 @@ impl NodeClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         if !auth.success() {
-            return Err(NodeCallError::Failed {
+            return Err(NodeError::Failed {
                 node: self.name.clone(),
                 msg: "refused the controller's key (was the agent started with --controller-key from 'ssh paas nodes:key'?)".into(),
             });
@@ -202,7 +206,7 @@ impl NodeClient {
 
     /// The shared connection: the cached one if it is still open (and is not `broken`),
     /// else a new one, which replaces it in the cache. `true` when it was just made.
-    async fn shared(&self, broken: Option<&Conn>) -> Result<(Conn, bool), NodeCallError> {
+    async fn shared(&self, broken: Option<&Conn>) -> Result<(Conn, bool), NodeError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             if !c.is_closed() && !broken.is_some_and(|b| Arc::ptr_eq(b, c)) {
@@ -216,7 +220,7 @@ impl NodeClient {
         Ok((c, true))
     }
 
-    async fn open_on(&self, conn: &Conn) -> Result<russh::Channel<client::Msg>, NodeCallError> {
+    async fn open_on(&self, conn: &Conn) -> Result<russh::Channel<client::Msg>, NodeError> {
         match tokio::time::timeout(CHANNEL_OPEN_TIMEOUT, conn.channel_open_session()).await {
             Err(_) => Err(self.unreachable("opening a channel timed out")),
             Ok(r) => r.map_err(|e| self.unreachable(e)),
@@ -226,7 +230,7 @@ impl NodeClient {
     /// A new channel on the shared connection. When the cached connection cannot open one
     /// (the node restarted, the network dropped it), it is dropped and the channel is
     /// opened on a new connection, once.
-    async fn channel(&self) -> Result<(Conn, russh::Channel<client::Msg>), NodeCallError> {
+    async fn channel(&self) -> Result<(Conn, russh::Channel<client::Msg>), NodeError> {
         let (conn, fresh) = self.shared(None).await?;
         match self.open_on(&conn).await {
             Ok(ch) => return Ok((conn, ch)),
@@ -238,51 +242,86 @@ impl NodeClient {
         Ok((conn, ch))
     }
 
-    /// Run one verb. Progress lines (stderr) go to `progress`; the JSON reply is parsed.
-    pub async fn call<T: DeserializeOwned>(
+    /// One call: `req` to the node, its reply back.
+    pub async fn send<R: Request>(&self, req: &R) -> Result<R::Reply, NodeError> {
+        self.call(req, Stdin::Bytes(encode(req)), None).await
+    }
+
+    /// [`send`](Self::send), with the node's progress lines (`prepare`, `release-phase`)
+    /// passed to `progress` as they come.
+    pub async fn send_with_progress<R: Request>(
         &self,
-        command: &str,
+        req: &R,
+        progress: mpsc::Sender<String>,
+    ) -> Result<R::Reply, NodeError> {
+        self.call(req, Stdin::Bytes(encode(req)), Some(progress))
+            .await
+    }
+
+    /// [`send`](Self::send) with `file` as stdin instead of the request (`receive`: the
+    /// request is on the exec line).
+    pub async fn upload<R: Request>(&self, req: &R, file: &Path) -> Result<R::Reply, NodeError> {
+        self.call(req, Stdin::File(file.to_path_buf()), None).await
+    }
+
+    /// The exec line of a request: its verb, then its arguments, each quoted.
+    fn exec_line<R: Request>(req: &R) -> String {
+        let mut words = vec![R::VERB.to_string()];
+        words.extend(
+            req.args()
+                .iter()
+                .map(|a| shell_words::quote(a).into_owned()),
+        );
+        words.join(" ")
+    }
+
+    /// Run one verb. Progress lines (stderr) go to `progress`; the JSON reply is parsed.
+    async fn call<R: Request>(
+        &self,
+        req: &R,
         stdin: Stdin,
         progress: Option<mpsc::Sender<String>>,
-    ) -> Result<T, NodeCallError> {
-        let (code, out, err) = self.call_raw(command, stdin, progress).await?;
+    ) -> Result<R::Reply, NodeError> {
+        let command = Self::exec_line(req);
+        let (code, out, err) = self.call_raw(&command, stdin, progress).await?;
         if code != 0 {
             let doc: serde_json::Value = serde_json::from_slice(&out).unwrap_or_default();
             let msg = doc["error"]
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| err.lines().last().unwrap_or("failed").trim().to_string());
-            return Err(NodeCallError::Failed {
+            return Err(NodeError::Failed {
                 node: self.name.clone(),
                 msg,
             });
         }
-        serde_json::from_slice(&out).map_err(|e| NodeCallError::Failed {
+        serde_json::from_slice(&out).map_err(|e| NodeError::Failed {
             node: self.name.clone(),
             msg: format!("bad reply to '{command}': {e}"),
         })
     }
 
-    /// Run a streaming verb (`logs`): `stdin` is sent, then every stdout line goes to `lines`
-    /// as it arrives, with no overall timeout. Ends when the node closes the channel, or as
-    /// soon as `lines`' receiver is dropped: the connection is then closed, which is how the
-    /// node learns to stop.
+    /// Run a streaming verb (`logs`): `req` is sent, then every frame goes to `frames` as it
+    /// arrives (a line that is not one is skipped), with no overall timeout. Ends when the
+    /// node closes the channel, or as soon as `frames`' receiver is dropped: the connection
+    /// is then closed, which is how the node learns to stop.
     ///
     /// On a connection of its own, not the shared one: `lines` waits for a reader that may
     /// be slow (a user's terminal), and while this channel is not read, russh stops reading
     /// the whole connection, which would stall a rollout's calls to the node.
-    pub async fn call_lines(
+    pub async fn stream<R: StreamRequest>(
         &self,
-        command: &str,
-        stdin: Vec<u8>,
-        lines: mpsc::Sender<String>,
-    ) -> Result<(), NodeCallError> {
+        req: &R,
+        frames: mpsc::Sender<R::Frame>,
+    ) -> Result<(), NodeError> {
+        let stdin = encode(req);
+        let lines = frames;
         let h = self.connect(Arc::new(Mutex::new(None))).await?;
         let mut ch = h
             .channel_open_session()
             .await
             .map_err(|e| self.unreachable(e))?;
-        ch.exec(true, command)
+        ch.exec(true, R::VERB)
             .await
             .map_err(|e| self.unreachable(e))?;
         ch.data(&stdin[..]).await.map_err(|e| self.unreachable(e))?;
@@ -299,7 +338,10 @@ impl NodeClient {
                 Some(ChannelMsg::Data { data }) => {
                     for line in partial.push(&data) {
                         last = line;
-                        if lines.send(last.clone()).await.is_err() {
+                        let Ok(frame) = serde_json::from_str::<R::Frame>(&last) else {
+                            continue;
+                        };
+                        if lines.send(frame).await.is_err() {
                             gone = true;
                             break;
                         }
@@ -323,7 +365,7 @@ impl NodeClient {
             Some(_) => {
                 let doc: serde_json::Value = serde_json::from_str(&last).unwrap_or_default();
                 let msg = doc["error"].as_str().map(str::to_string).unwrap_or(err);
-                Err(NodeCallError::Failed {
+                Err(NodeError::Failed {
                     node: self.name.clone(),
                     msg: if msg.is_empty() { "failed".into() } else { msg },
                 })
@@ -333,19 +375,18 @@ impl NodeClient {
     }
 
     /// An interactive verb (`shell`, `run`; protocol in `proto`, before `ShellReq`): a pty
-    /// on the channel if `pty`, the verb, `request` as the first line, then `input` (the
+    /// on the channel if `pty`, the verb, `req` as the first line, then `input` (the
     /// user's bytes, EOF, window changes) goes to the node and its output to `output`, both
     /// as they come, with no overall timeout. Returns the remote exit status. When `input`
     /// closes first (the user went away) the connection is dropped, which ends the session
     /// on the node. On a connection of its own, like `call_lines` and for the same reason.
-    pub async fn interactive(
+    pub async fn session<R: SessionRequest>(
         &self,
-        verb: &str,
-        request: &impl serde::Serialize,
-        pty: Option<&super::interactive::Pty>,
+        req: &R,
+        pty: Option<&crate::ssh::terminals::Pty>,
         mut input: mpsc::Receiver<Input>,
         output: mpsc::Sender<Output>,
-    ) -> Result<u32, NodeCallError> {
+    ) -> Result<u32, NodeError> {
         let h = self.connect(Arc::new(Mutex::new(None))).await?;
         let ch = h
             .channel_open_session()
@@ -356,8 +397,10 @@ impl NodeClient {
                 .await
                 .map_err(|e| self.unreachable(e))?;
         }
-        ch.exec(true, verb).await.map_err(|e| self.unreachable(e))?;
-        let mut line = serde_json::to_vec(request).map_err(|e| NodeCallError::Failed {
+        ch.exec(true, R::VERB)
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        let mut line = serde_json::to_vec(req).map_err(|e| NodeError::Failed {
             node: self.name.clone(),
             msg: e.to_string(),
         })?;
@@ -416,7 +459,7 @@ impl NodeClient {
         command: &str,
         stdin: Stdin,
         progress: Option<mpsc::Sender<String>>,
-    ) -> Result<(u32, Vec<u8>, String), NodeCallError> {
+    ) -> Result<(u32, Vec<u8>, String), NodeError> {
         let timed_out = || self.unreachable(format!("'{command}' timed out"));
         let (_conn, ch) = tokio::time::timeout(self.timeout, self.channel())
             .await
@@ -443,7 +486,7 @@ impl NodeClient {
         stdin: Stdin,
         progress: Option<mpsc::Sender<String>>,
         answer_within: Duration,
-    ) -> Result<(u32, Vec<u8>, String), NodeCallError> {
+    ) -> Result<(u32, Vec<u8>, String), NodeError> {
         let stalled = || {
             self.unreachable(format!(
                 "'{command}': the node took no data for {}s",
@@ -458,7 +501,8 @@ impl NodeClient {
                 .await
                 .map_err(|e| self.unreachable(e))?;
             match stdin {
-                Stdin::Empty => {}
+                // Nothing at all, not an empty packet, for a request without fields.
+                Stdin::Bytes(b) if b.is_empty() => {}
                 Stdin::Bytes(b) => tokio::time::timeout(TRANSFER_STALL, tx.data(&b[..]))
                     .await
                     .map_err(|_| stalled())?
@@ -551,5 +595,25 @@ fn node_ciphers() -> russh::Preferred {
             russh::cipher::CHACHA20_POLY1305,
         ]),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::node::proto::{ReceiveReq, StatusReq};
+
+    #[test]
+    fn exec_lines() {
+        assert_eq!(NodeClient::exec_line(&StatusReq), "status");
+        let r = ReceiveReq {
+            app: "shop".into(),
+            release: "v3-0123456789ab".into(),
+            sha256: "0123456789ab".into(),
+        };
+        assert_eq!(
+            NodeClient::exec_line(&r),
+            "receive shop v3-0123456789ab 0123456789ab"
+        );
     }
 }

@@ -28,8 +28,9 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
 use super::agent::AgentCtx;
+use super::proto::ProcInfo;
 use super::proto::{RunReq, ShellReq};
-use super::runtime::{self, ProcInfo, ProcessSpec};
+use super::runtime::{self, ProcessSpec};
 use crate::build::docker::Docker;
 
 /// What a `shell` runs, after the profile scripts: bash where the stack has it.

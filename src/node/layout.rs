@@ -23,8 +23,8 @@ use crate::names::{self, InvalidName};
 use crate::release::extract::{remove_tree, unpack_stream};
 use crate::release::tarball::{temp_name, ReleaseError, RemoveOnDrop};
 
-fn chown_error(data: &Path, uid: u32, e: io::Error) -> NodeError {
-    NodeError::Io {
+fn chown_error(data: &Path, uid: u32, e: io::Error) -> AgentError {
+    AgentError::Io {
         path: data.to_path_buf(),
         source: io::Error::new(
             e.kind(),
@@ -36,8 +36,8 @@ fn chown_error(data: &Path, uid: u32, e: io::Error) -> NodeError {
     }
 }
 
-fn release_chown_error(path: &Path, uid: u32, e: io::Error) -> NodeError {
-    NodeError::Io {
+fn release_chown_error(path: &Path, uid: u32, e: io::Error) -> AgentError {
+    AgentError::Io {
         path: path.to_path_buf(),
         source: io::Error::new(
             e.kind(),
@@ -49,7 +49,7 @@ fn release_chown_error(path: &Path, uid: u32, e: io::Error) -> NodeError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum NodeError {
+pub enum AgentError {
     #[error(transparent)]
     Name(#[from] InvalidName),
     #[error(
@@ -104,8 +104,8 @@ pub enum NodeError {
     Timeout { what: String, after: String },
 }
 
-fn io_at(path: &Path) -> impl FnOnce(io::Error) -> NodeError + '_ {
-    move |source| NodeError::Io {
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> AgentError + '_ {
+    move |source| AgentError::Io {
         path: path.to_path_buf(),
         source,
     }
@@ -118,8 +118,8 @@ fn shown(s: &str) -> String {
 
 /// `^v[0-9]{1,18}-[0-9a-f]{12}$`; returns the version number. The 18-digit cap keeps the
 /// number in a u64 so releases sort numerically (v10 after v9).
-pub fn check_release(name: &str) -> Result<u64, NodeError> {
-    let bad = || NodeError::ReleaseName(shown(name));
+pub fn check_release(name: &str) -> Result<u64, AgentError> {
+    let bad = || AgentError::ReleaseName(shown(name));
     let rest = name.strip_prefix('v').ok_or_else(bad)?;
     let (num, sha) = rest.split_once('-').ok_or_else(bad)?;
     let num_ok = !num.is_empty() && num.len() <= 18 && num.bytes().all(|b| b.is_ascii_digit());
@@ -131,11 +131,11 @@ pub fn check_release(name: &str) -> Result<u64, NodeError> {
 }
 
 /// 64 hex digits, returned lower-cased (the form release names and the store use).
-pub fn check_sha256(s: &str) -> Result<String, NodeError> {
+pub fn check_sha256(s: &str) -> Result<String, AgentError> {
     if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
         Ok(s.to_ascii_lowercase())
     } else {
-        Err(NodeError::Digest(shown(s)))
+        Err(AgentError::Digest(shown(s)))
     }
 }
 
@@ -191,7 +191,7 @@ impl NodeRoot {
     /// of the same name: it is moved aside to `data.uid-<old uid>` (never handed over) and a
     /// fresh one is made. One owned by anything else (uid 1000, when every app ran as that
     /// user, or root) is the app's own from before per-app uids: given to the app's uid.
-    pub fn ensure_data_dir(&self, app: &str, uid: u32) -> Result<PathBuf, NodeError> {
+    pub fn ensure_data_dir(&self, app: &str, uid: u32) -> Result<PathBuf, AgentError> {
         use std::os::unix::fs::MetadataExt;
         names::check_node_app(app)?;
         let data = self.data_dir(app);
@@ -251,12 +251,12 @@ impl NodeRoot {
         name: &str,
         sha256: &str,
         mut src: impl Read,
-    ) -> Result<u64, NodeError> {
+    ) -> Result<u64, AgentError> {
         names::check_node_app(app)?;
         check_release(name)?;
         let sha256 = check_sha256(sha256)?;
         if !name.ends_with(&sha256[..12]) {
-            return Err(NodeError::NameDigestMismatch {
+            return Err(AgentError::NameDigestMismatch {
                 name: name.to_string(),
                 sha256,
             });
@@ -271,7 +271,7 @@ impl NodeRoot {
         let mut src = Counted(src, 0);
         match unpack_stream(&mut src, &dst, &sha256, &dst) {
             Ok(()) => Ok(src.1),
-            Err(ReleaseError::DigestMismatch { actual, .. }) => Err(NodeError::DigestMismatch {
+            Err(ReleaseError::DigestMismatch { actual, .. }) => Err(AgentError::DigestMismatch {
                 app: app.to_string(),
                 name: name.to_string(),
                 size: src.1,
@@ -289,7 +289,7 @@ impl NodeRoot {
     /// dyno, so existing files must be the app's to change (in its own layer). The dir
     /// itself goes last: an interrupted walk is redone on the next start. Links are changed,
     /// never followed.
-    pub fn own_release(&self, app: &str, name: &str, uid: u32) -> Result<(), NodeError> {
+    pub fn own_release(&self, app: &str, name: &str, uid: u32) -> Result<(), AgentError> {
         use std::os::unix::fs::MetadataExt;
         names::check_node_app(app)?;
         check_release(name)?;
@@ -317,14 +317,14 @@ impl NodeRoot {
     }
 
     /// `releases/<name>/manifest.json`, parsed.
-    pub fn manifest(&self, app: &str, name: &str) -> Result<serde_json::Value, NodeError> {
+    pub fn manifest(&self, app: &str, name: &str) -> Result<serde_json::Value, AgentError> {
         names::check_node_app(app)?;
         check_release(name)?;
         if !self.has_release(app, name) {
             return Err(self.no_release(app, name));
         }
         let path = self.release_dir(app, name).join("manifest.json");
-        let bad = |reason: String| NodeError::BadRelease {
+        let bad = |reason: String| AgentError::BadRelease {
             app: app.to_string(),
             name: name.to_string(),
             reason,
@@ -347,7 +347,7 @@ impl NodeRoot {
     /// Points `<app>/current` at `releases/<name>` atomically: a temp symlink renamed over
     /// the old one (rename(2) replaces in one step, so readers see the old or the new
     /// release, never none). The target is relative so the node root can be moved.
-    pub fn switch(&self, app: &str, name: &str) -> Result<(), NodeError> {
+    pub fn switch(&self, app: &str, name: &str) -> Result<(), AgentError> {
         names::check_node_app(app)?;
         check_release(name)?;
         if !self.has_release(app, name) {
@@ -386,7 +386,7 @@ impl NodeRoot {
     /// Removes unpacked releases not in `keep`, never the current one. `keep` must also hold
     /// every release a process still runs from: its files vanish from the mount otherwise.
     /// Returns the removed names, oldest first.
-    pub fn gc(&self, app: &str, keep: &[String]) -> Result<Vec<String>, NodeError> {
+    pub fn gc(&self, app: &str, keep: &[String]) -> Result<Vec<String>, AgentError> {
         names::check_node_app(app)?;
         let current = self.current(app);
         let mut removed = vec![];
@@ -408,7 +408,7 @@ impl NodeRoot {
     /// away first, so a crash mid-delete never leaves a half app under the name. With
     /// `keep_data` each data dir is first moved to `<root>/archive/<node app>-<time>-<rand>`,
     /// outside `apps/`, where no later app can reach it. Returns the node apps removed.
-    pub fn purge(&self, app: &str, keep_data: bool) -> Result<Vec<String>, NodeError> {
+    pub fn purge(&self, app: &str, keep_data: bool) -> Result<Vec<String>, AgentError> {
         names::check("app", app)?;
         let apps = self.root.join("apps");
         let Ok(rd) = fs::read_dir(&apps) else {
@@ -446,7 +446,7 @@ impl NodeRoot {
     /// semantics (modes, owners, times, symlinks, hard links), via a temp dir swapped into
     /// place. An existing snapshot of that label is replaced: a retried deploy reuses its
     /// label, and nodes have no other way to clear one.
-    pub fn snapshot_data(&self, app: &str, label: &str, uid: u32) -> Result<(), NodeError> {
+    pub fn snapshot_data(&self, app: &str, label: &str, uid: u32) -> Result<(), AgentError> {
         names::check_node_app(app)?;
         names::check("snapshot", label)?;
         let dst = self.snapshot_dir(app, label);
@@ -464,12 +464,12 @@ impl NodeRoot {
     /// restore can be repeated). The copy is swapped in with one renameat2(RENAME_EXCHANGE),
     /// so `data` is always either the old tree or the restored one. Stop the app's processes
     /// first: a running container keeps the old dir mounted.
-    pub fn restore_data(&self, app: &str, label: &str) -> Result<(), NodeError> {
+    pub fn restore_data(&self, app: &str, label: &str) -> Result<(), AgentError> {
         names::check_node_app(app)?;
         names::check("snapshot", label)?;
         let snap = self.snapshot_dir(app, label);
         if !snap.is_dir() {
-            return Err(NodeError::NoSnapshot {
+            return Err(AgentError::NoSnapshot {
                 app: app.to_string(),
                 label: label.to_string(),
             });
@@ -501,7 +501,7 @@ impl NodeRoot {
     }
 
     /// Removes snapshot `label`; Ok if it does not exist.
-    pub fn remove_snapshot(&self, app: &str, label: &str) -> Result<(), NodeError> {
+    pub fn remove_snapshot(&self, app: &str, label: &str) -> Result<(), AgentError> {
         names::check_node_app(app)?;
         names::check("snapshot", label)?;
         let dir = self.snapshot_dir(app, label);
@@ -513,8 +513,8 @@ impl NodeRoot {
         remove_tree(&trash).map_err(io_at(&trash))
     }
 
-    fn no_release(&self, app: &str, name: &str) -> NodeError {
-        NodeError::NoRelease {
+    fn no_release(&self, app: &str, name: &str) -> AgentError {
+        AgentError::NoRelease {
             app: app.to_string(),
             name: name.to_string(),
         }
@@ -523,14 +523,14 @@ impl NodeRoot {
 
 /// `cp -a -- src dst` (dst must not exist). The real cp keeps what a hand-written copy
 /// would likely miss on app data: hard links, sparse files, xattrs, fifos and sockets.
-fn copy_tree(src: &Path, dst: &Path) -> Result<(), NodeError> {
+fn copy_tree(src: &Path, dst: &Path) -> Result<(), AgentError> {
     let out = Command::new("cp")
         .arg("-a")
         .arg("--")
         .arg(src)
         .arg(dst)
         .output()
-        .map_err(|e| NodeError::Io {
+        .map_err(|e| AgentError::Io {
             path: src.to_path_buf(),
             source: io::Error::new(e.kind(), format!("cannot run cp: {e}")),
         })?;
@@ -538,7 +538,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), NodeError> {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    Err(NodeError::Io {
+    Err(AgentError::Io {
         path: src.to_path_buf(),
         source: io::Error::other(format!(
             "copying to {} failed ({}): {}",
@@ -552,7 +552,7 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<(), NodeError> {
 /// Puts the prepared tree `tmp` (owned by `guard`) at `dst`, replacing whatever is there
 /// with one renameat2(RENAME_EXCHANGE), so `dst` is always the old tree or the new one. The
 /// old tree ends up at `tmp` and the guard removes it.
-fn swap_in(tmp: &Path, dst: &Path, guard: RemoveOnDrop) -> Result<(), NodeError> {
+fn swap_in(tmp: &Path, dst: &Path, guard: RemoveOnDrop) -> Result<(), AgentError> {
     if fs::symlink_metadata(dst).is_err() {
         match rename_noreplace(tmp, dst) {
             Ok(()) => {
@@ -583,7 +583,7 @@ fn swap_in(tmp: &Path, dst: &Path, guard: RemoveOnDrop) -> Result<(), NodeError>
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), NodeError> {
+fn sync_dir(dir: &Path) -> Result<(), AgentError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_at(dir))

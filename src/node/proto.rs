@@ -1,13 +1,108 @@
 //! The controller <-> agent protocol. One SSH exec per operation: `VERB [ARGS]`, a JSON
 //! request on stdin (or a tarball, for `receive`), progress lines on stderr, one JSON reply on
-//! stdout, exit 0. On failure: exit 1 and a one-line reason on stderr.
+//! stdout, exit 0. On failure: exit 1 and `{"error": ...}` on stdout.
 //!
 //! The one exception is `logs` ([`LogsReq`]): its stdout is a stream of JSON documents, one
 //! per line (see [`LogFrame`]), for as long as the controller keeps the channel open.
+//!
+//! Each verb is a type: a [`Request`] (one call, one reply), a [`StreamRequest`] (`logs`) or
+//! a [`SessionRequest`] (`shell`, `run`) names its verb and what comes back, and both the
+//! client (`node::client`) and the agent's dispatcher are keyed by these types, so a verb
+//! and its reply cannot disagree between the two ends.
 
 use std::collections::BTreeMap;
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+
+/// A call: `VERB` on the exec line, the request as JSON on stdin, one `Reply` on stdout.
+pub trait Request: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const VERB: &'static str;
+    type Reply: Serialize + DeserializeOwned + Send + 'static;
+
+    /// Words after the verb on the exec line (for `receive`, whose stdin is a tarball).
+    fn args(&self) -> Vec<String> {
+        Vec::new()
+    }
+}
+
+/// A streaming verb: the request as JSON on stdin, then one `Frame` per stdout line.
+pub trait StreamRequest: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const VERB: &'static str;
+    type Frame: Serialize + DeserializeOwned + Send + 'static;
+}
+
+/// An interactive verb (see [`ShellReq`]): the request as the first line of stdin, then the
+/// user's bytes both ways; the answer is the exit status.
+pub trait SessionRequest: Serialize + DeserializeOwned + Send + Sync + 'static {
+    const VERB: &'static str;
+}
+
+/// A request's stdin: its JSON, or nothing for a request without fields ([`StatusReq`]).
+pub fn encode<R: Serialize>(req: &R) -> Vec<u8> {
+    match serde_json::to_vec(req) {
+        Ok(v) if v == b"null" => Vec::new(),
+        Ok(v) => v,
+        // Requests are plain data (strings, numbers, maps with string keys).
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The agent's reading of [`encode`].
+pub fn decode<R: DeserializeOwned>(body: &[u8]) -> Result<R, serde_json::Error> {
+    if body.is_empty() {
+        if let Ok(r) = serde_json::from_slice(b"null") {
+            return Ok(r);
+        }
+    }
+    serde_json::from_slice(body)
+}
+
+/// `status`: the node's apps, releases, processes and capacity. No body.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct StatusReq;
+
+impl Request for StatusReq {
+    const VERB: &'static str = "status";
+    type Reply = StatusReply;
+}
+
+/// `receive APP RELEASE SHA256`: the release tarball on stdin, verified and unpacked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiveReq {
+    pub app: String,
+    pub release: String,
+    pub sha256: String,
+}
+
+impl Request for ReceiveReq {
+    const VERB: &'static str = "receive";
+    type Reply = ReceiveReply;
+
+    fn args(&self) -> Vec<String> {
+        vec![self.app.clone(), self.release.clone(), self.sha256.clone()]
+    }
+}
+
+impl ReceiveReq {
+    /// The agent's reading of [`Request::args`].
+    pub fn from_args(args: &[String]) -> Option<ReceiveReq> {
+        match args {
+            [app, release, sha256] => Some(ReceiveReq {
+                app: app.clone(),
+                release: release.clone(),
+                sha256: sha256.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReceiveReply {
+    /// Bytes of tarball received.
+    pub received: u64,
+}
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessGroup {
@@ -100,26 +195,69 @@ pub struct Started {
     pub port: u16,
 }
 
+impl Request for PrepareReq {
+    const VERB: &'static str = "prepare";
+    type Reply = PrepareReply;
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PrepareReply {
     pub processes: Vec<Started>,
 }
 
+/// `switch`: point `current` at a release (unpacked on this node).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AppRelease {
+pub struct SwitchReq {
     pub app: String,
     pub release: String,
-    /// With `retire` and `abort`: the generation that `prepare` started.
-    #[serde(default)]
-    pub generation: u64,
-    /// With `retire`: only processes of these types go (a `restart web` leaves workers be).
-    #[serde(default)]
-    pub only: Vec<String>,
+}
+
+impl Request for SwitchReq {
+    const VERB: &'static str = "switch";
+    type Reply = SwitchReply;
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SwitchReply {
     pub previous: Option<String>,
+}
+
+/// `retire`: stop every process of the app but those `prepare` started for this release and
+/// generation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RetireReq {
+    pub app: String,
+    pub release: String,
+    /// The generation that `prepare` started.
+    #[serde(default)]
+    pub generation: u64,
+    /// Only processes of these types go (a `restart web` leaves workers be); empty: all.
+    #[serde(default)]
+    pub only: Vec<String>,
+}
+
+impl Request for RetireReq {
+    const VERB: &'static str = "retire";
+    type Reply = StoppedReply;
+}
+
+/// `abort`: stop the processes `prepare` started for this release and generation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AbortReq {
+    pub app: String,
+    pub release: String,
+    #[serde(default)]
+    pub generation: u64,
+}
+
+impl Request for AbortReq {
+    const VERB: &'static str = "abort";
+    type Reply = StoppedReply;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoppedReply {
+    pub stopped: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -144,15 +282,27 @@ pub struct ReleasePhaseReq {
     pub kind: Option<String>,
 }
 
+impl Request for ReleasePhaseReq {
+    const VERB: &'static str = "release-phase";
+    type Reply = CodeReply;
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CodeReply {
     pub code: i64,
 }
 
+/// `gc`: remove an app's unpacked releases but `keep` and `current`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GcReq {
     pub app: String,
     pub keep: Vec<String>,
+}
+
+impl Request for GcReq {
+    const VERB: &'static str = "gc";
+    /// The releases removed.
+    type Reply = Vec<String>;
 }
 
 /// `purge`: everything of an app on a node, every environment of it (`app`, `app.env`).
@@ -168,21 +318,70 @@ pub struct PurgeReq {
     pub uid: Option<u32>,
 }
 
+impl Request for PurgeReq {
+    const VERB: &'static str = "purge";
+    type Reply = PurgeReply;
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SnapshotReq {
+pub struct PurgeReply {
+    /// Processes stopped.
+    pub stopped: u32,
+    /// The node apps (environments) removed.
+    pub purged: Vec<String>,
+}
+
+/// `restore-data`: put an app's data dir back as the snapshot `label` holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreDataReq {
     pub app: String,
     pub label: String,
-    /// `restore-data`: a missing snapshot is not an error (`{"restored": false}`): the
-    /// release command, which takes them, runs on one node only.
+    /// A missing snapshot is not an error (`{"restored": false}`): the release command,
+    /// which takes them, runs on one node only.
     #[serde(default)]
     pub if_exists: bool,
+}
+
+impl Request for RestoreDataReq {
+    const VERB: &'static str = "restore-data";
+    type Reply = RestoreReply;
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RestoreReply {
+    pub restored: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AppStatus {
     pub current: Option<String>,
     pub releases: Vec<String>,
-    pub processes: Vec<crate::node::runtime::ProcInfo>,
+    pub processes: Vec<ProcInfo>,
+}
+
+/// One process container on a node, as `status` reports it.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct ProcInfo {
+    pub container: String,
+    pub app: String,
+    pub release: String,
+    pub ptype: String,
+    pub index: u32,
+    pub port: u16,
+    /// Docker's state: `running`, `restarting`, `exited`, `created`, ...
+    pub state: String,
+    /// RFC 3339, from Docker (`State.StartedAt`).
+    pub started_at: String,
+    /// Docker's RestartCount: crashes since the container was created.
+    pub restarts: i64,
+    #[serde(default)]
+    pub generation: u64,
+    /// Its memory limit in bytes (0 if unknown).
+    #[serde(default)]
+    pub memory: i64,
+    /// Its CPU limit (0: none).
+    #[serde(default)]
+    pub cpu: f64,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -219,6 +418,11 @@ pub struct LogsReq {
     pub release: Option<String>,
 }
 
+impl StreamRequest for LogsReq {
+    const VERB: &'static str = "logs";
+    type Frame = LogFrame;
+}
+
 /// One output line of a process.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LogLine {
@@ -245,7 +449,7 @@ pub enum LogFrame {
     },
 }
 
-/// `shell` and `run` are sessions, not calls (see `node::interactive`). The controller may
+/// `shell` and `run` are sessions, not calls (see the agent's `oneoff`). The controller may
 /// request a pty on the channel first (`pty-request`), then execs the bare verb. The first
 /// line of stdin is the JSON request ([`ShellReq`] or [`RunReq`], one line); every byte after
 /// it is the user's input, and the channel's EOF is the user's EOF. Window changes follow as
@@ -264,6 +468,10 @@ pub struct ShellReq {
     pub process: Option<String>,
 }
 
+impl SessionRequest for ShellReq {
+    const VERB: &'static str = "shell";
+}
+
 /// A one-off container of a release, running `argv` (through the `.profile.d` launcher).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RunReq {
@@ -280,7 +488,66 @@ pub struct RunReq {
     pub uid: u32,
 }
 
+impl SessionRequest for RunReq {
+    const VERB: &'static str = "run";
+}
+
 /// The tarball filename-ish name of a release on nodes: `v3-0123456789ab`.
 pub fn release_name(version: i64, sha256: &str) -> String {
     format!("v{version}-{}", &sha256[..12])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_verb_is_one_type() {
+        let verbs = [
+            StatusReq::VERB,
+            ReceiveReq::VERB,
+            PrepareReq::VERB,
+            SwitchReq::VERB,
+            RetireReq::VERB,
+            AbortReq::VERB,
+            ReleasePhaseReq::VERB,
+            GcReq::VERB,
+            PurgeReq::VERB,
+            RestoreDataReq::VERB,
+            LogsReq::VERB,
+            ShellReq::VERB,
+            RunReq::VERB,
+        ];
+        let unique: std::collections::BTreeSet<_> = verbs.iter().collect();
+        assert_eq!(unique.len(), verbs.len(), "{verbs:?}");
+    }
+
+    #[test]
+    fn a_request_without_fields_is_no_bytes() {
+        assert!(encode(&StatusReq).is_empty());
+        decode::<StatusReq>(b"").unwrap();
+        // Others still need their body.
+        assert!(decode::<GcReq>(b"").is_err());
+        let gc = GcReq {
+            app: "shop".into(),
+            keep: vec!["v1-0123456789ab".into()],
+        };
+        let back: GcReq = decode(&encode(&gc)).unwrap();
+        assert_eq!(back.keep, gc.keep);
+    }
+
+    #[test]
+    fn receive_travels_on_the_exec_line() {
+        let r = ReceiveReq {
+            app: "shop.staging".into(),
+            release: "v3-0123456789ab".into(),
+            sha256: "ab".repeat(32),
+        };
+        let back = ReceiveReq::from_args(&r.args()).unwrap();
+        assert_eq!(
+            (back.app, back.release, back.sha256),
+            (r.app, r.release, r.sha256)
+        );
+        assert!(ReceiveReq::from_args(&["shop".into()]).is_none());
+    }
 }

@@ -33,8 +33,8 @@ use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::layout::{check_release, NodeError, NodeRoot};
-use super::proto::Capacity;
+use super::layout::{check_release, AgentError, NodeRoot};
+use super::proto::{Capacity, ProcInfo};
 use crate::build::docker::Docker;
 use crate::names;
 use crate::release::extract::remove_tree;
@@ -129,30 +129,6 @@ pub struct Running {
     pub release: String,
 }
 
-#[derive(serde::Serialize, serde::Deserialize, Clone, Debug)]
-pub struct ProcInfo {
-    pub container: String,
-    pub app: String,
-    pub release: String,
-    pub ptype: String,
-    pub index: u32,
-    pub port: u16,
-    /// Docker's state: `running`, `restarting`, `exited`, `created`, ...
-    pub state: String,
-    /// RFC 3339, from Docker (`State.StartedAt`).
-    pub started_at: String,
-    /// Docker's RestartCount: crashes since the container was created.
-    pub restarts: i64,
-    #[serde(default)]
-    pub generation: u64,
-    /// Its memory limit in bytes (0 if unknown).
-    #[serde(default)]
-    pub memory: i64,
-    /// Its CPU limit (0: none).
-    #[serde(default)]
-    pub cpu: f64,
-}
-
 /// `mg-<instance>-<app>-<release>-<ptype>-<index>`, then `-g<generation>` when there is one.
 pub fn container_name(spec: &ProcessSpec) -> String {
     let base = format!(
@@ -172,7 +148,7 @@ pub async fn start(
     docker: &Docker,
     root: &NodeRoot,
     spec: &ProcessSpec,
-) -> Result<Running, NodeError> {
+) -> Result<Running, AgentError> {
     let (app_dir, data_dir) = prepare(root, spec)?;
     let port = free_port()?;
     let name = container_name(spec);
@@ -204,7 +180,7 @@ pub async fn start(
     if let Err(e) = docker.raw().start_container(&name, None).await {
         docker.remove(&name).await;
         scratch.remove();
-        return Err(NodeError::Docker(format!("starting {name}: {e}")));
+        return Err(AgentError::Docker(format!("starting {name}: {e}")));
     }
     Ok(Running {
         container: name,
@@ -488,7 +464,7 @@ pub async fn list(
     docker: &Docker,
     instance: &str,
     app: Option<&str>,
-) -> Result<Vec<ProcInfo>, NodeError> {
+) -> Result<Vec<ProcInfo>, AgentError> {
     let mut filter = vec![format!("{L_INSTANCE}={instance}")];
     if let Some(app) = app {
         filter.push(format!("{L_APP}={app}"));
@@ -502,7 +478,7 @@ pub async fn list(
         .raw()
         .list_containers(Some(opts))
         .await
-        .map_err(|e| NodeError::Docker(format!("listing containers: {e}")))?;
+        .map_err(|e| AgentError::Docker(format!("listing containers: {e}")))?;
     let mut out = vec![];
     for c in summaries {
         let labels = c.labels.unwrap_or_default();
@@ -520,7 +496,7 @@ pub async fn list(
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => continue,
-            Err(e) => return Err(NodeError::Docker(format!("inspecting {id}: {e}"))),
+            Err(e) => return Err(AgentError::Docker(format!("inspecting {id}: {e}"))),
         };
         let state = info.state.unwrap_or_default();
         let label = |k: &str| labels.get(k).cloned().unwrap_or_default();
@@ -569,7 +545,7 @@ pub async fn run_once(
     spec: &ProcessSpec,
     lines: mpsc::Sender<String>,
     timeout: Duration,
-) -> Result<i64, NodeError> {
+) -> Result<i64, AgentError> {
     // Ends in letters, so it never equals a process name (those end in the index).
     let name = format!("{}-once", container_name(spec));
     docker.remove(&name).await;
@@ -594,7 +570,7 @@ fn oneoff_base(
     root: &NodeRoot,
     spec: &ProcessSpec,
     name: &str,
-) -> Result<(ContainerCreateBody, Scratch), NodeError> {
+) -> Result<(ContainerCreateBody, Scratch), AgentError> {
     let (app_dir, data_dir) = prepare(root, spec)?;
     let mut env = env(spec)?;
     env.push(format!("PORT={}", free_port()?));
@@ -626,7 +602,7 @@ pub fn oneoff_body(
     name: &str,
     cmd: Vec<String>,
     tty: bool,
-) -> Result<(ContainerCreateBody, Scratch), NodeError> {
+) -> Result<(ContainerCreateBody, Scratch), AgentError> {
     let (mut body, scratch) = oneoff_base(root, spec, name)?;
     body.cmd = Some(cmd);
     body.tty = Some(tty);
@@ -645,13 +621,13 @@ async fn run_container(
     body: ContainerCreateBody,
     lines: mpsc::Sender<String>,
     timeout: Duration,
-) -> Result<i64, NodeError> {
+) -> Result<i64, AgentError> {
     create(docker, name, spec, body).await?;
     docker
         .raw()
         .start_container(name, None)
         .await
-        .map_err(|e| NodeError::Docker(format!("starting {name}: {e}")))?;
+        .map_err(|e| AgentError::Docker(format!("starting {name}: {e}")))?;
 
     let mut out = LineSplitter::new(lines);
     let mut seen = 0usize;
@@ -671,7 +647,7 @@ async fn run_container(
     // The wait is inside the deadline too: a log stream that broke off early must not
     // leave us waiting on a command that never ends.
     let Ok(waited) = tokio::time::timeout(timeout, wait).await else {
-        return Err(NodeError::Timeout {
+        return Err(AgentError::Timeout {
             what: format!("the {} command", spec.ptype),
             after: secs(timeout),
         });
@@ -694,8 +670,8 @@ async fn run_container(
         Some(Ok(r)) => r.status_code,
         // bollard reports a non-zero exit as this error.
         Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
-        Some(Err(e)) => return Err(NodeError::Docker(format!("waiting for {name}: {e}"))),
-        None => return Err(NodeError::Docker(format!("{name}: no exit status"))),
+        Some(Err(e)) => return Err(AgentError::Docker(format!("waiting for {name}: {e}"))),
+        None => return Err(AgentError::Docker(format!("{name}: no exit status"))),
     };
     let oom = docker
         .raw()
@@ -815,9 +791,14 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    fn create(root: &NodeRoot, app: &str, container: &str, uid: u32) -> Result<Scratch, NodeError> {
+    fn create(
+        root: &NodeRoot,
+        app: &str,
+        container: &str,
+        uid: u32,
+    ) -> Result<Scratch, AgentError> {
         let dir = std::path::absolute(root.app_dir(app).join(SCRATCH).join(container)).map_err(
-            |source| NodeError::Io {
+            |source| AgentError::Io {
                 path: root.app_dir(app),
                 source,
             },
@@ -829,7 +810,7 @@ impl Scratch {
         let upper = dir.join("upper");
         let io = |p: &Path| {
             let p = p.to_path_buf();
-            move |source| NodeError::Io { path: p, source }
+            move |source| AgentError::Io { path: p, source }
         };
         std::fs::create_dir_all(&upper).map_err(io(&upper))?;
         std::fs::create_dir(dir.join("work")).map_err(io(&dir.join("work")))?;
@@ -917,31 +898,31 @@ pub async fn sweep_scratch(docker: &Docker, root: &NodeRoot, instance: &str, app
 
 /// Checks the spec and readies the files: returns (release's `app/` dir, data dir), both
 /// absolute, as Docker bind mounts need.
-fn prepare(root: &NodeRoot, spec: &ProcessSpec) -> Result<(PathBuf, PathBuf), NodeError> {
+fn prepare(root: &NodeRoot, spec: &ProcessSpec) -> Result<(PathBuf, PathBuf), AgentError> {
     check_instance(&spec.instance)?;
     names::check_node_app(&spec.app)?;
     check_release(&spec.release)?;
     names::check("process type", &spec.ptype)?;
     if spec.command.trim().is_empty() || spec.command.contains('\0') {
-        return Err(NodeError::Invalid(format!(
+        return Err(AgentError::Invalid(format!(
             "{}: the command is empty or holds a NUL byte",
             spec.ptype
         )));
     }
     if !(0.0..=1024.0).contains(&spec.cpu) {
-        return Err(NodeError::Invalid(format!(
+        return Err(AgentError::Invalid(format!(
             "cpu limit must be 0 (none) to 1024, got {}",
             spec.cpu
         )));
     }
     if spec.memory <= 0 {
-        return Err(NodeError::Invalid(format!(
+        return Err(AgentError::Invalid(format!(
             "memory limit must be positive, got {}",
             spec.memory
         )));
     }
     if !root.has_release(&spec.app, &spec.release) {
-        return Err(NodeError::NoRelease {
+        return Err(AgentError::NoRelease {
             app: spec.app.clone(),
             name: spec.release.clone(),
         });
@@ -952,17 +933,17 @@ fn prepare(root: &NodeRoot, spec: &ProcessSpec) -> Result<(PathBuf, PathBuf), No
         .map(|m| m.is_dir())
         .unwrap_or(false);
     if !is_dir {
-        return Err(NodeError::BadRelease {
+        return Err(AgentError::BadRelease {
             app: spec.app.clone(),
             name: spec.release.clone(),
             reason: "it has no app/ directory".into(),
         });
     }
-    crate::isolation::check_uid(spec.uid).map_err(|e| NodeError::Invalid(e.to_string()))?;
+    crate::isolation::check_uid(spec.uid).map_err(|e| AgentError::Invalid(e.to_string()))?;
     root.own_release(&spec.app, &spec.release, spec.uid)?;
     let data_dir = root.ensure_data_dir(&spec.app, spec.uid)?;
     let abs =
-        |p: PathBuf| std::path::absolute(&p).map_err(|source| NodeError::Io { path: p, source });
+        |p: PathBuf| std::path::absolute(&p).map_err(|source| AgentError::Io { path: p, source });
     Ok((abs(app_dir)?, abs(data_dir)?))
 }
 
@@ -997,7 +978,7 @@ fn parse_mem_total(meminfo: &str) -> Option<i64> {
 
 /// Instance ids are hex digests or names: 1-40 of `[a-z0-9-]`, not starting with '-'.
 /// They go into container names and label filters.
-fn check_instance(id: &str) -> Result<(), NodeError> {
+fn check_instance(id: &str) -> Result<(), AgentError> {
     let ok = !id.is_empty()
         && id.len() <= 40
         && !id.starts_with('-')
@@ -1007,7 +988,7 @@ fn check_instance(id: &str) -> Result<(), NodeError> {
     if ok {
         Ok(())
     } else {
-        Err(NodeError::Invalid(format!(
+        Err(AgentError::Invalid(format!(
             "invalid node instance id {:?}: use 1-40 characters a-z, 0-9 and '-'",
             id.chars()
                 .filter(|c| !c.is_control())
@@ -1022,7 +1003,7 @@ fn is_reserved(key: &str) -> bool {
 }
 
 /// Config vars first, then ours. Everything but `PORT` (the caller adds it if any).
-fn env(spec: &ProcessSpec) -> Result<Vec<String>, NodeError> {
+fn env(spec: &ProcessSpec) -> Result<Vec<String>, AgentError> {
     let mut out = Vec::with_capacity(spec.env.len() + 6);
     for (k, v) in &spec.env {
         let key_ok = k
@@ -1031,7 +1012,7 @@ fn env(spec: &ProcessSpec) -> Result<Vec<String>, NodeError> {
             .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
             && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !key_ok {
-            return Err(NodeError::Invalid(format!(
+            return Err(AgentError::Invalid(format!(
                 "config var name {:?} is not a valid environment variable name \
                  (letters, digits and '_', not starting with a digit)",
                 k.chars()
@@ -1041,12 +1022,12 @@ fn env(spec: &ProcessSpec) -> Result<Vec<String>, NodeError> {
             )));
         }
         if is_reserved(k) {
-            return Err(NodeError::Invalid(format!(
+            return Err(AgentError::Invalid(format!(
                 "config var {k} is set by magrathea and cannot be overridden; unset it"
             )));
         }
         if v.contains('\0') {
-            return Err(NodeError::Invalid(format!(
+            return Err(AgentError::Invalid(format!(
                 "config var {k} holds a NUL byte"
             )));
         }
@@ -1084,7 +1065,7 @@ fn labels(spec: &ProcessSpec) -> HashMap<String, String> {
 
 /// The `/app` mount: an anonymous `local` volume of type overlay (see [`Scratch`]). The
 /// paths go into a comma- and colon-separated option string, so those are refused.
-fn app_mount(app_dir: &Path, scratch: &Scratch) -> Result<Mount, NodeError> {
+fn app_mount(app_dir: &Path, scratch: &Scratch) -> Result<Mount, AgentError> {
     let paths = [app_dir.to_path_buf(), scratch.upper(), scratch.work()];
     let mut s = vec![];
     for p in &paths {
@@ -1094,7 +1075,7 @@ fn app_mount(app_dir: &Path, scratch: &Scratch) -> Result<Mount, NodeError> {
         match t {
             Some(t) => s.push(t.to_string()),
             None => {
-                return Err(NodeError::Invalid(format!(
+                return Err(AgentError::Invalid(format!(
                     "{}: the node's root path must not hold ',', ':', '\\', spaces or control \
                      characters (it goes into an overlay mount's options)",
                     p.display()
@@ -1134,7 +1115,7 @@ fn container_body(
     env: Vec<String>,
     labels: HashMap<String, String>,
     restart: RestartPolicy,
-) -> Result<ContainerCreateBody, NodeError> {
+) -> Result<ContainerCreateBody, AgentError> {
     let bind = |src: &Path, dst: &str, ro: bool| Mount {
         typ: Some(MountType::BIND),
         source: Some(src.to_string_lossy().into_owned()),
@@ -1207,10 +1188,10 @@ fn publish(body: &mut ContainerCreateBody, port: u16, ip: Option<std::net::IpAdd
 }
 
 /// The app's network on this node, created when missing (see `isolation`).
-pub async fn ensure_network(docker: &Docker, spec: &ProcessSpec) -> Result<String, NodeError> {
+pub async fn ensure_network(docker: &Docker, spec: &ProcessSpec) -> Result<String, AgentError> {
     crate::isolation::ensure_network(docker.raw(), &spec.instance, spec.uid)
         .await
-        .map_err(|e| NodeError::Docker(e.to_string()))
+        .map_err(|e| AgentError::Docker(e.to_string()))
 }
 
 async fn create(
@@ -1218,29 +1199,29 @@ async fn create(
     name: &str,
     spec: &ProcessSpec,
     body: ContainerCreateBody,
-) -> Result<(), NodeError> {
+) -> Result<(), AgentError> {
     ensure_network(docker, spec).await?;
     let opts = CreateContainerOptionsBuilder::default().name(name).build();
     match docker.raw().create_container(Some(opts), body).await {
         Ok(_) => Ok(()),
         Err(bollard::errors::Error::DockerResponseServerError {
             status_code: 404, ..
-        }) => Err(NodeError::NoImage(spec.image.clone())),
-        Err(e) => Err(NodeError::Docker(format!("creating {name}: {e}"))),
+        }) => Err(AgentError::NoImage(spec.image.clone())),
+        Err(e) => Err(AgentError::Docker(format!("creating {name}: {e}"))),
     }
 }
 
 /// A port nobody listens on right now. The kernel picks it; we let go before the process
 /// binds it, so another program could take it in between: the health check would then
 /// fail and the deploy be retried, which is acceptable for that rare race.
-fn free_port() -> Result<u16, NodeError> {
-    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|source| NodeError::Io {
+fn free_port() -> Result<u16, AgentError> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|source| AgentError::Io {
         path: PathBuf::from("127.0.0.1:0"),
         source,
     })?;
     l.local_addr()
         .map(|a| a.port())
-        .map_err(|source| NodeError::Io {
+        .map_err(|source| AgentError::Io {
             path: PathBuf::from("127.0.0.1:0"),
             source,
         })

@@ -916,13 +916,21 @@ fn node_lookups(app: &str, release: &str, keep: &[String]) {
 /// Every request the agent parses and every reply the controller parses, on the same bytes.
 fn node_frames(data: &[u8]) {
     use magrathea::node::proto::*;
-    if let Some(r) = roundtrip::<AppRelease>(data) {
+    if let Some(r) = roundtrip::<RetireReq>(data) {
         node_lookups(&r.app, &r.release, &r.only);
     }
+    if let Some(r) = roundtrip::<AbortReq>(data) {
+        node_lookups(&r.app, &r.release, &[]);
+    }
+    if let Some(r) = roundtrip::<SwitchReq>(data) {
+        node_lookups(&r.app, &r.release, &[]);
+    }
+    // A request without fields is sent as nothing at all.
+    let _ = decode::<StatusReq>(data);
     if let Some(r) = roundtrip::<GcReq>(data) {
         node_lookups(&r.app, "", &r.keep);
     }
-    if let Some(r) = roundtrip::<SnapshotReq>(data) {
+    if let Some(r) = roundtrip::<RestoreDataReq>(data) {
         node_lookups(&r.app, &r.label, &[]);
     }
     if let Some(r) = roundtrip::<PrepareReq>(data) {
@@ -945,6 +953,10 @@ fn node_frames(data: &[u8]) {
     let _ = roundtrip::<SwitchReply>(data);
     let _ = roundtrip::<CodeReply>(data);
     let _ = roundtrip::<StatusReply>(data);
+    let _ = roundtrip::<StoppedReply>(data);
+    let _ = roundtrip::<PurgeReply>(data);
+    let _ = roundtrip::<RestoreReply>(data);
+    let _ = roundtrip::<ReceiveReply>(data);
     // The controller's reading of a failed call: `{"error": ...}` or anything else.
     let doc: serde_json::Value = serde_json::from_slice(data).unwrap_or_default();
     let _ = doc["error"].as_str();
