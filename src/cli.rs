@@ -116,8 +116,8 @@ pub struct LoginArgs {
 }
 
 impl LoginArgs {
-    pub fn limits(&self, max_connections: usize) -> crate::ssh::Limits {
-        crate::ssh::Limits {
+    pub fn limits(&self, max_connections: usize) -> crate::sshd::Limits {
+        crate::sshd::Limits {
             max_connections: max_connections.max(1),
             login_grace: std::time::Duration::from_secs(self.login_grace_time),
             per_address: self.max_unauthenticated_per_address as usize,

@@ -107,7 +107,7 @@ fn user() -> Finding {
 }
 
 async fn docker(stacks: &[String]) -> Vec<Finding> {
-    let d = match crate::build::docker::Docker::connect().await {
+    let d = match crate::docker::Docker::connect().await {
         Ok(d) => d,
         Err(e) => {
             return vec![bad(

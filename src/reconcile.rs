@@ -53,7 +53,7 @@ pub fn sweep_files(data: &DataDir) -> usize {
 /// Removes this controller's build containers (`magrathea-<instance>-build-...`): a build
 /// whose controller is gone has nobody to read its output or store its release.
 pub async fn sweep_build_containers(instance: &str) -> usize {
-    let docker = match crate::build::docker::Docker::connect().await {
+    let docker = match crate::docker::Docker::connect().await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "cannot reach Docker to sweep build containers");

@@ -75,7 +75,7 @@ pub struct ServeOptions {
     pub http: String,
     pub domain: String,
     /// SSH connection budgets and the login grace time.
-    pub limits: crate::ssh::Limits,
+    pub limits: crate::sshd::Limits,
     /// Memory the built-in node offers (default: sized from the machine).
     pub node_memory: Option<i64>,
 }
@@ -178,7 +178,7 @@ pub async fn serve(
 
 async fn start_local_node(
     core: &Arc<Core>,
-    limits: &crate::ssh::Limits,
+    limits: &crate::sshd::Limits,
     memory: Option<i64>,
 ) -> anyhow::Result<()> {
     let root = core.data.root().join("node");
@@ -204,7 +204,7 @@ async fn start_local_node(
         host_key,
         core.shutdown.clone(),
         // Only the controller connects to it; the login grace time is the operator's.
-        crate::ssh::Limits {
+        crate::sshd::Limits {
             max_connections: 64,
             login_grace: limits.login_grace,
             ..Default::default()

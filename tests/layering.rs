@@ -40,8 +40,6 @@ const ALLOWED: &[&str] = &[
     "import cmd -> release",
     "import cmd -> store",
     "import deploy -> controller",
-    "import node -> build",
-    "import node -> ssh",
     "import release -> controller",
     "import ssh -> build",
     "import ssh -> node",

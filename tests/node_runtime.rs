@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use magrathea::build::docker::Docker;
+use magrathea::docker::Docker;
 use magrathea::node::layout::{AgentError, NodeRoot};
 use magrathea::node::runtime::{self, ProcessSpec};
 use magrathea::release::tarball::pack;

@@ -2,7 +2,6 @@
 //! image, and hand the slug to `release::cook`. Builds never write refs.
 
 pub mod buildpacks;
-pub mod docker;
 pub mod fetch;
 pub mod queue;
 pub mod submodules;
@@ -18,11 +17,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::appconfig::{self, AppConfig};
 use crate::controller::Core;
+use crate::docker::{Docker, RunOutcome, RunSpec};
 use crate::git::export::{self, Quarantine};
 use crate::git::hookproto::Frame;
 use crate::safefs;
 use crate::store::ReleaseRow;
-use docker::{Docker, RunOutcome, RunSpec};
 
 /// Server-wide build limits (`magrathea serve --build-*`).
 #[derive(Debug, Clone)]

@@ -116,7 +116,7 @@ pub async fn destroy(
     }
     core.destroy_app(name)?;
     // Its builds' network (its uid is never given out again, so neither is the network).
-    if let Ok(d) = crate::build::docker::Docker::connect().await {
+    if let Ok(d) = crate::docker::Docker::connect().await {
         crate::isolation::remove_network(d.raw(), &core.instance, uid).await;
     }
     drop(held);

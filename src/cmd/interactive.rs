@@ -11,9 +11,9 @@ use super::{Cmd, CmdError};
 use crate::controller::Core;
 use crate::deploy::envs;
 use crate::node::client::{Input, NodeClient, Output};
-use crate::node::interactive::Pty;
 use crate::node::proto::{release_name, RunReq, ShellReq};
 use crate::release::Manifest;
+use crate::sshd::Pty;
 use crate::store::NodeRow;
 
 /// A checked, resolved session, ready to bridge.

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, OnceCell};
 use super::layout::{AgentError, NodeRoot};
 use super::proto::*;
 use super::runtime::{self, ProcessSpec};
-use crate::build::docker::Docker;
+use crate::docker::Docker;
 
 pub struct AgentCtx {
     pub root: NodeRoot,
@@ -74,7 +74,7 @@ impl AgentCtx {
 pub struct AgentConn {
     ctx: Arc<AgentCtx>,
     /// This connection's place at the gate (budgets, auth failure delays).
-    ticket: Arc<crate::ssh::gate::Ticket>,
+    ticket: Arc<crate::sshd::gate::Ticket>,
     authed: bool,
     chans: HashMap<ChannelId, Channel<Msg>>,
     /// Ptys and window changes of `shell`/`run` channels.
@@ -251,7 +251,7 @@ pub async fn run(
     root: PathBuf,
     listen: &str,
     controller_key: &str,
-    limits: crate::ssh::Limits,
+    limits: crate::sshd::Limits,
     memory: Option<i64>,
 ) -> anyhow::Result<()> {
     let text = match std::fs::read_to_string(controller_key) {
@@ -290,7 +290,7 @@ pub async fn serve_on(
     listener: tokio::net::TcpListener,
     host_key: russh::keys::PrivateKey,
     shutdown: tokio_util::sync::CancellationToken,
-    limits: crate::ssh::Limits,
+    limits: crate::sshd::Limits,
 ) {
     // Before the first call: one-offs still there have lost their caller.
     if let Ok(Ok(docker)) = tokio::time::timeout(Duration::from_secs(10), ctx.docker()).await {
@@ -302,8 +302,8 @@ pub async fn serve_on(
             );
         }
     }
-    let config = crate::ssh::server::config(host_key);
-    crate::ssh::server::accept_loop(
+    let config = crate::sshd::server::config(host_key);
+    crate::sshd::server::accept_loop(
         listener,
         config,
         limits,
@@ -772,7 +772,7 @@ async fn prepare(
 
 /// Ok while the process runs and has not been restarted; else what happened to it.
 async fn still_up(
-    docker: &crate::build::docker::Docker,
+    docker: &crate::docker::Docker,
     container: &str,
     ptype: &str,
     index: u32,

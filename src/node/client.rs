@@ -383,7 +383,7 @@ impl NodeClient {
     pub async fn session<R: SessionRequest>(
         &self,
         req: &R,
-        pty: Option<&crate::ssh::terminals::Pty>,
+        pty: Option<&crate::sshd::Pty>,
         mut input: mpsc::Receiver<Input>,
         output: mpsc::Sender<Output>,
     ) -> Result<u32, NodeError> {

@@ -9,7 +9,7 @@
 //! channel's EOF closes it), output back as it comes, window changes to the tty. When the
 //! channel closes first (the user went away) the session ends at once.
 
-pub use crate::ssh::terminals::{Pty, Terminals};
+pub use crate::sshd::{Pty, Terminals};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,7 +31,7 @@ use super::agent::AgentCtx;
 use super::proto::ProcInfo;
 use super::proto::{RunReq, ShellReq};
 use super::runtime::{self, ProcessSpec};
-use crate::build::docker::Docker;
+use crate::docker::Docker;
 
 /// What a `shell` runs, after the profile scripts: bash where the stack has it.
 const SHELL_ARGV: [&str; 3] = [

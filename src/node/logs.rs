@@ -28,7 +28,7 @@ use tokio::sync::mpsc;
 use super::layout::NodeRoot;
 use super::proto::{LogFrame, LogLine, LogsReq};
 use super::runtime;
-use crate::build::docker::Docker;
+use crate::docker::Docker;
 use crate::timefmt::{parse_rfc3339, rfc3339_nanos};
 
 /// Per-app archive budget when `MAGRATHEA_LOG_BUDGET` is not set.

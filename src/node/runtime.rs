@@ -35,7 +35,7 @@ use tokio::sync::mpsc;
 
 use super::layout::{check_release, AgentError, NodeRoot};
 use super::proto::{Capacity, ProcInfo};
-use crate::build::docker::Docker;
+use crate::docker::Docker;
 use crate::names;
 use crate::release::extract::remove_tree;
 

@@ -20,7 +20,7 @@ pub struct ExecRequest {
     pub command: Option<String>,
     pub pty: bool,
     /// The pty's terminal and size, when one was requested.
-    pub term: Option<crate::node::interactive::Pty>,
+    pub term: Option<crate::sshd::Pty>,
     /// Window changes, forwarded by the handler.
     pub resize: tokio::sync::mpsc::Receiver<(u32, u32)>,
     pub git_protocol: Option<String>,

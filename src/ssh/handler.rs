@@ -9,10 +9,10 @@ use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, Verif
 use russh::{Channel, ChannelId};
 
 use super::exec::{self, ExecRequest};
-use super::gate::Ticket;
-use super::terminals::Terminals;
 use crate::access::Identity;
 use crate::controller::Core;
+use crate::sshd::gate::Ticket;
+use crate::sshd::Terminals;
 
 const MAX_CHANNELS: usize = 8;
 

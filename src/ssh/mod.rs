@@ -2,11 +2,8 @@
 //! it knows nothing of Docker, builds or deploys.
 
 pub mod exec;
-pub mod gate;
 mod handler;
 mod interactive;
 pub mod server;
-pub mod terminals;
 
-pub use gate::Limits;
 pub use server::{serve, ServerOptions};
