@@ -150,9 +150,9 @@ pub struct BuildArgs {
 }
 
 impl BuildArgs {
-    pub fn limits(&self) -> crate::build::Limits {
-        let d = crate::build::Limits::default();
-        crate::build::Limits {
+    pub fn limits(&self) -> crate::controller::Limits {
+        let d = crate::controller::Limits::default();
+        crate::controller::Limits {
             timeout: std::time::Duration::from_secs(self.build_timeout.max(1)),
             memory: self.build_memory.max(64) << 20,
             max_slug: self.max_slug.max(1) << 20,

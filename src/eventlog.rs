@@ -49,6 +49,13 @@ pub struct EventLog {
     file: Option<File>,
 }
 
+/// A build's or a deploy's progress lines go here too while it runs.
+impl crate::sink::Tee for EventLog {
+    fn write(&mut self, line: &str) {
+        EventLog::write(self, line)
+    }
+}
+
 impl EventLog {
     pub fn open(logs: &Path, app: &str, kind: &str, version: i64) -> EventLog {
         let _ = std::fs::create_dir_all(logs);

@@ -36,6 +36,7 @@ pub mod safefs;
 pub mod secrets;
 pub mod serve;
 pub mod shutdown;
+pub mod sink;
 pub mod ssh;
 pub mod sshd;
 pub mod store;

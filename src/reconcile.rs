@@ -39,7 +39,9 @@ pub fn sweep_files(data: &DataDir) -> usize {
             };
             for e in rd.flatten() {
                 let name = e.file_name();
-                if name.to_string_lossy().starts_with(".cooking-")
+                if name
+                    .to_string_lossy()
+                    .starts_with(crate::release::temp::COOKING_PREFIX)
                     && std::fs::remove_file(e.path()).is_ok()
                 {
                     n += 1;

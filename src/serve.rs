@@ -83,7 +83,7 @@ pub struct ServeOptions {
 pub async fn serve(
     data: &Path,
     o: ServeOptions,
-    limits: crate::build::Limits,
+    limits: crate::controller::Limits,
 ) -> anyhow::Result<()> {
     let listen = o.listen.as_str();
     // Absolute, always: git resolves a relative core.hooksPath against the repository, and

@@ -3,10 +3,10 @@
 
 pub mod buildpacks;
 pub mod fetch;
-pub mod queue;
 pub mod submodules;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,40 +16,49 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::appconfig::{self, AppConfig};
-use crate::controller::Core;
 use crate::docker::{Docker, RunOutcome, RunSpec};
 use crate::git::export::{self, Quarantine};
-use crate::git::hookproto::Frame;
+use crate::paths::DataDir;
 use crate::safefs;
+use crate::sink::Sink;
 use crate::store::ReleaseRow;
+use crate::store::Store;
 
-/// Server-wide build limits (`magrathea serve --build-*`).
+/// What a build is allowed (`magrathea serve --build-*`).
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub struct BuildLimits {
     pub timeout: Duration,
     pub memory: i64,
     pub max_slug: u64,
+    /// The Docker network builds run on.
     pub network: String,
-    pub parallel: usize,
+    /// The stack of an app whose magrathea.yml names none.
     pub default_stack: String,
-    /// Memory limit of each app process.
-    pub process_memory: i64,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            timeout: Duration::from_secs(15 * 60),
-            memory: 2 << 30,
-            max_slug: 500 << 20,
-            network: "app".into(),
-            parallel: std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(2),
-            default_stack: "bookworm".into(),
-            process_memory: 512 << 20,
-        }
-    }
+/// What a build needs from the server around it (the controller implements it): the data
+/// dir, the store, the config and the build queue. Builds never reach further up.
+pub trait Host: Send + Sync + 'static {
+    fn data(&self) -> &DataDir;
+    fn store(&self) -> &Store;
+    /// Short id of this controller: its build containers carry it.
+    fn instance(&self) -> &str;
+    fn limits(&self) -> BuildLimits;
+    /// The uid an app's builds run as.
+    fn app_uid(&self, app: &str) -> Result<u32, String>;
+    /// An environment's config vars, decrypted.
+    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, String>;
+    /// How many builds of `app` hold or wait for its turn.
+    fn waiting(&self, app: &str) -> usize;
+    /// Waits for the app's turn, then for a build slot; both are held (and the build is
+    /// known as running, cancellable by `id`) until the returned guard drops. `None`: the
+    /// build was cancelled while it waited.
+    fn turn<'a>(
+        &'a self,
+        app: &'a str,
+        id: i64,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Option<Box<dyn Send + 'a>>> + Send + 'a;
 }
 
 #[derive(Debug, Error)]
@@ -59,59 +68,6 @@ pub enum BuildError {
     Failed(String),
     #[error("build cancelled")]
     Cancelled,
-}
-
-/// Where a build's output goes: the pusher (as `remote:` lines) and the build log.
-pub struct Sink {
-    tx: mpsc::Sender<Frame>,
-    log: Option<std::fs::File>,
-    /// Bytes written to `log`, which stops at [`MAX_BUILD_LOG`].
-    logged: u64,
-    /// The app's event log (`logs`), while a build or deploy runs.
-    pub events: Option<crate::eventlog::EventLog>,
-}
-
-impl Sink {
-    pub fn new(tx: mpsc::Sender<Frame>) -> Sink {
-        Sink {
-            tx,
-            log: None,
-            logged: 0,
-            events: None,
-        }
-    }
-
-    pub async fn line(&mut self, s: impl Into<String>) {
-        let s = s.into();
-        if let Some(f) = &mut self.log {
-            use std::io::Write;
-            self.logged += s.len() as u64 + 1;
-            if self.logged <= MAX_BUILD_LOG {
-                let _ = writeln!(f, "{s}");
-            } else {
-                let _ = writeln!(
-                    f,
-                    "[build log truncated at {}; the push showed every line]",
-                    human(MAX_BUILD_LOG)
-                );
-                self.log = None;
-            }
-        }
-        if let Some(e) = &mut self.events {
-            e.write(&s);
-        }
-        let _ = self.tx.send(Frame::out(s)).await;
-    }
-
-    /// Resolves when the receiver is dropped (the client went away).
-    pub async fn gone(&self) {
-        self.tx.closed().await
-    }
-
-    /// The pusher is gone (Ctrl-C): the sender's receiver was dropped.
-    pub fn closed(&self) -> bool {
-        self.tx.is_closed()
-    }
 }
 
 pub struct BuildRequest {
@@ -124,13 +80,13 @@ pub struct BuildRequest {
 }
 
 /// The commit a pushed object (commit or annotated tag) points at, read from the quarantine.
-pub async fn resolve_commit(
-    core: &Arc<Core>,
+pub async fn resolve_commit<H: Host>(
+    host: &Arc<H>,
     app: &str,
     q: &Quarantine,
     object: &str,
 ) -> Result<String, BuildError> {
-    let (repo, q, obj) = (core.data.repo(app), q.clone(), object.to_string());
+    let (repo, q, obj) = (host.data().repo(app), q.clone(), object.to_string());
     let (commit, _) = tokio::task::spawn_blocking(move || {
         export::open(&repo, &q).and_then(|r| export::resolve(&r, &obj))
     })
@@ -143,13 +99,13 @@ pub async fn resolve_commit(
 /// The config vars a build of `commit` sees in `ENV_DIR`: those of the environment the ref
 /// deploys to (the first, by the commit's own magrathea.yml; production when none), over
 /// that environment's `env:` in magrathea.yml.
-async fn build_config(
-    core: &Arc<Core>,
+async fn build_config<H: Host>(
+    host: &Arc<H>,
     req: &BuildRequest,
     commit: &str,
 ) -> BTreeMap<String, String> {
     let (repo, q, c) = (
-        core.data.repo(&req.app),
+        host.data().repo(&req.app),
         req.quarantine.clone(),
         commit.to_string(),
     );
@@ -168,59 +124,58 @@ async fn build_config(
         .next()
         .unwrap_or_else(|| crate::deploy::envs::target(&config, "production"));
     let mut vars = target.vars.clone();
-    vars.extend(core.config(&req.app, &target.env).unwrap_or_default());
+    vars.extend(host.config(&req.app, &target.env).unwrap_or_default());
     vars
 }
 
-pub async fn build(
-    core: &Arc<Core>,
+pub async fn build<H: Host>(
+    host: &Arc<H>,
     mut req: BuildRequest,
     out: &mut Sink,
     cancel: CancellationToken,
 ) -> Result<ReleaseRow, BuildError> {
     let fail = |m: String| BuildError::Failed(m);
-    let commit = resolve_commit(core, &req.app, &req.quarantine, &req.object).await?;
+    let commit = resolve_commit(host, &req.app, &req.quarantine, &req.object).await?;
     if req.config_vars.is_empty() {
-        req.config_vars = build_config(core, &req, &commit).await;
+        req.config_vars = build_config(host, &req, &commit).await;
     }
-    let id = core
-        .store
+    let id = host
+        .store()
         .create_build(&req.app, &commit, &req.git_ref, &req.key_name)
         .map_err(|e| fail(e.to_string()))?;
-    let log_dir = core.data.logs().join("builds").join(&req.app);
+    let log_dir = host.data().logs().join("builds").join(&req.app);
     let _ = std::fs::create_dir_all(&log_dir);
     prune_build_logs(&log_dir, KEEP_BUILD_LOGS);
-    out.log = std::fs::File::create(log_dir.join(format!("{id}.log"))).ok();
-    out.logged = 0;
+    out.log_to(std::fs::File::create(log_dir.join(format!("{id}.log"))).ok());
     // Tagged with the version this build will most likely get (builds of an app run one
     // at a time; a config change in between would take it).
-    let version = core.store.next_release_version(&req.app).unwrap_or(0);
-    let events = crate::eventlog::EventLog::open(&core.data.logs(), &req.app, "build", version)
+    let version = host.store().next_release_version(&req.app).unwrap_or(0);
+    let events = crate::eventlog::EventLog::open(&host.data().logs(), &req.app, "build", version)
         .mask(req.config_vars.values());
-    let outer_events = out.events.replace(events);
+    let outer_events = out.set_tee(Some(Box::new(events)));
 
-    let result = run_queued(core, &req, &commit, id, out, cancel).await;
-    out.events = outer_events;
+    let result = run_queued(host, &req, &commit, id, out, cancel).await;
+    out.set_tee(outer_events);
     let (status, detail, version) = match &result {
         Ok(r) => ("succeeded", String::new(), Some(r.version)),
         Err(BuildError::Cancelled) => ("cancelled", "cancelled".to_string(), None),
         Err(BuildError::Failed(m)) => ("failed", m.clone(), None),
     };
-    if let Err(e) = core.store.set_build_status(id, status, &detail, version) {
+    if let Err(e) = host.store().set_build_status(id, status, &detail, version) {
         tracing::error!(error = %e, "cannot record build status");
     }
     result
 }
 
-async fn run_queued(
-    core: &Arc<Core>,
+async fn run_queued<H: Host>(
+    host: &Arc<H>,
     req: &BuildRequest,
     commit: &str,
     id: i64,
     out: &mut Sink,
     cancel: CancellationToken,
 ) -> Result<ReleaseRow, BuildError> {
-    let ahead = core.queue.waiting(&req.app);
+    let ahead = host.waiting(&req.app);
     if ahead > 0 {
         out.line(format!(
             "-----> {} build(s) of {} ahead of this one; waiting",
@@ -228,19 +183,13 @@ async fn run_queued(
         ))
         .await;
     }
-    let _app_turn = tokio::select! {
-        g = core.queue.app_turn(&req.app) => g,
-        _ = cancel.cancelled() => return Err(BuildError::Cancelled),
+    let Some(_turn) = host.turn(&req.app, id, cancel.clone()).await else {
+        return Err(BuildError::Cancelled);
     };
-    let _slot = tokio::select! {
-        p = core.queue.slot() => p,
-        _ = cancel.cancelled() => return Err(BuildError::Cancelled),
-    };
-    let _running = core.queue.running(&req.app, id, cancel.clone());
-    let _ = core.store.set_build_status(id, "running", "", None);
-    let dir = core.data.builds().join(id.to_string());
-    let result = run(core, req, commit, id, &dir, out, cancel).await;
-    discard(&core.data.builds(), &dir).await;
+    let _ = host.store().set_build_status(id, "running", "", None);
+    let dir = host.data().builds().join(id.to_string());
+    let result = run(host, req, commit, id, &dir, out, cancel).await;
+    discard(&host.data().builds(), &dir).await;
     result
 }
 
@@ -286,8 +235,6 @@ fn dir_size(p: &Path) -> u64 {
     total
 }
 
-/// A build's log file stops there (the pusher still sees every line).
-const MAX_BUILD_LOG: u64 = 8 << 20;
 /// Build logs kept per app; older ones go when a build starts.
 const KEEP_BUILD_LOGS: usize = 50;
 
@@ -328,25 +275,22 @@ async fn report(out: &mut Sink, e: BuildError) -> BuildError {
 }
 
 /// Where buildpacks fetched by URL are kept, shared by every app (keyed by URL and ref).
-pub fn buildpack_cache(core: &Core) -> PathBuf {
-    core.data.root().join("buildpack-cache")
+pub fn buildpack_cache(data: &DataDir) -> PathBuf {
+    data.root().join("buildpack-cache")
 }
 
 /// Present after `builds:purge-cache`: the app's next build fetches its URL buildpacks
 /// again. Beside the cache dir, not in it: the cache is the buildpacks' own space.
-fn refetch_marker(core: &Core, app: &str) -> PathBuf {
-    core.data
-        .root()
-        .join("cache")
-        .join(format!("{app}.refetch"))
+fn refetch_marker(data: &DataDir, app: &str) -> PathBuf {
+    data.root().join("cache").join(format!("{app}.refetch"))
 }
 
 /// `builds:purge-cache`: empty the app's build cache and have its next build fetch its
 /// buildpacks again. Returns the bytes freed.
-pub fn purge_cache(core: &Core, app: &str) -> std::io::Result<u64> {
-    let cache = core.data.cache(app);
+pub fn purge_cache(data: &DataDir, app: &str) -> std::io::Result<u64> {
+    let cache = data.cache(app);
     std::fs::create_dir_all(cache.parent().unwrap_or(&cache))?;
-    crate::fsutil::write_atomic(&refetch_marker(core, app), b"", 0o600)?;
+    crate::fsutil::write_atomic(&refetch_marker(data, app), b"", 0o600)?;
     let freed = dir_size(&cache);
     // Out of the way in one rename (a build starting now gets an empty cache), then gone.
     let doomed = cache.with_file_name(format!(".purged-{app}-{}", crate::keys::random_hex(4)));
@@ -366,8 +310,8 @@ pub fn human(bytes: u64) -> String {
     }
 }
 
-async fn run(
-    core: &Arc<Core>,
+async fn run<H: Host>(
+    host: &Arc<H>,
     req: &BuildRequest,
     commit: &str,
     id: i64,
@@ -376,6 +320,7 @@ async fn run(
     cancel: CancellationToken,
 ) -> Result<ReleaseRow, BuildError> {
     let fail = |m: String| BuildError::Failed(m);
+    let limits = host.limits();
     let short_ref = req
         .git_ref
         .rsplit('/')
@@ -389,7 +334,7 @@ async fn run(
     }
     let exported = {
         let (repo, q, c, src) = (
-            core.data.repo(&req.app),
+            host.data().repo(&req.app),
             req.quarantine.clone(),
             commit.to_string(),
             src.clone(),
@@ -410,7 +355,7 @@ async fn run(
     };
     if !exported.submodules.is_empty() {
         let subs = exported.submodules.clone();
-        let sub_cache = core.data.root().join("submodule-cache");
+        let sub_cache = host.data().root().join("submodule-cache");
         // Progress as it happens: a large submodule takes a while.
         let (stx, mut srx) = mpsc::unbounded_channel::<String>();
         let fetch = submodules::fetch_all(&sub_cache, &src, subs, move |l| {
@@ -460,7 +405,7 @@ async fn run(
     let stack = config
         .stack
         .clone()
-        .unwrap_or_else(|| core.limits.default_stack.clone());
+        .unwrap_or_else(|| limits.default_stack.clone());
     out.line(format!(
         "-----> Building {} {} ({short_ref}) on stack {stack}",
         req.app,
@@ -519,7 +464,7 @@ async fn run(
     };
     let detect = selected.is_none();
     // Buildpacks by URL: from the cache, or fetched now (again after builds:purge-cache).
-    let refetch = refetch_marker(core, &req.app);
+    let refetch = refetch_marker(host.data(), &req.app);
     let refresh = refetch.exists();
     let mut fetched = std::collections::HashMap::new();
     for bp in selected.iter().flatten() {
@@ -531,7 +476,7 @@ async fn run(
         }
         out.line(format!("-----> Fetching buildpack {}", r.spec))
             .await;
-        let bp_cache = buildpack_cache(core);
+        let bp_cache = buildpack_cache(host.data());
         let got = tokio::select! {
             g = fetch::fetch(&bp_cache, r, refresh) => g,
             _ = cancel.cancelled() => return Err(BuildError::Cancelled),
@@ -551,7 +496,7 @@ async fn run(
         let _ = std::fs::remove_file(&refetch);
     }
     let staged = {
-        let (installed, stage) = (core.data.buildpacks(), dir.join("buildpacks"));
+        let (installed, stage) = (host.data().buildpacks(), dir.join("buildpacks"));
         let list = selected.clone();
         tokio::task::spawn_blocking(move || {
             buildpacks::stage(&installed, &stage, list.as_deref(), &fetched)
@@ -576,9 +521,9 @@ async fn run(
     {
         let _ = crate::fsutil::write_atomic(&envd.join(k), v.as_bytes(), 0o600);
     }
-    let cache = core.data.cache(&req.app);
+    let cache = host.data().cache(&req.app);
     // The build runs as the app's uid: its dirs are given to it.
-    let uid = core.app_uid(&req.app).map_err(|e| fail(e.to_string()))?;
+    let uid = host.app_uid(&req.app).map_err(fail)?;
     let stage = dir.join("buildpacks");
     crate::isolation::give_build_dirs(&[&src, &envd, &meta, &stage], &cache, uid)
         .map_err(|e| fail(format!("build dirs: {e}")))?;
@@ -610,8 +555,7 @@ async fn run(
     ];
     cmd.extend(bps);
     let network =
-        crate::isolation::build_network(docker.raw(), &core.instance, uid, &core.limits.network)
-            .await;
+        crate::isolation::build_network(docker.raw(), host.instance(), uid, &limits.network).await;
     let network = match network {
         Ok(n) => n,
         Err(e) => {
@@ -620,7 +564,7 @@ async fn run(
         }
     };
     let spec = RunSpec {
-        name: format!("magrathea-{}-build-{}-{id}", core.instance, req.app),
+        name: format!("magrathea-{}-build-{}-{id}", host.instance(), req.app),
         image: image.clone(),
         cmd,
         // Heroku's build environment: STACK, SOURCE_VERSION (the commit), HOME (the app
@@ -634,19 +578,19 @@ async fn run(
         ],
         mounts,
         network,
-        memory: Some(core.limits.memory),
+        memory: Some(limits.memory),
         labels: vec![
             ("magrathea.app".into(), req.app.clone()),
             ("magrathea.build".into(), id.to_string()),
             // Which controller's build it is, when several share one engine.
-            ("magrathea.instance".into(), core.instance.clone()),
+            ("magrathea.instance".into(), host.instance().to_string()),
         ],
         uid,
         pids: crate::isolation::BUILD_PIDS,
         workdir: Some(buildpacks::APP_DIR.into()),
     };
     let (ltx, mut lrx) = mpsc::channel::<String>(256);
-    let run = docker.run(spec, ltx, cancel.clone(), core.limits.timeout);
+    let run = docker.run(spec, ltx, cancel.clone(), limits.timeout);
     tokio::pin!(run);
     let outcome = loop {
         tokio::select! {
@@ -670,7 +614,7 @@ async fn run(
         Ok(RunOutcome::OomKilled) => {
             let m = format!(
                 "build ran out of memory (limit {})",
-                human(core.limits.memory as u64)
+                human(limits.memory as u64)
             );
             out.line(format!(" !     {m}")).await;
             return Err(fail(m));
@@ -678,7 +622,7 @@ async fn run(
         Ok(RunOutcome::TimedOut) => {
             let m = format!(
                 "build timed out after {}s (limit)",
-                core.limits.timeout.as_secs()
+                limits.timeout.as_secs()
             );
             out.line(format!(" !     {m}")).await;
             return Err(fail(m));
@@ -693,11 +637,11 @@ async fn run(
         }
     }
     let size = dir_size(&src);
-    if size > core.limits.max_slug {
+    if size > limits.max_slug {
         let m = format!(
             "slug is {}, over the {} limit",
             human(size),
-            human(core.limits.max_slug)
+            human(limits.max_slug)
         );
         out.line(format!(" !     {m}")).await;
         return Err(fail(m));
@@ -811,7 +755,8 @@ async fn run(
     }
     out.line("-----> Compressing...").await;
     let cooked = crate::release::cook(
-        core,
+        host.data(),
+        host.store(),
         &manifest,
         &src,
         exported.commit_time,
@@ -825,8 +770,8 @@ async fn run(
         Err(e) => {
             // Entries the release may not hold are the app's to fix; anything else (disk,
             // I/O) names server paths, so it stays in the server log.
-            let shown = match e.downcast_ref::<crate::release::tarball::ReleaseError>() {
-                Some(r @ crate::release::tarball::ReleaseError::BadEntry { .. }) => r.to_string(),
+            let shown = match e.downcast_ref::<crate::release::ReleaseError>() {
+                Some(r @ crate::release::ReleaseError::BadEntry { .. }) => r.to_string(),
                 _ => {
                     tracing::error!(app = %req.app, error = %e, "cannot cook the release");
                     "cannot pack the release (server error; see the server log)".to_string()
@@ -847,7 +792,7 @@ async fn run(
     ))
     .await;
     let keep = config.keep_releases.unwrap_or(10).max(1) as usize;
-    crate::release::prune(core, &req.app, keep);
+    crate::release::prune(host.data(), host.store(), &req.app, keep);
     let _ = PathBuf::new();
     Ok(cooked)
 }

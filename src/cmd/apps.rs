@@ -64,7 +64,7 @@ pub async fn destroy(
     name: &str,
     confirm: Option<&str>,
     keep_data: bool,
-    out: &mut crate::build::Sink,
+    out: &mut crate::sink::Sink,
 ) -> CmdResult {
     use crate::node::proto::PurgeReq;
     if confirm != Some(name) {

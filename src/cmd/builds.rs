@@ -73,7 +73,7 @@ pub fn purge_cache(core: &Arc<Core>, app: &str) -> CmdResult {
             "a build of '{app}' is running or queued; wait for it or `builds:cancel {app}`"
         )));
     }
-    let freed = crate::build::purge_cache(core, app)
+    let freed = crate::build::purge_cache(&core.data, app)
         .map_err(|e| CmdError::Invalid(format!("cannot purge the build cache: {e}")))?;
     Ok(format!(
         "purged the build cache of '{app}' ({}); its next build fetches its buildpacks again\n",

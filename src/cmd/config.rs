@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{table, CmdError, CmdResult};
-use crate::build::Sink;
 use crate::controller::Core;
 use crate::deploy::{self, envs, RolloutOptions};
+use crate::sink::Sink;
 
 const RESERVED: &[&str] = &["PORT", "HOME", "DATA_DIR", "PATH", "DYNO"];
 

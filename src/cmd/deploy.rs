@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use super::{releases::parse_version, CmdError, CmdResult};
-use crate::build::Sink;
 use crate::controller::Core;
 use crate::deploy::{self, envs, RolloutOptions};
+use crate::sink::Sink;
 
 pub async fn deploy(
     core: &Arc<Core>,

@@ -12,11 +12,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::{releases::parse_version, CmdError, CmdResult};
-use crate::build::Sink;
 use crate::controller::Core;
 use crate::eventlog::{self, Event};
 use crate::node::client::NodeClient;
 use crate::node::proto::{LogFrame, LogLine, LogsReq};
+use crate::sink::Sink;
 
 /// The most backlog lines one request may ask for.
 const MAX_LINES: usize = 100_000;

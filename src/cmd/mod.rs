@@ -24,9 +24,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use thiserror::Error;
 
 use crate::access::{AppRole, Identity};
-use crate::build::Sink;
 use crate::controller::{Core, CoreError};
 use crate::names::InvalidName;
+use crate::sink::Sink;
 use crate::store::StoreError;
 
 /// What a finished command sends back.

@@ -4,10 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{table, CmdError, CmdResult};
-use crate::build::Sink;
 use crate::controller::Core;
 use crate::node::client::NodeClient;
 use crate::node::proto::{StatusReply, StatusReq};
+use crate::sink::Sink;
 use crate::store::NodeRow;
 
 pub fn list(core: &Arc<Core>, json: bool) -> CmdResult {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use tokio::task::JoinSet;
 
 use super::{table, CmdError, CmdResult};
-use crate::build::Sink;
 use crate::controller::Core;
 use crate::deploy::{self, envs, Count, RolloutOptions};
 use crate::node::proto::StatusReq;
 use crate::release::Manifest;
+use crate::sink::Sink;
 use crate::store::{LiveRow, ReleaseRow};
 
 /// More than this per type is surely a typo.

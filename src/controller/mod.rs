@@ -2,7 +2,12 @@
 //! It owns the store, the data dir and the table of pushes in flight. It knows nothing of SSH.
 
 pub mod hookserver;
+mod hosts;
+pub mod limits;
 pub mod push;
+pub mod queue;
+
+pub use limits::Limits;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -52,7 +57,7 @@ pub struct Core {
     pub tasks: TaskTracker,
     /// The binary git hooks call back into.
     pub bin: PathBuf,
-    pub limits: crate::build::Limits,
+    pub limits: Limits,
     /// Short id of this controller (from its data dir), so two controllers sharing a Docker
     /// engine never touch each other's containers.
     pub instance: String,
@@ -65,7 +70,7 @@ pub struct Core {
     /// `nodes:remove local` (which [`Core::local_removed`] remembers across restarts).
     pub local_node: Mutex<Option<NodeRow>>,
     deploy_locks: Mutex<HashMap<(String, String), DeployLock>>,
-    pub queue: crate::build::queue::BuildQueue,
+    pub queue: queue::BuildQueue,
 }
 
 /// Removes the push from the in-flight table when the SSH side is done with it.
@@ -89,7 +94,7 @@ impl Core {
     pub fn open(
         data: DataDir,
         bin: PathBuf,
-        limits: crate::build::Limits,
+        limits: Limits,
         router: Arc<crate::router::Router>,
     ) -> anyhow::Result<Core> {
         let store = Store::open(&data.db())?;
@@ -114,7 +119,7 @@ impl Core {
             client_key: Arc::new(client_key),
             local_node: Mutex::new(None),
             deploy_locks: Mutex::default(),
-            queue: crate::build::queue::BuildQueue::new(limits.parallel),
+            queue: queue::BuildQueue::new(limits.parallel),
             limits,
             data,
             store,
@@ -445,7 +450,7 @@ pub fn init_repo(data: &DataDir, app: &str) -> anyhow::Result<()> {
     let tmp = data
         .repos()
         .join(format!(".new-{app}-{}", crate::keys::random_hex(4)));
-    let guard = crate::release::tarball::RemoveOnDrop(Some(tmp.clone()));
+    let guard = crate::release::temp::RemoveOnDrop(Some(tmp.clone()));
     let t = tmp.to_str().context("non-UTF-8 data dir")?;
     let run = |args: &[&str]| -> anyhow::Result<()> {
         let out = std::process::Command::new("git")

@@ -8,10 +8,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Core, PendingPush};
 use crate::access::RefChange;
-use crate::build::{self, BuildError, BuildRequest, Sink};
+use crate::build::{self, BuildError, BuildRequest};
 use crate::git::export::Quarantine;
 use crate::git::hookproto::RefUpdate;
 use crate::git::hookproto::{is_zero, Frame, HookRequest};
+use crate::sink::Sink;
 
 /// Refs that build (and, later, deploy): the default branch and release tags.
 pub fn builds_ref(name: &str) -> bool {

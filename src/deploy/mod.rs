@@ -15,13 +15,40 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 
-use crate::build::Sink;
-use crate::controller::Core;
 use crate::node::client::{NodeClient, NodeError};
 use crate::node::proto::*;
+use crate::paths::DataDir;
 use crate::release::Manifest;
-use crate::store::{NodeRow, ReleaseRow};
+use crate::router::Router;
+use crate::sink::Sink;
+use crate::store::{NodeRow, ReleaseRow, Store, StoreError};
 pub use envs::EnvTarget;
+
+/// What a rollout needs from the server around it (the controller implements it): the data
+/// dir, the store, the router, the deploy locks, sealed config and the nodes. Deploys never
+/// reach further up.
+pub trait Host: Send + Sync + 'static {
+    fn data(&self) -> &DataDir;
+    fn store(&self) -> &Store;
+    fn router(&self) -> &Router;
+    /// Held for the length of one rollout of an (app, environment).
+    fn deploy_lock(&self, app: &str, env: &str) -> Arc<tokio::sync::Mutex<()>>;
+    /// An environment's config vars, decrypted.
+    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, String>;
+    /// Seals a config value (or a whole config map) for the store.
+    fn seal(&self, plain: &[u8]) -> Vec<u8>;
+    /// The uid an app's processes run as.
+    fn app_uid(&self, app: &str) -> Result<u32, String>;
+    /// The memory of a process whose magrathea.yml asks for none.
+    fn process_memory(&self) -> i64;
+    /// Every node, by name.
+    fn nodes(&self) -> Result<Vec<NodeRow>, StoreError>;
+    /// The nodes an environment's label selector picks.
+    fn target_nodes(&self, selector: &BTreeMap<String, String>)
+        -> Result<Vec<NodeRow>, StoreError>;
+    /// A client for a node (host key pinned).
+    fn node_client(&self, node: &NodeRow) -> NodeClient;
+}
 
 /// What the pusher is told and what is recorded when a deploy fails.
 pub type DeployResult = Result<(), String>;
@@ -90,16 +117,21 @@ pub fn formation<'a>(
 
 /// The counts an environment runs the release at (not stopped, no scale pending): what
 /// `ps` shows and what `scale` compares against.
-pub async fn current_formation(
-    core: &Arc<Core>,
+pub async fn current_formation<H: Host>(
+    host: &Arc<H>,
     release: &ReleaseRow,
     env: &str,
 ) -> Result<BTreeMap<String, Count>, String> {
     let manifest: Manifest =
         serde_json::from_str(&release.manifest).map_err(|e| format!("bad manifest: {e}"))?;
-    let tarball = core.data.releases(&release.app).join(&release.file);
+    let tarball = host.data().releases(&release.app).join(&release.file);
     let (meta, target) = {
-        let (t, data, r, e) = (tarball, core.data.clone(), release.clone(), env.to_string());
+        let (t, data, r, e) = (
+            tarball,
+            host.data().clone(),
+            release.clone(),
+            env.to_string(),
+        );
         tokio::task::spawn_blocking(move || {
             (
                 envs::meta_of_release(&t),
@@ -109,8 +141,8 @@ pub async fn current_formation(
         .await
         .map_err(|e| e.to_string())?
     };
-    let scaled = core
-        .store
+    let scaled = host
+        .store()
         .formation(&release.app, env)
         .map_err(|e| e.to_string())?;
     Ok(formation(
@@ -171,8 +203,8 @@ pub fn place(counts: &BTreeMap<String, Count>, free: &[i64]) -> Result<Placement
     Ok(out)
 }
 
-pub async fn rollout(
-    core: &Arc<Core>,
+pub async fn rollout<H: Host>(
+    host: &Arc<H>,
     release: &ReleaseRow,
     target: &EnvTarget,
     who: &str,
@@ -180,7 +212,7 @@ pub async fn rollout(
     opts: RolloutOptions,
 ) -> DeployResult {
     let app = &release.app;
-    let lock = core.deploy_lock(app, &target.env);
+    let lock = host.deploy_lock(app, &target.env);
     let held = match lock.clone().try_lock_owned() {
         Ok(g) => g,
         Err(_) => {
@@ -192,22 +224,23 @@ pub async fn rollout(
             lock.lock_owned().await
         }
     };
-    let deploy_id = core
-        .store
+    let deploy_id = host
+        .store()
         .start_deploy(app, &target.env, release.version, who)
         .map_err(|e| e.to_string())?;
     // Its output also goes to the app's event log (`logs`), config values masked.
     let secrets = opts
         .config
         .clone()
-        .or_else(|| core.config(app, &target.env).ok())
+        .or_else(|| host.config(app, &target.env).ok())
         .unwrap_or_default();
-    let events = crate::eventlog::EventLog::open(&core.data.logs(), app, "deploy", release.version)
-        .mask(secrets.values());
-    let outer_events = out.events.replace(events);
+    let events =
+        crate::eventlog::EventLog::open(&host.data().logs(), app, "deploy", release.version)
+            .mask(secrets.values());
+    let outer_events = out.set_tee(Some(Box::new(events)));
     let mut held = Some(held);
     let result = rollout_locked(
-        core,
+        host,
         release,
         target,
         out,
@@ -216,12 +249,12 @@ pub async fn rollout(
         &mut held,
     )
     .await;
-    out.events = outer_events;
+    out.set_tee(outer_events);
     let (status, detail) = match &result {
         Ok(()) => ("succeeded", String::new()),
         Err(e) => ("failed", e.clone()),
     };
-    let _ = core.store.finish_deploy(deploy_id, status, &detail);
+    let _ = host.store().finish_deploy(deploy_id, status, &detail);
     result
 }
 
@@ -246,8 +279,8 @@ pub struct RolloutOptions {
     pub background_tail: bool,
 }
 
-async fn rollout_locked(
-    core: &Arc<Core>,
+async fn rollout_locked<H: Host>(
+    host: &Arc<H>,
     release: &ReleaseRow,
     target: &EnvTarget,
     out: &mut Sink,
@@ -263,8 +296,8 @@ async fn rollout_locked(
     let manifest: Manifest =
         serde_json::from_str(&release.manifest).map_err(|e| format!("bad manifest: {e}"))?;
     // Its processes run as the app's own uid on every node.
-    let uid = core.app_uid(&app).map_err(|e| e.to_string())?;
-    let nodes = core
+    let uid = host.app_uid(&app).map_err(|e| e.to_string())?;
+    let nodes = host
         .target_nodes(&target.selector)
         .map_err(|e| e.to_string())?;
     if nodes.is_empty() {
@@ -282,12 +315,12 @@ async fn rollout_locked(
         names.join(", ")
     ))
     .await;
-    let tarball = core.data.releases(&app).join(&release.file);
-    let previous = core.store.live(&app, &env).map_err(|e| e.to_string())?;
+    let tarball = host.data().releases(&app).join(&release.file);
+    let previous = host.store().live(&app, &env).map_err(|e| e.to_string())?;
     // Labels from magrathea.yml under the config vars; the config wins.
     let config = match &opts.config {
         Some(c) => c.clone(),
-        None => core.config(&app, &env).map_err(|e| e.to_string())?,
+        None => host.config(&app, &env).map_err(|e| e.to_string())?,
     };
     let mut vars = target.vars.clone();
     vars.extend(config.clone());
@@ -310,10 +343,13 @@ async fn rollout_locked(
     // Which processes run where (see [`formation`]); none when stopped.
     let stopped = match opts.stopped {
         Some(s) => s,
-        None => core.store.stopped(&app, &env).map_err(|e| e.to_string())?,
+        None => host
+            .store()
+            .stopped(&app, &env)
+            .map_err(|e| e.to_string())?,
     };
-    let mut scaled = core
-        .store
+    let mut scaled = host
+        .store()
         .formation(&app, &env)
         .map_err(|e| e.to_string())?;
     scaled.extend(opts.formation.clone().unwrap_or_default());
@@ -328,7 +364,7 @@ async fn rollout_locked(
     .map(|(t, c)| (t, if stopped { Count::Total(0) } else { c }))
     .collect();
     // One client per node for the whole rollout: its calls share one connection.
-    let clients: Vec<NodeClient> = nodes.iter().map(|n| core.node_client(n)).collect();
+    let clients: Vec<NodeClient> = nodes.iter().map(|n| host.node_client(n)).collect();
     // Each process gets (and is placed by) the memory magrathea.yml asks for, else the
     // server's default.
     let memory = meta
@@ -336,7 +372,7 @@ async fn rollout_locked(
         .memory
         .as_deref()
         .and_then(crate::appconfig::parse_size)
-        .unwrap_or(core.limits.process_memory);
+        .unwrap_or(host.process_memory());
     let cpu = meta.config.cpu.unwrap_or(0.0);
     let (free, mut statuses, room) = match free_capacity(&clients, &nodes, &napp, memory, cpu).await
     {
@@ -620,7 +656,7 @@ async fn rollout_locked(
 
     // Phase 4: the router moves to the new processes in one step; old ones drain, then stop.
     let key = route_key(&app, &env);
-    let old: Vec<SocketAddr> = core.router.upstreams(&key);
+    let old: Vec<SocketAddr> = host.router().upstreams(&key);
     let new: Vec<SocketAddr> = prepared
         .iter()
         .flat_map(|(c, rep)| {
@@ -634,27 +670,32 @@ async fn rollout_locked(
         .collect();
     // A restart of workers alone leaves the web processes, and so the routes, as they are.
     if opts.only.as_ref().is_none_or(|t| t == "web") {
-        core.router.set_upstreams(&key, new);
+        host.router().set_upstreams(&key, new);
     }
     let stale: Vec<SocketAddr> = old
         .into_iter()
-        .filter(|a| !core.router.upstreams(&key).contains(a))
+        .filter(|a| !host.router().upstreams(&key).contains(a))
         .collect();
 
     crate::failpoint::hit("go-live");
     // From here the new release serves: record it before the old processes go.
-    let _ = core.store.set_live(&app, &env, release.version, &names);
-    let _ = core
-        .store
-        .set_release_config(&app, release.version, &env, &core.seal_map(&config));
+    let _ = host.store().set_live(&app, &env, release.version, &names);
+    let sealed_map = host.seal(&serde_json::to_vec(&config).unwrap_or_default());
+    let _ = host
+        .store()
+        .set_release_config(&app, release.version, &env, &sealed_map);
     if opts.config.is_some() {
-        let _ = core.replace_config(&app, &env, &config);
+        let sealed = config
+            .iter()
+            .map(|(k, v)| (k.clone(), host.seal(v.as_bytes())))
+            .collect();
+        let _ = host.store().replace_config(&app, &env, &sealed);
     }
     if let Some(f) = &opts.formation {
-        let _ = core.store.set_formation(&app, &env, f);
+        let _ = host.store().set_formation(&app, &env, f);
     }
     if let Some(s) = opts.stopped {
-        let _ = core.store.set_stopped(&app, &env, s);
+        let _ = host.store().set_stopped(&app, &env, s);
     }
     // app.json's `scripts.dokku.postdeploy`: after the switch, so a failure is reported but
     // the new release stays live (as on Dokku).
@@ -698,7 +739,7 @@ async fn rollout_locked(
     let mut keep = vec![name.clone()];
     if let Some(p) = previous
         .as_ref()
-        .and_then(|p| core.store.release(&app, p.version).ok().flatten())
+        .and_then(|p| host.store().release(&app, p.version).ok().flatten())
     {
         keep.push(release_name(p.version, &p.sha256));
     }
@@ -709,16 +750,16 @@ async fn rollout_locked(
         only: opts.only.iter().cloned().collect(),
     };
     let tail = {
-        let (core, prepared, app) = (core.clone(), prepared.clone(), app.clone());
+        let (host, prepared, app) = (host.clone(), prepared.clone(), app.clone());
         async move {
-            core.router.drain(&stale, Duration::from_secs(30)).await;
+            host.router().drain(&stale, Duration::from_secs(30)).await;
             let mut set = JoinSet::new();
             for (client, _) in &prepared {
                 let (client, req) = (client.clone(), retire.clone());
                 set.spawn(async move { client.send(&req).await });
             }
             while set.join_next().await.is_some() {}
-            gc_nodes(&core, &prepared, &app, &retire.app, keep).await;
+            gc_nodes(&host, &prepared, &app, &retire.app, keep).await;
         }
     };
     match held.take().filter(|_| opts.background_tail) {
@@ -954,15 +995,15 @@ async fn abort_all(
 }
 
 /// Keep the newest releases unpacked (for rollback), plus the live and previous ones.
-async fn gc_nodes(
-    core: &Arc<Core>,
+async fn gc_nodes<H: Host>(
+    host: &Arc<H>,
     prepared: &[(NodeClient, PrepareReply)],
     app: &str,
     napp: &str,
     mut keep: Vec<String>,
 ) {
-    let recent: Vec<String> = core
-        .store
+    let recent: Vec<String> = host
+        .store()
         .list_releases(app)
         .unwrap_or_default()
         .iter()
@@ -986,14 +1027,14 @@ async fn gc_nodes(
 
 /// After a controller restart: ask every node what runs, and point the router at the live
 /// releases' web processes again. Nothing is redeployed.
-pub async fn restore_routes(core: &Arc<Core>) {
-    let Ok(live) = core.store.all_live() else {
+pub async fn restore_routes<H: Host>(host: &Arc<H>) {
+    let Ok(live) = host.store().all_live() else {
         return;
     };
-    let Ok(nodes) = core.all_nodes() else { return };
+    let Ok(nodes) = host.nodes() else { return };
     let mut statuses: Vec<(NodeRow, StatusReply)> = vec![];
     for n in nodes {
-        match core.node_client(&n).send(&StatusReq).await {
+        match host.node_client(&n).send(&StatusReq).await {
             Ok(s) => statuses.push((n, s)),
             Err(e) => {
                 tracing::warn!(node = %n.name, error = %e, "node unreachable while restoring routes")
@@ -1001,7 +1042,7 @@ pub async fn restore_routes(core: &Arc<Core>) {
         }
     }
     for l in live {
-        let Ok(Some(rel)) = core.store.release(&l.app, l.version) else {
+        let Ok(Some(rel)) = host.store().release(&l.app, l.version) else {
             continue;
         };
         let name = release_name(rel.version, &rel.sha256);
@@ -1023,7 +1064,7 @@ pub async fn restore_routes(core: &Arc<Core>) {
             }
         }
         tracing::info!(app = %l.app, env = %l.env, version = l.version, upstreams = ups.len(), "route restored");
-        core.router.set_upstreams(&route_key(&l.app, &l.env), ups);
+        host.router().set_upstreams(&route_key(&l.app, &l.env), ups);
     }
 }
 

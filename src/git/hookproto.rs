@@ -34,6 +34,13 @@ pub struct Frame {
     pub exit: Option<i32>,
 }
 
+/// A progress line (`Sink`'s channel carries frames).
+impl From<String> for Frame {
+    fn from(s: String) -> Frame {
+        Frame::out(s)
+    }
+}
+
 impl Frame {
     pub fn out(s: impl Into<String>) -> Frame {
         Frame {

@@ -21,7 +21,8 @@ use std::process::Command;
 use crate::fsutil::{rename_exchange, rename_noreplace};
 use crate::names::{self, InvalidName};
 use crate::release::extract::{remove_tree, unpack_stream};
-use crate::release::tarball::{temp_name, ReleaseError, RemoveOnDrop};
+use crate::release::temp::{temp_name, RemoveOnDrop};
+use crate::release::ReleaseError;
 
 fn chown_error(data: &Path, uid: u32, e: io::Error) -> AgentError {
     AgentError::Io {

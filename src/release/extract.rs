@@ -24,7 +24,8 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tar::EntryType;
 
-use super::tarball::{io_at, parent_dir, temp_name, ReleaseError, RemoveOnDrop};
+use super::error::{io_at, ReleaseError};
+use super::temp::{parent_dir, temp_name, RemoveOnDrop};
 
 /// Mode bits never restored: suid, sgid, sticky, group/other write.
 const MASK: u32 = 0o7022;

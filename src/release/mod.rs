@@ -1,18 +1,21 @@
 //! Releases: immutable tarballs named `v<N>-<sha12>.tar.gz` under `<data>/releases/<app>/`.
 //! This module is the only writer of that directory.
 
+mod error;
 pub mod extract;
 pub mod pgzip;
 pub mod tarball;
+pub(crate) mod temp;
+
+pub use error::ReleaseError;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::controller::Core;
-use crate::store::{NewRelease, ReleaseRow};
+use crate::paths::DataDir;
+use crate::store::{NewRelease, ReleaseRow, Store};
 
 /// The manifest inside the tarball: only what the content determines, so the same commit
 /// built with the same stack and buildpacks gives the same bytes. Version, ref and who
@@ -42,7 +45,8 @@ pub fn file_name(version: i64, sha256: &str) -> String {
 /// Pack the slug, name it, record it. The file is in place (fsynced, renamed) before the
 /// row exists; a crash in between leaves an unreferenced file, never a dangling row.
 pub async fn cook(
-    core: &Arc<Core>,
+    data: &DataDir,
+    store: &Store,
     manifest: &Manifest,
     slug: &Path,
     mtime: i64,
@@ -50,9 +54,9 @@ pub async fn cook(
     build_id: Option<i64>,
     key_name: &str,
 ) -> anyhow::Result<ReleaseRow> {
-    let dir = core.data.releases(&manifest.app);
+    let dir = data.releases(&manifest.app);
     std::fs::create_dir_all(&dir)?;
-    let tmp = dir.join(format!(".cooking-{}.tar.gz", crate::keys::random_hex(6)));
+    let tmp = temp::cooking_path(&dir);
     let json = serde_json::to_vec_pretty(manifest)?;
     let packed = {
         let (slug, tmp) = (slug.to_path_buf(), tmp.clone());
@@ -60,7 +64,7 @@ pub async fn cook(
             .await??
     };
     crate::failpoint::hit("pack");
-    let version = core.store.next_release_version(&manifest.app)?;
+    let version = store.next_release_version(&manifest.app)?;
     let name = file_name(version, &packed.sha256);
     let dst = dir.join(&name);
     let placed = std::fs::rename(&tmp, &dst).and_then(|_| std::fs::File::open(&dir)?.sync_all());
@@ -79,18 +83,18 @@ pub async fn cook(
         manifest: &serde_json::to_string(manifest)?,
         key_name,
     };
-    if let Err(e) = core.store.insert_release(&row, version, &name) {
+    if let Err(e) = store.insert_release(&row, version, &name) {
         let _ = std::fs::remove_file(&dst);
         return Err(e.into());
     }
-    core.store
+    store
         .release(&manifest.app, version)?
         .ok_or_else(|| anyhow::anyhow!("release v{version} vanished"))
 }
 
 /// Keep the newest `keep` releases; never delete one that is live or pinned.
-pub fn prune(core: &Core, app: &str, keep: usize) {
-    let Ok(all) = core.store.list_releases(app) else {
+pub fn prune(data: &DataDir, store: &Store, app: &str, keep: usize) {
+    let Ok(all) = store.list_releases(app) else {
         return;
     };
     for r in all.iter().skip(keep) {
@@ -98,13 +102,9 @@ pub fn prune(core: &Core, app: &str, keep: usize) {
             continue;
         }
         // Config releases share their slug's file: delete it with its last row.
-        if !core
-            .store
-            .file_in_use(app, &r.file, r.version)
-            .unwrap_or(true)
-        {
-            let _ = std::fs::remove_file(core.data.releases(app).join(&r.file));
+        if !store.file_in_use(app, &r.file, r.version).unwrap_or(true) {
+            let _ = std::fs::remove_file(data.releases(app).join(&r.file));
         }
-        let _ = core.store.delete_release(app, r.version);
+        let _ = store.delete_release(app, r.version);
     }
 }

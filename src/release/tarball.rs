@@ -26,89 +26,12 @@ use std::io::{self, BufWriter, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::release::pgzip::{self, ParGzEncoder};
+use super::error::{io_at, ReleaseError};
+use super::pgzip::{self, ParGzEncoder};
+use super::temp::{create_temp_file, parent_dir, RemoveOnDrop};
 use sha2::{Digest, Sha256};
 use tar::{EntryType, Header};
-
-/// Errors from packing or unpacking a release. The messages name the file or the archive entry
-/// at fault and say what to do about it.
-#[derive(Debug, thiserror::Error)]
-pub enum ReleaseError {
-    /// An I/O error on a file we read or write.
-    #[error("{}: {}", shown(.path.display()), shown(.source))]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-    /// The archive stream itself could not be read (corrupt or truncated).
-    #[error(
-        "release archive is corrupt or truncated: {}; fetch it again or rebuild the release",
-        shown(.0)
-    )]
-    Archive(#[source] io::Error),
-    /// Extracting one entry failed.
-    #[error("unpacking archive entry {path:?}: {}", shown(.source))]
-    Unpack {
-        path: String,
-        #[source]
-        source: io::Error,
-    },
-    /// An archive entry that a release must not contain.
-    #[error("refusing archive entry {path:?}: {reason}")]
-    BadEntry { path: String, reason: String },
-    /// The tarball's sha256 is not the one recorded for the release.
-    #[error(
-        "sha256 mismatch for {}: expected {expected}, got {actual}; \
-         the file is corrupt or was tampered with, fetch it again",
-        shown(.path.display())
-    )]
-    DigestMismatch {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
-    /// The expected digest given to us is not a sha256 in hex.
-    #[error("{0:?} is not a sha256 digest (expected 64 hex characters)")]
-    BadDigest(String),
-    /// A socket, fifo or device file in the slug.
-    #[error(
-        "{}: is a socket, fifo or device file; a release may only contain regular files, \
-         directories and symlinks, so remove it from the build output",
-        shown(.0.display())
-    )]
-    Special(PathBuf),
-    /// The destination already exists (or, for `unpack`, is not empty).
-    #[error(
-        "{}: already exists (or is not empty); releases are unpacked into a fresh directory",
-        shown(.0.display())
-    )]
-    Exists(PathBuf),
-}
-
-/// Text from an archive or a slug inside an error (entry names; tar's own messages, which
-/// quote raw header fields) on one line: control characters escaped.
-fn shown(s: impl std::fmt::Display) -> String {
-    s.to_string()
-        .chars()
-        .flat_map(|c| {
-            let esc = c.is_control().then(|| c.escape_default());
-            esc.into_iter()
-                .flatten()
-                .chain((!c.is_control()).then_some(c))
-        })
-        .collect()
-}
-
-/// Builds the `map_err` closure for an I/O error on `path`.
-pub(crate) fn io_at(path: &Path) -> impl FnOnce(io::Error) -> ReleaseError + '_ {
-    move |source| ReleaseError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
 
 /// What [`pack`] produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -235,67 +158,6 @@ pub fn pack_with(
         .and_then(|d| d.sync_all())
         .map_err(io_at(dir))?;
     Ok(packed)
-}
-
-/// The directory holding `path` (`.` for a bare file name).
-pub(crate) fn parent_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    }
-}
-
-/// A unique name beside `target`: `.<name>.<tag>-<pid>-<n>`.
-pub(crate) fn temp_name(dir: &Path, target: &Path, tag: &str) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = target
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "release".into());
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!(".{name}.{tag}-{}-{n}", std::process::id()))
-}
-
-fn create_temp_file(dir: &Path, out: &Path) -> Result<(PathBuf, File), ReleaseError> {
-    let mut tries = 0;
-    loop {
-        let tmp = temp_name(dir, out, "tmp");
-        match fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&tmp)
-        {
-            Ok(f) => return Ok((tmp, f)),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && tries < 100 => tries += 1,
-            Err(e) => return Err(io_at(&tmp)(e)),
-        }
-    }
-}
-
-/// Removes the path on drop unless disarmed.
-pub(crate) struct RemoveOnDrop(pub(crate) Option<PathBuf>);
-
-impl RemoveOnDrop {
-    pub(crate) fn disarm(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            match fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => {
-                    let _ = crate::release::extract::remove_tree(&p);
-                }
-                Ok(_) => {
-                    let _ = fs::remove_file(&p);
-                }
-                Err(_) => {}
-            }
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

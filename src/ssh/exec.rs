@@ -105,7 +105,7 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
             let (ftx, mut frx) = tokio::sync::mpsc::channel::<crate::git::hookproto::Frame>(256);
             let (core, who) = (core.clone(), req.who.clone());
             let task = tokio::spawn(async move {
-                let mut sink = crate::build::Sink::new(ftx);
+                let mut sink = crate::sink::Sink::new(ftx);
                 cmd::execute_streaming(&core, &who, &argv, c, &mut sink).await
             });
             let mut out = tx.make_writer();

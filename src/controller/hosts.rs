@@ -1,0 +1,121 @@
+//! What the pipelines below the controller (`build/`, `deploy/`) ask of it, implemented by
+//! [`Core`]. They name these traits, never the controller, so imports point one way.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::Core;
+use crate::node::client::NodeClient;
+use crate::paths::DataDir;
+use crate::router::Router;
+use crate::store::{NodeRow, Store, StoreError};
+
+impl crate::build::Host for Core {
+    fn data(&self) -> &DataDir {
+        &self.data
+    }
+
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    fn limits(&self) -> crate::build::BuildLimits {
+        crate::build::BuildLimits {
+            timeout: self.limits.timeout,
+            memory: self.limits.memory,
+            max_slug: self.limits.max_slug,
+            network: self.limits.network.clone(),
+            default_stack: self.limits.default_stack.clone(),
+        }
+    }
+
+    fn app_uid(&self, app: &str) -> Result<u32, String> {
+        Core::app_uid(self, app).map_err(|e| e.to_string())
+    }
+
+    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, String> {
+        Core::config(self, app, env).map_err(|e| e.to_string())
+    }
+
+    fn waiting(&self, app: &str) -> usize {
+        self.queue.waiting(app)
+    }
+
+    fn turn<'a>(
+        &'a self,
+        app: &'a str,
+        id: i64,
+        cancel: CancellationToken,
+    ) -> impl Future<Output = Option<Box<dyn Send + 'a>>> + Send + 'a {
+        async move {
+            let turn = tokio::select! {
+                g = self.queue.app_turn(app) => g,
+                _ = cancel.cancelled() => return None,
+            };
+            let slot = tokio::select! {
+                p = self.queue.slot() => p,
+                _ = cancel.cancelled() => return None,
+            };
+            let running = self.queue.running(app, id, cancel);
+            // Fields drop in order: the build stops being "running" before its slot and
+            // its app's turn go to the next one.
+            Some(Box::new((running, slot, turn)) as Box<dyn Send + 'a>)
+        }
+    }
+}
+
+impl crate::deploy::Host for Core {
+    fn data(&self) -> &DataDir {
+        &self.data
+    }
+
+    fn store(&self) -> &Store {
+        &self.store
+    }
+
+    fn router(&self) -> &Router {
+        &self.router
+    }
+
+    fn deploy_lock(&self, app: &str, env: &str) -> Arc<tokio::sync::Mutex<()>> {
+        Core::deploy_lock(self, app, env)
+    }
+
+    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, String> {
+        Core::config(self, app, env).map_err(|e| e.to_string())
+    }
+
+    fn seal(&self, plain: &[u8]) -> Vec<u8> {
+        self.sealer.seal(plain)
+    }
+
+    fn app_uid(&self, app: &str) -> Result<u32, String> {
+        Core::app_uid(self, app).map_err(|e| e.to_string())
+    }
+
+    fn process_memory(&self) -> i64 {
+        self.limits.process_memory
+    }
+
+    fn nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+        self.all_nodes()
+    }
+
+    fn target_nodes(
+        &self,
+        selector: &BTreeMap<String, String>,
+    ) -> Result<Vec<NodeRow>, StoreError> {
+        Core::target_nodes(self, selector)
+    }
+
+    fn node_client(&self, node: &NodeRow) -> NodeClient {
+        Core::node_client(self, node)
+    }
+}
