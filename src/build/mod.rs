@@ -760,9 +760,11 @@ async fn run<H: Host>(
         &manifest,
         &src,
         exported.commit_time,
-        &req.git_ref,
-        Some(id),
-        &req.key_name,
+        &crate::release::Origin {
+            git_ref: &req.git_ref,
+            build_id: Some(id),
+            key_name: &req.key_name,
+        },
     )
     .await;
     let cooked = match cooked {

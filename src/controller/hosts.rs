@@ -2,7 +2,6 @@
 //! [`Core`]. They name these traits, never the controller, so imports point one way.
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
@@ -48,26 +47,24 @@ impl crate::build::Host for Core {
         self.queue.waiting(app)
     }
 
-    fn turn<'a>(
+    async fn turn<'a>(
         &'a self,
         app: &'a str,
         id: i64,
         cancel: CancellationToken,
-    ) -> impl Future<Output = Option<Box<dyn Send + 'a>>> + Send + 'a {
-        async move {
-            let turn = tokio::select! {
-                g = self.queue.app_turn(app) => g,
-                _ = cancel.cancelled() => return None,
-            };
-            let slot = tokio::select! {
-                p = self.queue.slot() => p,
-                _ = cancel.cancelled() => return None,
-            };
-            let running = self.queue.running(app, id, cancel);
-            // Fields drop in order: the build stops being "running" before its slot and
-            // its app's turn go to the next one.
-            Some(Box::new((running, slot, turn)) as Box<dyn Send + 'a>)
-        }
+    ) -> Option<Box<dyn Send + 'a>> {
+        let turn = tokio::select! {
+            g = self.queue.app_turn(app) => g,
+            _ = cancel.cancelled() => return None,
+        };
+        let slot = tokio::select! {
+            p = self.queue.slot() => p,
+            _ = cancel.cancelled() => return None,
+        };
+        let running = self.queue.running(app, id, cancel);
+        // Fields drop in order: the build stops being "running" before its slot and its
+        // app's turn go to the next one.
+        Some(Box::new((running, slot, turn)))
     }
 }
 

@@ -42,6 +42,14 @@ pub fn file_name(version: i64, sha256: &str) -> String {
     format!("v{version}-{}.tar.gz", &sha256[..12])
 }
 
+/// Where a release came from: recorded in the store beside it, never in its bytes.
+pub struct Origin<'a> {
+    pub git_ref: &'a str,
+    pub build_id: Option<i64>,
+    /// The key that pushed it.
+    pub key_name: &'a str,
+}
+
 /// Pack the slug, name it, record it. The file is in place (fsynced, renamed) before the
 /// row exists; a crash in between leaves an unreferenced file, never a dangling row.
 pub async fn cook(
@@ -50,9 +58,7 @@ pub async fn cook(
     manifest: &Manifest,
     slug: &Path,
     mtime: i64,
-    git_ref: &str,
-    build_id: Option<i64>,
-    key_name: &str,
+    origin: &Origin<'_>,
 ) -> anyhow::Result<ReleaseRow> {
     let dir = data.releases(&manifest.app);
     std::fs::create_dir_all(&dir)?;
@@ -78,10 +84,10 @@ pub async fn cook(
         tar_sha256: &packed.tar_sha256,
         size: packed.size as i64,
         git_sha: &manifest.git_sha,
-        git_ref,
-        build_id,
+        git_ref: origin.git_ref,
+        build_id: origin.build_id,
         manifest: &serde_json::to_string(manifest)?,
-        key_name,
+        key_name: origin.key_name,
     };
     if let Err(e) = store.insert_release(&row, version, &name) {
         let _ = std::fs::remove_file(&dst);
