@@ -40,3 +40,18 @@ pub(crate) fn hit(name: &str) {
 #[cfg(not(feature = "failpoints"))]
 #[inline(always)]
 pub(crate) fn hit(_name: &str) {}
+
+#[cfg(test)]
+mod tests {
+    /// CI runs the suite with the failpoints in (scripts/test.sh), or `tests/crash.rs`
+    /// would not be built and the crash test would be skipped without a word.
+    #[test]
+    fn ci_builds_have_the_failpoints() {
+        if std::env::var_os("CI").is_some_and(|v| v == "true") {
+            assert!(
+                cfg!(feature = "failpoints"),
+                "CI must build with --features failpoints (scripts/test.sh does)"
+            );
+        }
+    }
+}

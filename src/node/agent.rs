@@ -14,6 +14,7 @@ use russh::{Channel, ChannelId, ChannelWriteHalf};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, OnceCell};
+use tokio_util::sync::CancellationToken;
 
 use super::layout::{AgentError, NodeRoot};
 use super::proto::*;
@@ -79,6 +80,11 @@ pub struct AgentConn {
     chans: HashMap<ChannelId, Channel<Msg>>,
     /// Ptys and window changes of `shell`/`run` channels.
     terms: super::interactive::Terminals,
+    /// Cancelled when this connection ends: the controller closed it, died (its kernel
+    /// closes the socket), or stopped answering keepalives. A channel's own close is no such
+    /// signal (a caller half-closes its channel as soon as its request is sent).
+    gone: CancellationToken,
+    _gone_on_drop: tokio_util::sync::DropGuard,
 }
 
 impl russh::server::Handler for AgentConn {
@@ -157,7 +163,7 @@ impl russh::server::Handler for AgentConn {
                     let ctx = self.ctx.clone();
                     tokio::spawn(super::interactive::serve(ctx, ch, line, pty, resize));
                 } else {
-                    tokio::spawn(exec(self.ctx.clone(), ch, line));
+                    tokio::spawn(exec(self.ctx.clone(), ch, line, self.gone.clone()));
                 }
             }
             None => s.channel_failure(id)?,
@@ -308,12 +314,17 @@ pub async fn serve_on(
         config,
         limits,
         shutdown,
-        move |_peer: SocketAddr, ticket| AgentConn {
-            ctx: ctx.clone(),
-            ticket,
-            authed: false,
-            chans: HashMap::new(),
-            terms: Default::default(),
+        move |_peer: SocketAddr, ticket| {
+            let gone = CancellationToken::new();
+            AgentConn {
+                ctx: ctx.clone(),
+                ticket,
+                authed: false,
+                chans: HashMap::new(),
+                terms: Default::default(),
+                _gone_on_drop: gone.clone().drop_guard(),
+                gone,
+            }
         },
     )
     .await;
@@ -346,6 +357,8 @@ struct Call<'a> {
     ctx: &'a AgentCtx,
     /// Progress lines, to the controller (stderr) as they happen.
     progress: &'a mpsc::Sender<String>,
+    /// Cancelled when the caller's connection ends (see [`AgentConn`]).
+    gone: &'a CancellationToken,
 }
 
 /// The agent's side of a [`Request`]: what it does with one.
@@ -379,7 +392,7 @@ macro_rules! dispatch {
     };
 }
 
-async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
+async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String, gone: CancellationToken) {
     let (mut rx, tx) = ch.split();
     let argv = shell_words::split(&line).unwrap_or_default();
     let verb = argv.first().cloned().unwrap_or_default();
@@ -402,6 +415,7 @@ async fn exec(ctx: Arc<AgentCtx>, ch: Channel<Msg>, line: String) {
     let call = Call {
         ctx: &ctx,
         progress: &ptx,
+        gone: &gone,
     };
     let result = if verb == ReceiveReq::VERB {
         // The tarball is stdin; the request is on the exec line.
@@ -478,7 +492,16 @@ impl Handle for AbortReq {
 
 impl Handle for ReleasePhaseReq {
     async fn handle(self, call: &Call<'_>) -> Result<CodeReply, String> {
-        release_phase(call.ctx, self, call.progress).await
+        // A release command whose controller went away stops (dropping the call removes its
+        // container): nobody would act on its outcome, and the restarted controller may run
+        // it again.
+        tokio::select! {
+            res = release_phase(call.ctx, self, call.progress) => res,
+            _ = call.gone.cancelled() => {
+                tracing::warn!("the controller's connection ended; release command stopped");
+                Err("the controller went away; release command stopped".into())
+            }
+        }
     }
 }
 

@@ -123,6 +123,11 @@ impl Server {
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_with_env(&[]);
+    }
+
+    /// Starts the server with extra environment variables (a failpoint, for one).
+    pub fn spawn_with_env(&mut self, vars: &[(&str, &str)]) {
         // Tests build on the tiny stack unless they name another.
         let stack = if self.flags.iter().any(|f| f == "--default-stack") {
             &[][..]
@@ -136,6 +141,7 @@ impl Server {
             .arg(&self.data)
             .args(&self.flags)
             .env("MAGRATHEA_LOG", "info,magrathea=debug")
+            .envs(vars.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -188,6 +194,12 @@ impl Server {
         let mut child = self.child.take().expect("server running");
         signal(child.id(), libc::SIGKILL);
         let _ = child.wait();
+    }
+
+    /// Waits for the server to end by itself (a failpoint killed it); its exit status.
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("server running");
+        child.wait().unwrap()
     }
 
     /// SIGTERM and wait; returns the exit status.
