@@ -112,7 +112,7 @@ pub async fn reconcile_nodes(core: &Arc<Core>) -> usize {
     };
     // Every environment the store has live, and every one a node has anything of.
     let mut envs: BTreeSet<(String, String)> = core
-        .store
+        .store()
         .all_live()
         .unwrap_or_default()
         .into_iter()
@@ -122,7 +122,7 @@ pub async fn reconcile_nodes(core: &Arc<Core>) -> usize {
         for napp in s.apps.keys() {
             let (app, env) = split_node_app(napp);
             // Not ours to judge: a node app no app of this controller names.
-            if matches!(core.store.app(&app), Ok(Some(_))) {
+            if matches!(core.store().app(&app), Ok(Some(_))) {
                 envs.insert((app, env));
             }
         }
@@ -148,15 +148,15 @@ async fn reconcile_env(
     env: &str,
 ) -> usize {
     let napp = node_app(app, env);
-    let live = core.store.live(app, env).ok().flatten();
+    let live = core.store().live(app, env).ok().flatten();
     let live_name = live.as_ref().and_then(|l| {
-        core.store
+        core.store()
             .release(app, l.version)
             .ok()
             .flatten()
             .map(|r| release_name(r.version, &r.sha256))
     });
-    let good = core.store.last_good_deploy(app, env).ok().flatten();
+    let good = core.store().last_good_deploy(app, env).ok().flatten();
     let mut changes = 0;
     for (node, status) in statuses {
         let Some(st) = status.apps.get(&napp) else {

@@ -105,8 +105,8 @@ pub async fn serve(
     let router = crate::router::Router::new(o.domain.clone(), Default::default());
     let core = Arc::new(Core::open(dd, bin, limits, router.clone())?);
     // What a crash left of builds goes before any new build can start.
-    let swept = crate::reconcile::sweep_files(&core.data)
-        + crate::reconcile::sweep_build_containers(&core.instance).await;
+    let swept = crate::reconcile::sweep_files(&core.data())
+        + crate::reconcile::sweep_build_containers(&core.instance()).await;
     if swept > 0 {
         tracing::warn!(swept, "removed what interrupted builds left behind");
     }
@@ -140,7 +140,7 @@ pub async fn serve(
     let _ = std::io::stdout().flush();
 
     tokio::spawn(hookserver::serve(core.clone(), hook_listener));
-    tokio::spawn(router.clone().serve(http, core.shutdown.clone()));
+    tokio::spawn(router.clone().serve(http, core.shutdown().clone()));
     {
         let core = core.clone();
         tokio::spawn(async move {
@@ -162,16 +162,16 @@ pub async fn serve(
     ));
     stop.wait().await;
     tracing::info!("shutting down: no new pushes; waiting for running ones");
-    core.shutdown.cancel();
+    core.shutdown().cancel();
     let _ = ssh.await;
-    core.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(600), core.tasks.wait())
+    core.tasks().close();
+    if tokio::time::timeout(Duration::from_secs(600), core.tasks().wait())
         .await
         .is_err()
     {
         tracing::warn!("pushes still running after 10 minutes; stopping anyway");
     }
-    let _ = std::fs::remove_file(core.data.hook_socket());
+    let _ = std::fs::remove_file(core.data().hook_socket());
     println!("stopped");
     Ok(())
 }
@@ -181,15 +181,15 @@ async fn start_local_node(
     limits: &crate::sshd::Limits,
     memory: Option<i64>,
 ) -> anyhow::Result<()> {
-    let root = core.data.root().join("node");
+    let root = core.data().root().join("node");
     std::fs::create_dir_all(root.join("apps"))?;
     let (host_key, _) =
         crate::keys::load_or_create(&root.join("host_ed25519"), "magrathea-local-node")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
-    let fp = crate::keys::fingerprint(core.client_key.public_key());
+    let fp = crate::keys::fingerprint(core.client_key().public_key());
     let ctx = Arc::new(crate::node::agent::AgentCtx::new(root, fp).with_memory(memory));
-    *core.local_node.lock().unwrap_or_else(|p| p.into_inner()) = Some(crate::store::NodeRow {
+    core.set_local_node(crate::store::NodeRow {
         name: "local".into(),
         addr: addr.to_string(),
         labels: Default::default(),
@@ -202,7 +202,7 @@ async fn start_local_node(
         ctx,
         listener,
         host_key,
-        core.shutdown.clone(),
+        core.shutdown().clone(),
         // Only the controller connects to it; the login grace time is the operator's.
         crate::sshd::Limits {
             max_connections: 64,

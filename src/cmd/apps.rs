@@ -8,7 +8,7 @@ use crate::controller::Core;
 use crate::timefmt::utc;
 
 pub fn list(core: &Arc<Core>, who: &Identity, json: bool) -> CmdResult {
-    let apps = core.store.list_apps(who)?;
+    let apps = core.store().list_apps(who)?;
     if json {
         let v: Vec<_> = apps
             .iter()
@@ -34,10 +34,10 @@ pub fn create(core: &Arc<Core>, who: &Identity, name: &str) -> CmdResult {
 
 pub fn info(core: &Arc<Core>, name: &str, json: bool) -> CmdResult {
     let app = core
-        .store
+        .store()
         .app(name)?
         .ok_or_else(|| CmdError::Invalid(format!("app '{name}' does not exist")))?;
-    let repo = core.data.repo(name);
+    let repo = core.data().repo(name);
     if json {
         return Ok(table::json(&serde_json::json!({
             "name": app.name, "created_at": app.created_at, "created_by": app.created_by,
@@ -72,11 +72,11 @@ pub async fn destroy(
             "destroying '{name}' deletes its repository; repeat with --confirm {name}"
         )));
     }
-    if core.store.app(name)?.is_none() {
+    if core.store().app(name)?.is_none() {
         return Err(CmdError::Invalid(format!("app '{name}' does not exist")));
     }
     let envs: Vec<String> = core
-        .store
+        .store()
         .all_live()?
         .into_iter()
         .filter(|l| l.app == name)
@@ -87,7 +87,7 @@ pub async fn destroy(
         held.push(core.deploy_lock(name, env).lock_owned().await);
     }
     for env in &envs {
-        core.router.remove_app(&crate::deploy::route_key(name, env));
+        core.router().remove_app(&crate::deploy::route_key(name, env));
     }
     // Every node, not only those it is live on: an environment moved elsewhere, or a failed
     // first deploy, can have left releases or data behind.
@@ -117,7 +117,7 @@ pub async fn destroy(
     core.destroy_app(name)?;
     // Its builds' network (its uid is never given out again, so neither is the network).
     if let Ok(d) = crate::docker::Docker::connect().await {
-        crate::isolation::remove_network(d.raw(), &core.instance, uid).await;
+        crate::isolation::remove_network(d.raw(), core.instance(), uid).await;
     }
     drop(held);
     Ok(format!("destroyed app '{name}'\n"))

@@ -7,7 +7,7 @@ use crate::controller::Core;
 use crate::timefmt::utc;
 
 pub fn list(core: &Arc<Core>, app: &str, n: i64, json: bool) -> CmdResult {
-    let rows = core.store.list_builds(app, n.clamp(1, 1000))?;
+    let rows = core.store().list_builds(app, n.clamp(1, 1000))?;
     if json {
         return Ok(table::json(&rows));
     }
@@ -43,12 +43,12 @@ pub fn list(core: &Arc<Core>, app: &str, n: i64, json: bool) -> CmdResult {
 
 pub fn log(core: &Arc<Core>, app: &str, id: Option<i64>) -> CmdResult {
     let build = match id {
-        Some(id) => core.store.build(app, id)?,
-        None => core.store.list_builds(app, 1)?.into_iter().next(),
+        Some(id) => core.store().build(app, id)?,
+        None => core.store().list_builds(app, 1)?.into_iter().next(),
     }
     .ok_or_else(|| CmdError::Invalid(format!("'{app}' has no such build")))?;
     let path = core
-        .data
+        .data()
         .logs()
         .join("builds")
         .join(app)
@@ -61,19 +61,19 @@ pub fn log(core: &Arc<Core>, app: &str, id: Option<i64>) -> CmdResult {
 }
 
 pub fn cancel(core: &Arc<Core>, app: &str) -> CmdResult {
-    match core.queue.cancel(app) {
+    match core.queue().cancel(app) {
         Some(id) => Ok(format!("cancelling build {id} of '{app}'\n")),
         None => Err(CmdError::Invalid(format!("no build of '{app}' is running"))),
     }
 }
 
 pub fn purge_cache(core: &Arc<Core>, app: &str) -> CmdResult {
-    if core.queue.waiting(app) > 0 {
+    if core.queue().waiting(app) > 0 {
         return Err(CmdError::Invalid(format!(
             "a build of '{app}' is running or queued; wait for it or `builds:cancel {app}`"
         )));
     }
-    let freed = crate::build::purge_cache(&core.data, app)
+    let freed = crate::build::purge_cache(core.data(), app)
         .map_err(|e| CmdError::Invalid(format!("cannot purge the build cache: {e}")))?;
     Ok(format!(
         "purged the build cache of '{app}' ({}); its next build fetches its buildpacks again\n",

@@ -166,7 +166,7 @@ pub async fn change(
         .map(|s| s.as_str())
         .collect::<Vec<_>>()
         .join(", ");
-    let live = core.store.live(app, env)?;
+    let live = core.store().live(app, env)?;
     let Some(live) = live.filter(|_| !no_restart) else {
         core.replace_config(app, env, &after)?;
         return Ok(format!(
@@ -174,12 +174,12 @@ pub async fn change(
         ));
     };
     let current = core
-        .store
+        .store()
         .release(app, live.version)?
         .ok_or_else(|| CmdError::Invalid(format!("live release v{} is gone", live.version)))?;
-    let version = core.store.copy_release(app, live.version, who)?;
+    let version = core.store().copy_release(app, live.version, who)?;
     let release = core
-        .store
+        .store()
         .release(app, version)?
         .ok_or_else(|| CmdError::Invalid(format!("release v{version} vanished")))?;
     out.line(format!(
@@ -188,14 +188,14 @@ pub async fn change(
     ))
     .await;
     drop(_held);
-    let target = envs::target_of_release(&core.data, &release, env);
+    let target = envs::target_of_release(&core.data(), &release, env);
     let opts = RolloutOptions {
         config: Some(after),
         ..Default::default()
     };
     if let Err(e) = deploy::rollout(core, &release, &target, who, out, opts).await {
         // Nothing went live: the config stays as it was, and the unused release goes.
-        let _ = core.store.delete_release(app, version);
+        let _ = core.store().delete_release(app, version);
         return Err(CmdError::Invalid(format!("config not changed: {e}")));
     }
     Ok(format!(

@@ -18,10 +18,10 @@ pub async fn deploy(
     crate::names::check("environment", env)?;
     let v = parse_version(version)?;
     let release = core
-        .store
+        .store()
         .release(app, v)?
         .ok_or_else(|| CmdError::Invalid(format!("'{app}' has no release v{v}")))?;
-    let target = envs::target_of_release(&core.data, &release, env);
+    let target = envs::target_of_release(&core.data(), &release, env);
     deploy::rollout(core, &release, &target, who, out, RolloutOptions::default())
         .await
         .map_err(CmdError::Invalid)?;
@@ -39,7 +39,7 @@ pub async fn rollback(
 ) -> CmdResult {
     crate::names::check("environment", env)?;
     let live = core
-        .store
+        .store()
         .live(app, env)?
         .ok_or_else(|| CmdError::Invalid(format!("nothing of '{app}' is live in {env}")))?;
     let v = match version {
@@ -54,7 +54,7 @@ pub async fn rollback(
         return Err(CmdError::Invalid(format!("v{v} is already live in {env}")));
     }
     let release = core
-        .store
+        .store()
         .release(app, v)?
         .ok_or_else(|| CmdError::Invalid(format!("'{app}' has no release v{v} (pruned?)")))?;
     out.line(format!(
@@ -62,9 +62,9 @@ pub async fn rollback(
         live.version
     ))
     .await;
-    let target = envs::target_of_release(&core.data, &release, env);
+    let target = envs::target_of_release(&core.data(), &release, env);
     // The config that went live with that release comes back with it.
-    let config = match core.store.release_config(app, v, env)? {
+    let config = match core.store().release_config(app, v, env)? {
         Some(blob) => Some(core.open_map(&blob)?),
         None => None,
     };

@@ -90,10 +90,10 @@ struct Live {
 fn live(core: &Core, app: &str, env: &str) -> Result<Live, CmdError> {
     crate::names::check("environment", env)?;
     let live = core
-        .store
+        .store()
         .live(app, env)?
         .ok_or_else(|| CmdError::Invalid(format!("nothing of '{app}' is live in {env}")))?;
-    let rel = core.store.release(app, live.version)?.ok_or_else(|| {
+    let rel = core.store().release(app, live.version)?.ok_or_else(|| {
         CmdError::Invalid(format!(
             "the live release v{} of '{app}' is missing",
             live.version
@@ -195,7 +195,7 @@ pub async fn prepare(core: &Arc<Core>, cmd: Cmd, pty: bool) -> Result<Session, C
                     .memory
                     .as_deref()
                     .and_then(crate::appconfig::parse_size)
-                    .unwrap_or(core.limits.process_memory),
+                    .unwrap_or(core.limits().process_memory),
                 cpu: config.cpu.unwrap_or(0.0),
                 uid: core.app_uid(&app)?,
             };
@@ -218,7 +218,7 @@ async fn run_env(
     env: &str,
     live: &Live,
 ) -> Result<(BTreeMap<String, String>, crate::appconfig::AppConfig), CmdError> {
-    let tarball = core.data.releases(app).join(&live.file);
+    let tarball = core.data().releases(app).join(&live.file);
     let e = env.to_string();
     let (target, config) = tokio::task::spawn_blocking(move || {
         let c = envs::config_of_release(&tarball);

@@ -164,16 +164,16 @@ pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
 
     // The environment's nodes: where it is live, and where its selector points.
     let mut names: BTreeSet<String> = BTreeSet::new();
-    if let Some(live) = core.store.live(&app, &a.env)? {
+    if let Some(live) = core.store().live(&app, &a.env)? {
         names.extend(live.nodes);
     }
     if let Some(r) = core
-        .store
+        .store()
         .list_releases(&app)?
         .into_iter()
         .max_by_key(|r| r.version)
     {
-        let target = crate::deploy::envs::target_of_release(&core.data, &r, &a.env);
+        let target = crate::deploy::envs::target_of_release(&core.data(), &r, &a.env);
         names.extend(
             core.target_nodes(&target.selector)?
                 .into_iter()
@@ -218,7 +218,7 @@ pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
     drop(tx);
 
     let keep_event = |e: &Event| release.as_ref().is_none_or(|r| *r == e.release);
-    let logs_dir = core.data.logs();
+    let logs_dir = core.data().logs();
     let mut tailer = eventlog::Tailer::new(&logs_dir, &app);
     let mut items: Vec<(String, String)> = vec![];
     let mut last_event = String::new();

@@ -38,7 +38,7 @@ pub fn list(core: &Arc<Core>, json: bool) -> CmdResult {
 }
 
 pub fn key(core: &Arc<Core>) -> CmdResult {
-    let mut k = core.client_key.public_key().clone();
+    let mut k = core.client_key().public_key().clone();
     k.set_comment("magrathea-controller");
     Ok(format!(
         "{}\n",
@@ -88,17 +88,17 @@ pub async fn add(
     out.line(format!("-----> contacting {name} at {addr}"))
         .await;
     // First contact: learn the host key, then check the agent accepts our key.
-    let probe = NodeClient::new(name, addr, core.client_key.clone(), None);
+    let probe = NodeClient::new(name, addr, core.client_key().clone(), None);
     let fp = probe
         .probe()
         .await
         .map_err(|e| CmdError::Invalid(e.to_string()))?;
-    let pinned = NodeClient::new(name, addr, core.client_key.clone(), Some(fp.clone()));
+    let pinned = NodeClient::new(name, addr, core.client_key().clone(), Some(fp.clone()));
     let _: StatusReply = pinned
         .send(&StatusReq)
         .await
         .map_err(|e| CmdError::Invalid(e.to_string()))?;
-    core.store.add_node(&NodeRow {
+    core.store().add_node(&NodeRow {
         name: name.to_string(),
         addr: addr.to_string(),
         labels,
@@ -125,7 +125,7 @@ pub fn remove(core: &Arc<Core>, name: &str) -> CmdResult {
             "removed node 'local' (its processes keep running until stopped there)\n".into(),
         );
     }
-    core.store.remove_node(name)?;
+    core.store().remove_node(name)?;
     Ok(format!(
         "removed node '{name}' (its processes keep running until stopped there)\n"
     ))

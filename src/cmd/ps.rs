@@ -32,11 +32,11 @@ struct PsRow {
 fn live_of(core: &Arc<Core>, app: &str, env: &str) -> Result<(LiveRow, ReleaseRow), CmdError> {
     crate::names::check("environment", env)?;
     let live = core
-        .store
+        .store()
         .live(app, env)?
         .ok_or_else(|| CmdError::Invalid(format!("nothing of '{app}' is live in {env}")))?;
     let release = core
-        .store
+        .store()
         .release(app, live.version)?
         .ok_or_else(|| CmdError::Invalid(format!("live release v{} is gone", live.version)))?;
     Ok((live, release))
@@ -108,7 +108,7 @@ pub async fn ps(core: &Arc<Core>, app: &str, env: &str, json: bool) -> CmdResult
         .map_err(CmdError::Invalid)?;
     let mut out = String::new();
     if rows.is_empty() {
-        let why = if core.store.stopped(app, env)? {
+        let why = if core.store().stopped(app, env)? {
             " (stopped; `start` runs it)"
         } else {
             ""
@@ -221,7 +221,7 @@ async fn roll(
     out: &mut Sink,
 ) -> Result<(), CmdError> {
     opts.skip_release_phase = true;
-    let target = envs::target_of_release(&core.data, release, env);
+    let target = envs::target_of_release(&core.data(), release, env);
     deploy::rollout(core, release, &target, who, out, opts)
         .await
         .map_err(CmdError::Invalid)
@@ -242,11 +242,11 @@ pub async fn scale(
             .collect::<Vec<_>>()
             .join(" ")
     };
-    if core.store.live(app, env)?.is_none() {
+    if core.store().live(app, env)?.is_none() {
         // Before the first deploy: remembered, and the first deploy runs these counts.
         let counts = parse_counts(pairs, None)?;
         let _held = core.deploy_lock(app, env).lock_owned().await;
-        core.store.set_formation(app, env, &counts)?;
+        core.store().set_formation(app, env, &counts)?;
         return Ok(format!(
             "{app} in {env} will run {} (nothing is deployed yet; the first deploy starts them)\n",
             what(&counts)
@@ -257,7 +257,7 @@ pub async fn scale(
     let current = deploy::current_formation(core, &release, env)
         .await
         .map_err(CmdError::Invalid)?;
-    let nodes = core.store.live(app, env)?.map_or(1, |l| l.nodes.len());
+    let nodes = core.store().live(app, env)?.map_or(1, |l| l.nodes.len());
     let same = |t: &String, n: &u32| match current.get(t) {
         Some(Count::Total(m)) => m == n,
         Some(Count::PerNode) => nodes as u32 == *n && nodes == 1,
@@ -265,7 +265,7 @@ pub async fn scale(
     };
     if counts.iter().all(|(t, n)| same(t, n)) {
         // Remembered all the same: an explicit count outranks app.json and magrathea.yml.
-        core.store.set_formation(app, env, &counts)?;
+        core.store().set_formation(app, env, &counts)?;
         return Ok("no change; nothing restarted\n".into());
     }
     let what = what(&counts);
@@ -288,7 +288,7 @@ pub async fn restart(
     out: &mut Sink,
 ) -> CmdResult {
     let (_, release) = live_of(core, app, env)?;
-    if core.store.stopped(app, env)? {
+    if core.store().stopped(app, env)? {
         return Err(CmdError::Invalid(format!(
             "{app} is stopped in {env}; `start {app}` runs it"
         )));
@@ -322,7 +322,7 @@ pub async fn set_stopped(
     out: &mut Sink,
 ) -> CmdResult {
     let (_, release) = live_of(core, app, env)?;
-    if core.store.stopped(app, env)? == stop {
+    if core.store().stopped(app, env)? == stop {
         let state = if stop { "stopped" } else { "running" };
         return Ok(format!(
             "{app} is already {state} in {env}; nothing changed\n"

@@ -17,8 +17,8 @@ pub fn parse_version(v: &str) -> Result<i64, CmdError> {
 }
 
 pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
-    let rows = core.store.list_releases(app)?;
-    let live = core.store.all_live()?;
+    let rows = core.store().list_releases(app)?;
+    let live = core.store().all_live()?;
     let live_in = |v: i64| -> Vec<String> {
         live.iter()
             .filter(|l| l.app == app && l.version == v)
@@ -76,7 +76,7 @@ pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
 pub fn info(core: &Arc<Core>, app: &str, version: &str, json: bool) -> CmdResult {
     let v = parse_version(version)?;
     let r = core
-        .store
+        .store()
         .release(app, v)?
         .ok_or_else(|| CmdError::Invalid(format!("'{app}' has no release v{v}")))?;
     let manifest: serde_json::Value = serde_json::from_str(&r.manifest).unwrap_or_default();

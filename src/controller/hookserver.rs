@@ -11,9 +11,9 @@ use super::Core;
 use crate::git::hookproto::{Frame, HookRequest};
 
 pub fn bind(core: &Core) -> anyhow::Result<UnixListener> {
-    let path = core.data.hook_socket();
-    std::fs::create_dir_all(core.data.run())?;
-    crate::fsutil::set_mode(&core.data.run(), 0o700)?;
+    let path = core.data().hook_socket();
+    std::fs::create_dir_all(core.data().run())?;
+    crate::fsutil::set_mode(&core.data().run(), 0o700)?;
     // A stale socket from a crashed controller would make bind fail.
     let _ = std::fs::remove_file(&path);
     let l = UnixListener::bind(&path)?;
@@ -24,7 +24,7 @@ pub fn bind(core: &Core) -> anyhow::Result<UnixListener> {
 pub async fn serve(core: Arc<Core>, listener: UnixListener) {
     loop {
         tokio::select! {
-            _ = core.shutdown.cancelled() => {
+            _ = core.shutdown().cancelled() => {
                 // Pushes already running keep their connection; new hooks are refused by
                 // the SSH side. Keep accepting so in-flight pushes' hooks can still reach us.
             }
@@ -39,7 +39,7 @@ pub async fn serve(core: Arc<Core>, listener: UnixListener) {
                 }
             }
         }
-        if core.shutdown.is_cancelled() && core.tasks.is_empty() {
+        if core.shutdown().is_cancelled() && core.tasks().is_empty() {
             break;
         }
     }

@@ -49,28 +49,28 @@ pub struct PendingPush {
 type DeployLock = Arc<tokio::sync::Mutex<()>>;
 
 pub struct Core {
-    pub data: DataDir,
-    pub store: Store,
+    data: DataDir,
+    store: Store,
     pushes: Mutex<HashMap<String, PendingPush>>,
-    pub shutdown: CancellationToken,
+    shutdown: CancellationToken,
     /// Work that graceful shutdown waits for (pushes).
-    pub tasks: TaskTracker,
+    tasks: TaskTracker,
     /// The binary git hooks call back into.
-    pub bin: PathBuf,
-    pub limits: Limits,
+    bin: PathBuf,
+    limits: Limits,
     /// Short id of this controller (from its data dir), so two controllers sharing a Docker
     /// engine never touch each other's containers.
-    pub instance: String,
-    pub router: Arc<crate::router::Router>,
+    instance: String,
+    router: Arc<crate::router::Router>,
     /// Seals config values at rest.
-    pub sealer: crate::secrets::Sealer,
+    sealer: crate::secrets::Sealer,
     /// The controller's client key, which agents accept.
-    pub client_key: Arc<russh::keys::PrivateKey>,
+    client_key: Arc<russh::keys::PrivateKey>,
     /// The built-in node, served by an in-process agent. It is a node like any other until
     /// `nodes:remove local` (which [`Core::local_removed`] remembers across restarts).
-    pub local_node: Mutex<Option<NodeRow>>,
+    local_node: Mutex<Option<NodeRow>>,
     deploy_locks: Mutex<HashMap<(String, String), DeployLock>>,
-    pub queue: queue::BuildQueue,
+    queue: queue::BuildQueue,
 }
 
 /// Removes the push from the in-flight table when the SSH side is done with it.
@@ -128,6 +128,55 @@ impl Core {
             tasks: TaskTracker::new(),
             bin,
         })
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn data(&self) -> &DataDir {
+        &self.data
+    }
+
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Short id of this controller (see the field).
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    pub(crate) fn router(&self) -> &Arc<crate::router::Router> {
+        &self.router
+    }
+
+    pub(crate) fn queue(&self) -> &queue::BuildQueue {
+        &self.queue
+    }
+
+    pub(crate) fn client_key(&self) -> &Arc<russh::keys::PrivateKey> {
+        &self.client_key
+    }
+
+    /// Cancelled when the server is shutting down.
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Work that graceful shutdown waits for.
+    pub(crate) fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// The binary git hooks call back into.
+    pub(crate) fn bin(&self) -> &std::path::Path {
+        &self.bin
+    }
+
+    /// The built-in node, once its in-process agent listens.
+    pub(crate) fn set_local_node(&self, node: NodeRow) {
+        *self.local_node.lock().unwrap_or_else(|p| p.into_inner()) = Some(node);
     }
 
     /// Record one audit entry; an audit failure is logged, never hidden.

@@ -61,7 +61,7 @@ async fn decide(
     let mut sink = Sink::new(out);
     let who = &push.identity;
     let changes = {
-        let (repo, updates) = (core.data.repo(&push.app), req.updates.clone());
+        let (repo, updates) = (core.data().repo(&push.app), req.updates.clone());
         let q = Quarantine {
             object_dir: req.object_dir.clone(),
             alternates: req.alternates.clone(),
@@ -90,7 +90,7 @@ async fn decide(
         if let Err(why) = push.grant.may_push_ref(&u.name, *c) {
             sink.line(format!("error: key '{}': {why}", who.name)).await;
             let _ = core
-                .store
+                .store()
                 .record_push(&push.app, who, &req.updates, "refused");
             core.audit_close(audit, "denied", &format!("{detail}: {why}"));
             return 1;
@@ -139,13 +139,13 @@ async fn decide(
         ))
         .await;
         let _ = core
-            .store
+            .store()
             .record_push(&push.app, who, &req.updates, outcome);
         core.audit_close(audit, "error", &format!("{detail}: {why}"));
         return 1;
     }
     match core
-        .store
+        .store()
         .record_push(&push.app, who, &req.updates, "accepted")
     {
         Ok(_) => {
@@ -211,7 +211,7 @@ async fn cook_and_deploy(
         .await
         .map_err(PushError::Build)?;
     let existing = if t.name.starts_with("refs/tags/") {
-        core.store
+        core.store()
             .release_by_commit(&push.app, &commit)
             .ok()
             .flatten()
@@ -243,7 +243,7 @@ async fn cook_and_deploy(
                 .map_err(PushError::Build)?
         }
     };
-    let tarball = core.data.releases(&push.app).join(&release.file);
+    let tarball = core.data().releases(&push.app).join(&release.file);
     let config = crate::deploy::envs::config_of_release(&tarball);
     let targets = crate::deploy::envs::for_ref(&config, &t.name);
     if targets.is_empty() {

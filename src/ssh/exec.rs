@@ -69,7 +69,7 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
         let task = git(core.clone(), rx, &tx, &req, svc, argv);
         if svc == GitService::ReceivePack {
             // Pushes are tracked so graceful shutdown lets them finish.
-            let code = core.tasks.track_future(task).await;
+            let code = core.tasks().track_future(task).await;
             close(&tx, code).await;
         } else {
             let code = task.await;
@@ -244,17 +244,17 @@ async fn git(
         }
     }
     let guard = (svc == GitService::ReceivePack).then(|| core.begin_push(who, &app, grant));
-    let socket = core.data.hook_socket();
+    let socket = core.data().hook_socket();
     let hook = guard.as_ref().map(|g| HookEnv {
         socket: &socket,
         push_id: &g.id,
         token: &g.token,
-        bin: &core.bin,
+        bin: &core.bin(),
     });
     let mut child = match service::spawn(
         svc,
         &repo,
-        &core.data.hooks(),
+        &core.data().hooks(),
         req.git_protocol.as_deref(),
         hook,
     ) {

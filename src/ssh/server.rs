@@ -21,7 +21,7 @@ pub async fn serve(
     host_key: PrivateKey,
     opts: ServerOptions,
 ) -> anyhow::Result<()> {
-    let shutdown = core.shutdown.clone();
+    let shutdown = core.shutdown().clone();
     accept_loop(
         listener,
         config(host_key),
