@@ -105,8 +105,8 @@ pub async fn serve(
     let router = crate::router::Router::new(o.domain.clone(), Default::default());
     let core = Arc::new(Core::open(dd, bin, limits, router.clone())?);
     // What a crash left of builds goes before any new build can start.
-    let swept = crate::reconcile::sweep_files(&core.data())
-        + crate::reconcile::sweep_build_containers(&core.instance()).await;
+    let swept = crate::reconcile::sweep_files(core.data())
+        + crate::reconcile::sweep_build_containers(core.instance()).await;
     if swept > 0 {
         tracing::warn!(swept, "removed what interrupted builds left behind");
     }

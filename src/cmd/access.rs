@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use super::{table, CmdError, CmdResult};
 use crate::access::AppRole;
-use crate::controller::Core;
+use crate::controller::{Core, NewGrant};
 
 pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
-    let rows = core.store().list_access(app)?;
+    let rows = core.grants(app)?;
     if json {
         return Ok(table::json(&rows));
     }
@@ -55,7 +55,13 @@ pub fn grant(
             "--allow-retag applies to a tag-limited key; it needs --tags".into(),
         ));
     }
-    core.store().set_access(app, key, role, tags, allow_retag)?;
+    core.grant(NewGrant {
+        app,
+        key,
+        role,
+        tags,
+        allow_retag,
+    })?;
     let limit = match tags {
         Some(p) if allow_retag => {
             format!(", pushes limited to tags '{p}' (which it may also move and delete)")
@@ -67,7 +73,6 @@ pub fn grant(
 }
 
 pub fn revoke(core: &Arc<Core>, app: &str, key: &str) -> CmdResult {
-    crate::names::check("key", key)?;
-    core.store().revoke_access(app, key)?;
+    core.revoke(app, key)?;
     Ok(format!("revoked key '{key}' on '{app}'\n"))
 }

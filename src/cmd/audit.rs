@@ -7,12 +7,7 @@ use crate::controller::Core;
 use crate::timefmt::utc;
 
 pub fn list(core: &Arc<Core>, app: Option<&str>, n: i64, json: bool) -> CmdResult {
-    let mut rows = core.store().list_audit(app, n.clamp(1, 10_000))?;
-    // An app's trail starts when it was created: an earlier app of the same name, destroyed
-    // since, was someone else's (its rows stay in the server-wide `audit`).
-    if let Some(a) = app.and_then(|a| core.store().app(a).ok().flatten()) {
-        rows.retain(|r| r.at >= a.created_at);
-    }
+    let rows = core.audit_trail(app, n.clamp(1, 10_000))?;
     if json {
         return Ok(table::json(&rows));
     }

@@ -5,9 +5,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{table, CmdError, CmdResult};
-use crate::controller::Core;
-use crate::deploy::{self, envs, RolloutOptions};
-use crate::sink::Sink;
+use crate::controller::view::{ConfigChange, ConfigOutcome};
+use crate::controller::{Core, Sink};
 
 const RESERVED: &[&str] = &["PORT", "HOME", "DATA_DIR", "PATH", "DYNO"];
 
@@ -144,63 +143,22 @@ pub async fn change(
     for k in unset {
         check_key(k)?;
     }
-    let _held = core.deploy_lock(app, env).lock_owned().await;
-    let before = core.config(app, env)?;
-    let mut after = before.clone();
-    after.extend(pairs);
-    for k in unset {
-        after.remove(k);
-    }
-    if after == before {
-        return Ok("no change; nothing restarted\n".into());
-    }
-    let changed: Vec<&String> = after
-        .keys()
-        .chain(before.keys())
-        .filter(|k| after.get(*k) != before.get(*k))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    let names = changed
-        .iter()
-        .map(|s| s.as_str())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let live = core.store().live(app, env)?;
-    let Some(live) = live.filter(|_| !no_restart) else {
-        core.replace_config(app, env, &after)?;
-        return Ok(format!(
-            "{names} changed for {app} in {env}; takes effect on the next deploy\n"
-        ));
+    let change = ConfigChange {
+        set: pairs,
+        unset: unset.to_vec(),
+        no_restart,
     };
-    let current = core
-        .store()
-        .release(app, live.version)?
-        .ok_or_else(|| CmdError::Invalid(format!("live release v{} is gone", live.version)))?;
-    let version = core.store().copy_release(app, live.version, who)?;
-    let release = core
-        .store()
-        .release(app, version)?
-        .ok_or_else(|| CmdError::Invalid(format!("release v{version} vanished")))?;
-    out.line(format!(
-        "-----> {names} changed; releasing v{version} of {app} (v{} with new config)",
-        current.version
-    ))
-    .await;
-    drop(_held);
-    let target = envs::target_of_release(&core.data(), &release, env);
-    let opts = RolloutOptions {
-        config: Some(after),
-        ..Default::default()
-    };
-    if let Err(e) = deploy::rollout(core, &release, &target, who, out, opts).await {
-        // Nothing went live: the config stays as it was, and the unused release goes.
-        let _ = core.store().delete_release(app, version);
-        return Err(CmdError::Invalid(format!("config not changed: {e}")));
-    }
-    Ok(format!(
-        "v{version} of {app} is live in {env} with the new config\n"
-    ))
+    Ok(
+        match core.change_config(who, app, env, change, out).await? {
+            ConfigOutcome::Unchanged => "no change; nothing restarted\n".into(),
+            ConfigOutcome::Stored(names) => {
+                format!("{names} changed for {app} in {env}; takes effect on the next deploy\n")
+            }
+            ConfigOutcome::Released(version) => {
+                format!("v{version} of {app} is live in {env} with the new config\n")
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -2,10 +2,8 @@
 
 use std::sync::Arc;
 
-use super::{releases::parse_version, CmdError, CmdResult};
-use crate::controller::Core;
-use crate::deploy::{self, envs, RolloutOptions};
-use crate::sink::Sink;
+use super::{releases::parse_version, CmdResult};
+use crate::controller::{Core, Sink};
 
 pub async fn deploy(
     core: &Arc<Core>,
@@ -17,14 +15,7 @@ pub async fn deploy(
 ) -> CmdResult {
     crate::names::check("environment", env)?;
     let v = parse_version(version)?;
-    let release = core
-        .store()
-        .release(app, v)?
-        .ok_or_else(|| CmdError::Invalid(format!("'{app}' has no release v{v}")))?;
-    let target = envs::target_of_release(&core.data(), &release, env);
-    deploy::rollout(core, &release, &target, who, out, RolloutOptions::default())
-        .await
-        .map_err(CmdError::Invalid)?;
+    core.deploy(who, app, v, env, out).await?;
     Ok(format!("v{v} of {app} is live in {env}\n"))
 }
 
@@ -38,45 +29,9 @@ pub async fn rollback(
     out: &mut Sink,
 ) -> CmdResult {
     crate::names::check("environment", env)?;
-    let live = core
-        .store()
-        .live(app, env)?
-        .ok_or_else(|| CmdError::Invalid(format!("nothing of '{app}' is live in {env}")))?;
-    let v = match version {
-        Some(v) => parse_version(v)?,
-        None => live.previous.ok_or_else(|| {
-            CmdError::Invalid(format!(
-                "no previous release of '{app}' in {env} to roll back to"
-            ))
-        })?,
-    };
-    if v == live.version {
-        return Err(CmdError::Invalid(format!("v{v} is already live in {env}")));
-    }
-    let release = core
-        .store()
-        .release(app, v)?
-        .ok_or_else(|| CmdError::Invalid(format!("'{app}' has no release v{v} (pruned?)")))?;
-    out.line(format!(
-        "-----> Rolling {app} back from v{} to v{v} in {env}",
-        live.version
-    ))
-    .await;
-    let target = envs::target_of_release(&core.data(), &release, env);
-    // The config that went live with that release comes back with it.
-    let config = match core.store().release_config(app, v, env)? {
-        Some(blob) => Some(core.open_map(&blob)?),
-        None => None,
-    };
-    let opts = RolloutOptions {
-        restore_data_from: with_data.then_some(live.version),
-        config,
-        skip_release_phase: true,
-        background_tail: true,
-        ..Default::default()
-    };
-    deploy::rollout(core, &release, &target, who, out, opts)
-        .await
-        .map_err(CmdError::Invalid)?;
+    let version = version.map(parse_version).transpose()?;
+    let v = core
+        .rollback(who, app, version, env, with_data, out)
+        .await?;
     Ok(format!("rolled back: v{v} of {app} is live in {env}\n"))
 }

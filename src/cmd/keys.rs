@@ -8,7 +8,7 @@ use crate::controller::Core;
 use crate::timefmt::utc;
 
 pub fn list(core: &Arc<Core>, json: bool) -> CmdResult {
-    let keys = core.store().list_keys()?;
+    let keys = core.keys()?;
     if json {
         return Ok(table::json(&keys));
     }
@@ -37,8 +37,7 @@ pub fn add(core: &Arc<Core>, name: &str, role: &str, stdin: &[u8]) -> CmdResult 
     let key = crate::keys::parse_public(text).map_err(|e| {
         CmdError::Invalid(format!("{e}; pipe it in: ssh paas keys:add NAME < key.pub"))
     })?;
-    core.store()
-        .add_key(name, &key.fingerprint, &key.openssh, role)?;
+    core.add_key(name, &key, role)?;
     Ok(format!(
         "added key '{name}' ({}, {})\n",
         role.as_str(),
@@ -47,7 +46,6 @@ pub fn add(core: &Arc<Core>, name: &str, role: &str, stdin: &[u8]) -> CmdResult 
 }
 
 pub fn remove(core: &Arc<Core>, name: &str) -> CmdResult {
-    crate::names::check("key", name)?;
-    core.store().remove_key(name)?;
+    core.remove_key(name)?;
     Ok(format!("removed key '{name}'\n"))
 }

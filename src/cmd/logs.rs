@@ -4,19 +4,13 @@
 //! each: `2026-11-23T13:20:46.761Z n1 web.1 v3: listening`. With `-f`, new lines follow as
 //! they are written, across deploys and node restarts, until the client goes away.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-use tokio::task::JoinSet;
-
 use super::{releases::parse_version, CmdError, CmdResult};
-use crate::controller::Core;
-use crate::eventlog::{self, Event};
-use crate::node::client::NodeClient;
-use crate::node::proto::{LogFrame, LogLine, LogsReq};
-use crate::sink::Sink;
+use crate::controller::view::{Event, LogLine, LogQuery, NodeLog, NodeLogs};
+use crate::controller::{Core, Sink};
 
 /// The most backlog lines one request may ask for.
 const MAX_LINES: usize = 100_000;
@@ -140,12 +134,6 @@ pub fn merge(mut items: Vec<(String, String)>, n: usize) -> Vec<(String, String)
     items
 }
 
-enum Msg {
-    Line(String, LogLine),
-    Live(String),
-    Failed(String, String),
-}
-
 pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
     let app = a.app.clone();
     crate::names::check("environment", &a.env)?;
@@ -161,125 +149,45 @@ pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
         None => None,
     };
     let n = a.n.min(MAX_LINES);
-
-    // The environment's nodes: where it is live, and where its selector points.
-    let mut names: BTreeSet<String> = BTreeSet::new();
-    if let Some(live) = core.store().live(&app, &a.env)? {
-        names.extend(live.nodes);
-    }
-    if let Some(r) = core
-        .store()
-        .list_releases(&app)?
-        .into_iter()
-        .max_by_key(|r| r.version)
-    {
-        let target = crate::deploy::envs::target_of_release(&core.data(), &r, &a.env);
-        names.extend(
-            core.target_nodes(&target.selector)?
-                .into_iter()
-                .map(|n| n.name),
-        );
-    }
-    let all = core.all_nodes()?;
-    let mut nodes: Vec<NodeClient> = all
-        .iter()
-        .filter(|n| names.contains(&n.name))
-        .map(|n| core.node_client(n))
-        .collect();
     let events_wanted = a.process.is_none() && a.node.as_deref().is_none_or(|n| n == "controller");
-    if let Some(want) = a.node.as_deref() {
-        if want == "controller" {
-            nodes.clear();
-        } else {
-            crate::names::check("node", want)?;
-            nodes.retain(|c| c.name == want);
-            if nodes.is_empty() {
-                return Err(CmdError::Invalid(format!(
-                    "node '{want}' does not run '{app}' in {}",
-                    a.env
-                )));
-            }
-        }
-    }
-
-    let req = LogsReq {
-        app: crate::deploy::node_app(&app, &a.env),
+    // Dropped on every way out, which aborts the node streams and closes their connections.
+    let mut streams = core.node_logs(&LogQuery {
+        app: &app,
+        env: &a.env,
+        node: a.node.as_deref(),
+        process: a.process.as_deref(),
+        release: release.as_deref(),
         tail: n,
         follow: a.follow,
-        process: a.process.clone(),
-        release: release.clone(),
-    };
-    let (tx, mut rx) = mpsc::channel::<Msg>(1024);
-    // Dropped on every way out, which aborts the node streams and closes their connections.
-    let mut streams = JoinSet::new();
-    for c in &nodes {
-        streams.spawn(node_stream(c.clone(), req.clone(), tx.clone()));
-    }
-    drop(tx);
-
-    let keep_event = |e: &Event| release.as_ref().is_none_or(|r| *r == e.release);
-    let logs_dir = core.data().logs();
-    let mut tailer = eventlog::Tailer::new(&logs_dir, &app);
+    })?;
+    let mut tailer = core.event_tailer(&app);
     let mut items: Vec<(String, String)> = vec![];
     let mut last_event = String::new();
     if events_wanted {
-        let evs = {
-            let (d, app) = (logs_dir.clone(), app.clone());
-            let rel = release.clone();
-            tokio::task::spawn_blocking(move || {
-                eventlog::tail(&d, &app, n, |e| {
-                    rel.as_ref().is_none_or(|r| *r == e.release)
-                })
+        let rel = release.clone();
+        let evs = core
+            .events(&app, n, move |e| {
+                rel.as_ref().is_none_or(|r| *r == e.release)
             })
-            .await
-            .unwrap_or_default()
-        };
+            .await;
         for e in evs {
             last_event = last_event.max(e.t.clone());
             items.push((e.t.clone(), render_event(&e)));
         }
     }
     let fresh = |t: &str| since.as_ref().is_none_or(|s| t >= s.as_str());
-
-    // Backlog: until every node has sent its own (or failed).
-    let mut waiting: HashSet<String> = nodes.iter().map(|c| c.name.clone()).collect();
-    let mut failures = vec![];
-    while !waiting.is_empty() {
-        let msg = tokio::select! {
-            m = rx.recv() => m,
-            _ = out.gone() => return Ok(String::new()),
-        };
-        match msg {
-            Some(Msg::Line(node, l)) => items.push((l.t.clone(), render_line(&node, &l))),
-            Some(Msg::Live(node)) => {
-                waiting.remove(&node);
-            }
-            Some(Msg::Failed(node, e)) => {
-                waiting.remove(&node);
-                failures.push(format!(" !     {node}: {e}"));
-            }
-            None => break,
-        }
-    }
-    items.retain(|(t, _)| fresh(t));
-    for (_, line) in merge(items, n) {
-        out.line(line).await;
-    }
-    for f in failures {
-        out.line(f).await;
-    }
-    if !a.follow {
+    if !backlog(&mut streams, items, n, &fresh, out).await || !a.follow {
         return Ok(String::new());
     }
-
+    let keep_event = |e: &Event| release.as_ref().is_none_or(|r| *r == e.release);
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut nodes_done = false;
     loop {
         tokio::select! {
-            m = rx.recv(), if !nodes_done => match m {
-                Some(Msg::Line(node, l)) if fresh(&l.t) => out.line(render_line(&node, &l)).await,
-                Some(Msg::Failed(node, e)) => out.line(format!(" !     {node}: {e} (retrying)")).await,
+            m = streams.rx.recv(), if !nodes_done => match m {
+                Some(NodeLog::Line(node, l)) if fresh(&l.t) => out.line(render_line(&node, &l)).await,
+                Some(NodeLog::Failed(node, e)) => out.line(format!(" !     {node}: {e} (retrying)")).await,
                 Some(_) => {}
                 // No node streams (only events): keep following those.
                 None => {
@@ -305,71 +213,42 @@ pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
     }
 }
 
-/// One node's stream: backlog, then (following) new lines; on a lost connection while
-/// following, reconnects every few seconds and goes on after the last line it passed on.
-async fn node_stream(client: NodeClient, mut req: LogsReq, tx: mpsc::Sender<Msg>) {
-    let node = client.name.clone();
-    let mut first = true;
-    let mut last: Option<String> = None;
-    let mut reported = false;
-    loop {
-        let (ltx, mut lrx) = mpsc::channel::<LogFrame>(1024);
-        let call = client.stream(&req, ltx);
-        let relay = async {
-            let mut live = false;
-            while let Some(frame) = lrx.recv().await {
-                let msg = match frame {
-                    LogFrame::Line(l) => {
-                        // A reconnect's backlog repeats what was passed on before.
-                        let old = last.as_ref().is_some_and(|t| l.t <= *t);
-                        if !first && !live && old {
-                            continue;
-                        }
-                        if !old {
-                            last = Some(l.t.clone());
-                        }
-                        Msg::Line(node.clone(), l)
-                    }
-                    LogFrame::Live { .. } => {
-                        live = true;
-                        reported = false;
-                        if !first {
-                            continue;
-                        }
-                        Msg::Live(node.clone())
-                    }
-                    // The error also ends the call, which reports it.
-                    LogFrame::Error { .. } => continue,
-                };
-                if tx.send(msg).await.is_err() {
-                    return;
-                }
-            }
+/// The backlog: until every node has sent its own (or failed), merged with the events in
+/// `items`, the last `n`. False when the client went away meanwhile.
+async fn backlog(
+    streams: &mut NodeLogs,
+    mut items: Vec<(String, String)>,
+    n: usize,
+    fresh: &impl Fn(&str) -> bool,
+    out: &mut Sink,
+) -> bool {
+    let mut waiting: HashSet<String> = streams.nodes.iter().cloned().collect();
+    let mut failures = vec![];
+    while !waiting.is_empty() {
+        let msg = tokio::select! {
+            m = streams.rx.recv() => m,
+            _ = out.gone() => return false,
         };
-        let (result, ()) = tokio::join!(call, relay);
-        if tx.is_closed() {
-            return;
-        }
-        if let Err(e) = result {
-            if !reported || first {
-                let _ = tx.send(Msg::Failed(node.clone(), e.to_string())).await;
-                reported = true;
+        match msg {
+            Some(NodeLog::Line(node, l)) => items.push((l.t.clone(), render_line(&node, &l))),
+            Some(NodeLog::Live(node)) => {
+                waiting.remove(&node);
             }
-        } else if first {
-            // A backlog without the live marker (an old agent): count it as complete.
-            let _ = tx.send(Msg::Live(node.clone())).await;
-        }
-        if !req.follow {
-            return;
-        }
-        first = false;
-        // After a reconnect: the node's recent backlog, minus what was already passed on.
-        req.tail = req.tail.max(1000);
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-            _ = tx.closed() => return,
+            Some(NodeLog::Failed(node, e)) => {
+                waiting.remove(&node);
+                failures.push(format!(" !     {node}: {e}"));
+            }
+            None => break,
         }
     }
+    items.retain(|(t, _)| fresh(t));
+    for (_, line) in merge(items, n) {
+        out.line(line).await;
+    }
+    for f in failures {
+        out.line(f).await;
+    }
+    true
 }
 
 #[cfg(test)]

@@ -24,10 +24,9 @@ use clap::{CommandFactory, Parser, Subcommand};
 use thiserror::Error;
 
 use crate::access::{AppRole, Identity};
+use crate::controller::Sink;
 use crate::controller::{Core, CoreError};
 use crate::names::InvalidName;
-use crate::sink::Sink;
-use crate::store::StoreError;
 
 /// What a finished command sends back.
 #[derive(Debug, Default)]
@@ -59,8 +58,6 @@ pub enum CmdError {
     Invalid(String),
     #[error("error: {0}")]
     Core(#[from] CoreError),
-    #[error("error: {0}")]
-    Store(#[from] StoreError),
     #[error("error: {0}")]
     Name(#[from] InvalidName),
 }
@@ -841,7 +838,7 @@ pub async fn start_interactive(
     argv: &[String],
     cmd: Cmd,
     pty: bool,
-) -> Result<interactive::Session, Reply> {
+) -> Result<crate::controller::view::Session, Reply> {
     let line = redact(argv);
     let app = cmd.app().map(str::to_string);
     let opened = admit(core, who, argv, &cmd, &line);

@@ -4,14 +4,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{table, CmdError, CmdResult};
-use crate::controller::Core;
-use crate::node::client::NodeClient;
-use crate::node::proto::{StatusReply, StatusReq};
-use crate::sink::Sink;
-use crate::store::NodeRow;
+use crate::controller::{Core, NewNode, Sink};
 
 pub fn list(core: &Arc<Core>, json: bool) -> CmdResult {
-    let nodes = core.all_nodes()?;
+    let nodes = core.nodes()?;
     if json {
         return Ok(table::json(&nodes));
     }
@@ -38,13 +34,7 @@ pub fn list(core: &Arc<Core>, json: bool) -> CmdResult {
 }
 
 pub fn key(core: &Arc<Core>) -> CmdResult {
-    let mut k = core.client_key().public_key().clone();
-    k.set_comment("magrathea-controller");
-    Ok(format!(
-        "{}\n",
-        k.to_openssh()
-            .map_err(|e| CmdError::Invalid(e.to_string()))?
-    ))
+    Ok(format!("{}\n", core.controller_key()?))
 }
 
 fn parse_labels(labels: &[String]) -> Result<BTreeMap<String, String>, CmdError> {
@@ -87,61 +77,29 @@ pub async fn add(
     let labels = parse_labels(labels)?;
     out.line(format!("-----> contacting {name} at {addr}"))
         .await;
-    // First contact: learn the host key, then check the agent accepts our key.
-    let probe = NodeClient::new(name, addr, core.client_key().clone(), None);
-    let fp = probe
-        .probe()
-        .await
-        .map_err(|e| CmdError::Invalid(e.to_string()))?;
-    let pinned = NodeClient::new(name, addr, core.client_key().clone(), Some(fp.clone()));
-    let _: StatusReply = pinned
-        .send(&StatusReq)
-        .await
-        .map_err(|e| CmdError::Invalid(e.to_string()))?;
-    core.store().add_node(&NodeRow {
-        name: name.to_string(),
-        addr: addr.to_string(),
-        labels,
-        host_fp: fp.clone(),
-        // 0: no cap.
-        slots: slots.unwrap_or(0),
-        added_at: 0,
-    })?;
+    let fp = core
+        .add_node(NewNode {
+            name: name.to_string(),
+            addr: addr.to_string(),
+            labels,
+            // 0: no cap.
+            slots: slots.unwrap_or(0),
+        })
+        .await?;
     Ok(format!(
         "added node '{name}' ({addr}), host key {fp} pinned\n"
     ))
 }
 
 pub fn remove(core: &Arc<Core>, name: &str) -> CmdResult {
-    crate::names::check("node", name)?;
-    if name == "local" {
-        if core.local_removed() {
-            return Err(CmdError::Invalid("no node named 'local'".into()));
-        }
-        // Remembered in the data dir: the store's node table holds added nodes only.
-        crate::fsutil::write_atomic(&core.local_removed_marker(), b"removed\n", 0o600)
-            .map_err(|e| CmdError::Invalid(format!("cannot remove node 'local': {e}")))?;
-        return Ok(
-            "removed node 'local' (its processes keep running until stopped there)\n".into(),
-        );
-    }
-    core.store().remove_node(name)?;
+    core.remove_node(name)?;
     Ok(format!(
         "removed node '{name}' (its processes keep running until stopped there)\n"
     ))
 }
 
 pub async fn info(core: &Arc<Core>, name: &str, json: bool) -> CmdResult {
-    let node = core
-        .all_nodes()?
-        .into_iter()
-        .find(|n| n.name == name)
-        .ok_or_else(|| CmdError::Invalid(format!("no node named '{name}'")))?;
-    let status: StatusReply = core
-        .node_client(&node)
-        .send(&StatusReq)
-        .await
-        .map_err(|e| CmdError::Invalid(e.to_string()))?;
+    let (node, status) = core.node_status(name).await?;
     if json {
         return Ok(table::json(
             &serde_json::json!({ "node": node, "status": status }),

@@ -1,46 +1,12 @@
 //! ps (viewer); scale, restart, stop, start (owner). Every change to what runs is a rollout of
-//! the live release: new processes start beside the old ones, pass their health checks on
-//! every node, then the router moves and the old ones drain. All or nothing, like a deploy.
+//! the live release (see the core's formation use cases).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use tokio::task::JoinSet;
-
 use super::{table, CmdError, CmdResult};
-use crate::controller::Core;
-use crate::deploy::{self, envs, Count, RolloutOptions};
-use crate::node::proto::StatusReq;
-use crate::release::Manifest;
-use crate::sink::Sink;
-use crate::store::{LiveRow, ReleaseRow};
-
-/// More than this per type is surely a typo.
-const MAX_PER_TYPE: u32 = 100;
-
-#[derive(serde::Serialize)]
-struct PsRow {
-    process: String,
-    node: String,
-    release: String,
-    state: String,
-    uptime_secs: Option<i64>,
-    restarts: i64,
-    port: u16,
-}
-
-fn live_of(core: &Arc<Core>, app: &str, env: &str) -> Result<(LiveRow, ReleaseRow), CmdError> {
-    crate::names::check("environment", env)?;
-    let live = core
-        .store()
-        .live(app, env)?
-        .ok_or_else(|| CmdError::Invalid(format!("nothing of '{app}' is live in {env}")))?;
-    let release = core
-        .store()
-        .release(app, live.version)?
-        .ok_or_else(|| CmdError::Invalid(format!("live release v{} is gone", live.version)))?;
-    Ok((live, release))
-}
+use crate::controller::view::{Count, Manifest, Scaled};
+use crate::controller::{check_type, counts_text, Core, Sink, MAX_PER_TYPE};
 
 fn uptime(secs: i64) -> String {
     match secs {
@@ -52,63 +18,15 @@ fn uptime(secs: i64) -> String {
 }
 
 pub async fn ps(core: &Arc<Core>, app: &str, env: &str, json: bool) -> CmdResult {
-    let (live, _) = live_of(core, app, env)?;
-    let nodes = core.all_nodes()?;
-    let mut set = JoinSet::new();
-    for n in nodes.iter().filter(|n| live.nodes.contains(&n.name)) {
-        let client = core.node_client(n);
-        set.spawn(async move {
-            let r = client.send(&StatusReq).await;
-            (client.name.clone(), r)
-        });
-    }
-    let mut rows = vec![];
-    let mut unreachable = vec![];
-    let now = crate::timefmt::now();
-    while let Some(r) = set.join_next().await {
-        let Ok((node, r)) = r else { continue };
-        let status = match r {
-            Ok(s) => s,
-            Err(e) => {
-                unreachable.push(e.to_string());
-                continue;
-            }
-        };
-        let Some(a) = status.apps.get(&crate::deploy::node_app(app, env)) else {
-            continue;
-        };
-        for p in &a.processes {
-            let up = crate::timefmt::parse_rfc3339(&p.started_at)
-                .filter(|_| p.state == "running")
-                .map(|(t, _)| (now - t).max(0));
-            rows.push(PsRow {
-                process: format!("{}.{}", p.ptype, p.index),
-                node: node.clone(),
-                release: p.release.split('-').next().unwrap_or("").to_string(),
-                state: p.state.clone(),
-                uptime_secs: up,
-                restarts: p.restarts,
-                port: p.port,
-            });
-        }
-    }
-    rows.sort_by(|a, b| {
-        let key = |r: &PsRow| {
-            let (t, i) = r.process.rsplit_once('.').unwrap_or((&r.process, "0"));
-            (t.to_string(), i.parse::<u32>().unwrap_or(0), r.node.clone())
-        };
-        key(a).cmp(&key(b))
-    });
+    let procs = core.processes(app, env).await?;
+    let rows = procs.rows;
     if json {
         return Ok(table::json(&rows));
     }
-    let (_, release) = live_of(core, app, env)?;
-    let counts = deploy::current_formation(core, &release, env)
-        .await
-        .map_err(CmdError::Invalid)?;
+    let (counts, nodes) = core.formation(app, env).await?;
     let mut out = String::new();
     if rows.is_empty() {
-        let why = if core.store().stopped(app, env)? {
+        let why = if core.is_stopped(app, env)? {
             " (stopped; `start` runs it)"
         } else {
             ""
@@ -138,12 +56,9 @@ pub async fn ps(core: &Arc<Core>, app: &str, env: &str, json: bool) -> CmdResult
     }
     // Every Procfile type, those at 0 too (Heroku's `ps` lists the formation the same way).
     if !counts.is_empty() {
-        out.push_str(&format!(
-            "formation: {}\n",
-            formation_line(&counts, live.nodes.len())
-        ));
+        out.push_str(&format!("formation: {}\n", formation_line(&counts, nodes)));
     }
-    for u in unreachable {
+    for u in procs.unreachable {
         out.push_str(&format!("warning: {u}\n"));
     }
     Ok(out)
@@ -194,39 +109,6 @@ fn formation_line(counts: &BTreeMap<String, Count>, nodes: usize) -> String {
         .join(" ")
 }
 
-/// A process type the live release's Procfile defines.
-fn check_type(t: &str, manifest: &Manifest) -> Result<(), CmdError> {
-    crate::names::check("process type", t)?;
-    if !manifest.processes.contains_key(t) {
-        let known: Vec<&str> = manifest.processes.keys().map(String::as_str).collect();
-        return Err(CmdError::Invalid(format!(
-            "the live release has no process type '{t}' (it has: {})",
-            known.join(", ")
-        )));
-    }
-    Ok(())
-}
-
-fn manifest_of(release: &ReleaseRow) -> Result<Manifest, CmdError> {
-    serde_json::from_str(&release.manifest)
-        .map_err(|e| CmdError::Invalid(format!("bad manifest of v{}: {e}", release.version)))
-}
-
-async fn roll(
-    core: &Arc<Core>,
-    who: &str,
-    release: &ReleaseRow,
-    env: &str,
-    mut opts: RolloutOptions,
-    out: &mut Sink,
-) -> Result<(), CmdError> {
-    opts.skip_release_phase = true;
-    let target = envs::target_of_release(&core.data(), release, env);
-    deploy::rollout(core, release, &target, who, out, opts)
-        .await
-        .map_err(CmdError::Invalid)
-}
-
 pub async fn scale(
     core: &Arc<Core>,
     who: &str,
@@ -236,47 +118,15 @@ pub async fn scale(
     out: &mut Sink,
 ) -> CmdResult {
     crate::names::check("environment", env)?;
-    let what = |c: &BTreeMap<String, u32>| {
-        c.iter()
-            .map(|(t, n)| format!("{t}={n}"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    if core.store().live(app, env)?.is_none() {
-        // Before the first deploy: remembered, and the first deploy runs these counts.
-        let counts = parse_counts(pairs, None)?;
-        let _held = core.deploy_lock(app, env).lock_owned().await;
-        core.store().set_formation(app, env, &counts)?;
-        return Ok(format!(
-            "{app} in {env} will run {} (nothing is deployed yet; the first deploy starts them)\n",
-            what(&counts)
-        ));
-    }
-    let (_, release) = live_of(core, app, env)?;
-    let counts = parse_counts(pairs, Some(&manifest_of(&release)?))?;
-    let current = deploy::current_formation(core, &release, env)
-        .await
-        .map_err(CmdError::Invalid)?;
-    let nodes = core.store().live(app, env)?.map_or(1, |l| l.nodes.len());
-    let same = |t: &String, n: &u32| match current.get(t) {
-        Some(Count::Total(m)) => m == n,
-        Some(Count::PerNode) => nodes as u32 == *n && nodes == 1,
-        None => false,
-    };
-    if counts.iter().all(|(t, n)| same(t, n)) {
-        // Remembered all the same: an explicit count outranks app.json and magrathea.yml.
-        core.store().set_formation(app, env, &counts)?;
-        return Ok("no change; nothing restarted\n".into());
-    }
-    let what = what(&counts);
-    out.line(format!("-----> Scaling {app} in {env} to {what}"))
-        .await;
-    let opts = RolloutOptions {
-        formation: Some(counts),
-        ..Default::default()
-    };
-    roll(core, who, &release, env, opts, out).await?;
-    Ok(format!("{app} in {env} now runs {what}\n"))
+    let counts = parse_counts(pairs, None)?;
+    let what = counts_text(&counts);
+    Ok(match core.scale(who, app, env, counts, out).await? {
+        Scaled::Remembered => format!(
+            "{app} in {env} will run {what} (nothing is deployed yet; the first deploy starts them)\n"
+        ),
+        Scaled::Unchanged => "no change; nothing restarted\n".into(),
+        Scaled::Rolled => format!("{app} in {env} now runs {what}\n"),
+    })
 }
 
 pub async fn restart(
@@ -287,25 +137,7 @@ pub async fn restart(
     env: &str,
     out: &mut Sink,
 ) -> CmdResult {
-    let (_, release) = live_of(core, app, env)?;
-    if core.store().stopped(app, env)? {
-        return Err(CmdError::Invalid(format!(
-            "{app} is stopped in {env}; `start {app}` runs it"
-        )));
-    }
-    if let Some(t) = ptype {
-        check_type(t, &manifest_of(&release)?)?;
-    }
-    out.line(format!(
-        "-----> Restarting {} of {app} in {env} (new processes first, then the old ones drain)",
-        ptype.unwrap_or("every process")
-    ))
-    .await;
-    let opts = RolloutOptions {
-        only: ptype.map(str::to_string),
-        ..Default::default()
-    };
-    roll(core, who, &release, env, opts, out).await?;
+    core.restart(who, app, env, ptype, out).await?;
     Ok(format!(
         "restarted {} of {app} in {env}\n",
         ptype.unwrap_or("every process")
@@ -321,18 +153,12 @@ pub async fn set_stopped(
     stop: bool,
     out: &mut Sink,
 ) -> CmdResult {
-    let (_, release) = live_of(core, app, env)?;
-    if core.store().stopped(app, env)? == stop {
+    if !core.set_stopped(who, app, env, stop, out).await? {
         let state = if stop { "stopped" } else { "running" };
         return Ok(format!(
             "{app} is already {state} in {env}; nothing changed\n"
         ));
     }
-    let opts = RolloutOptions {
-        stopped: Some(stop),
-        ..Default::default()
-    };
-    roll(core, who, &release, env, opts, out).await?;
     Ok(if stop {
         format!("{app} is stopped in {env}; its release and data are kept\n")
     } else {

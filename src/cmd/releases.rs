@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use super::{table, CmdError, CmdResult};
-use crate::build::human;
+use crate::controller::view::{human, Listed};
 use crate::controller::Core;
 use crate::timefmt::utc;
 
@@ -17,22 +17,15 @@ pub fn parse_version(v: &str) -> Result<i64, CmdError> {
 }
 
 pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
-    let rows = core.store().list_releases(app)?;
-    let live = core.store().all_live()?;
-    let live_in = |v: i64| -> Vec<String> {
-        live.iter()
-            .filter(|l| l.app == app && l.version == v)
-            .map(|l| l.env.clone())
-            .collect()
-    };
+    let rows = core.releases(app)?;
     if json {
         let v: Vec<_> = rows
             .iter()
-            .map(|r| {
+            .map(|Listed { release: r, live_in }| {
                 serde_json::json!({
                     "version": r.version, "sha256": r.sha256, "git_sha": r.git_sha, "ref": r.git_ref,
                     "size": r.size, "by": r.key_name, "created_at": r.created_at, "status": r.status,
-                    "pinned": r.pinned, "live": live_in(r.version),
+                    "pinned": r.pinned, "live": live_in,
                 })
             })
             .collect();
@@ -45,25 +38,27 @@ pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
     }
     let rows: Vec<Vec<String>> = rows
         .iter()
-        .map(|r| {
-            vec![
-                format!("v{}", r.version),
-                r.sha256[..12].to_string(),
-                r.git_sha[..7].to_string(),
-                r.git_ref.rsplit('/').next().unwrap_or("").to_string(),
-                human(r.size as u64),
-                r.key_name.clone(),
-                utc(r.created_at),
-                {
-                    let envs = live_in(r.version);
-                    if envs.is_empty() {
+        .map(
+            |Listed {
+                 release: r,
+                 live_in,
+             }| {
+                vec![
+                    format!("v{}", r.version),
+                    r.sha256[..12].to_string(),
+                    r.git_sha[..7].to_string(),
+                    r.git_ref.rsplit('/').next().unwrap_or("").to_string(),
+                    human(r.size as u64),
+                    r.key_name.clone(),
+                    utc(r.created_at),
+                    if live_in.is_empty() {
                         "-".to_string()
                     } else {
-                        envs.join(",")
-                    }
-                },
-            ]
-        })
+                        live_in.join(",")
+                    },
+                ]
+            },
+        )
         .collect();
     Ok(table::render(
         &[
@@ -75,10 +70,7 @@ pub fn list(core: &Arc<Core>, app: &str, json: bool) -> CmdResult {
 
 pub fn info(core: &Arc<Core>, app: &str, version: &str, json: bool) -> CmdResult {
     let v = parse_version(version)?;
-    let r = core
-        .store()
-        .release(app, v)?
-        .ok_or_else(|| CmdError::Invalid(format!("'{app}' has no release v{v}")))?;
+    let r = core.release(app, v)?;
     let manifest: serde_json::Value = serde_json::from_str(&r.manifest).unwrap_or_default();
     let doc = serde_json::json!({
         "app": r.app, "version": r.version, "sha256": r.sha256, "tar_sha256": r.tar_sha256,

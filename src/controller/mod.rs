@@ -1,13 +1,27 @@
 //! The controller core: the one API every front end (SSH commands, git pushes, hooks) calls.
 //! It owns the store, the data dir and the table of pushes in flight. It knows nothing of SSH.
 
+mod access;
+mod apps;
+mod builds;
+mod formation;
 pub mod hookserver;
 mod hosts;
 pub mod limits;
+mod logs;
+mod nodes;
 pub mod push;
 pub mod queue;
+mod releases;
+mod sessions;
+pub mod view;
 
+pub use access::NewGrant;
+pub use formation::{check_type, counts_text, MAX_PER_TYPE};
 pub use limits::Limits;
+pub use nodes::NewNode;
+/// Where a long use case writes its progress lines.
+pub use crate::sink::Sink;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -30,6 +44,14 @@ pub enum CoreError {
     NotFound(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A request that cannot be done as asked (said in one line).
+    #[error("{0}")]
+    Invalid(String),
+    /// A rollout that failed (nothing half-done: see `deploy`).
+    #[error("{0}")]
+    Failed(String),
+    #[error(transparent)]
+    Name(#[from] crate::names::InvalidName),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("{0}")]
@@ -138,21 +160,9 @@ impl Core {
         &self.data
     }
 
-    pub(crate) fn limits(&self) -> &Limits {
-        &self.limits
-    }
-
     /// Short id of this controller (see the field).
     pub(crate) fn instance(&self) -> &str {
         &self.instance
-    }
-
-    pub(crate) fn router(&self) -> &Arc<crate::router::Router> {
-        &self.router
-    }
-
-    pub(crate) fn queue(&self) -> &queue::BuildQueue {
-        &self.queue
     }
 
     pub(crate) fn client_key(&self) -> &Arc<russh::keys::PrivateKey> {
@@ -167,11 +177,6 @@ impl Core {
     /// Work that graceful shutdown waits for.
     pub(crate) fn tasks(&self) -> &TaskTracker {
         &self.tasks
-    }
-
-    /// The binary git hooks call back into.
-    pub(crate) fn bin(&self) -> &std::path::Path {
-        &self.bin
     }
 
     /// The built-in node, once its in-process agent listens.
@@ -308,49 +313,6 @@ impl Core {
         Ok((repo, grant))
     }
 
-    pub fn create_app(&self, who: &Identity, app: &str) -> Result<(), CoreError> {
-        crate::names::check("app", app).map_err(|e| CoreError::Other(e.into()))?;
-        // The repository first: an app row never points at a missing repo.
-        if !self.data.repo(app).exists() {
-            init_repo(&self.data, app)?;
-        }
-        self.store.create_app(app, &who.name)?;
-        Ok(())
-    }
-
-    /// The uid an app's builds and processes run as (see `isolation`).
-    pub fn app_uid(&self, app: &str) -> Result<u32, CoreError> {
-        match self.store.app(app)? {
-            Some(a) => Ok(a.uid),
-            None => Err(CoreError::NotFound(format!("app '{app}' does not exist"))),
-        }
-    }
-
-    /// Deletes the app from the store (one transaction) and everything of it under the data
-    /// dir: releases, build cache, build logs, event log, repository.
-    pub fn destroy_app(&self, app: &str) -> Result<(), CoreError> {
-        self.store.destroy_app(app)?;
-        let _ = std::fs::remove_dir_all(self.data.releases(app));
-        let _ = std::fs::remove_dir_all(self.data.cache(app));
-        let _ = std::fs::remove_dir_all(self.data.logs().join("builds").join(app));
-        let log = crate::eventlog::path(&self.data.logs(), app);
-        let mut rotated = log.clone().into_os_string();
-        rotated.push(".1");
-        let _ = std::fs::remove_file(&log);
-        let _ = std::fs::remove_file(rotated);
-        let repo = self.data.repo(app);
-        if repo.exists() {
-            // Move aside first so a crash mid-delete never leaves a half repo under the name.
-            let trash = self
-                .data
-                .repos()
-                .join(format!(".trash-{app}-{}", crate::keys::random_hex(4)));
-            std::fs::rename(&repo, &trash).map_err(anyhow::Error::from)?;
-            let _ = std::fs::remove_dir_all(&trash);
-        }
-        Ok(())
-    }
-
     /// One rollout per app and environment at a time. The lock lives in memory, so it can
     /// never outlive the process holding it.
     pub fn deploy_lock(&self, app: &str, env: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -409,55 +371,6 @@ impl Core {
         serde_json::from_slice(&plain).map_err(|e| CoreError::Other(e.into()))
     }
 
-    /// Where `nodes:remove local` is remembered: adding a node must not take the built-in one
-    /// (and the apps running on it) out of the node list.
-    pub fn local_removed_marker(&self) -> PathBuf {
-        self.data.root().join("node").join("removed")
-    }
-
-    /// Whether the built-in node was removed with `nodes:remove local`.
-    pub fn local_removed(&self) -> bool {
-        self.local_removed_marker().exists()
-    }
-
-    /// The added nodes and the built-in `local` node (unless removed), by name.
-    pub fn all_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
-        let mut nodes = self.store.list_nodes()?;
-        if !self.local_removed() {
-            let local = self
-                .local_node
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone();
-            nodes.extend(local);
-            nodes.sort_by(|a, b| a.name.cmp(&b.name));
-        }
-        Ok(nodes)
-    }
-
-    /// Nodes whose labels match every `k=v` of the selector. The built-in node has no labels;
-    /// while it is the only node it takes every environment, as it always did.
-    pub fn target_nodes(
-        &self,
-        selector: &std::collections::BTreeMap<String, String>,
-    ) -> Result<Vec<NodeRow>, StoreError> {
-        let nodes = self.all_nodes()?;
-        let only_local = nodes.len() == 1 && nodes[0].name == "local";
-        Ok(nodes
-            .into_iter()
-            .filter(|n| only_local || selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
-            .collect())
-    }
-
-    pub fn node_client(&self, n: &NodeRow) -> crate::node::client::NodeClient {
-        crate::node::client::NodeClient::new(
-            &n.name,
-            &n.addr,
-            self.client_key.clone(),
-            Some(n.host_fp.clone()),
-        )
-    }
-
     pub fn begin_push(self: &Arc<Self>, who: &Identity, app: &str, grant: Grant) -> PushGuard {
         let id = crate::keys::random_hex(8);
         let token = crate::keys::random_hex(32);
@@ -478,6 +391,35 @@ impl Core {
             id,
             token,
         }
+    }
+
+    /// Spawns the real git service on an authorized repository; a push carries what its
+    /// hook needs to find its way back to this controller.
+    pub fn spawn_git(
+        &self,
+        svc: GitService,
+        repo: &std::path::Path,
+        git_protocol: Option<&str>,
+        push: Option<&PushGuard>,
+    ) -> std::io::Result<tokio::process::Child> {
+        let socket = self.data.hook_socket();
+        let hook = push.map(|g| crate::git::service::HookEnv {
+            socket: &socket,
+            push_id: &g.id,
+            token: &g.token,
+            bin: &self.bin,
+        });
+        crate::git::service::spawn(svc, repo, &self.data.hooks(), git_protocol, hook)
+    }
+
+    /// Runs `work` as work graceful shutdown waits for (a push).
+    pub async fn tracked<F: std::future::Future>(&self, work: F) -> F::Output {
+        self.tasks.track_future(work).await
+    }
+
+    /// The registered key with this fingerprint, if any.
+    pub fn identity(&self, fingerprint: &str) -> Result<Option<Identity>, CoreError> {
+        Ok(self.store.identity_by_fingerprint(fingerprint)?)
     }
 
     pub fn pending_push(&self, id: &str, token: &str) -> Option<PendingPush> {

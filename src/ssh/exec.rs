@@ -12,7 +12,6 @@ use crate::access::Identity;
 use crate::cmd::{self, Reply};
 use crate::controller::Core;
 use crate::git::service::GitService;
-use crate::git::service::{self, HookEnv};
 
 pub struct ExecRequest {
     pub who: Identity,
@@ -69,7 +68,7 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
         let task = git(core.clone(), rx, &tx, &req, svc, argv);
         if svc == GitService::ReceivePack {
             // Pushes are tracked so graceful shutdown lets them finish.
-            let code = core.tasks().track_future(task).await;
+            let code = core.tracked(task).await;
             close(&tx, code).await;
         } else {
             let code = task.await;
@@ -244,20 +243,7 @@ async fn git(
         }
     }
     let guard = (svc == GitService::ReceivePack).then(|| core.begin_push(who, &app, grant));
-    let socket = core.data().hook_socket();
-    let hook = guard.as_ref().map(|g| HookEnv {
-        socket: &socket,
-        push_id: &g.id,
-        token: &g.token,
-        bin: &core.bin(),
-    });
-    let mut child = match service::spawn(
-        svc,
-        &repo,
-        &core.data().hooks(),
-        req.git_protocol.as_deref(),
-        hook,
-    ) {
+    let mut child = match core.spawn_git(svc, &repo, req.git_protocol.as_deref(), guard.as_ref()) {
         Ok(c) => c,
         Err(e) => {
             say_err(tx, &format!("error: cannot start git ({e})")).await;

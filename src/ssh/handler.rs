@@ -47,7 +47,7 @@ impl Conn {
 
     fn lookup(&self, key: &russh::keys::PublicKey) -> Option<Identity> {
         let fp = crate::keys::fingerprint(key);
-        match self.core.store().identity_by_fingerprint(&fp) {
+        match self.core.identity(&fp) {
             Ok(i) => i,
             Err(e) => {
                 tracing::error!(error = %e, "key lookup failed");

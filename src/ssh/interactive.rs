@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::exec::ExecRequest;
-use crate::cmd::interactive::Session;
+use crate::controller::view::Session;
 use crate::node::client::{Input, Output};
 
 pub async fn bridge(
