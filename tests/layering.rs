@@ -26,17 +26,10 @@ const ALLOWED: &[&str] = &[
     "file src/node/agent.rs",
     "file src/node/runtime.rs",
     "fn src/build/mod.rs run",
-    "fn src/cmd/logs.rs logs",
     "fn src/deploy/mod.rs rollout_locked",
     "fn src/node/agent.rs prepare",
     "fn src/ssh/exec.rs git",
     "fn src/ssh/exec.rs run",
-    "import cmd -> build",
-    "import cmd -> deploy",
-    "import cmd -> node",
-    "import cmd -> release",
-    "import cmd -> store",
-    "import ssh -> node",
 ];
 
 fn root() -> PathBuf {

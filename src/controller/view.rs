@@ -1,6 +1,7 @@
 //! The types the front ends render, re-exported from where they live, so a front end names
 //! `controller::view::X` and never the store, the node protocol or the pipeline. A
-//! re-export, not a copy: the JSON a command prints is the row's own serialization.
+//! re-export, not a copy: the JSON a command prints is the row's own serialization. A
+//! session's input and output are the node client's own.
 
 pub use super::formation::{ProcessRow, Processes, Scaled};
 pub use super::logs::{LogQuery, NodeLog, NodeLogs};
@@ -9,6 +10,7 @@ pub use super::sessions::{Session, ShellTarget};
 pub use crate::build::human;
 pub use crate::deploy::Count;
 pub use crate::eventlog::{Event, Tailer};
+pub use crate::node::client::{Input, Output};
 pub use crate::node::proto::{LogLine, StatusReply};
 pub use crate::release::Manifest;
 pub use crate::store::{AccessRow, AppRow, AuditRow, BuildRow, KeyRow, NodeRow, ReleaseRow};

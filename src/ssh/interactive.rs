@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 
 use super::exec::ExecRequest;
 use crate::controller::view::Session;
-use crate::node::client::{Input, Output};
+use crate::controller::view::{Input, Output};
 
 pub async fn bridge(
     mut rx: ChannelReadHalf,
