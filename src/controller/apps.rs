@@ -2,8 +2,8 @@
 
 use super::{init_repo, Core, CoreError};
 use crate::access::Identity;
-use crate::sink::Sink;
 use crate::node::proto::PurgeReq;
+use crate::sink::Sink;
 use crate::store::AppRow;
 
 impl Core {

@@ -10,10 +10,10 @@ use tokio::task::JoinSet;
 
 use super::releases::Live;
 use super::{Core, CoreError};
-use crate::sink::Sink;
 use crate::deploy::{self, envs, Count, RolloutOptions};
 use crate::node::proto::StatusReq;
 use crate::release::Manifest;
+use crate::sink::Sink;
 
 /// More than this per type is surely a typo.
 pub const MAX_PER_TYPE: u32 = 100;

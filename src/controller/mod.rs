@@ -16,12 +16,12 @@ mod releases;
 mod sessions;
 pub mod view;
 
+/// Where a long use case writes its progress lines.
+pub use crate::sink::Sink;
 pub use access::NewGrant;
 pub use formation::{check_type, counts_text, MAX_PER_TYPE};
 pub use limits::Limits;
 pub use nodes::NewNode;
-/// Where a long use case writes its progress lines.
-pub use crate::sink::Sink;
 
 use std::collections::HashMap;
 use std::path::PathBuf;

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Core, CoreError};
-use crate::sink::Sink;
 use crate::deploy::{self, envs, RolloutOptions};
 use crate::release::Manifest;
+use crate::sink::Sink;
 use crate::store::{LiveRow, ReleaseRow};
 
 /// An environment's live release: what is live where, and the release itself.
