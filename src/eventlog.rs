@@ -65,7 +65,7 @@ impl EventLog {
             path,
             kind: kind.into(),
             release: format!("v{version}"),
-            budget: crate::node::logs::budget(),
+            budget: crate::lines::log_budget(),
             secrets: vec![],
         }
     }

@@ -6,10 +6,12 @@
 //! - [`controller`]: the core API, the push pipeline and the hook socket.
 //! - [`git`]: bridging the real `git receive-pack`/`upload-pack`; the hook shim and protocol.
 //! - [`store`]: SQLite, migrations; only the controller opens it.
+//! - [`node`]: the node protocol and the controller's client; [`agent`]: the node program.
 //! - [`access`], [`keys`], [`names`]: identity, roles, key handling, the name grammar.
 //! - [`serve`]: `init` and `serve`, the process lifecycle.
 
 pub mod access;
+pub mod agent;
 pub mod appconfig;
 pub mod appjson;
 pub mod build;

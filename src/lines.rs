@@ -2,6 +2,19 @@
 //! time linear in its length and memory bounded by the longest line kept: a build that prints
 //! 200 MB without a newline costs one cut line, not a rescan of its buffer per chunk.
 
+/// Per-app budget of archived process output (the nodes' archives, the controller's
+/// event log) when `MAGRATHEA_LOG_BUDGET` is not set.
+pub const DEFAULT_LOG_BUDGET: u64 = 100 << 20;
+
+/// The log budget per app, in bytes (`MAGRATHEA_LOG_BUDGET`, default 100 MB).
+pub fn log_budget() -> u64 {
+    std::env::var("MAGRATHEA_LOG_BUDGET")
+        .ok()
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|b| *b > 0)
+        .unwrap_or(DEFAULT_LOG_BUDGET)
+}
+
 /// Longest line kept; the rest of a longer one is dropped up to its newline.
 pub const MAX_LINE: usize = 16 << 10;
 

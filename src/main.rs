@@ -53,7 +53,7 @@ fn main() {
         } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
-                rt.block_on(magrathea::node::agent::run(
+                rt.block_on(magrathea::agent::run(
                     root,
                     &listen,
                     &controller_key,

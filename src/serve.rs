@@ -188,7 +188,7 @@ async fn start_local_node(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let fp = crate::keys::fingerprint(core.client_key().public_key());
-    let ctx = Arc::new(crate::node::agent::AgentCtx::new(root, fp).with_memory(memory));
+    let ctx = Arc::new(crate::agent::AgentCtx::new(root, fp).with_memory(memory));
     core.set_local_node(crate::store::NodeRow {
         name: "local".into(),
         addr: addr.to_string(),
@@ -198,7 +198,7 @@ async fn start_local_node(
         slots: 0,
         added_at: 0,
     });
-    tokio::spawn(crate::node::agent::serve_on(
+    tokio::spawn(crate::agent::serve_on(
         ctx,
         listener,
         host_key,

@@ -23,11 +23,8 @@ const ALLOWED: &[&str] = &[
     "file src/build/mod.rs",
     "file src/cmd/mod.rs",
     "file src/deploy/mod.rs",
-    "file src/node/agent.rs",
-    "file src/node/runtime.rs",
     "fn src/build/mod.rs run",
     "fn src/deploy/mod.rs rollout_locked",
-    "fn src/node/agent.rs prepare",
     "fn src/ssh/exec.rs git",
     "fn src/ssh/exec.rs run",
 ];

@@ -77,14 +77,14 @@ async fn calls_share_one_connection_and_reconnect_after_it_broke() {
     let host_fp = magrathea::keys::fingerprint(hkey.public_key());
     let root = dir.path().join("node");
     std::fs::create_dir_all(root.join("apps")).unwrap();
-    let ctx = Arc::new(magrathea::node::agent::AgentCtx::new(
+    let ctx = Arc::new(magrathea::agent::AgentCtx::new(
         root,
         magrathea::keys::fingerprint(ckey.public_key()),
     ));
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let agent_addr = l.local_addr().unwrap().to_string();
     let shutdown = tokio_util::sync::CancellationToken::new();
-    tokio::spawn(magrathea::node::agent::serve_on(
+    tokio::spawn(magrathea::agent::serve_on(
         ctx,
         l,
         hkey,

@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use magrathea::agent::error::AgentError;
+use magrathea::agent::layout::NodeRoot;
+use magrathea::agent::runtime::{self, ProcessSpec};
 use magrathea::docker::Docker;
-use magrathea::node::layout::{AgentError, NodeRoot};
-use magrathea::node::runtime::{self, ProcessSpec};
 use magrathea::release::tarball::pack;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -1,10 +1,5 @@
-//! Nodes: the agent (server side), its protocol, the controller's client, and the node's
-//! files and processes.
+//! Nodes as the controller sees them: the wire protocol (`proto`, shared with the agent
+//! program in `agent/`) and the controller's client (`client`).
 
-pub mod agent;
 pub mod client;
-pub mod interactive;
-pub mod layout;
-pub mod logs;
 pub mod proto;
-pub mod runtime;

@@ -864,7 +864,7 @@ fn hook_seeds() -> Vec<Vec<u8>> {
 /// when the thread ends (statics never drop).
 struct NodeFixture {
     _dir: tempfile::TempDir,
-    root: magrathea::node::layout::NodeRoot,
+    root: magrathea::agent::layout::NodeRoot,
 }
 
 const FIXTURE_RELEASE: &str = "v1-0123456789ab";
@@ -880,7 +880,7 @@ thread_local! {
         )
         .unwrap();
         symlink(format!("releases/{FIXTURE_RELEASE}"), app.join("current")).unwrap();
-        let root = magrathea::node::layout::NodeRoot::new(dir.path());
+        let root = magrathea::agent::layout::NodeRoot::new(dir.path());
         NodeFixture { _dir: dir, root }
     };
 }
@@ -888,7 +888,7 @@ thread_local! {
 /// What the agent does with the names in a request before touching anything: check them,
 /// then look them up under its root.
 fn node_lookups(app: &str, release: &str, keep: &[String]) {
-    use magrathea::node::layout::{check_release, check_sha256};
+    use magrathea::agent::layout::{check_release, check_sha256};
     let root = NODE.with(|f| f.root.clone());
     let root = &root;
     if let Err(e) = check_release(release) {

@@ -1,4 +1,5 @@
-//! The agent's interactive verbs (protocol in `proto`, before [`ShellReq`]):
+//! The agent's sessions: its interactive verbs (protocol in `node::proto`, before
+//! [`ShellReq`]):
 //!
 //! - `shell`: `/bin/sh` through a Docker exec with a tty in a running process container of
 //!   the release, so it has the process's env (PORT and all) and the buildpack PATH.
@@ -9,7 +10,6 @@
 //! channel's EOF closes it), output back as it comes, window changes to the tty. When the
 //! channel closes first (the user went away) the session ends at once.
 
-pub use crate::sshd::{Pty, Terminals};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,11 +27,11 @@ use russh::{Channel, ChannelMsg, ChannelReadHalf, ChannelWriteHalf};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 
-use super::agent::AgentCtx;
-use super::proto::ProcInfo;
-use super::proto::{RunReq, ShellReq};
 use super::runtime::{self, ProcessSpec};
+use super::AgentCtx;
 use crate::docker::Docker;
+use crate::node::proto::{ProcInfo, RunReq, SessionRequest, ShellReq};
+use crate::sshd::Pty;
 
 /// What a `shell` runs, after the profile scripts: bash where the stack has it.
 const SHELL_ARGV: [&str; 3] = [
@@ -87,7 +87,8 @@ const MAX_REQUEST: usize = 1 << 20;
 
 /// Is this exec line one of the interactive verbs?
 pub fn is_interactive(line: &str) -> bool {
-    matches!(line.trim(), "shell" | "run")
+    let verb = line.trim();
+    verb == ShellReq::VERB || verb == RunReq::VERB
 }
 
 /// Serve one interactive channel to the end: exit status, EOF, close.
@@ -109,7 +110,7 @@ pub async fn serve(
                 resize,
             };
             let r = match line.trim() {
-                "shell" => match serde_json::from_slice::<ShellReq>(&req) {
+                ShellReq::VERB => match serde_json::from_slice::<ShellReq>(&req) {
                     Ok(r) => shell(&ctx, r, pty, io).await,
                     Err(e) => Err(format!("bad request: {e}")),
                 },

@@ -26,25 +26,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 use super::layout::NodeRoot;
-use super::proto::{LogFrame, LogLine, LogsReq};
 use super::runtime;
 use crate::docker::Docker;
+use crate::node::proto::{LogFrame, LogLine, LogsReq};
 use crate::timefmt::{parse_rfc3339, rfc3339_nanos};
-
-/// Per-app archive budget when `MAGRATHEA_LOG_BUDGET` is not set.
-pub const DEFAULT_BUDGET: u64 = 100 << 20;
 
 /// The label `runtime::start` puts on process containers: where their output is archived.
 pub const L_LOGS: &str = "magrathea.logs";
-
-/// The log budget per app, in bytes (`MAGRATHEA_LOG_BUDGET`, default 100 MB).
-pub fn budget() -> u64 {
-    std::env::var("MAGRATHEA_LOG_BUDGET")
-        .ok()
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .filter(|b| *b > 0)
-        .unwrap_or(DEFAULT_BUDGET)
-}
 
 fn now_rfc3339() -> String {
     let d = std::time::SystemTime::now()
@@ -302,7 +290,7 @@ pub async fn archive(docker: &Docker, container: &str) {
     let lines = container_lines(docker, container, &process, &release, None).await;
     let container = container.to_string();
     let _ = tokio::task::spawn_blocking(move || {
-        write_archive(&dir, &container, &lines, budget());
+        write_archive(&dir, &container, &lines, crate::lines::log_budget());
     })
     .await;
 }

@@ -1,0 +1,149 @@
+//! `magrathea agent`: a node. An SSH server that accepts only the controller's key and
+//! answers a small fixed set of verbs (`node::proto`). Nodes never build: they receive
+//! verified tarballs, run processes in Docker, health-check, switch and roll back.
+//!
+//! `conn` is the SSH side (auth, channels, ptys), `verbs` the dispatcher and the calls,
+//! `receive` the tarball transfer, `prepare` starting and checking a release's processes,
+//! `session` the interactive verbs (`shell`, `run`); `layout` the node's files, `runtime`
+//! its containers, `logs` the process logs.
+
+mod conn;
+pub mod error;
+pub mod layout;
+pub mod logs;
+mod prepare;
+mod receive;
+pub mod runtime;
+pub mod session;
+mod verbs;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::OnceCell;
+
+use crate::docker::Docker;
+use crate::node::proto::Capacity;
+use conn::AgentConn;
+use layout::NodeRoot;
+
+pub struct AgentCtx {
+    pub root: NodeRoot,
+    pub controller_fp: String,
+    pub instance: String,
+    docker: OnceCell<Docker>,
+    /// What the node offers app processes (`--memory`, else sized from the machine).
+    pub capacity: Capacity,
+    /// One operation per app at a time on this node.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl AgentCtx {
+    pub fn new(root: PathBuf, controller_fp: String) -> AgentCtx {
+        use sha2::Digest;
+        let canon = std::fs::canonicalize(&root).unwrap_or(root.clone());
+        let instance =
+            hex::encode(&sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes())[..4]);
+        AgentCtx {
+            root: NodeRoot::new(canon),
+            controller_fp,
+            instance,
+            docker: OnceCell::new(),
+            capacity: runtime::machine_capacity(),
+            locks: Default::default(),
+        }
+    }
+
+    /// Offer this much memory to app processes instead of the machine's (`--memory`).
+    pub fn with_memory(mut self, memory: Option<i64>) -> AgentCtx {
+        if let Some(m) = memory {
+            self.capacity.memory = m;
+        }
+        self
+    }
+
+    pub(crate) async fn docker(&self) -> Result<&Docker, String> {
+        self.docker
+            .get_or_try_init(|| async { Docker::connect().await.map_err(|e| e.to_string()) })
+            .await
+    }
+
+    fn app_lock(&self, app: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(app.to_string())
+            .or_default()
+            .clone()
+    }
+}
+
+pub async fn run(
+    root: PathBuf,
+    listen: &str,
+    controller_key: &str,
+    limits: crate::sshd::Limits,
+    memory: Option<i64>,
+) -> anyhow::Result<()> {
+    let text = match std::fs::read_to_string(controller_key) {
+        Ok(t) => t,
+        Err(_) => controller_key.to_string(), // the key itself on the command line
+    };
+    let key = crate::keys::parse_public(&text)
+        .context("--controller-key: expected a public key file or key text")?;
+    std::fs::create_dir_all(root.join("apps"))?;
+    let (host_key, _) = crate::keys::load_or_create(&root.join("host_ed25519"), "magrathea-agent")?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let ctx = Arc::new(AgentCtx::new(root, key.fingerprint).with_memory(memory));
+    let stop = crate::shutdown::StopSignals::register().context("cannot handle SIGTERM")?;
+    println!(
+        "host key {}",
+        crate::keys::fingerprint(host_key.public_key())
+    );
+    println!("agent listening on {}", listener.local_addr()?);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let sd = shutdown.clone();
+    tokio::spawn(async move {
+        stop.wait().await;
+        sd.cancel();
+    });
+    serve_on(ctx, listener, host_key, shutdown, limits).await;
+    Ok(())
+}
+
+/// Serve an agent on `listener` (also used in-process for the controller's `local` node).
+pub async fn serve_on(
+    ctx: Arc<AgentCtx>,
+    listener: tokio::net::TcpListener,
+    host_key: russh::keys::PrivateKey,
+    shutdown: tokio_util::sync::CancellationToken,
+    limits: crate::sshd::Limits,
+) {
+    // Before the first call: one-offs still there have lost their caller.
+    if let Ok(Ok(docker)) = tokio::time::timeout(Duration::from_secs(10), ctx.docker()).await {
+        let n = runtime::sweep_oneoffs(docker, &ctx.instance).await;
+        if n > 0 {
+            tracing::warn!(
+                removed = n,
+                "one-off containers left by a previous run removed"
+            );
+        }
+    }
+    let config = crate::sshd::server::config(host_key);
+    crate::sshd::server::accept_loop(
+        listener,
+        config,
+        limits,
+        shutdown,
+        move |_peer: SocketAddr, ticket| AgentConn::new(ctx.clone(), ticket),
+    )
+    .await;
+}

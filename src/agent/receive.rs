@@ -1,0 +1,75 @@
+//! `receive`: a release tarball streamed from the channel into the node's layout, hashed and
+//! extracted in one pass.
+
+use tokio::sync::mpsc;
+
+use super::AgentCtx;
+use crate::node::proto::{ReceiveReply, ReceiveReq};
+
+pub(super) async fn receive(
+    ctx: &AgentCtx,
+    mut rx: russh::ChannelReadHalf,
+    req: ReceiveReq,
+) -> Result<ReceiveReply, String> {
+    // Channel data goes to the blocking side chunk by chunk as it arrives, which hashes and
+    // extracts it: one copy and one hand-off per packet, not a pipe's two.
+    let (tx, chunks) = mpsc::channel::<Vec<u8>>(64);
+    let pump = tokio::spawn(async move {
+        while let Some(msg) = rx.wait().await {
+            let data = match msg {
+                russh::ChannelMsg::Data { data } => data,
+                russh::ChannelMsg::Eof | russh::ChannelMsg::Close => break,
+                _ => continue,
+            };
+            if tx.send(data.to_vec()).await.is_err() {
+                break;
+            }
+        }
+    });
+    let root = ctx.root.clone();
+    let res = tokio::task::spawn_blocking(move || {
+        root.receive(
+            &req.app,
+            &req.release,
+            &req.sha256,
+            ChunkReader::new(chunks),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    pump.abort();
+    let received = res.map_err(|e| e.to_string())?;
+    Ok(ReceiveReply { received })
+}
+
+/// The blocking end of [`receive`]'s hand-off: the chunks, read in order, then EOF.
+struct ChunkReader {
+    chunks: mpsc::Receiver<Vec<u8>>,
+    cur: Vec<u8>,
+    pos: usize,
+}
+
+impl ChunkReader {
+    fn new(chunks: mpsc::Receiver<Vec<u8>>) -> Self {
+        ChunkReader {
+            chunks,
+            cur: Vec::new(),
+            pos: 0,
+        }
+    }
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.cur.len() {
+            match self.chunks.blocking_recv() {
+                Some(c) => (self.cur, self.pos) = (c, 0),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len() - self.pos);
+        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
