@@ -10,8 +10,8 @@
 //! The names: `build` (a build container runs), `pack` (a `.cooking-*` tarball is written,
 //! not yet renamed), `prepare` (a node received the release), `release-command` (the
 //! release command runs on its node), `health-check` (new processes started, being checked),
-//! `switch` (a node switched, the rollout not finished), `go-live` (the router moved to the
-//! new processes, the store not yet).
+//! `switch` (a node switched, the rollout not finished), `go-live` (every node switched; the
+//! store transaction and the router move not yet).
 
 /// The environment variable that arms a failpoint.
 #[cfg(feature = "failpoints")]

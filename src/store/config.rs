@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Result, Store};
 
@@ -27,16 +27,7 @@ impl Store {
     ) -> Result<()> {
         let mut c = self.lock();
         let tx = c.transaction()?;
-        tx.execute(
-            "DELETE FROM config WHERE app=?1 AND env=?2",
-            params![app, env],
-        )?;
-        for (k, v) in sealed {
-            tx.execute(
-                "INSERT INTO config(app, env, name, value) VALUES (?1,?2,?3,?4)",
-                params![app, env, k, v],
-            )?;
-        }
+        replace_config_in(&tx, app, env, sealed)?;
         tx.commit()?;
         Ok(())
     }
@@ -48,12 +39,7 @@ impl Store {
         env: &str,
         sealed: &[u8],
     ) -> Result<()> {
-        self.lock().execute(
-            "INSERT INTO release_config(app, version, env, value) VALUES (?1,?2,?3,?4)
-             ON CONFLICT(app, version, env) DO UPDATE SET value=excluded.value",
-            params![app, version, env, sealed],
-        )?;
-        Ok(())
+        set_release_config_in(&self.lock(), app, version, env, sealed)
     }
 
     pub fn release_config(&self, app: &str, version: i64, env: &str) -> Result<Option<Vec<u8>>> {
@@ -96,4 +82,40 @@ impl Store {
             |r| r.get(0),
         )?)
     }
+}
+
+/// Part of a transaction: see `Store::replace_config`.
+pub(super) fn replace_config_in(
+    tx: &Connection,
+    app: &str,
+    env: &str,
+    sealed: &BTreeMap<String, Vec<u8>>,
+) -> Result<()> {
+    tx.execute(
+        "DELETE FROM config WHERE app=?1 AND env=?2",
+        params![app, env],
+    )?;
+    for (k, v) in sealed {
+        tx.execute(
+            "INSERT INTO config(app, env, name, value) VALUES (?1,?2,?3,?4)",
+            params![app, env, k, v],
+        )?;
+    }
+    Ok(())
+}
+
+/// The config a release went live with in an environment (one sealed blob).
+pub(super) fn set_release_config_in(
+    c: &Connection,
+    app: &str,
+    version: i64,
+    env: &str,
+    sealed: &[u8],
+) -> Result<()> {
+    c.execute(
+        "INSERT INTO release_config(app, version, env, value) VALUES (?1,?2,?3,?4)
+         ON CONFLICT(app, version, env) DO UPDATE SET value=excluded.value",
+        params![app, version, env, sealed],
+    )?;
+    Ok(())
 }

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{params, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Result, Store};
 
@@ -27,13 +27,7 @@ impl Store {
     ) -> Result<()> {
         let mut c = self.lock();
         let tx = c.transaction()?;
-        for (ptype, n) in counts {
-            tx.execute(
-                "INSERT INTO formation(app, env, ptype, count) VALUES (?1,?2,?3,?4)
-                 ON CONFLICT(app, env, ptype) DO UPDATE SET count=excluded.count",
-                params![app, env, ptype, n],
-            )?;
-        }
+        set_formation_in(&tx, app, env, counts)?;
         tx.commit()?;
         Ok(())
     }
@@ -51,13 +45,34 @@ impl Store {
     }
 
     pub fn set_stopped(&self, app: &str, env: &str, stopped: bool) -> Result<()> {
-        self.lock().execute(
-            "INSERT INTO app_state(app, env, stopped) VALUES (?1,?2,?3)
-             ON CONFLICT(app, env) DO UPDATE SET stopped=excluded.stopped",
-            params![app, env, i64::from(stopped)],
-        )?;
-        Ok(())
+        set_stopped_in(&self.lock(), app, env, stopped)
     }
+}
+
+/// Part of a transaction: see `Store::set_formation`.
+pub(super) fn set_formation_in(
+    tx: &Connection,
+    app: &str,
+    env: &str,
+    counts: &BTreeMap<String, u32>,
+) -> Result<()> {
+    for (ptype, n) in counts {
+        tx.execute(
+            "INSERT INTO formation(app, env, ptype, count) VALUES (?1,?2,?3,?4)
+             ON CONFLICT(app, env, ptype) DO UPDATE SET count=excluded.count",
+            params![app, env, ptype, n],
+        )?;
+    }
+    Ok(())
+}
+
+pub(super) fn set_stopped_in(c: &Connection, app: &str, env: &str, stopped: bool) -> Result<()> {
+    c.execute(
+        "INSERT INTO app_state(app, env, stopped) VALUES (?1,?2,?3)
+         ON CONFLICT(app, env) DO UPDATE SET stopped=excluded.stopped",
+        params![app, env, i64::from(stopped)],
+    )?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,9 +4,11 @@
 mod builds;
 mod config;
 mod formation;
+mod golive;
 mod migrations;
 mod nodes;
 
+pub use golive::GoLive;
 pub use nodes::{LiveRow, NodeRow};
 
 pub use builds::{BuildRow, NewRelease, ReleaseRow};

@@ -97,31 +97,7 @@ impl Store {
     ) -> Result<Option<i64>> {
         let mut c = self.lock();
         let tx = c.transaction()?;
-        let prev: Option<i64> = tx
-            .query_row(
-                "SELECT version FROM live WHERE app=?1 AND env=?2",
-                params![app, env],
-                |r| r.get(0),
-            )
-            .optional()?;
-        // Re-deploying the live version keeps the older "previous" for rollback.
-        let previous = match prev {
-            Some(p) if p == version => tx
-                .query_row(
-                    "SELECT previous FROM live WHERE app=?1 AND env=?2",
-                    params![app, env],
-                    |r| r.get(0),
-                )
-                .optional()?
-                .flatten(),
-            p => p,
-        };
-        tx.execute(
-            "INSERT INTO live(app, env, version, previous, nodes, updated_at) VALUES (?1,?2,?3,?4,?5,?6)
-             ON CONFLICT(app, env) DO UPDATE SET version=excluded.version, previous=excluded.previous,
-             nodes=excluded.nodes, updated_at=excluded.updated_at",
-            params![app, env, version, previous, serde_json::to_string(nodes).unwrap_or_default(), now()],
-        )?;
+        let previous = set_live_in(&tx, app, env, version, nodes)?;
         tx.commit()?;
         Ok(previous)
     }
@@ -186,4 +162,42 @@ impl Store {
             [now()],
         )?)
     }
+}
+
+/// Records `version` as live in (app, env) on `nodes`, the one it replaces as previous
+/// (re-deploying the live version keeps the older one); the previous version. Part of a
+/// transaction (see `Store::go_live`).
+pub(super) fn set_live_in(
+    tx: &rusqlite::Connection,
+    app: &str,
+    env: &str,
+    version: i64,
+    nodes: &[String],
+) -> Result<Option<i64>> {
+    let prev: Option<i64> = tx
+        .query_row(
+            "SELECT version FROM live WHERE app=?1 AND env=?2",
+            params![app, env],
+            |r| r.get(0),
+        )
+        .optional()?;
+    // Re-deploying the live version keeps the older "previous" for rollback.
+    let previous = match prev {
+        Some(p) if p == version => tx
+            .query_row(
+                "SELECT previous FROM live WHERE app=?1 AND env=?2",
+                params![app, env],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten(),
+        p => p,
+    };
+    tx.execute(
+        "INSERT INTO live(app, env, version, previous, nodes, updated_at) VALUES (?1,?2,?3,?4,?5,?6)
+         ON CONFLICT(app, env) DO UPDATE SET version=excluded.version, previous=excluded.previous,
+         nodes=excluded.nodes, updated_at=excluded.updated_at",
+        params![app, env, version, previous, serde_json::to_string(nodes).unwrap_or_default(), now()],
+    )?;
+    Ok(previous)
 }
