@@ -76,7 +76,7 @@ impl Agent {
         let present = status
             .apps
             .get(&d.app)
-            .is_some_and(|a| a.releases.iter().any(|r| *r == d.release));
+            .is_some_and(|a| a.releases.contains(&d.release));
         if !present {
             let req = ReceiveReq {
                 app: d.app.clone(),
