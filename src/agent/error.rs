@@ -61,4 +61,75 @@ pub enum AgentError {
     Docker(String),
     #[error("{what} did not finish within {after} and was killed")]
     Timeout { what: String, after: String },
+    /// The Docker engine could not be reached.
+    #[error(transparent)]
+    Engine(#[from] crate::docker::DockerError),
+    #[error(transparent)]
+    Uid(#[from] crate::isolation::UidError),
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("unknown agent verb '{0}'")]
+    UnknownVerb(String),
+    #[error("usage: {0}")]
+    Usage(&'static str),
+    #[error("release {release} of {app} is not on this node")]
+    NotOnNode { app: String, release: String },
+    #[error("publish_ip {0:?} is not an IP address")]
+    PublishIp(String),
+    #[error("unknown one-off kind {0:?}")]
+    OneOffKind(String),
+    #[error("cannot start {process}: {why}")]
+    CannotStart {
+        process: String,
+        why: Box<AgentError>,
+    },
+    #[error(
+        "{process} failed its health check ({why}); to give it longer or check another path, \
+         set {setting}"
+    )]
+    Unhealthy {
+        process: String,
+        why: String,
+        setting: String,
+    },
+    #[error("{0} did not stay up through the grace period")]
+    NotUp(String),
+    #[error("the controller went away; release command stopped")]
+    ControllerGone,
+    /// A task that died, a reply that did not serialize: not the caller's doing.
+    #[error("{0}")]
+    Internal(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AgentError;
+
+    /// The words a failed prepare answers with are the ones users have always seen.
+    #[test]
+    fn prepare_failures_read_as_before() {
+        let e = AgentError::CannotStart {
+            process: "web.2".into(),
+            why: Box::new(AgentError::NoImage("magrathea/stack-tiny".into())),
+        };
+        assert_eq!(
+            e.to_string(),
+            "cannot start web.2: image 'magrathea/stack-tiny' is not on this node; build or \
+             pull the stack image first"
+        );
+        let e = AgentError::Unhealthy {
+            process: "web.1".into(),
+            why: "connection refused".into(),
+            setting: "healthcheck.boot_timeout in magrathea.yml (default 60s)".into(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "web.1 failed its health check (connection refused); to give it longer or check \
+             another path, set healthcheck.boot_timeout in magrathea.yml (default 60s)"
+        );
+        assert_eq!(
+            AgentError::NotUp("worker.1".into()).to_string(),
+            "worker.1 did not stay up through the grace period"
+        );
+    }
 }

@@ -66,9 +66,9 @@ impl AgentCtx {
         self
     }
 
-    pub(crate) async fn docker(&self) -> Result<&Docker, String> {
+    pub(crate) async fn docker(&self) -> Result<&Docker, error::AgentError> {
         self.docker
-            .get_or_try_init(|| async { Docker::connect().await.map_err(|e| e.to_string()) })
+            .get_or_try_init(|| async { Ok(Docker::connect().await?) })
             .await
     }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
+use super::error::AgentError;
 use super::runtime::{self, ProcessSpec, Running};
 use super::AgentCtx;
 use crate::docker::Docker;
@@ -16,14 +17,14 @@ pub(super) async fn prepare(
     ctx: &AgentCtx,
     req: PrepareReq,
     progress: &mpsc::Sender<String>,
-) -> Result<PrepareReply, String> {
+) -> Result<PrepareReply, AgentError> {
     let lock = ctx.app_lock(&req.app);
     let _g = lock.lock().await;
     if !ctx.root.has_release(&req.app, &req.release) {
-        return Err(format!(
-            "release {} of {} is not on this node",
-            req.release, req.app
-        ));
+        return Err(AgentError::NotOnNode {
+            app: req.app,
+            release: req.release,
+        });
     }
     let publish_ip = match req
         .publish_ip
@@ -32,12 +33,7 @@ pub(super) async fn prepare(
     {
         None => None,
         Some(Ok(ip)) => Some(ip),
-        Some(Err(_)) => {
-            return Err(format!(
-                "publish_ip {:?} is not an IP address",
-                req.publish_ip.unwrap_or_default()
-            ))
-        }
+        Some(Err(_)) => return Err(AgentError::PublishIp(req.publish_ip.unwrap_or_default())),
     };
     let docker = ctx.docker().await?;
     let mut started: Vec<Running> = vec![];
@@ -77,7 +73,7 @@ async fn start_all(
     req: &PrepareReq,
     publish_ip: Option<std::net::IpAddr>,
     started: &mut Vec<Running>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let env: Vec<(String, String)> = req.env.clone().into_iter().collect();
     for g in &req.processes {
         let indices: Vec<u32> = if g.indices.is_empty() {
@@ -103,7 +99,12 @@ async fn start_all(
             };
             match runtime::start(docker, &ctx.root, &spec).await {
                 Ok(r) => started.push(r),
-                Err(e) => return Err(format!("cannot start {}.{index}: {e}", g.ptype)),
+                Err(e) => {
+                    return Err(AgentError::CannotStart {
+                        process: format!("{}.{index}", g.ptype),
+                        why: Box::new(e),
+                    })
+                }
             }
         }
     }
@@ -117,7 +118,7 @@ async fn check_web(
     req: &PrepareReq,
     started: &[Running],
     progress: &mpsc::Sender<String>,
-) -> Result<(), String> {
+) -> Result<(), AgentError> {
     let checks = if req.checks.is_empty() {
         vec![req.health.clone()]
     } else {
@@ -156,11 +157,11 @@ async fn check_web(
                 } else {
                     h.setting.clone()
                 };
-                return Err(format!(
-                    "web.{} failed its health check ({e}); to give it longer or check \
-                     another path, set {setting}",
-                    r.index
-                ));
+                return Err(AgentError::Unhealthy {
+                    process: format!("web.{}", r.index),
+                    why: e,
+                    setting,
+                });
             }
         }
     }
@@ -174,20 +175,15 @@ async fn check_grace(
     docker: &Docker,
     req: &PrepareReq,
     started: &[Running],
-) -> Result<Result<(), String>, String> {
+) -> Result<Result<(), AgentError>, AgentError> {
     tokio::time::sleep(Duration::from_millis(req.grace_ms)).await;
-    let live = runtime::list(docker, &ctx.instance, Some(&req.app))
-        .await
-        .map_err(|e| e.to_string())?;
+    let live = runtime::list(docker, &ctx.instance, Some(&req.app)).await?;
     for r in started.iter().filter(|r| r.ptype != "web") {
         let ok = live
             .iter()
             .any(|p| p.container == r.container && p.state == "running" && p.restarts == 0);
         if !ok {
-            return Ok(Err(format!(
-                "{}.{} did not stay up through the grace period",
-                r.ptype, r.index
-            )));
+            return Ok(Err(AgentError::NotUp(format!("{}.{}", r.ptype, r.index))));
         }
     }
     Ok(Ok(()))

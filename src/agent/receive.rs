@@ -3,6 +3,7 @@
 
 use tokio::sync::mpsc;
 
+use super::error::AgentError;
 use super::AgentCtx;
 use crate::node::proto::{ReceiveReply, ReceiveReq};
 
@@ -10,7 +11,7 @@ pub(super) async fn receive(
     ctx: &AgentCtx,
     mut rx: russh::ChannelReadHalf,
     req: ReceiveReq,
-) -> Result<ReceiveReply, String> {
+) -> Result<ReceiveReply, AgentError> {
     // Channel data goes to the blocking side chunk by chunk as it arrives, which hashes and
     // extracts it: one copy and one hand-off per packet, not a pipe's two.
     let (tx, chunks) = mpsc::channel::<Vec<u8>>(64);
@@ -36,9 +37,9 @@ pub(super) async fn receive(
         )
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| AgentError::Internal(e.to_string()))?;
     pump.abort();
-    let received = res.map_err(|e| e.to_string())?;
+    let received = res?;
     Ok(ReceiveReply { received })
 }
 

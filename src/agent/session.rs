@@ -310,7 +310,7 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
     let Some(pty) = pty else {
         return Err("shell needs a terminal; use ssh -t".into());
     };
-    let docker = ctx.docker().await?;
+    let docker = ctx.docker().await.map_err(|e| e.to_string())?;
     let procs: Vec<ProcInfo> = runtime::list(docker, &ctx.instance, Some(&req.app))
         .await
         .map_err(|e| e.to_string())?
@@ -401,7 +401,7 @@ async fn run(ctx: &AgentCtx, req: RunReq, pty: Option<Pty>, io: Io<'_>) -> Resul
     if req.argv.iter().any(|a| a.contains('\0')) {
         return Err("the command holds a NUL byte".into());
     }
-    let docker = ctx.docker().await?;
+    let docker = ctx.docker().await.map_err(|e| e.to_string())?;
     let mut env: Vec<(String, String)> = req.env.into_iter().collect();
     if let Some(p) = &pty {
         env.retain(|(k, _)| k != "TERM");

@@ -19,10 +19,13 @@ use crate::node::proto::*;
 
 /// The reply is always one JSON document on stdout (`{"error": ...}` on failure), so the
 /// client never mistakes a progress line on stderr for the verdict.
-async fn finish(tx: &ChannelWriteHalf<Msg>, result: Result<Value, String>) {
+async fn finish(tx: &ChannelWriteHalf<Msg>, result: Result<Value, AgentError>) {
     let (code, doc) = match result {
         Ok(v) => (0, v),
-        Err(e) => (1, serde_json::json!({ "error": e.replace('\n', " ") })),
+        Err(e) => (
+            1,
+            serde_json::json!({ "error": e.to_string().replace('\n', " ") }),
+        ),
     };
     let mut out = tx.make_writer();
     let _ = out.write_all(format!("{doc}\n").as_bytes()).await;
@@ -53,17 +56,22 @@ trait Handle: Request {
     fn handle(
         self,
         call: &Call<'_>,
-    ) -> impl std::future::Future<Output = Result<Self::Reply, String>> + Send;
+    ) -> impl std::future::Future<Output = Result<Self::Reply, AgentError>> + Send;
+}
+
+fn reply_json(reply: impl serde::Serialize) -> Result<Value, AgentError> {
+    serde_json::to_value(reply).map_err(|e| AgentError::Internal(e.to_string()))
 }
 
 /// Reads an `R` from stdin, handles it, and returns its reply as JSON.
 async fn answer<R: Handle>(
     call: &Call<'_>,
     rx: &mut russh::ChannelReadHalf,
-) -> Result<Value, String> {
-    let req: R = decode(&read_stdin(rx).await).map_err(|e| format!("bad request: {e}"))?;
+) -> Result<Value, AgentError> {
+    let req: R =
+        decode(&read_stdin(rx).await).map_err(|e| AgentError::BadRequest(e.to_string()))?;
     let reply = req.handle(call).await?;
-    serde_json::to_value(reply).map_err(|e| e.to_string())
+    reply_json(reply)
 }
 
 /// The dispatcher: each verb is its request type's `VERB`, handled by its `Handle` impl.
@@ -71,10 +79,7 @@ macro_rules! dispatch {
     ($verb:expr, $call:expr, $rx:expr, [$($req:ty),* $(,)?]) => {
         match $verb {
             $(<$req as Request>::VERB => answer::<$req>($call, $rx).await,)*
-            other => Err(format!(
-                "unknown agent verb '{}'",
-                other.chars().take(40).collect::<String>()
-            )),
+            other => Err(AgentError::UnknownVerb(other.chars().take(40).collect())),
         }
     };
 }
@@ -90,7 +95,7 @@ pub(super) async fn exec(
     let verb = argv.first().cloned().unwrap_or_default();
     if verb == LogsReq::VERB {
         // Streams JSON lines (not one reply) until done or the channel closes.
-        let docker = ctx.docker().await;
+        let docker = ctx.docker().await.map_err(|e| e.to_string());
         super::logs::serve(docker, &ctx.root, &ctx.instance, rx, tx).await;
         return;
     }
@@ -114,8 +119,8 @@ pub(super) async fn exec(
         match ReceiveReq::from_args(&argv[1..]) {
             Some(r) => super::receive::receive(&ctx, rx, r)
                 .await
-                .and_then(|r| serde_json::to_value(r).map_err(|e| e.to_string())),
-            None => Err("usage: receive APP RELEASE SHA256".into()),
+                .and_then(reply_json),
+            None => Err(AgentError::Usage("receive APP RELEASE SHA256")),
         }
     } else {
         dispatch!(
@@ -141,29 +146,28 @@ pub(super) async fn exec(
 }
 
 impl Handle for StatusReq {
-    async fn handle(self, call: &Call<'_>) -> Result<StatusReply, String> {
+    async fn handle(self, call: &Call<'_>) -> Result<StatusReply, AgentError> {
         status(call.ctx).await
     }
 }
 
 impl Handle for PrepareReq {
-    async fn handle(self, call: &Call<'_>) -> Result<PrepareReply, String> {
+    async fn handle(self, call: &Call<'_>) -> Result<PrepareReply, AgentError> {
         super::prepare::prepare(call.ctx, self, call.progress).await
     }
 }
 
 impl Handle for SwitchReq {
-    async fn handle(self, call: &Call<'_>) -> Result<SwitchReply, String> {
+    async fn handle(self, call: &Call<'_>) -> Result<SwitchReply, AgentError> {
         let root = &call.ctx.root;
         let previous = root.current(&self.app);
-        root.switch(&self.app, &self.release)
-            .map_err(|e| e.to_string())?;
+        root.switch(&self.app, &self.release)?;
         Ok(SwitchReply { previous })
     }
 }
 
 impl Handle for RetireReq {
-    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, String> {
+    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, AgentError> {
         // Everything but what this rollout started (of the types it restarted).
         stop_where(call.ctx, &self.app, |p| {
             (p.release != self.release || p.generation != self.generation)
@@ -174,7 +178,7 @@ impl Handle for RetireReq {
 }
 
 impl Handle for AbortReq {
-    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, String> {
+    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, AgentError> {
         stop_where(call.ctx, &self.app, |p| {
             p.release == self.release && p.generation == self.generation
         })
@@ -183,7 +187,7 @@ impl Handle for AbortReq {
 }
 
 impl Handle for ReleasePhaseReq {
-    async fn handle(self, call: &Call<'_>) -> Result<CodeReply, String> {
+    async fn handle(self, call: &Call<'_>) -> Result<CodeReply, AgentError> {
         // A release command whose controller went away stops (dropping the call removes its
         // container): nobody would act on its outcome, and the restarted controller may run
         // it again.
@@ -191,19 +195,16 @@ impl Handle for ReleasePhaseReq {
             res = release_phase(call.ctx, self, call.progress) => res,
             _ = call.gone.cancelled() => {
                 tracing::warn!("the controller's connection ended; release command stopped");
-                Err("the controller went away; release command stopped".into())
+                Err(AgentError::ControllerGone)
             }
         }
     }
 }
 
 impl Handle for GcReq {
-    async fn handle(self, call: &Call<'_>) -> Result<Vec<String>, String> {
+    async fn handle(self, call: &Call<'_>) -> Result<Vec<String>, AgentError> {
         let ctx = call.ctx;
-        let removed = ctx
-            .root
-            .gc(&self.app, &self.keep)
-            .map_err(|e| e.to_string())?;
+        let removed = ctx.root.gc(&self.app, &self.keep)?;
         // Scratch dirs of containers that went without us (a crash, a cut session).
         if let Ok(docker) = ctx.docker().await {
             runtime::sweep_scratch(docker, &ctx.root, &ctx.instance, &self.app).await;
@@ -213,24 +214,24 @@ impl Handle for GcReq {
 }
 
 impl Handle for PurgeReq {
-    async fn handle(self, call: &Call<'_>) -> Result<PurgeReply, String> {
+    async fn handle(self, call: &Call<'_>) -> Result<PurgeReply, AgentError> {
         purge(call.ctx, self).await
     }
 }
 
 impl Handle for RestoreDataReq {
-    async fn handle(self, call: &Call<'_>) -> Result<RestoreReply, String> {
+    async fn handle(self, call: &Call<'_>) -> Result<RestoreReply, AgentError> {
         match call.ctx.root.restore_data(&self.app, &self.label) {
             Ok(()) => Ok(RestoreReply { restored: true }),
             Err(AgentError::NoSnapshot { .. }) if self.if_exists => {
                 Ok(RestoreReply { restored: false })
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(e),
         }
     }
 }
 
-async fn status(ctx: &AgentCtx) -> Result<StatusReply, String> {
+async fn status(ctx: &AgentCtx) -> Result<StatusReply, AgentError> {
     let mut reply = StatusReply {
         instance: ctx.instance.clone(),
         capacity: Some(ctx.capacity),
@@ -254,10 +255,7 @@ async fn status(ctx: &AgentCtx) -> Result<StatusReply, String> {
         }
     }
     if let Ok(docker) = ctx.docker().await {
-        for p in runtime::list(docker, &ctx.instance, None)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        for p in runtime::list(docker, &ctx.instance, None).await? {
             reply
                 .apps
                 .entry(p.app.clone())
@@ -273,12 +271,10 @@ async fn stop_where(
     ctx: &AgentCtx,
     app: &str,
     pick: impl Fn(&ProcInfo) -> bool,
-) -> Result<StoppedReply, String> {
-    crate::names::check_node_app(app).map_err(|e| e.to_string())?;
+) -> Result<StoppedReply, AgentError> {
+    crate::names::check_node_app(app)?;
     let docker = ctx.docker().await?;
-    let procs = runtime::list(docker, &ctx.instance, Some(app))
-        .await
-        .map_err(|e| e.to_string())?;
+    let procs = runtime::list(docker, &ctx.instance, Some(app)).await?;
     let mut stopped = 0;
     for p in procs.iter().filter(|p| pick(p)) {
         runtime::stop(docker, &p.container, Duration::from_secs(10)).await;
@@ -290,23 +286,17 @@ async fn stop_where(
 /// Stops every process of every environment of an app, then removes all it left on this
 /// node (releases, `current`, data, snapshots, process logs), so nothing of it is there for a
 /// later app of the same name.
-async fn purge(ctx: &AgentCtx, req: PurgeReq) -> Result<PurgeReply, String> {
-    crate::names::check("app", &req.app).map_err(|e| e.to_string())?;
+async fn purge(ctx: &AgentCtx, req: PurgeReq) -> Result<PurgeReply, AgentError> {
+    crate::names::check("app", &req.app)?;
     let docker = ctx.docker().await?;
     let mut stopped = 0;
-    for p in runtime::list(docker, &ctx.instance, None)
-        .await
-        .map_err(|e| e.to_string())?
-    {
+    for p in runtime::list(docker, &ctx.instance, None).await? {
         if crate::names::node_app_of(&p.app) == Some(req.app.as_str()) {
             runtime::stop(docker, &p.container, Duration::from_secs(10)).await;
             stopped += 1;
         }
     }
-    let purged = ctx
-        .root
-        .purge(&req.app, req.keep_data)
-        .map_err(|e| e.to_string())?;
+    let purged = ctx.root.purge(&req.app, req.keep_data)?;
     if let Some(uid) = req.uid {
         crate::isolation::remove_network(docker.raw(), &ctx.instance, uid).await;
     }
@@ -317,19 +307,14 @@ async fn release_phase(
     ctx: &AgentCtx,
     req: ReleasePhaseReq,
     progress: &mpsc::Sender<String>,
-) -> Result<CodeReply, String> {
-    crate::isolation::check_uid(req.uid).map_err(|e| e.to_string())?;
+) -> Result<CodeReply, AgentError> {
+    crate::isolation::check_uid(req.uid)?;
     let kind = req.kind.as_deref().unwrap_or("release");
     if !matches!(kind, "release" | "predeploy" | "postdeploy") {
-        return Err(format!(
-            "unknown one-off kind {:?}",
-            kind.chars().take(40).collect::<String>()
-        ));
+        return Err(AgentError::OneOffKind(kind.chars().take(40).collect()));
     }
     if let Some(label) = &req.snapshot {
-        ctx.root
-            .snapshot_data(&req.app, label, req.uid)
-            .map_err(|e| e.to_string())?;
+        ctx.root.snapshot_data(&req.app, label, req.uid)?;
     }
     let docker = ctx.docker().await?;
     let spec = ProcessSpec {
@@ -354,7 +339,6 @@ async fn release_phase(
         progress.clone(),
         Duration::from_millis(req.timeout_ms),
     )
-    .await
-    .map_err(|e| e.to_string())?;
+    .await?;
     Ok(CodeReply { code })
 }

@@ -24,6 +24,10 @@ use tokio::sync::mpsc;
 
 use super::proto::{encode, Request, SessionRequest, StreamRequest};
 
+/// What a call to a node can end in, each naming the node: unreachable (check the node and
+/// the network), a host key that changed (check the node, `nodes:remove` and add it again),
+/// our key refused (start the agent with the right `--controller-key`), or the node's own
+/// answer that it could not do what was asked.
 #[derive(Debug, Error)]
 pub enum NodeError {
     #[error("node {node} ({addr}) is unreachable: {why}")]
@@ -38,6 +42,19 @@ pub enum NodeError {
         got: String,
         pinned: String,
     },
+    #[error(
+        "node {node}: refused the controller's key (was the agent started with \
+         --controller-key from 'ssh paas nodes:key'?)"
+    )]
+    KeyRefused { node: String },
+    /// The node answered, but not with the reply the verb has.
+    #[error("node {node}: bad reply to '{command}': {why}")]
+    BadReply {
+        node: String,
+        command: String,
+        why: String,
+    },
+    /// The node's own answer: it could not do what was asked (one line, in its words).
     #[error("node {node}: {msg}")]
     Failed { node: String, msg: String },
 }
@@ -196,9 +213,8 @@ impl NodeClient {
             .await
             .map_err(|e| self.unreachable(e))?;
         if !auth.success() {
-            return Err(NodeError::Failed {
+            return Err(NodeError::KeyRefused {
                 node: self.name.clone(),
-                msg: "refused the controller's key (was the agent started with --controller-key from 'ssh paas nodes:key'?)".into(),
             });
         }
         Ok(h)
@@ -295,9 +311,10 @@ impl NodeClient {
                 msg,
             });
         }
-        serde_json::from_slice(&out).map_err(|e| NodeError::Failed {
+        serde_json::from_slice(&out).map_err(|e| NodeError::BadReply {
             node: self.name.clone(),
-            msg: format!("bad reply to '{command}': {e}"),
+            command,
+            why: e.to_string(),
         })
     }
 
@@ -602,6 +619,22 @@ fn node_ciphers() -> russh::Preferred {
 mod tests {
     use super::*;
     use crate::node::proto::{ReceiveReq, StatusReq};
+
+    #[test]
+    fn errors_name_the_node_in_one_line() {
+        let e = NodeError::KeyRefused { node: "n1".into() };
+        assert_eq!(
+            e.to_string(),
+            "node n1: refused the controller's key (was the agent started with \
+             --controller-key from 'ssh paas nodes:key'?)"
+        );
+        let e = NodeError::BadReply {
+            node: "n1".into(),
+            command: "status".into(),
+            why: "EOF".into(),
+        };
+        assert_eq!(e.to_string(), "node n1: bad reply to 'status': EOF");
+    }
 
     #[test]
     fn exec_lines() {
