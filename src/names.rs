@@ -77,6 +77,129 @@ pub fn app_from_repo_arg(arg: &str) -> Result<&str, InvalidName> {
     check("app", s)
 }
 
+/// A name checked against the grammar when it is made (by clap's parser, through
+/// `FromStr`), so a function that takes one cannot be handed an unchecked string. Derefs to
+/// `str` for reading.
+macro_rules! checked_name {
+    ($(#[$doc:meta])* $name:ident, $kind:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl std::str::FromStr for $name {
+            type Err = InvalidName;
+            fn from_str(s: &str) -> Result<Self, InvalidName> {
+                check($kind, s).map(|s| $name(s.to_string()))
+            }
+        }
+
+        impl std::ops::Deref for $name {
+            type Target = str;
+            fn deref(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+checked_name!(
+    /// An app's name.
+    AppName,
+    "app"
+);
+checked_name!(
+    /// An environment's name (`production`, `staging`).
+    EnvName,
+    "environment"
+);
+checked_name!(
+    /// A registered key's name.
+    KeyName,
+    "key"
+);
+checked_name!(
+    /// A node's name.
+    NodeName,
+    "node"
+);
+checked_name!(
+    /// A Procfile process type (`web`, `worker`).
+    ProcessType,
+    "process type"
+);
+
+/// A process type (`web`) or one process of it (`web.2`): the type in the name grammar,
+/// the number 1 to 99999.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessName(String);
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("--process '{0}': expected a process type (web) or process (web.1)")]
+pub struct InvalidProcess(String);
+
+impl std::str::FromStr for ProcessName {
+    type Err = InvalidProcess;
+    fn from_str(p: &str) -> Result<Self, InvalidProcess> {
+        let (t, n) = match p.split_once('.') {
+            Some((t, n)) => (t, Some(n)),
+            None => (p, None),
+        };
+        let n_ok = n.is_none_or(|n| {
+            !n.is_empty()
+                && n.len() < 6
+                && n.bytes().all(|b| b.is_ascii_digit())
+                && n.parse::<u32>().is_ok_and(|n| n > 0)
+        });
+        if valid(t) && n_ok {
+            Ok(ProcessName(p.to_string()))
+        } else {
+            Err(InvalidProcess(
+                p.chars().filter(|c| !c.is_control()).take(40).collect(),
+            ))
+        }
+    }
+}
+
+impl std::ops::Deref for ProcessName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A release version as users write it: `v3` or `3`, from 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Version(pub i64);
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("'{0}' is not a release version (like v3)")]
+pub struct InvalidVersion(String);
+
+impl std::str::FromStr for Version {
+    type Err = InvalidVersion;
+    fn from_str(v: &str) -> Result<Self, InvalidVersion> {
+        v.strip_prefix('v')
+            .unwrap_or(v)
+            .parse::<i64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Version)
+            .ok_or_else(|| InvalidVersion(v.chars().filter(|c| !c.is_control()).take(40).collect()))
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
 /// Glob with `*` (any run) and `?` (one char), used for tag patterns such as `v*`.
 pub fn glob_match(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
@@ -174,6 +297,38 @@ mod tests {
         }
         for arg in ["../x", "'a;b'", "/etc/passwd", "x/../../y", "", "~/"] {
             assert!(app_from_repo_arg(arg).is_err(), "{arg}");
+        }
+    }
+
+    #[test]
+    fn typed_names() {
+        assert_eq!(&*"shop".parse::<AppName>().unwrap(), "shop");
+        let e = "Shop".parse::<EnvName>().unwrap_err();
+        assert_eq!(e.kind, "environment");
+        assert!("a;b".parse::<NodeName>().is_err());
+        for ok in [
+            "web",
+            "web.1",
+            "worker.12",
+            "clock-2.3",
+            "web.01",
+            "web.99999",
+        ] {
+            assert!(ok.parse::<ProcessName>().is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "web.",
+            "web.0",
+            "web.00",
+            "web.x",
+            ".1",
+            "Web",
+            "web.1.2",
+            "a/b",
+            "web.100000",
+        ] {
+            assert!(bad.parse::<ProcessName>().is_err(), "{bad}");
         }
     }
 

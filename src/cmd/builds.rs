@@ -1,60 +1,61 @@
-//! builds, builds:log, builds:cancel, builds:purge-cache.
+//! `builds APP [-n N]` (viewer).
 
-use std::sync::Arc;
-
-use super::{table, CmdResult};
-use crate::controller::view::human;
-use crate::controller::Core;
+use super::{table, CmdResult, Command, Ctx, Done, Need};
+use crate::access::AppRole;
+use crate::names::AppName;
 use crate::timefmt::utc;
 
-pub fn list(core: &Arc<Core>, app: &str, n: i64, json: bool) -> CmdResult {
-    let rows = core.builds(app, n.clamp(1, 1000))?;
-    if json {
-        return Ok(table::json(&rows));
+/// List an app's builds
+#[derive(Debug, clap::Args)]
+pub struct Builds {
+    app: AppName,
+    #[arg(short = 'n', default_value_t = 20)]
+    n: i64,
+    #[arg(long)]
+    json: bool,
+}
+
+impl Command for Builds {
+    const NEED: Need = Need::App(AppRole::Viewer);
+
+    fn app(&self) -> Option<&str> {
+        Some(&self.app)
     }
-    if rows.is_empty() {
-        return Ok(format!("no builds of '{app}' yet\n"));
+
+    async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
+        let (app, json) = (&self.app, self.json);
+        let rows = cx.core.builds(app, self.n.clamp(1, 1000))?;
+        if json {
+            return Ok(table::json(&rows).into());
+        }
+        if rows.is_empty() {
+            return Ok(format!("no builds of '{app}' yet\n").into());
+        }
+        let rows: Vec<Vec<String>> = rows
+            .iter()
+            .map(|b| {
+                vec![
+                    b.id.to_string(),
+                    b.status.clone(),
+                    b.git_sha[..7].to_string(),
+                    b.git_ref.rsplit('/').next().unwrap_or("").to_string(),
+                    b.key_name.clone(),
+                    utc(b.created_at),
+                    b.finished_at
+                        .map(|f| format!("{}s", f - b.created_at))
+                        .unwrap_or_else(|| "-".into()),
+                    b.release_version
+                        .map(|v| format!("v{v}"))
+                        .unwrap_or_else(|| "-".into()),
+                ]
+            })
+            .collect();
+        Ok(table::render(
+            &[
+                "ID", "STATUS", "COMMIT", "REF", "BY", "STARTED", "TOOK", "RELEASE",
+            ],
+            &rows,
+        )
+        .into())
     }
-    let rows: Vec<Vec<String>> = rows
-        .iter()
-        .map(|b| {
-            vec![
-                b.id.to_string(),
-                b.status.clone(),
-                b.git_sha[..7].to_string(),
-                b.git_ref.rsplit('/').next().unwrap_or("").to_string(),
-                b.key_name.clone(),
-                utc(b.created_at),
-                b.finished_at
-                    .map(|f| format!("{}s", f - b.created_at))
-                    .unwrap_or_else(|| "-".into()),
-                b.release_version
-                    .map(|v| format!("v{v}"))
-                    .unwrap_or_else(|| "-".into()),
-            ]
-        })
-        .collect();
-    Ok(table::render(
-        &[
-            "ID", "STATUS", "COMMIT", "REF", "BY", "STARTED", "TOOK", "RELEASE",
-        ],
-        &rows,
-    ))
-}
-
-pub fn log(core: &Arc<Core>, app: &str, id: Option<i64>) -> CmdResult {
-    Ok(core.build_log(app, id)?)
-}
-
-pub fn cancel(core: &Arc<Core>, app: &str) -> CmdResult {
-    let id = core.cancel_build(app)?;
-    Ok(format!("cancelling build {id} of '{app}'\n"))
-}
-
-pub fn purge_cache(core: &Arc<Core>, app: &str) -> CmdResult {
-    let freed = core.purge_build_cache(app)?;
-    Ok(format!(
-        "purged the build cache of '{app}' ({}); its next build fetches its buildpacks again\n",
-        human(freed)
-    ))
 }

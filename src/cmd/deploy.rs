@@ -1,37 +1,29 @@
-//! deploy, rollback (deployer).
+//! `deploy APP VERSION [--env E]` (deployer): an existing release to an environment.
 
-use std::sync::Arc;
+use super::{CmdResult, Command, Ctx, Done, Mode, Need};
+use crate::access::AppRole;
+use crate::names::{AppName, EnvName, Version};
 
-use super::{releases::parse_version, CmdResult};
-use crate::controller::{Core, Sink};
-
-pub async fn deploy(
-    core: &Arc<Core>,
-    who: &str,
-    app: &str,
-    version: &str,
-    env: &str,
-    out: &mut Sink,
-) -> CmdResult {
-    crate::names::check("environment", env)?;
-    let v = parse_version(version)?;
-    core.deploy(who, app, v, env, out).await?;
-    Ok(format!("v{v} of {app} is live in {env}\n"))
+/// Deploy an existing release to an environment (deployer)
+#[derive(Debug, clap::Args)]
+pub struct Deploy {
+    app: AppName,
+    version: Version,
+    #[arg(long, default_value = "production")]
+    env: EnvName,
 }
 
-pub async fn rollback(
-    core: &Arc<Core>,
-    who: &str,
-    app: &str,
-    version: Option<&str>,
-    env: &str,
-    with_data: bool,
-    out: &mut Sink,
-) -> CmdResult {
-    crate::names::check("environment", env)?;
-    let version = version.map(parse_version).transpose()?;
-    let v = core
-        .rollback(who, app, version, env, with_data, out)
-        .await?;
-    Ok(format!("rolled back: v{v} of {app} is live in {env}\n"))
+impl Command for Deploy {
+    const NEED: Need = Need::App(AppRole::Deployer);
+    const MODE: Mode = Mode::Streams;
+
+    fn app(&self) -> Option<&str> {
+        Some(&self.app)
+    }
+
+    async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
+        let (app, v, env) = (&self.app, self.version, &self.env);
+        cx.core.deploy(&cx.who.name, app, v.0, env, cx.out).await?;
+        Ok(format!("{v} of {app} is live in {env}\n").into())
+    }
 }

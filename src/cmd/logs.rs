@@ -5,39 +5,152 @@
 //! they are written, across deploys and node restarts, until the client goes away.
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use super::{releases::parse_version, CmdError, CmdResult};
-use crate::controller::view::{Event, LogLine, LogQuery, NodeLog, NodeLogs};
-use crate::controller::{Core, Sink};
+use super::{CmdError, CmdResult, Command, Ctx, Done, Mode, Need};
+use crate::access::AppRole;
+use crate::controller::view::{Event, LogLine, LogQuery, NodeLog, NodeLogs, Tailer};
+use crate::controller::Sink;
+use crate::names::{AppName, EnvName, NodeName, ProcessName, Version};
 
 /// The most backlog lines one request may ask for.
 const MAX_LINES: usize = 100_000;
 
+/// Build and deploy events and every process's output, merged in time order (viewer)
 #[derive(Debug, clap::Args)]
-pub struct Args {
-    pub app: String,
+pub struct Logs {
+    app: AppName,
     /// Keep following new lines (across deploys) until interrupted
     #[arg(short = 'f', long)]
-    pub follow: bool,
+    follow: bool,
     /// How many lines of backlog
     #[arg(short = 'n', default_value_t = 100)]
-    pub n: usize,
+    n: usize,
     /// Only this process type (web) or process (web.1)
     #[arg(long)]
-    pub process: Option<String>,
+    process: Option<ProcessName>,
     /// Only this node ('controller': only build and deploy events)
     #[arg(long)]
-    pub node: Option<String>,
+    node: Option<NodeName>,
     #[arg(long, default_value = "production")]
-    pub env: String,
+    env: EnvName,
     /// Only this release (v3)
     #[arg(long)]
-    pub release: Option<String>,
+    release: Option<Version>,
     /// Only lines this recent (30s, 10m, 2h, 1d) or since an RFC 3339 time
     #[arg(long)]
-    pub since: Option<String>,
+    since: Option<String>,
+}
+
+impl Command for Logs {
+    const NEED: Need = Need::App(AppRole::Viewer);
+    const MODE: Mode = Mode::Streams;
+
+    fn app(&self) -> Option<&str> {
+        Some(&self.app)
+    }
+
+    async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
+        let a = self;
+        let release = a.release.map(|v| v.to_string());
+        let since = match &a.since {
+            Some(s) => Some(parse_since(s, crate::timefmt::now()).map_err(CmdError::Invalid)?),
+            None => None,
+        };
+        let n = a.n.min(MAX_LINES);
+        let events_wanted =
+            a.process.is_none() && a.node.as_deref().is_none_or(|n| n == "controller");
+        let core = cx.core;
+        // Dropped on every way out, which aborts the node streams and closes their connections.
+        let mut streams = core.node_logs(&LogQuery {
+            app: &a.app,
+            env: &a.env,
+            node: a.node.as_deref(),
+            process: a.process.as_deref(),
+            release: release.as_deref(),
+            tail: n,
+            follow: a.follow,
+        })?;
+        let mut follow = Follow {
+            tailer: core.event_tailer(&a.app),
+            last_event: String::new(),
+            events_wanted,
+            release,
+            since,
+        };
+        let mut items: Vec<(String, String)> = vec![];
+        if events_wanted {
+            let rel = follow.release.clone();
+            let evs = core
+                .events(&a.app, n, move |e| {
+                    rel.as_ref().is_none_or(|r| *r == e.release)
+                })
+                .await;
+            for e in evs {
+                follow.last_event = follow.last_event.max(e.t.clone());
+                items.push((e.t.clone(), render_event(&e)));
+            }
+        }
+        let fresh = |t: &str| follow.fresh(t);
+        if backlog(&mut streams, items, n, &fresh, cx.out).await && a.follow {
+            follow.run(&mut streams, cx.out).await;
+        }
+        Ok(String::new().into())
+    }
+}
+
+/// Following, after the backlog: new lines from the nodes and new events, as they come.
+struct Follow {
+    tailer: Tailer,
+    /// The time of the last event passed on.
+    last_event: String,
+    events_wanted: bool,
+    /// Only this release (`v3`).
+    release: Option<String>,
+    /// Only lines from this time on (RFC 3339).
+    since: Option<String>,
+}
+
+impl Follow {
+    fn fresh(&self, t: &str) -> bool {
+        self.since.as_ref().is_none_or(|s| t >= s.as_str())
+    }
+
+    /// Until the client goes away (or nothing is left to follow).
+    async fn run(&mut self, streams: &mut NodeLogs, out: &mut Sink) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut nodes_done = false;
+        loop {
+            tokio::select! {
+                m = streams.rx.recv(), if !nodes_done => match m {
+                    Some(NodeLog::Line(node, l)) if self.fresh(&l.t) => out.line(render_line(&node, &l)).await,
+                    Some(NodeLog::Failed(node, e)) => out.line(format!(" !     {node}: {e} (retrying)")).await,
+                    Some(_) => {}
+                    // No node streams (only events): keep following those.
+                    None => {
+                        if !self.events_wanted {
+                            return;
+                        }
+                        nodes_done = true;
+                    }
+                },
+                _ = tick.tick(), if self.events_wanted => {
+                    for e in self.tailer.poll() {
+                        let wanted = self.release.as_ref().is_none_or(|r| *r == e.release);
+                        if e.t > self.last_event && wanted {
+                            self.last_event = e.t.clone();
+                            out.line(render_event(&e)).await;
+                        }
+                    }
+                }
+                _ = out.gone() => return,
+            }
+            if out.closed() {
+                return;
+            }
+        }
+    }
 }
 
 /// `--since`: a duration ago (`90s`, `10m`, `2h`, `1d`) or an RFC 3339 time, as the
@@ -71,25 +184,6 @@ pub fn parse_since(s: &str, now: i64) -> Result<String, String> {
         .filter(|a| *a <= 100 * 365 * 86_400)
         .ok_or_else(bad)?;
     Ok(crate::timefmt::rfc3339_nanos(now - ago, 0))
-}
-
-/// `web` or `web.1`.
-fn check_process(p: &str) -> Result<(), CmdError> {
-    let (ptype, index) = match p.split_once('.') {
-        Some((t, i)) => (t, Some(i)),
-        None => (p, None),
-    };
-    let index_ok = index.is_none_or(|i| i.parse::<u32>().is_ok_and(|n| n > 0));
-    if crate::names::valid(ptype) && index_ok {
-        return Ok(());
-    }
-    Err(CmdError::Invalid(format!(
-        "--process '{}': expected a process type (web) or process (web.1)",
-        p.chars()
-            .filter(|c| !c.is_control())
-            .take(40)
-            .collect::<String>()
-    )))
 }
 
 /// RFC 3339 with milliseconds, as shown: `2026-11-23T13:20:46.761Z`.
@@ -132,85 +226,6 @@ pub fn merge(mut items: Vec<(String, String)>, n: usize) -> Vec<(String, String)
     let skip = items.len().saturating_sub(n);
     items.drain(..skip);
     items
-}
-
-pub async fn logs(core: &Arc<Core>, a: Args, out: &mut Sink) -> CmdResult {
-    let app = a.app.clone();
-    crate::names::check("environment", &a.env)?;
-    if let Some(p) = &a.process {
-        check_process(p)?;
-    }
-    let release = match &a.release {
-        Some(r) => Some(format!("v{}", parse_version(r)?)),
-        None => None,
-    };
-    let since = match &a.since {
-        Some(s) => Some(parse_since(s, crate::timefmt::now()).map_err(CmdError::Invalid)?),
-        None => None,
-    };
-    let n = a.n.min(MAX_LINES);
-    let events_wanted = a.process.is_none() && a.node.as_deref().is_none_or(|n| n == "controller");
-    // Dropped on every way out, which aborts the node streams and closes their connections.
-    let mut streams = core.node_logs(&LogQuery {
-        app: &app,
-        env: &a.env,
-        node: a.node.as_deref(),
-        process: a.process.as_deref(),
-        release: release.as_deref(),
-        tail: n,
-        follow: a.follow,
-    })?;
-    let mut tailer = core.event_tailer(&app);
-    let mut items: Vec<(String, String)> = vec![];
-    let mut last_event = String::new();
-    if events_wanted {
-        let rel = release.clone();
-        let evs = core
-            .events(&app, n, move |e| {
-                rel.as_ref().is_none_or(|r| *r == e.release)
-            })
-            .await;
-        for e in evs {
-            last_event = last_event.max(e.t.clone());
-            items.push((e.t.clone(), render_event(&e)));
-        }
-    }
-    let fresh = |t: &str| since.as_ref().is_none_or(|s| t >= s.as_str());
-    if !backlog(&mut streams, items, n, &fresh, out).await || !a.follow {
-        return Ok(String::new());
-    }
-    let keep_event = |e: &Event| release.as_ref().is_none_or(|r| *r == e.release);
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut nodes_done = false;
-    loop {
-        tokio::select! {
-            m = streams.rx.recv(), if !nodes_done => match m {
-                Some(NodeLog::Line(node, l)) if fresh(&l.t) => out.line(render_line(&node, &l)).await,
-                Some(NodeLog::Failed(node, e)) => out.line(format!(" !     {node}: {e} (retrying)")).await,
-                Some(_) => {}
-                // No node streams (only events): keep following those.
-                None => {
-                    if !events_wanted {
-                        return Ok(String::new());
-                    }
-                    nodes_done = true;
-                }
-            },
-            _ = tick.tick(), if events_wanted => {
-                for e in tailer.poll() {
-                    if e.t > last_event && keep_event(&e) {
-                        last_event = e.t.clone();
-                        out.line(render_event(&e)).await;
-                    }
-                }
-            }
-            _ = out.gone() => return Ok(String::new()),
-        }
-        if out.closed() {
-            return Ok(String::new());
-        }
-    }
 }
 
 /// The backlog: until every node has sent its own (or failed), merged with the events in
@@ -322,14 +337,5 @@ mod tests {
         assert_eq!(got, ["1", "2", "3"]);
         let got: Vec<String> = merge(items, 2).into_iter().map(|x| x.1).collect();
         assert_eq!(got, ["2", "3"]);
-    }
-
-    #[test]
-    fn processes() {
-        assert!(check_process("web").is_ok());
-        assert!(check_process("web.2").is_ok());
-        for bad in ["", "Web", "web.", "web.0", "web.x", ".1", "a/b"] {
-            assert!(check_process(bad).is_err(), "{bad}");
-        }
     }
 }

@@ -76,86 +76,98 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
         }
         return;
     }
-    let reply = match cmd::parse(&argv) {
+    let c = match cmd::parse_audited(&core, &req.who, &argv) {
+        Ok(c) => c,
         Err(reply) => {
-            // 0 is help; parse says 1 for an unknown command, 2 for bad usage.
-            if reply.code != 0 {
-                let why = if reply.code == 1 {
-                    "unknown command"
-                } else {
-                    "bad usage"
-                };
-                cmd::audit_invalid(&core, &req.who, &cmd::redact(&argv), why);
-            }
-            reply
-        }
-        Ok(c) if c.is_interactive() => {
-            // `shell`, `run`: the channel is bridged to a session on a node.
-            match cmd::start_interactive(&core, &req.who, &argv, c, req.pty).await {
-                Err(reply) => reply,
-                Ok(session) => {
-                    let code = super::interactive::bridge(rx, &tx, req, session).await;
-                    close(&tx, code).await;
-                    return;
-                }
-            }
-        }
-        Ok(c) if c.is_streaming() => {
-            let (ftx, mut frx) = tokio::sync::mpsc::channel::<crate::git::hookproto::Frame>(256);
-            let (core, who) = (core.clone(), req.who.clone());
-            let task = tokio::spawn(async move {
-                let mut sink = crate::sink::Sink::new(ftx);
-                cmd::execute_streaming(&core, &who, &argv, c, &mut sink).await
-            });
-            let mut out = tx.make_writer();
-            // The client going away (the channel closes, or the connection drops) drops the
-            // receiver: a command that would stream forever (`logs -f`) sees `Sink::gone`
-            // and ends, closing its node connections. Others run to completion unheard.
-            // Not `make_reader`: it stops at EOF, and the close comes after that.
-            let gone = async {
-                while !matches!(rx.wait().await, Some(russh::ChannelMsg::Close) | None) {}
-            };
-            tokio::pin!(gone);
-            loop {
-                tokio::select! {
-                    f = frx.recv() => match f {
-                        Some(f) => {
-                            if let Some(line) = f.out {
-                                let _ = out.write_all(format!("{line}\n").as_bytes()).await;
-                                let _ = out.flush().await;
-                            }
-                        }
-                        None => break,
-                    },
-                    _ = &mut gone => {
-                        tracing::info!("client went away; stream stopped");
-                        break;
-                    }
-                }
-            }
-            drop(frx);
-            task.await
-                .unwrap_or_else(|e| Reply::err(format!("error: internal error ({e})"), 1))
-        }
-        Ok(c) => {
-            let stdin = if c.wants_stdin() {
-                let mut buf = Vec::new();
-                let mut r = rx.make_reader().take(MAX_STDIN);
-                // A client that never sends EOF must not hold the task forever.
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut buf)).await;
-                buf
-            } else {
-                Vec::new()
-            };
-            let (core, who) = (core.clone(), req.who.clone());
-            tokio::task::spawn_blocking(move || cmd::execute(&core, &who, &argv, c, &stdin))
-                .await
-                .unwrap_or_else(|e| Reply::err(format!("error: internal error ({e})"), 1))
+            drop(rx);
+            finish(&tx, reply).await;
+            return;
         }
     };
-    drop(rx);
+    let stdin = if c.wants_stdin() {
+        let mut buf = Vec::new();
+        let mut r = rx.make_reader().take(MAX_STDIN);
+        // A client that never sends EOF must not hold the task forever.
+        let _ = tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut buf)).await;
+        buf
+    } else {
+        Vec::new()
+    };
+    let reply = if c.is_interactive() {
+        // `shell`, `run`: the channel is bridged to a session on a node.
+        let (ftx, _) = tokio::sync::mpsc::channel::<String>(1);
+        let mut sink = crate::sink::Sink::new(ftx);
+        let io = cmd::Io {
+            out: &mut sink,
+            stdin: &stdin,
+            pty: req.pty,
+        };
+        match cmd::execute(&core, &req.who, &argv, c, io).await {
+            cmd::Finished::Reply(reply) => reply,
+            cmd::Finished::Session(session) => {
+                let code = super::bridge::bridge(rx, &tx, req, *session).await;
+                close(&tx, code).await;
+                return;
+            }
+        }
+    } else {
+        stream(&core, &req, rx, &tx, argv, c, stdin).await
+    };
     finish(&tx, reply).await;
+}
+
+/// Runs a command, its progress lines written to the channel as they come. The client
+/// going away (the channel closes, or the connection drops) drops the receiver: a command
+/// that would stream forever (`logs -f`) sees `Sink::gone` and ends, closing its node
+/// connections. Others run to completion unheard.
+async fn stream(
+    core: &Arc<Core>,
+    req: &ExecRequest,
+    mut rx: russh::ChannelReadHalf,
+    tx: &ChannelWriteHalf<Msg>,
+    argv: Vec<String>,
+    c: cmd::Cmd,
+    stdin: Vec<u8>,
+) -> Reply {
+    let (ftx, mut frx) = tokio::sync::mpsc::channel::<crate::git::hookproto::Frame>(256);
+    let (core, who) = (core.clone(), req.who.clone());
+    let task = tokio::spawn(async move {
+        let mut sink = crate::sink::Sink::new(ftx);
+        let io = cmd::Io {
+            out: &mut sink,
+            stdin: &stdin,
+            pty: false,
+        };
+        match cmd::execute(&core, &who, &argv, c, io).await {
+            cmd::Finished::Reply(r) => r,
+            // Only `shell` and `run` become sessions, and they do not come this way.
+            cmd::Finished::Session(_) => Reply::err("error: internal routing error", 1),
+        }
+    });
+    let mut out = tx.make_writer();
+    // Not `make_reader`: it stops at EOF, and the close comes after that.
+    let gone = async { while !matches!(rx.wait().await, Some(russh::ChannelMsg::Close) | None) {} };
+    tokio::pin!(gone);
+    loop {
+        tokio::select! {
+            f = frx.recv() => match f {
+                Some(f) => {
+                    if let Some(line) = f.out {
+                        let _ = out.write_all(format!("{line}\n").as_bytes()).await;
+                        let _ = out.flush().await;
+                    }
+                }
+                None => break,
+            },
+            _ = &mut gone => {
+                tracing::info!("client went away; stream stopped");
+                break;
+            }
+        }
+    }
+    drop(frx);
+    task.await
+        .unwrap_or_else(|e| Reply::err(format!("error: internal error ({e})"), 1))
 }
 
 async fn finish(tx: &ChannelWriteHalf<Msg>, reply: Reply) {
@@ -180,34 +192,33 @@ async fn say_err(tx: &ChannelWriteHalf<Msg>, msg: &str) {
     let _ = err.flush().await;
 }
 
-/// Bridge the channel to `git receive-pack`/`upload-pack`. Returns the exit code to send.
-async fn git(
-    core: Arc<Core>,
-    mut rx: russh::ChannelReadHalf,
+/// The repository a git service may use, checked and (a clone) recorded: the app, its
+/// repository and the caller's grant, or the exit code after a one-line error.
+async fn admit_git(
+    core: &Arc<Core>,
     tx: &ChannelWriteHalf<Msg>,
-    req: &ExecRequest,
+    who: &Identity,
     svc: GitService,
-    argv: Vec<String>,
-) -> u32 {
-    let who = &req.who;
+    argv: &[String],
+) -> Result<(String, std::path::PathBuf, crate::access::Grant), u32> {
     let verb = match svc {
         GitService::ReceivePack => "git push",
         GitService::UploadPack => "git fetch",
     };
-    let app = match argv.as_slice() {
+    let app = match argv {
         [_, repo] => match crate::names::app_from_repo_arg(repo) {
             Ok(a) => a.to_string(),
             Err(e) => {
                 core.audit(who, None, verb, "error", &e.to_string());
                 say_err(tx, &format!("error: {e}")).await;
-                return 1;
+                return Err(1);
             }
         },
         _ => {
             let msg = "error: expected exactly one repository argument";
             core.audit(who, None, verb, "invalid", msg);
             say_err(tx, msg).await;
-            return 2;
+            return Err(2);
         }
     };
     let authorized = {
@@ -224,11 +235,11 @@ async fn git(
             };
             core.audit(who, Some(&app), verb, outcome, &e.to_string());
             say_err(tx, &format!("error: {e}")).await;
-            return 1;
+            return Err(1);
         }
         Err(e) => {
             say_err(tx, &format!("error: internal error ({e})")).await;
-            return 1;
+            return Err(1);
         }
     };
     // Recorded before git runs; what cannot be recorded does not run. A push's entry is
@@ -238,10 +249,27 @@ async fn git(
             Ok(id) => core.audit_close(id, "ok", ""),
             Err(e) => {
                 say_err(tx, &format!("error: {e}")).await;
-                return 1;
+                return Err(1);
             }
         }
     }
+    Ok((app, repo, grant))
+}
+
+/// Bridge the channel to `git receive-pack`/`upload-pack`. Returns the exit code to send.
+async fn git(
+    core: Arc<Core>,
+    mut rx: russh::ChannelReadHalf,
+    tx: &ChannelWriteHalf<Msg>,
+    req: &ExecRequest,
+    svc: GitService,
+    argv: Vec<String>,
+) -> u32 {
+    let who = &req.who;
+    let (app, repo, grant) = match admit_git(&core, tx, who, svc, &argv).await {
+        Ok(x) => x,
+        Err(code) => return code,
+    };
     let guard = (svc == GitService::ReceivePack).then(|| core.begin_push(who, &app, grant));
     let mut child = match core.spawn_git(svc, &repo, req.git_protocol.as_deref(), guard.as_ref()) {
         Ok(c) => c,
