@@ -44,9 +44,9 @@ pub trait Host: Send + Sync + 'static {
     fn instance(&self) -> &str;
     fn limits(&self) -> BuildLimits;
     /// The uid an app's builds run as.
-    fn app_uid(&self, app: &str) -> Result<u32, String>;
+    fn app_uid(&self, app: &str) -> Result<u32, BuildError>;
     /// An environment's config vars, decrypted.
-    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, String>;
+    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, BuildError>;
     /// How many builds of `app` hold or wait for its turn.
     fn waiting(&self, app: &str) -> usize;
     /// Waits for the app's turn, then for a build slot; both are held (and the build is

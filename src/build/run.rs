@@ -359,7 +359,7 @@ impl<H: Host> Build<'_, H> {
         }
         let cache = host.data().cache(&req.app);
         // The build runs as the app's uid: its dirs are given to it.
-        let uid = host.app_uid(&req.app).map_err(fail)?;
+        let uid = host.app_uid(&req.app)?;
         let stage = self.dir.join("buildpacks");
         crate::isolation::give_build_dirs(&[&src, &envd, &meta, &stage], &cache, uid)
             .map_err(|e| fail(format!("build dirs: {e}")))?;

@@ -121,7 +121,7 @@ impl Core {
         let Live { live, release } = self.live_release(app, env)?;
         let counts = deploy::current_formation(self, &release, env)
             .await
-            .map_err(CoreError::Invalid)?;
+            .map_err(|e| CoreError::Invalid(e.to_string()))?;
         Ok((counts, live.nodes.len()))
     }
 
@@ -151,7 +151,7 @@ impl Core {
         }
         let current = deploy::current_formation(self, &live.release, env)
             .await
-            .map_err(CoreError::Invalid)?;
+            .map_err(|e| CoreError::Invalid(e.to_string()))?;
         let nodes = self.store.live(app, env)?.map_or(1, |l| l.nodes.len());
         let same = |t: &String, n: &u32| match current.get(t) {
             Some(Count::Total(m)) => m == n,
@@ -241,7 +241,7 @@ impl Core {
         let target = envs::target_of_release(&self.data, &live.release, env);
         deploy::rollout(self, &live.release, &target, who, out, opts)
             .await
-            .map_err(CoreError::Failed)
+            .map_err(|e| CoreError::Failed(e.to_string()))
     }
 }
 

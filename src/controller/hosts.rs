@@ -7,6 +7,8 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::Core;
+use crate::build::BuildError;
+use crate::deploy::DeployError;
 use crate::node::client::NodeClient;
 use crate::paths::DataDir;
 use crate::router::Router;
@@ -35,12 +37,12 @@ impl crate::build::Host for Core {
         }
     }
 
-    fn app_uid(&self, app: &str) -> Result<u32, String> {
-        Core::app_uid(self, app).map_err(|e| e.to_string())
+    fn app_uid(&self, app: &str) -> Result<u32, BuildError> {
+        Core::app_uid(self, app).map_err(|e| BuildError::Failed(e.to_string()))
     }
 
-    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, String> {
-        Core::config(self, app, env).map_err(|e| e.to_string())
+    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, BuildError> {
+        Core::config(self, app, env).map_err(|e| BuildError::Failed(e.to_string()))
     }
 
     fn waiting(&self, app: &str) -> usize {
@@ -85,16 +87,16 @@ impl crate::deploy::Host for Core {
         Core::deploy_lock(self, app, env)
     }
 
-    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, String> {
-        Core::config(self, app, env).map_err(|e| e.to_string())
+    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, DeployError> {
+        Core::config(self, app, env).map_err(|e| DeployError::Failed(e.to_string()))
     }
 
     fn seal(&self, plain: &[u8]) -> Vec<u8> {
         self.sealer.seal(plain)
     }
 
-    fn app_uid(&self, app: &str) -> Result<u32, String> {
-        Core::app_uid(self, app).map_err(|e| e.to_string())
+    fn app_uid(&self, app: &str) -> Result<u32, DeployError> {
+        Core::app_uid(self, app).map_err(|e| DeployError::Failed(e.to_string()))
     }
 
     fn process_memory(&self) -> i64 {

@@ -264,7 +264,7 @@ async fn cook_and_deploy(
             Default::default(),
         )
         .await
-        .map_err(PushError::Deploy)?;
+        .map_err(|e| PushError::Deploy(e.to_string()))?;
     }
     Ok(())
 }

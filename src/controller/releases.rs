@@ -124,7 +124,7 @@ impl Core {
         let target = envs::target_of_release(&self.data, &release, env);
         deploy::rollout(self, &release, &target, who, out, RolloutOptions::default())
             .await
-            .map_err(CoreError::Failed)
+            .map_err(|e| CoreError::Failed(e.to_string()))
     }
 
     /// Back to `version`, or to the previous release; its config comes back with it. The
@@ -178,7 +178,7 @@ impl Core {
         };
         deploy::rollout(self, &release, &target, who, out, opts)
             .await
-            .map_err(CoreError::Failed)?;
+            .map_err(|e| CoreError::Failed(e.to_string()))?;
         Ok(v)
     }
 

@@ -37,11 +37,11 @@ pub trait Host: Send + Sync + 'static {
     /// Held for the length of one rollout of an (app, environment).
     fn deploy_lock(&self, app: &str, env: &str) -> Arc<tokio::sync::Mutex<()>>;
     /// An environment's config vars, decrypted.
-    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, String>;
+    fn config(&self, app: &str, env: &str) -> Result<BTreeMap<String, String>, DeployError>;
     /// Seals a config value (or a whole config map) for the store.
     fn seal(&self, plain: &[u8]) -> Vec<u8>;
     /// The uid an app's processes run as.
-    fn app_uid(&self, app: &str) -> Result<u32, String>;
+    fn app_uid(&self, app: &str) -> Result<u32, DeployError>;
     /// The memory of a process whose magrathea.yml asks for none.
     fn process_memory(&self) -> i64;
     /// Every node, by name.
@@ -53,8 +53,31 @@ pub trait Host: Send + Sync + 'static {
     fn node_client(&self, node: &NodeRow) -> NodeClient;
 }
 
-/// What the pusher is told and what is recorded when a deploy fails.
-pub type DeployResult = Result<(), String>;
+/// Why a rollout failed: what the pusher is told and what is recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum DeployError {
+    /// Told to the pusher as it happened (a node's answer, a failed release command, no
+    /// room, no node).
+    #[error("{0}")]
+    Failed(String),
+    #[error("the pusher went away")]
+    PusherGone,
+    #[error("bad manifest: {0}")]
+    BadManifest(#[source] serde_json::Error),
+    #[error("cannot record v{version} as live: {source}")]
+    NotRecorded {
+        version: i64,
+        #[source]
+        source: StoreError,
+    },
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Internal(#[from] tokio::task::JoinError),
+}
+
+/// What a rollout comes to.
+pub type DeployResult = Result<(), DeployError>;
 
 /// The router key of an app in an environment: `app` for production, `app-env` otherwise.
 pub fn route_key(app: &str, env: &str) -> String {
@@ -82,9 +105,9 @@ pub async fn current_formation<H: Host>(
     host: &Arc<H>,
     release: &ReleaseRow,
     env: &str,
-) -> Result<BTreeMap<String, Count>, String> {
+) -> Result<BTreeMap<String, Count>, DeployError> {
     let manifest: Manifest =
-        serde_json::from_str(&release.manifest).map_err(|e| format!("bad manifest: {e}"))?;
+        serde_json::from_str(&release.manifest).map_err(DeployError::BadManifest)?;
     let tarball = host.data().releases(&release.app).join(&release.file);
     let (meta, target) = {
         let (t, data, r, e) = (
@@ -99,13 +122,9 @@ pub async fn current_formation<H: Host>(
                 envs::target_of_release(&data, &r, &e),
             )
         })
-        .await
-        .map_err(|e| e.to_string())?
+        .await?
     };
-    let scaled = host
-        .store()
-        .formation(&release.app, env)
-        .map_err(|e| e.to_string())?;
+    let scaled = host.store().formation(&release.app, env)?;
     Ok(formation(
         manifest.processes.keys(),
         &scaled,
@@ -137,8 +156,7 @@ pub async fn rollout<H: Host>(
     };
     let deploy_id = host
         .store()
-        .start_deploy(app, &target.env, release.version, who)
-        .map_err(|e| e.to_string())?;
+        .start_deploy(app, &target.env, release.version, who)?;
     // Its output also goes to the app's event log (`logs`), config values masked.
     let secrets = opts
         .config
@@ -170,7 +188,7 @@ pub async fn rollout<H: Host>(
     out.set_tee(outer_events);
     let (status, detail) = match &result {
         Ok(()) => ("succeeded", String::new()),
-        Err(e) => ("failed", e.clone()),
+        Err(e) => ("failed", e.to_string()),
     };
     let _ = host.store().finish_deploy(deploy_id, status, &detail);
     result

@@ -20,7 +20,7 @@ use tokio::sync::OwnedMutexGuard;
 use super::backend::{abort_all, backend_for, fan_out, gc_places, Backend, Delivery, Place};
 use super::envs::{self, EnvTarget};
 use super::plan::{formation, place, Count, Placement};
-use super::{node_app, route_key, Host, RolloutOptions};
+use super::{node_app, route_key, DeployError, Host, RolloutOptions};
 use crate::appjson::AppJson;
 use crate::node::proto::*;
 use crate::release::Manifest;
@@ -128,7 +128,7 @@ fn phase_name(kind: &str) -> &'static str {
 impl<H: Host> Rollout<'_, H> {
     /// Every phase in order. `held` is the deploy lock, which the retire phase may keep
     /// after this returns (`background_tail`).
-    pub(super) async fn run(mut self, held: OwnedMutexGuard<()>) -> Result<(), String> {
+    pub(super) async fn run(mut self, held: OwnedMutexGuard<()>) -> Result<(), DeployError> {
         let t = Instant::now();
         let plan = self.plan().await?;
         phase_done("plan", t);
@@ -163,21 +163,21 @@ impl<H: Host> Rollout<'_, H> {
     }
 
     /// Tells the pusher, and passes the message on as the rollout's error.
-    async fn fail(&mut self, m: String) -> String {
+    async fn fail(&mut self, m: String) -> DeployError {
         self.out.line(format!(" !     {m}")).await;
-        m
+        DeployError::Failed(m)
     }
 
     /// Plan: the places, the config, the release's app.json, and how many processes of
     /// each type run where (see [`formation`]); none when stopped.
-    async fn plan(&mut self) -> Result<Plan, String> {
+    async fn plan(&mut self) -> Result<Plan, DeployError> {
         let (host, release, target, opts) = (self.host, self.release, self.target, self.opts);
         let (app, env) = (release.app.clone(), target.env.clone());
         let manifest: Manifest =
-            serde_json::from_str(&release.manifest).map_err(|e| format!("bad manifest: {e}"))?;
+            serde_json::from_str(&release.manifest).map_err(DeployError::BadManifest)?;
         // Its processes run as the app's own uid on every node.
         let uid = host.app_uid(&app)?;
-        let backend = backend_for(host, target).map_err(|e| e.to_string())?;
+        let backend = backend_for(host, target)?;
         if backend.places().is_empty() {
             let m = format!(
                 "no node matches environment {env}'s selector {:?}",
@@ -198,7 +198,7 @@ impl<H: Host> Rollout<'_, H> {
             ))
             .await;
         let tarball = host.data().releases(&app).join(&release.file);
-        let previous = host.store().live(&app, &env).map_err(|e| e.to_string())?;
+        let previous = host.store().live(&app, &env)?;
         // Labels from magrathea.yml under the config vars; the config wins.
         let config = match &opts.config {
             Some(c) => c.clone(),
@@ -209,9 +209,7 @@ impl<H: Host> Rollout<'_, H> {
         // The release's app.json (formation, health checks, predeploy/postdeploy scripts).
         let meta = {
             let t = tarball.clone();
-            tokio::task::spawn_blocking(move || envs::meta_of_release(&t))
-                .await
-                .map_err(|e| e.to_string())?
+            tokio::task::spawn_blocking(move || envs::meta_of_release(&t)).await?
         };
         let app_json = match meta.app_json.clone() {
             Ok(a) => a,
@@ -277,14 +275,14 @@ impl<H: Host> Rollout<'_, H> {
         &self,
         manifest: &Manifest,
         app_json: &AppJson,
-    ) -> Result<(BTreeMap<String, Count>, bool), String> {
+    ) -> Result<(BTreeMap<String, Count>, bool), DeployError> {
         let (store, opts) = (self.host.store(), self.opts);
         let (app, env) = (&self.release.app, &self.target.env);
         let stopped = match opts.stopped {
             Some(s) => s,
-            None => store.stopped(app, env).map_err(|e| e.to_string())?,
+            None => store.stopped(app, env)?,
         };
-        let mut scaled = store.formation(app, env).map_err(|e| e.to_string())?;
+        let mut scaled = store.formation(app, env)?;
         scaled.extend(opts.formation.clone().unwrap_or_default());
         let counts = formation(
             manifest.processes.keys(),
@@ -308,7 +306,7 @@ impl<H: Host> Rollout<'_, H> {
         counts: &BTreeMap<String, Count>,
         memory: i64,
         cpu: f64,
-    ) -> Result<Placement, String> {
+    ) -> Result<Placement, DeployError> {
         let napp = Arc::new(napp.to_string());
         let asked = fan_out(
             places,
@@ -359,7 +357,7 @@ impl<H: Host> Rollout<'_, H> {
     /// release command; one data snapshot before both. Every place receives the release
     /// first, so one that cannot take it fails the deploy before any data changes. Whether
     /// the places were staged.
-    async fn release_phase(&mut self, plan: &Plan) -> Result<bool, String> {
+    async fn release_phase(&mut self, plan: &Plan) -> Result<bool, DeployError> {
         let mut phases: Vec<(&str, String)> = vec![];
         if !self.opts.skip_release_phase {
             if let Some(c) = plan.app_json.predeploy() {
@@ -383,7 +381,7 @@ impl<H: Host> Rollout<'_, H> {
             let req = plan.one_off_req(kind, cmd, snapshot);
             let err = match self.one_off(first.as_ref(), &req).await {
                 Ok(0) => None,
-                Ok(code) => Some(format!("{what} failed (exit {code})")),
+                Ok(code) => Some(DeployError::Failed(format!("{what} failed (exit {code})"))),
                 Err(e) => Some(e),
             };
             if let Some(e) = err {
@@ -415,7 +413,7 @@ impl<H: Host> Rollout<'_, H> {
     }
 
     /// Every place receives the release (and restores data when asked); nothing starts.
-    async fn receive(&mut self, plan: &Plan) -> Result<(), String> {
+    async fn receive(&mut self, plan: &Plan) -> Result<(), DeployError> {
         let d = plan.delivery.clone();
         let results = fan_out(
             plan.places(),
@@ -435,7 +433,7 @@ impl<H: Host> Rollout<'_, H> {
             let why = failed
                 .into_iter()
                 .next()
-                .unwrap_or_else(|| "the pusher went away".into());
+                .map_or(DeployError::PusherGone, DeployError::Failed);
             let still = &plan.still;
             self.out
                 .line(format!(" !     deploy aborted on every node; {still}"))
@@ -446,7 +444,11 @@ impl<H: Host> Rollout<'_, H> {
     }
 
     /// Runs a one-off phase on `place`, its output streamed to the pusher; its exit code.
-    async fn one_off(&mut self, place: &dyn Place, req: &ReleasePhaseReq) -> Result<i64, String> {
+    async fn one_off(
+        &mut self,
+        place: &dyn Place,
+        req: &ReleasePhaseReq,
+    ) -> Result<i64, DeployError> {
         let (ltx, mut lrx) = tokio::sync::mpsc::channel::<String>(256);
         let call = place.one_off(req, ltx);
         tokio::pin!(call);
@@ -462,11 +464,11 @@ impl<H: Host> Rollout<'_, H> {
         while let Ok(l) = lrx.try_recv() {
             self.out.line(format!("       {l}")).await;
         }
-        res.map_err(|e| e.to_string())
+        res.map_err(|e| DeployError::Failed(e.to_string()))
     }
 
     /// Prepare: start the new processes everywhere, in parallel, and health-check them.
-    async fn prepare(&mut self, plan: &Plan, staged: bool) -> Result<Prepared, String> {
+    async fn prepare(&mut self, plan: &Plan, staged: bool) -> Result<Prepared, DeployError> {
         let version = self.release.version;
         let mut reqs: Vec<PrepareReq> = vec![];
         for (i, _) in plan.places().iter().enumerate() {
@@ -536,7 +538,7 @@ impl<H: Host> Rollout<'_, H> {
             let why = failed
                 .first()
                 .cloned()
-                .unwrap_or_else(|| "the pusher went away".into());
+                .map_or(DeployError::PusherGone, DeployError::Failed);
             let still = &plan.still;
             self.out
                 .line(format!(" !     deploy aborted on every node; {still}"))
@@ -552,7 +554,7 @@ impl<H: Host> Rollout<'_, H> {
         &mut self,
         plan: &Plan,
         prepared: &Prepared,
-    ) -> Result<Vec<(Arc<dyn Place>, Option<String>)>, String> {
+    ) -> Result<Vec<(Arc<dyn Place>, Option<String>)>, DeployError> {
         let places: Vec<Arc<dyn Place>> = prepared.iter().map(|(p, _)| p.clone()).collect();
         let to = SwitchReq {
             app: plan.napp.clone(),
@@ -584,7 +586,7 @@ impl<H: Host> Rollout<'_, H> {
         }
         if let Some(e) = switch_err {
             self.switch_back(plan, prepared, &switched).await;
-            return Err(e);
+            return Err(DeployError::Failed(e));
         }
         Ok(switched)
     }
@@ -622,7 +624,7 @@ impl<H: Host> Rollout<'_, H> {
         plan: &Plan,
         prepared: &Prepared,
         switched: &[(Arc<dyn Place>, Option<String>)],
-    ) -> Result<Vec<SocketAddr>, String> {
+    ) -> Result<Vec<SocketAddr>, DeployError> {
         crate::failpoint::hit("go-live");
         let (host, opts) = (self.host, self.opts);
         let sealed_map = host.seal(&serde_json::to_vec(&plan.config).unwrap_or_default());
@@ -642,12 +644,15 @@ impl<H: Host> Rollout<'_, H> {
             formation: opts.formation.as_ref(),
             stopped: opts.stopped,
         });
-        if let Err(e) = recorded {
-            tracing::error!(app = %plan.app, env = %plan.env, error = %e, "cannot record a release as live");
-            let m = format!("cannot record v{} as live: {e}", self.release.version);
-            self.out.line(format!(" !     {m}")).await;
+        if let Err(source) = recorded {
+            tracing::error!(app = %plan.app, env = %plan.env, error = %source, "cannot record a release as live");
+            let e = DeployError::NotRecorded {
+                version: self.release.version,
+                source,
+            };
+            self.out.line(format!(" !     {e}")).await;
             self.switch_back(plan, prepared, switched).await;
-            return Err(m);
+            return Err(e);
         }
         let router = host.router();
         let key = route_key(&plan.app, &plan.env);
