@@ -885,3 +885,46 @@ fn the_authenticated_connection_cap_holds_and_frees_up() {
         let _ = h.wait();
     }
 }
+
+/// What a command does is logged under its connection (peer, key, fingerprint) and the
+/// command (verb, app), so `MAGRATHEA_LOG=debug` follows one command from the door to the
+/// end; a push the same way under `git`.
+#[test]
+fn a_command_is_logged_under_its_connection_and_its_name() {
+    let s = Server::start();
+    let who = s.ok(&s.admin, "whoami");
+    let (name, rest) = who.trim().split_once(' ').unwrap();
+    let fp = rest.trim_end_matches(')').rsplit(", ").next().unwrap();
+    s.ok(&s.admin, "apps:create spanned");
+    let src = repo(&s.dir.path().join("src"));
+    commit(&src, "a", "1", "one");
+    let _ = s.git(&s.admin, &src, &["push", &s.url("spanned"), "main"]);
+    // The server's stderr is read by another thread: wait for the lines to get there.
+    let find = |what: &str, verb: &str| {
+        for _ in 0..300 {
+            // Without the terminal colours the log may carry.
+            let log = strip_ansi(&s.log());
+            if let Some(l) = log.lines().find(|l| l.contains(what) && l.contains(verb)) {
+                return l.to_string();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("no '{what}' line for {verb}:\n{}", s.log());
+    };
+    let line = find("command done", "apps:create");
+    assert!(line.contains("ssh{peer=127.0.0.1:"), "{line}");
+    assert!(line.contains(name) && line.contains(fp), "{line}");
+    assert!(
+        line.contains("cmd{verb=") && line.contains("spanned"),
+        "{line}"
+    );
+    let line = find("git done", "receive-pack");
+    assert!(
+        line.contains("ssh{peer=127.0.0.1:") && line.contains(fp),
+        "{line}"
+    );
+    assert!(
+        line.contains("git{service=") && line.contains("spanned"),
+        "{line}"
+    );
+}

@@ -492,7 +492,8 @@ pub enum Finished {
     Session(Box<Session>),
 }
 
-/// The one dispatch path: check access, record, run, record the outcome.
+/// The one dispatch path: check access, record, run, record the outcome; under a
+/// `cmd{verb, app}` span, so everything a command does below is logged as its own.
 pub async fn execute(
     core: &Arc<Core>,
     who: &Identity,
@@ -500,8 +501,35 @@ pub async fn execute(
     cmd: Cmd,
     io: Io<'_>,
 ) -> Finished {
-    let line = redact(argv);
+    use tracing::Instrument;
     let verb = argv.first().map(String::as_str).unwrap_or("");
+    let app = cmd.app().map(str::to_string);
+    let span = tracing::info_span!("cmd", verb, app = app.as_deref().unwrap_or("-"));
+    async {
+        let started = std::time::Instant::now();
+        tracing::debug!("command started");
+        let done = dispatch(core, who, argv, verb, cmd, io).await;
+        let code = match &done {
+            Finished::Reply(r) => r.code,
+            Finished::Session(_) => 0,
+        };
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(code, ms, "command done");
+        done
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(
+    core: &Arc<Core>,
+    who: &Identity,
+    argv: &[String],
+    verb: &str,
+    cmd: Cmd,
+    io: Io<'_>,
+) -> Finished {
+    let line = redact(argv);
     let app = cmd.app().map(str::to_string);
     let id = match admit(core, who, verb, &cmd, &line) {
         Ok(id) => id,

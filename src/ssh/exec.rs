@@ -7,6 +7,7 @@ use std::time::Duration;
 use russh::server::Msg;
 use russh::{Channel, ChannelWriteHalf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tracing::Instrument;
 
 use crate::access::Identity;
 use crate::cmd::{self, Reply};
@@ -131,19 +132,23 @@ async fn stream(
 ) -> Reply {
     let (ftx, mut frx) = tokio::sync::mpsc::channel::<crate::git::hookproto::Frame>(256);
     let (core, who) = (core.clone(), req.who.clone());
-    let task = tokio::spawn(async move {
-        let mut sink = crate::sink::Sink::new(ftx);
-        let io = cmd::Io {
-            out: &mut sink,
-            stdin: &stdin,
-            pty: false,
-        };
-        match cmd::execute(&core, &who, &argv, c, io).await {
-            cmd::Finished::Reply(r) => r,
-            // Only `shell` and `run` become sessions, and they do not come this way.
-            cmd::Finished::Session(_) => Reply::err("error: internal routing error", 1),
+    let task = tokio::spawn(
+        async move {
+            let mut sink = crate::sink::Sink::new(ftx);
+            let io = cmd::Io {
+                out: &mut sink,
+                stdin: &stdin,
+                pty: false,
+            };
+            match cmd::execute(&core, &who, &argv, c, io).await {
+                cmd::Finished::Reply(r) => r,
+                // Only `shell` and `run` become sessions, and they do not come this way.
+                cmd::Finished::Session(_) => Reply::err("error: internal routing error", 1),
+            }
         }
-    });
+        // Still the connection's: a spawned task does not inherit the span.
+        .instrument(tracing::Span::current()),
+    );
     let mut out = tx.make_writer();
     // Not `make_reader`: it stops at EOF, and the close comes after that.
     let gone = async { while !matches!(rx.wait().await, Some(russh::ChannelMsg::Close) | None) {} };
@@ -257,6 +262,7 @@ async fn admit_git(
 }
 
 /// Bridge the channel to `git receive-pack`/`upload-pack`. Returns the exit code to send.
+#[tracing::instrument(name = "git", skip_all, fields(service = svc.as_str(), app = tracing::field::Empty))]
 async fn git(
     core: Arc<Core>,
     mut rx: russh::ChannelReadHalf,
@@ -270,6 +276,8 @@ async fn git(
         Ok(x) => x,
         Err(code) => return code,
     };
+    tracing::Span::current().record("app", app.as_str());
+    tracing::debug!("git started");
     let guard = (svc == GitService::ReceivePack).then(|| core.begin_push(who, &app, grant));
     let mut child = match core.spawn_git(svc, &repo, req.git_protocol.as_deref(), guard.as_ref()) {
         Ok(c) => c,
@@ -344,8 +352,10 @@ async fn git(
     let status = child.wait().await;
     pump_in.abort();
     drop(guard);
-    match status {
+    let code = match status {
         Ok(s) => s.code().map_or(255, |c| c as u32),
         Err(_) => 255,
-    }
+    };
+    tracing::debug!(code, "git done");
+    code
 }

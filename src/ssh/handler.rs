@@ -1,5 +1,7 @@
 //! The russh `Handler`: a thin translator from callbacks to per-channel tasks. State per
-//! connection is the authenticated identity and the channels not yet given to a task.
+//! connection is the authenticated identity and the channels not yet given to a task, and
+//! the connection's span (peer; key and fingerprint once authenticated), under which every
+//! channel's task runs, warpgate style: `MAGRATHEA_LOG=debug` follows one connection.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -7,6 +9,7 @@ use std::sync::Arc;
 
 use russh::server::{Auth, ChannelOpenHandle, Msg, PublicKeyOffer, Session, VerifiedPublicKey};
 use russh::{Channel, ChannelId};
+use tracing::Instrument;
 
 use super::exec::{self, ExecRequest};
 use crate::access::Identity;
@@ -25,6 +28,8 @@ pub struct Conn {
     chans: HashMap<ChannelId, Chan>,
     /// Ptys (`ssh -t`) and the window changes that go to the channel's task (`shell`, `run`).
     terms: Terminals,
+    /// `ssh{peer, key, fp}`: the parent of everything this connection does.
+    span: tracing::Span,
 }
 
 #[derive(Default)]
@@ -42,6 +47,12 @@ impl Conn {
             who: None,
             chans: HashMap::new(),
             terms: Terminals::default(),
+            span: tracing::info_span!(
+                "ssh",
+                %peer,
+                key = tracing::field::Empty,
+                fp = tracing::field::Empty
+            ),
         }
     }
 
@@ -50,7 +61,7 @@ impl Conn {
         match self.core.identity(&fp) {
             Ok(i) => i,
             Err(e) => {
-                tracing::error!(error = %e, "key lookup failed");
+                tracing::error!(parent: &self.span, error = %e, "key lookup failed");
                 None
             }
         }
@@ -73,7 +84,7 @@ impl Conn {
             git_protocol: chan.git_protocol.clone(),
         };
         let core = self.core.clone();
-        tokio::spawn(exec::run(core, channel, req));
+        tokio::spawn(exec::run(core, channel, req).instrument(self.span.clone()));
         true
     }
 }
@@ -90,7 +101,7 @@ impl russh::server::Handler for Conn {
             return Ok(Auth::Accept);
         }
         let fp = crate::keys::fingerprint(offer.public_key);
-        tracing::info!(peer = %self.peer, user, fp = %fp, "unknown key refused");
+        tracing::info!(parent: &self.span, peer = %self.peer, user, fp = %fp, "unknown key refused");
         self.core
             .audit_unknown_key(&fp, &self.peer.ip().to_string());
         self.ticket.rejected().await;
@@ -122,7 +133,9 @@ impl russh::server::Handler for Conn {
             // No room for another authenticated connection: refused, and the gate closes it.
             Some(_) if !self.ticket.authenticated() => Ok(Auth::reject()),
             Some(who) => {
-                tracing::debug!(peer = %self.peer, key = %who.name, "authenticated");
+                self.span.record("key", who.name.as_str());
+                self.span.record("fp", who.fingerprint.as_str());
+                tracing::debug!(parent: &self.span, peer = %self.peer, key = %who.name, "authenticated");
                 self.who = Some(who);
                 Ok(Auth::Accept)
             }
@@ -249,7 +262,7 @@ impl russh::server::Handler for Conn {
         name: &str,
         s: &mut Session,
     ) -> Result<(), Self::Error> {
-        tracing::debug!(peer = %self.peer, subsystem = %name.chars().take(40).collect::<String>(), "subsystem refused");
+        tracing::debug!(parent: &self.span, subsystem = %name.chars().take(40).collect::<String>(), "subsystem refused");
         s.channel_failure(id)?;
         Ok(())
     }
