@@ -119,7 +119,10 @@ pub async fn serve(
         .with_context(|| format!("cannot listen on {} (--http)", o.http))?;
     // The embedded default: with no nodes added, this machine is node `local`, served by an
     // in-process agent through the same SSH protocol as any remote node.
-    start_local_node(&core, &o.limits, o.node_memory).await?;
+    // The built-in node outlives the controller's shutdown signal: pushes still running
+    // deploy to it. It stops once they are done.
+    let local_stop = tokio_util::sync::CancellationToken::new();
+    start_local_node(&core, &o.limits, o.node_memory, local_stop.clone()).await?;
     let stop = crate::shutdown::StopSignals::register().context("cannot handle SIGTERM")?;
     println!(
         "magrathea {} serving {}",
@@ -171,6 +174,7 @@ pub async fn serve(
     {
         tracing::warn!("pushes still running after 10 minutes; stopping anyway");
     }
+    local_stop.cancel();
     let _ = std::fs::remove_file(core.data().hook_socket());
     println!("stopped");
     Ok(())
@@ -180,6 +184,7 @@ async fn start_local_node(
     core: &Arc<Core>,
     limits: &crate::sshd::Limits,
     memory: Option<i64>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> anyhow::Result<()> {
     let root = core.data().root().join("node");
     std::fs::create_dir_all(root.join("apps"))?;
@@ -202,7 +207,7 @@ async fn start_local_node(
         ctx,
         listener,
         host_key,
-        core.shutdown().clone(),
+        stop,
         // Only the controller connects to it; the login grace time is the operator's.
         crate::sshd::Limits {
             max_connections: 64,

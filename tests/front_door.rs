@@ -2,8 +2,9 @@
 
 mod util;
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 use util::*;
 
@@ -344,14 +345,122 @@ fn commands_grammar_and_hostile_names() {
     assert_eq!(s.ssh(&k, "whoami", None).status.code(), Some(255));
 }
 
+/// `magrathea hook pre-receive` as git runs it, talking to `socket` as push `id` with
+/// `token`; (exit code, stdout, stderr).
+fn run_hook(socket: &Path, id: &str, token: &str) -> (Option<i32>, String, String) {
+    let mut child = Command::new(bin())
+        .args(["hook", "pre-receive"])
+        .env("MAGRATHEA_HOOK_SOCKET", socket)
+        .env("MAGRATHEA_PUSH_ID", id)
+        .env("MAGRATHEA_PUSH_TOKEN", token)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let update = format!("{} {} refs/heads/main\n", "0".repeat(40), "a".repeat(40));
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(update.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+/// A stand-in controller on a unix socket: it reads the hook's request line, answers `reply`
+/// and hangs up.
+fn fake_controller(path: &Path, reply: &'static str) -> std::thread::JoinHandle<String> {
+    let l = std::os::unix::net::UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        let (c, _) = l.accept().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(&c), &mut line).unwrap();
+        (&c).write_all(reply.as_bytes()).unwrap();
+        line
+    })
+}
+
+/// The audit trail's rows, newest first, as JSON.
+fn audit_rows(s: &Server, app: Option<&str>) -> Vec<serde_json::Value> {
+    let cmd = match app {
+        Some(a) => format!("audit {a} -n 50 --json"),
+        None => "audit -n 50 --json".to_string(),
+    };
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, &cmd)).unwrap();
+    let mut rows = v.as_array().unwrap().clone();
+    rows.sort_by_key(|r| std::cmp::Reverse(r["id"].as_i64()));
+    rows
+}
+
 #[test]
-fn hook_that_cannot_reach_the_controller_rejects_the_push() {
+fn hook_without_a_controller_or_a_valid_token_rejects_the_push() {
     let s = Server::start();
     let src = repo(&s.dir.path().join("src"));
     commit(&src, "a", "1", "one");
     s.git_ok(&s.admin, &src, &["push", &s.url("web"), "main"]);
     let before = ls_remote(&s, &s.admin, "web");
-    std::fs::remove_file(s.data.join("run/hook.sock")).unwrap();
+    let socket = s.data.join("run/hook.sock");
+
+    // Someone on the host talks to the hook socket without a push's token: refused, and
+    // the refusal is on the audit trail.
+    let (code, out, _) = run_hook(&socket, "0123456789abcdef", "not-the-token");
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        out,
+        "error: unknown push or bad token; push rejected\n",
+        "{}",
+        s.log()
+    );
+    let hook_rows = || -> Vec<serde_json::Value> {
+        audit_rows(&s, None)
+            .into_iter()
+            .filter(|r| r["key_name"] == "(hook)")
+            .collect()
+    };
+    let rows = hook_rows();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "denied", "{rows:?}");
+    assert_eq!(rows[0]["command"], "git hook pre-receive", "{rows:?}");
+    assert_eq!(rows[0]["detail"], "hook request for an unknown push");
+    // A request that is not one: refused and audited too.
+    let mut c = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    c.write_all(b"{\"push_id\": 7}\n").unwrap();
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut c, &mut answer).unwrap();
+    assert!(answer.contains("bad hook request"), "{answer}");
+    assert!(answer.ends_with("{\"exit\":1}\n"), "{answer}");
+    let rows = hook_rows();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert_eq!(rows[0]["detail"], "malformed hook request", "{rows:?}");
+    assert_eq!(rows[0]["outcome"], "denied", "{rows:?}");
+
+    // The hook fails closed on what a broken controller might say: a frame that is not
+    // JSON, and a hang-up before the verdict.
+    let fake = s.dir.path().join("fake.sock");
+    let got = fake_controller(&fake, "{\"out\":\"building\"}\nnot a frame\n{\"exit\":0}\n");
+    let (code, out, err) = run_hook(&fake, "0123456789abcdef", "t");
+    assert!(got.join().unwrap().contains("\"token\":\"t\""));
+    assert_eq!(code, Some(1), "{out}{err}");
+    assert_eq!(out, "building\n");
+    assert!(
+        err.starts_with("error: bad frame from the controller (")
+            && err.ends_with("; push rejected\n"),
+        "{err}"
+    );
+    std::fs::remove_file(&fake).unwrap();
+    let got = fake_controller(&fake, "{\"out\":\"building\"}\n");
+    let (code, _, err) = run_hook(&fake, "0123456789abcdef", "t");
+    got.join().unwrap();
+    assert_eq!(code, Some(1), "{err}");
+    assert_eq!(
+        err,
+        "error: the controller hung up before deciding; push rejected\n"
+    );
+
+    // No socket at all: git's push is rejected and no ref moves.
+    std::fs::remove_file(&socket).unwrap();
     commit(&src, "a", "2", "two");
     let out = s.git(&s.admin, &src, &["push", &s.url("web"), "main"]);
     assert!(!out.status.success());
@@ -399,19 +508,169 @@ fn init_twice_changes_nothing_and_offline_keys_work() {
     assert!(text(&out.stdout).contains("rescue"));
 }
 
+/// The id of a push in flight to this server, read from its hook's environment (the
+/// hook's processes carry it).
+fn push_in_flight(s: &Server) -> Option<String> {
+    let want = std::fs::canonicalize(s.data.join("run/hook.sock")).ok()?;
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(env) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let get = |k: &str| {
+            env.split(|b| *b == 0).find_map(|v| {
+                v.strip_prefix(format!("{k}=").as_bytes())
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+            })
+        };
+        let (Some(sock), Some(id)) = (get("MAGRATHEA_HOOK_SOCKET"), get("MAGRATHEA_PUSH_ID"))
+        else {
+            continue;
+        };
+        if std::fs::canonicalize(&sock).ok() == Some(want.clone()) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = std::time::Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(120),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// SIGTERM with a push in flight: the push runs to its end and goes live, new pushes are
+/// refused (new connections find nothing listening; a connection already open is told the
+/// server is shutting down), then the server exits cleanly and comes back with its data.
+/// A hook request with a forged token for that push is refused and audited under the app.
 #[test]
-fn graceful_shutdown_on_sigterm() {
+fn graceful_shutdown_lets_a_push_in_flight_finish_and_refuses_new_ones() {
     let mut s = Server::start();
-    let status = s.stop();
+    // An inline buildpack whose compile waits for the test's go-ahead (a file the test puts
+    // in the build dir), so the push is surely in flight when SIGTERM comes.
+    let src = repo(&s.dir.path().join("src"));
+    let bp = src.join(".buildpack/bin");
+    std::fs::create_dir_all(&bp).unwrap();
+    std::fs::write(bp.join("detect"), "#!/bin/sh\necho inline\n").unwrap();
+    std::fs::write(
+        bp.join("compile"),
+        "#!/bin/sh\necho '-----> waiting'\nwhile [ ! -e \"$1/.go\" ]; do sleep 0.1; done\nrm -f \"$1/.go\"\necho '-----> compiled'\n",
+    )
+    .unwrap();
+    std::fs::write(bp.join("release"), "#!/bin/sh\necho '---'\n").unwrap();
+    let sha = commit(&src, "index.html", "finished\n", "slow");
+    s.ok(&s.admin, "apps:create slow");
+    let other = work_repo(&s, "other", "other\n");
+
+    // A connection opened before the shutdown (OpenSSH connection sharing).
+    let control = s.dir.path().join("control.sock");
+    let mut master = Command::new("ssh")
+        .args(s.ssh_args(&s.admin))
+        .args(["-M", "-S"])
+        .arg(&control)
+        .args(["-N", "git@127.0.0.1"])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for("the shared ssh connection", || control.exists());
+    let shared_ssh = format!("{} -S {}", s.git_ssh_command(&s.admin), control.display());
+
+    let (push, shared, fresh) = std::thread::scope(|sc| {
+        let push = sc.spawn(|| s.git(&s.admin, &src, &["push", &s.url("slow"), "main"]));
+        wait_for("the build to start", || {
+            let b: serde_json::Value =
+                serde_json::from_str(&s.ok(&s.admin, "builds slow --json")).unwrap();
+            b[0]["status"] == "running"
+                && s.data
+                    .join(format!("builds/{}/src", b[0]["id"]))
+                    .join("index.html")
+                    .exists()
+        });
+        let b: serde_json::Value =
+            serde_json::from_str(&s.ok(&s.admin, "builds slow --json")).unwrap();
+        let build_src = s.data.join(format!("builds/{}/src", b[0]["id"]));
+
+        // A forged token for the real push in flight.
+        let id = push_in_flight(&s).expect("the push's hook is running");
+        let (code, out, _) = run_hook(&s.data.join("run/hook.sock"), &id, "forged");
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("unknown push or bad token"), "{out}");
+        let rows: Vec<serde_json::Value> = audit_rows(&s, Some("slow"))
+            .into_iter()
+            .filter(|r| r["key_name"] == "(hook)")
+            .collect();
+        assert_eq!(rows.len(), 1, "{rows:?}");
+        assert_eq!(
+            rows[0]["detail"],
+            "hook request with a bad token for a push in flight"
+        );
+
+        s.terminate();
+        wait_for("the shutdown to begin", || {
+            s.log().contains("shutting down: no new pushes")
+        });
+        let shared = run(Command::new("git")
+            .args(["push", &s.url("other"), "work"])
+            .current_dir(&other)
+            .env("GIT_SSH_COMMAND", &shared_ssh));
+        let fresh = s.git(&s.admin, &other, &["push", &s.url("other"), "work"]);
+        std::fs::write(build_src.join(".go"), "").unwrap();
+        (push.join().unwrap(), shared, fresh)
+    });
+    let _ = master.kill();
+    let _ = master.wait();
+
+    assert!(
+        push.status.success(),
+        "the push in flight failed:\n{}\n{}",
+        text(&push.stderr),
+        s.log()
+    );
+    assert!(
+        text(&push.stderr).contains("is live in production"),
+        "{}",
+        text(&push.stderr)
+    );
+    assert!(!shared.status.success());
+    assert!(
+        text(&shared.stderr).contains("the server is shutting down; push again in a moment"),
+        "{}",
+        text(&shared.stderr)
+    );
+    assert!(!fresh.status.success());
+    assert!(
+        text(&fresh.stderr).contains("Connection refused"),
+        "{}",
+        text(&fresh.stderr)
+    );
+    let status = s.wait_exit();
     assert!(
         status.success(),
         "serve exited with {status:?}\n{}",
         s.log()
     );
     assert!(s.log().contains("stopped"));
-    // It comes back with the same host key and data.
+
+    // It comes back with the same host key and data: the push landed, the refused ones did not.
     s.spawn();
     assert!(s.ok(&s.admin, "whoami").contains("admin"));
+    let remote = ls_remote(&s, &s.admin, "slow");
+    assert!(
+        remote.contains(&format!("{sha}\trefs/heads/main")),
+        "{remote}"
+    );
+    assert!(!s.ok(&s.admin, "apps").contains("other"));
+    let mut answer = (0, String::new());
+    wait_for("the app to answer after the restart", || {
+        answer = s.get("slow", "/");
+        answer.0 == 200
+    });
+    assert_eq!(answer, (200, "finished\n".to_string()));
 }
 
 #[test]

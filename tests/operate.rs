@@ -189,7 +189,9 @@ fn stop_start_and_permissions() {
     // Stop: nothing runs, the router has nowhere to send requests; start brings it back.
     let out = s.ok(&s.admin, "stop shop");
     assert!(out.contains("stopped"), "{out}");
-    assert_ne!(s.get("shop", "/").0, 200);
+    let (status, body) = s.get("shop", "/");
+    assert_eq!(status, 503, "{body}");
+    assert!(body.contains("has no running web processes"), "{body}");
     assert!(ps(&s, &s.admin, "shop").is_empty());
     assert!(s.ok(&s.admin, "ps shop").contains("stopped"));
     assert!(s.ok(&s.admin, "stop shop").contains("already stopped"));

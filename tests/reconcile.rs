@@ -55,6 +55,29 @@ fn build_containers(s: &Server) -> String {
     )
 }
 
+/// Processes of a push to this server (git's receive-pack and its hook carry the hook
+/// socket's path in their environment).
+fn push_processes(s: &Server) -> usize {
+    let want = s.data.join("run/hook.sock");
+    let want_canonical = std::fs::canonicalize(&s.data)
+        .map(|d| d.join("run/hook.sock"))
+        .unwrap_or_else(|_| want.clone());
+    let needles: Vec<Vec<u8>> = [&want, &want_canonical]
+        .iter()
+        .map(|p| format!("MAGRATHEA_HOOK_SOCKET={}", p.display()).into_bytes())
+        .collect();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            std::fs::read(e.path().join("environ")).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| needles.iter().any(|n| v == n.as_slice()))
+            })
+        })
+        .count()
+}
+
 fn builds(s: &Server, app: &str) -> serde_json::Value {
     serde_json::from_str(&s.ok(&s.admin, &format!("builds {app} --json"))).unwrap()
 }
@@ -64,12 +87,12 @@ fn a_build_killed_with_the_controller_leaves_nothing_and_the_next_push_goes_live
     let mut s = Server::start();
     let dir = slow_web_repo(&s.dir.path().join("src"));
     s.ok(&s.admin, "apps:create slow");
-    let mut push = Command::new("git")
+    let push = Command::new("git")
         .args(["push", &s.url("slow"), "main"])
         .current_dir(&dir)
         .env("GIT_SSH_COMMAND", s.git_ssh_command(&s.admin))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .spawn()
         .unwrap();
     wait_for("the build container", || {
@@ -78,9 +101,24 @@ fn a_build_killed_with_the_controller_leaves_nothing_and_the_next_push_goes_live
     let id = builds(&s, "slow")[0]["id"].as_i64().unwrap();
     let build_dir = s.data.join("builds").join(id.to_string());
     assert!(build_dir.exists());
+    assert!(
+        push_processes(&s) > 0,
+        "the push's receive-pack and hook are running"
+    );
     s.kill9();
-    let _ = push.kill();
-    let _ = push.wait();
+    // The controller died while the hook waited for its verdict: the push is rejected, and
+    // git's receive-pack and hook, left behind by the dead controller, end without moving a
+    // ref (the hook fails closed when the controller hangs up).
+    let out = push.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", text(&out.stderr));
+    wait_for("the dead controller's receive-pack and hook to end", || {
+        push_processes(&s) == 0
+    });
+    let refs = run(Command::new("git")
+        .args(["for-each-ref"])
+        .current_dir(s.data.join("repos/slow.git")));
+    assert!(refs.status.success(), "{}", text(&refs.stderr));
+    assert_eq!(text(&refs.stdout), "", "no ref moved");
     // What the crash left: the container still runs, the work dir is still there.
     assert!(!build_containers(&s).trim().is_empty());
     assert!(build_dir.exists());
@@ -91,6 +129,13 @@ fn a_build_killed_with_the_controller_leaves_nothing_and_the_next_push_goes_live
     let b = builds(&s, "slow");
     assert_eq!(b[0]["status"], "failed", "{b}");
 
+    assert_eq!(
+        text(
+            &s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("slow")])
+                .stdout
+        ),
+        ""
+    );
     git_local(&dir, &["rm", "-q", "slow"]);
     git_local(&dir, &["commit", "-q", "-m", "fast"]);
     s.git_ok(&s.admin, &dir, &["push", &s.url("slow"), "main"]);
@@ -181,4 +226,27 @@ fn after_a_crash_nodes_follow_the_store_and_the_local_node_stays_a_node() {
     s.spawn();
     let nodes = s.ok(&s.admin, "nodes");
     assert!(!nodes.contains("local") && nodes.contains("n1"), "{nodes}");
+
+    // `nodes:add local` brings it back, for good; an address or a second add is refused.
+    let out = s.ssh(&s.admin, "nodes:add local 127.0.0.1:2300", None);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("`nodes:add local`") && err.lines().count() == 1,
+        "{err}"
+    );
+    assert!(!s.ok(&s.admin, "nodes").contains("local"));
+    let out = s.ok(&s.admin, "nodes:add local");
+    assert!(out.contains("node 'local'"), "{out}");
+    let nodes = s.ok(&s.admin, "nodes");
+    assert!(nodes.contains("local") && nodes.contains("n1"), "{nodes}");
+    let out = s.ssh(&s.admin, "nodes:add local", None);
+    assert_eq!(text(&out.stderr), "error: node 'local' is already a node\n");
+    s.kill9();
+    s.spawn();
+    let nodes = s.ok(&s.admin, "nodes");
+    assert!(nodes.contains("local") && nodes.contains("n1"), "{nodes}");
+    let info: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "nodes:info local --json")).unwrap();
+    assert!(info["status"]["apps"]["web"].is_object(), "{info}");
 }

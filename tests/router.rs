@@ -116,6 +116,18 @@ fn client() -> Client<HttpConnector, TestBody> {
     Client::builder(TokioExecutor::new()).build_http()
 }
 
+/// Polls `cond` until it holds; a bound far above what it takes turns a hang into a failure.
+async fn wait_until(what: &str, cond: impl Fn() -> bool) {
+    let polled = async {
+        while !cond() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), polled)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
+}
+
 fn host(app: &str) -> String {
     format!("{app}.{DOMAIN}")
 }
@@ -262,9 +274,14 @@ async fn swap_under_load_fails_nothing_and_moves_all_new_requests() {
         failures
     });
 
-    while a.hits.load(Ordering::SeqCst) < 250 {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
+    wait_until("A to get half of the requests", || {
+        a.hits.load(Ordering::SeqCst) >= 250 || load.is_finished()
+    })
+    .await;
+    assert!(
+        !load.is_finished(),
+        "the load ended before A got half of it"
+    );
     proxy.router.set_upstreams("web", vec![b.addr]);
     assert_eq!(proxy.router.upstreams("web"), [b.addr]);
     // Whatever A had already been given finishes; after that A must see nothing new.
@@ -528,9 +545,10 @@ async fn shutdown_finishes_in_flight_requests_then_stops() {
 
     let addr = proxy.addr;
     let request = tokio::spawn(async move { get(&client(), addr, &host("web")).await });
-    while up.hits.load(Ordering::SeqCst) == 0 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_until("the request to reach the upstream", || {
+        up.hits.load(Ordering::SeqCst) > 0
+    })
+    .await;
     proxy.shutdown.cancel();
     assert_eq!(
         request.await.unwrap(),

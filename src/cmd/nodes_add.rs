@@ -1,5 +1,6 @@
 //! `nodes:add NAME HOST:PORT [--label K=V]... [--slots N]` (admin): a node running
-//! `magrathea agent`, its host key learnt on first contact and pinned.
+//! `magrathea agent`, its host key learnt on first contact and pinned. `nodes:add local`
+//! brings the built-in node back after `nodes:remove local`.
 
 use std::collections::BTreeMap;
 
@@ -11,8 +12,8 @@ use crate::names::NodeName;
 #[derive(Debug, clap::Args)]
 pub struct NodesAdd {
     name: NodeName,
-    /// HOST:PORT of the agent
-    addr: String,
+    /// HOST:PORT of the agent (none for `local`: that brings the built-in node back)
+    addr: Option<String>,
     /// Labels for environment selectors, KEY=VALUE (repeatable)
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
@@ -27,12 +28,21 @@ impl Command for NodesAdd {
     const MODE: Mode = Mode::Streams;
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
-        let (name, addr) = (&self.name, &self.addr);
+        let name = &self.name;
         if &**name == "local" {
-            return Err(CmdError::Invalid(
-                "'local' is the built-in node's name; pick another".into(),
-            ));
+            if self.addr.is_some() || !self.labels.is_empty() || self.slots.is_some() {
+                return Err(CmdError::Invalid(
+                    "'local' is the built-in node: `nodes:add local` (no address, labels or slots) brings it back; pick another name for an agent".into(),
+                ));
+            }
+            cx.core.restore_local_node()?;
+            return Ok("node 'local' (the built-in node) is a node again\n"
+                .to_string()
+                .into());
         }
+        let addr = self.addr.as_deref().ok_or_else(|| {
+            CmdError::Invalid(format!("nodes:add {name} needs the agent's HOST:PORT"))
+        })?;
         let (host, port) = addr
             .rsplit_once(':')
             .ok_or_else(|| CmdError::Invalid(format!("'{addr}' is not HOST:PORT")))?;

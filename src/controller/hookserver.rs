@@ -21,26 +21,20 @@ pub fn bind(core: &Core) -> anyhow::Result<UnixListener> {
     Ok(l)
 }
 
+/// Accepts until the process exits. A shutdown does not stop it: new pushes are refused by
+/// the SSH side, and the hooks of pushes still running must reach the controller. (Watching
+/// the shutdown token here made this loop spin once it was cancelled.)
 pub async fn serve(core: Arc<Core>, listener: UnixListener) {
     loop {
-        tokio::select! {
-            _ = core.shutdown().cancelled() => {
-                // Pushes already running keep their connection; new hooks are refused by
-                // the SSH side. Keep accepting so in-flight pushes' hooks can still reach us.
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let core = core.clone();
+                tokio::spawn(async move { handle(core, stream).await });
             }
-            r = listener.accept() => match r {
-                Ok((stream, _)) => {
-                    let core = core.clone();
-                    tokio::spawn(async move { handle(core, stream).await });
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "hook socket accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
+            Err(e) => {
+                tracing::warn!(error = %e, "hook socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
-        }
-        if core.shutdown().is_cancelled() && core.tasks().is_empty() {
-            break;
         }
     }
 }
@@ -53,6 +47,7 @@ async fn handle(core: Arc<Core>, stream: UnixStream) {
         Ok(_) => match serde_json::from_str(&line) {
             Ok(req) => req,
             Err(e) => {
+                core.audit_hook_refusal(None, "malformed hook request");
                 let _ = w
                     .write_all(
                         Frame::out(format!("error: bad hook request ({e})"))
@@ -67,6 +62,14 @@ async fn handle(core: Arc<Core>, stream: UnixStream) {
         Err(_) => return,
     };
     let Some(push) = core.pending_push(&req.push_id, &req.token) else {
+        // Only a process of this host can reach the socket (0600): whoever it is, the
+        // refusal is on the trail, with the app when the push id is a real one.
+        let app = core.pending_push_app(&req.push_id);
+        let detail = match &app {
+            Some(_) => "hook request with a bad token for a push in flight",
+            None => "hook request for an unknown push",
+        };
+        core.audit_hook_refusal(app.as_deref(), detail);
         let _ = w
             .write_all(
                 Frame::out("error: unknown push or bad token; push rejected")

@@ -254,6 +254,22 @@ impl Core {
         }
     }
 
+    /// A request on the hook socket was refused (a bad token, an unknown push, a malformed
+    /// request). No key made it: the trail names the hook instead.
+    pub fn audit_hook_refusal(&self, app: Option<&str>, detail: &str) {
+        if let Err(e) = self.store.audit(&Audit {
+            fingerprint: "-",
+            // Not a key name (those match the name grammar), so it cannot pass for one.
+            key_name: "(hook)",
+            app,
+            command: "git hook pre-receive",
+            outcome: "denied",
+            detail,
+        }) {
+            tracing::error!(error = %e, "cannot write audit entry");
+        }
+    }
+
     /// The caller's grant on an existing app, or a message that does not reveal whether an
     /// app the caller cannot see exists.
     pub fn require(
@@ -420,6 +436,12 @@ impl Core {
     /// The registered key with this fingerprint, if any.
     pub fn identity(&self, fingerprint: &str) -> Result<Option<Identity>, CoreError> {
         Ok(self.store.identity_by_fingerprint(fingerprint)?)
+    }
+
+    /// The app of a push in flight, whatever token comes with its id (for the audit trail).
+    pub fn pending_push_app(&self, id: &str) -> Option<String> {
+        let map = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id).map(|p| p.app.clone())
     }
 
     pub fn pending_push(&self, id: &str, token: &str) -> Option<PendingPush> {

@@ -76,6 +76,21 @@ impl Core {
         Ok(self.store.remove_node(name)?)
     }
 
+    /// `nodes:add local`: the built-in node is a node again after `nodes:remove local` (its
+    /// in-process agent never stopped; only the removal was remembered).
+    pub fn restore_local_node(&self) -> Result<(), CoreError> {
+        if !self.local_removed() {
+            return Err(CoreError::Invalid("node 'local' is already a node".into()));
+        }
+        match std::fs::remove_file(self.local_removed_marker()) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(CoreError::Invalid(format!(
+                "cannot bring node 'local' back: {e}"
+            ))),
+        }
+    }
+
     /// A node and what it reports about itself.
     pub async fn node_status(&self, name: &str) -> Result<(NodeRow, StatusReply), CoreError> {
         let node = self

@@ -196,7 +196,8 @@ impl Server {
         let _ = child.wait();
     }
 
-    /// Waits for the server to end by itself (a failpoint killed it); its exit status.
+    /// Waits for the server to end by itself (a failpoint killed it, or after
+    /// [`Server::terminate`]); its exit status.
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
         let mut child = self.child.take().expect("server running");
         child.wait().unwrap()
@@ -207,6 +208,15 @@ impl Server {
         let mut child = self.child.take().expect("server running");
         signal(child.id(), libc::SIGTERM);
         child.wait().unwrap()
+    }
+
+    /// SIGTERM without waiting: the controller shuts down gracefully while the test goes on
+    /// ([`Server::wait_exit`] collects it).
+    pub fn terminate(&self) {
+        signal(
+            self.child.as_ref().expect("server running").id(),
+            libc::SIGTERM,
+        );
     }
 
     /// The controller's instance id, as it labels its containers.
