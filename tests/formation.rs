@@ -188,6 +188,43 @@ fn health_checks_scripts_and_dyno_environment() {
         "{err}"
     );
 
+    // The default check (GET /) takes any answer below 500 as up, as on Heroku where an
+    // app that answers is up: an app with nothing at / goes live.
+    let out = push(
+        &s,
+        "pathy",
+        &[(
+            "Procfile",
+            "web: mkdir -p /tmp/empty && exec busybox httpd -f -p $PORT -h /tmp/empty\n",
+        )],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (status, _) = s.get("pathy", "/");
+    assert!((400..500).contains(&status), "{status}");
+    // A path the app names is its health check, and must answer 2xx or 3xx (Dokku's path
+    // checks): a 404 there fails the deploy, naming the path; once it answers, it goes live.
+    let yml = "healthcheck: { path: /healthz, boot_timeout: 3s }\n";
+    let out = push(
+        &s,
+        "pathy",
+        &[
+            ("Procfile", &format!("web: {httpd}\n")),
+            ("magrathea.yml", yml),
+            ("index.html", "pathy\n"),
+        ],
+    );
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("GET /healthz on port")
+            && err.contains("status 404 (the health check path must answer 2xx or 3xx)"),
+        "{err}"
+    );
+    assert!(err.contains("v1 still serves"), "{err}");
+    let out = push(&s, "pathy", &[("healthz", "ok\n")]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(s.get("pathy", "/"), (200, "pathy\n".to_string()));
+
     // app.json healthchecks (Dokku's format): the body must hold `content`.
     let checks = r#"{"healthchecks": {"web": [{"type": "startup", "name": "ready", "path": "/health.txt", "content": "ok", "attempts": 2, "wait": 1, "timeout": 2}]}}"#;
     let out = push(

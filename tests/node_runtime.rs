@@ -443,8 +443,16 @@ async fn health_check_reports_what_went_wrong_last() {
     assert!(err.contains("connection refused"), "{err}");
     assert!(err.contains("2 attempts"), "{err}");
 
-    // A server that answers 503, then one that answers 404 (healthy: it is up).
-    for (status, healthy) in [("503 Service Unavailable", false), ("404 Not Found", true)] {
+    // The default check: any answer below 500 means the app is up (a 404 too, as on Heroku,
+    // where an app that answers is up). A path the app named (strict): 2xx or 3xx only, as
+    // in Dokku's path checks; a 404 there means the check itself is wrong.
+    for (status, strict, healthy) in [
+        ("503 Service Unavailable", false, false),
+        ("404 Not Found", false, true),
+        ("404 Not Found", true, false),
+        ("302 Found", true, true),
+        ("200 OK", true, true),
+    ] {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = l.local_addr().unwrap().port();
         let resp = format!("HTTP/1.0 {status}\r\nContent-Length: 0\r\n\r\n");
@@ -459,12 +467,32 @@ async fn health_check_reports_what_went_wrong_last() {
                 s.write_all(resp.as_bytes()).await.unwrap();
             }
         });
-        let res = runtime::health_check(port, "/health", ms(500), 3, ms(10)).await;
-        if healthy {
-            res.unwrap();
-        } else {
-            let err = res.unwrap_err();
-            assert!(err.contains("status 503"), "{err}");
+        let probe = runtime::Probe {
+            path: "/health",
+            timeout: ms(500),
+            attempts: 3,
+            interval: ms(10),
+            initial_delay: Duration::ZERO,
+            content: None,
+            strict,
+        };
+        let res = runtime::check_health(port, &probe, || async { Ok(()) }).await;
+        let code = &status[..3];
+        match (healthy, strict) {
+            (true, _) => res.unwrap(),
+            (false, false) => {
+                let err = res.unwrap_err();
+                assert!(err.contains(&format!("status {code} (after")), "{err}");
+            }
+            (false, true) => {
+                let err = res.unwrap_err();
+                assert!(
+                    err.contains(&format!(
+                        "status {code} (the health check path must answer 2xx or 3xx)"
+                    )),
+                    "{err}"
+                );
+            }
         }
         server.abort();
     }

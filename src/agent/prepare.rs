@@ -139,6 +139,7 @@ async fn check_web(
                 interval: Duration::from_millis(h.interval_ms.max(10)),
                 initial_delay: Duration::from_millis(h.initial_delay_ms),
                 content: h.content.as_deref(),
+                strict: h.strict,
             };
             let alive = || still_up(docker, &r.container, &r.ptype, r.index);
             if let Err(e) = runtime::check_health(r.port, &probe, alive).await {

@@ -27,6 +27,7 @@ fn health(config: &AppConfig) -> Health {
     if let Some(p) = &c.path {
         if p.starts_with('/') && !p.contains(char::is_whitespace) {
             h.path = p.clone();
+            h.strict = true;
         }
     }
     if let Some(ms) = c.timeout.as_deref().and_then(parse_duration_ms) {
@@ -80,6 +81,7 @@ pub fn app_json_checks(config: &AppConfig, app_json: &AppJson) -> Vec<Health> {
                 interval_ms: c.wait.unwrap_or(5).clamp(1, 600) * 1000,
                 initial_delay_ms: c.initial_delay.unwrap_or(0).min(600) * 1000,
                 content: c.content.clone().filter(|s| !s.is_empty()),
+                strict: c.path.is_some(),
                 setting: format!("attempts/wait/timeout of app.json healthchecks.web[{i}]{name}"),
             }
         })

@@ -116,8 +116,9 @@ pub struct ProcessGroup {
 }
 
 /// A web process's startup check: GET `path` on its `$PORT` until it answers (any status
-/// below 500, and the body holds `content` if set), up to `attempts` times `interval_ms`
-/// apart after `initial_delay_ms`. The default gives a process Heroku's 60 s to boot.
+/// below 500, or 2xx/3xx when `strict`, and the body holds `content` if set), up to
+/// `attempts` times `interval_ms` apart after `initial_delay_ms`. The default gives a process
+/// Heroku's 60 s to boot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Health {
     pub path: String,
@@ -129,6 +130,11 @@ pub struct Health {
     pub initial_delay_ms: u64,
     #[serde(default)]
     pub content: Option<String>,
+    /// The app named this path as its health check (magrathea.yml or app.json): only 2xx
+    /// and 3xx pass, as in Dokku's path checks. The default `GET /` passes with any answer
+    /// below 500: as on Heroku, an app that answers is up (an API may have nothing at `/`).
+    #[serde(default)]
+    pub strict: bool,
     /// Where this check comes from and what changes it, for the failure message
     /// (`healthcheck.boot_timeout in magrathea.yml (default 60s)`).
     #[serde(default)]
@@ -151,6 +157,7 @@ impl Default for Health {
             interval_ms: default_interval_ms(),
             initial_delay_ms: 0,
             content: None,
+            strict: false,
             setting: "healthcheck.boot_timeout in magrathea.yml (default 60s)".into(),
         }
     }

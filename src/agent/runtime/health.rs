@@ -35,6 +35,7 @@ pub async fn health_check(
         interval,
         initial_delay: Duration::ZERO,
         content: None,
+        strict: false,
     };
     check_health(port, &probe, || async { Ok(()) }).await
 }
@@ -49,6 +50,8 @@ pub struct Probe<'a> {
     pub initial_delay: Duration,
     /// The body must contain this (as Dokku's `content`).
     pub content: Option<&'a str>,
+    /// Only 2xx and 3xx pass (a path the app named); else any status below 500.
+    pub strict: bool,
 }
 
 /// Runs `probe` against `port`. Before every attempt after the first, `alive` is asked
@@ -73,7 +76,8 @@ where
     }
     let (timeout, interval) = (p.timeout, p.interval);
     let connect_limit = CONNECT_LIMIT.min(timeout / 2);
-    let healthy = |r: &Result<(u16, bool), String>| matches!(r, Ok((s, true)) if *s < 500);
+    let limit = if p.strict { 400 } else { 500 };
+    let healthy = |r: &Result<(u16, bool), String>| matches!(r, Ok((s, true)) if *s < limit);
     let attempts = p.attempts.max(1);
     if !p.initial_delay.is_zero() {
         tokio::time::sleep(p.initial_delay).await;
@@ -109,6 +113,9 @@ where
             .await
         {
             Ok(r) if healthy(&r) => return Ok(()),
+            Ok(Ok((status, true))) if p.strict && status < 500 => {
+                format!("status {status} (the health check path must answer 2xx or 3xx)")
+            }
             Ok(Ok((status, true))) => format!("status {status}"),
             Ok(Ok((status, false))) => format!(
                 "status {status}, but the body does not contain {:?}",
