@@ -134,9 +134,12 @@ pub struct BuildArgs {
     /// Build container memory limit, in MiB
     #[arg(long, default_value_t = 2048)]
     pub build_memory: i64,
-    /// Largest slug accepted, in MiB
+    /// Largest slug accepted, in MiB (a build whose /app grows past it is stopped)
     #[arg(long, default_value_t = 500)]
     pub max_slug: u64,
+    /// Largest build cache of an app, in MiB (a build whose /cache grows past it is stopped)
+    #[arg(long, default_value_t = 1024)]
+    pub max_cache: u64,
     /// Network for build containers: app (the app's own network: package registries, no
     /// other app) or none
     #[arg(long, default_value = "app", value_parser = ["app", "none"])]
@@ -156,6 +159,7 @@ impl BuildArgs {
             timeout: std::time::Duration::from_secs(self.build_timeout.max(1)),
             memory: self.build_memory.max(64) << 20,
             max_slug: self.max_slug.max(1) << 20,
+            max_cache: self.max_cache.max(1) << 20,
             network: self.build_network.clone(),
             parallel: self.parallel_builds.unwrap_or(d.parallel).max(1),
             default_stack: self.default_stack.clone(),

@@ -273,7 +273,17 @@ fn the_same_commit_builds_to_the_same_bytes() {
     commit(&dir, "index.html", "<p>two</p>\n", "two");
     s.git_ok(&s.admin, &dir, &["push", &s.url("rep"), "main"]);
     git_local(&dir, &["reset", "-q", "--hard", &c1]);
-    s.git_ok(&s.admin, &dir, &["push", "-f", &s.url("rep"), "main"]);
+    // A branch push builds again, also a commit built before (as on Heroku and Dokku: the
+    // build sees the current config and buildpacks); only a tag reuses cooked bytes.
+    let out = s.git_ok(&s.admin, &dir, &["push", "-f", &s.url("rep"), "main"]);
+    assert!(
+        text(&out.stderr).contains(&format!("-----> Building rep {} (main)", &c1[..7])),
+        "{}",
+        text(&out.stderr)
+    );
+    let builds: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "builds rep --json")).unwrap();
+    assert_eq!(builds.as_array().unwrap().len(), 3, "{builds}");
     let (a, b, c) = (
         release_info(&s, "rep", 1),
         release_info(&s, "rep", 2),
@@ -396,6 +406,60 @@ fn build_timeout_is_a_clear_failure() {
     );
     assert_eq!(containers(&s, "slow").trim(), "", "build container removed");
     assert!(releases(&s, "slow").is_empty());
+}
+
+/// A build that writes too much into /app, /meta or /cache is stopped while it runs, with
+/// a message naming what grew, not after (the buildpack then waits far longer than the
+/// test does: only an early stop ends it in time, else the build timeout would say so).
+#[test]
+fn a_build_writing_past_its_bounds_is_stopped_early() {
+    let s = Server::start_with(&[
+        "--max-slug",
+        "1",
+        "--max-cache",
+        "1",
+        "--build-timeout",
+        "120",
+    ]);
+    let dir = repo(&s.dir.path().join("src"));
+    let bp = dir.join(".buildpack/bin");
+    std::fs::create_dir_all(&bp).unwrap();
+    std::fs::write(bp.join("detect"), "#!/bin/sh\necho writer\n").unwrap();
+    // Writes 2 MiB (16 MiB for /meta) where `mode` says, then waits.
+    std::fs::write(
+        bp.join("compile"),
+        "#!/bin/sh\nmode=$(cat \"$1/mode\")\ncase $mode in\n\
+         slug) dd if=/dev/zero of=\"$1/big\" bs=1024 count=2048 ;;\n\
+         cache) dd if=/dev/zero of=\"$2/big\" bs=1024 count=2048 ;;\n\
+         meta) dd if=/dev/zero of=/meta/big bs=1024 count=16384 ;;\n\
+         esac 2>/dev/null\necho \"-----> wrote ($mode)\"\n\
+         [ \"$mode\" = ok ] || sleep 600\n",
+    )
+    .unwrap();
+    std::fs::write(bp.join("release"), "#!/bin/sh\necho '---'\n").unwrap();
+    for (mode, says) in [
+        ("slug", "build stopped: /app (the slug) is 2.0 MB, over the 1.0 MB limit"),
+        ("meta", "build stopped: /meta (buildpack metadata) is 16.0 MB, over the 8.0 MB limit"),
+        ("cache", "build stopped: /cache (the build cache) is 2.0 MB, over the 1.0 MB limit; `builds:purge-cache big` empties it"),
+    ] {
+        commit(&dir, "mode", mode, mode);
+        let out = s.git(&s.admin, &dir, &["push", &s.url("big"), "main"]);
+        let err = text(&out.stderr);
+        assert!(!out.status.success(), "{mode}: {err}");
+        assert!(err.contains(&format!("-----> wrote ({mode})")), "{err}");
+        assert!(err.contains(says), "{mode}: {err}");
+        assert!(!err.contains("timed out"), "{mode}: {err}");
+        assert_eq!(containers(&s, "big").trim(), "", "build container removed");
+        assert!(releases(&s, "big").is_empty());
+        assert_eq!(build_status(&s, "big"), "failed");
+    }
+    // The cache stays over its bound until purged; then a build within bounds goes live.
+    commit(&dir, "mode", "ok", "ok");
+    let out = s.git(&s.admin, &dir, &["push", &s.url("big"), "main"]);
+    assert!(text(&out.stderr).contains("`builds:purge-cache big` empties it"));
+    s.ok(&s.admin, "builds:purge-cache big");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("big"), "main"]);
+    assert_eq!(releases(&s, "big").len(), 1);
 }
 
 #[test]

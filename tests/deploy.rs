@@ -230,9 +230,75 @@ fn a_node_vanishing_aborts_and_a_failed_release_phase_aborts() {
     assert_eq!(s.get("cms", "/"), (200, "v1\n".to_string()));
 }
 
+/// Versions of the app's releases the controller keeps, newest first.
+fn versions(s: &Server, app: &str) -> Vec<i64> {
+    let v: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, &format!("releases {app} --json"))).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["version"].as_i64().unwrap())
+        .collect()
+}
+
+/// The versions unpacked on the built-in node, oldest first (`v3-<sha12>` -> 3).
+fn unpacked(s: &Server, app: &str) -> Vec<i64> {
+    let mut v: Vec<i64> = std::fs::read_dir(s.data.join("node/apps").join(app).join("releases"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_prefix('v')?.split('-').next()?.parse().ok()
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// Old releases go, on the controller and the node, beyond `keep_releases`; the live one
+/// and the rollback target never, even when they are old (after a rollback).
+fn releases_are_pruned_but_never_the_live_or_rollback_ones(s: &Server) {
+    let dir = web_repo(&s.dir.path().join("pruned-src"), "p1\n", WEB);
+    std::fs::write(dir.join("magrathea.yml"), "keep_releases: 1\n").unwrap();
+    for v in 1..=4 {
+        set_body(&dir, &format!("p{v}\n"));
+        s.git_ok(&s.admin, &dir, &["push", &s.url("pruned"), "main"]);
+    }
+    assert_eq!(s.get("pruned", "/"), (200, "p4\n".to_string()));
+    // v4 is live, v3 the rollback target, v2 the newest-but-one that was still live when
+    // v4 was cooked; v1 is gone, on the node too.
+    assert_eq!(versions(s, "pruned"), [4, 3, 2]);
+    wait_until("v1 removed from the node", || {
+        unpacked(s, "pruned") == [2, 3, 4]
+    });
+    // Back to an old release: it is live, and stays while newer ones come and go.
+    s.ok(&s.admin, "rollback pruned v2");
+    assert_eq!(s.get("pruned", "/"), (200, "p2\n".to_string()));
+    set_body(&dir, "p5\n");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("pruned"), "main"]);
+    assert_eq!(
+        versions(s, "pruned"),
+        [5, 4, 2],
+        "v2 is the rollback target"
+    );
+    wait_until("v3 removed from the node", || {
+        unpacked(s, "pruned") == [2, 4, 5]
+    });
+    let files = std::fs::read_dir(s.data.join("releases/pruned"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".tar.gz"))
+        .count();
+    assert_eq!(files, 3, "one tarball per kept release");
+    let out = s.ok(&s.admin, "rollback pruned");
+    assert!(out.contains("v2 of pruned is live"), "{out}");
+    assert_eq!(s.get("pruned", "/"), (200, "p2\n".to_string()));
+}
+
 #[test]
 fn tags_deploy_cooked_bytes_and_a_restart_keeps_serving() {
     let mut s = Server::start();
+    releases_are_pruned_but_never_the_live_or_rollback_ones(&s);
     let dir = web_repo(&s.dir.path().join("src"), "v1\n", WEB);
     s.git_ok(&s.admin, &dir, &["push", &s.url("blog"), "main"]);
     git_local(&dir, &["tag", "v1.0"]);

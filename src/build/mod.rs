@@ -1,6 +1,7 @@
 //! Builds: export the pushed commit, run the buildpacks in a fresh container from the stack
 //! image, and hand the slug to `release::cook`. Builds never write refs.
 
+mod bounds;
 pub mod buildpacks;
 pub mod fetch;
 mod run;
@@ -22,6 +23,7 @@ use crate::paths::DataDir;
 use crate::sink::Sink;
 use crate::store::ReleaseRow;
 use crate::store::Store;
+use bounds::Bound;
 
 /// What a build is allowed (`magrathea serve --build-*`).
 #[derive(Debug, Clone)]
@@ -29,6 +31,8 @@ pub struct BuildLimits {
     pub timeout: Duration,
     pub memory: i64,
     pub max_slug: u64,
+    /// The most an app's build cache may hold.
+    pub max_cache: u64,
     /// The Docker network builds run on.
     pub network: String,
     /// The stack of an app whose magrathea.yml names none.
@@ -226,6 +230,36 @@ async fn discard(builds: &Path, dir: &Path) {
             let _ = tokio::fs::remove_dir_all(e.path()).await;
         }
     });
+}
+
+/// What a build may write: the slug, the app's build cache, the buildpacks' metadata.
+fn build_bounds(
+    limits: &BuildLimits,
+    app: &str,
+    src: &Path,
+    cache: &Path,
+    meta: &Path,
+) -> Vec<Bound> {
+    vec![
+        Bound {
+            what: "/app (the slug)",
+            dir: src.to_path_buf(),
+            limit: limits.max_slug,
+            hint: String::new(),
+        },
+        Bound {
+            what: "/cache (the build cache)",
+            dir: cache.to_path_buf(),
+            limit: limits.max_cache,
+            hint: format!("; `builds:purge-cache {app}` empties it"),
+        },
+        Bound {
+            what: "/meta (buildpack metadata)",
+            dir: meta.to_path_buf(),
+            limit: bounds::MAX_META,
+            hint: String::new(),
+        },
+    ]
 }
 
 fn dir_size(p: &Path) -> u64 {

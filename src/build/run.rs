@@ -423,7 +423,8 @@ impl<H: Host> Build<'_, H> {
             pids: crate::isolation::BUILD_PIDS,
             workdir: Some(buildpacks::APP_DIR.into()),
         };
-        self.run_container(&stack.docker, spec, detect, limits)
+        let bounds = super::build_bounds(limits, &req.app, &src, &cache, &meta);
+        self.run_container(&stack.docker, spec, detect, limits, bounds)
             .await?;
         let size = dir_size(&src);
         if size > limits.max_slug {
@@ -445,9 +446,13 @@ impl<H: Host> Build<'_, H> {
         spec: RunSpec,
         detect: bool,
         limits: &BuildLimits,
+        bounds: Vec<super::bounds::Bound>,
     ) -> Result<(), BuildError> {
+        // Stopped early when /app, /cache or /meta grow past their bounds.
+        let over = self.cancel.child_token();
+        let watch = tokio::spawn(super::bounds::watch(bounds, over.clone()));
         let (ltx, mut lrx) = mpsc::channel::<String>(256);
-        let run = docker.run(spec, ltx, self.cancel.clone(), limits.timeout);
+        let run = docker.run(spec, ltx, over.clone(), limits.timeout);
         tokio::pin!(run);
         let outcome = loop {
             tokio::select! {
@@ -460,6 +465,10 @@ impl<H: Host> Build<'_, H> {
         };
         while let Ok(l) = lrx.try_recv() {
             self.out.line(l).await;
+        }
+        over.cancel();
+        if let Some(m) = watch.await.ok().flatten() {
+            return Err(self.report(fail(m)).await);
         }
         match outcome {
             Ok(RunOutcome::Exited(0)) => Ok(()),

@@ -32,6 +32,7 @@ impl crate::build::Host for Core {
             timeout: self.limits.timeout,
             memory: self.limits.memory,
             max_slug: self.limits.max_slug,
+            max_cache: self.limits.max_cache,
             network: self.limits.network.clone(),
             default_stack: self.limits.default_stack.clone(),
         }

@@ -9,6 +9,8 @@ pub struct Limits {
     pub timeout: Duration,
     pub memory: i64,
     pub max_slug: u64,
+    /// The most an app's build cache may hold.
+    pub max_cache: u64,
     pub network: String,
     pub parallel: usize,
     pub default_stack: String,
@@ -22,6 +24,7 @@ impl Default for Limits {
             timeout: Duration::from_secs(15 * 60),
             memory: 2 << 30,
             max_slug: 500 << 20,
+            max_cache: 1 << 30,
             network: "app".into(),
             parallel: std::thread::available_parallelism()
                 .map(|n| n.get())

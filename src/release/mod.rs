@@ -98,13 +98,24 @@ pub async fn cook(
         .ok_or_else(|| anyhow::anyhow!("release v{version} vanished"))
 }
 
-/// Keep the newest `keep` releases; never delete one that is live or pinned.
+/// Keep the newest `keep` releases; never delete one that is pinned, or live or the
+/// rollback target in any environment.
 pub fn prune(data: &DataDir, store: &Store, app: &str, keep: usize) {
     let Ok(all) = store.list_releases(app) else {
         return;
     };
+    // From the live table: a release row's own status stays 'cooked' whatever runs it.
+    let Ok(live) = store.all_live() else {
+        return;
+    };
+    let protected: std::collections::HashSet<i64> = live
+        .iter()
+        .filter(|l| l.app == app)
+        .flat_map(|l| [Some(l.version), l.previous])
+        .flatten()
+        .collect();
     for r in all.iter().skip(keep) {
-        if r.pinned || r.status == "live" || r.status == "previous" {
+        if r.pinned || protected.contains(&r.version) {
             continue;
         }
         // Config releases share their slug's file: delete it with its last row.
