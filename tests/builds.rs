@@ -98,6 +98,17 @@ fn check_builtin(
     );
 }
 
+/// The app answers through the router with its fixture's greeting (what
+/// scripts/test-buildpacks.sh checked by hand before its cases moved here).
+fn says_hello(s: &Server, app: &str, fixture: &str) {
+    let (status, body) = s.get(app, "/");
+    assert_eq!(status, 200, "{app}: {body}");
+    assert!(
+        body.contains(&format!("hello from {fixture}")),
+        "{app}: {body}"
+    );
+}
+
 mod tarball {
     pub fn sha256(p: &std::path::Path) -> String {
         let out = std::process::Command::new("sha256sum")
@@ -121,7 +132,7 @@ fn builtin_buildpacks_on_the_tiny_stack() {
     ];
     check_builtin(&s, "site", "static", "httpd", &secrets, "index.html");
     // The site is served, its dotfiles and the platform's files are not.
-    assert_eq!(s.get("site", "/").0, 200);
+    says_hello(&s, "site", "static");
     for hidden in ["/.env", "/app.json", "/.static-root/index.html"] {
         let (status, body) = s.get("site", hidden);
         assert_eq!(status, 404, "{hidden}: {body}");
@@ -134,6 +145,7 @@ fn builtin_buildpacks_on_the_tiny_stack() {
         &[],
         "public/index.html",
     );
+    says_hello(&s, "proc", "procfile");
     // A push of another branch is stored but not built.
     let out = s.ssh(&s.admin, "builds site --json", None);
     assert_eq!(
@@ -153,6 +165,18 @@ fn builtin_buildpacks_on_the_bookworm_stack() {
     check_builtin(&s, "py", "python", "app.py", &yml, ".venv/pyvenv.cfg");
     check_builtin(&s, "node", "nodejs", "npm start", &yml, "server.js");
     check_builtin(&s, "php", "php", "php -S", &yml, "index.php");
+    check_builtin(&s, "site", "static", "httpd", &yml, "index.html");
+    check_builtin(&s, "proc", "procfile", "-h public", &yml, "public/index.html");
+    // Each runs on the stack's run image and answers.
+    for (app, fixture) in [
+        ("py", "python"),
+        ("node", "nodejs"),
+        ("php", "php"),
+        ("site", "static"),
+        ("proc", "procfile"),
+    ] {
+        says_hello(&s, app, fixture);
+    }
     let info = release_info(&s, "py", 1);
     assert_eq!(info["manifest"]["stack"], "bookworm");
     assert_eq!(info["manifest"]["buildpacks"][0], "python");
@@ -171,12 +195,18 @@ fn third_party_buildpack_inside_the_repo_builds_unchanged() {
         "busybox httpd -f -p $PORT -h www"
     );
     assert_eq!(info["manifest"]["buildpacks"][0], "custom");
-    // The cache dir survives between builds.
+    says_hello(&s, "custom", "custom-buildpack");
+    // The cache dir survives between builds; config vars reach the buildpack in ENV_DIR.
+    s.ok(&s.admin, "config:set custom --no-restart GREETING_SUFFIX=-from-config");
     let dir = s.dir.path().join("custom-src");
     commit(&dir, "greeting.txt", "hello again\n", "second");
     s.git_ok(&s.admin, &dir, &["push", &s.url("custom"), "main"]);
-    let es = entries(&tarball(&s, "custom", 2));
-    assert!(String::from_utf8_lossy(file(&es, "app/www/index.html")).contains("build 2"));
+    let newest = releases(&s, "custom")[0]["version"].as_u64().unwrap();
+    let es = entries(&tarball(&s, "custom", newest));
+    let page = String::from_utf8_lossy(file(&es, "app/www/index.html")).into_owned();
+    assert_eq!(page, "hello again-from-config\nbuild 2\n");
+    let (status, body) = s.get("custom", "/");
+    assert_eq!((status, body.as_str()), (200, page.as_str()));
 }
 
 #[test]
