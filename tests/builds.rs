@@ -166,7 +166,14 @@ fn builtin_buildpacks_on_the_bookworm_stack() {
     check_builtin(&s, "node", "nodejs", "npm start", &yml, "server.js");
     check_builtin(&s, "php", "php", "php -S", &yml, "index.php");
     check_builtin(&s, "site", "static", "httpd", &yml, "index.html");
-    check_builtin(&s, "proc", "procfile", "-h public", &yml, "public/index.html");
+    check_builtin(
+        &s,
+        "proc",
+        "procfile",
+        "-h public",
+        &yml,
+        "public/index.html",
+    );
     // Each runs on the stack's run image and answers.
     for (app, fixture) in [
         ("py", "python"),
@@ -197,7 +204,10 @@ fn third_party_buildpack_inside_the_repo_builds_unchanged() {
     assert_eq!(info["manifest"]["buildpacks"][0], "custom");
     says_hello(&s, "custom", "custom-buildpack");
     // The cache dir survives between builds; config vars reach the buildpack in ENV_DIR.
-    s.ok(&s.admin, "config:set custom --no-restart GREETING_SUFFIX=-from-config");
+    s.ok(
+        &s.admin,
+        "config:set custom --no-restart GREETING_SUFFIX=-from-config",
+    );
     let dir = s.dir.path().join("custom-src");
     commit(&dir, "greeting.txt", "hello again\n", "second");
     s.git_ok(&s.admin, &dir, &["push", &s.url("custom"), "main"]);
