@@ -66,13 +66,26 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
         _ => None,
     };
     if let Some(svc) = svc {
-        let task = git(core.clone(), rx, &tx, &req, svc, argv);
+        let mut reader = None;
         if svc == GitService::ReceivePack {
-            // Pushes are tracked so graceful shutdown lets them finish.
-            let code = core.tracked(task).await;
-            close(&tx, code).await;
+            // Pushes are tracked so graceful shutdown lets them finish, up to the client's
+            // answer to our close: only then has it surely read the exit status (a shutdown
+            // that ended the process first lost it, and a push that went live looked failed).
+            let work = async {
+                let code = git(core.clone(), rx, &tx, &req, svc, argv, &mut reader).await;
+                close(&tx, code).await;
+                if let Some(mut r) = reader.take() {
+                    if tokio::time::timeout(std::time::Duration::from_secs(5), &mut r)
+                        .await
+                        .is_err()
+                    {
+                        r.abort();
+                    }
+                }
+            };
+            core.tracked(work).await;
         } else {
-            let code = task.await;
+            let code = git(core.clone(), rx, &tx, &req, svc, argv, &mut reader).await;
             close(&tx, code).await;
         }
         return;
@@ -262,6 +275,8 @@ async fn admit_git(
 }
 
 /// Bridge the channel to `git receive-pack`/`upload-pack`. Returns the exit code to send.
+/// For a push, `reader` gets the task still reading the channel: it ends when the client
+/// closes the channel.
 #[tracing::instrument(name = "git", skip_all, fields(service = svc.as_str(), app = tracing::field::Empty))]
 async fn git(
     core: Arc<Core>,
@@ -270,6 +285,7 @@ async fn git(
     req: &ExecRequest,
     svc: GitService,
     argv: Vec<String>,
+    reader: &mut Option<tokio::task::JoinHandle<()>>,
 ) -> u32 {
     let who = &req.who;
     let (app, repo, grant) = match admit_git(&core, tx, who, svc, &argv).await {
@@ -350,7 +366,11 @@ async fn git(
         tracing::info!(app = %app, "client went away; push stopped");
     }
     let status = child.wait().await;
-    pump_in.abort();
+    if svc == GitService::ReceivePack && !client_gone {
+        *reader = Some(pump_in);
+    } else {
+        pump_in.abort();
+    }
     drop(guard);
     let code = match status {
         Ok(s) => s.code().map_or(255, |c| c as u32),
