@@ -11,7 +11,8 @@
 //! not yet renamed), `prepare` (a node received the release), `release-command` (the
 //! release command runs on its node), `health-check` (new processes started, being checked),
 //! `switch` (a node switched, the rollout not finished), `go-live` (every node switched; the
-//! store transaction and the router move not yet).
+//! store transaction and the router move not yet), `live` (the store transaction recorded the
+//! new release as live; the router, the old processes and git's refs not moved yet).
 
 /// The environment variable that arms a failpoint.
 #[cfg(feature = "failpoints")]

@@ -7,7 +7,9 @@
 //! - every node is brought in line with the store, which is the truth: a node whose
 //!   `current` is not the live release is switched to it, and processes that are not the
 //!   live release's (a rollout that never finished started them) are stopped. Only the
-//!   existing node verbs are used (`status`, `switch`, `abort`).
+//!   existing node verbs are used (`status`, `switch`, `abort`);
+//! - git follows the store: a push journalled before go-live and never answered has its refs
+//!   moved to what went live (`controller/journal.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use crate::controller::Core;
 use crate::deploy::node_app;
 use crate::node::proto::{release_name, AbortReq, StatusReply, StatusReq, SwitchReq};
 use crate::paths::DataDir;
-use crate::store::NodeRow;
+use crate::store::{NodeRow, PushIntent};
 
 /// Removes build work dirs and partial release tarballs. Nothing builds yet when this runs.
 pub fn sweep_files(data: &DataDir) -> usize {
@@ -104,12 +106,17 @@ async fn statuses(core: &Arc<Core>, nodes: &[NodeRow]) -> Vec<(NodeRow, StatusRe
     out
 }
 
-/// Brings every node in line with the store. Holds the deploy lock of every environment it
-/// looks at, so a push that arrives meanwhile waits for it. Returns how many changes it made.
-pub async fn reconcile_nodes(core: &Arc<Core>) -> usize {
-    let Ok(nodes) = core.all_nodes() else {
-        return 0;
-    };
+/// The pushes a crash left journalled (`controller/journal.rs`): read at start before the
+/// hook socket opens, so a push arriving meanwhile is never taken for one.
+pub fn pending_pushes(core: &Core) -> Vec<PushIntent> {
+    core.store().pending_intents().unwrap_or_default()
+}
+
+/// Brings every node in line with the store, and git in line with it for the `pending`
+/// pushes a crash left journalled. Holds the deploy lock of every environment it looks at,
+/// so a push that arrives meanwhile waits for it. Returns how many changes it made to nodes.
+pub async fn reconcile_nodes(core: &Arc<Core>, pending: Vec<PushIntent>) -> usize {
+    let nodes = core.all_nodes().unwrap_or_default();
     // Every environment the store has live, and every one a node has anything of.
     let mut envs: BTreeSet<(String, String)> = core
         .store()
@@ -136,6 +143,9 @@ pub async fn reconcile_nodes(core: &Arc<Core>) -> usize {
     let mut changes = 0;
     for (app, env) in &envs {
         changes += reconcile_env(core, &statuses, app, env).await;
+    }
+    for intent in &pending {
+        crate::controller::journal::settle(core, intent);
     }
     drop(guards);
     changes

@@ -110,6 +110,7 @@ pub async fn serve(
     if swept > 0 {
         tracing::warn!(swept, "removed what interrupted builds left behind");
     }
+    let journal = crate::reconcile::pending_pushes(&core);
     let hook_listener = hookserver::bind(&core)?;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -150,7 +151,7 @@ pub async fn serve(
             // Routes first, so apps answer at once; then the nodes are brought in line with
             // the store (a crash mid-rollout), and the routes follow what that changed.
             crate::deploy::restore_routes(&core).await;
-            if crate::reconcile::reconcile_nodes(&core).await > 0 {
+            if crate::reconcile::reconcile_nodes(&core, journal).await > 0 {
                 crate::deploy::restore_routes(&core).await;
             }
         });

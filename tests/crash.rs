@@ -1,7 +1,8 @@
 //! Crash consistency (issue 10): the controller is killed with SIGKILL at each named step of
-//! a push (build, pack, prepare, release command, health check, switch, go-live) by a
+//! a push (build, pack, prepare, release command, health check, switch, go-live, live) by a
 //! failpoint compiled in with the `failpoints` feature (`src/failpoint.rs`). After a restart
-//! the store, the nodes' `current`, the router and git agree on the release that was live,
+//! the store, the nodes' `current`, the router and git agree on the release that was live
+//! (for `live`, the one the crashed push made live: the push journal moves git's refs),
 //! nothing of the interrupted build or rollout is left (build containers and dirs, partial
 //! tarballs, release-command containers, processes) and the next push goes live.
 //!
@@ -23,8 +24,9 @@ use util::*;
 const PROCFILE: &str = "web: busybox httpd -f -p $PORT -h .\n\
                         release: echo release command runs; if [ -f slow ]; then sleep 600; fi\n";
 
-/// In pipeline order.
-const STEPS: [&str; 7] = [
+/// In pipeline order. From `live` on the store has the new release live: the restart
+/// finishes the push (the journal moves git's refs) instead of undoing it.
+const STEPS: [&str; 8] = [
     "build",
     "pack",
     "prepare",
@@ -32,6 +34,7 @@ const STEPS: [&str; 7] = [
     "health-check",
     "switch",
     "go-live",
+    "live",
 ];
 
 fn wait_for(what: &str, mut f: impl FnMut() -> Result<(), String>) {
@@ -105,11 +108,16 @@ impl World {
         let (name, commit) = self.store_live();
         assert_eq!(name, want.name, "the store's live release");
         assert_eq!(commit, want.commit, "the live release's commit");
-        let git = git_local(
-            &self.s.data.join("repos/web.git"),
-            &["rev-parse", "refs/heads/main"],
-        );
-        assert_eq!(git.trim(), want.commit, "git's main");
+        // The journal is settled by the start's reconcile, which runs in the background.
+        wait_for("git's main to be the live commit", || {
+            let git = git_local(
+                &self.s.data.join("repos/web.git"),
+                &["rev-parse", "refs/heads/main"],
+            );
+            (git.trim() == want.commit)
+                .then_some(())
+                .ok_or(format!("main is {}", git.trim()))
+        });
         for (node, root) in self.node_roots() {
             wait_for(&format!("{node}'s current to be {}", want.name), || {
                 let cur = current(&root);
@@ -268,6 +276,14 @@ fn left_by_crash(w: &World, step: &str, live: &Live) {
         }
         "switch" => assert!(ahead() >= 1, "a node switched"),
         "go-live" => assert_eq!(ahead(), 2, "every node switched"),
+        "live" => {
+            assert_eq!(ahead(), 2, "every node switched");
+            let git = git_local(
+                &w.s.data.join("repos/web.git"),
+                &["rev-parse", "refs/heads/main"],
+            );
+            assert_eq!(git.trim(), live.commit, "git's main has not moved");
+        }
         _ => {}
     }
 }
@@ -297,7 +313,7 @@ fn a_controller_killed_at_each_pipeline_step_comes_back_consistent() {
         if step == "release-command" {
             std::fs::write(&slow, "").unwrap();
         }
-        commit(&w.dir, "index.html", &format!("{step}\n"), step);
+        let crashed = commit(&w.dir, "index.html", &format!("{step}\n"), step);
         w.s.kill9();
         w.s.spawn_with_env(&[("MAGRATHEA_FAILPOINT", step)]);
         let push =
@@ -310,14 +326,26 @@ fn a_controller_killed_at_each_pipeline_step_comes_back_consistent() {
             "{step}: the server was not killed by its failpoint ({status:?}):\n{}",
             w.s.log()
         );
-        assert!(
-            w.s.log().contains(&format!("failpoint {step}: killing")),
-            "{step}: the failpoint did not say it fired:\n{}",
-            w.s.log()
-        );
+        // The log is read by another thread: the line may land just after the exit.
+        wait_for(&format!("{step}: the failpoint to say it fired"), || {
+            let log = w.s.log();
+            log.contains(&format!("failpoint {step}: killing"))
+                .then_some(())
+                .ok_or(log)
+        });
         left_by_crash(&w, step, &live);
 
         w.s.spawn();
+        if step == "live" {
+            // The crashed push went live: everything, git included, agrees on it.
+            let (name, c) = w.store_live();
+            assert_eq!(c, crashed, "the crashed push's commit is live");
+            live = Live {
+                name,
+                commit: crashed,
+                content: format!("{step}\n"),
+            };
+        }
         w.agree(&live);
 
         // The next push goes live.

@@ -7,6 +7,7 @@ mod builds;
 mod formation;
 pub mod hookserver;
 mod hosts;
+pub mod journal;
 pub mod limits;
 mod logs;
 mod nodes;

@@ -60,12 +60,13 @@ async fn decide(
 ) -> i32 {
     let mut sink = Sink::new(out);
     let who = &push.identity;
+    let quarantine = Quarantine {
+        object_dir: req.object_dir.clone(),
+        alternates: req.alternates.clone(),
+    };
     let changes = {
         let (repo, updates) = (core.data().repo(&push.app), req.updates.clone());
-        let q = Quarantine {
-            object_dir: req.object_dir.clone(),
-            alternates: req.alternates.clone(),
-        };
+        let q = quarantine.clone();
         tokio::task::spawn_blocking(move || classify(&repo, &q, &updates))
             .await
             .unwrap_or_else(|_| vec![RefChange::Force; req.updates.len()])
@@ -120,9 +121,18 @@ async fn decide(
         )
         .await;
     }
-    let quarantine = Quarantine {
-        object_dir: req.object_dir.clone(),
-        alternates: req.alternates.clone(),
+    // Journalled before anything can go live (see journal.rs).
+    let intent = match journal(&core, &push.app, &req, &quarantine, !targets.is_empty()).await {
+        Ok(id) => id,
+        Err(e) => {
+            sink.line(format!("error: cannot journal the push ({e})"))
+                .await;
+            let _ = core
+                .store()
+                .record_push(&push.app, who, &req.updates, "refused");
+            core.audit_close(audit, "error", &format!("{detail}: cannot journal: {e}"));
+            return 1;
+        }
     };
     for t in targets {
         let result = cook_and_deploy(&core, &push, t, &quarantine, &mut sink, cancel.clone()).await;
@@ -134,10 +144,9 @@ async fn decide(
             Err(PushError::Build(e)) => ("build failed", e.to_string()),
             Err(PushError::Deploy(e)) => ("deploy failed", format!("deploy failed: {e}")),
         };
-        sink.line(format!(
-            " !     push rejected: {why}; the refs did not move"
-        ))
-        .await;
+        let refs = settle_rejected(&core, intent);
+        sink.line(format!(" !     push rejected: {why}; {refs}"))
+            .await;
         let _ = core
             .store()
             .record_push(&push.app, who, &req.updates, outcome);
@@ -149,15 +158,49 @@ async fn decide(
         .record_push(&push.app, who, &req.updates, "accepted")
     {
         Ok(_) => {
+            let _ = intent.map(|id| core.store().settle_intent(id, true));
             core.audit_close(audit, "ok", &detail);
             0
         }
         Err(e) => {
+            settle_rejected(&core, intent);
             sink.line(format!("error: cannot record the push ({e})"))
                 .await;
             core.audit_close(audit, "error", "cannot record the push");
             1
         }
+    }
+}
+
+/// A push that builds is journalled (its intent's id); one that does not cannot make
+/// anything live, and is not.
+async fn journal(
+    core: &Arc<Core>,
+    app: &str,
+    req: &HookRequest,
+    q: &Quarantine,
+    builds: bool,
+) -> Result<Option<i64>, String> {
+    if !builds {
+        return Ok(None);
+    }
+    super::journal::open(core, &req.push_id, app, &req.updates, q)
+        .await
+        .map(Some)
+}
+
+/// A rejected push's intent: git will not move its refs, so those whose commit went live
+/// (an earlier build target of the push) are moved here. Says what happened to the refs.
+fn settle_rejected(core: &Core, intent: Option<i64>) -> String {
+    let pending = core.store().pending_intents().unwrap_or_default();
+    let moved = match pending.iter().find(|i| Some(i.id) == intent) {
+        Some(i) => super::journal::settle(core, i),
+        None => vec![],
+    };
+    if moved.is_empty() {
+        "the refs did not move".to_string()
+    } else {
+        format!("{} moved to what went live", moved.join(", "))
     }
 }
 

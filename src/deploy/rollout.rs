@@ -654,6 +654,7 @@ impl<H: Host> Rollout<'_, H> {
             self.switch_back(plan, prepared, switched).await;
             return Err(e);
         }
+        crate::failpoint::hit("live");
         let router = host.router();
         let key = route_key(&plan.app, &plan.env);
         let old: Vec<SocketAddr> = router.upstreams(&key);

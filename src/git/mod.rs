@@ -4,4 +4,5 @@
 pub mod export;
 pub mod hook;
 pub mod hookproto;
+pub mod quarantine;
 pub mod service;

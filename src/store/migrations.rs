@@ -135,6 +135,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
      CREATE UNIQUE INDEX apps_uid ON apps(uid);",
     // 7: a tag-limited key may move or delete its tags only when its grant says so
     "ALTER TABLE access ADD COLUMN allow_retag INTEGER NOT NULL DEFAULT 0;",
+    // 8: the push journal: ref updates of a push about to go live, settled at the verdict or,
+    // after a crash, at the next start (controller/journal.rs)
+    "CREATE TABLE push_intents(
+        id INTEGER PRIMARY KEY,
+        push_id TEXT NOT NULL,
+        app TEXT NOT NULL,
+        refs TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending','done','dropped')),
+        created_at INTEGER NOT NULL,
+        settled_at INTEGER);
+     CREATE INDEX push_intents_pending ON push_intents(state) WHERE state = 'pending';",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -5,10 +5,12 @@ mod builds;
 mod config;
 mod formation;
 mod golive;
+mod intents;
 mod migrations;
 mod nodes;
 
 pub use golive::GoLive;
+pub use intents::{PushIntent, RefMove};
 pub use nodes::{LiveRow, NodeRow};
 
 pub use builds::{BuildRow, NewRelease, ReleaseRow};
