@@ -126,6 +126,14 @@ fn phase_name(kind: &str) -> &'static str {
 }
 
 impl<H: Host> Rollout<'_, H> {
+    /// The one line every abort before the switch ends with: what still serves.
+    async fn say_aborted(&mut self, plan: &Plan) {
+        let still = &plan.still;
+        self.out
+            .line(format!(" !     deploy aborted on every node; {still}"))
+            .await;
+    }
+
     /// Every phase in order. `held` is the deploy lock, which the retire phase may keep
     /// after this returns (`background_tail`).
     pub(super) async fn run(mut self, held: OwnedMutexGuard<()>) -> Result<(), DeployError> {
@@ -402,10 +410,7 @@ impl<H: Host> Rollout<'_, H> {
                     Err(re) => format!(" !     could not restore the data dir: {re}"),
                 };
                 self.out.line(line).await;
-                let still = &plan.still;
-                self.out
-                    .line(format!(" !     deploy aborted on every node; {still}"))
-                    .await;
+                self.say_aborted(plan).await;
                 return Err(e);
             }
         }
@@ -430,15 +435,11 @@ impl<H: Host> Rollout<'_, H> {
             .filter_map(|(_, r)| r.err().map(|e| e.to_string()))
             .collect();
         if !failed.is_empty() || self.out.closed() {
-            let why = failed
+            self.say_aborted(plan).await;
+            return Err(failed
                 .into_iter()
                 .next()
-                .map_or(DeployError::PusherGone, DeployError::Failed);
-            let still = &plan.still;
-            self.out
-                .line(format!(" !     deploy aborted on every node; {still}"))
-                .await;
-            return Err(why);
+                .map_or(DeployError::PusherGone, DeployError::Failed));
         }
         Ok(())
     }
@@ -535,15 +536,11 @@ impl<H: Host> Rollout<'_, H> {
         }
         if !failed.is_empty() || self.out.closed() {
             abort_all(&prepared, plan.abort_req(self.generation)).await;
-            let why = failed
-                .first()
-                .cloned()
-                .map_or(DeployError::PusherGone, DeployError::Failed);
-            let still = &plan.still;
-            self.out
-                .line(format!(" !     deploy aborted on every node; {still}"))
-                .await;
-            return Err(why);
+            self.say_aborted(plan).await;
+            return Err(failed
+                .into_iter()
+                .next()
+                .map_or(DeployError::PusherGone, DeployError::Failed));
         }
         Ok(prepared)
     }
