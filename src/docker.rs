@@ -98,6 +98,20 @@ impl Docker {
         Ok(out)
     }
 
+    /// Every container, running or not, that matches one filter (`label` or `name`).
+    pub async fn containers(
+        &self,
+        key: &str,
+        values: Vec<String>,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, bollard::errors::Error> {
+        let filters = std::collections::HashMap::from([(key, values)]);
+        let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        self.inner.list_containers(Some(opts)).await
+    }
+
     pub async fn remove(&self, name: &str) {
         let opts = RemoveContainerOptionsBuilder::default()
             .force(true)

@@ -65,12 +65,7 @@ pub async fn sweep_build_containers(instance: &str) -> usize {
         }
     };
     let prefix = format!("magrathea-{instance}-build-");
-    let filters = std::collections::HashMap::from([("name", vec![prefix.clone()])]);
-    let opts = bollard::query_parameters::ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let Ok(list) = docker.raw().list_containers(Some(opts)).await else {
+    let Ok(list) = docker.containers("name", vec![prefix.clone()]).await else {
         return 0;
     };
     let mut n = 0;

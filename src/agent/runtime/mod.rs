@@ -29,7 +29,6 @@ pub use oneoff::{oneoff_body, run_once, RemoveOnDrop};
 use scratch::scratch_of;
 pub use scratch::{sweep_scratch, Scratch, SCRATCH};
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -37,8 +36,7 @@ use bollard::models::{
     ContainerCreateBody, ContainerStateStatusEnum, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
-    StopContainerOptionsBuilder,
+    CreateContainerOptionsBuilder, InspectContainerOptions, StopContainerOptionsBuilder,
 };
 
 use crate::agent::error::AgentError;
@@ -213,14 +211,8 @@ pub async fn list(
     if let Some(app) = app {
         filter.push(format!("{L_APP}={app}"));
     }
-    let filters = HashMap::from([("label", filter)]);
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
     let summaries = docker
-        .raw()
-        .list_containers(Some(opts))
+        .containers("label", filter)
         .await
         .map_err(|e| AgentError::Docker(format!("listing containers: {e}")))?;
     let mut out = vec![];
@@ -283,15 +275,8 @@ pub async fn list(
 /// when the agent starts, so none of them has a caller any more (an agent killed with its
 /// calls in flight, or the controller's in-process node dying with the controller).
 pub async fn sweep_oneoffs(docker: &Docker, instance: &str) -> usize {
-    let filters = HashMap::from([(
-        "label",
-        vec![format!("{L_INSTANCE}={instance}"), L_ONEOFF.to_string()],
-    )]);
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let Ok(list) = docker.raw().list_containers(Some(opts)).await else {
+    let labels = vec![format!("{L_INSTANCE}={instance}"), L_ONEOFF.to_string()];
+    let Ok(list) = docker.containers("label", labels).await else {
         return 0;
     };
     let mut n = 0;

@@ -1,11 +1,10 @@
 //! A container's throwaway `/app` overlay dirs (`Scratch`), and sweeping those whose
 //! container is gone.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use bollard::query_parameters::{InspectContainerOptions, ListContainersOptionsBuilder};
+use bollard::query_parameters::InspectContainerOptions;
 
 use crate::agent::error::AgentError;
 use crate::agent::layout::NodeRoot;
@@ -103,12 +102,8 @@ pub async fn sweep_scratch(docker: &Docker, root: &NodeRoot, instance: &str, app
     let Ok(rd) = std::fs::read_dir(&dir) else {
         return;
     };
-    let filters = HashMap::from([("label", vec![format!("{L_INSTANCE}={instance}")])]);
-    let opts = ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    let Ok(list) = docker.raw().list_containers(Some(opts)).await else {
+    let label = vec![format!("{L_INSTANCE}={instance}")];
+    let Ok(list) = docker.containers("label", label).await else {
         return;
     };
     let alive: std::collections::HashSet<String> = list
