@@ -384,6 +384,53 @@ fn symlinks_to_host_files_stay_links() {
     );
 }
 
+/// A field of /proc/PID/status, in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("no {field} in {status}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn a_big_file_in_a_packed_push_never_sits_whole_in_controller_memory() {
+    const BIG: u64 = 256 << 20;
+    let s = Server::start();
+    let dir = repo(&s.dir.path().join("src"));
+    // Over git's receive.unpackLimit (100 objects): the push is kept as a pack, and the big
+    // blob with it, which libgit2 can only read whole.
+    for i in 0..120 {
+        std::fs::write(dir.join(format!("page{i}.html")), format!("page {i}\n")).unwrap();
+    }
+    std::fs::File::create(dir.join("video.bin"))
+        .unwrap()
+        .set_len(BIG)
+        .unwrap();
+    commit(&dir, "index.html", "big\n", "a big file among many");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("bigfile"), "main"]);
+    let objects = s.data.join("repos/bigfile.git/objects/pack");
+    let packs = std::fs::read_dir(&objects).map(|d| d.count()).unwrap_or(0);
+    assert!(packs > 0, "the push was not kept as a pack in {objects:?}");
+    let es = entries(&tarball(&s, "bigfile", 1));
+    let video = es.iter().find(|e| e.1 == "app/video.bin").unwrap();
+    assert_eq!(video.3.len() as u64, BIG);
+    assert!(video.3.iter().all(|b| *b == 0));
+    assert_eq!(
+        s.get("bigfile", "/page7.html"),
+        (200, "page 7\n".to_string())
+    );
+    // The controller's peak resident memory stayed well under the file's size.
+    let peak = status_kib(s.pid(), "VmHWM:") << 10;
+    assert!(
+        peak < BIG / 2,
+        "controller peak RSS {} MiB for a {} MiB file",
+        peak >> 20,
+        BIG >> 20
+    );
+}
+
 fn slow_repo(dir: &Path, seconds: u32) -> PathBuf {
     let dir = repo(dir);
     let bp = dir.join(".buildpack/bin");

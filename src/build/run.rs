@@ -136,7 +136,7 @@ impl<H: Host> Build<'_, H> {
                 src.clone(),
             );
             tokio::task::spawn_blocking(move || {
-                export::open(&repo, &q).and_then(|r| export::export(&r, &c, &src))
+                export::open(&repo, &q).and_then(|r| export::export(&r, &q, &c, &src))
             })
             .await
             .map_err(|e| fail(e.to_string()))?

@@ -165,7 +165,14 @@ fn ignored(patterns: &[String], rel: &str) -> bool {
     })
 }
 
-pub fn export(repo: &Repository, commit: &str, dst: &Path) -> Result<Exported, ExportError> {
+/// Writes `commit`'s tree to `dst`. `q` names where the push's objects are while it is in
+/// quarantine (the default when exporting from a plain repository).
+pub fn export(
+    repo: &Repository,
+    q: &Quarantine,
+    commit: &str,
+    dst: &Path,
+) -> Result<Exported, ExportError> {
     let c = repo.find_commit(Oid::from_str(commit)?)?;
     let time = c.time().seconds();
     let tree = c.tree()?;
@@ -177,7 +184,13 @@ pub fn export(repo: &Repository, commit: &str, dst: &Path) -> Result<Exported, E
         files: 0,
         submodules: vec![],
     };
-    walk(repo, &tree, dst, "", &patterns, time, &mut out)?;
+    let cx = Walk {
+        repo,
+        q,
+        patterns: &patterns,
+        mtime: time,
+    };
+    cx.walk(&tree, dst, "", &mut out)?;
     let urls = gitmodules(repo, &tree);
     for s in &mut out.submodules {
         s.url = urls.get(&s.path).cloned();
@@ -185,70 +198,84 @@ pub fn export(repo: &Repository, commit: &str, dst: &Path) -> Result<Exported, E
     Ok(out)
 }
 
-fn walk(
-    repo: &Repository,
-    tree: &Tree,
-    dir: &Path,
-    prefix: &str,
-    patterns: &[String],
+/// One export's fixed inputs, so the recursive walk carries only where it is.
+struct Walk<'a> {
+    repo: &'a Repository,
+    q: &'a Quarantine,
+    patterns: &'a [String],
     mtime: i64,
-    out: &mut Exported,
-) -> Result<(), ExportError> {
-    for e in tree.iter() {
-        let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
-        // git's fsck already refuses these; never trust that alone with a path.
-        if name.is_empty()
-            || name == "."
-            || name == ".."
-            || name.contains('/')
-            || name.contains('\0')
-            || name.eq_ignore_ascii_case(".git")
-        {
-            return Err(ExportError::BadEntry(format!("{prefix}{name}")));
-        }
-        let rel = format!("{prefix}{name}");
-        if ignored(patterns, &rel) {
-            continue;
-        }
-        let path: PathBuf = dir.join(&name);
-        match (e.kind(), e.filemode()) {
-            (Some(ObjectType::Tree), _) => {
-                std::fs::create_dir(&path)?;
-                let sub = repo.find_tree(e.id())?;
-                walk(repo, &sub, &path, &format!("{rel}/"), patterns, mtime, out)?;
-            }
-            (Some(ObjectType::Blob), 0o120000) => {
-                let blob = repo.find_blob(e.id())?;
-                let target = std::ffi::OsStr::from_encoded_bytes_checked(blob.content());
-                std::os::unix::fs::symlink(target, &path)?;
-                out.files += 1;
-            }
-            (Some(ObjectType::Blob), mode) => {
-                write_blob(repo, e.id(), &path)?;
-                let perm = if mode == 0o100755 { 0o755 } else { 0o644 };
-                crate::fsutil::set_mode(&path, perm)?;
-                let f = std::fs::File::options().write(true).open(&path)?;
-                f.set_modified(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64),
-                )?;
-                out.files += 1;
-            }
-            (Some(ObjectType::Commit), _) => out.submodules.push(Submodule {
-                path: rel,
-                commit: e.id().to_string(),
-                url: None,
-            }),
-            _ => return Err(ExportError::BadEntry(rel)),
-        }
-    }
-    Ok(())
 }
 
-/// Writes a blob to `path`, streamed from the object database when the object is loose (a
-/// big file pushed alone always is: git unpacks small pushes), so a 300 MB file does not
-/// become 300 MB of controller memory. Packed objects are read whole: libgit2 cannot stream
-/// them.
-fn write_blob(repo: &Repository, id: Oid, path: &Path) -> Result<(), ExportError> {
+impl Walk<'_> {
+    fn walk(
+        &self,
+        tree: &Tree,
+        dir: &Path,
+        prefix: &str,
+        out: &mut Exported,
+    ) -> Result<(), ExportError> {
+        let (repo, mtime) = (self.repo, self.mtime);
+        for e in tree.iter() {
+            let name = String::from_utf8_lossy(e.name_bytes()).into_owned();
+            // git's fsck already refuses these; never trust that alone with a path.
+            if name.is_empty()
+                || name == "."
+                || name == ".."
+                || name.contains('/')
+                || name.contains('\0')
+                || name.eq_ignore_ascii_case(".git")
+            {
+                return Err(ExportError::BadEntry(format!("{prefix}{name}")));
+            }
+            let rel = format!("{prefix}{name}");
+            if ignored(self.patterns, &rel) {
+                continue;
+            }
+            let path: PathBuf = dir.join(&name);
+            match (e.kind(), e.filemode()) {
+                (Some(ObjectType::Tree), _) => {
+                    std::fs::create_dir(&path)?;
+                    let sub = repo.find_tree(e.id())?;
+                    self.walk(&sub, &path, &format!("{rel}/"), out)?;
+                }
+                (Some(ObjectType::Blob), 0o120000) => {
+                    let blob = repo.find_blob(e.id())?;
+                    let target = std::ffi::OsStr::from_encoded_bytes_checked(blob.content());
+                    std::os::unix::fs::symlink(target, &path)?;
+                    out.files += 1;
+                }
+                (Some(ObjectType::Blob), mode) => {
+                    write_blob(repo, self.q, e.id(), &path)?;
+                    let perm = if mode == 0o100755 { 0o755 } else { 0o644 };
+                    crate::fsutil::set_mode(&path, perm)?;
+                    let f = std::fs::File::options().write(true).open(&path)?;
+                    f.set_modified(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime.max(0) as u64),
+                    )?;
+                    out.files += 1;
+                }
+                (Some(ObjectType::Commit), _) => out.submodules.push(Submodule {
+                    path: rel,
+                    commit: e.id().to_string(),
+                    url: None,
+                }),
+                _ => return Err(ExportError::BadEntry(rel)),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Packed blobs above this size are copied out by a `git cat-file` child rather than read
+/// whole by libgit2 (which cannot stream a packed object).
+const STREAM_PACKED_ABOVE: usize = 8 << 20;
+
+/// Writes a blob to `path` without holding it whole in controller memory: a loose object
+/// (a small push's objects always are) is streamed from the object database; a big packed
+/// one (git keeps a push of 100 objects or more as a pack) is copied by `git cat-file`, whose
+/// memory is its own and, with a low `core.bigFileThreshold`, bounded too for a blob stored
+/// whole in its pack. Small packed blobs are read whole: cheaper than a process.
+fn write_blob(repo: &Repository, q: &Quarantine, id: Oid, path: &Path) -> Result<(), ExportError> {
     let odb = repo.odb()?;
     if let Ok((mut reader, _, ObjectType::Blob)) = odb.reader(id) {
         let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path)?);
@@ -256,8 +283,52 @@ fn write_blob(repo: &Repository, id: Oid, path: &Path) -> Result<(), ExportError
         std::io::Write::flush(&mut f)?;
         return Ok(());
     }
+    if odb.read_header(id)?.0 > STREAM_PACKED_ABOVE {
+        return cat_file(repo.path(), q, id, path);
+    }
     let blob = repo.find_blob(id)?;
     std::fs::write(path, blob.content())?;
+    Ok(())
+}
+
+/// `git cat-file blob ID > path`, seeing the quarantined objects as alternates.
+fn cat_file(git_dir: &Path, q: &Quarantine, id: Oid, path: &Path) -> Result<(), ExportError> {
+    let alternates: Vec<&str> = q
+        .object_dir
+        .iter()
+        .map(String::as_str)
+        .chain(q.alternates.iter().flat_map(|a| a.split(':')))
+        .filter(|a| !a.is_empty())
+        .collect();
+    let out = std::fs::File::create(path)?;
+    let mut cmd = std::process::Command::new("git");
+    cmd.arg("--git-dir")
+        .arg(git_dir)
+        .args(["-c", "core.bigFileThreshold=1m", "cat-file", "blob"])
+        .arg(id.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(std::process::Stdio::piped());
+    // Only what we say: never a GIT_DIR or object directory inherited from a hook.
+    for v in [
+        "GIT_DIR",
+        "GIT_OBJECT_DIRECTORY",
+        "GIT_ALTERNATE_OBJECT_DIRECTORIES",
+        "GIT_QUARANTINE_PATH",
+    ] {
+        cmd.env_remove(v);
+    }
+    if !alternates.is_empty() {
+        cmd.env("GIT_ALTERNATE_OBJECT_DIRECTORIES", alternates.join(":"));
+    }
+    let done = cmd.output()?;
+    if !done.status.success() {
+        let why = String::from_utf8_lossy(&done.stderr);
+        return Err(ExportError::Io(std::io::Error::other(format!(
+            "git cat-file blob {id}: {}",
+            why.lines().next().unwrap_or("failed")
+        ))));
+    }
     Ok(())
 }
 

@@ -190,6 +190,11 @@ impl Server {
     }
 
     /// SIGKILL and wait: the controller dies without warning.
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("server running").id()
+    }
+
     pub fn kill9(&mut self) {
         let mut child = self.child.take().expect("server running");
         signal(child.id(), libc::SIGKILL);
