@@ -423,6 +423,7 @@ fn a_big_file_in_a_packed_push_never_sits_whole_in_controller_memory() {
     );
     // The controller's peak resident memory stayed well under the file's size.
     let peak = status_kib(s.pid(), "VmHWM:") << 10;
+    eprintln!("controller peak RSS: {} MiB", peak >> 20);
     assert!(
         peak < BIG / 2,
         "controller peak RSS {} MiB for a {} MiB file",
