@@ -12,7 +12,8 @@
 //! release command runs on its node), `health-check` (new processes started, being checked),
 //! `switch` (a node switched, the rollout not finished), `go-live` (every node switched; the
 //! store transaction and the router move not yet), `live` (the store transaction recorded the
-//! new release as live; the router, the old processes and git's refs not moved yet).
+//! new release as live; the router, the old processes and git's refs not moved yet), `verdict`
+//! (the push recorded as accepted, the answer not yet given to git's hook).
 
 /// The environment variable that arms a failpoint.
 #[cfg(feature = "failpoints")]

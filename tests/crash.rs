@@ -1,8 +1,8 @@
 //! Crash consistency (issue 10): the controller is killed with SIGKILL at each named step of
-//! a push (build, pack, prepare, release command, health check, switch, go-live, live) by a
+//! a push (build, pack, prepare, release command, health check, switch, go-live, live, verdict) by a
 //! failpoint compiled in with the `failpoints` feature (`src/failpoint.rs`). After a restart
 //! the store, the nodes' `current`, the router and git agree on the release that was live
-//! (for `live`, the one the crashed push made live: the push journal moves git's refs),
+//! (for `live` and `verdict`, the one the crashed push made live: the push journal moves git's refs),
 //! nothing of the interrupted build or rollout is left (build containers and dirs, partial
 //! tarballs, release-command containers, processes) and the next push goes live.
 //!
@@ -26,7 +26,7 @@ const PROCFILE: &str = "web: busybox httpd -f -p $PORT -h .\n\
 
 /// In pipeline order. From `live` on the store has the new release live: the restart
 /// finishes the push (the journal moves git's refs) instead of undoing it.
-const STEPS: [&str; 8] = [
+const STEPS: [&str; 9] = [
     "build",
     "pack",
     "prepare",
@@ -35,6 +35,7 @@ const STEPS: [&str; 8] = [
     "switch",
     "go-live",
     "live",
+    "verdict",
 ];
 
 fn wait_for(what: &str, mut f: impl FnMut() -> Result<(), String>) {
@@ -276,7 +277,7 @@ fn left_by_crash(w: &World, step: &str, live: &Live) {
         }
         "switch" => assert!(ahead() >= 1, "a node switched"),
         "go-live" => assert_eq!(ahead(), 2, "every node switched"),
-        "live" => {
+        "live" | "verdict" => {
             assert_eq!(ahead(), 2, "every node switched");
             let git = git_local(
                 &w.s.data.join("repos/web.git"),
@@ -336,7 +337,7 @@ fn a_controller_killed_at_each_pipeline_step_comes_back_consistent() {
         left_by_crash(&w, step, &live);
 
         w.s.spawn();
-        if step == "live" {
+        if step == "live" || step == "verdict" {
             // The crashed push went live: everything, git included, agrees on it.
             let (name, c) = w.store_live();
             assert_eq!(c, crashed, "the crashed push's commit is live");

@@ -46,6 +46,15 @@ pub async fn open(
         .map_err(|e| e.to_string())
 }
 
+/// Settles the intent `id` if it is still pending (see [`settle`]); the refs moved.
+pub fn settle_id(core: &Core, id: i64) -> Vec<String> {
+    let pending = core.store().pending_intents().unwrap_or_default();
+    match pending.iter().find(|i| i.id == id) {
+        Some(i) => settle(core, i),
+        None => vec![],
+    }
+}
+
 /// Settles a pending intent from what the store has live: a ref whose new object peels to the
 /// commit of a release that went live in any environment of the app since the intent was
 /// recorded moves, if it still has the intent's old value; any other ref update is dropped
@@ -69,18 +78,18 @@ pub fn settle(core: &Core, intent: &PushIntent) -> Vec<String> {
     };
     let mut moved = vec![];
     for m in &intent.refs {
+        let now = crate::git::quarantine::ref_value(&repo, &m.name);
+        if !is_zero(&m.new) && now == Some(m.new.clone()) {
+            // git moved it (the verdict was given before the crash, or the push ended).
+            moved.push(m.name.clone());
+            continue;
+        }
         let went_live = !is_zero(&m.new) && commit_of(&m.new).is_some_and(|c| live.contains(&c));
         if !went_live {
             tracing::info!(push = %intent.push_id, app = %intent.app, r#ref = %m.name, "journal: not live; ref update dropped");
             continue;
         }
-        let now = crate::git::quarantine::ref_value(&repo, &m.name);
         let expected = (!is_zero(&m.old)).then(|| m.old.clone());
-        if now == Some(m.new.clone()) {
-            // git moved it (the verdict was given, then the crash came).
-            moved.push(m.name.clone());
-            continue;
-        }
         if now != expected {
             tracing::warn!(push = %intent.push_id, app = %intent.app, r#ref = %m.name, ?now, old = %m.old, "journal: ref moved since the push; left as it is");
             continue;

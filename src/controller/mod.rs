@@ -66,6 +66,9 @@ pub struct PendingPush {
     pub app: String,
     pub identity: Identity,
     pub grant: Grant,
+    /// Journal intents of this push answered yes: git moves their refs after the answer, so
+    /// they are settled when its git process has ended (the guard drops), not before.
+    answered: Vec<i64>,
 }
 
 /// Held for the length of one rollout of an (app, environment).
@@ -105,11 +108,17 @@ pub struct PushGuard {
 
 impl Drop for PushGuard {
     fn drop(&mut self) {
-        self.core
+        let gone = self
+            .core
             .pushes
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(&self.id);
+        // git has moved the refs of what was answered yes (or failed to): the journal sees
+        // which, and moves any it did not.
+        for id in gone.map(|p| p.answered).unwrap_or_default() {
+            journal::settle_id(&self.core, id);
+        }
     }
 }
 
@@ -401,6 +410,7 @@ impl Core {
                     app: app.to_string(),
                     identity: who.clone(),
                     grant,
+                    answered: vec![],
                 },
             );
         PushGuard {
@@ -437,6 +447,19 @@ impl Core {
     /// The registered key with this fingerprint, if any.
     pub fn identity(&self, fingerprint: &str) -> Result<Option<Identity>, CoreError> {
         Ok(self.store.identity_by_fingerprint(fingerprint)?)
+    }
+
+    /// Records that the push's journal intent is answered yes; false when the push's git
+    /// process is gone already (nothing will move its refs but the caller).
+    pub(crate) fn answered(&self, push_id: &str, intent: i64) -> bool {
+        let mut map = self.pushes.lock().unwrap_or_else(|p| p.into_inner());
+        match map.get_mut(push_id) {
+            Some(p) => {
+                p.answered.push(intent);
+                true
+            }
+            None => false,
+        }
     }
 
     /// The app of a push in flight, whatever token comes with its id (for the audit trail).

@@ -158,8 +158,15 @@ async fn decide(
         .record_push(&push.app, who, &req.updates, "accepted")
     {
         Ok(_) => {
-            let _ = intent.map(|id| core.store().settle_intent(id, true));
+            // Settled once git has moved the refs (the push's guard drops): until then a
+            // crash leaves the intent pending, for the next start to finish.
+            if let Some(id) = intent {
+                if !core.answered(&req.push_id, id) {
+                    super::journal::settle_id(&core, id);
+                }
+            }
             core.audit_close(audit, "ok", &detail);
+            crate::failpoint::hit("verdict");
             0
         }
         Err(e) => {
@@ -192,11 +199,7 @@ async fn journal(
 /// A rejected push's intent: git will not move its refs, so those whose commit went live
 /// (an earlier build target of the push) are moved here. Says what happened to the refs.
 fn settle_rejected(core: &Core, intent: Option<i64>) -> String {
-    let pending = core.store().pending_intents().unwrap_or_default();
-    let moved = match pending.iter().find(|i| Some(i.id) == intent) {
-        Some(i) => super::journal::settle(core, i),
-        None => vec![],
-    };
+    let moved = intent.map_or(vec![], |id| super::journal::settle_id(core, id));
     if moved.is_empty() {
         "the refs did not move".to_string()
     } else {
