@@ -35,6 +35,7 @@ pub mod reconcile;
 pub mod release;
 pub mod router;
 pub mod safefs;
+pub mod sealstream;
 pub mod secrets;
 pub mod serve;
 pub mod shutdown;

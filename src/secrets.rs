@@ -17,6 +17,9 @@ pub enum SecretError {
 
 pub struct Sealer {
     cipher: XChaCha20Poly1305,
+    /// The key of sealed streams (service backups), derived from the same file so that one
+    /// key is all an operator keeps, but never used as is for both.
+    stream: crate::sealstream::StreamKey,
 }
 
 impl Sealer {
@@ -35,7 +38,16 @@ impl Sealer {
         };
         let cipher = XChaCha20Poly1305::new_from_slice(&key)
             .map_err(|e| SecretError::Key(shown, e.to_string()))?;
-        Ok(Sealer { cipher })
+        Ok(Sealer {
+            cipher,
+            stream: stream_key(&key),
+        })
+    }
+
+    /// The key for `sealstream` (backups): another key than config values', from the same
+    /// file.
+    pub(crate) fn stream_key(&self) -> &crate::sealstream::StreamKey {
+        &self.stream
     }
 
     pub fn seal(&self, plaintext: &[u8]) -> Vec<u8> {
@@ -58,6 +70,16 @@ impl Sealer {
             .decrypt(XNonce::from_slice(nonce), ct)
             .map_err(|_| SecretError::Decrypt)
     }
+}
+
+/// SHA-256 over a label and the key: the key is uniformly random, so this is a sound KDF for
+/// one derived key (HKDF would add nothing here).
+fn stream_key(key: &[u8]) -> crate::sealstream::StreamKey {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"magrathea sealstream v1\0");
+    h.update(key);
+    crate::sealstream::StreamKey(h.finalize().into())
 }
 
 #[cfg(test)]
