@@ -14,6 +14,7 @@ pub mod access;
 pub mod agent;
 pub mod appconfig;
 pub mod appjson;
+pub mod backup;
 pub mod build;
 pub mod cli;
 pub mod cmd;

@@ -54,4 +54,8 @@ impl DataDir {
     pub fn releases(&self, app: &str) -> PathBuf {
         self.root.join("releases").join(app)
     }
+    /// A service's sealed backups (`backup/`).
+    pub fn backups(&self, service: &str) -> PathBuf {
+        self.root.join("backups").join(service)
+    }
 }

@@ -29,19 +29,19 @@ use chacha20poly1305::aead::{AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 
 /// The file's first bytes; the digit is the format's version.
-pub(crate) const MAGIC: &[u8; 8] = b"MGSEAL1\n";
+pub const MAGIC: &[u8; 8] = b"MGSEAL1\n";
 const PREFIX_LEN: usize = 19;
-pub(crate) const HEADER_LEN: usize = MAGIC.len() + PREFIX_LEN + 4;
+pub const HEADER_LEN: usize = MAGIC.len() + PREFIX_LEN + 4;
 const TAG_LEN: usize = 16;
 /// Plaintext bytes per chunk: large enough that the tag and a call per chunk cost nothing,
 /// small enough to stay in cache.
-pub(crate) const CHUNK: usize = 64 * 1024;
+pub const CHUNK: usize = 64 * 1024;
 /// What a reader accepts from a header (a hostile file must not make it allocate much).
 const MAX_CHUNK: usize = 16 * 1024 * 1024;
 
 /// A 32-byte key for sealed streams (see `secrets::Sealer::stream_key`).
 #[derive(Clone)]
-pub(crate) struct StreamKey(pub(crate) [u8; 32]);
+pub struct StreamKey(pub [u8; 32]);
 
 fn tampered(why: &str) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, why.to_string())
@@ -58,7 +58,7 @@ fn nonce(prefix: &[u8; PREFIX_LEN], i: u32, last: bool) -> XNonce {
 
 /// Seals what is written to it into `out`. [`SealWriter::finish`] writes the last chunk:
 /// a writer dropped without it leaves a stream every reader refuses as truncated.
-pub(crate) struct SealWriter<W: Write> {
+pub struct SealWriter<W: Write> {
     cipher: XChaCha20Poly1305,
     header: [u8; HEADER_LEN],
     prefix: [u8; PREFIX_LEN],
@@ -68,7 +68,7 @@ pub(crate) struct SealWriter<W: Write> {
 }
 
 impl<W: Write> SealWriter<W> {
-    pub(crate) fn new(key: &StreamKey, mut out: W) -> io::Result<SealWriter<W>> {
+    pub fn new(key: &StreamKey, mut out: W) -> io::Result<SealWriter<W>> {
         let mut prefix = [0u8; PREFIX_LEN];
         prefix.copy_from_slice(&crate::keys::random_bytes(PREFIX_LEN));
         let mut header = [0u8; HEADER_LEN];
@@ -103,7 +103,7 @@ impl<W: Write> SealWriter<W> {
     }
 
     /// Seals the rest as the last chunk, flushes and hands back the output.
-    pub(crate) fn finish(mut self) -> io::Result<W> {
+    pub fn finish(mut self) -> io::Result<W> {
         self.seal_chunk(true)?;
         self.out.flush()?;
         Ok(self.out)
@@ -131,7 +131,7 @@ impl<W: Write> Write for SealWriter<W> {
 /// Opens a sealed stream: reads give the plaintext of each chunk once its tag checked;
 /// anything wrong (another key, a changed byte, chunks cut off, swapped or appended) is an
 /// `InvalidData` error.
-pub(crate) struct OpenReader<R: Read> {
+pub struct OpenReader<R: Read> {
     cipher: XChaCha20Poly1305,
     header: [u8; HEADER_LEN],
     prefix: [u8; PREFIX_LEN],
@@ -159,7 +159,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 impl<R: Read> OpenReader<R> {
-    pub(crate) fn new(key: &StreamKey, mut input: R) -> io::Result<OpenReader<R>> {
+    pub fn new(key: &StreamKey, mut input: R) -> io::Result<OpenReader<R>> {
         let mut header = [0u8; HEADER_LEN];
         if read_full(&mut input, &mut header)? < HEADER_LEN || &header[..8] != MAGIC {
             return Err(tampered("not a sealed backup (bad header)"));
@@ -236,7 +236,7 @@ impl<R: Read> Read for OpenReader<R> {
 }
 
 /// Opens a whole sealed stream without keeping the plaintext: its length and sha256.
-pub(crate) fn verify(key: &StreamKey, input: impl Read) -> io::Result<(u64, [u8; 32])> {
+pub fn verify(key: &StreamKey, input: impl Read) -> io::Result<(u64, [u8; 32])> {
     use sha2::{Digest, Sha256};
     let mut r = OpenReader::new(key, input)?;
     let mut h = Sha256::new();
@@ -322,7 +322,15 @@ mod tests {
         let k = key(5);
         let s = seal(&k, &data(2 * CHUNK + 100));
         // Header, first chunk, a middle tag, the last chunk.
-        for at in [0, 8, 20, HEADER_LEN - 1, HEADER_LEN, HEADER_LEN + CHUNK + 3, s.len() - 1] {
+        for at in [
+            0,
+            8,
+            20,
+            HEADER_LEN - 1,
+            HEADER_LEN,
+            HEADER_LEN + CHUNK + 3,
+            s.len() - 1,
+        ] {
             let mut bad = s.clone();
             bad[at] ^= 0x01;
             let e = open(&k, &bad).unwrap_err();

@@ -46,7 +46,7 @@ impl Sealer {
 
     /// The key for `sealstream` (backups): another key than config values', from the same
     /// file.
-    pub(crate) fn stream_key(&self) -> &crate::sealstream::StreamKey {
+    pub fn stream_key(&self) -> &crate::sealstream::StreamKey {
         &self.stream
     }
 

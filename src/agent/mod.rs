@@ -15,6 +15,7 @@ mod prepare;
 mod receive;
 pub mod runtime;
 pub mod session;
+mod svcbackup;
 mod verbs;
 
 use std::collections::HashMap;

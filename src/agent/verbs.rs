@@ -99,6 +99,27 @@ pub(super) async fn exec(
         super::logs::serve(docker, &ctx.root, &ctx.instance, rx, tx).await;
         return;
     }
+    if verb == ServiceDumpReq::VERB {
+        // stdout is the dump itself: the verdict is the exit status, a failure's reason the
+        // last stderr line.
+        let res = match ServiceDumpReq::from_args(&argv[1..]) {
+            Some(r) => super::svcbackup::dump(&ctx, r, &tx).await,
+            None => Err(AgentError::Usage("service-dump KEY KIND NAME")),
+        };
+        let code = match res {
+            Ok(()) => 0,
+            Err(e) => {
+                let mut w = tx.make_writer_ext(Some(1));
+                let _ = w.write_all(format!("{e}\n").as_bytes()).await;
+                let _ = w.flush().await;
+                1
+            }
+        };
+        let _ = tx.exit_status(code).await;
+        let _ = tx.eof().await;
+        let _ = tx.close().await;
+        return;
+    }
     // Progress lines go to stderr as they happen.
     let (ptx, mut prx) = mpsc::channel::<String>(256);
     let progress_tx = tx.make_writer_ext(Some(1));
@@ -114,7 +135,22 @@ pub(super) async fn exec(
         progress: &ptx,
         gone: &gone,
     };
-    let result = if verb == ReceiveReq::VERB {
+    let result = if verb == ServiceLoadReq::VERB {
+        // The dump is stdin; the request is on the exec line.
+        match ServiceLoadReq::from_args(&argv[1..]) {
+            Some(r) => super::svcbackup::load(&ctx, r, &mut rx)
+                .await
+                .and_then(reply_json),
+            None => Err(AgentError::Usage("service-load KEY KIND NAME")),
+        }
+    } else if verb == ServiceVerifyReq::VERB {
+        match ServiceVerifyReq::from_args(&argv[1..]) {
+            Some(r) => super::svcbackup::verify(&ctx, r, &mut rx)
+                .await
+                .and_then(reply_json),
+            None => Err(AgentError::Usage("service-verify KEY KIND NAME IMAGE UID")),
+        }
+    } else if verb == ReceiveReq::VERB {
         // The tarball is stdin; the request is on the exec line.
         match ReceiveReq::from_args(&argv[1..]) {
             Some(r) => super::receive::receive(&ctx, rx, r)

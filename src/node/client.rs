@@ -112,6 +112,8 @@ pub enum Output {
 enum Stdin {
     Bytes(Vec<u8>),
     File(PathBuf),
+    /// Chunks as a producer makes them; its end (the sender dropped) is stdin's EOF.
+    Stream(mpsc::Receiver<Vec<u8>>),
 }
 
 struct Check {
@@ -278,6 +280,80 @@ impl NodeClient {
     /// request is on the exec line).
     pub async fn upload<R: Request>(&self, req: &R, file: &Path) -> Result<R::Reply, NodeError> {
         self.call(req, Stdin::File(file.to_path_buf()), None).await
+    }
+
+    /// [`send`](Self::send) with `chunks` as stdin (`service-load`, `service-verify`: the
+    /// request is on the exec line). The producer ends stdin by dropping its sender.
+    pub async fn upload_stream<R: Request>(
+        &self,
+        req: &R,
+        chunks: mpsc::Receiver<Vec<u8>>,
+    ) -> Result<R::Reply, NodeError> {
+        self.call(req, Stdin::Stream(chunks), None).await
+    }
+
+    /// `service-dump`: the dump's bytes to `out` as they come; Ok once the node says it is
+    /// whole (the bytes moved). On a connection of its own, like `stream` and for the same
+    /// reason: `out` may be slow (sealing, a verification it feeds).
+    pub async fn download(
+        &self,
+        req: &super::proto::ServiceDumpReq,
+        out: mpsc::Sender<Vec<u8>>,
+    ) -> Result<u64, NodeError> {
+        let mut words = vec![super::proto::ServiceDumpReq::VERB.to_string()];
+        words.extend(
+            req.args()
+                .iter()
+                .map(|a| shell_words::quote(a).into_owned()),
+        );
+        let h = self.connect(Arc::new(Mutex::new(None))).await?;
+        let mut ch = h
+            .channel_open_session()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        ch.exec(true, words.join(" "))
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        ch.eof().await.map_err(|e| self.unreachable(e))?;
+        let (mut err, mut code, mut moved) = (String::new(), None, 0u64);
+        while let Some(msg) = ch.wait().await {
+            match msg {
+                ChannelMsg::Data { data } => {
+                    moved += data.len() as u64;
+                    if out.send(data.to_vec()).await.is_err() {
+                        break;
+                    }
+                }
+                ChannelMsg::ExtendedData { data, .. } => {
+                    err.push_str(&String::from_utf8_lossy(&data));
+                    if err.len() > 8192 {
+                        err.drain(..err.len() - 4096);
+                    }
+                }
+                ChannelMsg::ExitStatus { exit_status } => code = Some(exit_status),
+                ChannelMsg::Close => break,
+                _ => {}
+            }
+        }
+        let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+        match code {
+            Some(0) => Ok(moved),
+            Some(_) => Err(NodeError::Failed {
+                node: self.name.clone(),
+                msg: err
+                    .lines()
+                    .rev()
+                    .find(|l| !l.trim().is_empty())
+                    .unwrap_or("the dump failed")
+                    .trim()
+                    .to_string(),
+            }),
+            None if out.is_closed() => Err(NodeError::Failed {
+                node: self.name.clone(),
+                msg: "the dump's reader went away".into(),
+            }),
+            None => Err(self.unreachable("connection lost before the dump was whole")),
+        }
     }
 
     /// The exec line of a request: its verb, then its arguments, each quoted.
@@ -524,6 +600,14 @@ impl NodeClient {
                     .await
                     .map_err(|_| stalled())?
                     .map_err(|e| self.unreachable(e))?,
+                Stdin::Stream(mut chunks) => {
+                    while let Some(b) = chunks.recv().await {
+                        tokio::time::timeout(TRANSFER_STALL, tx.data(&b[..]))
+                            .await
+                            .map_err(|_| stalled())?
+                            .map_err(|e| self.unreachable(e))?;
+                    }
+                }
                 Stdin::File(p) => {
                     let mut f = tokio::fs::File::open(&p)
                         .await

@@ -146,6 +146,24 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         settled_at INTEGER);
      CREATE INDEX push_intents_pending ON push_intents(state) WHERE state = 'pending';",
+    // 9: the catalog of service backups (store/backups.rs): sealed files under
+    // <data>/backups/<service>/, each with its sha256, why it was taken and, for one taken
+    // before a release command, that release (app, environment, version)
+    "CREATE TABLE service_backups(
+        id INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (reason IN ('manual','scheduled','release','safety')),
+        app TEXT,
+        env TEXT,
+        version INTEGER,
+        file TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        verified INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL);
+     CREATE INDEX service_backups_service ON service_backups(service, id);
+     CREATE INDEX service_backups_release ON service_backups(app, version);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

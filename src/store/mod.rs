@@ -1,6 +1,7 @@
 //! The SQLite store. Only the controller process opens it (plus the offline
 //! `magrathea keys` recovery commands). Every multi-row change is one transaction.
 
+mod backups;
 mod builds;
 mod config;
 mod formation;
@@ -13,6 +14,7 @@ pub use golive::GoLive;
 pub use intents::{PushIntent, RefMove};
 pub use nodes::{LiveRow, NodeRow};
 
+pub use backups::{BackupReason, BackupRow, NewBackup, ReleaseTag};
 pub use builds::{BuildRow, NewRelease, ReleaseRow};
 
 use std::path::Path;

@@ -1,0 +1,613 @@
+//! Service backups on the node (protocol in `node::proto`, `DumpTarget`): `service-dump`
+//! streams a consistent dump of a running service to the controller, `service-load` puts
+//! one back into it, `service-verify` loads one into a throwaway instance of the service's
+//! image (no network, a temp data dir, removed after). Dumps are never written to the
+//! node's disk, but a Redis RDB, which the server only reads from its data dir.
+//!
+//! Every command runs in the service container as the service's uid, through the admin's
+//! unix socket in `/run/svc` (see the services' entry script).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bollard::exec::{StartExecOptions, StartExecResults};
+use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, Mount, MountType};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use futures_util::StreamExt;
+use russh::server::Msg;
+use russh::{ChannelReadHalf, ChannelWriteHalf};
+use tokio::io::AsyncWriteExt;
+
+use super::error::AgentError;
+use super::AgentCtx;
+use crate::docker::Docker;
+use crate::node::proto::{DumpTarget, LoadReply, ServiceDumpReq, ServiceLoadReq, ServiceVerifyReq};
+
+/// Where the services' entry script is mounted (`scripts/service-images.sh`).
+const ENTRY_PATH: &str = "/usr/local/bin/magrathea-svc";
+const READY_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The Redis admin's client, as the entry script sets it up.
+const REDIS_CLI: &str = r#"export REDISCLI_AUTH="$(cat /data/.admin-pass)"
+r() { redis-cli -s /run/svc/redis.sock --user admin --no-auth-warning "$@"; }
+"#;
+
+/// A consistent dump on stdout.
+fn dump_script(kind: &str) -> Option<String> {
+    Some(match kind {
+        "postgres" => r#"exec pg_dump -Fc -h /run/svc -U postgres -d "$MAGRATHEA_DB""#.into(),
+        "mariadb" => concat!(
+            "exec mariadb-dump --no-defaults -S /run/svc/mysqld.sock -u root ",
+            r#"--single-transaction --quick --routines --triggers --events "$MAGRATHEA_DB""#
+        )
+        .into(),
+        // BGSAVE (retried while another save runs), then wait for it to be counted.
+        "redis" => format!(
+            r#"{REDIS_CLI}
+saves() {{ r INFO persistence | sed -n 's/^rdb_saves:\([0-9]*\).*/\1/p'; }}
+before=$(saves)
+n=0
+until r BGSAVE | grep -q started; do
+    n=$((n + 1)); [ $n -lt 600 ] || {{ echo "BGSAVE was not accepted" >&2; exit 1; }}
+    sleep 0.2
+done
+until [ "$(saves)" -gt "$before" ] && r INFO persistence | grep -q '^rdb_bgsave_in_progress:0'; do
+    sleep 0.1
+done
+r INFO persistence | grep -q '^rdb_last_bgsave_status:ok' || {{ echo "BGSAVE failed" >&2; exit 1; }}
+exec cat /data/dump.rdb"#
+        ),
+        _ => return None,
+    })
+}
+
+/// The dump on stdin loaded into the service (Postgres: in one transaction, replacing the
+/// objects the dump holds).
+fn load_script(kind: &str, fresh: bool) -> Option<&'static str> {
+    Some(match (kind, fresh) {
+        ("postgres", false) => concat!(
+            r#"exec pg_restore -h /run/svc -U postgres -d "$MAGRATHEA_DB" "#,
+            "--clean --if-exists --single-transaction --exit-on-error"
+        ),
+        ("postgres", true) => concat!(
+            r#"exec pg_restore -h /run/svc -U postgres -d "$MAGRATHEA_DB" "#,
+            "--single-transaction --exit-on-error"
+        ),
+        ("mariadb", _) => {
+            r#"exec mariadb --no-defaults -S /run/svc/mysqld.sock -u root "$MAGRATHEA_DB""#
+        }
+        _ => return None,
+    })
+}
+
+/// What a loaded instance holds, one line.
+fn holds_script(kind: &str) -> &'static str {
+    match kind {
+        "postgres" => concat!(
+            r#"n=$(psql -X -At -h /run/svc -U postgres -d "$MAGRATHEA_DB" -c "#,
+            r#""SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')")"#,
+            "\necho \"$n tables\""
+        ),
+        "mariadb" => concat!(
+            r#"n=$(mariadb --no-defaults -S /run/svc/mysqld.sock -u root -N -e "#,
+            r#""SELECT count(*) FROM information_schema.tables WHERE table_schema = '$MAGRATHEA_DB'")"#,
+            "\necho \"$n tables\""
+        ),
+        _ => concat!(
+            "export REDISCLI_AUTH=\"$(cat /data/.admin-pass)\"\n",
+            "echo \"$(redis-cli -s /run/svc/redis.sock --user admin --no-auth-warning DBSIZE) keys\""
+        ),
+    }
+}
+
+/// Settings that make a throwaway instance load faster (nothing of it must survive a crash).
+fn fast_script(kind: &str) -> &'static str {
+    match kind {
+        "postgres" => concat!(
+            "psql -X -q -h /run/svc -U postgres -d postgres ",
+            "-c 'ALTER SYSTEM SET fsync = off' -c 'ALTER SYSTEM SET synchronous_commit = off' ",
+            "-c 'ALTER SYSTEM SET full_page_writes = off' -c 'SELECT pg_reload_conf()' >/dev/null"
+        ),
+        "mariadb" => concat!(
+            "mariadb --no-defaults -S /run/svc/mysqld.sock -u root ",
+            "-e 'SET GLOBAL innodb_flush_log_at_trx_commit = 0'"
+        ),
+        _ => "true",
+    }
+}
+
+fn check(t: &DumpTarget) -> Result<(), AgentError> {
+    let key_ok = (8..=32).contains(&t.key.len())
+        && t.key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !key_ok {
+        return Err(AgentError::Invalid("bad service key".into()));
+    }
+    crate::names::check("service", &t.name)?;
+    match t.kind.as_str() {
+        "postgres" | "redis" | "mariadb" => Ok(()),
+        _ => Err(AgentError::Invalid("unknown service type".into())),
+    }
+}
+
+fn container(ctx: &AgentCtx, key: &str) -> String {
+    format!("mg-{}-svc-{key}", ctx.instance)
+}
+
+fn service_dir(ctx: &AgentCtx, key: &str) -> PathBuf {
+    ctx.root.root().join("services").join(key)
+}
+
+fn docker_err(what: &str) -> impl FnOnce(bollard::errors::Error) -> AgentError + '_ {
+    move |e| AgentError::Docker(format!("{what}: {e}"))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
+    move |source| AgentError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where an exec's stdin comes from and its stdout goes.
+enum Io<'a> {
+    /// Nothing in; stdout collected (capped).
+    Collect,
+    /// The channel's data in (until its EOF); stdout collected.
+    From(&'a mut ChannelReadHalf),
+    /// Nothing in; stdout to the channel as it comes.
+    To(&'a ChannelWriteHalf<Msg>),
+}
+
+/// `sh -c SCRIPT` in `container` as its user. Exit code, bytes moved (of stdin, or of
+/// stdout to the channel), what was collected of stdout, stderr's last lines.
+async fn run(
+    docker: &Docker,
+    container: &str,
+    script: &str,
+    io: Io<'_>,
+) -> Result<(i64, u64, String, String), AgentError> {
+    let config = ExecConfig {
+        attach_stdin: Some(matches!(io, Io::From(_))),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        cmd: Some(vec!["sh".into(), "-c".into(), script.into()]),
+        ..Default::default()
+    };
+    let what = "exec in the service";
+    let id = docker
+        .raw()
+        .create_exec(container, config)
+        .await
+        .map_err(docker_err(what))?
+        .id;
+    let started = docker
+        .raw()
+        .start_exec(&id, None::<StartExecOptions>)
+        .await
+        .map_err(docker_err(what))?;
+    let StartExecResults::Attached {
+        mut output,
+        mut input,
+    } = started
+    else {
+        return Err(AgentError::Docker(
+            "exec in the service did not attach".into(),
+        ));
+    };
+    let (mut collected, mut err, mut moved) = (Vec::new(), Vec::new(), 0u64);
+    let mut to = match &io {
+        Io::To(tx) => Some(tx.make_writer()),
+        _ => None,
+    };
+    let feed = async {
+        let mut n = 0u64;
+        if let Io::From(rx) = io {
+            while let Some(msg) = rx.wait().await {
+                match msg {
+                    russh::ChannelMsg::Data { data } => {
+                        n += data.len() as u64;
+                        if input.write_all(&data).await.is_err() {
+                            break;
+                        }
+                    }
+                    russh::ChannelMsg::Eof | russh::ChannelMsg::Close => break,
+                    _ => {}
+                }
+            }
+        }
+        let _ = input.shutdown().await;
+        drop(input);
+        n
+    };
+    let drain = async {
+        while let Some(frame) = output.next().await {
+            let Ok(frame) = frame else { break };
+            match frame {
+                bollard::container::LogOutput::StdErr { message } => {
+                    err.extend_from_slice(&message);
+                    if err.len() > 64 * 1024 {
+                        err.drain(..err.len() - 16 * 1024);
+                    }
+                }
+                other => {
+                    let bytes = other.into_bytes();
+                    match to.as_mut() {
+                        Some(w) => {
+                            moved += bytes.len() as u64;
+                            if w.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        None if collected.len() < 1 << 20 => collected.extend_from_slice(&bytes),
+                        None => {}
+                    }
+                }
+            }
+        }
+        if let Some(w) = to.as_mut() {
+            let _ = w.flush().await;
+        }
+    };
+    let (fed, ()) = tokio::join!(feed, drain);
+    moved += fed;
+    let code = exit_code(docker, &id).await?;
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    Ok((code, moved, text(&collected), text(&err)))
+}
+
+async fn exit_code(docker: &Docker, id: &str) -> Result<i64, AgentError> {
+    for _ in 0..100 {
+        let i = docker
+            .raw()
+            .inspect_exec(id)
+            .await
+            .map_err(docker_err("exec in the service"))?;
+        if i.running != Some(true) {
+            return Ok(i.exit_code.unwrap_or(255));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(AgentError::Docker("exec in the service did not end".into()))
+}
+
+fn last_line(err: &str) -> String {
+    err.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("failed")
+        .trim()
+        .chars()
+        .take(300)
+        .collect()
+}
+
+/// `service-dump`: the dump on the channel's stdout; the exit status says whether it is
+/// whole (on failure the reason is the last stderr line, and the controller drops what it
+/// got).
+pub(super) async fn dump(
+    ctx: &AgentCtx,
+    req: ServiceDumpReq,
+    tx: &ChannelWriteHalf<Msg>,
+) -> Result<(), AgentError> {
+    check(&req.target)?;
+    let t = &req.target;
+    let script =
+        dump_script(&t.kind).ok_or_else(|| AgentError::Invalid("unknown service type".into()))?;
+    let docker = ctx.docker().await?;
+    let (code, _, _, err) = run(docker, &container(ctx, &t.key), &script, Io::To(tx)).await?;
+    match code {
+        0 => Ok(()),
+        _ => Err(AgentError::Invalid(format!(
+            "the dump failed: {}",
+            last_line(&err)
+        ))),
+    }
+}
+
+/// `service-load`: the dump on stdin replaces the running service's data.
+pub(super) async fn load(
+    ctx: &AgentCtx,
+    req: ServiceLoadReq,
+    rx: &mut ChannelReadHalf,
+) -> Result<LoadReply, AgentError> {
+    check(&req.target)?;
+    let t = &req.target;
+    let docker = ctx.docker().await?;
+    let name = container(ctx, &t.key);
+    let bytes = match load_script(&t.kind, false) {
+        Some(script) => {
+            let (code, n, _, err) = run(docker, &name, script, Io::From(rx)).await?;
+            if code != 0 {
+                return Err(AgentError::Invalid(format!(
+                    "the restore failed: {}",
+                    last_line(&err)
+                )));
+            }
+            n
+        }
+        None => load_rdb(ctx, docker, t, rx).await?,
+    };
+    let holds = holds(docker, &name, &t.kind).await;
+    Ok(LoadReply { bytes, holds })
+}
+
+async fn holds(docker: &Docker, container: &str, kind: &str) -> String {
+    match run(docker, container, holds_script(kind), Io::Collect).await {
+        Ok((0, _, out, _)) => out.trim().to_string(),
+        _ => String::new(),
+    }
+}
+
+/// Redis reads its data only at start, and with append-only files on (as services run) only
+/// from them: the RDB becomes the base of a fresh append-only set (its manifest naming it),
+/// swapped in while the server is stopped, and the service starts again.
+async fn load_rdb(
+    ctx: &AgentCtx,
+    docker: &Docker,
+    t: &DumpTarget,
+    rx: &mut ChannelReadHalf,
+) -> Result<u64, AgentError> {
+    let data = service_dir(ctx, &t.key).join("data");
+    let meta = std::fs::metadata(&data).map_err(io_err(&data))?;
+    let uid = std::os::unix::fs::MetadataExt::uid(&meta);
+    let staged = stage_rdb(&data, uid, rx).await?;
+    let name = container(ctx, &t.key);
+    let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
+        .t(30)
+        .build();
+    docker
+        .raw()
+        .stop_container(&name, Some(stop))
+        .await
+        .map_err(docker_err("stopping the service"))?;
+    let swapped = swap_in(&data, &staged);
+    // Started again whatever happened: a failed swap leaves the old data in place.
+    docker
+        .raw()
+        .start_container(
+            &name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(docker_err("starting the service"))?;
+    let n = swapped?;
+    wait_ready(docker, &name).await?;
+    Ok(n)
+}
+
+/// The RDB from the channel as the base of a new append-only set in `data`, ready to be
+/// swapped in: the staged dir and the RDB's size.
+async fn stage_rdb(
+    data: &Path,
+    uid: u32,
+    rx: &mut ChannelReadHalf,
+) -> Result<(PathBuf, u64), AgentError> {
+    let staged = data.join(".appendonlydir.restore");
+    let _ = std::fs::remove_dir_all(&staged);
+    std::fs::create_dir(&staged).map_err(io_err(&staged))?;
+    std::os::unix::fs::chown(&staged, Some(uid), Some(uid)).map_err(io_err(&staged))?;
+    let n = receive_file(rx, &staged.join("appendonly.aof.1.base.rdb"), uid).await?;
+    let manifest = staged.join("appendonly.aof.manifest");
+    crate::fsutil::write_atomic(
+        &manifest,
+        b"file appendonly.aof.1.base.rdb seq 1 type b\n",
+        0o600,
+    )
+    .map_err(io_err(&manifest))?;
+    std::os::unix::fs::chown(&manifest, Some(uid), Some(uid)).map_err(io_err(&manifest))?;
+    Ok((staged, n))
+}
+
+fn swap_in(data: &Path, (staged, n): &(PathBuf, u64)) -> Result<u64, AgentError> {
+    let aof = data.join("appendonlydir");
+    match std::fs::remove_dir_all(&aof) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&aof)(e)),
+        _ => {}
+    }
+    std::fs::rename(staged, &aof).map_err(io_err(&aof))?;
+    Ok(*n)
+}
+
+/// The channel's data into a new file owned by `uid` (0600), fsynced.
+async fn receive_file(rx: &mut ChannelReadHalf, path: &Path, uid: u32) -> Result<u64, AgentError> {
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .await
+        .map_err(io_err(path))?;
+    let mut n = 0u64;
+    while let Some(msg) = rx.wait().await {
+        match msg {
+            russh::ChannelMsg::Data { data } => {
+                n += data.len() as u64;
+                f.write_all(&data).await.map_err(io_err(path))?;
+            }
+            russh::ChannelMsg::Eof | russh::ChannelMsg::Close => break,
+            _ => {}
+        }
+    }
+    f.sync_all().await.map_err(io_err(path))?;
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).map_err(io_err(path))?;
+    Ok(n)
+}
+
+async fn wait_ready(docker: &Docker, container: &str) -> Result<(), AgentError> {
+    let start = std::time::Instant::now();
+    let ready = format!("{ENTRY_PATH} ready");
+    loop {
+        if let Ok((0, ..)) = run(docker, container, &ready, Io::Collect).await {
+            return Ok(());
+        }
+        if start.elapsed() > READY_TIMEOUT {
+            return Err(AgentError::Timeout {
+                what: "the service's start".into(),
+                after: format!("{}s", READY_TIMEOUT.as_secs()),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// A throwaway instance: its container and temp data dir go when this is dropped.
+struct Throwaway<'a> {
+    docker: &'a Docker,
+    name: String,
+    dir: PathBuf,
+}
+
+impl Drop for Throwaway<'_> {
+    fn drop(&mut self) {
+        let (raw, name, dir) = (
+            self.docker.raw().clone(),
+            self.name.clone(),
+            self.dir.clone(),
+        );
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        // Drop cannot wait; the removal finishes on the runtime, then the dir goes.
+        tokio::spawn(async move {
+            let _ = raw.remove_container(&name, Some(opts)).await;
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        });
+    }
+}
+
+/// Creates (not starts) a throwaway instance of `req`'s image, its data dir `data`.
+async fn throwaway<'a>(
+    ctx: &AgentCtx,
+    docker: &'a Docker,
+    req: &ServiceVerifyReq,
+) -> Result<Throwaway<'a>, AgentError> {
+    let t = &req.target;
+    crate::isolation::check_uid(req.uid)?;
+    if docker.image_id(&req.image).await?.is_none() {
+        return Err(AgentError::NoImage(req.image.clone()));
+    }
+    let sdir = service_dir(ctx, &t.key);
+    let entry = sdir.join("magrathea-svc");
+    if !entry.exists() {
+        return Err(AgentError::Invalid(
+            "the service is not on this node".into(),
+        ));
+    }
+    let dir = sdir.join(format!("verify-{}", crate::keys::random_hex(6)));
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let tw = Throwaway {
+        docker,
+        name: format!(
+            "mg-{}-svcverify-{}",
+            ctx.instance,
+            crate::keys::random_hex(6)
+        ),
+        dir: dir.clone(),
+    };
+    std::os::unix::fs::chown(&dir, Some(req.uid), Some(req.uid)).map_err(io_err(&dir))?;
+    let bind = |src: &Path, dst: &str, ro: bool| Mount {
+        typ: Some(MountType::BIND),
+        source: Some(src.to_string_lossy().into_owned()),
+        target: Some(dst.into()),
+        read_only: Some(ro),
+        ..Default::default()
+    };
+    let mut body = ContainerCreateBody {
+        image: Some(req.image.clone()),
+        cmd: Some(vec![ENTRY_PATH.into(), "run".into()]),
+        env: Some(vec![
+            format!("MAGRATHEA_SERVICE_TYPE={}", t.kind),
+            format!("MAGRATHEA_DB={}", t.name.replace('-', "_")),
+            "HOME=/data".into(),
+        ]),
+        labels: Some(HashMap::from([
+            ("magrathea.instance".to_string(), ctx.instance.clone()),
+            ("magrathea.service-verify".to_string(), t.key.clone()),
+        ])),
+        host_config: Some(HostConfig {
+            mounts: Some(vec![
+                bind(&dir, "/data", false),
+                bind(&entry, ENTRY_PATH, true),
+            ]),
+            network_mode: Some("none".into()),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if let Some(host) = body.host_config.as_mut() {
+        crate::isolation::confine(
+            &mut body.user,
+            host,
+            req.uid,
+            crate::isolation::PROCESS_PIDS,
+        );
+    }
+    let opts = CreateContainerOptionsBuilder::default()
+        .name(&tw.name)
+        .build();
+    docker
+        .raw()
+        .create_container(Some(opts), body)
+        .await
+        .map_err(docker_err("creating a throwaway instance"))?;
+    Ok(tw)
+}
+
+/// `service-verify`: the dump on stdin restored into a throwaway instance, which must then
+/// hold something. For Postgres and MariaDB the instance starts first and the dump streams
+/// into it; an RDB is written into its data dir before it starts (Redis reads it at start).
+pub(super) async fn verify(
+    ctx: &AgentCtx,
+    req: ServiceVerifyReq,
+    rx: &mut ChannelReadHalf,
+) -> Result<LoadReply, AgentError> {
+    check(&req.target)?;
+    let docker = ctx.docker().await?;
+    let kind = req.target.kind.clone();
+    let tw = throwaway(ctx, docker, &req).await?;
+    let start = || async {
+        docker
+            .raw()
+            .start_container(
+                &tw.name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(docker_err("starting a throwaway instance"))?;
+        wait_ready(docker, &tw.name).await
+    };
+    let bytes = match load_script(&kind, true) {
+        Some(script) => {
+            start().await?;
+            let _ = run(docker, &tw.name, fast_script(&kind), Io::Collect).await;
+            let (code, n, _, err) = run(docker, &tw.name, script, Io::From(rx)).await?;
+            if code != 0 {
+                return Err(AgentError::Invalid(format!(
+                    "the backup does not restore: {}",
+                    last_line(&err)
+                )));
+            }
+            n
+        }
+        None => {
+            let staged = stage_rdb(&tw.dir, req.uid, rx).await?;
+            let n = swap_in(&tw.dir, &staged)?;
+            start().await?;
+            n
+        }
+    };
+    let holds = holds(docker, &tw.name, &kind).await;
+    if holds.is_empty() {
+        return Err(AgentError::Invalid(
+            "the backup restored, but the throwaway instance does not answer".into(),
+        ));
+    }
+    drop(tw);
+    Ok(LoadReply { bytes, holds })
+}
