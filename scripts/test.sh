@@ -9,6 +9,8 @@ bash scripts/deps.sh
 bash scripts/docker-up.sh
 bash scripts/stack-tiny.sh >/dev/null
 bash scripts/stack-bookworm.sh >/dev/null
+# Services (Postgres, Redis, MariaDB) run from images made the same way.
+bash scripts/service-images.sh >/dev/null
 
 # One feature set for every step, so nothing is compiled twice: the test build has the
 # failpoints (src/failpoint.rs) that tests/crash.rs kills the controller with.

@@ -35,6 +35,11 @@ pub struct AppConfig {
     /// against a node's CPUs. Without it processes share the CPUs unlimited.
     #[serde(default)]
     pub cpu: Option<f64>,
+    /// Services each environment gets on its first deploy, created and linked before the
+    /// release command: `db: postgres`, `cache: redis`, `sql: mariadb` (see
+    /// `controller::services`).
+    #[serde(default)]
+    pub services: Option<BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -100,6 +105,9 @@ fn yaml_error(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {first}")
 }
 
+/// The types `services:` may name.
+pub const SERVICE_TYPES: [&str; 3] = ["postgres", "redis", "mariadb"];
+
 pub fn parse(text: &str) -> Result<AppConfig, String> {
     if text.trim().is_empty() {
         return Ok(AppConfig::default());
@@ -119,6 +127,16 @@ pub fn parse(text: &str) -> Result<AppConfig, String> {
                     "magrathea.yml: memory: {m:?} is not a size from 16M to 1T (e.g. 256M, 1G)"
                 ))
             }
+        }
+    }
+    for (key, kind) in c.services.iter().flatten() {
+        crate::names::check("service key", key)
+            .map_err(|e| format!("magrathea.yml: services: {e}"))?;
+        if !SERVICE_TYPES.contains(&kind.as_str()) {
+            return Err(format!(
+                "magrathea.yml: services.{key}: unknown type {:?} (postgres, redis or mariadb)",
+                kind.chars().take(40).collect::<String>()
+            ));
         }
     }
     if let Some(cpu) = c.cpu {

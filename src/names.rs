@@ -129,6 +129,11 @@ checked_name!(
     "node"
 );
 checked_name!(
+    /// A service's name (Postgres, Redis, MariaDB): its host name on the apps' networks.
+    ServiceName,
+    "service"
+);
+checked_name!(
     /// A Procfile process type (`web`, `worker`).
     ProcessType,
     "process type"

@@ -4,8 +4,9 @@
 //!
 //! `conn` is the SSH side (auth, channels, ptys), `verbs` the dispatcher and the calls,
 //! `receive` the tarball transfer, `prepare` starting and checking a release's processes,
-//! `session` the interactive verbs (`shell`, `run`); `layout` the node's files, `runtime`
-//! its containers, `logs` the process logs.
+//! `session` the interactive verbs (`shell`, `run`, a service's client and logs); `layout`
+//! the node's files, `runtime` its containers, `logs` the process logs, `services` the
+//! service containers (Postgres, Redis, MariaDB).
 
 mod conn;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod logs;
 mod prepare;
 mod receive;
 pub mod runtime;
+pub mod services;
 pub mod session;
 mod svcbackup;
 mod verbs;

@@ -30,7 +30,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::runtime::{self, ProcessSpec};
 use super::AgentCtx;
 use crate::docker::Docker;
-use crate::node::proto::{ProcInfo, RunReq, SessionRequest, ShellReq};
+use crate::node::proto::{
+    ProcInfo, RunReq, ServiceConnectReq, ServiceLogsReq, SessionRequest, ShellReq,
+};
 use crate::sshd::Pty;
 
 /// What a `shell` runs, after the profile scripts: bash where the stack has it.
@@ -88,7 +90,13 @@ const MAX_REQUEST: usize = 1 << 20;
 /// Is this exec line one of the interactive verbs?
 pub fn is_interactive(line: &str) -> bool {
     let verb = line.trim();
-    verb == ShellReq::VERB || verb == RunReq::VERB
+    [
+        ShellReq::VERB,
+        RunReq::VERB,
+        ServiceConnectReq::VERB,
+        ServiceLogsReq::VERB,
+    ]
+    .contains(&verb)
 }
 
 /// Serve one interactive channel to the end: exit status, EOF, close.
@@ -112,6 +120,14 @@ pub async fn serve(
             let r = match line.trim() {
                 ShellReq::VERB => match serde_json::from_slice::<ShellReq>(&req) {
                     Ok(r) => shell(&ctx, r, pty, io).await,
+                    Err(e) => Err(format!("bad request: {e}")),
+                },
+                ServiceConnectReq::VERB => match serde_json::from_slice(&req) {
+                    Ok(r) => service_connect(&ctx, r, pty, io).await,
+                    Err(e) => Err(format!("bad request: {e}")),
+                },
+                ServiceLogsReq::VERB => match serde_json::from_slice(&req) {
+                    Ok(r) => service_logs(&ctx, r, io).await,
                     Err(e) => Err(format!("bad request: {e}")),
                 },
                 _ => match serde_json::from_slice::<RunReq>(&req) {
@@ -379,6 +395,103 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
         }
     }
     Ok(255)
+}
+
+/// A service's client (psql, redis-cli, mariadb) as its admin, in its container, on a tty.
+async fn service_connect(
+    ctx: &AgentCtx,
+    req: ServiceConnectReq,
+    pty: Option<Pty>,
+    io: Io<'_>,
+) -> Result<u32, String> {
+    let Some(pty) = pty else {
+        return Err("services:connect needs a terminal; use ssh -t".into());
+    };
+    if !req.key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("bad service key".into());
+    }
+    let docker = ctx.docker().await.map_err(|e| e.to_string())?;
+    let container = super::services::container_name(&ctx.instance, &req.key);
+    let config = ExecConfig {
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        attach_stderr: Some(true),
+        tty: Some(true),
+        console_size: Some(vec![
+            clamp_dim(pty.rows) as usize,
+            clamp_dim(pty.cols) as usize,
+        ]),
+        env: Some(vec![format!("TERM={}", pty.term)]),
+        cmd: Some(vec![super::services::ENTRY_PATH.into(), "connect".into()]),
+        ..Default::default()
+    };
+    let exec = docker
+        .raw()
+        .create_exec(&container, config)
+        .await
+        .map_err(|e| format!("the service is not running here: {e}"))?
+        .id;
+    let opts = StartExecOptions {
+        tty: true,
+        ..Default::default()
+    };
+    let started = docker
+        .raw()
+        .start_exec(&exec, Some(opts))
+        .await
+        .map_err(|e| format!("cannot start the client: {e}"))?;
+    let StartExecResults::Attached { output, input } = started else {
+        return Err("the client started detached".into());
+    };
+    let tty = Tty::Exec(exec.clone());
+    resize_tty(docker, &tty, pty.cols, pty.rows).await;
+    if !bridge(docker, io, tty, output, input).await {
+        return Ok(255);
+    }
+    for _ in 0..50 {
+        match docker.raw().inspect_exec(&exec).await {
+            Ok(i) if i.running != Some(true) => return Ok(exit_code(i.exit_code.unwrap_or(255))),
+            Ok(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => return Err(format!("services:connect: {e}")),
+        }
+    }
+    Ok(255)
+}
+
+/// A service container's output: its last lines, then (`follow`) what comes, until the
+/// channel closes.
+async fn service_logs(ctx: &AgentCtx, req: ServiceLogsReq, io: Io<'_>) -> Result<u32, String> {
+    if !req.key.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err("bad service key".into());
+    }
+    let docker = ctx.docker().await.map_err(|e| e.to_string())?;
+    let container = super::services::container_name(&ctx.instance, &req.key);
+    let opts = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .follow(req.follow)
+        .tail(&req.tail.min(100_000).to_string())
+        .build();
+    let mut logs = docker.raw().logs(&container, Some(opts));
+    let Io { mut rx, tx, .. } = io;
+    let mut out = tx.make_writer();
+    loop {
+        tokio::select! {
+            frame = logs.next() => match frame {
+                Some(Ok(f)) => {
+                    if out.write_all(&f.into_bytes()).await.is_err() || out.flush().await.is_err() {
+                        return Ok(255);
+                    }
+                }
+                Some(Err(e)) => return Err(format!("service logs: {e}")),
+                None => return Ok(0),
+            },
+            m = rx.wait() => match m {
+                Some(ChannelMsg::Close) | None => return Ok(255),
+                _ => {}
+            },
+        }
+    }
 }
 
 fn exit_code(c: i64) -> u32 {

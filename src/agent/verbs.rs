@@ -173,6 +173,10 @@ pub(super) async fn exec(
                 GcReq,
                 PurgeReq,
                 RestoreDataReq,
+                ServiceEnsureReq,
+                ServiceUserReq,
+                ServiceStatusReq,
+                ServiceDestroyReq,
             ]
         )
     };
@@ -264,6 +268,30 @@ impl Handle for RestoreDataReq {
             }
             Err(e) => Err(e),
         }
+    }
+}
+
+impl Handle for ServiceEnsureReq {
+    async fn handle(self, call: &Call<'_>) -> Result<ServiceStatus, AgentError> {
+        super::services::ensure(call.ctx, self).await
+    }
+}
+
+impl Handle for ServiceUserReq {
+    async fn handle(self, call: &Call<'_>) -> Result<ServiceStatus, AgentError> {
+        super::services::user(call.ctx, self).await
+    }
+}
+
+impl Handle for ServiceStatusReq {
+    async fn handle(self, call: &Call<'_>) -> Result<ServiceStatus, AgentError> {
+        super::services::status(call.ctx, &self.key).await
+    }
+}
+
+impl Handle for ServiceDestroyReq {
+    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, AgentError> {
+        super::services::destroy(call.ctx, self).await
     }
 }
 

@@ -40,6 +40,13 @@ mod restart;
 mod rollback;
 mod run;
 mod scale;
+mod services;
+mod services_connect;
+mod services_create;
+mod services_destroy;
+mod services_info;
+mod services_link;
+mod services_logs;
 mod shell;
 mod stop_start;
 pub mod table;
@@ -113,6 +120,9 @@ pub(crate) enum Need {
     App(AppRole),
     /// This role on the app when one is named; admin without one.
     AppOrAdmin(AppRole),
+    /// This role on the app of the service the command names (the app that declared it,
+    /// or for viewers one it is linked to); admin for a global service's owner actions.
+    Service(AppRole),
 }
 
 impl std::fmt::Display for Need {
@@ -122,6 +132,7 @@ impl std::fmt::Display for Need {
             Need::Admin => f.write_str("admin"),
             Need::App(r) => write!(f, "{r} of the app"),
             Need::AppOrAdmin(r) => write!(f, "{r} of the app; admin without one"),
+            Need::Service(r) => write!(f, "{r} of the service's app"),
         }
     }
 }
@@ -174,6 +185,10 @@ pub(crate) trait Command: clap::Args {
     fn app(&self) -> Option<&str> {
         None
     }
+    /// The service the command is about (checked against [`Need::Service`]).
+    fn service(&self) -> Option<&str> {
+        None
+    }
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done>;
 }
 
@@ -199,6 +214,9 @@ macro_rules! commands {
             }
             fn app(&self) -> Option<&str> {
                 match self { $(Cmd::$variant(c) => c.app(),)* }
+            }
+            fn service(&self) -> Option<&str> {
+                match self { $(Cmd::$variant(c) => c.service(),)* }
             }
             async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
                 match self { $(Cmd::$variant(c) => c.apply(cx).await,)* }
@@ -253,6 +271,14 @@ commands! {
     Run(run::Run) = "run",
     Logs(logs::Logs) = "logs",
     Audit(audit::Audit) = "audit",
+    Services(services::Services) = "services",
+    ServicesCreate(services_create::ServicesCreate) = "services:create",
+    ServicesInfo(services_info::ServicesInfo) = "services:info",
+    ServicesDestroy(services_destroy::ServicesDestroy) = "services:destroy",
+    ServicesLink(services_link::ServicesLink) = "services:link",
+    ServicesUnlink(services_link::ServicesUnlink) = "services:unlink",
+    ServicesLogs(services_logs::ServicesLogs) = "services:logs",
+    ServicesConnect(services_connect::ServicesConnect) = "services:connect",
 }
 
 /// Top-level grammar. Command names carry a colon, Heroku style.
@@ -434,6 +460,15 @@ fn check(core: &Arc<Core>, who: &Identity, verb: &str, cmd: &Cmd) -> Result<(), 
         (Need::App(_), None) => Err(CmdError::Invalid(format!(
             "internal error: '{verb}' names no app"
         ))),
+        (Need::Service(role), _) => match cmd.service() {
+            Some(name) => core
+                .require_service(who, name, role, verb)
+                .map(|_| ())
+                .map_err(CmdError::from),
+            None => Err(CmdError::Invalid(format!(
+                "internal error: '{verb}' names no service"
+            ))),
+        },
     }
 }
 

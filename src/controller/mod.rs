@@ -14,6 +14,7 @@ mod nodes;
 pub mod push;
 pub mod queue;
 mod releases;
+mod services;
 mod sessions;
 pub mod view;
 
@@ -23,6 +24,7 @@ pub use access::NewGrant;
 pub use formation::{check_type, counts_text, MAX_PER_TYPE};
 pub use limits::Limits;
 pub use nodes::NewNode;
+pub use services::{check_var, kind as service_kind, LinkView, ServiceView};
 
 use std::collections::HashMap;
 use std::path::PathBuf;

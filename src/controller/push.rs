@@ -301,6 +301,12 @@ async fn cook_and_deploy(
         .await;
     }
     for target in targets {
+        // Declared services exist and are linked before the release command runs.
+        if let Some(declared) = config.services.as_ref().filter(|d| !d.is_empty()) {
+            core.declare_services(&push.identity.name, &push.app, &target.env, declared, sink)
+                .await
+                .map_err(|e| PushError::Deploy(e.to_string()))?;
+        }
         crate::deploy::rollout(
             core,
             &release,

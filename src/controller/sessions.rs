@@ -10,7 +10,7 @@ use super::releases::Live;
 use super::{Core, CoreError};
 use crate::deploy::envs;
 use crate::node::client::{Input, NodeClient, Output};
-use crate::node::proto::{release_name, RunReq, ShellReq};
+use crate::node::proto::{release_name, RunReq, ServiceConnectReq, ServiceLogsReq, ShellReq};
 use crate::sshd::Pty;
 use crate::store::NodeRow;
 
@@ -26,6 +26,8 @@ pub struct Session {
 enum Request {
     Shell(ShellReq),
     Run(RunReq),
+    ServiceConnect(ServiceConnectReq),
+    ServiceLogs(ServiceLogsReq),
 }
 
 impl Session {
@@ -41,6 +43,8 @@ impl Session {
         let r = match &self.request {
             Request::Shell(req) => node.session(req, pty, input, out).await,
             Request::Run(req) => node.session(req, pty, input, out).await,
+            Request::ServiceConnect(req) => node.session(req, pty, input, out).await,
+            Request::ServiceLogs(req) => node.session(req, pty, input, out).await,
         };
         match r {
             Ok(code) => code,
@@ -120,6 +124,35 @@ impl Core {
             node: self.node_client(&n),
             request: Request::Run(req),
             detail,
+        })
+    }
+
+    /// The client of a service, in its container (`services:connect`).
+    pub fn service_connect_session(&self, name: &str) -> Result<Session, CoreError> {
+        let (row, node) = self.service_and_node(name)?;
+        Ok(Session {
+            node: self.node_client(&node),
+            request: Request::ServiceConnect(ServiceConnectReq { key: row.key }),
+            detail: format!("node {}", node.name),
+        })
+    }
+
+    /// A service container's output (`services:logs`).
+    pub fn service_logs_session(
+        &self,
+        name: &str,
+        follow: bool,
+        tail: usize,
+    ) -> Result<Session, CoreError> {
+        let (row, node) = self.service_and_node(name)?;
+        Ok(Session {
+            node: self.node_client(&node),
+            request: Request::ServiceLogs(ServiceLogsReq {
+                key: row.key,
+                tail,
+                follow,
+            }),
+            detail: format!("node {}", node.name),
         })
     }
 

@@ -164,6 +164,32 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL);
      CREATE INDEX service_backups_service ON service_backups(service, id);
      CREATE INDEX service_backups_release ON service_backups(app, version);",
+    // 10: services (Postgres, Redis, MariaDB) and their links into apps' environments. A
+    // service's `key` names its container and data dir on its node (random: a later service
+    // of the same name never sees old data); its uid comes from app_uids, never reused. A
+    // link's password is sealed, like config values.
+    "CREATE TABLE services(
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL CHECK (kind IN ('postgres','redis','mariadb')),
+        env TEXT NOT NULL,
+        app TEXT,
+        node TEXT NOT NULL,
+        key TEXT NOT NULL UNIQUE,
+        uid INTEGER NOT NULL UNIQUE,
+        image TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        created_by TEXT NOT NULL);
+     CREATE TABLE service_links(
+        service_id INTEGER NOT NULL REFERENCES services(id) ON DELETE CASCADE,
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        var TEXT NOT NULL,
+        user TEXT NOT NULL,
+        secret BLOB NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY(service_id, app, env),
+        UNIQUE(app, env, var));",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -9,10 +9,12 @@ mod golive;
 mod intents;
 mod migrations;
 mod nodes;
+mod services;
 
 pub use golive::GoLive;
 pub use intents::{PushIntent, RefMove};
 pub use nodes::{LiveRow, NodeRow};
+pub use services::{LinkRow, NewService, ServiceRow};
 
 pub use backups::{BackupReason, BackupRow, NewBackup, ReleaseTag};
 pub use builds::{BuildRow, NewRelease, ReleaseRow};

@@ -1,0 +1,45 @@
+//! `services:create TYPE NAME [--env E] [--node N]` (admin): a global service, linked to
+//! apps with `services:link`.
+
+use super::{CmdResult, Command, Ctx, Done, Mode, Need};
+use crate::names::{EnvName, NodeName, ServiceName};
+
+/// Create a service: postgres, redis or mariadb (admin)
+#[derive(Debug, clap::Args)]
+pub struct ServicesCreate {
+    /// postgres, redis or mariadb
+    #[arg(value_name = "TYPE")]
+    kind: String,
+    name: ServiceName,
+    /// The environment it serves: it links only into that environment of an app
+    #[arg(long, default_value = "production")]
+    env: EnvName,
+    /// The node it runs on (default: the one with the most free memory)
+    #[arg(long)]
+    node: Option<NodeName>,
+}
+
+impl Command for ServicesCreate {
+    const NEED: Need = Need::Admin;
+    const MODE: Mode = Mode::Streams;
+
+    async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
+        let row = cx
+            .core
+            .create_service(
+                &cx.who.name,
+                &self.kind,
+                &self.name,
+                &self.env,
+                self.node.as_deref(),
+                None,
+                cx.out,
+            )
+            .await?;
+        Ok(format!(
+            "created {} service '{}' for {} on node {}; link it with services:link APP {}\n",
+            row.kind, row.name, row.env, row.node, row.name
+        )
+        .into())
+    }
+}
