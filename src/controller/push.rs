@@ -301,24 +301,36 @@ async fn cook_and_deploy(
         .await;
     }
     for target in targets {
-        // Declared services exist and are linked before the release command runs.
-        if let Some(declared) = config.services.as_ref().filter(|d| !d.is_empty()) {
-            core.declare_services(&push.identity.name, &push.app, &target.env, declared, sink)
-                .await
-                .map_err(|e| PushError::Deploy(e.to_string()))?;
-        }
-        crate::deploy::rollout(
-            core,
-            &release,
-            &target,
-            &push.identity.name,
-            sink,
-            Default::default(),
-        )
-        .await
-        .map_err(|e| PushError::Deploy(e.to_string()))?;
+        roll_out(core, push, &release, &target, &config, sink).await?;
     }
     Ok(())
+}
+
+/// One environment of a push: its declared services (created and linked before the
+/// release command runs, so it can migrate them), then the rollout.
+async fn roll_out(
+    core: &Arc<Core>,
+    push: &PendingPush,
+    release: &crate::store::ReleaseRow,
+    target: &crate::deploy::envs::EnvTarget,
+    config: &crate::appconfig::AppConfig,
+    sink: &mut Sink,
+) -> Result<(), PushError> {
+    if let Some(declared) = config.services.as_ref().filter(|d| !d.is_empty()) {
+        core.declare_services(&push.identity.name, &push.app, &target.env, declared, sink)
+            .await
+            .map_err(|e| PushError::Deploy(e.to_string()))?;
+    }
+    crate::deploy::rollout(
+        core,
+        release,
+        target,
+        &push.identity.name,
+        sink,
+        Default::default(),
+    )
+    .await
+    .map_err(|e| PushError::Deploy(e.to_string()))
 }
 
 #[cfg(test)]
