@@ -1,5 +1,6 @@
 //! Nodes as the controller sees them: the wire protocol (`proto`, shared with the agent
-//! program in `agent/`) and the controller's client (`client`).
+//! program in `agent/`; its service verbs in `svcproto`) and the controller's client (`client`).
 
 pub mod client;
 pub mod proto;
+pub mod svcproto;

@@ -15,6 +15,8 @@ use std::collections::BTreeMap;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+pub use super::svcproto::*;
+
 /// A call: `VERB` on the exec line, the request as JSON on stdin, one `Reply` on stdout.
 pub trait Request: Serialize + DeserializeOwned + Send + Sync + 'static {
     const VERB: &'static str;
@@ -612,117 +614,6 @@ pub struct RunReq {
 
 impl SessionRequest for RunReq {
     const VERB: &'static str = "run";
-}
-
-/// A service on a node (see `agent::services`): its container `mg-<instance>-svc-<key>`
-/// runs `image` as `uid` with its data in `<root>/services/<key>/data`, restarted by Docker
-/// when it dies. `ensure` creates and starts it if it is not running and waits until it
-/// answers; the app networks it joins are named by the linked apps' uids.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceSpec {
-    /// Random, from the controller: names the container and the data dir.
-    pub key: String,
-    /// The service's name: its host name on the apps' networks.
-    pub name: String,
-    /// `postgres`, `redis`, `mariadb`.
-    pub kind: String,
-    pub image: String,
-    pub uid: u32,
-    pub memory: i64,
-}
-
-/// `service-ensure`: the service running (created if missing), joined to the networks of
-/// the apps with these uids.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceEnsureReq {
-    pub spec: ServiceSpec,
-    #[serde(default)]
-    pub app_uids: Vec<u32>,
-}
-
-impl Request for ServiceEnsureReq {
-    const VERB: &'static str = "service-ensure";
-    type Reply = ServiceStatus;
-}
-
-/// `service-user`: a link's login created (or its password reset), or with no password
-/// dropped. The password travels only in this request's body, never on a command line.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceUserReq {
-    pub key: String,
-    pub user: String,
-    #[serde(default)]
-    pub password: Option<String>,
-}
-
-impl Request for ServiceUserReq {
-    const VERB: &'static str = "service-user";
-    type Reply = ServiceStatus;
-}
-
-/// `service-status`: state, version, connections, size on disk.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceStatusReq {
-    pub key: String,
-}
-
-impl Request for ServiceStatusReq {
-    const VERB: &'static str = "service-status";
-    type Reply = ServiceStatus;
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ServiceStatus {
-    /// Docker's state (`running`, `restarting`, `exited`), or `missing`.
-    pub state: String,
-    #[serde(default)]
-    pub version: String,
-    #[serde(default)]
-    pub connections: Option<i64>,
-    /// Bytes of its data dir.
-    #[serde(default)]
-    pub size: u64,
-    #[serde(default)]
-    pub restarts: i64,
-    /// RFC 3339, from Docker.
-    #[serde(default)]
-    pub started_at: String,
-}
-
-/// `service-destroy`: the container, its network and the data dir gone.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceDestroyReq {
-    pub key: String,
-    pub uid: u32,
-}
-
-impl Request for ServiceDestroyReq {
-    const VERB: &'static str = "service-destroy";
-    type Reply = StoppedReply;
-}
-
-/// A session: the service's client (psql, redis-cli, mariadb) as its admin, in its
-/// container, on a tty (like `shell`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceConnectReq {
-    pub key: String,
-}
-
-impl SessionRequest for ServiceConnectReq {
-    const VERB: &'static str = "service-connect";
-}
-
-/// A session: the service container's output (`docker logs`), the last `tail` lines, then
-/// with `follow` what comes until the channel closes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ServiceLogsReq {
-    pub key: String,
-    pub tail: usize,
-    pub follow: bool,
-}
-
-impl SessionRequest for ServiceLogsReq {
-    const VERB: &'static str = "service-logs";
 }
 
 /// The tarball filename-ish name of a release on nodes: `v3-0123456789ab`.
