@@ -41,12 +41,15 @@ mod rollback;
 mod run;
 mod scale;
 mod services;
+mod services_backup;
+mod services_backups;
 mod services_connect;
 mod services_create;
 mod services_destroy;
 mod services_info;
 mod services_link;
 mod services_logs;
+mod services_restore;
 mod shell;
 mod stop_start;
 pub mod table;
@@ -279,6 +282,9 @@ commands! {
     ServicesUnlink(services_link::ServicesUnlink) = "services:unlink",
     ServicesLogs(services_logs::ServicesLogs) = "services:logs",
     ServicesConnect(services_connect::ServicesConnect) = "services:connect",
+    ServicesBackup(services_backup::ServicesBackup) = "services:backup",
+    ServicesBackups(services_backups::ServicesBackups) = "services:backups",
+    ServicesRestore(services_restore::ServicesRestore) = "services:restore",
 }
 
 /// Top-level grammar. Command names carry a colon, Heroku style.

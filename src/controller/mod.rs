@@ -3,6 +3,7 @@
 
 mod access;
 mod apps;
+pub mod backups;
 mod builds;
 mod formation;
 pub mod hookserver;

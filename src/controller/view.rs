@@ -3,6 +3,7 @@
 //! re-export, not a copy: the JSON a command prints is the row's own serialization. A
 //! session's input and output are the node client's own.
 
+pub use super::backups::BackupAsk;
 pub use super::formation::{ProcessRow, Processes, Scaled};
 pub use super::logs::{LogQuery, NodeLog, NodeLogs};
 pub use super::releases::{ConfigChange, ConfigOutcome, Listed, Live};
@@ -14,3 +15,4 @@ pub use crate::node::client::{Input, Output};
 pub use crate::node::proto::{LogLine, StatusReply};
 pub use crate::release::Manifest;
 pub use crate::store::{AccessRow, AppRow, AuditRow, BuildRow, KeyRow, NodeRow, ReleaseRow};
+pub use crate::store::{BackupReason, BackupRow, ReleaseTag};

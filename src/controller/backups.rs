@@ -1,0 +1,302 @@
+//! Service backups (`services:backup`, `services:backups`, `services:restore`, and the ones
+//! a release takes before its release command). A backup is the service's dump streamed
+//! from its node (`service-dump`), sealed into a file under the data dir (`backup/`) and,
+//! at the same time, restored into a throwaway instance on the node (`service-verify`): it
+//! is recorded only when the dump is whole, the file reads back to it and the throwaway
+//! instance took it. A restore checks the file's sha256 before anything else, takes a
+//! safety backup of the service, then streams the dump into it (`service-load`).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{Core, CoreError};
+use crate::backup::{BackupWriter, Compression, Envelope};
+use crate::node::proto::{DumpTarget, ServiceDumpReq, ServiceLoadReq, ServiceVerifyReq};
+use crate::sink::Sink;
+use crate::store::{BackupReason, BackupRow, NewBackup, ReleaseTag, ServiceRow};
+
+/// Manual and scheduled backups kept per service (unless magrathea.yml says `keep`).
+pub const KEEP: usize = 7;
+/// Safety backups (taken before a restore) kept per service.
+pub const KEEP_SAFETY: usize = 3;
+
+/// Why a backup is taken, and for which release.
+#[derive(Debug, Clone)]
+pub struct BackupAsk {
+    pub reason: BackupReason,
+    pub release: Option<ReleaseTag>,
+    /// Restore it into a throwaway instance before it counts.
+    pub verify: bool,
+    pub keep: usize,
+}
+
+impl BackupAsk {
+    pub fn manual(verify: bool) -> BackupAsk {
+        BackupAsk {
+            reason: BackupReason::Manual,
+            release: None,
+            verify,
+            keep: KEEP,
+        }
+    }
+}
+
+fn compression(kind: &str) -> Compression {
+    match kind {
+        // pg_dump's custom format is compressed (zlib) and an RDB is (LZF): again would
+        // only cost time.
+        "postgres" | "redis" => Compression::None,
+        _ => Compression::Gzip,
+    }
+}
+
+fn target(row: &ServiceRow) -> DumpTarget {
+    DumpTarget {
+        key: row.key.clone(),
+        kind: row.kind.clone(),
+        name: row.name.clone(),
+    }
+}
+
+fn failed(row: &ServiceRow, what: &str, e: impl std::fmt::Display) -> CoreError {
+    CoreError::Failed(format!(
+        "backup of service '{}' failed: {what}: {e}",
+        row.name
+    ))
+}
+
+impl Core {
+    /// A new backup of `name` (see the module doc); its catalog row.
+    pub async fn backup_service(
+        self: &Arc<Self>,
+        name: &str,
+        ask: BackupAsk,
+        out: &mut Sink,
+    ) -> Result<BackupRow, CoreError> {
+        let (row, node) = self.service_and_node(name)?;
+        let client = self.node_client(&node);
+        let started = std::time::Instant::now();
+        out.line(format!(
+            "-----> Backing up {} ({}) on {}{}",
+            row.name,
+            row.kind,
+            node.name,
+            if ask.verify {
+                ", verifying it in a throwaway instance"
+            } else {
+                ""
+            }
+        ))
+        .await;
+        let created = crate::timefmt::now();
+        let dir = self.data().backups(&row.name);
+        let env = Envelope {
+            kind: row.kind.clone(),
+            service: row.name.clone(),
+            compression: compression(&row.kind),
+        };
+        let key = self.sealer.stream_key().clone();
+        // The dump's chunks: to the sealing thread and, when verifying, to the node's
+        // throwaway instance, both as they come.
+        let (dump_tx, mut dump_rx) = mpsc::channel::<Vec<u8>>(32);
+        let (seal_tx, mut seal_rx) = mpsc::channel::<Vec<u8>>(32);
+        let (verify_tx, verify_rx) = mpsc::channel::<Vec<u8>>(32);
+        let seal = tokio::task::spawn_blocking(move || {
+            let mut w = BackupWriter::create(&dir, &key, &env)?;
+            while let Some(c) = seal_rx.blocking_recv() {
+                w.write(&c)?;
+            }
+            w.finish(&key)
+        });
+        let mut verify_tx = ask.verify.then_some(verify_tx);
+        let tee = async move {
+            while let Some(c) = dump_rx.recv().await {
+                if let Some(v) = &verify_tx {
+                    // A verification that gave up is reported by its own answer.
+                    if v.send(c.clone()).await.is_err() {
+                        verify_tx = None;
+                    }
+                }
+                if seal_tx.send(c).await.is_err() {
+                    break;
+                }
+            }
+        };
+        let dreq = ServiceDumpReq {
+            target: target(&row),
+        };
+        let dump = client.download(&dreq, dump_tx);
+        let vreq = ServiceVerifyReq {
+            target: target(&row),
+            image: row.image.clone(),
+            uid: row.uid,
+        };
+        let verify = async {
+            match ask.verify {
+                true => Some(client.upload_stream(&vreq, verify_rx).await),
+                false => None,
+            }
+        };
+        let (dumped, (), verified) = tokio::join!(dump, tee, verify);
+        let sealed = seal.await.map_err(|e| failed(&row, "sealing", e))?;
+        dumped.map_err(|e| failed(&row, "the dump", e))?;
+        let sealed = sealed.map_err(|e| failed(&row, "sealing", e))?;
+        let holds = match verified {
+            Some(Ok(r)) => Some(r.holds),
+            Some(Err(e)) => return Err(failed(&row, "it does not restore", e)),
+            None => None,
+        };
+        let file = crate::backup::file_name(created);
+        let (size, sha256) = (sealed.size, sealed.sha256.clone());
+        sealed.keep(&file).map_err(|e| failed(&row, "storing", e))?;
+        let id = self.store.add_backup(
+            &NewBackup {
+                service: &row.name,
+                kind: &row.kind,
+                reason: ask.reason,
+                release: ask.release.clone(),
+                file: &file,
+                size,
+                sha256: &sha256,
+                verified: holds.is_some(),
+            },
+            created,
+        )?;
+        let verdict = match &holds {
+            Some(h) => format!("verified: a throwaway instance restored it ({h})"),
+            None => "not verified".into(),
+        };
+        out.line(format!(
+            "-----> Backup #{id} of {}: {}, sha256 {}, {verdict}, in {:.1}s",
+            row.name,
+            crate::controller::view::human(size),
+            &sha256[..12],
+            started.elapsed().as_secs_f64()
+        ))
+        .await;
+        self.prune_backups(&row.name, ask.keep);
+        self.store
+            .backup(&row.name, id)?
+            .ok_or_else(|| CoreError::Failed(format!("backup #{id} vanished")))
+    }
+
+    /// Retention: the catalog first, then the files it no longer names (and leftovers of a
+    /// crashed backup). A failure here never fails the backup that was just taken.
+    fn prune_backups(&self, service: &str, keep: usize) {
+        match self.store.prune_backups(service, keep, KEEP_SAFETY) {
+            Ok(_) => {}
+            Err(e) => tracing::warn!(service, "pruning backups: {e}"),
+        }
+        if let Ok(known) = self.store.backup_files(service) {
+            crate::backup::sweep(&self.data().backups(service), &known);
+        }
+    }
+
+    /// A service's backups, newest first.
+    pub fn service_backups(&self, name: &str) -> Result<Vec<BackupRow>, CoreError> {
+        Ok(self.store.backups(name)?)
+    }
+
+    /// Puts backup `id` back into the running service, after a safety backup of what it
+    /// holds now. A file whose sha256 is not the catalog's is refused before anything
+    /// happens. The safety backup's row and what the service holds after.
+    pub async fn restore_service(
+        self: &Arc<Self>,
+        name: &str,
+        id: i64,
+        out: &mut Sink,
+    ) -> Result<(BackupRow, String), CoreError> {
+        let (row, node) = self.service_and_node(name)?;
+        let b = self
+            .store
+            .backup(name, id)?
+            .ok_or_else(|| CoreError::NotFound(format!("service '{name}' has no backup #{id}")))?;
+        let path = self.data().backups(name).join(&b.file);
+        let key = self.sealer.stream_key().clone();
+        let what = format!("#{id} of {name}");
+        // Checked (whole-file sha256, envelope) before the safety backup: a bad file
+        // changes nothing at all.
+        let (env, _) = {
+            let (p, s, k, w) = (path.clone(), b.sha256.clone(), key.clone(), what.clone());
+            tokio::task::spawn_blocking(move || crate::backup::open(&p, &s, &k, &w))
+                .await
+                .map_err(|e| CoreError::Failed(e.to_string()))?
+                .map_err(|e| CoreError::Invalid(e.to_string()))?
+        };
+        if env.kind != row.kind {
+            return Err(CoreError::Invalid(format!(
+                "backup {what} is a {} dump; service '{name}' is {}",
+                env.kind, row.kind
+            )));
+        }
+        let safety = self
+            .backup_service(
+                name,
+                BackupAsk {
+                    reason: BackupReason::Safety,
+                    release: None,
+                    verify: false,
+                    keep: KEEP,
+                },
+                out,
+            )
+            .await?;
+        out.line(format!(
+            "-----> Restoring backup {what} (safety backup #{} taken first)",
+            safety.id
+        ))
+        .await;
+        let holds = self.load_backup(&row, &node, &b, out).await.map_err(|e| {
+            CoreError::Failed(format!(
+                "{e}; the service may be partly restored: `services:restore {name} {}` puts back what it held",
+                safety.id
+            ))
+        })?;
+        Ok((safety, holds))
+    }
+
+    /// Streams backup `b` into the service; what it holds after.
+    async fn load_backup(
+        &self,
+        row: &ServiceRow,
+        node: &crate::store::NodeRow,
+        b: &BackupRow,
+        out: &mut Sink,
+    ) -> Result<String, CoreError> {
+        let path = self.data().backups(&row.name).join(&b.file);
+        let key = self.sealer.stream_key().clone();
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(32);
+        let (sha, what) = (b.sha256.clone(), format!("#{} of {}", b.id, row.name));
+        let read = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            use std::io::Read;
+            let (_, mut r) =
+                crate::backup::open(&path, &sha, &key, &what).map_err(|e| e.to_string())?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = r
+                    .read(&mut buf)
+                    .map_err(|e| format!("backup {what}: {e}"))?;
+                if n == 0 {
+                    return Ok(());
+                }
+                if tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    return Err("the node stopped reading the backup".into());
+                }
+            }
+        });
+        let req = ServiceLoadReq {
+            target: target(row),
+        };
+        let loaded = self.node_client(node).upload_stream(&req, rx).await;
+        let read = read.await.map_err(|e| CoreError::Failed(e.to_string()))?;
+        let reply = loaded.map_err(|e| CoreError::Failed(e.to_string()))?;
+        read.map_err(CoreError::Failed)?;
+        out.line(format!(
+            "-----> {} restored from backup #{} ({})",
+            row.name, b.id, reply.holds
+        ))
+        .await;
+        Ok(reply.holds)
+    }
+}
