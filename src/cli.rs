@@ -56,6 +56,10 @@ pub enum Command {
         /// memory minus a tenth, at most 2G, for the system)
         #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
         node_memory: Option<i64>,
+        /// Prometheus endpoint (GET /metrics) on an address of its own, e.g.
+        /// 127.0.0.1:9100; keep it off public networks (off by default)
+        #[arg(long, value_name = "ADDR")]
+        metrics: Option<String>,
         #[command(flatten)]
         login: LoginArgs,
         #[command(flatten)]

@@ -119,6 +119,15 @@ impl EventLog {
     }
 }
 
+/// Appends lines of `kind` that belong to no release (the router's access log).
+pub fn append(logs: &Path, app: &str, kind: &str, lines: &[String]) {
+    let mut log = EventLog::open(logs, app, kind, 0);
+    log.release = String::new();
+    for l in lines {
+        log.write(l);
+    }
+}
+
 /// The last `n` events (that pass `keep`) of an app's log, oldest first.
 pub fn tail(logs: &Path, app: &str, n: usize, keep: impl Fn(&Event) -> bool) -> Vec<Event> {
     let p = path(logs, app);

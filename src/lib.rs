@@ -29,6 +29,7 @@ pub mod git;
 pub mod isolation;
 pub mod keys;
 pub mod lines;
+pub mod metrics;
 pub mod names;
 pub mod node;
 pub mod paths;

@@ -31,6 +31,7 @@ fn main() {
             max_connections,
             login,
             node_memory,
+            metrics,
             build,
         } => {
             let o = magrathea::serve::ServeOptions {
@@ -39,6 +40,7 @@ fn main() {
                 domain,
                 limits: login.limits(max_connections),
                 node_memory,
+                metrics,
             };
             tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)

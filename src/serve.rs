@@ -78,6 +78,8 @@ pub struct ServeOptions {
     pub limits: crate::sshd::Limits,
     /// Memory the built-in node offers (default: sized from the machine).
     pub node_memory: Option<i64>,
+    /// Where the Prometheus endpoint listens (none: no endpoint).
+    pub metrics: Option<String>,
 }
 
 pub async fn serve(
@@ -118,6 +120,14 @@ pub async fn serve(
     let http = tokio::net::TcpListener::bind(&o.http)
         .await
         .with_context(|| format!("cannot listen on {} (--http)", o.http))?;
+    let metrics = match &o.metrics {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--metrics)"))?,
+        ),
+        None => None,
+    };
     // The embedded default: with no nodes added, this machine is node `local`, served by an
     // in-process agent through the same SSH protocol as any remote node.
     // The built-in node outlives the controller's shutdown signal: pushes still running
@@ -140,10 +150,16 @@ pub async fn serve(
         http.local_addr()?,
         o.domain
     );
+    if let Some(m) = metrics {
+        println!("metrics listening on {}", m.local_addr()?);
+        tokio::spawn(crate::metrics::serve(core.clone(), m));
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
     tokio::spawn(hookserver::serve(core.clone(), hook_listener));
+    core.restore_policies()?;
+    let accounting = tokio::spawn(crate::controller::usage::run(core.clone()));
     tokio::spawn(router.clone().serve(http, core.shutdown().clone()));
     {
         let core = core.clone();
@@ -175,6 +191,7 @@ pub async fn serve(
     {
         tracing::warn!("pushes still running after 10 minutes; stopping anyway");
     }
+    let _ = accounting.await;
     local_stop.cancel();
     let _ = std::fs::remove_file(core.data().hook_socket());
     println!("stopped");

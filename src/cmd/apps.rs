@@ -1,6 +1,7 @@
 //! `apps`: the apps the key can see.
 
 use super::{table, CmdResult, Command, Ctx, Done, Need};
+use crate::controller::view::{human, Usage};
 use crate::timefmt::utc;
 
 /// List the apps you can see
@@ -15,10 +16,25 @@ impl Command for Apps {
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
         let apps = cx.core.apps(cx.who)?;
+        // The last day's traffic and the disk each app takes (see `usage`).
+        let day = crate::timefmt::now() - 86_400;
+        let usage: Vec<Option<Usage>> = apps
+            .iter()
+            .map(|(a, _)| cx.core.usage(&a.name, None, day).ok())
+            .collect();
         if self.json {
             let v: Vec<_> = apps
                 .iter()
-                .map(|(a, role)| serde_json::json!({"name": a.name, "role": role, "created_at": a.created_at}))
+                .zip(&usage)
+                .map(|((a, role), u)| {
+                    let (t, disk) = u
+                        .as_ref()
+                        .map(|u| (u.total.clone(), u.disk.total))
+                        .unwrap_or_default();
+                    serde_json::json!({"name": a.name, "role": role, "created_at": a.created_at,
+                        "requests_24h": t.requests, "bytes_in_24h": t.bytes_in,
+                        "bytes_out_24h": t.bytes_out, "disk": disk})
+                })
                 .collect();
             return Ok(table::json(&v).into());
         }
@@ -31,8 +47,31 @@ impl Command for Apps {
         }
         let rows: Vec<Vec<String>> = apps
             .iter()
-            .map(|(a, role)| vec![a.name.clone(), role.clone(), utc(a.created_at)])
+            .zip(&usage)
+            .map(|((a, role), u)| {
+                let (req, out, disk) =
+                    u.as_ref()
+                        .map_or(("-".into(), "-".into(), "-".into()), |u| {
+                            (
+                                u.total.requests.to_string(),
+                                human(u.total.bytes_out),
+                                human(u.disk.total),
+                            )
+                        });
+                vec![
+                    a.name.clone(),
+                    role.clone(),
+                    utc(a.created_at),
+                    req,
+                    out,
+                    disk,
+                ]
+            })
             .collect();
-        Ok(table::render(&["APP", "ROLE", "CREATED"], &rows).into())
+        Ok(table::render(
+            &["APP", "ROLE", "CREATED", "REQUESTS/24H", "OUT/24H", "DISK"],
+            &rows,
+        )
+        .into())
     }
 }

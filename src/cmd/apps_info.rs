@@ -2,6 +2,7 @@
 
 use super::{table, CmdResult, Command, Ctx, Done, Need};
 use crate::access::AppRole;
+use crate::controller::view::human;
 use crate::names::AppName;
 use crate::timefmt::utc;
 
@@ -22,20 +23,59 @@ impl Command for AppsInfo {
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
         let app = cx.core.app(&self.name)?;
+        let u = cx
+            .core
+            .usage(&self.name, None, crate::timefmt::now() - 86_400)?;
+        let s = cx.core.app_settings(&self.name)?;
+        let t = &u.total;
         if self.json {
             return Ok(table::json(&serde_json::json!({
                 "name": app.name, "created_at": app.created_at, "created_by": app.created_by,
                 "uid": app.uid,
+                "requests_24h": t.requests, "bytes_in_24h": t.bytes_in, "bytes_out_24h": t.bytes_out,
+                "disk": u.disk, "maintenance": s.maintenance,
+                "acl": {"allow": s.allow, "deny": s.deny}, "limits": s.limits,
             }))
             .into());
         }
-        Ok(format!(
+        let mut out = format!(
             "name:     {}\ncreated:  {} by {}\nuid:      {} (its builds and processes run as it)\n",
             app.name,
             utc(app.created_at),
             app.created_by,
             app.uid
-        )
-        .into())
+        );
+        out += &format!(
+            "traffic:  {} requests in 24h ({} in, {} out; 4xx {}, 5xx {})\ndisk:     {} ({})\n",
+            t.requests,
+            human(t.bytes_in),
+            human(t.bytes_out),
+            t.status[3],
+            t.status[4],
+            human(u.disk.total),
+            u.disk.parts()
+        );
+        if s.maintenance {
+            out += "maintenance: on (every request gets a 503)\n";
+        }
+        if !s.allow.is_empty() || !s.deny.is_empty() {
+            out += &format!(
+                "acl:      allow {}; deny {}\n",
+                if s.allow.is_empty() {
+                    "any".to_string()
+                } else {
+                    s.allow.join(" ")
+                },
+                if s.deny.is_empty() {
+                    "none".to_string()
+                } else {
+                    s.deny.join(" ")
+                }
+            );
+        }
+        if let Some(q) = s.limits.disk {
+            out += &format!("quota:    {} of disk\n", human(q));
+        }
+        Ok(out.into())
     }
 }

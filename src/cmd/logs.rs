@@ -26,7 +26,7 @@ pub struct Logs {
     /// How many lines of backlog
     #[arg(short = 'n', default_value_t = 100)]
     n: usize,
-    /// Only this process type (web) or process (web.1)
+    /// Only this process type (web) or process (web.1); 'router' for the access log
     #[arg(long)]
     process: Option<ProcessName>,
     /// Only this node ('controller': only build and deploy events)
@@ -58,15 +58,21 @@ impl Command for Logs {
             None => None,
         };
         let n = a.n.min(MAX_LINES);
-        let events_wanted =
-            a.process.is_none() && a.node.as_deref().is_none_or(|n| n == "controller");
+        // The router's access log is part of the event log, not of any node's.
+        let router_only = a.process.as_deref() == Some("router");
+        let events_wanted = router_only
+            || (a.process.is_none() && a.node.as_deref().is_none_or(|n| n == "controller"));
         let core = cx.core;
         // Dropped on every way out, which aborts the node streams and closes their connections.
         let mut streams = core.node_logs(&LogQuery {
             app: &a.app,
             env: &a.env,
-            node: a.node.as_deref(),
-            process: a.process.as_deref(),
+            node: if router_only {
+                Some("controller")
+            } else {
+                a.node.as_deref()
+            },
+            process: a.process.as_deref().filter(|_| !router_only),
             release: release.as_deref(),
             tail: n,
             follow: a.follow,
@@ -75,6 +81,7 @@ impl Command for Logs {
             tailer: core.event_tailer(&a.app),
             last_event: String::new(),
             events_wanted,
+            router_only,
             release,
             since,
         };
@@ -84,6 +91,7 @@ impl Command for Logs {
             let evs = core
                 .events(&a.app, n, move |e| {
                     rel.as_ref().is_none_or(|r| *r == e.release)
+                        && (!router_only || e.kind == "router")
                 })
                 .await;
             for e in evs {
@@ -105,6 +113,8 @@ struct Follow {
     /// The time of the last event passed on.
     last_event: String,
     events_wanted: bool,
+    /// Only the router's access log.
+    router_only: bool,
     /// Only this release (`v3`).
     release: Option<String>,
     /// Only lines from this time on (RFC 3339).
@@ -137,7 +147,8 @@ impl Follow {
                 },
                 _ = tick.tick(), if self.events_wanted => {
                     for e in self.tailer.poll() {
-                        let wanted = self.release.as_ref().is_none_or(|r| *r == e.release);
+                        let wanted = self.release.as_ref().is_none_or(|r| *r == e.release)
+                            && (!self.router_only || e.kind == "router");
                         if e.t > self.last_event && wanted {
                             self.last_event = e.t.clone();
                             out.line(render_event(&e)).await;
@@ -211,8 +222,10 @@ pub fn render_line(node: &str, l: &LogLine) -> String {
 }
 
 pub fn render_event(e: &Event) -> String {
+    // The router's access lines belong to no release.
+    let sep = if e.release.is_empty() { "" } else { " " };
     format!(
-        "{} controller {} {}: {}",
+        "{} controller {}{sep}{}: {}",
         shown_time(&e.t),
         e.kind,
         e.release,

@@ -9,6 +9,8 @@
 mod access;
 mod access_grant;
 mod access_revoke;
+mod acl;
+mod acl_change;
 mod apps;
 mod apps_create;
 mod apps_destroy;
@@ -26,7 +28,10 @@ mod help;
 mod keys;
 mod keys_add;
 mod keys_remove;
+mod limits;
+mod limits_change;
 mod logs;
+mod maintenance;
 mod nodes;
 mod nodes_add;
 mod nodes_info;
@@ -53,6 +58,7 @@ mod services_restore;
 mod shell;
 mod stop_start;
 pub mod table;
+mod usage;
 mod version;
 mod whoami;
 
@@ -285,6 +291,16 @@ commands! {
     ServicesBackup(services_backup::ServicesBackup) = "services:backup",
     ServicesBackups(services_backups::ServicesBackups) = "services:backups",
     ServicesRestore(services_restore::ServicesRestore) = "services:restore",
+    Usage(usage::UsageCmd) = "usage",
+    Limits(limits::Limits) = "limits",
+    LimitsSet(limits_change::LimitsSet) = "limits:set",
+    LimitsUnset(limits_change::LimitsUnset) = "limits:unset",
+    MaintenanceOn(maintenance::MaintenanceOn) = "maintenance:on",
+    MaintenanceOff(maintenance::MaintenanceOff) = "maintenance:off",
+    Acl(acl::Acl) = "acl",
+    AclAllow(acl_change::AclAllow) = "acl:allow",
+    AclDeny(acl_change::AclDeny) = "acl:deny",
+    AclRemove(acl_change::AclRemove) = "acl:remove",
 }
 
 /// Top-level grammar. Command names carry a colon, Heroku style.

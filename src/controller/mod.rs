@@ -5,18 +5,21 @@ mod access;
 mod apps;
 pub mod backups;
 mod builds;
+pub mod edge;
 mod formation;
 pub mod hookserver;
 mod hosts;
 pub mod journal;
 pub mod limits;
 mod logs;
+mod metrics;
 mod nodes;
 pub mod push;
 pub mod queue;
 mod releases;
 mod services;
 mod sessions;
+pub mod usage;
 pub mod view;
 
 /// Where a long use case writes its progress lines.
@@ -100,6 +103,8 @@ pub struct Core {
     local_node: Mutex<Option<NodeRow>>,
     deploy_locks: Mutex<HashMap<(String, String), DeployLock>>,
     queue: queue::BuildQueue,
+    /// Traffic figures already written to the store (usage.rs).
+    traffic_flushed: Mutex<usage::Flushed>,
 }
 
 /// Removes the push from the in-flight table when the SSH side is done with it.
@@ -155,6 +160,7 @@ impl Core {
             local_node: Mutex::new(None),
             deploy_locks: Mutex::default(),
             queue: queue::BuildQueue::new(limits.parallel),
+            traffic_flushed: Mutex::default(),
             limits,
             data,
             store,

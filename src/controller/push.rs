@@ -97,30 +97,15 @@ async fn decide(
             return 1;
         }
     }
-    let mut targets: Vec<&RefUpdate> = vec![];
-    for u in &req.updates {
-        if is_zero(&u.new) {
-            sink.line(format!("-----> {}: deleted {}", push.app, short(&u.name)))
-                .await;
-        } else {
-            sink.line(format!(
-                "-----> {}: received {} {}",
-                push.app,
-                short(&u.name),
-                &u.new[..7]
-            ))
-            .await;
-            if builds_ref(&u.name) && !targets.iter().any(|t| t.new == u.new) {
-                targets.push(u);
-            }
-        }
+    if let Err(e) = within_quota(&core, &push.app, &req.updates).await {
+        sink.line(format!("error: {e}")).await;
+        let _ = core
+            .store()
+            .record_push(&push.app, who, &req.updates, "refused");
+        core.audit_close(audit, "error", &format!("{detail}: {e}"));
+        return 1;
     }
-    if targets.is_empty() && !req.updates.is_empty() {
-        sink.line(
-            "-----> nothing to build: only the default branch (main/master) and v* tags build",
-        )
-        .await;
-    }
+    let targets = announce(&push.app, &req.updates, &mut sink).await;
     // Journalled before anything can go live (see journal.rs).
     let intent = match journal(&core, &push.app, &req, &quarantine, !targets.is_empty()).await {
         Ok(id) => id,
@@ -177,6 +162,51 @@ async fn decide(
             1
         }
     }
+}
+
+/// Says what each ref update is; returns the ones that build (each commit once).
+async fn announce<'a>(app: &str, updates: &'a [RefUpdate], sink: &mut Sink) -> Vec<&'a RefUpdate> {
+    let mut targets: Vec<&RefUpdate> = vec![];
+    for u in updates {
+        if is_zero(&u.new) {
+            sink.line(format!("-----> {}: deleted {}", app, short(&u.name)))
+                .await;
+        } else {
+            sink.line(format!(
+                "-----> {}: received {} {}",
+                app,
+                short(&u.name),
+                &u.new[..7]
+            ))
+            .await;
+            if builds_ref(&u.name) && !targets.iter().any(|t| t.new == u.new) {
+                targets.push(u);
+            }
+        }
+    }
+    if targets.is_empty() && !updates.is_empty() {
+        sink.line(
+            "-----> nothing to build: only the default branch (main/master) and v* tags build",
+        )
+        .await;
+    }
+    targets
+}
+
+/// The pushed objects are in the repository (quarantined) by now: a push that takes the
+/// app past its disk quota is refused before anything is built.
+async fn within_quota(
+    core: &Arc<Core>,
+    app: &str,
+    updates: &[RefUpdate],
+) -> Result<(), super::CoreError> {
+    if updates.iter().all(|u| is_zero(&u.new)) {
+        return Ok(());
+    }
+    let (c, app) = (core.clone(), app.to_string());
+    tokio::task::spawn_blocking(move || c.check_disk_quota(&app))
+        .await
+        .unwrap_or_else(|e| Err(super::CoreError::Other(e.into())))
 }
 
 /// A push that builds is journalled (its intent's id); one that does not cannot make

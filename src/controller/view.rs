@@ -4,15 +4,18 @@
 //! session's input and output are the node client's own.
 
 pub use super::backups::BackupAsk;
+pub use super::edge::{AclChange, AppLimits, AppSettings};
 pub use super::formation::{ProcessRow, Processes, Scaled};
 pub use super::logs::{LogQuery, NodeLog, NodeLogs};
 pub use super::releases::{ConfigChange, ConfigOutcome, Listed, Live};
 pub use super::sessions::{Session, ShellTarget};
+pub use super::usage::{DiskUse, Usage};
 pub use crate::build::human;
 pub use crate::deploy::Count;
 pub use crate::eventlog::{Event, Tailer};
 pub use crate::node::client::{Input, Output};
 pub use crate::node::proto::{LogLine, StatusReply};
 pub use crate::release::Manifest;
+pub use crate::router::{Sample, LATENCY_BOUNDS_MS};
 pub use crate::store::{AccessRow, AppRow, AuditRow, BuildRow, KeyRow, NodeRow, ReleaseRow};
 pub use crate::store::{BackupReason, BackupRow, ReleaseTag};

@@ -299,7 +299,9 @@ pub async fn restore_routes<H: Host>(host: &Arc<H>) {
             }
         }
         tracing::info!(app = %l.app, env = %l.env, version = l.version, upstreams = ups.len(), "route restored");
-        host.router().set_upstreams(&route_key(&l.app, &l.env), ups);
+        let key = route_key(&l.app, &l.env);
+        host.router().set_owner(&key, &l.app, &l.env);
+        host.router().set_upstreams(&key, ups);
     }
 }
 

@@ -661,6 +661,7 @@ impl<H: Host> Rollout<'_, H> {
             .collect();
         // A restart of workers alone leaves the web processes, and so the routes, as they are.
         if opts.only.as_ref().is_none_or(|t| t == "web") {
+            router.set_owner(&key, &plan.app, &plan.env);
             router.set_upstreams(&key, new);
         }
         let now = router.upstreams(&key);

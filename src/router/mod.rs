@@ -11,8 +11,13 @@
 //! over to the next upstream after a refused connection needs the unsent request, streaming
 //! body included, back; the legacy client consumes it.
 
+mod accounting;
+mod acl;
 mod proxy;
 mod upstream;
+
+pub use accounting::{AccessLine, Sample, LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
+pub use acl::{Cidr, Policy};
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -127,6 +132,10 @@ pub struct Router {
     /// One shared [`Upstream`] per address, so its in-flight count and connection pool
     /// survive the address moving between route sets (and `drain` can find it).
     registry: Mutex<HashMap<SocketAddr, Arc<Upstream>>>,
+    /// Traffic accounting and the access log (accounting.rs).
+    ledger: accounting::Ledger,
+    /// Per-app access lists, maintenance and limits (acl.rs).
+    gate: acl::Gate,
 }
 
 struct AppRoute {
@@ -151,6 +160,8 @@ impl Router {
             opts,
             routes: RwLock::new(HashMap::new()),
             registry: Mutex::new(HashMap::new()),
+            ledger: Default::default(),
+            gate: Default::default(),
         })
     }
 

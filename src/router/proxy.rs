@@ -13,6 +13,7 @@ use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use tracing::debug;
 
+use super::accounting::{self, ReqBody};
 use super::upstream::{Sender, Upstream, UpstreamBody};
 use super::{Pick, Router};
 
@@ -44,14 +45,18 @@ pub(super) async fn handle(
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
     let Some(app) = router.app_for_host(host.host()) else {
+        router.count_unrouted();
         return text(
             StatusCode::NOT_FOUND,
             format!("no app '{}' here", printable(host.host())),
         );
     };
     let req = upstream_request(req, &host, peer.ip());
-
-    match forward(router, &app, req).await {
+    let (req, tally) = match accounting::begin(router, &app, peer.ip(), req, started) {
+        Ok(admitted) => admitted,
+        Err(refused) => return *refused,
+    };
+    let resp = match forward(router, &app, req).await {
         Ok(resp) => {
             debug!(
                 app = %app,
@@ -106,7 +111,8 @@ pub(super) async fn handle(
             );
             text(status, msg)
         }
-    }
+    };
+    accounting::end(tally, resp)
 }
 
 struct Forwarded {
@@ -132,7 +138,7 @@ enum Failure {
 async fn forward(
     router: &Router,
     app: &str,
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
 ) -> Result<Forwarded, Failure> {
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
@@ -184,7 +190,7 @@ enum Dispatch {
     /// Nothing was written to the upstream; here is the request back (boxed: this is the
     /// rare path, and it keeps the common result small).
     NotSent(
-        Box<Request<Incoming>>,
+        Box<Request<ReqBody>>,
         Box<dyn std::error::Error + Send + Sync>,
     ),
     Broken(hyper::Error),
@@ -194,7 +200,7 @@ enum Dispatch {
 /// Sends `req` to one upstream, on a pooled connection if one is ready, else on a new one.
 async fn dispatch(
     upstream: &Upstream,
-    mut req: Request<Incoming>,
+    mut req: Request<ReqBody>,
     connect_timeout: Duration,
     upstream_timeout: Duration,
 ) -> Result<(Response<Incoming>, Sender), Dispatch> {

@@ -19,7 +19,7 @@ use tokio::sync::Notify;
 use tracing::debug;
 
 /// Requests are forwarded with the client's body as-is, so request bodies stream.
-pub(super) type Sender = SendRequest<Incoming>;
+pub(super) type Sender = SendRequest<super::accounting::ReqBody>;
 
 /// Idle connections kept per upstream; beyond this a finished connection is simply closed.
 const MAX_IDLE_PER_UPSTREAM: usize = 32;

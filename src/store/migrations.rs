@@ -190,6 +190,25 @@ pub(super) const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL,
         PRIMARY KEY(service_id, app, env),
         UNIQUE(app, env, var));",
+    // 11: traffic per app environment in buckets of `span` seconds from `start` (minutes,
+    // rolled up into hours and days; store/usage.rs), and each app's router policy and
+    // limits as one JSON document (maintenance, access lists, rate limits, disk quota)
+    "CREATE TABLE traffic(
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        span INTEGER NOT NULL,
+        start INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        s1 INTEGER NOT NULL, s2 INTEGER NOT NULL, s3 INTEGER NOT NULL,
+        s4 INTEGER NOT NULL, s5 INTEGER NOT NULL,
+        bytes_in INTEGER NOT NULL,
+        bytes_out INTEGER NOT NULL,
+        latency TEXT NOT NULL,
+        latency_us INTEGER NOT NULL,
+        PRIMARY KEY(app, env, span, start));
+     CREATE TABLE app_settings(
+        app TEXT PRIMARY KEY,
+        doc TEXT NOT NULL);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

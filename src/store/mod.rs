@@ -10,6 +10,7 @@ mod intents;
 mod migrations;
 mod nodes;
 mod services;
+mod usage;
 
 pub use golive::GoLive;
 pub use intents::{PushIntent, RefMove};
@@ -18,6 +19,7 @@ pub use services::{LinkRow, NewService, ServiceRow};
 
 pub use backups::{BackupReason, BackupRow, NewBackup, ReleaseTag};
 pub use builds::{BuildRow, NewRelease, ReleaseRow};
+pub use usage::TrafficRow;
 
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
@@ -325,6 +327,8 @@ impl Store {
             "builds",
             "live",
             "deploys",
+            "traffic",
+            "app_settings",
         ] {
             tx.execute(&format!("DELETE FROM {t} WHERE app=?1"), [name])?;
         }

@@ -1,0 +1,313 @@
+//! What stands in front of an app, per app: maintenance mode (with its page from the repo),
+//! IP access lists, request rate limits and caps, and the disk quota. Kept as one JSON
+//! document per app in the store (`app_settings`) and handed to the router as its policy
+//! whenever it changes and at start.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Core, CoreError};
+use crate::router::{Cidr, Policy};
+
+/// The largest maintenance page taken from a repo.
+pub const MAX_PAGE: usize = 64 << 10;
+/// The file at the top of the app's repo that replaces the default maintenance text.
+pub const PAGE_FILE: &str = "maintenance.html";
+/// Access list entries an app may have.
+const MAX_RULES: usize = 256;
+
+/// An app's settings (what `maintenance:*`, `acl:*` and `limits:*` change).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppSettings {
+    pub maintenance: bool,
+    /// The maintenance page read from the live release's commit when maintenance went on.
+    pub page: Option<String>,
+    pub allow: Vec<String>,
+    pub deny: Vec<String>,
+    pub limits: AppLimits,
+}
+
+/// Per-app limits (`limits:set APP disk=2G rate=100 client-rate=10 conns=50`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppLimits {
+    /// Bytes of disk the app may use (repo, releases, build cache, logs); a push past it is
+    /// refused.
+    pub disk: Option<u64>,
+    /// Requests a second to the app.
+    pub rate: Option<u32>,
+    /// Requests a second to the app from one client address.
+    pub client_rate: Option<u32>,
+    /// Requests in progress at once.
+    pub conns: Option<u32>,
+}
+
+/// The limit names `limits:set` takes, in display order.
+pub const LIMIT_NAMES: [&str; 4] = ["disk", "rate", "client-rate", "conns"];
+
+impl AppLimits {
+    /// Sets one limit from `name=value` text (`value` already parsed by the caller for
+    /// sizes: a number of bytes).
+    pub fn set(&mut self, name: &str, value: u64) -> Result<(), CoreError> {
+        let small = |v: u64| -> Result<Option<u32>, CoreError> {
+            match u32::try_from(v) {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
+                _ => Err(CoreError::Invalid(format!(
+                    "{name} must be 1 to 1000000 (limits:unset removes it)"
+                ))),
+            }
+        };
+        match name {
+            "disk" if value == 0 => {
+                return Err(CoreError::Invalid(
+                    "disk must be more than 0 (limits:unset removes it)".into(),
+                ))
+            }
+            "disk" => self.disk = Some(value),
+            "rate" => self.rate = small(value)?,
+            "client-rate" => self.client_rate = small(value)?,
+            "conns" => self.conns = small(value)?,
+            _ => return Err(unknown_limit(name)),
+        }
+        Ok(())
+    }
+
+    pub fn unset(&mut self, name: &str) -> Result<(), CoreError> {
+        match name {
+            "disk" => self.disk = None,
+            "rate" => self.rate = None,
+            "client-rate" => self.client_rate = None,
+            "conns" => self.conns = None,
+            _ => return Err(unknown_limit(name)),
+        }
+        Ok(())
+    }
+}
+
+fn unknown_limit(name: &str) -> CoreError {
+    let shown: String = name.chars().filter(|c| !c.is_control()).take(40).collect();
+    CoreError::Invalid(format!(
+        "unknown limit '{shown}' (one of: {})",
+        LIMIT_NAMES.join(", ")
+    ))
+}
+
+impl AppSettings {
+    fn policy(&self) -> Policy {
+        // Entries were checked when they were added; one that no longer parses is skipped.
+        let blocks = |v: &[String]| v.iter().filter_map(|c| c.parse().ok()).collect();
+        Policy {
+            allow: blocks(&self.allow),
+            deny: blocks(&self.deny),
+            maintenance: self.maintenance,
+            page: self.page.clone(),
+            rate: self.limits.rate,
+            client_rate: self.limits.client_rate,
+            max_concurrent: self.limits.conns,
+        }
+    }
+}
+
+/// Which list `acl:*` changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AclChange {
+    Allow,
+    Deny,
+    Remove,
+}
+
+impl Core {
+    /// An app's settings (the defaults if it has none).
+    pub fn app_settings(&self, app: &str) -> Result<AppSettings, CoreError> {
+        self.app(app)?;
+        Ok(match self.store.app_settings(app)? {
+            Some(doc) => serde_json::from_str(&doc).map_err(anyhow::Error::from)?,
+            None => AppSettings::default(),
+        })
+    }
+
+    /// Reads, changes and stores an app's settings, then hands the router the new policy.
+    /// `change` refusing leaves everything as it was.
+    fn change_settings(
+        &self,
+        app: &str,
+        change: impl FnOnce(&mut AppSettings) -> Result<(), CoreError>,
+    ) -> Result<AppSettings, CoreError> {
+        let mut s = self.app_settings(app)?;
+        change(&mut s)?;
+        let doc = serde_json::to_string(&s).map_err(anyhow::Error::from)?;
+        self.store.set_app_settings(app, &doc)?;
+        self.router.set_policy(app, s.policy());
+        Ok(s)
+    }
+
+    /// At start: every app's policy to the router.
+    pub fn restore_policies(&self) -> Result<usize, CoreError> {
+        let all = self.store.all_app_settings()?;
+        for (app, doc) in &all {
+            match serde_json::from_str::<AppSettings>(doc) {
+                Ok(s) => self.router.set_policy(app, s.policy()),
+                Err(e) => tracing::error!(app = %app, error = %e, "unreadable app settings"),
+            }
+        }
+        Ok(all.len())
+    }
+
+    /// Maintenance on (with the page from the live release's `maintenance.html`, if it has
+    /// one: returns whether it did) or off.
+    pub fn set_maintenance(&self, app: &str, on: bool) -> Result<bool, CoreError> {
+        let page = if on {
+            self.maintenance_page(app)?
+        } else {
+            None
+        };
+        let custom = page.is_some();
+        self.change_settings(app, |s| {
+            s.maintenance = on;
+            s.page = page;
+            Ok(())
+        })?;
+        Ok(custom)
+    }
+
+    /// `maintenance.html` at the top of the production release's commit, read from the
+    /// repository's objects (a regular file, not a link; at most [`MAX_PAGE`], UTF-8).
+    fn maintenance_page(&self, app: &str) -> Result<Option<String>, CoreError> {
+        let Some(live) = self.store.live(app, "production")? else {
+            return Ok(None);
+        };
+        let Some(rel) = self.store.release(app, live.version)? else {
+            return Ok(None);
+        };
+        let repo = crate::git::export::open(
+            &self.data.repo(app),
+            &crate::git::export::Quarantine {
+                object_dir: None,
+                alternates: None,
+            },
+        )
+        .map_err(|e| CoreError::Other(anyhow::anyhow!("cannot open the repository: {e}")))?;
+        let Some(bytes) = crate::git::export::read_top_file(&repo, &rel.git_sha, PAGE_FILE) else {
+            return Ok(None);
+        };
+        if bytes.len() > MAX_PAGE {
+            return Err(CoreError::Invalid(format!(
+                "{PAGE_FILE} is {} bytes; the most is {MAX_PAGE}",
+                bytes.len()
+            )));
+        }
+        String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| CoreError::Invalid(format!("{PAGE_FILE} is not UTF-8")))
+    }
+
+    /// Adds address blocks to the allow or deny list, or removes them from both. Every
+    /// block is checked before anything changes. Returns the lists as they are now.
+    pub fn change_acl(
+        &self,
+        app: &str,
+        change: AclChange,
+        blocks: &[String],
+    ) -> Result<AppSettings, CoreError> {
+        let parsed: Vec<Cidr> = blocks
+            .iter()
+            .map(|b| b.parse::<Cidr>().map_err(CoreError::Invalid))
+            .collect::<Result<_, _>>()?;
+        self.change_settings(app, |s| {
+            for c in parsed.iter().map(Cidr::to_string) {
+                match change {
+                    AclChange::Allow | AclChange::Deny => {
+                        let list = if change == AclChange::Allow {
+                            &mut s.allow
+                        } else {
+                            &mut s.deny
+                        };
+                        if !list.contains(&c) {
+                            list.push(c);
+                        }
+                    }
+                    AclChange::Remove => {
+                        let before = s.allow.len() + s.deny.len();
+                        s.allow.retain(|x| *x != c);
+                        s.deny.retain(|x| *x != c);
+                        if s.allow.len() + s.deny.len() == before {
+                            return Err(CoreError::Invalid(format!(
+                                "{c} is not in the access list of '{app}'"
+                            )));
+                        }
+                    }
+                }
+            }
+            if s.allow.len() + s.deny.len() > MAX_RULES {
+                return Err(CoreError::Invalid(format!(
+                    "an access list holds at most {MAX_RULES} entries"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Sets and removes limits (all checked before anything changes).
+    pub fn change_limits(
+        &self,
+        app: &str,
+        set: &[(String, u64)],
+        unset: &[String],
+    ) -> Result<AppLimits, CoreError> {
+        let s = self.change_settings(app, |s| {
+            for (name, value) in set {
+                s.limits.set(name, *value)?;
+            }
+            for name in unset {
+                s.limits.unset(name)?;
+            }
+            Ok(())
+        })?;
+        Ok(s.limits)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_checked_and_settings_read_back() {
+        let mut l = AppLimits::default();
+        l.set("disk", 2 << 30).unwrap();
+        l.set("rate", 100).unwrap();
+        l.set("client-rate", 5).unwrap();
+        l.set("conns", 7).unwrap();
+        for (name, v) in [
+            ("disk", 0),
+            ("rate", 0),
+            ("rate", 1 << 40),
+            ("conns", 2_000_000),
+        ] {
+            assert!(l.set(name, v).is_err(), "{name}={v}");
+        }
+        assert!(l.set("memory", 1).is_err());
+        assert!(l.unset("bogus").is_err());
+        let s = AppSettings {
+            maintenance: true,
+            allow: vec!["10.0.0.0/8".into()],
+            limits: l.clone(),
+            ..Default::default()
+        };
+        let doc = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<AppSettings>(&doc).unwrap(), s);
+        assert_eq!(
+            serde_json::from_str::<AppSettings>("{}").unwrap(),
+            AppSettings::default()
+        );
+        let p = s.policy();
+        assert!(p.maintenance);
+        assert_eq!(p.allow.len(), 1);
+        assert_eq!(
+            (p.rate, p.client_rate, p.max_concurrent),
+            (Some(100), Some(5), Some(7))
+        );
+        l.unset("disk").unwrap();
+        assert_eq!(l.disk, None);
+    }
+}

@@ -1,0 +1,318 @@
+//! Accounting: the router's traffic figures written down as per-minute buckets (rolled up
+//! by the store), the access log written into each app's event log, the disk an app uses,
+//! and the disk quota a push is checked against.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Core, CoreError};
+use crate::router::{AccessLine, Sample};
+use crate::store::TrafficRow;
+
+/// How often the figures are written down.
+const FLUSH_EVERY: Duration = Duration::from_secs(60);
+/// How often old buckets are rolled up.
+const ROLL_UP_EVERY: Duration = Duration::from_secs(3600);
+/// The span of the buckets written.
+const MINUTE: i64 = 60;
+/// Access log lines written per batch.
+const ACCESS_BATCH: usize = 512;
+
+/// What `usage` shows: traffic per environment over the span asked for, and disk.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Usage {
+    pub app: String,
+    pub since: i64,
+    pub envs: Vec<(String, Sample)>,
+    pub total: Sample,
+    pub disk: DiskUse,
+}
+
+/// Bytes an app takes on the controller, by what holds them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DiskUse {
+    pub repo: u64,
+    pub releases: u64,
+    pub build_cache: u64,
+    pub logs: u64,
+    /// The data dir lives on the nodes; not measured from the controller yet.
+    pub data: Option<u64>,
+    /// Backing services (databases and the like), once they exist.
+    pub services: Option<u64>,
+    pub total: u64,
+}
+
+impl DiskUse {
+    /// `repo 1.0 MB, releases 2.0 MB, ...` for messages.
+    pub fn parts(&self) -> String {
+        use crate::build::human;
+        format!(
+            "repo {}, releases {}, build cache {}, logs {}",
+            human(self.repo),
+            human(self.releases),
+            human(self.build_cache),
+            human(self.logs)
+        )
+    }
+}
+
+/// Figures already written down, per (app, env), so each flush stores only what is new.
+pub(super) type Flushed = HashMap<(String, String), Sample>;
+
+impl Core {
+    /// `app`'s traffic since `since` (unix seconds), per environment (one, or all), plus
+    /// what the router counted that is not written down yet, and its disk use.
+    pub fn usage(&self, app: &str, env: Option<&str>, since: i64) -> Result<Usage, CoreError> {
+        self.app(app)?;
+        let mut envs = {
+            // Held across the store read so a flush cannot move figures from memory to the
+            // store in between (counting them twice or not at all).
+            let flushed = self.lock_flushed();
+            let mut envs = self.store.traffic(app, env, since)?;
+            for (a, e, live) in self.router.traffic() {
+                if a != app || env.is_some_and(|want| want != e) {
+                    continue;
+                }
+                let new = unflushed(&flushed, &a, &e, &live);
+                match envs.iter_mut().find(|(x, _)| *x == e) {
+                    Some((_, s)) => s.add(&new),
+                    None if !new.is_empty() => envs.push((e, new)),
+                    None => {}
+                }
+            }
+            envs
+        };
+        envs.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut total = Sample::default();
+        for (_, s) in &envs {
+            total.add(s);
+        }
+        Ok(Usage {
+            app: app.to_string(),
+            since,
+            envs,
+            total,
+            disk: self.disk_use(app),
+        })
+    }
+
+    /// Writes what the router counted since the last flush into the minute bucket of `now`.
+    pub fn flush_traffic(&self, now: i64) -> Result<(), CoreError> {
+        let mut flushed = self.lock_flushed();
+        let minute = now - now.rem_euclid(MINUTE);
+        let current = self.router.traffic();
+        let rows: Vec<TrafficRow> = current
+            .iter()
+            .filter_map(|(app, env, live)| {
+                let new = unflushed(&flushed, app, env, live);
+                (!new.is_empty()).then(|| TrafficRow {
+                    app: app.clone(),
+                    env: env.clone(),
+                    span: MINUTE,
+                    start: minute,
+                    sample: new,
+                })
+            })
+            .collect();
+        if !rows.is_empty() {
+            self.store.add_traffic(&rows)?;
+        }
+        for (app, env, live) in current {
+            flushed.insert((app, env), live);
+        }
+        Ok(())
+    }
+
+    fn lock_flushed(&self) -> std::sync::MutexGuard<'_, Flushed> {
+        self.traffic_flushed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Bytes `app` takes under the data dir.
+    pub fn disk_use(&self, app: &str) -> DiskUse {
+        let logs = self.data.logs();
+        let event_log = crate::eventlog::path(&logs, app);
+        let mut rotated = event_log.clone().into_os_string();
+        rotated.push(".1");
+        let mut d = DiskUse {
+            repo: du(&self.data.repo(app)),
+            releases: du(&self.data.releases(app)),
+            build_cache: du(&self.data.cache(app)),
+            logs: du(&event_log) + du(Path::new(&rotated)) + du(&logs.join("builds").join(app)),
+            data: None,
+            services: None,
+            total: 0,
+        };
+        d.total = d.repo + d.releases + d.build_cache + d.logs;
+        d
+    }
+
+    /// A push to `app` is checked against its disk quota before anything is built: the
+    /// repository holds the pushed objects by now. Over it, releases beyond the pinned,
+    /// live and rollback ones are pruned first; still over, the push is refused with the
+    /// figures.
+    pub fn check_disk_quota(&self, app: &str) -> Result<(), CoreError> {
+        let Some(quota) = self.app_settings(app)?.limits.disk else {
+            return Ok(());
+        };
+        let mut used = self.disk_use(app);
+        if used.total > quota {
+            crate::release::prune(&self.data, &self.store, app, 0);
+            used = self.disk_use(app);
+        }
+        if used.total > quota {
+            use crate::build::human;
+            return Err(CoreError::Invalid(format!(
+                "disk quota exceeded: '{app}' would use {} of its {} ({}; old releases were pruned first); raise it with limits:set {app} disk=SIZE",
+                human(used.total),
+                human(quota),
+                used.parts()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What the router counted for (app, env) that is not written down yet. Counters that went
+/// backwards (the route was handed to a new site) start over from zero.
+fn unflushed(flushed: &Flushed, app: &str, env: &str, live: &Sample) -> Sample {
+    match flushed.get(&(app.to_string(), env.to_string())) {
+        Some(prev) if prev.requests <= live.requests && prev.bytes_out <= live.bytes_out => {
+            live.since(prev)
+        }
+        _ => live.clone(),
+    }
+}
+
+/// Bytes of the regular files under `p` (not following links; a file linked twice counts
+/// once). Missing: 0.
+pub fn du(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen: HashSet<(u64, u64)> = HashSet::new();
+    let mut total = 0;
+    let mut stack = vec![p.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            continue;
+        };
+        if m.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.filter_map(Result::ok).map(|e| e.path()));
+            }
+        } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
+            total += m.len();
+        }
+    }
+    total
+}
+
+/// The controller's accounting task until shutdown: flushes the router's figures every
+/// minute (and once more at the end), rolls old buckets up every hour, and writes the
+/// access log into each app's event log as it comes.
+pub async fn run(core: std::sync::Arc<Core>) {
+    let mut access = core.router.take_access_log();
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    let mut roll = tokio::time::interval(ROLL_UP_EVERY);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    roll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut batch: Vec<AccessLine> = Vec::with_capacity(ACCESS_BATCH);
+    loop {
+        tokio::select! {
+            _ = core.shutdown().cancelled() => break,
+            _ = flush.tick() => flush_now(&core).await,
+            _ = roll.tick() => {
+                let c = core.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = c.store.roll_up_traffic(crate::timefmt::now()) {
+                        tracing::warn!(error = %e, "cannot roll up traffic");
+                    }
+                }).await;
+            }
+            n = recv_some(&mut access, &mut batch) => {
+                if n == 0 {
+                    access = None;
+                    continue;
+                }
+                let lines = std::mem::take(&mut batch);
+                let logs = core.data.logs();
+                let _ = tokio::task::spawn_blocking(move || write_access(&logs, lines)).await;
+            }
+        }
+    }
+    flush_now(&core).await;
+}
+
+async fn flush_now(core: &std::sync::Arc<Core>) {
+    let c = core.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(e) = c.flush_traffic(crate::timefmt::now()) {
+            tracing::warn!(error = %e, "cannot write traffic figures");
+        }
+    })
+    .await;
+}
+
+/// Up to a batch of access lines (waits for the first); 0 when the log is closed.
+async fn recv_some(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<AccessLine>>,
+    into: &mut Vec<AccessLine>,
+) -> usize {
+    match rx {
+        Some(rx) => rx.recv_many(into, ACCESS_BATCH).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn write_access(logs: &Path, lines: Vec<AccessLine>) {
+    let mut by_app: HashMap<String, Vec<String>> = HashMap::new();
+    for l in lines {
+        by_app.entry(l.app.clone()).or_default().push(l.to_string());
+    }
+    for (app, lines) in by_app {
+        crate::eventlog::append(logs, &app, "router", &lines);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn du_counts_files_once_and_not_links() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path();
+        std::fs::create_dir_all(p.join("a/b")).unwrap();
+        std::fs::write(p.join("a/one"), vec![0u8; 100]).unwrap();
+        std::fs::write(p.join("a/b/two"), vec![0u8; 20]).unwrap();
+        std::fs::hard_link(p.join("a/one"), p.join("a/b/one-again")).unwrap();
+        std::os::unix::fs::symlink("/etc", p.join("a/etc")).unwrap();
+        assert_eq!(du(&p.join("a")), 120);
+        assert_eq!(du(&p.join("a/one")), 100);
+        assert_eq!(du(&p.join("missing")), 0);
+    }
+
+    #[test]
+    fn only_new_figures_are_flushed() {
+        let mut f = Flushed::new();
+        let live = Sample {
+            requests: 5,
+            bytes_out: 50,
+            ..Default::default()
+        };
+        assert_eq!(unflushed(&f, "a", "production", &live), live);
+        f.insert(("a".into(), "production".into()), live.clone());
+        let later = Sample {
+            requests: 7,
+            bytes_out: 70,
+            ..Default::default()
+        };
+        assert_eq!(unflushed(&f, "a", "production", &later).requests, 2);
+        let reset = Sample {
+            requests: 1,
+            ..Default::default()
+        };
+        assert_eq!(unflushed(&f, "a", "production", &reset), reset);
+    }
+}
