@@ -16,6 +16,9 @@ command -v curl >/dev/null || need+=(curl)
 command -v python3 >/dev/null || need+=(python3)
 command -v script >/dev/null || need+=(bsdutils)
 command -v tmux >/dev/null || need+=(tmux)
+# The swarm tests (scripts/swarm-up.sh): network namespaces, veth pairs, a bridge.
+command -v ip >/dev/null || need+=(iproute2)
+command -v nsenter >/dev/null || need+=(util-linux)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "==> installing: ${need[*]}"
     $SUDO apt-get update -qq

@@ -73,6 +73,13 @@ pub struct Environment {
     pub tags: Option<String>,
     #[serde(default)]
     pub nodes: Option<BTreeMap<String, String>>,
+    /// Run on this cluster (`clusters:add`) instead of nodes.
+    #[serde(default)]
+    pub cluster: Option<String>,
+    /// With `cluster`: Swarm placement constraints on node labels
+    /// (`node.labels.zone==eu-1`).
+    #[serde(default)]
+    pub placement: Option<Vec<String>>,
     #[serde(default)]
     pub scale: Option<BTreeMap<String, u32>>,
     #[serde(default)]
@@ -171,6 +178,9 @@ pub fn parse(text: &str) -> Result<AppConfig, String> {
             crate::names::check("process type", k).map_err(|e| format!("magrathea.yml: {e}"))?;
         }
     }
+    for (name, e) in c.environments.iter().flatten() {
+        check_placement(name, e)?;
+    }
     let scales = c.scale.iter().chain(
         c.environments
             .iter()
@@ -184,6 +194,47 @@ pub fn parse(text: &str) -> Result<AppConfig, String> {
         }
     }
     Ok(c)
+}
+
+/// An environment runs on nodes or on one cluster, and only a cluster takes placement
+/// constraints, each `node.labels.KEY==VALUE` (or `!=`) of plain words.
+fn check_placement(env: &str, e: &Environment) -> Result<(), String> {
+    let word = |w: &str| {
+        !w.is_empty()
+            && w.len() <= 64
+            && w.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    };
+    if let Some(c) = &e.cluster {
+        crate::names::check("cluster", c)
+            .map_err(|err| format!("magrathea.yml environments.{env}.cluster: {err}"))?;
+        if e.nodes.is_some() {
+            return Err(format!(
+                "magrathea.yml environments.{env}: give nodes or cluster, not both"
+            ));
+        }
+    }
+    for p in e.placement.iter().flatten() {
+        if e.cluster.is_none() {
+            return Err(format!(
+                "magrathea.yml environments.{env}.placement: only a cluster takes placement constraints"
+            ));
+        }
+        let ok = p.strip_prefix("node.labels.").is_some_and(|rest| {
+            let (k, v) = rest
+                .split_once("==")
+                .or_else(|| rest.split_once("!="))
+                .unwrap_or(("", ""));
+            word(k) && word(v)
+        });
+        if !ok {
+            return Err(format!(
+                "magrathea.yml environments.{env}.placement: {:?} is not node.labels.KEY==VALUE (or !=)",
+                p.chars().take(80).collect::<String>()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A Procfile: `type: command` per line; `#` comments and blank lines ignored.
@@ -287,6 +338,33 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_environment_runs_on_nodes_or_one_cluster() {
+        let ok = parse(
+            "environments:\n  production: { cluster: sw, placement: [\"node.labels.zone==eu-1\", \"node.labels.gpu!=no\"] }\n",
+        )
+        .unwrap();
+        let e = &ok.environments.unwrap()["production"];
+        assert_eq!(e.cluster.as_deref(), Some("sw"));
+        assert_eq!(e.placement.as_ref().unwrap().len(), 2);
+        for (bad, says) in [
+            ("{ cluster: sw, nodes: { env: prod } }", "not both"),
+            ("{ placement: [\"node.labels.a==b\"] }", "only a cluster"),
+            (
+                "{ cluster: sw, placement: [\"node.role==manager\"] }",
+                "node.labels.KEY==VALUE",
+            ),
+            (
+                "{ cluster: sw, placement: [\"node.labels.a==b c\"] }",
+                "node.labels.KEY==VALUE",
+            ),
+            ("{ cluster: \"Bad Name\" }", "cluster"),
+        ] {
+            let e = parse(&format!("environments:\n  production: {bad}\n")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn app_config() {

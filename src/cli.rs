@@ -82,6 +82,14 @@ pub enum Command {
         /// minus a tenth, at most 2G, for the system)
         #[arg(long, value_name = "SIZE", value_parser = parse_size_arg)]
         memory: Option<i64>,
+        /// Run on a Docker Swarm manager: releases run as Swarm services of the local engine
+        /// (DOCKER_HOST, else the default socket), placed by Swarm over its nodes
+        #[arg(long)]
+        swarm: bool,
+        /// With --swarm: where swarm nodes fetch release tarballs, an address of this
+        /// machine they reach (default: the --listen address, port + 1)
+        #[arg(long, value_name = "ADDR", requires = "swarm")]
+        endpoint: Option<String>,
     },
     /// Git hooks (run by git inside a push, not by hand)
     Hook {

@@ -52,6 +52,8 @@ fn main() {
             controller_key,
             login,
             memory,
+            swarm,
+            endpoint,
         } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
@@ -61,6 +63,7 @@ fn main() {
                     &controller_key,
                     login.limits(64),
                     memory,
+                    swarm.then(|| endpoint.unwrap_or_default()),
                 ))
             }),
         Command::Keys { cmd } => magrathea::serve::keys(cmd),

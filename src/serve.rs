@@ -172,6 +172,11 @@ pub async fn serve(
             }
         });
     }
+    // Swarm moves tasks on its own; routes of environments on clusters follow them.
+    tokio::spawn(crate::deploy::follow_clusters(
+        core.clone(),
+        core.shutdown().clone(),
+    ));
     let ssh = tokio::spawn(crate::ssh::serve(
         core.clone(),
         listener,

@@ -476,7 +476,7 @@ async fn health_check_reports_what_went_wrong_last() {
             content: None,
             strict,
         };
-        let res = runtime::check_health(port, &probe, || async { Ok(()) }).await;
+        let res = runtime::check_health(runtime::loopback(port), &probe, || async { Ok(()) }).await;
         let code = &status[..3];
         match (healthy, strict) {
             (true, _) => res.unwrap(),

@@ -34,7 +34,7 @@ use crate::timefmt::{parse_rfc3339, rfc3339_nanos};
 /// The label `runtime::start` puts on process containers: where their output is archived.
 pub const L_LOGS: &str = "magrathea.logs";
 
-fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     let d = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
@@ -229,7 +229,7 @@ fn labels_of(labels: &HashMap<String, String>) -> Option<Labels> {
     })
 }
 
-fn frame_text(frame: LogOutput) -> String {
+pub(crate) fn frame_text(frame: LogOutput) -> String {
     String::from_utf8_lossy(&frame.into_bytes()).into_owned()
 }
 
@@ -256,7 +256,7 @@ async fn container_lines(
     out
 }
 
-fn push_frame(out: &mut Vec<LogLine>, text: &str, process: &str, release: &str) {
+pub(crate) fn push_frame(out: &mut Vec<LogLine>, text: &str, process: &str, release: &str) {
     for raw in text.split_terminator('\n') {
         let (t, line) = split_docker_line(raw);
         out.push(LogLine {
@@ -301,6 +301,7 @@ pub async fn serve(
     docker: Result<&Docker, String>,
     root: &NodeRoot,
     instance: &str,
+    swarm: bool,
     mut rx: ChannelReadHalf,
     tx: ChannelWriteHalf<Msg>,
 ) {
@@ -335,6 +336,12 @@ pub async fn serve(
         Ok(req) => match (crate::names::check_node_app(&req.app), docker) {
             (Err(e), _) => Err(e.to_string()),
             (_, Err(e)) => Err(e),
+            (Ok(_), Ok(docker)) if swarm => {
+                tokio::select! {
+                    r = super::swarm::logs::stream(docker, &req, &mut out) => r,
+                    _ = gone => Ok(()),
+                }
+            }
             (Ok(_), Ok(docker)) => {
                 tokio::select! {
                     r = stream(docker, root, instance, &req, &mut out) => r,
@@ -359,7 +366,10 @@ pub async fn serve(
     let _ = tx.close().await;
 }
 
-async fn send(out: &mut (impl AsyncWriteExt + Unpin), f: &LogFrame) -> std::io::Result<()> {
+pub(crate) async fn send(
+    out: &mut (impl AsyncWriteExt + Unpin),
+    f: &LogFrame,
+) -> std::io::Result<()> {
     let mut s = serde_json::to_string(f).map_err(std::io::Error::other)?;
     s.push('\n');
     out.write_all(s.as_bytes()).await?;

@@ -18,6 +18,7 @@ pub mod runtime;
 pub mod services;
 pub mod session;
 mod svcbackup;
+pub mod swarm;
 mod verbs;
 
 use std::collections::HashMap;
@@ -43,6 +44,8 @@ pub struct AgentCtx {
     pub capacity: Capacity,
     /// One operation per app at a time on this node.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// `--swarm`: processes are the services of the Swarm this engine manages.
+    pub swarm: Option<swarm::Swarm>,
 }
 
 impl AgentCtx {
@@ -58,6 +61,7 @@ impl AgentCtx {
             docker: OnceCell::new(),
             capacity: runtime::machine_capacity(),
             locks: Default::default(),
+            swarm: None,
         }
     }
 
@@ -91,6 +95,7 @@ pub async fn run(
     controller_key: &str,
     limits: crate::sshd::Limits,
     memory: Option<i64>,
+    swarm: Option<String>,
 ) -> anyhow::Result<()> {
     let text = match std::fs::read_to_string(controller_key) {
         Ok(t) => t,
@@ -103,7 +108,11 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let ctx = Arc::new(AgentCtx::new(root, key.fingerprint).with_memory(memory));
+    let mut ctx = AgentCtx::new(root, key.fingerprint).with_memory(memory);
+    if let Some(endpoint) = swarm {
+        ctx.swarm = Some(start_swarm(&ctx, &listener, &endpoint).await?);
+    }
+    let ctx = Arc::new(ctx);
     let stop = crate::shutdown::StopSignals::register().context("cannot handle SIGTERM")?;
     println!(
         "host key {}",
@@ -120,6 +129,52 @@ pub async fn run(
     });
     serve_on(ctx, listener, host_key, shutdown, limits).await;
     Ok(())
+}
+
+/// `--swarm`: the engine must be a swarm manager; the release endpoint listens on
+/// `endpoint` (default: the SSH listener's address, port + 1).
+async fn start_swarm(
+    ctx: &AgentCtx,
+    listener: &tokio::net::TcpListener,
+    endpoint: &str,
+) -> anyhow::Result<swarm::Swarm> {
+    let docker = ctx.docker().await.context("--swarm: Docker")?;
+    let info = docker.raw().info().await.context("--swarm: docker info")?;
+    let manager = info
+        .swarm
+        .as_ref()
+        .and_then(|s| s.control_available)
+        .unwrap_or(false);
+    anyhow::ensure!(
+        manager,
+        "--swarm: this Docker engine is not a swarm manager (docker swarm init, or run the \
+         agent on a manager node)"
+    );
+    let addr: SocketAddr = if endpoint.is_empty() {
+        let l = listener.local_addr()?;
+        SocketAddr::new(l.ip(), l.port() + 1)
+    } else {
+        endpoint
+            .parse()
+            .with_context(|| format!("--endpoint {endpoint}: expected IP:PORT"))?
+    };
+    anyhow::ensure!(
+        !addr.ip().is_unspecified(),
+        "--swarm: swarm nodes need an address to fetch releases from: give --endpoint IP:PORT"
+    );
+    let endpoint_listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (the release endpoint)"))?;
+    // Release commands and `run` share the node's network, as the tasks do.
+    runtime::use_host_network();
+    let tarballs = swarm::endpoint::Tarballs::new(ctx.root.root());
+    tokio::spawn(swarm::endpoint::serve(endpoint_listener, tarballs.clone()));
+    println!("release endpoint on {addr}");
+    Ok(swarm::Swarm {
+        endpoint: addr,
+        tarballs,
+        next_base: Default::default(),
+    })
 }
 
 /// Serve an agent on `listener` (also used in-process for the controller's `local` node).

@@ -60,6 +60,7 @@ pub(super) async fn prepare(
                 ptype: r.ptype,
                 index: r.index,
                 port: r.port,
+                addr: None,
             })
             .collect(),
     })
@@ -142,7 +143,7 @@ async fn check_web(
                 strict: h.strict,
             };
             let alive = || still_up(docker, &r.container, &r.ptype, r.index);
-            if let Err(e) = runtime::check_health(r.port, &probe, alive).await {
+            if let Err(e) = runtime::check_health(runtime::loopback(r.port), &probe, alive).await {
                 // Why, in the app's own words: its last lines, before the verdict.
                 let lines = runtime::last_lines(docker, &r.container, 20).await;
                 if !lines.is_empty() {

@@ -28,13 +28,29 @@ pub(super) async fn receive(
         }
     });
     let root = ctx.root.clone();
+    // A swarm agent keeps the tarball too: its tasks fetch it from the release endpoint.
+    let keep = match &ctx.swarm {
+        Some(sw) if !sw.tarballs.has(&req.app, &req.release) => Some(sw.tarballs.clone()),
+        _ => None,
+    };
     let res = tokio::task::spawn_blocking(move || {
-        root.receive(
-            &req.app,
-            &req.release,
-            &req.sha256,
-            ChunkReader::new(chunks),
-        )
+        let reader = ChunkReader::new(chunks);
+        let Some(t) = keep else {
+            return root.receive(&req.app, &req.release, &req.sha256, reader);
+        };
+        let (tmp, file) = t.temp()?;
+        let mut tee = super::swarm::endpoint::Tee {
+            inner: reader,
+            file,
+            failed: false,
+        };
+        let r = root.receive(&req.app, &req.release, &req.sha256, &mut tee);
+        let kept = match (&r, tee.failed) {
+            (Ok(_), false) => t.keep(&req.app, &req.release, &req.sha256, &tmp),
+            _ => Ok(()),
+        };
+        let _ = std::fs::remove_file(&tmp);
+        kept.and(r)
     })
     .await
     .map_err(|e| AgentError::Internal(e.to_string()))?;

@@ -327,12 +327,14 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
         return Err("shell needs a terminal; use ssh -t".into());
     };
     let docker = ctx.docker().await.map_err(|e| e.to_string())?;
-    let procs: Vec<ProcInfo> = runtime::list(docker, &ctx.instance, Some(&req.app))
-        .await
-        .map_err(|e| e.to_string())?
-        .into_iter()
-        .filter(|p| p.release == req.release)
-        .collect();
+    let procs: Vec<ProcInfo> = match ctx.swarm {
+        Some(_) => super::swarm::list_tasks(docker, true).await.map(|(_, t)| t),
+        None => runtime::list(docker, &ctx.instance, Some(&req.app)).await,
+    }
+    .map_err(|e| e.to_string())?
+    .into_iter()
+    .filter(|p| p.app == req.app && p.release == req.release)
+    .collect();
     let Some(p) = pick_process(&procs, req.process.as_deref()) else {
         let what = req.process.as_deref().unwrap_or("process");
         return Err(format!(
@@ -340,6 +342,11 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
             req.app, req.release
         ));
     };
+    let mut p = p.clone();
+    if ctx.swarm.is_some() {
+        // A task's container, if it runs on this engine (the manager's).
+        p.container = super::swarm::local_container(docker, &p).await?;
+    }
     let argv: Vec<String> = SHELL_ARGV.iter().map(|s| s.to_string()).collect();
     let mark = crate::keys::random_hex(8);
     let config = ExecConfig {
@@ -628,6 +635,8 @@ mod tests {
             generation,
             memory: 0,
             cpu: 0.0,
+            addr: None,
+            node: None,
         }
     }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::AgentError;
 use super::runtime::{self, ProcessSpec};
+use super::swarm;
 use super::AgentCtx;
 use crate::node::proto::*;
 
@@ -96,7 +97,8 @@ pub(super) async fn exec(
     if verb == LogsReq::VERB {
         // Streams JSON lines (not one reply) until done or the channel closes.
         let docker = ctx.docker().await.map_err(|e| e.to_string());
-        super::logs::serve(docker, &ctx.root, &ctx.instance, rx, tx).await;
+        let swarm = ctx.swarm.is_some();
+        super::logs::serve(docker, &ctx.root, &ctx.instance, swarm, rx, tx).await;
         return;
     }
     if verb == ServiceDumpReq::VERB {
@@ -177,6 +179,7 @@ pub(super) async fn exec(
                 ServiceUserReq,
                 ServiceStatusReq,
                 ServiceDestroyReq,
+                ClusterReq,
             ]
         )
     };
@@ -187,13 +190,30 @@ pub(super) async fn exec(
 
 impl Handle for StatusReq {
     async fn handle(self, call: &Call<'_>) -> Result<StatusReply, AgentError> {
-        status(call.ctx).await
+        match call.ctx.swarm {
+            Some(_) => swarm::status(call.ctx).await,
+            None => status(call.ctx).await,
+        }
     }
 }
 
 impl Handle for PrepareReq {
     async fn handle(self, call: &Call<'_>) -> Result<PrepareReply, AgentError> {
-        super::prepare::prepare(call.ctx, self, call.progress).await
+        match &call.ctx.swarm {
+            Some(sw) => swarm::prepare(call.ctx, sw, self, call.progress).await,
+            None => super::prepare::prepare(call.ctx, self, call.progress).await,
+        }
+    }
+}
+
+impl Handle for ClusterReq {
+    async fn handle(self, call: &Call<'_>) -> Result<ClusterReply, AgentError> {
+        match call.ctx.swarm {
+            Some(_) => swarm::cluster_info(call.ctx).await,
+            None => Err(AgentError::Invalid(
+                "this agent does not run a swarm (magrathea agent --swarm)".into(),
+            )),
+        }
     }
 }
 
@@ -209,6 +229,13 @@ impl Handle for SwitchReq {
 impl Handle for RetireReq {
     async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, AgentError> {
         // Everything but what this rollout started (of the types it restarted).
+        if call.ctx.swarm.is_some() {
+            return swarm::stop_where(call.ctx, &self.app, |l| {
+                (l.release != self.release || l.generation != self.generation)
+                    && (self.only.is_empty() || self.only.contains(&l.ptype))
+            })
+            .await;
+        }
         stop_where(call.ctx, &self.app, |p| {
             (p.release != self.release || p.generation != self.generation)
                 && (self.only.is_empty() || self.only.contains(&p.ptype))
@@ -219,6 +246,12 @@ impl Handle for RetireReq {
 
 impl Handle for AbortReq {
     async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, AgentError> {
+        if call.ctx.swarm.is_some() {
+            return swarm::stop_where(call.ctx, &self.app, |l| {
+                l.release == self.release && l.generation == self.generation
+            })
+            .await;
+        }
         stop_where(call.ctx, &self.app, |p| {
             p.release == self.release && p.generation == self.generation
         })
@@ -245,6 +278,9 @@ impl Handle for GcReq {
     async fn handle(self, call: &Call<'_>) -> Result<Vec<String>, AgentError> {
         let ctx = call.ctx;
         let removed = ctx.root.gc(&self.app, &self.keep)?;
+        if let Some(sw) = &ctx.swarm {
+            sw.tarballs.gc(&self.app, &ctx.root.releases(&self.app));
+        }
         // Scratch dirs of containers that went without us (a crash, a cut session).
         if let Ok(docker) = ctx.docker().await {
             runtime::sweep_scratch(docker, &ctx.root, &ctx.instance, &self.app).await;
@@ -354,6 +390,9 @@ async fn purge(ctx: &AgentCtx, req: PurgeReq) -> Result<PurgeReply, AgentError> 
     crate::names::check("app", &req.app)?;
     let docker = ctx.docker().await?;
     let mut stopped = 0;
+    if let Some(sw) = &ctx.swarm {
+        stopped += super::swarm::purge(ctx, sw, &req.app).await?;
+    }
     for p in runtime::list(docker, &ctx.instance, None).await? {
         if crate::names::node_app_of(&p.app) == Some(req.app.as_str()) {
             runtime::stop(docker, &p.container, Duration::from_secs(10)).await;

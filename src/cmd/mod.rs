@@ -20,6 +20,10 @@ mod builds;
 mod builds_cancel;
 mod builds_log;
 mod builds_purge_cache;
+mod clusters;
+mod clusters_add;
+mod clusters_info;
+mod clusters_remove;
 mod config;
 mod config_change;
 mod config_get;
@@ -271,6 +275,10 @@ commands! {
     Stop(stop_start::Stop) = "stop",
     Start(stop_start::Start) = "start",
     Rollback(rollback::Rollback) = "rollback",
+    Clusters(clusters::Clusters) = "clusters",
+    ClustersAdd(clusters_add::ClustersAdd) = "clusters:add",
+    ClustersRemove(clusters_remove::ClustersRemove) = "clusters:remove",
+    ClustersInfo(clusters_info::ClustersInfo) = "clusters:info",
     Nodes(nodes::Nodes) = "nodes",
     NodesAdd(nodes_add::NodesAdd) = "nodes:add",
     NodesRemove(nodes_remove::NodesRemove) = "nodes:remove",

@@ -92,7 +92,8 @@ impl Core {
                     .map(|(t, _)| (now - t).max(0));
                 rows.push(ProcessRow {
                     process: format!("{}.{}", p.ptype, p.index),
-                    node: node.clone(),
+                    // A swarm task: the swarm node it landed on.
+                    node: p.node.clone().unwrap_or_else(|| node.clone()),
                     release: p.release.split('-').next().unwrap_or("").to_string(),
                     state: p.state.clone(),
                     uptime_secs: up,

@@ -5,6 +5,7 @@ mod access;
 mod apps;
 pub mod backups;
 mod builds;
+mod clusters;
 pub mod edge;
 mod formation;
 pub mod hookserver;

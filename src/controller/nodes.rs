@@ -18,9 +18,13 @@ pub struct NewNode {
 }
 
 impl Core {
-    /// Every node (see [`Core::all_nodes`]).
+    /// Every node (see [`Core::all_nodes`]), clusters aside.
     pub fn nodes(&self) -> Result<Vec<NodeRow>, CoreError> {
-        Ok(self.all_nodes()?)
+        Ok(self
+            .all_nodes()?
+            .into_iter()
+            .filter(|n| !n.is_cluster())
+            .collect())
     }
 
     /// The controller's public key in OpenSSH form, for `magrathea agent --controller-key`.
@@ -138,7 +142,12 @@ impl Core {
         &self,
         selector: &std::collections::BTreeMap<String, String>,
     ) -> Result<Vec<NodeRow>, StoreError> {
-        let nodes = self.all_nodes()?;
+        // Clusters are chosen by name (`cluster:`), never by labels.
+        let nodes: Vec<NodeRow> = self
+            .all_nodes()?
+            .into_iter()
+            .filter(|n| !n.is_cluster())
+            .collect();
         let only_local = nodes.len() == 1 && nodes[0].name == "local";
         Ok(nodes
             .into_iter()

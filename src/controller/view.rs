@@ -14,7 +14,7 @@ pub use crate::build::human;
 pub use crate::deploy::Count;
 pub use crate::eventlog::{Event, Tailer};
 pub use crate::node::client::{Input, Output};
-pub use crate::node::proto::{LogLine, StatusReply};
+pub use crate::node::proto::{ClusterReply, LogLine, StatusReply};
 pub use crate::release::Manifest;
 pub use crate::router::{Sample, LATENCY_BOUNDS_MS};
 pub use crate::store::{AccessRow, AppRow, AuditRow, BuildRow, KeyRow, NodeRow, ReleaseRow};

@@ -292,7 +292,9 @@ pub async fn restore_routes<H: Host>(host: &Arc<H>) {
                     .iter()
                     .filter(|p| p.release == name && p.ptype == "web")
                 {
-                    if let Ok(addr) = format!("{}:{}", node_ip(&n.addr), p.port).parse() {
+                    // A swarm task is on the address of the node it landed on.
+                    let ip = p.addr.clone().unwrap_or_else(|| node_ip(&n.addr));
+                    if let Ok(addr) = format!("{ip}:{}", p.port).parse() {
                         ups.push(addr);
                     }
                 }

@@ -3,9 +3,9 @@
 //! old ones go. The phases in `rollout.rs` only ever talk to a [`Place`], and run one call on
 //! every place at once with [`fan_out`].
 //!
-//! One backend today: the SSH agents (`agents.rs`), one place per node. A scheduler (Docker
-//! Swarm: issue 12) is a second [`Backend`] whose places are its clusters, chosen per
-//! environment in [`backend_for`], without touching the phases. The request and reply types
+//! Two backends: the SSH agents (`agents.rs`), one place per node, and a Docker Swarm
+//! cluster (`swarm.rs`), one place for the whole cluster, chosen per environment in
+//! [`backend_for`] (`cluster:` in magrathea.yml) without touching the phases. The request and reply types
 //! are the agent protocol's (`node::proto`): they describe a release to run (image,
 //! processes, env, limits, health checks), which is what any backend needs.
 
@@ -116,12 +116,27 @@ pub(crate) trait Backend: Send + Sync {
     fn places(&self) -> &[Arc<dyn Place>];
 }
 
-/// The backend an environment deploys to: the nodes its selector picks (the only backend
-/// today; see the module doc for where a second one plugs in).
+/// The backend an environment deploys to: the cluster it names (`cluster:`), else the
+/// nodes its selector picks. A cluster that does not exist is no place at all (the
+/// rollout says there is nowhere to run).
 pub(crate) fn backend_for<H: Host>(
     host: &Arc<H>,
     target: &EnvTarget,
 ) -> Result<Box<dyn Backend>, crate::store::StoreError> {
+    if let Some(name) = &target.cluster {
+        let row = host
+            .nodes()?
+            .into_iter()
+            .find(|n| n.is_cluster() && &n.name == name);
+        return Ok(match row {
+            Some(row) => Box::new(super::swarm::Cluster::new(
+                host.as_ref(),
+                row,
+                target.placement.clone(),
+            )),
+            None => Box::new(super::agents::Agents::new(host.as_ref(), vec![])),
+        });
+    }
     let nodes = host.target_nodes(&target.selector)?;
     Ok(Box::new(super::agents::Agents::new(host.as_ref(), nodes)))
 }

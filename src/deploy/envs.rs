@@ -13,6 +13,10 @@ use crate::node::proto::{Health, BOOT_TIMEOUT_MS};
 pub struct EnvTarget {
     pub env: String,
     pub selector: BTreeMap<String, String>,
+    /// A cluster instead of nodes (`cluster:` in magrathea.yml), with its placement
+    /// constraints.
+    pub cluster: Option<String>,
+    pub placement: Vec<String>,
     pub scale: BTreeMap<String, u32>,
     pub vars: BTreeMap<String, String>,
     pub health: Health,
@@ -100,6 +104,8 @@ pub fn target(config: &AppConfig, env: &str) -> EnvTarget {
     EnvTarget {
         env: env.to_string(),
         selector: e.nodes.unwrap_or_default(),
+        cluster: e.cluster,
+        placement: e.placement.unwrap_or_default(),
         scale,
         vars: e.env.unwrap_or_default(),
         health: health(config),

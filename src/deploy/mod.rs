@@ -10,6 +10,7 @@ mod backend;
 pub mod envs;
 mod plan;
 mod rollout;
+mod swarm;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ pub use agents::restore_routes;
 pub use envs::EnvTarget;
 pub use plan::{formation, place, Count, Placement};
 use rollout::Rollout;
+pub use swarm::follow as follow_clusters;
 
 /// What a rollout needs from the server around it (the controller implements it): the data
 /// dir, the store, the router, the deploy locks, sealed config and the nodes. Deploys never

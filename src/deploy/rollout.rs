@@ -498,8 +498,10 @@ impl<H: Host> Rollout<'_, H> {
                 grace_ms: 2_000,
                 generation: self.generation,
                 uid: plan.uid,
-                // The place fills in where the router reaches it.
+                // The place fills in where the router reaches it (and a cluster its
+                // placement).
                 publish_ip: None,
+                placement: vec![],
             });
         }
         // Staged places have the release (and restored data) already.

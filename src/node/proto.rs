@@ -194,6 +194,10 @@ pub struct PrepareReq {
     /// there (and on loopback). None or a loopback address: loopback only.
     #[serde(default)]
     pub publish_ip: Option<String>,
+    /// On a swarm cluster: the placement constraints of its services (`node.labels.K==V`,
+    /// from `magrathea.yml`'s `placement`). Empty elsewhere.
+    #[serde(default)]
+    pub placement: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -202,6 +206,10 @@ pub struct Started {
     pub ptype: String,
     pub index: u32,
     pub port: u16,
+    /// Where the router reaches it, when that is not the node's own address (a swarm task:
+    /// the address of the swarm node it was scheduled on).
+    #[serde(default)]
+    pub addr: Option<String>,
 }
 
 impl Request for PrepareReq {
@@ -391,6 +399,12 @@ pub struct ProcInfo {
     /// Its CPU limit (0: none).
     #[serde(default)]
     pub cpu: f64,
+    /// A swarm task: the address of the swarm node it runs on (see [`Started::addr`]).
+    #[serde(default)]
+    pub addr: Option<String>,
+    /// A swarm task: the swarm node it runs on (its hostname).
+    #[serde(default)]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -616,6 +630,37 @@ impl SessionRequest for RunReq {
     const VERB: &'static str = "run";
 }
 
+/// `cluster`: a swarm cluster's nodes and what runs where (`clusters:info`). No body.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub struct ClusterReq;
+
+impl Request for ClusterReq {
+    const VERB: &'static str = "cluster";
+    type Reply = ClusterReply;
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterReply {
+    pub nodes: Vec<ClusterNode>,
+    /// Every process task of every app, running or not.
+    pub tasks: Vec<ProcInfo>,
+}
+
+/// One swarm node.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub id: String,
+    pub hostname: String,
+    pub addr: String,
+    /// `ready`, `down`, ...
+    pub state: String,
+    /// `active`, `pause`, `drain`
+    pub availability: String,
+    /// `manager` or `worker`
+    pub role: String,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// The tarball filename-ish name of a release on nodes: `v3-0123456789ab`.
 pub fn release_name(version: i64, sha256: &str) -> String {
     format!("v{version}-{}", &sha256[..12])
@@ -647,6 +692,7 @@ mod tests {
             ServiceDestroyReq::VERB,
             ServiceConnectReq::VERB,
             ServiceLogsReq::VERB,
+            ClusterReq::VERB,
         ];
         let unique: std::collections::BTreeSet<_> = verbs.iter().collect();
         assert_eq!(unique.len(), verbs.len(), "{verbs:?}");

@@ -14,7 +14,7 @@ mod usage;
 
 pub use golive::GoLive;
 pub use intents::{PushIntent, RefMove};
-pub use nodes::{LiveRow, NodeRow};
+pub use nodes::{LiveRow, NodeRow, CLUSTER_LABEL};
 pub use services::{LinkRow, NewService, ServiceRow};
 
 pub use backups::{BackupReason, BackupRow, NewBackup, ReleaseTag};

@@ -17,6 +17,18 @@ pub struct NodeRow {
     pub added_at: i64,
 }
 
+/// The label that marks a node row as a cluster (`clusters:add`): a swarm agent, one place
+/// for the whole cluster. No label a user gives can have this name (labels are checked
+/// names), so clusters need no table of their own.
+pub const CLUSTER_LABEL: &str = "@cluster";
+
+impl NodeRow {
+    /// A cluster's row (`clusters:add`), not a node's.
+    pub fn is_cluster(&self) -> bool {
+        self.labels.contains_key(CLUSTER_LABEL)
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct LiveRow {
     pub app: String,

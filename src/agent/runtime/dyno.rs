@@ -39,6 +39,11 @@ pub(super) fn launcher() -> Vec<String> {
     ]
 }
 
+/// The launcher's `sh -c` script (for the swarm runner, which starts it the same way).
+pub fn launcher_script() -> String {
+    launcher().swap_remove(2)
+}
+
 /// An argv (`run`, `shell`): the launcher, then the argv as its arguments (`"$@"`, never
 /// parsed again).
 pub fn argv_launcher(name: &str, argv: &[String]) -> Vec<String> {
@@ -272,7 +277,7 @@ pub(super) fn container_body(
         host_config: Some(HostConfig {
             mounts: Some(vec![app, bind(data_dir, "/data", false)]),
             // The app's own network (see `isolation`): no other app's ports or traffic.
-            network_mode: Some(crate::isolation::network_name(&spec.instance, spec.uid)),
+            network_mode: Some(super::network_of(spec)),
             memory: Some(spec.memory),
             memory_swap: Some(spec.memory),
             nano_cpus: (spec.cpu > 0.0).then_some((spec.cpu * 1e9) as i64),

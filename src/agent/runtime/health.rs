@@ -37,7 +37,12 @@ pub async fn health_check(
         content: None,
         strict: false,
     };
-    check_health(port, &probe, || async { Ok(()) }).await
+    check_health(loopback(port), &probe, || async { Ok(()) }).await
+}
+
+/// A port on this machine's loopback, where a node's processes are probed.
+pub fn loopback(port: u16) -> std::net::SocketAddr {
+    (std::net::Ipv4Addr::LOCALHOST, port).into()
 }
 
 /// One startup check's schedule and what counts as healthy.
@@ -62,7 +67,11 @@ pub struct Probe<'a> {
 /// interval is spent probing at growing steps ([`FIRST_STEPS`]) rather than asleep: a deploy
 /// does not wait half a second for an app that was ready long before. The schedule of the
 /// counted attempts, and so how long a slow app is given, stays `attempts` × `interval`.
-pub async fn check_health<F, Fut>(port: u16, p: &Probe<'_>, mut alive: F) -> Result<(), String>
+pub async fn check_health<F, Fut>(
+    port: std::net::SocketAddr,
+    p: &Probe<'_>,
+    mut alive: F,
+) -> Result<(), String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), String>>,
@@ -163,12 +172,12 @@ pub async fn last_lines(docker: &Docker, container: &str, n: usize) -> Vec<Strin
 /// goes to an address nobody holds and is never answered (a live container answers or
 /// refuses at once).
 pub(super) async fn probe(
-    port: u16,
+    port: std::net::SocketAddr,
     path: &str,
     content: Option<&str>,
     connect_limit: Duration,
 ) -> Result<(u16, bool), String> {
-    let connect = tokio::net::TcpStream::connect(("127.0.0.1", port));
+    let connect = tokio::net::TcpStream::connect(port);
     let Ok(connected) = tokio::time::timeout(connect_limit, connect).await else {
         return Err(format!(
             "no connection within {} (nothing answers on $PORT: did the process exit? \

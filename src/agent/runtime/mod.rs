@@ -22,9 +22,9 @@ mod oneoff;
 mod scratch;
 
 pub use capacity::{machine_capacity, memory_reserve};
-pub use dyno::argv_launcher;
+pub use dyno::{argv_launcher, launcher_script};
 use dyno::{container_body, env, labels, prepare, publish};
-pub use health::{check_health, health_check, last_lines, Probe};
+pub use health::{check_health, health_check, last_lines, loopback, Probe};
 pub use oneoff::{oneoff_body, run_once, RemoveOnDrop};
 use scratch::scratch_of;
 pub use scratch::{sweep_scratch, Scratch, SCRATCH};
@@ -263,6 +263,8 @@ pub async fn list(
                 .as_ref()
                 .and_then(|h| h.nano_cpus)
                 .map_or(0.0, |n| n as f64 / 1e9),
+            addr: None,
+            node: None,
         });
     }
     out.sort_by(|a, b| {
@@ -288,8 +290,29 @@ pub async fn sweep_oneoffs(docker: &Docker, instance: &str) -> usize {
     n
 }
 
+/// Set by a swarm agent: its app containers (release commands, `run`) share the node's
+/// network, as the swarm's tasks do (services use host networking; see `agent::swarm`).
+static HOST_NETWORK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// See [`HOST_NETWORK`]; once, when a swarm agent starts.
+pub fn use_host_network() {
+    HOST_NETWORK.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The network an app's containers join here: the app's own (see `isolation`), or the
+/// node's on a swarm agent.
+pub fn network_of(spec: &ProcessSpec) -> String {
+    if HOST_NETWORK.load(std::sync::atomic::Ordering::Relaxed) {
+        return "host".into();
+    }
+    crate::isolation::network_name(&spec.instance, spec.uid)
+}
+
 /// The app's network on this node, created when missing (see `isolation`).
 pub async fn ensure_network(docker: &Docker, spec: &ProcessSpec) -> Result<String, AgentError> {
+    if HOST_NETWORK.load(std::sync::atomic::Ordering::Relaxed) {
+        return Ok("host".into());
+    }
     crate::isolation::ensure_network(docker.raw(), &spec.instance, spec.uid)
         .await
         .map_err(|e| AgentError::Docker(e.to_string()))

@@ -1,0 +1,460 @@
+//! `magrathea agent --swarm`: the agent on a Docker Swarm manager. It answers the same
+//! verbs as a node, but a release's processes are Swarm services (one per process type,
+//! `service.rs`) whose tasks fetch the release tarball from the agent's release endpoint
+//! (`endpoint.rs`) by URL and token, check its sha256 and run it. No registry: the stack
+//! image must be on every swarm node (scripts/swarm-up.sh loads it). Release commands,
+//! `run` and `shell` use the manager's own engine, as on a node.
+//!
+//! `prepare` creates the new services beside the old ones and answers only once every task
+//! runs and every web task passes the same HTTP check as on a node (from here, at the
+//! task's node address); any failure removes what it created. `tasks.rs` reads the task
+//! list back as processes (`status`, `clusters:info`), which is what the controller's
+//! router follows.
+
+pub mod endpoint;
+pub mod logs;
+pub mod service;
+mod tasks;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bollard::models::SecretSpec;
+use tokio::sync::mpsc;
+
+use super::error::AgentError;
+use super::runtime::{self, Probe};
+use super::AgentCtx;
+use crate::docker::Docker;
+use crate::node::proto::{
+    AppStatus, Capacity, ClusterReply, PrepareReply, PrepareReq, ProcInfo, StatusReply,
+    StoppedReply,
+};
+use endpoint::Tarballs;
+pub use tasks::{cluster, list_tasks};
+
+/// A swarm agent's own state.
+pub struct Swarm {
+    /// The release endpoint's address as the swarm nodes reach it.
+    pub endpoint: SocketAddr,
+    pub tarballs: Tarballs,
+    /// Where the search for a free port range starts (see `free_port_base`).
+    pub next_base: std::sync::atomic::AtomicU16,
+}
+
+fn docker_err(what: &str) -> impl Fn(bollard::errors::Error) -> AgentError + '_ {
+    move |e| AgentError::Docker(format!("{what}: {e}"))
+}
+
+/// `status`: the environments (releases, `current`) as on a node, their processes from the
+/// task list, and the cluster's capacity (every ready node's).
+pub async fn status(ctx: &AgentCtx) -> Result<StatusReply, AgentError> {
+    let docker = ctx.docker().await?;
+    let mut reply = StatusReply {
+        instance: ctx.instance.clone(),
+        ..Default::default()
+    };
+    for app in app_names(ctx) {
+        reply.apps.insert(
+            app.clone(),
+            AppStatus {
+                current: ctx.root.current(&app),
+                releases: ctx.root.releases(&app),
+                processes: vec![],
+            },
+        );
+    }
+    let (nodes, procs) = list_tasks(docker, true).await?;
+    for p in procs {
+        reply
+            .apps
+            .entry(p.app.clone())
+            .or_default()
+            .processes
+            .push(p);
+    }
+    let mut cap = Capacity::default();
+    for n in nodes.iter().filter(|n| n.state == "ready") {
+        cap.memory += n.memory;
+        cap.cpus += n.cpus;
+    }
+    reply.capacity = Some(cap);
+    Ok(reply)
+}
+
+/// The environments the layout holds.
+fn app_names(ctx: &AgentCtx) -> Vec<String> {
+    let Ok(rd) = std::fs::read_dir(ctx.root.root().join("apps")) else {
+        return vec![];
+    };
+    rd.flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| crate::names::valid_node_app(n))
+        .collect()
+}
+
+/// A port base no service of the cluster holds, the next after the last one given (round
+/// the range): the tasks of a service just removed may still hold their ports while they
+/// stop, so a freed range is the last to be taken again.
+async fn free_port_base(sw: &Swarm, docker: &Docker) -> Result<u16, AgentError> {
+    use std::sync::atomic::Ordering;
+    let taken: Vec<u16> = tasks::services(docker, None)
+        .await?
+        .iter()
+        .map(|s| s.port_base)
+        .collect();
+    let start = sw.next_base.load(Ordering::Relaxed);
+    let k = (0..service::SERVICES)
+        .map(|i| (start + i) % service::SERVICES)
+        .find(|k| !taken.contains(&(service::FIRST_PORT + k * service::PORTS_PER_SERVICE)))
+        .ok_or_else(|| AgentError::Docker("every service port range is taken".into()))?;
+    sw.next_base
+        .store((k + 1) % service::SERVICES, Ordering::Relaxed);
+    Ok(service::FIRST_PORT + k * service::PORTS_PER_SERVICE)
+}
+
+/// `prepare` on a swarm: the new services beside the old ones, all or nothing.
+pub async fn prepare(
+    ctx: &AgentCtx,
+    sw: &Swarm,
+    req: PrepareReq,
+    progress: &mpsc::Sender<String>,
+) -> Result<PrepareReply, AgentError> {
+    let lock = ctx.app_lock(&req.app);
+    let _g = lock.lock().await;
+    if !ctx.root.has_release(&req.app, &req.release) || !sw.tarballs.has(&req.app, &req.release) {
+        return Err(AgentError::NotOnNode {
+            app: req.app,
+            release: req.release,
+        });
+    }
+    for c in &req.placement {
+        service::check_constraint(c)?;
+    }
+    let docker = ctx.docker().await?;
+    let created = create_all(sw, docker, &req, progress).await;
+    let result = match created {
+        Ok(()) => wait_and_check(docker, &req, progress).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(started) => Ok(PrepareReply { processes: started }),
+        Err(e) => {
+            remove_where(docker, &req.app, |l| {
+                l.release == req.release && l.generation == req.generation
+            })
+            .await;
+            Err(e)
+        }
+    }
+}
+
+/// The release's secret and one service per process type.
+async fn create_all(
+    sw: &Swarm,
+    docker: &Docker,
+    req: &PrepareReq,
+    progress: &mpsc::Sender<String>,
+) -> Result<(), AgentError> {
+    let manifest_sha = sw.tarballs.digest(&req.app, &req.release)?;
+    let token = sw.tarballs.token(&req.app, &req.release)?;
+    let env = checked_env(&req.env)?;
+    let secret_name = format!(
+        "{}-env",
+        service::service_name(&req.app, &req.release, "all", req.generation)
+    );
+    let secret = create_secret(
+        docker,
+        &secret_name,
+        &req.app,
+        &req.release,
+        req.generation,
+        &env,
+        &token,
+    )
+    .await?;
+    let url = format!(
+        "http://{}/releases/{}/{}.tar.gz",
+        sw.endpoint, req.app, req.release
+    );
+    for g in &req.processes {
+        let base = free_port_base(sw, docker).await?;
+        let spec = service::spec(&service::Spec {
+            app: &req.app,
+            release: &req.release,
+            sha256: &manifest_sha,
+            ptype: &g.ptype,
+            command: &g.command,
+            replicas: g.count,
+            image: &req.image,
+            memory: req.memory,
+            cpu: req.cpu,
+            uid: req.uid,
+            generation: req.generation,
+            port_base: base,
+            url: url.clone(),
+            secret: (secret_name.clone(), secret.clone()),
+            placement: &req.placement,
+            oneoff: false,
+        })?;
+        let name = spec.name.clone().unwrap_or_default();
+        docker
+            .raw()
+            .create_service(spec, None)
+            .await
+            .map_err(|e| AgentError::CannotStart {
+                process: g.ptype.clone(),
+                why: Box::new(AgentError::Docker(format!("creating service {name}: {e}"))),
+            })?;
+        let _ = progress
+            .send(format!(
+                "service {name}: {} task{} (ports {}+)",
+                g.count,
+                if g.count == 1 { "" } else { "s" },
+                base + 1
+            ))
+            .await;
+    }
+    Ok(())
+}
+
+/// Config names as a shell may export them, and none of ours.
+fn checked_env(env: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>, AgentError> {
+    for (k, v) in env {
+        let ok = k
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+            && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !ok || v.contains('\0') {
+            return Err(AgentError::Invalid(format!(
+                "config var {:?} cannot be passed to a process",
+                k.chars().take(60).collect::<String>()
+            )));
+        }
+        if matches!(k.as_str(), "PORT" | "HOME" | "DATA_DIR" | "DYNO")
+            || k.starts_with("MAGRATHEA_")
+        {
+            return Err(AgentError::Invalid(format!(
+                "config var {k} is set by magrathea and cannot be overridden; unset it"
+            )));
+        }
+    }
+    Ok(env.clone())
+}
+
+async fn create_secret(
+    docker: &Docker,
+    name: &str,
+    app: &str,
+    release: &str,
+    generation: u64,
+    env: &BTreeMap<String, String>,
+    token: &str,
+) -> Result<String, AgentError> {
+    // Left by an earlier attempt of the same generation: replaced.
+    let _ = docker.raw().delete_secret(name).await;
+    let data = service::secret_data(env, token);
+    let spec = SecretSpec {
+        name: Some(name.to_string()),
+        labels: Some(
+            [
+                (service::L_MANAGED.to_string(), "1".to_string()),
+                (service::L_APP.to_string(), app.to_string()),
+                (service::L_RELEASE.to_string(), release.to_string()),
+                (service::L_GENERATION.to_string(), generation.to_string()),
+            ]
+            .into(),
+        ),
+        data: Some(service::base64(data.as_bytes())),
+        ..Default::default()
+    };
+    let r = docker
+        .raw()
+        .create_secret(spec)
+        .await
+        .map_err(docker_err("creating the release's secret"))?;
+    Ok(r.id)
+}
+
+/// Waits until every task of the new services runs, then checks the web ones over HTTP
+/// at their node's address and watches the others through the grace period.
+async fn wait_and_check(
+    docker: &Docker,
+    req: &PrepareReq,
+    progress: &mpsc::Sender<String>,
+) -> Result<Vec<crate::node::proto::Started>, AgentError> {
+    let boot = Duration::from_millis(
+        (req.health.attempts as u64 * req.health.interval_ms)
+            .max(crate::node::proto::BOOT_TIMEOUT_MS),
+    );
+    let want: u32 = req.processes.iter().map(|g| g.count).sum();
+    let mine = |p: &ProcInfo| p.release == req.release && p.generation == req.generation;
+    let running = tasks::wait_running(docker, &req.app, want, &mine, boot).await?;
+    let _ = progress
+        .send(format!(
+            "{want} task{} running",
+            if want == 1 { "" } else { "s" }
+        ))
+        .await;
+    let checks = if req.checks.is_empty() {
+        vec![req.health.clone()]
+    } else {
+        req.checks.clone()
+    };
+    for p in running.iter().filter(|p| p.ptype == "web") {
+        let ip: std::net::IpAddr = p
+            .addr
+            .as_deref()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into());
+        for h in &checks {
+            let _ = progress
+                .send(format!(
+                    "health-checking web.{} on {} port {} (GET {})",
+                    p.index,
+                    p.node.as_deref().unwrap_or("?"),
+                    p.port,
+                    h.path
+                ))
+                .await;
+            let probe = Probe {
+                path: &h.path,
+                timeout: Duration::from_millis(h.timeout_ms.max(100)),
+                attempts: h.attempts.max(1),
+                interval: Duration::from_millis(h.interval_ms.max(10)),
+                initial_delay: Duration::from_millis(h.initial_delay_ms),
+                content: h.content.as_deref(),
+                strict: h.strict,
+            };
+            let container = p.container.clone();
+            let alive = || tasks::still_running(docker, container.clone());
+            if let Err(why) = runtime::check_health((ip, p.port).into(), &probe, alive).await {
+                tasks::say_last_lines(docker, &p.container, progress, &format!("web.{}", p.index))
+                    .await;
+                return Err(AgentError::Unhealthy {
+                    process: format!("web.{} on {}", p.index, p.node.as_deref().unwrap_or("?")),
+                    why,
+                    setting: h.setting.clone(),
+                });
+            }
+        }
+    }
+    if running.iter().any(|p| p.ptype != "web") {
+        tokio::time::sleep(Duration::from_millis(req.grace_ms)).await;
+        let (_, now) = list_tasks(docker, false).await?;
+        for p in running.iter().filter(|p| p.ptype != "web") {
+            let ok = now
+                .iter()
+                .any(|q| q.container == p.container && q.state == "running");
+            if !ok {
+                return Err(AgentError::NotUp(format!("{}.{}", p.ptype, p.index)));
+            }
+        }
+    }
+    Ok(running
+        .into_iter()
+        .map(|p| crate::node::proto::Started {
+            container: p.container,
+            ptype: p.ptype,
+            index: p.index,
+            port: p.port,
+            addr: p.addr,
+        })
+        .collect())
+}
+
+/// What a service is, from its labels.
+#[derive(Debug, Clone, Default)]
+pub struct Labels {
+    pub app: String,
+    pub release: String,
+    pub ptype: String,
+    pub generation: u64,
+}
+
+/// Removes the services of `app` that `pick` chooses, then the secrets no service uses.
+pub async fn remove_where(docker: &Docker, app: &str, pick: impl Fn(&Labels) -> bool) -> u32 {
+    let mut removed = 0;
+    let Ok(services) = tasks::services(docker, Some(app)).await else {
+        return 0;
+    };
+    for s in services.iter().filter(|s| pick(&s.parsed)) {
+        if docker.raw().delete_service(&s.name).await.is_ok() {
+            removed += 1;
+        }
+    }
+    tasks::remove_unused_secrets(docker, app).await;
+    removed
+}
+
+/// `abort` and `retire` on a swarm.
+pub async fn stop_where(
+    ctx: &AgentCtx,
+    app: &str,
+    pick: impl Fn(&Labels) -> bool,
+) -> Result<StoppedReply, AgentError> {
+    crate::names::check_node_app(app)?;
+    let docker = ctx.docker().await?;
+    Ok(StoppedReply {
+        stopped: remove_where(docker, app, pick).await,
+    })
+}
+
+/// Every service of every environment of `app`, and its tarballs (`purge`).
+pub async fn purge(ctx: &AgentCtx, sw: &Swarm, app: &str) -> Result<u32, AgentError> {
+    let docker = ctx.docker().await?;
+    let mut stopped = 0;
+    let envs: Vec<String> = tasks::services(docker, None)
+        .await?
+        .into_iter()
+        .map(|s| s.parsed.app)
+        .filter(|a| crate::names::node_app_of(a) == Some(app))
+        .collect();
+    for e in envs {
+        stopped += remove_where(docker, &e, |_| true).await;
+    }
+    sw.tarballs.purge(app);
+    Ok(stopped)
+}
+
+/// `clusters:info`.
+pub async fn cluster_info(ctx: &AgentCtx) -> Result<ClusterReply, AgentError> {
+    cluster(ctx.docker().await?).await
+}
+
+/// The container of a task when it runs on this engine (the manager the agent is on); a
+/// task elsewhere is refused with the reason (no agent there to exec through).
+pub async fn local_container(docker: &Docker, p: &ProcInfo) -> Result<String, String> {
+    let task = docker
+        .raw()
+        .inspect_task(&p.container)
+        .await
+        .map_err(|e| format!("{}.{}: {e}", p.ptype, p.index))?;
+    let id = task
+        .status
+        .and_then(|s| s.container_status)
+        .and_then(|c| c.container_id)
+        .unwrap_or_default();
+    let local = !id.is_empty()
+        && docker
+            .raw()
+            .inspect_container(
+                &id,
+                None::<bollard::query_parameters::InspectContainerOptions>,
+            )
+            .await
+            .is_ok();
+    if local {
+        return Ok(id);
+    }
+    Err(format!(
+        "{}.{} runs on swarm node {}, which has no magrathea agent: a shell reaches only the \
+         processes on the manager the cluster's agent runs on (ask for one there, e.g. \
+         shell web.N of a task `ps` shows on that node)",
+        p.ptype,
+        p.index,
+        p.node.as_deref().unwrap_or("?")
+    ))
+}

@@ -1,0 +1,371 @@
+//! Environments on a Docker Swarm: a real two-node swarm (scripts/swarm-up.sh: a dockerd per
+//! network namespace), `magrathea agent --swarm` in the manager's namespace, the real
+//! controller, ssh and git. One shared cluster and app for every step (the swarm is the
+//! expensive part). Needs root (namespaces); under CI a missing tool fails the test.
+
+mod util;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use util::*;
+
+fn root_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A swarm from scripts/swarm-up.sh, taken down (by its name) when dropped.
+struct Swarm {
+    name: String,
+    /// (namespace, address, docker socket) per node.
+    nodes: Vec<(String, String, String)>,
+}
+
+impl Swarm {
+    fn up(nodes: usize) -> Swarm {
+        for t in ["ip", "nsenter", "unshare", "dockerd"] {
+            require(t);
+        }
+        assert_eq!(
+            unsafe { libc::geteuid() },
+            0,
+            "the swarm tests need root (network namespaces)"
+        );
+        // Unique per run: namespaces, bridge and files are named after it.
+        let name = format!("t{:x}", std::process::id() % 0xfffffff);
+        let out = run(Command::new(root_dir().join("scripts/swarm-up.sh"))
+            .arg(&name)
+            .arg(nodes.to_string()));
+        let mut s = Swarm {
+            name,
+            nodes: vec![],
+        };
+        assert!(
+            out.status.success(),
+            "swarm-up failed: {}{}",
+            text(&out.stdout),
+            text(&out.stderr)
+        );
+        for l in text(&out.stdout).lines() {
+            let w: Vec<&str> = l.split_whitespace().collect();
+            if w.first() == Some(&"node") {
+                s.nodes
+                    .push((w[2].to_string(), w[3].to_string(), w[4].to_string()));
+            }
+        }
+        assert_eq!(s.nodes.len(), nodes, "{}", text(&out.stdout));
+        s
+    }
+
+    /// Node `i` (1-based) dies: every process in its namespace killed.
+    fn kill_node(&self, i: usize) {
+        let out = run(Command::new(root_dir().join("scripts/swarm-down.sh"))
+            .arg(&self.name)
+            .arg(i.to_string()));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        let _ = Command::new(root_dir().join("scripts/swarm-down.sh"))
+            .arg(&self.name)
+            .output();
+    }
+}
+
+/// `magrathea agent --swarm` in the manager's network namespace, on its engine.
+struct SwarmAgent {
+    child: Child,
+    addr: String,
+    root: PathBuf,
+    log: Arc<Mutex<String>>,
+}
+
+impl SwarmAgent {
+    fn start(server: &Server, swarm: &Swarm) -> SwarmAgent {
+        let (ns, ip, sock) = &swarm.nodes[0];
+        let root = server.dir.path().join("swarm-agent");
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/var/run/netns/{ns}"))
+            .arg("--")
+            .arg(bin())
+            .args(["agent", "--swarm", "--listen", &format!("{ip}:2300")])
+            .args(["--endpoint", &format!("{ip}:2301"), "--root"])
+            .arg(&root)
+            .arg("--controller-key")
+            .arg(server.data.join("controller_ed25519.pub"))
+            .env("DOCKER_HOST", format!("unix://{sock}"))
+            .env("MAGRATHEA_LOG", "info,magrathea=debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log: Arc<Mutex<String>> = Arc::default();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (out, err) = (child.stdout.take().unwrap(), child.stderr.take().unwrap());
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if let Some(a) = line.strip_prefix("agent listening on ") {
+                    let _ = tx.send(a.to_string());
+                }
+                l.lock().unwrap().push_str(&format!("[out] {line}\n"));
+            }
+        });
+        let l = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                l.lock().unwrap().push_str(&format!("[err] {line}\n"));
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("swarm agent did not start:\n{}", log.lock().unwrap()));
+        SwarmAgent {
+            child,
+            addr,
+            root,
+            log,
+        }
+    }
+}
+
+impl Drop for SwarmAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- swarm agent log ----\n{}", self.log.lock().unwrap());
+        }
+    }
+}
+
+fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(
+            t.elapsed() < Duration::from_secs(secs),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Polls the app through the router, recording every answer in order.
+struct Watch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Vec<(u16, String)>>>,
+}
+
+impl Watch {
+    fn start(port: u16, app: &str) -> Watch {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, host) = (stop.clone(), format!("{app}.localhost"));
+        let handle = std::thread::spawn(move || {
+            let mut seen = vec![];
+            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+                let (status, body) = http_get(port, &host, "/");
+                seen.push((status, body.trim().to_string()));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            seen
+        });
+        Watch {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    fn finish(mut self) -> Vec<(u16, String)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+/// No failed answer, and once `new` answered, never `old` again.
+fn assert_clean_switch(seen: &[(u16, String)], old: &str, new: &str) {
+    let failed: Vec<_> = seen.iter().filter(|(s, _)| *s != 200).take(5).collect();
+    assert!(failed.is_empty(), "failed requests: {failed:?}");
+    let first_new = seen.iter().position(|(_, b)| b.contains(new));
+    let Some(i) = first_new else {
+        panic!("never saw {new}: {:?}", seen.last());
+    };
+    let back: Vec<_> = seen[i..].iter().filter(|(_, b)| b.contains(old)).collect();
+    assert!(back.is_empty(), "{old} answered after {new}: {back:?}");
+}
+
+fn ps(s: &Server) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "ps shop --json")).unwrap();
+    v.as_array()
+        .cloned()
+        .unwrap_or_else(|| panic!("ps --json: {v}"))
+}
+
+fn web_nodes(s: &Server) -> Vec<String> {
+    let mut n: Vec<String> = ps(s)
+        .iter()
+        .filter(|p| {
+            p["process"].as_str().unwrap_or("").starts_with("web.") && p["state"] == "running"
+        })
+        .map(|p| p["node"].as_str().unwrap_or_default().to_string())
+        .collect();
+    n.sort();
+    n
+}
+
+const MAGRATHEA_YML: &str = "environments:\n  production:\n    branch: main\n    cluster: sw\nscale:\n  web: 2\nhealthcheck:\n  boot_timeout: 8s\n";
+
+/// Says which node answered too: `v2 from t1234-2`.
+const PROCFILE: &str =
+    "web: echo \"hello from $DYNO\"; sed \"s/NODE/$(hostname)/\" page > index.html; exec busybox httpd -f -p $PORT -h .\n";
+
+fn push(s: &Server, dir: &Path, body: &str) -> std::process::Output {
+    commit(dir, "page", &format!("{body} from NODE\n"), body);
+    s.git(&s.admin, dir, &["push", "origin", "main"])
+}
+
+#[test]
+fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
+    let s = Server::start();
+    let swarm = Swarm::up(2);
+    let agent = SwarmAgent::start(&s, &swarm);
+    let (n1, n2) = (swarm.nodes[0].0.clone(), swarm.nodes[1].0.clone());
+
+    // The cluster: added through its agent, listed, described.
+    let out = s.ok(&s.admin, &format!("clusters:add sw --swarm {}", agent.addr));
+    assert!(out.contains("2 nodes") && out.contains("pinned"), "{out}");
+    assert!(s.ok(&s.admin, "clusters").contains("sw"));
+    let info = s.ok(&s.admin, "clusters:info sw");
+    assert!(
+        info.contains(&n1) && info.contains(&n2) && info.contains("ready"),
+        "{info}"
+    );
+    // Not a node: environments choose it by name only.
+    assert!(!s.ok(&s.admin, "nodes").contains(" sw "));
+
+    s.ok(&s.admin, "apps:create shop");
+    let dir = repo(s.dir.path());
+    std::fs::write(dir.join("Procfile"), PROCFILE).unwrap();
+    std::fs::write(dir.join("magrathea.yml"), MAGRATHEA_YML).unwrap();
+    git_local(&dir, &["add", "-A"]);
+    s.git_ok(&s.admin, &dir, &["remote", "add", "origin", &s.url("shop")]);
+    let out = push(&s, &dir, "v1");
+    assert!(out.status.success(), "{}\n{}", text(&out.stderr), s.log());
+
+    // Live on both swarm nodes through the router.
+    assert_eq!(web_nodes(&s), vec![n1.clone(), n2.clone()]);
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let (code, body) = s.get("shop", "/");
+        assert_eq!(code, 200, "{body}");
+        answered.insert(body.trim().to_string());
+    }
+    assert_eq!(
+        answered.into_iter().collect::<Vec<_>>(),
+        vec![format!("v1 from {n1}"), format!("v1 from {n2}")]
+    );
+
+    // A second deploy: no failed request, never v1 after v2.
+    let watch = Watch::start(s.http_port, "shop");
+    let out = push(&s, &dir, "v2");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_clean_switch(&watch.finish(), "v1 from", "v2 from");
+
+    // A release that fails its health check on one node: nothing switches.
+    std::fs::write(
+        dir.join("Procfile"),
+        format!(
+            "web: if [ \"$(hostname)\" = \"{n2}\" ]; then sleep 600; fi; {}",
+            &PROCFILE[5..]
+        ),
+    )
+    .unwrap();
+    git_local(&dir, &["add", "-A"]);
+    let out = push(&s, &dir, "v3");
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("health check") && err.contains(&n2), "{err}");
+    assert!(s.get("shop", "/").1.starts_with("v2 from"));
+    let info = s.ok(&s.admin, "clusters:info sw");
+    assert!(!info.contains("v3-"), "v3's services are gone: {info}");
+    std::fs::write(dir.join("Procfile"), PROCFILE).unwrap();
+    git_local(&dir, &["add", "-A"]);
+
+    // A tampered release endpoint answer: the runner refuses it, nothing switches.
+    let live = s.ok(&s.admin, "releases shop");
+    let tarballs = agent.root.join("tarballs/shop");
+    let v2 = std::fs::read_dir(&tarballs)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().contains("/v2-") && p.extension().is_some_and(|e| e == "gz"))
+        .unwrap_or_else(|| panic!("no v2 tarball in {}: {live}", tarballs.display()));
+    let good = std::fs::read(&v2).unwrap();
+    let mut bad = good.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0xff;
+    std::fs::write(&v2, &bad).unwrap();
+    let out = s.ssh(&s.admin, "restart shop", None);
+    let err = text(&out.stderr) + &text(&out.stdout);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("does not match its sha256"), "{err}");
+    std::fs::write(&v2, &good).unwrap();
+    assert!(s.get("shop", "/").1.starts_with("v2 from"));
+
+    // scale web=3: three tasks, the router on all three.
+    s.ok(&s.admin, "scale shop web=3");
+    assert_eq!(web_nodes(&s).len(), 3);
+
+    // logs: the processes' output through the task log API; -f follows tasks that start
+    // later (a restart's).
+    let logs = s.ok(&s.admin, "logs shop -n 50");
+    assert!(logs.contains("hello from web.3"), "{logs}");
+    let mut follow = Command::new("ssh")
+        .args(s.ssh_args(&s.admin))
+        .arg("git@127.0.0.1")
+        .arg("logs shop -f -n 0")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follow.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    s.ok(&s.admin, "restart shop");
+    let followed = rx.iter().find(|l| l.contains("hello from web.")).is_some();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert!(followed, "logs -f saw no line of the restarted tasks");
+
+    // run: a one-off of the live release.
+    let out = s.ok(&s.admin, "run shop -- cat page");
+    assert!(out.contains("v2 from NODE"), "{out}");
+
+    // A swarm node dies: its tasks come back on the other, the router follows.
+    swarm.kill_node(2);
+    wait_until("every web task on the surviving node", 120, || {
+        let n = web_nodes(&s);
+        n.len() == 3 && n.iter().all(|x| *x == n1)
+    });
+    wait_until("the router on the survivors", 30, || {
+        (0..6).all(|_| s.get("shop", "/") == (200, format!("v2 from {n1}\n")))
+    });
+
+    // rollback: v1 from a tarball the cluster still holds.
+    s.ok(&s.admin, "rollback shop");
+    wait_until("v1 answers", 30, || {
+        s.get("shop", "/").1.starts_with("v1 from")
+    });
+    let _ = &agent;
+}
