@@ -119,6 +119,12 @@ impl EventLog {
     }
 }
 
+/// The files of a log: the current one and the rotated one.
+pub fn files(logs: &Path, app: &str) -> [PathBuf; 2] {
+    let p = path(logs, app);
+    [rotated(&p), p]
+}
+
 /// Appends lines of `kind` that belong to no release (the router's access log).
 pub fn append(logs: &Path, app: &str, kind: &str, lines: &[String]) {
     let mut log = EventLog::open(logs, app, kind, 0);

@@ -157,6 +157,10 @@ fn usage_acl_maintenance_quota_and_metrics() {
     assert_eq!(u["envs"][0]["env"], "production", "{u}");
     assert!(u["disk"]["repo"].as_u64().unwrap() > 0, "{u}");
     assert!(u["disk"]["releases"].as_u64().unwrap() > 0, "{u}");
+    // Asked of the node the app runs on: its unpacked release, its (empty) data dir.
+    assert!(u["disk"]["node_releases"].as_u64().unwrap() > 0, "{u}");
+    assert!(u["disk"]["data"].is_u64(), "{u}");
+    assert_eq!(u["disk"]["unmeasured"], serde_json::json!([]), "{u}");
     let table = s.ok(&s.admin, "usage meter --since 1h");
     assert!(
         table.contains("production") && table.contains(&format!("{}", n + m + k)),
@@ -181,6 +185,11 @@ fn usage_acl_maintenance_quota_and_metrics() {
             assert!(logs.contains("POST /cgi-bin/count 200"), "{logs}");
             assert!(logs.contains("in=1000"), "{logs}");
             assert!(!logs.contains("-----> "), "only the router's lines: {logs}");
+            let all = s.ok(&s.admin, "logs meter -n 1000");
+            assert!(
+                !all.contains(" controller router: "),
+                "an access log of its own: {all}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "access log: {logs}");

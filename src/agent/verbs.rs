@@ -167,6 +167,7 @@ pub(super) async fn exec(
             &mut rx,
             [
                 StatusReq,
+                DiskReq,
                 PrepareReq,
                 SwitchReq,
                 RetireReq,
@@ -194,6 +195,21 @@ impl Handle for StatusReq {
             Some(_) => swarm::status(call.ctx).await,
             None => status(call.ctx).await,
         }
+    }
+}
+
+impl Handle for DiskReq {
+    async fn handle(self, call: &Call<'_>) -> Result<DiskReply, AgentError> {
+        crate::names::check_node_app(&self.app)?;
+        let root = call.ctx.root.clone();
+        let du = crate::fsutil::du;
+        tokio::task::spawn_blocking(move || DiskReply {
+            releases: du(&root.app_dir(&self.app).join("releases")),
+            data: du(&root.data_dir(&self.app)),
+            logs: du(&root.logs_dir(&self.app)),
+        })
+        .await
+        .map_err(|e| AgentError::Internal(format!("disk: {e}")))
     }
 }
 

@@ -23,9 +23,10 @@ impl Command for AppsInfo {
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
         let app = cx.core.app(&self.name)?;
-        let u = cx
+        let mut u = cx
             .core
             .usage(&self.name, None, crate::timefmt::now() - 86_400)?;
+        u.disk = cx.core.disk_use_everywhere(&self.name).await?;
         let s = cx.core.app_settings(&self.name)?;
         let t = &u.total;
         if self.json {

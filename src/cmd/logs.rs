@@ -58,7 +58,7 @@ impl Command for Logs {
             None => None,
         };
         let n = a.n.min(MAX_LINES);
-        // The router's access log is part of the event log, not of any node's.
+        // The router's access log is the controller's, not any node's.
         let router_only = a.process.as_deref() == Some("router");
         let events_wanted = router_only
             || (a.process.is_none() && a.node.as_deref().is_none_or(|n| n == "controller"));
@@ -78,22 +78,27 @@ impl Command for Logs {
             follow: a.follow,
         })?;
         let mut follow = Follow {
-            tailer: core.event_tailer(&a.app),
+            tailer: if router_only {
+                core.access_tailer(&a.app)
+            } else {
+                core.event_tailer(&a.app)
+            },
             last_event: String::new(),
             events_wanted,
-            router_only,
             release,
             since,
         };
         let mut items: Vec<(String, String)> = vec![];
         if events_wanted {
             let rel = follow.release.clone();
-            let evs = core
-                .events(&a.app, n, move |e| {
+            let evs = if router_only {
+                core.access_events(&a.app, n).await
+            } else {
+                core.events(&a.app, n, move |e| {
                     rel.as_ref().is_none_or(|r| *r == e.release)
-                        && (!router_only || e.kind == "router")
                 })
-                .await;
+                .await
+            };
             for e in evs {
                 follow.last_event = follow.last_event.max(e.t.clone());
                 items.push((e.t.clone(), render_event(&e)));
@@ -113,8 +118,6 @@ struct Follow {
     /// The time of the last event passed on.
     last_event: String,
     events_wanted: bool,
-    /// Only the router's access log.
-    router_only: bool,
     /// Only this release (`v3`).
     release: Option<String>,
     /// Only lines from this time on (RFC 3339).
@@ -147,8 +150,7 @@ impl Follow {
                 },
                 _ = tick.tick(), if self.events_wanted => {
                     for e in self.tailer.poll() {
-                        let wanted = self.release.as_ref().is_none_or(|r| *r == e.release)
-                            && (!self.router_only || e.kind == "router");
+                        let wanted = self.release.as_ref().is_none_or(|r| *r == e.release);
                         if e.t > self.last_event && wanted {
                             self.last_event = e.t.clone();
                             out.line(render_event(&e)).await;

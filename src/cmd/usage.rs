@@ -31,7 +31,8 @@ impl Command for UsageCmd {
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
         let since = since_secs(&self.since, crate::timefmt::now())?;
-        let u = cx.core.usage(&self.app, self.env.as_deref(), since)?;
+        let mut u = cx.core.usage(&self.app, self.env.as_deref(), since)?;
+        u.disk = cx.core.disk_use_everywhere(&self.app).await?;
         if self.json {
             return Ok(table::json(&json(&u)).into());
         }
@@ -108,17 +109,7 @@ fn render(u: &Usage) -> String {
         );
     }
     let d = &u.disk;
-    let na = |v: Option<u64>| v.map_or("not measured".to_string(), human);
-    out += &format!(
-        "disk: {} (repo {}, releases {}, build cache {}, logs {}; data {}, services {})\n",
-        human(d.total),
-        human(d.repo),
-        human(d.releases),
-        human(d.build_cache),
-        human(d.logs),
-        na(d.data),
-        na(d.services),
-    );
+    out += &format!("disk: {} ({})\n", human(d.total), d.parts());
     out
 }
 

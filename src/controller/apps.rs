@@ -43,11 +43,12 @@ impl Core {
         let _ = std::fs::remove_dir_all(self.data.releases(app));
         let _ = std::fs::remove_dir_all(self.data.cache(app));
         let _ = std::fs::remove_dir_all(self.data.logs().join("builds").join(app));
-        let log = crate::eventlog::path(&self.data.logs(), app);
-        let mut rotated = log.clone().into_os_string();
-        rotated.push(".1");
-        let _ = std::fs::remove_file(&log);
-        let _ = std::fs::remove_file(rotated);
+        // Its event log and its access log (see usage.rs).
+        for name in [app.to_string(), super::usage::access_log(app)] {
+            for f in crate::eventlog::files(&self.data.logs(), &name) {
+                let _ = std::fs::remove_file(f);
+            }
+        }
         let repo = self.data.repo(app);
         if repo.exists() {
             // Move aside first so a crash mid-delete never leaves a half repo under the name.

@@ -203,10 +203,7 @@ async fn within_quota(
     if updates.iter().all(|u| is_zero(&u.new)) {
         return Ok(());
     }
-    let (c, app) = (core.clone(), app.to_string());
-    tokio::task::spawn_blocking(move || c.check_disk_quota(&app))
-        .await
-        .unwrap_or_else(|e| Err(super::CoreError::Other(e.into())))
+    core.check_disk_quota(app).await
 }
 
 /// A push that builds is journalled (its intent's id); one that does not cannot make

@@ -2,11 +2,13 @@
 //! by the store), the access log written into each app's event log, the disk an app uses,
 //! and the disk quota a push is checked against.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{Core, CoreError};
+use crate::node::proto::{DiskReply, DiskReq};
 use crate::router::{AccessLine, Sample};
 use crate::store::TrafficRow;
 
@@ -14,6 +16,8 @@ use crate::store::TrafficRow;
 const FLUSH_EVERY: Duration = Duration::from_secs(60);
 /// How often old buckets are rolled up.
 const ROLL_UP_EVERY: Duration = Duration::from_secs(3600);
+/// How long a node may take to say how much disk an app takes there.
+const NODE_DISK_WAIT: Duration = Duration::from_secs(10);
 /// The span of the buckets written.
 const MINUTE: i64 = 60;
 /// Access log lines written per batch.
@@ -36,9 +40,14 @@ pub struct DiskUse {
     pub releases: u64,
     pub build_cache: u64,
     pub logs: u64,
-    /// The data dir lives on the nodes; not measured from the controller yet.
+    /// On the nodes where the app is live (None: not asked): unpacked releases, data dirs
+    /// and archived process output.
+    pub node_releases: Option<u64>,
     pub data: Option<u64>,
-    /// Backing services (databases and the like), once they exist.
+    pub node_logs: Option<u64>,
+    /// Nodes that did not answer (their figures are missing from the sums).
+    pub unmeasured: Vec<String>,
+    /// Backing services (databases and the like): not measured yet.
     pub services: Option<u64>,
     pub total: u64,
 }
@@ -47,13 +56,44 @@ impl DiskUse {
     /// `repo 1.0 MB, releases 2.0 MB, ...` for messages.
     pub fn parts(&self) -> String {
         use crate::build::human;
-        format!(
+        let mut s = format!(
             "repo {}, releases {}, build cache {}, logs {}",
             human(self.repo),
             human(self.releases),
             human(self.build_cache),
             human(self.logs)
-        )
+        );
+        if let (Some(r), Some(d), Some(l)) = (self.node_releases, self.data, self.node_logs) {
+            s += &format!(
+                "; on nodes: releases {}, data {}, logs {}",
+                human(r),
+                human(d),
+                human(l)
+            );
+        }
+        if !self.unmeasured.is_empty() {
+            s += &format!("; not measured on {}", self.unmeasured.join(", "));
+        }
+        s
+    }
+
+    /// Adds what the nodes reported.
+    fn add_nodes(&mut self, reports: Vec<(String, Option<DiskReply>)>) {
+        let mut sum = DiskReply::default();
+        for (node, r) in reports {
+            match r {
+                Some(r) => {
+                    sum.releases += r.releases;
+                    sum.data += r.data;
+                    sum.logs += r.logs;
+                }
+                None => self.unmeasured.push(node),
+            }
+        }
+        self.node_releases = Some(sum.releases);
+        self.data = Some(sum.data);
+        self.node_logs = Some(sum.logs);
+        self.total += sum.releases + sum.data + sum.logs;
     }
 }
 
@@ -124,43 +164,79 @@ impl Core {
         Ok(())
     }
 
+    /// The last `n` lines of the app's access log.
+    pub async fn access_events(&self, app: &str, n: usize) -> Vec<crate::eventlog::Event> {
+        self.events(&access_log(app), n, |_| true).await
+    }
+
+    /// Follows the app's access log from its end.
+    pub fn access_tailer(&self, app: &str) -> crate::eventlog::Tailer {
+        self.event_tailer(&access_log(app))
+    }
+
     fn lock_flushed(&self) -> std::sync::MutexGuard<'_, Flushed> {
         self.traffic_flushed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Bytes `app` takes under the data dir.
+    /// Bytes `app` takes under the controller's data dir.
     pub fn disk_use(&self, app: &str) -> DiskUse {
         let logs = self.data.logs();
-        let event_log = crate::eventlog::path(&logs, app);
-        let mut rotated = event_log.clone().into_os_string();
-        rotated.push(".1");
+        let mut log_bytes = crate::fsutil::du(&logs.join("builds").join(app));
+        for name in [app.to_string(), access_log(app)] {
+            for f in crate::eventlog::files(&logs, &name) {
+                log_bytes += crate::fsutil::du(&f);
+            }
+        }
         let mut d = DiskUse {
-            repo: du(&self.data.repo(app)),
-            releases: du(&self.data.releases(app)),
-            build_cache: du(&self.data.cache(app)),
-            logs: du(&event_log) + du(Path::new(&rotated)) + du(&logs.join("builds").join(app)),
-            data: None,
-            services: None,
-            total: 0,
+            repo: crate::fsutil::du(&self.data.repo(app)),
+            releases: crate::fsutil::du(&self.data.releases(app)),
+            build_cache: crate::fsutil::du(&self.data.cache(app)),
+            logs: log_bytes,
+            ..DiskUse::default()
         };
         d.total = d.repo + d.releases + d.build_cache + d.logs;
         d
+    }
+
+    /// Bytes `app` takes on the controller and on every node where an environment of it
+    /// is live (each node asked at once, a few seconds at most).
+    pub async fn disk_use_everywhere(self: &Arc<Self>, app: &str) -> Result<DiskUse, CoreError> {
+        let (c, a) = (self.clone(), app.to_string());
+        let mut d = tokio::task::spawn_blocking(move || c.disk_use(&a))
+            .await
+            .map_err(|e| CoreError::Other(e.into()))?;
+        let nodes = self.all_nodes()?;
+        let mut asks = tokio::task::JoinSet::new();
+        for live in self.store.all_live()?.into_iter().filter(|l| l.app == app) {
+            for n in nodes.iter().filter(|n| live.nodes.contains(&n.name)) {
+                let client = self.node_client(n);
+                let req = DiskReq {
+                    app: crate::deploy::node_app(app, &live.env),
+                };
+                asks.spawn(async move {
+                    let r = tokio::time::timeout(NODE_DISK_WAIT, client.send(&req)).await;
+                    (client.name.clone(), r.ok().and_then(Result::ok))
+                });
+            }
+        }
+        d.add_nodes(asks.join_all().await);
+        Ok(d)
     }
 
     /// A push to `app` is checked against its disk quota before anything is built: the
     /// repository holds the pushed objects by now. Over it, releases beyond the pinned,
     /// live and rollback ones are pruned first; still over, the push is refused with the
     /// figures.
-    pub fn check_disk_quota(&self, app: &str) -> Result<(), CoreError> {
+    pub async fn check_disk_quota(self: &Arc<Self>, app: &str) -> Result<(), CoreError> {
         let Some(quota) = self.app_settings(app)?.limits.disk else {
             return Ok(());
         };
-        let mut used = self.disk_use(app);
+        let mut used = self.disk_use_everywhere(app).await?;
         if used.total > quota {
             crate::release::prune(&self.data, &self.store, app, 0);
-            used = self.disk_use(app);
+            used = self.disk_use_everywhere(app).await?;
         }
         if used.total > quota {
             use crate::build::human;
@@ -184,28 +260,6 @@ fn unflushed(flushed: &Flushed, app: &str, env: &str, live: &Sample) -> Sample {
         }
         _ => live.clone(),
     }
-}
-
-/// Bytes of the regular files under `p` (not following links; a file linked twice counts
-/// once). Missing: 0.
-pub fn du(p: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    let mut seen: HashSet<(u64, u64)> = HashSet::new();
-    let mut total = 0;
-    let mut stack = vec![p.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let Ok(m) = std::fs::symlink_metadata(&p) else {
-            continue;
-        };
-        if m.is_dir() {
-            if let Ok(rd) = std::fs::read_dir(&p) {
-                stack.extend(rd.filter_map(Result::ok).map(|e| e.path()));
-            }
-        } else if m.is_file() && (m.nlink() == 1 || seen.insert((m.dev(), m.ino()))) {
-            total += m.len();
-        }
-    }
-    total
 }
 
 /// The controller's accounting task until shutdown: flushes the router's figures every
@@ -265,33 +319,26 @@ async fn recv_some(
     }
 }
 
+/// The access log of `app` is an event log of its own (`<logs>/<app>.router.log`: an app
+/// name has no dot), so a busy app's requests never push its build and deploy events out
+/// of their budget.
+pub(super) fn access_log(app: &str) -> String {
+    format!("{app}.router")
+}
+
 fn write_access(logs: &Path, lines: Vec<AccessLine>) {
     let mut by_app: HashMap<String, Vec<String>> = HashMap::new();
     for l in lines {
         by_app.entry(l.app.clone()).or_default().push(l.to_string());
     }
     for (app, lines) in by_app {
-        crate::eventlog::append(logs, &app, "router", &lines);
+        crate::eventlog::append(logs, &access_log(&app), "router", &lines);
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn du_counts_files_once_and_not_links() {
-        let d = tempfile::tempdir().unwrap();
-        let p = d.path();
-        std::fs::create_dir_all(p.join("a/b")).unwrap();
-        std::fs::write(p.join("a/one"), vec![0u8; 100]).unwrap();
-        std::fs::write(p.join("a/b/two"), vec![0u8; 20]).unwrap();
-        std::fs::hard_link(p.join("a/one"), p.join("a/b/one-again")).unwrap();
-        std::os::unix::fs::symlink("/etc", p.join("a/etc")).unwrap();
-        assert_eq!(du(&p.join("a")), 120);
-        assert_eq!(du(&p.join("a/one")), 100);
-        assert_eq!(du(&p.join("missing")), 0);
-    }
 
     #[test]
     fn only_new_figures_are_flushed() {

@@ -69,6 +69,25 @@ impl Request for StatusReq {
     type Reply = StatusReply;
 }
 
+/// `disk`: the bytes one app environment (`app` as the node knows it) takes on the node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DiskReq {
+    pub app: String,
+}
+
+impl Request for DiskReq {
+    const VERB: &'static str = "disk";
+    type Reply = DiskReply;
+}
+
+/// Bytes under the app's releases, data dir and archived logs on one node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskReply {
+    pub releases: u64,
+    pub data: u64,
+    pub logs: u64,
+}
+
 /// `receive APP RELEASE SHA256`: the release tarball on stdin, verified and unpacked.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ReceiveReq {
@@ -674,6 +693,7 @@ mod tests {
     fn every_verb_is_one_type() {
         let verbs = [
             StatusReq::VERB,
+            DiskReq::VERB,
             ReceiveReq::VERB,
             PrepareReq::VERB,
             SwitchReq::VERB,
