@@ -64,6 +64,8 @@ pub enum Command {
         login: LoginArgs,
         #[command(flatten)]
         build: BuildArgs,
+        #[command(flatten)]
+        router: RouterArgs,
     },
     /// Run a node: accepts only the controller's key, runs releases in Docker
     Agent {
@@ -133,6 +135,30 @@ impl LoginArgs {
             max_connections: max_connections.max(1),
             login_grace: std::time::Duration::from_secs(self.login_grace_time),
             per_address: self.max_unauthenticated_per_address as usize,
+            ..Default::default()
+        }
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RouterArgs {
+    /// HTTPS listen address for the router (certificates: certs:add; SNI; HTTP/2 by ALPN)
+    #[arg(long, value_name = "ADDR")]
+    pub https: Option<String>,
+    /// Seconds an app has to start answering a request (else 504)
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub request_timeout: u64,
+    /// Seconds a client connection (keep-alive, HTTP/2, WebSocket) may sit without traffic
+    /// before it is closed; also the time a client has to send a request's headers
+    #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub idle_timeout: u64,
+}
+
+impl RouterArgs {
+    pub fn options(&self) -> crate::router::RouterOptions {
+        crate::router::RouterOptions {
+            upstream_timeout: std::time::Duration::from_secs(self.request_timeout),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout),
             ..Default::default()
         }
     }

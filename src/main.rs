@@ -33,10 +33,13 @@ fn main() {
             node_memory,
             metrics,
             build,
+            router,
         } => {
             let o = magrathea::serve::ServeOptions {
                 listen,
                 http,
+                https: router.https.clone(),
+                router: router.options(),
                 domain,
                 limits: login.limits(max_connections),
                 node_memory,

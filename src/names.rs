@@ -241,9 +241,109 @@ pub fn valid_tag_pattern(p: &str) -> bool {
         && !p.contains("..")
 }
 
+/// A host name an app answers at (`www.example.com`), or a wildcard for one level under a
+/// domain (`*.example.com`): lowercase ASCII labels of a-z, 0-9 and '-' (IDNs in their
+/// `xn--` form), at least two labels, 253 characters at most. Stored lowercased, without a
+/// trailing dot.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HostName(String);
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid host '{0}': use a name like www.example.com or *.example.com (labels of a-z, 0-9 and '-', IDNs as xn--)")]
+pub struct InvalidHost(String);
+
+impl HostName {
+    pub fn is_wildcard(&self) -> bool {
+        self.0.starts_with("*.")
+    }
+}
+
+/// Whether `h` (lowercase, no trailing dot) is a host name or one-level wildcard.
+pub fn valid_host(h: &str) -> bool {
+    let rest = h.strip_prefix("*.").unwrap_or(h);
+    let labels: Vec<&str> = rest.split('.').collect();
+    h.len() <= 253
+        && labels.len() >= 2
+        && labels.iter().all(|l| {
+            let b = l.as_bytes();
+            !b.is_empty()
+                && b.len() <= 63
+                && b[0] != b'-'
+                && b[b.len() - 1] != b'-'
+                && b.iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        })
+        // A top-level label is never all digits: that would be an IP address.
+        && !labels[labels.len() - 1].bytes().all(|c| c.is_ascii_digit())
+}
+
+impl std::str::FromStr for HostName {
+    type Err = InvalidHost;
+    fn from_str(s: &str) -> Result<Self, InvalidHost> {
+        let h = s.strip_suffix('.').unwrap_or(s).to_ascii_lowercase();
+        if valid_host(&h) {
+            Ok(HostName(h))
+        } else {
+            Err(InvalidHost(
+                s.chars().filter(|c| !c.is_control()).take(60).collect(),
+            ))
+        }
+    }
+}
+
+impl std::ops::Deref for HostName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for HostName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_names() {
+        for (given, stored) in [
+            ("www.example.com", "www.example.com"),
+            ("WWW.Example.COM.", "www.example.com"),
+            ("*.example.com", "*.example.com"),
+            ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+            ("a-b.c0", "a-b.c0"),
+        ] {
+            assert_eq!(given.parse::<HostName>().unwrap().to_string(), stored);
+        }
+        assert!("*.example.com".parse::<HostName>().unwrap().is_wildcard());
+        for bad in [
+            "",
+            "com",
+            "*.com",
+            "*",
+            "a..b",
+            "-a.com",
+            "a-.com",
+            "a.*.com",
+            "**.a.com",
+            "a_b.com",
+            "b\u{fc}cher.de",
+            "1.2.3.4",
+            "a.com:80",
+            "user@a.com",
+            "a .com",
+            "*example.com",
+            ".a.com",
+        ] {
+            assert!(bad.parse::<HostName>().is_err(), "{bad}");
+        }
+        let long = format!("{}.com", vec!["a".repeat(63); 4].join("."));
+        assert!(long.parse::<HostName>().is_err());
+    }
 
     #[test]
     fn node_app_names() {

@@ -73,6 +73,9 @@ fn install_hooks(dd: &DataDir) -> anyhow::Result<()> {
 pub struct ServeOptions {
     pub listen: String,
     pub http: String,
+    /// The router's HTTPS listen address, if any.
+    pub https: Option<String>,
+    pub router: crate::router::RouterOptions,
     pub domain: String,
     /// SSH connection budgets and the login grace time.
     pub limits: crate::sshd::Limits,
@@ -104,8 +107,10 @@ pub async fn serve(
     crate::build::buildpacks::install(&dd.buildpacks())?;
     std::fs::create_dir_all(dd.builds())?;
     let bin = std::env::current_exe().context("cannot find my own binary")?;
-    let router = crate::router::Router::new(o.domain.clone(), Default::default());
+    let router = crate::router::Router::new(o.domain.clone(), o.router.clone());
     let core = Arc::new(Core::open(dd, bin, limits, router.clone())?);
+    // Custom domains, routing settings and certificates, before the first request.
+    core.refresh_routing()?;
     // What a crash left of builds goes before any new build can start.
     let swept = crate::reconcile::sweep_files(core.data())
         + crate::reconcile::sweep_build_containers(core.instance()).await;
@@ -125,6 +130,14 @@ pub async fn serve(
             tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("cannot listen on {addr} (--metrics)"))?,
+        ),
+        None => None,
+    };
+    let https = match &o.https {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (--https)"))?,
         ),
         None => None,
     };
@@ -154,6 +167,13 @@ pub async fn serve(
         println!("metrics listening on {}", m.local_addr()?);
         tokio::spawn(crate::metrics::serve(core.clone(), m));
     }
+    if let Some(https) = &https {
+        println!(
+            "https listening on {} (apps at https://APP.{} and their domains)",
+            https.local_addr()?,
+            o.domain
+        );
+    }
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
@@ -161,6 +181,15 @@ pub async fn serve(
     core.restore_policies()?;
     let accounting = tokio::spawn(crate::controller::usage::run(core.clone()));
     tokio::spawn(router.clone().serve(http, core.shutdown().clone()));
+    if let Some(https) = https {
+        router.set_https_port(Some(https.local_addr()?.port()));
+        let config = crate::router::tls::server_config(router.certs().clone());
+        tokio::spawn(
+            router
+                .clone()
+                .serve_tls(https, config, core.shutdown().clone()),
+        );
+    }
     {
         let core = core.clone();
         tokio::spawn(async move {

@@ -20,6 +20,9 @@ mod builds;
 mod builds_cancel;
 mod builds_log;
 mod builds_purge_cache;
+mod certs;
+mod certs_add;
+mod certs_remove;
 mod clusters;
 mod clusters_add;
 mod clusters_info;
@@ -28,6 +31,10 @@ mod config;
 mod config_change;
 mod config_get;
 mod deploy;
+mod domains;
+mod domains_add;
+mod domains_clear;
+mod domains_remove;
 mod help;
 mod keys;
 mod keys_add;
@@ -47,6 +54,7 @@ mod releases;
 mod releases_info;
 mod restart;
 mod rollback;
+mod routing_set;
 mod run;
 mod scale;
 mod services;
@@ -74,7 +82,7 @@ use thiserror::Error;
 use crate::access::{AppRole, Identity};
 use crate::controller::view::Session;
 use crate::controller::{Core, CoreError, Sink};
-use crate::names::{InvalidName, InvalidProcess, InvalidVersion};
+use crate::names::{InvalidHost, InvalidName, InvalidProcess, InvalidVersion};
 
 pub use redact::redact;
 
@@ -287,6 +295,14 @@ commands! {
     Shell(shell::Shell) = "shell",
     Run(run::Run) = "run",
     Logs(logs::Logs) = "logs",
+    Domains(domains::Domains) = "domains",
+    DomainsAdd(domains_add::DomainsAdd) = "domains:add",
+    DomainsRemove(domains_remove::DomainsRemove) = "domains:remove",
+    DomainsClear(domains_clear::DomainsClear) = "domains:clear",
+    Certs(certs::Certs) = "certs",
+    CertsAdd(certs_add::CertsAdd) = "certs:add",
+    CertsRemove(certs_remove::CertsRemove) = "certs:remove",
+    RoutingSet(routing_set::RoutingSet) = "routing:set",
     Audit(audit::Audit) = "audit",
     Services(services::Services) = "services",
     ServicesCreate(services_create::ServicesCreate) = "services:create",
@@ -389,7 +405,8 @@ fn parse_why(argv: &[String]) -> Result<Cmd, Refused> {
                 .or_else(|| {
                     src.downcast_ref::<InvalidVersion>()
                         .map(ToString::to_string)
-                });
+                })
+                .or_else(|| src.downcast_ref::<InvalidHost>().map(ToString::to_string));
             if let Some(msg) = msg {
                 return Err(Refused {
                     reply: Reply::err(format!("error: {msg}"), 1),

@@ -40,6 +40,8 @@ impl Core {
     /// dir: releases, build cache, build logs, event log, repository.
     fn destroy_app(&self, app: &str) -> Result<(), CoreError> {
         self.store.destroy_app(app)?;
+        // Its domains and certificates went with its rows.
+        self.refresh_routing()?;
         let _ = std::fs::remove_dir_all(self.data.releases(app));
         let _ = std::fs::remove_dir_all(self.data.cache(app));
         let _ = std::fs::remove_dir_all(self.data.logs().join("builds").join(app));

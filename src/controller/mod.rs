@@ -18,6 +18,7 @@ mod nodes;
 pub mod push;
 pub mod queue;
 mod releases;
+pub mod routing;
 mod services;
 mod sessions;
 pub mod usage;

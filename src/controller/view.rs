@@ -8,6 +8,7 @@ pub use super::edge::{AclChange, AppLimits, AppSettings};
 pub use super::formation::{ProcessRow, Processes, Scaled};
 pub use super::logs::{LogQuery, NodeLog, NodeLogs};
 pub use super::releases::{ConfigChange, ConfigOutcome, Listed, Live};
+pub use super::routing::{CertInfo, CertSource};
 pub use super::sessions::{Session, ShellTarget};
 pub use super::usage::{DiskUse, Usage};
 pub use crate::build::human;
@@ -17,5 +18,7 @@ pub use crate::node::client::{Input, Output};
 pub use crate::node::proto::{ClusterReply, LogLine, StatusReply};
 pub use crate::release::Manifest;
 pub use crate::router::{Sample, LATENCY_BOUNDS_MS};
-pub use crate::store::{AccessRow, AppRow, AuditRow, BuildRow, KeyRow, NodeRow, ReleaseRow};
+pub use crate::store::{
+    AccessRow, AppRow, AuditRow, BuildRow, DomainRow, KeyRow, NodeRow, ReleaseRow, RouteSettings,
+};
 pub use crate::store::{BackupReason, BackupRow, ReleaseTag};

@@ -13,33 +13,25 @@
 
 mod accounting;
 mod acl;
+pub mod certs;
+mod listen;
 mod proxy;
+pub mod tls;
+mod tunnel;
 mod upstream;
 
 pub use accounting::{AccessLine, Sample, LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
 pub use acl::{Cidr, Policy};
 
 use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use hyper::header::HeaderValue;
 
 use upstream::{InflightGuard, Upstream};
-
-/// How long a client may take to send request headers (slowloris guard).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long `serve` lets in-flight connections finish after shutdown before cutting them.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
 #[derive(Clone, Debug)]
 pub struct RouterOptions {
@@ -48,6 +40,10 @@ pub struct RouterOptions {
     /// Bound on waiting for an upstream's response headers once the request is sent
     /// (includes the upstream reading the request body). Past it the client gets a 504.
     pub upstream_timeout: Duration,
+    /// A client connection (keep-alive, HTTP/2, or an upgraded one such as a WebSocket)
+    /// without traffic for this long is closed; a client must also send a request's
+    /// headers within it (slowloris guard).
+    pub idle_timeout: Duration,
     /// Client connections open at once, and from one address; past either, a new
     /// connection gets a 503 and is closed.
     pub max_connections: usize,
@@ -59,74 +55,57 @@ impl Default for RouterOptions {
         RouterOptions {
             connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(30),
             max_connections: 8192,
             max_per_address: 512,
         }
     }
 }
 
-/// Open client connections, overall and per address.
+/// How the router serves one route (an app's environment).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoutePolicy {
+    /// Plain HTTP requests get a redirect to HTTPS (ACME's HTTP-01 path excepted).
+    pub force_https: bool,
+    /// The `Strict-Transport-Security` value added to HTTPS answers, if any.
+    pub hsts: Option<HeaderValue>,
+    /// Largest request body accepted (413 past it).
+    pub max_body: Option<u64>,
+}
+
+impl RoutePolicy {
+    pub fn new(force_https: bool, hsts_max_age: u32, max_body: u64) -> RoutePolicy {
+        RoutePolicy {
+            force_https,
+            hsts: (hsts_max_age > 0).then(|| {
+                HeaderValue::from_str(&format!("max-age={hsts_max_age}"))
+                    .expect("digits are a valid header value")
+            }),
+            max_body: (max_body > 0).then_some(max_body),
+        }
+    }
+}
+
+/// Hosts besides `APP.DOMAIN`, and the policy of each route.
 #[derive(Default)]
-struct ConnCount {
-    total: usize,
-    per: HashMap<IpAddr, usize>,
-}
-
-/// One client connection's place in [`ConnCount`], given back on drop.
-struct ConnSlot {
-    count: Arc<Mutex<ConnCount>>,
-    ip: IpAddr,
-}
-
-impl ConnSlot {
-    fn take(count: &Arc<Mutex<ConnCount>>, ip: IpAddr, opts: &RouterOptions) -> Option<ConnSlot> {
-        let ip = ip.to_canonical();
-        let mut c = count.lock().unwrap_or_else(PoisonError::into_inner);
-        let mine = c.per.get(&ip).copied().unwrap_or(0);
-        if c.total >= opts.max_connections.max(1) || mine >= opts.max_per_address.max(1) {
-            return None;
-        }
-        c.total += 1;
-        c.per.insert(ip, mine + 1);
-        Some(ConnSlot {
-            count: Arc::clone(count),
-            ip,
-        })
-    }
-}
-
-impl Drop for ConnSlot {
-    fn drop(&mut self) {
-        let mut c = self.count.lock().unwrap_or_else(PoisonError::into_inner);
-        c.total -= 1;
-        if let Some(n) = c.per.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.per.remove(&self.ip);
-            }
-        }
-    }
-}
-
-/// Over the cap: a short 503, then close (after letting the client finish sending, so it
-/// reads the answer rather than a reset).
-async fn refuse(mut stream: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 32\r\nconnection: close\r\n\r\ntoo many connections; try again\n";
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        stream.write_all(BUSY).await?;
-        stream.shutdown().await?;
-        let mut sink = [0u8; 4096];
-        while stream.read(&mut sink).await? > 0 {}
-        Ok::<_, std::io::Error>(())
-    })
-    .await;
+struct Table {
+    /// Host -> route key.
+    exact: HashMap<String, String>,
+    /// `example.com` (for `*.example.com`) -> route key.
+    wildcard: HashMap<String, String>,
+    policies: HashMap<String, RoutePolicy>,
 }
 
 pub struct Router {
     /// `.<domain>`, lowercase: what a routed Host ends with.
     suffix: String,
     opts: RouterOptions,
+    /// Custom domains and route policies: read on every request, written on changes.
+    table: RwLock<Table>,
+    /// What the HTTPS listener serves, by SNI.
+    certs: Arc<tls::CertStore>,
+    /// The port HTTPS is served on, for redirects (None: no HTTPS listener).
+    https_port: RwLock<Option<u16>>,
     /// Read on every request, written on deploys. Never held across an await.
     routes: RwLock<HashMap<String, AppRoute>>,
     /// One shared [`Upstream`] per address, so its in-flight count and connection pool
@@ -158,6 +137,9 @@ impl Router {
         Arc::new(Router {
             suffix: format!(".{domain}"),
             opts,
+            table: RwLock::default(),
+            certs: Arc::default(),
+            https_port: RwLock::new(None),
             routes: RwLock::new(HashMap::new()),
             registry: Mutex::new(HashMap::new()),
             ledger: Default::default(),
@@ -233,88 +215,79 @@ impl Router {
         drained
     }
 
-    /// Serves HTTP/1.1 on `listener` until `shutdown` is cancelled, then stops accepting and
-    /// gives open connections up to 30 s to finish their current exchange.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .keep_alive(true);
-        let mut conns = JoinSet::new();
-        let count: Arc<Mutex<ConnCount>> = Arc::default();
-        let mut refusals = JoinSet::new();
-        loop {
-            let (stream, peer) = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                // Reap finished connection tasks so the set does not grow without bound.
-                Some(_) = conns.join_next(), if !conns.is_empty() => continue,
-                Some(_) = refusals.join_next(), if !refusals.is_empty() => continue,
-                accepted = listener.accept() => match accepted {
-                    Ok(conn) => conn,
-                    Err(err) => {
-                        // Typically EMFILE: back off instead of spinning on the error.
-                        warn!(error = %err, "router accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
-            };
-            let Some(slot) = ConnSlot::take(&count, peer.ip(), &self.opts) else {
-                debug!(client = %peer, "router connection limit reached; refusing");
-                // Bounded too: past the cap, refusals are cut short rather than queued.
-                if refusals.len() < 1024 {
-                    refusals.spawn(refuse(stream));
-                }
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let router = Arc::clone(&self);
-            let builder = builder.clone();
-            let shutdown = shutdown.clone();
-            conns.spawn(async move {
-                let _slot = slot;
-                let service = service_fn(move |req| {
-                    let router = Arc::clone(&router);
-                    async move { Ok::<_, Infallible>(proxy::handle(&router, peer, req).await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                tokio::pin!(conn);
-                let result = tokio::select! {
-                    result = conn.as_mut() => result,
-                    () = shutdown.cancelled() => {
-                        // Finish the exchange in progress, then close; idle keep-alive
-                        // connections close at once.
-                        conn.as_mut().graceful_shutdown();
-                        conn.await
-                    }
-                };
-                if let Err(err) = result {
-                    debug!(client = %peer, error = %err, "client connection ended with an error");
-                }
-            });
-        }
-        drop(listener);
-        let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {
-            while conns.join_next().await.is_some() {}
-        })
-        .await
-        .is_ok();
-        if !finished {
-            warn!(
-                open = conns.len(),
-                "router shutdown grace expired, closing connections"
-            );
-            conns.shutdown().await;
-        }
+    /// The domain apps are served under (`APP.DOMAIN`), lowercase.
+    pub fn domain(&self) -> &str {
+        &self.suffix[1..]
     }
 
-    /// The app a request for `host` (no port) is for, if it is under our domain.
-    fn app_for_host(&self, host: &str) -> Option<String> {
+    /// Replaces every custom host: `(host, route key)`, a host as `domains:add` takes it
+    /// (`*.example.com` for one level under a domain).
+    pub fn set_domains(&self, hosts: impl IntoIterator<Item = (String, String)>) {
+        let (mut exact, mut wildcard) = (HashMap::new(), HashMap::new());
+        for (host, key) in hosts {
+            match host.strip_prefix("*.") {
+                Some(parent) => wildcard.insert(parent.to_string(), key),
+                None => exact.insert(host, key),
+            };
+        }
+        let mut t = self.write_table();
+        t.exact = exact;
+        t.wildcard = wildcard;
+    }
+
+    /// Replaces every route's policy (a route not named gets the default).
+    pub fn set_policies(&self, policies: HashMap<String, RoutePolicy>) {
+        self.write_table().policies = policies;
+    }
+
+    /// The certificates the HTTPS listener serves.
+    pub fn certs(&self) -> &Arc<tls::CertStore> {
+        &self.certs
+    }
+
+    /// Where HTTPS is served, so plain requests of a `force_https` app can be redirected.
+    pub fn set_https_port(&self, port: Option<u16>) {
+        *self
+            .https_port
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = port;
+    }
+
+    fn https_port(&self) -> Option<u16> {
+        *self
+            .https_port
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The route a request for `host` (no port) is for, and its policy: a custom host,
+    /// else a wildcard one level up, else `APP.DOMAIN`.
+    fn route_for_host(&self, host: &str) -> Option<(String, RoutePolicy)> {
         let host = host.trim_end_matches('.').to_ascii_lowercase();
-        let app = host.strip_suffix(&self.suffix)?;
-        (!app.is_empty() && !app.contains('.')).then(|| app.to_owned())
+        let t = self.read_table();
+        let key = match t.exact.get(&host) {
+            Some(key) => key.clone(),
+            None => match host
+                .split_once('.')
+                .and_then(|(_, parent)| t.wildcard.get(parent))
+            {
+                Some(key) => key.clone(),
+                None => {
+                    let app = host.strip_suffix(&self.suffix)?;
+                    if app.is_empty() || app.contains('.') {
+                        return None;
+                    }
+                    app.to_owned()
+                }
+            },
+        };
+        let policy = t.policies.get(&key).cloned().unwrap_or_default();
+        Some((key, policy))
+    }
+
+    #[cfg(test)]
+    fn app_for_host(&self, host: &str) -> Option<String> {
+        self.route_for_host(host).map(|(key, _)| key)
     }
 
     /// Chooses the next upstream of `app` round-robin, skipping those in `tried`, and counts
@@ -345,6 +318,14 @@ impl Router {
 
     fn write_routes(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, AppRoute>> {
         self.routes.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn read_table(&self) -> std::sync::RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_table(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn lock_registry(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Upstream>>> {
@@ -389,6 +370,35 @@ mod tests {
         assert_eq!(r.app_for_host("a.b.apps.example.test"), None);
         assert_eq!(r.app_for_host("web.example.test"), None);
         assert_eq!(r.app_for_host("webapps.example.test"), None);
+    }
+
+    #[test]
+    fn custom_hosts_win_then_wildcards_then_the_default() {
+        let r = Router::new("apps.test".into(), RouterOptions::default());
+        r.set_domains([
+            ("www.shop.example".to_string(), "shop".to_string()),
+            ("*.shop.example".to_string(), "shop-staging".to_string()),
+            ("web.apps.test".to_string(), "other".to_string()),
+        ]);
+        r.set_policies(HashMap::from([(
+            "shop".to_string(),
+            RoutePolicy::new(true, 60, 10),
+        )]));
+        let (key, policy) = r.route_for_host("WWW.shop.example.").unwrap();
+        assert_eq!(key, "shop");
+        assert!(policy.force_https);
+        assert_eq!(policy.hsts.unwrap(), "max-age=60");
+        assert_eq!(policy.max_body, Some(10));
+        let (key, policy) = r.route_for_host("api.shop.example").unwrap();
+        assert_eq!(key, "shop-staging");
+        assert_eq!(policy, RoutePolicy::default());
+        assert_eq!(r.app_for_host("shop.example"), None);
+        assert_eq!(r.app_for_host("a.b.shop.example"), None);
+        assert_eq!(r.app_for_host("web.apps.test").as_deref(), Some("other"));
+        assert_eq!(r.app_for_host("shop.apps.test").as_deref(), Some("shop"));
+        r.set_domains([]);
+        assert_eq!(r.app_for_host("www.shop.example"), None);
+        assert_eq!(r.domain(), "apps.test");
     }
 
     #[test]

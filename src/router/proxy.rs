@@ -1,7 +1,10 @@
-//! Forwarding one request: pick the app from `Host`, rewrite headers, dispatch with
-//! connect-failure failover, and wrap the response.
+//! Forwarding one request: pick the app from `Host`, apply its route's policy (HTTPS
+//! redirect, body limit), rewrite headers, dispatch with connect-failure failover, and wrap
+//! the response. An HTTP/1.1 upgrade (WebSocket or any other) the app accepts becomes a
+//! tunnel between the two connections (see `tunnel.rs`).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,9 +16,10 @@ use hyper::http::uri::{Authority, PathAndQuery};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use tracing::debug;
 
-use super::accounting::{self, ReqBody};
-use super::upstream::{Sender, Upstream, UpstreamBody};
-use super::{Pick, Router};
+use super::accounting;
+use super::tunnel;
+use super::upstream::{BodyError, ReqBody, Sender, Upstream, UpstreamBody};
+use super::{Pick, RoutePolicy, Router};
 
 pub(super) type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
@@ -33,30 +37,50 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// Where ACME's HTTP-01 challenges are answered: never redirected to HTTPS.
+const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
+
+/// The client end of a request: who, and over which listener.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Client {
+    pub peer: SocketAddr,
+    pub https: bool,
+}
 
 pub(super) async fn handle(
     router: &Router,
-    peer: SocketAddr,
-    req: Request<Incoming>,
+    client: Client,
+    mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let host = match request_host(&req) {
         Ok(host) => host,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
-    let Some(app) = router.app_for_host(host.host()) else {
+    let Some((app, policy)) = router.route_for_host(host.host()) else {
         router.count_unrouted();
         return text(
             StatusCode::NOT_FOUND,
             format!("no app '{}' here", printable(host.host())),
         );
     };
-    let req = upstream_request(req, &host, peer.ip());
-    let (req, tally) = match accounting::begin(router, &app, peer.ip(), req, started) {
+    // Taken before the request is rewritten: the client side of an upgrade.
+    let upgrade = tunnel::wanted(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
+    let req = upstream_request(req, &host, client);
+    let (mut req, tally) = match accounting::begin(router, &app, client.peer.ip(), req, started) {
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
-    let resp = match forward(router, &app, req).await {
+    if let Some(answer) = by_policy(router, &app, &policy, client, &host, &mut req).await {
+        return accounting::end(tally, answer);
+    }
+    let mut req = req.map(|body| ReqBody::new(body, policy.max_body));
+    if let Some((proto, _)) = &upgrade {
+        tunnel::ask_upstream(req.headers_mut(), proto);
+    }
+    let mut response = match forward(router, &app, req).await {
         Ok(resp) => {
             debug!(
                 app = %app,
@@ -67,52 +91,96 @@ pub(super) async fn handle(
             );
             resp.response
         }
-        Err(failure) => {
-            let (status, msg) = match failure {
-                Failure::NotRouted => (StatusCode::NOT_FOUND, format!("no app '{app}' here")),
-                Failure::NoUpstreams => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    format!("app '{app}' has no running web processes"),
+        Err(failure) => failure_response(&app, failure, started),
+    };
+    if let Some((proto, client_side)) = upgrade {
+        response = tunnel::finish(response, proto, client_side, router.opts.idle_timeout);
+    }
+    if client.https {
+        if let Some(hsts) = policy.hsts {
+            response
+                .headers_mut()
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+        }
+    }
+    accounting::end(tally, response)
+}
+
+/// The route's own answer, when its policy has one: the redirect to HTTPS, or a 413 for a
+/// body declared larger than the limit.
+async fn by_policy<B: hyper::body::Body<Data = Bytes> + Unpin>(
+    router: &Router,
+    app: &str,
+    policy: &RoutePolicy,
+    client: Client,
+    host: &Authority,
+    req: &mut Request<B>,
+) -> Option<Response<ProxyBody>> {
+    if policy.force_https && !client.https && !req.uri().path().starts_with(ACME_CHALLENGE) {
+        return Some(redirect_to_https(req, host, router.https_port()));
+    }
+    let limit = policy.max_body?;
+    if content_length(req.headers()).is_some_and(|n| n > limit) {
+        // A client that sent no `Expect: 100-continue` is uploading already; reading what
+        // it sends (within a bound) lets it read the answer instead of a reset.
+        if !req.headers().contains_key(header::EXPECT) {
+            discard(req.body_mut()).await;
+        }
+        return Some(text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {app}'s limit of {limit} bytes"),
+        ));
+    }
+    None
+}
+
+fn failure_response(app: &str, failure: Failure, started: Instant) -> Response<ProxyBody> {
+    let (status, msg) = match failure {
+        Failure::NotRouted => (StatusCode::NOT_FOUND, format!("no app '{app}' here")),
+        Failure::NoUpstreams => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("app '{app}' has no running web processes"),
+        ),
+        Failure::NoneAnswered => (
+            StatusCode::BAD_GATEWAY,
+            format!("bad gateway: no upstream of '{app}' answered"),
+        ),
+        Failure::Broken(addr, err) => {
+            debug!(app = %app, upstream = %addr, error = %err, "upstream failed mid-request");
+            (
+                StatusCode::BAD_GATEWAY,
+                format!("bad gateway: the upstream of '{app}' failed"),
+            )
+        }
+        Failure::TooLarge(limit) => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the request body is larger than {app}'s limit of {limit} bytes"),
+        ),
+        Failure::BadBody(err) => {
+            debug!(app = %app, error = %err, "bad request body");
+            (
+                StatusCode::BAD_REQUEST,
+                "bad request: malformed request body".to_string(),
+            )
+        }
+        Failure::TimedOut(addr, after) => {
+            debug!(app = %app, upstream = %addr, "upstream did not answer in time");
+            (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "gateway timeout: '{app}' did not answer within {}s",
+                    after.as_secs_f32()
                 ),
-                Failure::NoneAnswered => (
-                    StatusCode::BAD_GATEWAY,
-                    format!("bad gateway: no upstream of '{app}' answered"),
-                ),
-                Failure::Broken(addr, err) => {
-                    debug!(app = %app, upstream = %addr, error = %err, "upstream failed mid-request");
-                    (
-                        StatusCode::BAD_GATEWAY,
-                        format!("bad gateway: the upstream of '{app}' failed"),
-                    )
-                }
-                Failure::BadBody(err) => {
-                    debug!(app = %app, error = %err, "bad request body");
-                    (
-                        StatusCode::BAD_REQUEST,
-                        "bad request: malformed request body".to_string(),
-                    )
-                }
-                Failure::TimedOut(addr, after) => {
-                    debug!(app = %app, upstream = %addr, "upstream did not answer in time");
-                    (
-                        StatusCode::GATEWAY_TIMEOUT,
-                        format!(
-                            "gateway timeout: '{app}' did not answer within {}s",
-                            after.as_secs_f32()
-                        ),
-                    )
-                }
-            };
-            debug!(
-                app = %app,
-                status = status.as_u16(),
-                ms = started.elapsed().as_millis() as u64,
-                "not proxied"
-            );
-            text(status, msg)
+            )
         }
     };
-    accounting::end(tally, resp)
+    debug!(
+        app = %app,
+        status = status.as_u16(),
+        ms = started.elapsed().as_millis() as u64,
+        "not proxied"
+    );
+    text(status, msg)
 }
 
 struct Forwarded {
@@ -130,6 +198,8 @@ enum Failure {
     Broken(SocketAddr, hyper::Error),
     /// The client's request body could not be read (malformed chunked encoding, cut short).
     BadBody(hyper::Error),
+    /// The client's request body went past the route's limit.
+    TooLarge(u64),
     TimedOut(SocketAddr, Duration),
 }
 
@@ -174,7 +244,12 @@ async fn forward(
                 req = *back;
             }
             // The error came from the body we were passing on: the client's fault.
-            Err(Dispatch::Broken(err)) if err.is_user() => return Err(Failure::BadBody(err)),
+            Err(Dispatch::Broken(err)) if err.is_user() => {
+                return Err(match BodyError::too_large(&err) {
+                    Some(limit) => Failure::TooLarge(limit),
+                    None => Failure::BadBody(err),
+                })
+            }
             Err(Dispatch::Broken(err)) => return Err(Failure::Broken(upstream.addr, err)),
             Err(Dispatch::TimedOut) => {
                 return Err(Failure::TimedOut(
@@ -273,8 +348,8 @@ fn check_authority(a: &Authority) -> Result<(), &'static str> {
 }
 
 /// Turns the client's request into the one sent upstream: origin-form target, HTTP/1.1,
-/// hop-by-hop headers gone, `X-Forwarded-*` set.
-fn upstream_request(req: Request<Incoming>, host: &Authority, client: IpAddr) -> Request<Incoming> {
+/// hop-by-hop headers gone, `X-Forwarded-*` and `X-Request-Id` set, the body limited.
+fn upstream_request(req: Request<Incoming>, host: &Authority, client: Client) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -284,11 +359,76 @@ fn upstream_request(req: Request<Incoming>, host: &Authority, client: IpAddr) ->
     parts.uri = Uri::from(path);
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, host, client);
+    add_forwarded(&mut parts.headers, host, client.peer.ip(), client.https);
+    set_request_id(&mut parts.headers);
     Request::from_parts(parts, body)
 }
 
-fn add_forwarded(headers: &mut HeaderMap, host: &Authority, client: IpAddr) {
+/// Keeps a request id the client (or a proxy in front) sent when it is a sane token, else
+/// makes one: unique per router process, cheap (a random prefix and a counter).
+fn set_request_id(headers: &mut HeaderMap) {
+    let sane = headers.get(&X_REQUEST_ID).is_some_and(|v| {
+        let b = v.as_bytes();
+        (1..=200).contains(&b.len())
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:+/=".contains(c))
+    });
+    if sane {
+        return;
+    }
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| crate::keys::random_hex(8));
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{prefix}{n:016x}");
+    headers.insert(
+        X_REQUEST_ID,
+        HeaderValue::from_str(&id).expect("hex is a valid header value"),
+    );
+}
+
+/// Reads and drops a refused request's body, up to 1 MiB and 5 seconds.
+async fn discard<B: hyper::body::Body<Data = Bytes> + Unpin>(body: &mut B) {
+    const MAX: usize = 1 << 20;
+    let mut seen = 0;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, |d| d.len());
+            if seen > MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// `308` to the same URL over HTTPS (a 308 keeps the method and body, unlike a 301).
+fn redirect_to_https<B>(
+    req: &Request<B>,
+    host: &Authority,
+    https_port: Option<u16>,
+) -> Response<ProxyBody> {
+    let port = match https_port {
+        Some(443) | None => String::new(),
+        Some(p) => format!(":{p}"),
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{}{port}{path}", host.host());
+    let mut resp = text(StatusCode::PERMANENT_REDIRECT, format!("see {location}"));
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp
+}
+
+fn add_forwarded(headers: &mut HeaderMap, host: &Authority, client: IpAddr, https: bool) {
     let client = client.to_canonical().to_string();
     // Append to any chain the client sent, like every other proxy does: apps that trust us
     // read the last entry, which is always ours.
@@ -302,8 +442,15 @@ fn add_forwarded(headers: &mut HeaderMap, host: &Authority, client: IpAddr) {
         HeaderValue::from_str(&client).expect("an IP address is a valid header")
     });
     headers.insert(X_FORWARDED_FOR, xff);
+    headers.insert(
+        X_REAL_IP,
+        HeaderValue::from_str(&client).expect("an IP address is a valid header"),
+    );
     // The router is the edge: whatever the client claims about proto/host is overwritten.
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(
+        X_FORWARDED_PROTO,
+        HeaderValue::from_static(if https { "https" } else { "http" }),
+    );
     let host_value =
         HeaderValue::from_str(host.as_str()).expect("a parsed authority is a valid header");
     // The app sees the authority the request was routed by: for an absolute-form request
@@ -397,9 +544,12 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         let host: Authority = "web.example.test:8080".parse().unwrap();
-        add_forwarded(&mut h, &host, "::ffff:127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &host, "::ffff:127.0.0.1".parse().unwrap(), false);
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
+        assert_eq!(h[&X_REAL_IP], "127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        add_forwarded(&mut h, &host, "10.1.1.1".parse().unwrap(), true);
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "web.example.test:8080");
         assert_eq!(h[header::HOST], "web.example.test:8080");
     }
@@ -436,9 +586,45 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("other.example.test"));
         let routed: Authority = "web.example.test".parse().unwrap();
-        add_forwarded(&mut h, &routed, "127.0.0.1".parse().unwrap());
+        add_forwarded(&mut h, &routed, "127.0.0.1".parse().unwrap(), false);
         assert_eq!(h[header::HOST], "web.example.test");
         assert_eq!(h[&X_FORWARDED_HOST], "web.example.test");
+    }
+
+    #[test]
+    fn request_ids_are_kept_when_sane_else_made() {
+        let mut h = HeaderMap::new();
+        set_request_id(&mut h);
+        let first = h[&X_REQUEST_ID].clone();
+        assert_eq!(first.len(), 32);
+        let mut h2 = HeaderMap::new();
+        set_request_id(&mut h2);
+        assert_ne!(h2[&X_REQUEST_ID], first);
+        let mut kept = HeaderMap::new();
+        kept.insert(X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        set_request_id(&mut kept);
+        assert_eq!(kept[&X_REQUEST_ID], "abc-123");
+        let mut bad = HeaderMap::new();
+        bad.insert(X_REQUEST_ID, HeaderValue::from_static("a b"));
+        set_request_id(&mut bad);
+        assert_ne!(bad[&X_REQUEST_ID], "a b");
+    }
+
+    #[test]
+    fn redirects_keep_the_path_and_name_the_https_port() {
+        let req = Request::get("/a/b?c=1").body(()).unwrap();
+        let host: Authority = "www.shop.test:8080".parse().unwrap();
+        let r = redirect_to_https(&req, &host, Some(8443));
+        assert_eq!(r.status(), StatusCode::PERMANENT_REDIRECT);
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "https://www.shop.test:8443/a/b?c=1"
+        );
+        let r = redirect_to_https(&req, &host, Some(443));
+        assert_eq!(
+            r.headers()[header::LOCATION],
+            "https://www.shop.test/a/b?c=1"
+        );
     }
 
     #[test]

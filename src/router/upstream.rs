@@ -18,8 +18,9 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::debug;
 
-/// Requests are forwarded with the client's body as-is, so request bodies stream.
-pub(super) type Sender = SendRequest<super::accounting::ReqBody>;
+/// Requests are forwarded with the client's body as it comes (counted against the route's
+/// limit), so request bodies stream.
+pub(super) type Sender = SendRequest<ReqBody>;
 
 /// Idle connections kept per upstream; beyond this a finished connection is simply closed.
 const MAX_IDLE_PER_UPSTREAM: usize = 32;
@@ -129,7 +130,8 @@ impl Upstream {
             .map_err(io::Error::other)?;
         let addr = self.addr;
         tokio::spawn(async move {
-            if let Err(err) = conn.await {
+            // With upgrades: a 101 hands the connection over to a tunnel (`tunnel.rs`).
+            if let Err(err) = conn.with_upgrades().await {
                 debug!(upstream = %addr, error = %err, "upstream connection ended with an error");
             }
         });
@@ -228,5 +230,98 @@ impl Drop for UpstreamBody {
         // the client goes away; either way the request is over now.
         let clean = self.inner.is_end_stream();
         self.finish(clean);
+    }
+}
+
+/// The client's request body on its way upstream (counted by accounting), cut off past the
+/// route's limit.
+pub(super) struct ReqBody {
+    inner: super::accounting::ReqBody,
+    /// Bytes still allowed (u64::MAX: no limit).
+    left: u64,
+    limit: u64,
+}
+
+impl ReqBody {
+    pub(super) fn new(inner: super::accounting::ReqBody, limit: Option<u64>) -> Self {
+        let limit = limit.unwrap_or(u64::MAX);
+        ReqBody {
+            inner,
+            left: limit,
+            limit,
+        }
+    }
+}
+
+/// Why a request body could not be passed on.
+#[derive(Debug)]
+pub(super) enum BodyError {
+    Client(hyper::Error),
+    TooLarge(u64),
+}
+
+impl BodyError {
+    /// The limit, when `err` is a body that went past it.
+    pub(super) fn too_large(err: &hyper::Error) -> Option<u64> {
+        let mut source = std::error::Error::source(err);
+        while let Some(e) = source {
+            if let Some(BodyError::TooLarge(limit)) = e.downcast_ref::<BodyError>() {
+                return Some(*limit);
+            }
+            source = e.source();
+        }
+        None
+    }
+}
+
+impl std::fmt::Display for BodyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BodyError::Client(e) => write!(f, "{e}"),
+            BodyError::TooLarge(limit) => write!(f, "request body over {limit} bytes"),
+        }
+    }
+}
+
+impl std::error::Error for BodyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            BodyError::Client(e) => Some(e),
+            BodyError::TooLarge(_) => None,
+        }
+    }
+}
+
+impl Body for ReqBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = self.get_mut();
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = data.len() as u64;
+                    if n > this.left {
+                        return Poll::Ready(Some(Err(BodyError::TooLarge(this.limit))));
+                    }
+                    this.left -= n;
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(BodyError::Client(e)))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

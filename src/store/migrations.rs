@@ -209,6 +209,33 @@ pub(super) const MIGRATIONS: &[&str] = &[
      CREATE TABLE app_settings(
         app TEXT PRIMARY KEY,
         doc TEXT NOT NULL);",
+    // 12: the router: custom domains (a host belongs to one app at a time), certificates
+    // (the private key sealed), and per-environment routing settings
+    "CREATE TABLE domains(
+        host TEXT PRIMARY KEY,
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        added_at INTEGER NOT NULL);
+     CREATE INDEX domains_app ON domains(app, env);
+     CREATE TABLE certs(
+        id INTEGER PRIMARY KEY,
+        app TEXT NOT NULL,
+        source TEXT NOT NULL CHECK (source IN ('given','acme')),
+        names TEXT NOT NULL,
+        not_before INTEGER NOT NULL,
+        not_after INTEGER NOT NULL,
+        chain TEXT NOT NULL,
+        key BLOB NOT NULL,
+        fingerprint TEXT NOT NULL,
+        added_at INTEGER NOT NULL);
+     CREATE INDEX certs_app ON certs(app);
+     CREATE TABLE route_settings(
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        force_https INTEGER NOT NULL DEFAULT 0,
+        hsts INTEGER NOT NULL DEFAULT 0,
+        max_body INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY(app, env));",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

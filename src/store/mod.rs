@@ -9,12 +9,14 @@ mod golive;
 mod intents;
 mod migrations;
 mod nodes;
+mod routing;
 mod services;
 mod usage;
 
 pub use golive::GoLive;
 pub use intents::{PushIntent, RefMove};
 pub use nodes::{LiveRow, NodeRow, CLUSTER_LABEL};
+pub use routing::{CertRow, DomainRow, RouteSettings};
 pub use services::{LinkRow, NewService, ServiceRow};
 
 pub use backups::{BackupReason, BackupRow, NewBackup, ReleaseTag};
@@ -329,6 +331,9 @@ impl Store {
             "deploys",
             "traffic",
             "app_settings",
+            "domains",
+            "certs",
+            "route_settings",
         ] {
             tx.execute(&format!("DELETE FROM {t} WHERE app=?1"), [name])?;
         }

@@ -44,6 +44,8 @@ pub struct Server {
     pub data: PathBuf,
     pub port: u16,
     pub http_port: u16,
+    /// The router's HTTPS port, when started with `--https`.
+    pub https_port: u16,
     pub admin: Key,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
@@ -113,6 +115,7 @@ impl Server {
             data,
             port: 0,
             http_port: 0,
+            https_port: 0,
             admin,
             child: None,
             log: Arc::default(),
@@ -150,9 +153,14 @@ impl Server {
         let stderr = BufReader::new(child.stderr.take().unwrap());
         let (tx, rx) = std::sync::mpsc::channel();
         let (http_tx, http_rx) = std::sync::mpsc::channel();
+        let (https_tx, https_rx) = std::sync::mpsc::channel();
         let log = self.log.clone();
         std::thread::spawn(move || {
             for line in stdout.lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("https listening on ") {
+                    let port = addr.split_whitespace().next().unwrap().rsplit(':').next();
+                    let _ = https_tx.send(port.unwrap().parse::<u16>().unwrap());
+                }
                 if let Some(addr) = line.strip_prefix("http listening on ") {
                     let port = addr
                         .split_whitespace()
@@ -181,6 +189,11 @@ impl Server {
         self.http_port = http_rx
             .recv_timeout(std::time::Duration::from_secs(5))
             .unwrap_or_else(|_| panic!("router did not start:\n{}", self.log.lock().unwrap()));
+        if self.flags.iter().any(|f| f == "--https") {
+            self.https_port = https_rx
+                .recv_timeout(std::time::Duration::from_secs(5))
+                .unwrap_or_else(|_| panic!("https did not start:\n{}", self.log.lock().unwrap()));
+        }
         self.child = Some(child);
     }
 
