@@ -122,25 +122,7 @@ pub async fn serve(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let http = tokio::net::TcpListener::bind(&o.http)
-        .await
-        .with_context(|| format!("cannot listen on {} (--http)", o.http))?;
-    let metrics = match &o.metrics {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--metrics)"))?,
-        ),
-        None => None,
-    };
-    let https = match &o.https {
-        Some(addr) => Some(
-            tokio::net::TcpListener::bind(addr)
-                .await
-                .with_context(|| format!("cannot listen on {addr} (--https)"))?,
-        ),
-        None => None,
-    };
+    let (http, https, metrics) = bind_http(&o).await?;
     // The embedded default: with no nodes added, this machine is node `local`, served by an
     // in-process agent through the same SSH protocol as any remote node.
     // The built-in node outlives the controller's shutdown signal: pushes still running
@@ -158,38 +140,16 @@ pub async fn serve(
         crate::keys::fingerprint(host_key.public_key())
     );
     println!("ssh listening on {}", listener.local_addr()?);
-    println!(
-        "http listening on {} (apps at http://APP.{})",
-        http.local_addr()?,
-        o.domain
-    );
+    tokio::spawn(hookserver::serve(core.clone(), hook_listener));
     if let Some(m) = metrics {
         println!("metrics listening on {}", m.local_addr()?);
         tokio::spawn(crate::metrics::serve(core.clone(), m));
     }
-    if let Some(https) = &https {
-        println!(
-            "https listening on {} (apps at https://APP.{} and their domains)",
-            https.local_addr()?,
-            o.domain
-        );
-    }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-
-    tokio::spawn(hookserver::serve(core.clone(), hook_listener));
     core.restore_policies()?;
     let accounting = tokio::spawn(crate::controller::usage::run(core.clone()));
-    tokio::spawn(router.clone().serve(http, core.shutdown().clone()));
-    if let Some(https) = https {
-        router.set_https_port(Some(https.local_addr()?.port()));
-        let config = crate::router::tls::server_config(router.certs().clone());
-        tokio::spawn(
-            router
-                .clone()
-                .serve_tls(https, config, core.shutdown().clone()),
-        );
-    }
+    start_router(&router, http, https, &o.domain, core.shutdown())?;
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
     {
         let core = core.clone();
         tokio::spawn(async move {
@@ -229,6 +189,56 @@ pub async fn serve(
     local_stop.cancel();
     let _ = std::fs::remove_file(core.data().hook_socket());
     println!("stopped");
+    Ok(())
+}
+
+type Listener = tokio::net::TcpListener;
+
+/// The HTTP listeners: the router's `--http` and, when given, `--https`, and `--metrics`.
+async fn bind_http(
+    o: &ServeOptions,
+) -> anyhow::Result<(Listener, Option<Listener>, Option<Listener>)> {
+    let http = Listener::bind(&o.http)
+        .await
+        .with_context(|| format!("cannot listen on {} (--http)", o.http))?;
+    let mut optional = vec![];
+    for (addr, flag) in [(&o.https, "--https"), (&o.metrics, "--metrics")] {
+        optional.push(match addr {
+            Some(addr) => Some(
+                Listener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} ({flag})"))?,
+            ),
+            None => None,
+        });
+    }
+    let metrics = optional.pop().flatten();
+    let https = optional.pop().flatten();
+    Ok((http, https, metrics))
+}
+
+/// Serves the router on its listeners until `shutdown`, and says where.
+fn start_router(
+    router: &Arc<crate::router::Router>,
+    http: tokio::net::TcpListener,
+    https: Option<tokio::net::TcpListener>,
+    domain: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    println!(
+        "http listening on {} (apps at http://APP.{domain})",
+        http.local_addr()?
+    );
+    tokio::spawn(router.clone().serve(http, shutdown.clone()));
+    if let Some(https) = https {
+        println!(
+            "https listening on {} (apps at https://APP.{domain} and their domains)",
+            https.local_addr()?
+        );
+        router.set_https_port(Some(https.local_addr()?.port()));
+        let config = crate::router::tls::server_config(router.certs().clone());
+        tokio::spawn(router.clone().serve_tls(https, config, shutdown.clone()));
+    }
     Ok(())
 }
 
