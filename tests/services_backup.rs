@@ -1,13 +1,15 @@
 //! Service backups end to end with the real binary, its built-in node and the service
-//! images (scripts/service-images.sh): one server, a Postgres and a Redis service. Backup
+//! images (scripts/service-images.sh), on one server: a Postgres and a Redis service. Backup
 //! (verified in a throwaway instance), a destructive change, restore: the data is back; a
-//! backup with one byte changed is refused on restore and nothing changes.
+//! backup with one byte changed is refused on restore and nothing changes. Then an app on
+//! the bookworm stack with a declared Postgres: a release whose migration drops a column,
+//! and `rollback --with-data` brings the old code and the old schema back together.
 
 mod util;
 
 use std::process::Command;
 
-use util::{node_instance, run, text, Server};
+use util::{commit, node_instance, repo, run, text, Server};
 
 /// `docker exec` in the service container named `name` (its host name); stdout.
 fn exec(server: &Server, name: &str, script: &str) -> String {
@@ -58,7 +60,7 @@ fn backups(server: &Server, name: &str) -> Vec<serde_json::Value> {
 }
 
 #[test]
-fn backup_restore_and_a_tampered_backup_is_refused() {
+fn backups_restore_refuse_tampering_and_follow_releases() {
     let server = Server::start();
     let a = &server.admin;
     server.ok(a, "services:create postgres db");
@@ -136,4 +138,68 @@ fn backup_restore_and_a_tampered_backup_is_refused() {
     server.ok(a, &format!("services:restore cache {id}"));
     assert_eq!(redis(&server, "GET k1"), "v1");
     assert_eq!(redis(&server, "EXISTS other"), "0");
+
+    rollback_with_data_brings_code_and_schema_back_together(&server);
+}
+
+/// What the app's page says: its version, the columns of `items`, the prices.
+const WEB: &str = r#"<?php
+$db = pg_connect(getenv('DATABASE_URL'));
+$cols = pg_fetch_all_columns(pg_query($db, "SELECT column_name FROM information_schema.columns WHERE table_name = 'items' ORDER BY ordinal_position"));
+$rows = pg_fetch_all(pg_query($db, 'SELECT * FROM items ORDER BY id')) ?: [];
+echo 'VERSION ' . implode(',', $cols) . ' ' . json_encode($rows) . "\n";
+"#;
+
+fn rollback_with_data_brings_code_and_schema_back_together(server: &Server) {
+    let a = &server.admin;
+    let dir = repo(&server.dir.path().join("src-shop"));
+    std::fs::write(
+        dir.join("magrathea.yml"),
+        "stack: bookworm\nservices:\n  db: postgres\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("Procfile"),
+        "release: php migrate.php\nweb: php -S 0.0.0.0:$PORT web.php\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("web.php"), WEB.replace("VERSION", "v1")).unwrap();
+    let v1 = r#"<?php
+$db = pg_connect(getenv('DATABASE_URL'));
+pg_query($db, 'CREATE TABLE IF NOT EXISTS items(id int PRIMARY KEY, name text, price int)');
+pg_query($db, "INSERT INTO items VALUES (1, 'towel', 42) ON CONFLICT DO NOTHING");
+"#;
+    commit(&dir, "migrate.php", v1, "v1");
+    server.git_ok(a, &dir, &["push", &server.url("shop"), "main"]);
+    let (code, body) = server.get("shop", "/");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("v1 id,name,price") && body.contains("42"),
+        "{body}"
+    );
+
+    // v2's migration drops a column: its backup of shop-db is taken before it runs.
+    std::fs::write(dir.join("web.php"), WEB.replace("VERSION", "v2")).unwrap();
+    let v2 = "<?php\npg_query(pg_connect(getenv('DATABASE_URL')), 'ALTER TABLE items DROP COLUMN IF EXISTS price');\n";
+    commit(&dir, "migrate.php", v2, "v2 drops price");
+    server.git_ok(a, &dir, &["push", &server.url("shop"), "main"]);
+    let (_, body) = server.get("shop", "/");
+    assert!(
+        body.contains("v2 id,name ") && !body.contains("42"),
+        "{body}"
+    );
+    let info = server.ok(a, "releases:info shop 2");
+    assert!(
+        info.contains("shop-db #"),
+        "releases:info names the backup: {info}"
+    );
+
+    let out = server.ok(a, "rollback shop --with-data");
+    assert!(out.contains("rolled back"), "{out}");
+    let (code, body) = server.get("shop", "/");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("v1 id,name,price") && body.contains("42"),
+        "old code and old schema, with the dropped column's data: {body}"
+    );
 }

@@ -6,8 +6,6 @@
 //! instance took it. A restore checks the file's sha256 before anything else, takes a
 //! safety backup of the service, then streams the dump into it (`service-load`).
 
-use std::sync::Arc;
-
 use tokio::sync::mpsc;
 
 use super::{Core, CoreError};
@@ -69,7 +67,7 @@ fn failed(row: &ServiceRow, what: &str, e: impl std::fmt::Display) -> CoreError 
 impl Core {
     /// A new backup of `name` (see the module doc); its catalog row.
     pub async fn backup_service(
-        self: &Arc<Self>,
+        &self,
         name: &str,
         ask: BackupAsk,
         out: &mut Sink,
@@ -193,6 +191,45 @@ impl Core {
         }
     }
 
+    /// Before `version`'s release command: a verified backup of every service linked to
+    /// `app` in `env`, tied to that release (see `deploy::Host::backup_linked`).
+    pub async fn backup_linked(
+        &self,
+        app: &str,
+        env: &str,
+        version: i64,
+        out: &mut Sink,
+    ) -> Result<(), CoreError> {
+        let mut names: Vec<String> = self
+            .store
+            .links(None)?
+            .into_iter()
+            .filter(|l| l.app == app && l.env == env)
+            .map(|l| l.service)
+            .collect();
+        names.sort();
+        names.dedup();
+        for name in names {
+            let ask = BackupAsk {
+                reason: BackupReason::Release,
+                release: Some(ReleaseTag {
+                    app: app.to_string(),
+                    env: env.to_string(),
+                    version,
+                }),
+                verify: true,
+                keep: KEEP,
+            };
+            self.backup_service(&name, ask, out).await?;
+        }
+        Ok(())
+    }
+
+    /// A release's backups (`releases:info`): those taken before its release command.
+    pub fn release_backups(&self, app: &str, version: i64) -> Result<Vec<BackupRow>, CoreError> {
+        Ok(self.store.backups_of_release(app, version)?)
+    }
+
     /// A service's backups, newest first.
     pub fn service_backups(&self, name: &str) -> Result<Vec<BackupRow>, CoreError> {
         Ok(self.store.backups(name)?)
@@ -202,7 +239,7 @@ impl Core {
     /// holds now. A file whose sha256 is not the catalog's is refused before anything
     /// happens. The safety backup's row and what the service holds after.
     pub async fn restore_service(
-        self: &Arc<Self>,
+        &self,
         name: &str,
         id: i64,
         out: &mut Sink,
@@ -212,24 +249,10 @@ impl Core {
             .store
             .backup(name, id)?
             .ok_or_else(|| CoreError::NotFound(format!("service '{name}' has no backup #{id}")))?;
-        let path = self.data().backups(name).join(&b.file);
-        let key = self.sealer.stream_key().clone();
         let what = format!("#{id} of {name}");
         // Checked (whole-file sha256, envelope) before the safety backup: a bad file
         // changes nothing at all.
-        let (env, _) = {
-            let (p, s, k, w) = (path.clone(), b.sha256.clone(), key.clone(), what.clone());
-            tokio::task::spawn_blocking(move || crate::backup::open(&p, &s, &k, &w))
-                .await
-                .map_err(|e| CoreError::Failed(e.to_string()))?
-                .map_err(|e| CoreError::Invalid(e.to_string()))?
-        };
-        if env.kind != row.kind {
-            return Err(CoreError::Invalid(format!(
-                "backup {what} is a {} dump; service '{name}' is {}",
-                env.kind, row.kind
-            )));
-        }
+        self.check_backup(&row, &b).await?;
         let safety = self
             .backup_service(
                 name,
@@ -254,6 +277,90 @@ impl Core {
             ))
         })?;
         Ok((safety, holds))
+    }
+
+    /// `rollback --with-data`: the backups tied to `version` in `env` (taken before its
+    /// release command) put back into their services, all or nothing: every file is checked
+    /// before any service is touched, each service gets a safety backup first, and when one
+    /// restore fails the services already restored get their safety backups back. The
+    /// safety backups, for [`Core::undo_restores`] if the rollout then fails.
+    pub async fn restore_release_backups(
+        &self,
+        app: &str,
+        env: &str,
+        version: i64,
+        out: &mut Sink,
+    ) -> Result<Vec<BackupRow>, CoreError> {
+        let backups = self.store.release_backups(app, env, version)?;
+        if backups.is_empty() {
+            out.line(format!(
+                "-----> no service backups were taken before v{version} in {env}"
+            ))
+            .await;
+            return Ok(vec![]);
+        }
+        let mut todo = vec![];
+        for b in backups {
+            let (row, node) = self.service_and_node(&b.service)?;
+            self.check_backup(&row, &b).await?;
+            todo.push((row, node, b));
+        }
+        let mut safeties: Vec<BackupRow> = vec![];
+        for (row, node, b) in &todo {
+            let ask = BackupAsk {
+                reason: BackupReason::Safety,
+                release: None,
+                verify: false,
+                keep: KEEP,
+            };
+            let step = async {
+                let safety = self.backup_service(&row.name, ask, out).await?;
+                safeties.push(safety);
+                self.load_backup(row, node, b, out).await
+            };
+            if let Err(e) = step.await {
+                out.line(format!(" !     {e}")).await;
+                self.undo_restores(&safeties, out).await;
+                return Err(e);
+            }
+        }
+        Ok(safeties)
+    }
+
+    /// Puts each service back as its safety backup holds it (best effort, each said).
+    pub async fn undo_restores(&self, safeties: &[BackupRow], out: &mut Sink) {
+        for s in safeties.iter().rev() {
+            let back = match self.service_and_node(&s.service) {
+                Ok((row, node)) => self.load_backup(&row, &node, s, out).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = back {
+                out.line(format!(
+                    " !     {} could not be put back from safety backup #{}: {e}",
+                    s.service, s.id
+                ))
+                .await;
+            }
+        }
+    }
+
+    /// The file of `b` is whole (its sha256 the catalog's) and a dump of `row`'s type.
+    async fn check_backup(&self, row: &ServiceRow, b: &BackupRow) -> Result<(), CoreError> {
+        let path = self.data().backups(&row.name).join(&b.file);
+        let key = self.sealer.stream_key().clone();
+        let what = format!("#{} of {}", b.id, row.name);
+        let (p, sha, w) = (path, b.sha256.clone(), what.clone());
+        let (env, _) = tokio::task::spawn_blocking(move || crate::backup::open(&p, &sha, &key, &w))
+            .await
+            .map_err(|e| CoreError::Failed(e.to_string()))?
+            .map_err(|e| CoreError::Invalid(e.to_string()))?;
+        if env.kind != row.kind {
+            return Err(CoreError::Invalid(format!(
+                "backup {what} is a {} dump; service '{}' is {}",
+                env.kind, row.name, row.kind
+            )));
+        }
+        Ok(())
     }
 
     /// Streams backup `b` into the service; what it holds after.

@@ -118,4 +118,16 @@ impl crate::deploy::Host for Core {
     fn node_client(&self, node: &NodeRow) -> NodeClient {
         Core::node_client(self, node)
     }
+
+    async fn backup_linked<'a>(
+        &'a self,
+        app: &'a str,
+        env: &'a str,
+        version: i64,
+        out: &'a mut crate::sink::Sink,
+    ) -> Result<(), DeployError> {
+        Core::backup_linked(self, app, env, version, out)
+            .await
+            .map_err(|e| DeployError::Failed(e.to_string()))
+    }
 }

@@ -169,6 +169,15 @@ impl Core {
             Some(blob) => Some(self.open_map(&blob)?),
             None => None,
         };
+        // The services' data as it was before the live release's release command, like the
+        // data dir below (all or nothing, undone if the rollout fails).
+        let safeties = match with_data {
+            true => {
+                self.restore_release_backups(app, env, live.version, out)
+                    .await?
+            }
+            false => vec![],
+        };
         let opts = RolloutOptions {
             restore_data_from: with_data.then_some(live.version),
             config,
@@ -176,9 +185,14 @@ impl Core {
             background_tail: true,
             ..Default::default()
         };
-        deploy::rollout(self, &release, &target, who, out, opts)
-            .await
-            .map_err(|e| CoreError::Failed(e.to_string()))?;
+        if let Err(e) = deploy::rollout(self, &release, &target, who, out, opts).await {
+            if !safeties.is_empty() {
+                out.line(" !     the rollback failed; putting the services' data back")
+                    .await;
+                self.undo_restores(&safeties, out).await;
+            }
+            return Err(CoreError::Failed(e.to_string()));
+        }
         Ok(v)
     }
 

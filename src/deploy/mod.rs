@@ -53,6 +53,17 @@ pub trait Host: Send + Sync + 'static {
         -> Result<Vec<NodeRow>, StoreError>;
     /// A client for a node (host key pinned).
     fn node_client(&self, node: &NodeRow) -> NodeClient;
+    /// Backs up every service linked to `app` in `env`, each backup tied to `version`
+    /// (taken before its release command: the data as the release before it left it), so
+    /// `rollback --with-data` can put it back. Progress lines to `out`; an error fails the
+    /// deploy before the release command runs.
+    fn backup_linked<'a>(
+        &'a self,
+        app: &'a str,
+        env: &'a str,
+        version: i64,
+        out: &'a mut Sink,
+    ) -> impl std::future::Future<Output = Result<(), DeployError>> + Send + 'a;
 }
 
 /// Why a rollout failed: what the pusher is told and what is recorded.

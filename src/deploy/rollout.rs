@@ -379,6 +379,16 @@ impl<H: Host> Rollout<'_, H> {
             return Ok(false);
         }
         self.receive(plan).await?;
+        // The services' data as the previous release left it, tied to this one.
+        if let Err(e) = self
+            .host
+            .backup_linked(&plan.app, &plan.env, self.release.version, self.out)
+            .await
+        {
+            self.out.line(format!(" !     {e}")).await;
+            self.say_aborted(plan).await;
+            return Err(e);
+        }
         let first = plan.first();
         for (i, (kind, cmd)) in phases.iter().enumerate() {
             let what = phase_name(kind);
