@@ -11,6 +11,7 @@
 //! - [`serve`]: `init` and `serve`, the process lifecycle.
 
 pub mod access;
+pub mod acme;
 pub mod agent;
 pub mod appconfig;
 pub mod appjson;

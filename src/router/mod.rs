@@ -13,6 +13,7 @@
 
 mod accounting;
 mod acl;
+mod acme;
 pub mod certs;
 mod listen;
 mod proxy;
@@ -115,6 +116,8 @@ pub struct Router {
     ledger: accounting::Ledger,
     /// Per-app access lists, maintenance and limits (acl.rs).
     gate: acl::Gate,
+    /// HTTP-01 answers of the ACME orders in progress (see `acme.rs`).
+    challenges: acme::Challenges,
 }
 
 struct AppRoute {
@@ -144,6 +147,7 @@ impl Router {
             registry: Mutex::new(HashMap::new()),
             ledger: Default::default(),
             gate: Default::default(),
+            challenges: Default::default(),
         })
     }
 

@@ -59,6 +59,9 @@ pub(super) async fn handle(
         Ok(host) => host,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
+    if let Some(answer) = router.challenges.answer(host.host(), req.uri().path()) {
+        return answer;
+    }
     let Some((app, policy)) = router.route_for_host(host.host()) else {
         router.count_unrouted();
         return text(

@@ -236,6 +236,24 @@ pub(super) const MIGRATIONS: &[&str] = &[
         hsts INTEGER NOT NULL DEFAULT 0,
         max_body INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY(app, env));",
+    // 12: automatic certificates (ACME): our account per directory (credentials sealed) and
+    // the renewal state of each environment that has them (store/acme.rs)
+    "CREATE TABLE acme_accounts(
+        directory TEXT PRIMARY KEY,
+        credentials BLOB NOT NULL,
+        created_at INTEGER NOT NULL);
+     CREATE TABLE acme_certs(
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        domains TEXT NOT NULL DEFAULT '',
+        issued_at INTEGER,
+        not_after INTEGER,
+        failures INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        last_error_at INTEGER,
+        next_attempt INTEGER NOT NULL,
+        enabled_at INTEGER NOT NULL,
+        PRIMARY KEY(app, env));",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

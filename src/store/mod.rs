@@ -1,6 +1,7 @@
 //! The SQLite store. Only the controller process opens it (plus the offline
 //! `magrathea keys` recovery commands). Every multi-row change is one transaction.
 
+mod acme;
 mod backups;
 mod builds;
 mod config;
@@ -13,6 +14,7 @@ mod routing;
 mod services;
 mod usage;
 
+pub use acme::AcmeRow;
 pub use golive::GoLive;
 pub use intents::{PushIntent, RefMove};
 pub use nodes::{LiveRow, NodeRow, CLUSTER_LABEL};
@@ -334,6 +336,7 @@ impl Store {
             "domains",
             "certs",
             "route_settings",
+            "acme_certs",
         ] {
             tx.execute(&format!("DELETE FROM {t} WHERE app=?1"), [name])?;
         }
