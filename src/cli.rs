@@ -66,6 +66,8 @@ pub enum Command {
         build: BuildArgs,
         #[command(flatten)]
         router: RouterArgs,
+        #[command(flatten)]
+        acme: AcmeArgs,
     },
     /// Run a node: accepts only the controller's key, runs releases in Docker
     Agent {
@@ -202,6 +204,36 @@ impl BuildArgs {
             parallel: self.parallel_builds.unwrap_or(d.parallel).max(1),
             default_stack: self.default_stack.clone(),
             process_memory: d.process_memory,
+        }
+    }
+}
+
+/// Automatic certificates (`certs:auto:enable`).
+#[derive(Debug, clap::Args)]
+pub struct AcmeArgs {
+    /// ACME directory URL certificates are ordered from
+    #[arg(long, value_name = "URL", default_value = crate::acme::LETS_ENCRYPT)]
+    pub acme_directory: String,
+    /// Contact address for the ACME account (the CA's expiry notices)
+    #[arg(long, value_name = "EMAIL")]
+    pub acme_email: Option<String>,
+    /// PEM CA certificate to trust for the ACME directory's HTTPS instead of the system's
+    /// roots (a private or test CA)
+    #[arg(long, value_name = "FILE")]
+    pub acme_ca: Option<PathBuf>,
+    /// Renew automatic certificates this many days before they expire (at most a third of
+    /// a certificate's lifetime)
+    #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=365))]
+    pub acme_renew_before: u64,
+}
+
+impl AcmeArgs {
+    pub fn options(&self) -> crate::acme::AcmeOptions {
+        crate::acme::AcmeOptions {
+            directory: self.acme_directory.clone(),
+            email: self.acme_email.clone(),
+            ca: self.acme_ca.clone(),
+            renew_before: std::time::Duration::from_secs(self.acme_renew_before * 86400),
         }
     }
 }

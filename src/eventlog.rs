@@ -70,6 +70,14 @@ impl EventLog {
         }
     }
 
+    /// Lines about something other than a release (`certs`, labelled with the
+    /// environment).
+    pub fn open_labelled(logs: &Path, app: &str, kind: &str, label: &str) -> EventLog {
+        let mut log = EventLog::open(logs, app, kind, 0);
+        log.release = label.into();
+        log
+    }
+
     /// Values to mask in lines (short ones are left: they would mask ordinary words).
     pub fn mask<'a>(mut self, values: impl IntoIterator<Item = &'a String>) -> EventLog {
         self.secrets

@@ -34,6 +34,7 @@ fn main() {
             metrics,
             build,
             router,
+            acme,
         } => {
             let o = magrathea::serve::ServeOptions {
                 listen,
@@ -44,6 +45,7 @@ fn main() {
                 limits: login.limits(max_connections),
                 node_memory,
                 metrics,
+                acme: acme.options(),
             };
             tokio::runtime::Runtime::new()
                 .map_err(anyhow::Error::from)

@@ -83,6 +83,8 @@ pub struct ServeOptions {
     pub node_memory: Option<i64>,
     /// Where the Prometheus endpoint listens (none: no endpoint).
     pub metrics: Option<String>,
+    /// Where automatic certificates come from.
+    pub acme: crate::acme::AcmeOptions,
 }
 
 pub async fn serve(
@@ -111,6 +113,7 @@ pub async fn serve(
     let core = Arc::new(Core::open(dd, bin, limits, router.clone())?);
     // Custom domains, routing settings and certificates, before the first request.
     core.refresh_routing()?;
+    core.set_acme(o.acme.clone());
     // What a crash left of builds goes before any new build can start.
     let swept = crate::reconcile::sweep_files(core.data())
         + crate::reconcile::sweep_build_containers(core.instance()).await;
@@ -150,6 +153,7 @@ pub async fn serve(
     start_router(&router, http, https, &o.domain, core.shutdown())?;
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    tokio::spawn(crate::controller::renewals(core.clone()));
     {
         let core = core.clone();
         tokio::spawn(async move {

@@ -85,7 +85,8 @@ impl Client {
         o: &AcmeOptions,
         saved: Option<&[u8]>,
     ) -> Result<(Client, Option<Vec<u8>>), AcmeError> {
-        let fail = |e: &dyn std::fmt::Display| AcmeError::Account(o.directory.clone(), e.to_string());
+        let fail =
+            |e: &dyn std::fmt::Display| AcmeError::Account(o.directory.clone(), e.to_string());
         let builder = || match &o.ca {
             Some(ca) => Account::builder_with_root(ca),
             None => Account::builder(),
@@ -169,7 +170,9 @@ impl Client {
             }
             let host = authz.identifier().to_string();
             let mut challenge = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
-                AcmeError::Order(format!("the ACME server offers no HTTP-01 check for {host}"))
+                AcmeError::Order(format!(
+                    "the ACME server offers no HTTP-01 check for {host}"
+                ))
             })?;
             let key_auth = challenge.key_authorization();
             published.add(&host, &challenge.token, key_auth.as_str());

@@ -22,6 +22,10 @@ mod builds_log;
 mod builds_purge_cache;
 mod certs;
 mod certs_add;
+mod certs_auto;
+mod certs_auto_disable;
+mod certs_auto_enable;
+mod certs_auto_refresh;
 mod certs_remove;
 mod clusters;
 mod clusters_add;
@@ -302,6 +306,10 @@ commands! {
     Certs(certs::Certs) = "certs",
     CertsAdd(certs_add::CertsAdd) = "certs:add",
     CertsRemove(certs_remove::CertsRemove) = "certs:remove",
+    CertsAuto(certs_auto::CertsAuto) = "certs:auto",
+    CertsAutoEnable(certs_auto_enable::CertsAutoEnable) = "certs:auto:enable",
+    CertsAutoDisable(certs_auto_disable::CertsAutoDisable) = "certs:auto:disable",
+    CertsAutoRefresh(certs_auto_refresh::CertsAutoRefresh) = "certs:auto:refresh",
     RoutingSet(routing_set::RoutingSet) = "routing:set",
     Audit(audit::Audit) = "audit",
     Services(services::Services) = "services",

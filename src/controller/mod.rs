@@ -2,6 +2,7 @@
 //! It owns the store, the data dir and the table of pushes in flight. It knows nothing of SSH.
 
 mod access;
+mod acme;
 mod apps;
 pub mod backups;
 mod builds;
@@ -27,6 +28,7 @@ pub mod view;
 /// Where a long use case writes its progress lines.
 pub use crate::sink::Sink;
 pub use access::NewGrant;
+pub use acme::renewals;
 pub use formation::{check_type, counts_text, MAX_PER_TYPE};
 pub use limits::Limits;
 pub use nodes::NewNode;
@@ -107,6 +109,7 @@ pub struct Core {
     queue: queue::BuildQueue,
     /// Traffic figures already written to the store (usage.rs).
     traffic_flushed: Mutex<usage::Flushed>,
+    acme: acme::AcmeState,
 }
 
 /// Removes the push from the in-flight table when the SSH side is done with it.
@@ -163,6 +166,7 @@ impl Core {
             deploy_locks: Mutex::default(),
             queue: queue::BuildQueue::new(limits.parallel),
             traffic_flushed: Mutex::default(),
+            acme: Default::default(),
             limits,
             data,
             store,

@@ -19,6 +19,7 @@ pub use crate::node::proto::{ClusterReply, LogLine, StatusReply};
 pub use crate::release::Manifest;
 pub use crate::router::{Sample, LATENCY_BOUNDS_MS};
 pub use crate::store::{
-    AccessRow, AppRow, AuditRow, BuildRow, DomainRow, KeyRow, NodeRow, ReleaseRow, RouteSettings,
+    AccessRow, AcmeRow, AppRow, AuditRow, BuildRow, DomainRow, KeyRow, NodeRow, ReleaseRow,
+    RouteSettings,
 };
 pub use crate::store::{BackupReason, BackupRow, ReleaseTag};

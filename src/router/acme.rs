@@ -69,17 +69,29 @@ mod tests {
     #[test]
     fn a_published_token_answers_for_its_host_only_until_withdrawn() {
         let r = Router::new("example.test".into(), Default::default());
-        assert!(r.challenges.answer("a.example.com", "/.well-known/acme-challenge/t1").is_none());
+        assert!(r
+            .challenges
+            .answer("a.example.com", "/.well-known/acme-challenge/t1")
+            .is_none());
         r.publish("A.example.com", "t1", "t1.thumb");
         let resp = r
             .challenges
             .answer("a.example.com.", "/.well-known/acme-challenge/t1")
             .unwrap();
         assert_eq!(resp.status(), StatusCode::OK);
-        assert!(r.challenges.answer("b.example.com", "/.well-known/acme-challenge/t1").is_none());
-        assert!(r.challenges.answer("a.example.com", "/.well-known/acme-challenge/t2").is_none());
+        assert!(r
+            .challenges
+            .answer("b.example.com", "/.well-known/acme-challenge/t1")
+            .is_none());
+        assert!(r
+            .challenges
+            .answer("a.example.com", "/.well-known/acme-challenge/t2")
+            .is_none());
         assert!(r.challenges.answer("a.example.com", "/t1").is_none());
         r.withdraw("t1");
-        assert!(r.challenges.answer("a.example.com", "/.well-known/acme-challenge/t1").is_none());
+        assert!(r
+            .challenges
+            .answer("a.example.com", "/.well-known/acme-challenge/t1")
+            .is_none());
     }
 }

@@ -163,18 +163,30 @@ mod tests {
         assert_eq!(s.acme_account("https://ca/dir").unwrap(), None);
         s.set_acme_account("https://ca/dir", b"sealed").unwrap();
         s.set_acme_account("https://ca/dir", b"sealed2").unwrap();
-        assert_eq!(s.acme_account("https://ca/dir").unwrap().unwrap(), b"sealed2");
+        assert_eq!(
+            s.acme_account("https://ca/dir").unwrap().unwrap(),
+            b"sealed2"
+        );
 
         s.acme_enable("web", "production").unwrap();
         let r = s.acme_cert("web", "production").unwrap().unwrap();
         assert!(r.domains.is_empty() && r.issued_at.is_none() && r.failures == 0);
-        assert_eq!(s.acme_failed("web", "production", "boom", |n| n * 100).unwrap(), 1);
-        assert_eq!(s.acme_failed("web", "production", "boom2", |n| n * 100).unwrap(), 2);
+        assert_eq!(
+            s.acme_failed("web", "production", "boom", |n| n * 100)
+                .unwrap(),
+            1
+        );
+        assert_eq!(
+            s.acme_failed("web", "production", "boom2", |n| n * 100)
+                .unwrap(),
+            2
+        );
         let r = s.acme_cert("web", "production").unwrap().unwrap();
         assert_eq!((r.failures, r.next_attempt), (2, 200));
         assert_eq!(r.last_error.as_deref(), Some("boom2"));
         let domains = vec!["a.example.com".to_string(), "b.example.com".to_string()];
-        s.acme_issued("web", "production", &domains, 5000, 4000).unwrap();
+        s.acme_issued("web", "production", &domains, 5000, 4000)
+            .unwrap();
         let r = s.acme_cert("web", "production").unwrap().unwrap();
         assert_eq!((r.failures, r.last_error, r.next_attempt), (0, None, 4000));
         assert_eq!(r.domains, domains);
@@ -182,6 +194,9 @@ mod tests {
         assert_eq!(s.acme_certs(Some("other")).unwrap().len(), 0);
         assert!(s.acme_disable("web", "production").unwrap());
         assert!(!s.acme_disable("web", "production").unwrap());
-        assert_eq!(s.acme_failed("web", "production", "late", |n| n).unwrap(), 0);
+        assert_eq!(
+            s.acme_failed("web", "production", "late", |n| n).unwrap(),
+            0
+        );
     }
 }
