@@ -19,6 +19,9 @@ command -v tmux >/dev/null || need+=(tmux)
 # The swarm tests (scripts/swarm-up.sh): network namespaces, veth pairs, a bridge.
 command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
+# tests/acme.rs: a real ACMEv2 server with its own CA (scripts/acme-server.sh runs it).
+command -v pebble >/dev/null || need+=(pebble)
+command -v openssl >/dev/null || need+=(openssl)
 if [ "${#need[@]}" -gt 0 ]; then
     echo "==> installing: ${need[*]}"
     $SUDO apt-get update -qq

@@ -22,6 +22,8 @@ pub struct DataArg {
     pub data: PathBuf,
 }
 
+// Parsed once per process: the size of `Serve`'s flags does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create a data directory: host key, store, first admin key

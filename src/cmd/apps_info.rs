@@ -29,6 +29,7 @@ impl Command for AppsInfo {
         u.disk = cx.core.disk_use_everywhere(&self.name).await?;
         let s = cx.core.app_settings(&self.name)?;
         let t = &u.total;
+        let auto = cx.core.acme_status(&self.name)?;
         if self.json {
             return Ok(table::json(&serde_json::json!({
                 "name": app.name, "created_at": app.created_at, "created_by": app.created_by,
@@ -36,6 +37,7 @@ impl Command for AppsInfo {
                 "requests_24h": t.requests, "bytes_in_24h": t.bytes_in, "bytes_out_24h": t.bytes_out,
                 "disk": u.disk, "maintenance": s.maintenance,
                 "acl": {"allow": s.allow, "deny": s.deny}, "limits": s.limits,
+                "certs_auto": auto,
             }))
             .into());
         }
@@ -77,6 +79,8 @@ impl Command for AppsInfo {
         if let Some(q) = s.limits.disk {
             out += &format!("quota:    {} of disk\n", human(q));
         }
+        // Automatic certificates, a failing renewal included.
+        out += &super::certs_auto::render(&auto);
         Ok(out.into())
     }
 }

@@ -25,10 +25,12 @@ impl Command for Certs {
         if self.json {
             return Ok(table::json(&certs).into());
         }
+        // Automatic certificates and their renewals (a failing one shows here too).
+        let auto = super::certs_auto::render(&cx.core.acme_status(&self.app)?);
         if certs.is_empty() {
             return Ok(format!(
-                "no certificates for {}; add one: ssh paas certs:add {} < bundle.pem\n",
-                self.app, self.app
+                "no certificates for {}; add one: ssh paas certs:add {} < bundle.pem, or certs:auto:enable {}\n{auto}",
+                self.app, self.app, self.app
             )
             .into());
         }
@@ -54,6 +56,6 @@ impl Command for Certs {
                 ]
             })
             .collect();
-        Ok(table::render(&["ID", "SOURCE", "NAMES", "EXPIRES", "SERVING"], &rows).into())
+        Ok((table::render(&["ID", "SOURCE", "NAMES", "EXPIRES", "SERVING"], &rows) + &auto).into())
     }
 }

@@ -19,6 +19,9 @@ use crate::acme::{self, AcmeOptions, Client};
 use crate::store::AcmeRow;
 use crate::timefmt::{now, utc};
 
+/// Held while one environment's order runs.
+type OrderLock = Arc<tokio::sync::Mutex<()>>;
+
 /// The ACME side of the controller.
 #[derive(Default)]
 pub(crate) struct AcmeState {
@@ -26,7 +29,7 @@ pub(crate) struct AcmeState {
     /// Wakes the scheduler when something became due earlier than it planned.
     wake: Notify,
     /// One order per environment at a time (the scheduler and a command may race).
-    locks: Mutex<HashMap<(String, String), Arc<tokio::sync::Mutex<()>>>>,
+    locks: Mutex<HashMap<(String, String), OrderLock>>,
 }
 
 /// The scheduler looks again at least this often (domains added meanwhile, a clock jump).
@@ -233,7 +236,7 @@ impl Core {
         Ok(client)
     }
 
-    fn acme_lock(&self, app: &str, env: &str) -> Arc<tokio::sync::Mutex<()>> {
+    fn acme_lock(&self, app: &str, env: &str) -> OrderLock {
         self.acme
             .locks
             .lock()
