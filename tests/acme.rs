@@ -295,6 +295,7 @@ fn a_certificate_is_issued_served_renewed_and_a_failing_renewal_shows() {
     let info = s.ok(admin, "apps:info shop");
     assert!(info.contains("RENEWAL FAILING"), "{info}");
     let logs = s.ok(admin, "logs shop -n 200");
+    println!("certs:\n{certs}\napps:info:\n{info}\nlogs:\n{logs}");
     assert!(
         logs.contains("certificate order for shop.example.test FAILED"),
         "{logs}"

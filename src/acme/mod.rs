@@ -87,6 +87,7 @@ impl Client {
     ) -> Result<(Client, Option<Vec<u8>>), AcmeError> {
         let fail =
             |e: &dyn std::fmt::Display| AcmeError::Account(o.directory.clone(), e.to_string());
+        let failed = |e: instant_acme::Error| AcmeError::Account(o.directory.clone(), describe(&e));
         let builder = || match &o.ca {
             Some(ca) => Account::builder_with_root(ca),
             None => Account::builder(),
@@ -94,16 +95,16 @@ impl Client {
         if let Some(saved) = saved {
             let creds: AccountCredentials = serde_json::from_slice(saved).map_err(|e| fail(&e))?;
             let account = builder()
-                .map_err(|e| fail(&e))?
+                .map_err(failed)?
                 .from_credentials(creds)
                 .await
-                .map_err(|e| fail(&e))?;
+                .map_err(failed)?;
             return Ok((Client { account }, None));
         }
         let contact = o.email.as_ref().map(|e| format!("mailto:{e}"));
         let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
         let (account, creds) = builder()
-            .map_err(|e| fail(&e))?
+            .map_err(failed)?
             .create(
                 &NewAccount {
                     contact: &contact,
@@ -114,7 +115,7 @@ impl Client {
                 None,
             )
             .await
-            .map_err(|e| fail(&e))?;
+            .map_err(failed)?;
         let json = serde_json::to_vec(&creds).map_err(|e| fail(&e))?;
         Ok((Client { account }, Some(json)))
     }
@@ -148,7 +149,7 @@ impl Client {
         domains: &[String],
         published: &mut Published<'_>,
     ) -> Result<(String, String), AcmeError> {
-        let fail = |e: instant_acme::Error| AcmeError::Order(e.to_string());
+        let fail = |e: instant_acme::Error| AcmeError::Order(describe(&e));
         let ids: Vec<Identifier> = domains.iter().cloned().map(Identifier::Dns).collect();
         let mut order = self
             .account
@@ -216,6 +217,20 @@ fn problem_text(p: &instant_acme::Problem) -> String {
         .clone()
         .or_else(|| p.r#type.clone())
         .unwrap_or_else(|| "no detail".into());
+    one_line(&text)
+}
+
+/// An error with its causes (a refused connection says so, not just "client error").
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
     one_line(&text)
 }
 
