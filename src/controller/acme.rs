@@ -187,10 +187,18 @@ impl Core {
     ) -> Result<AcmeRow, String> {
         let o = self.acme_options();
         let client = self.acme_client(&o).await.map_err(|e| e.to_string())?;
-        let issued = client
-            .issue(domains, &*self.router)
-            .await
-            .map_err(|e| e.to_string())?;
+        let issued = match client.issue(domains, &*self.router).await {
+            Ok(issued) => issued,
+            Err(e) => {
+                let e = e.to_string();
+                // The CA no longer knows our account (deactivated, or a test CA restarted):
+                // the next attempt registers a new one.
+                if e.contains("accountDoesNotExist") {
+                    let _ = self.store.forget_acme_account(&o.directory);
+                }
+                return Err(e);
+            }
+        };
         let mut pem = issued.chain_pem.clone().into_bytes();
         pem.extend_from_slice(issued.key_pem.as_bytes());
         self.install_cert(app, CertSource::Acme, &pem)

@@ -64,6 +64,12 @@ impl Store {
         Ok(())
     }
 
+    pub fn forget_acme_account(&self, directory: &str) -> Result<()> {
+        self.lock()
+            .execute("DELETE FROM acme_accounts WHERE directory=?1", [directory])?;
+        Ok(())
+    }
+
     /// Turns automatic certificates on for an environment (again: due now).
     pub fn acme_enable(&self, app: &str, env: &str) -> Result<()> {
         self.lock().execute(
