@@ -125,6 +125,28 @@ impl Core {
     async fn acme_order(&self, app: &str, env: &str, out: &mut Sink) -> Result<AcmeRow, CoreError> {
         let lock = self.acme_lock(app, env);
         let _held = lock.lock().await;
+        self.acme_order_locked(app, env, out).await
+    }
+
+    /// The scheduler's order: only if still due once the lock is held (a command may have
+    /// just ordered, or turned them off).
+    async fn acme_order_if_due(&self, app: &str, env: &str, out: &mut Sink) {
+        let lock = self.acme_lock(app, env);
+        let _held = lock.lock().await;
+        if let Ok(Some(row)) = self.store.acme_cert(app, env) {
+            if due(self, &row, now()) {
+                // The outcome is recorded and logged either way.
+                let _ = self.acme_order_locked(app, env, out).await;
+            }
+        }
+    }
+
+    async fn acme_order_locked(
+        &self,
+        app: &str,
+        env: &str,
+        out: &mut Sink,
+    ) -> Result<AcmeRow, CoreError> {
         let domains = self.acme_domains(app, env)?;
         out.line(format!(
             "-----> ordering a certificate for {} from {}",
@@ -284,8 +306,7 @@ pub async fn renewals(core: Arc<Core>) {
             // Nobody watches a scheduled order: its lines go nowhere (a closed channel).
             let (tx, _) = tokio::sync::mpsc::channel::<String>(1);
             let mut quiet = Sink::new(tx);
-            // The outcome is recorded and logged either way.
-            let _ = core.acme_order(&r.app, &r.env, &mut quiet).await;
+            core.acme_order_if_due(&r.app, &r.env, &mut quiet).await;
         }
         let rows = core.store.acme_certs(None).unwrap_or_default();
         let next = rows.iter().map(|r| r.next_attempt).min();
