@@ -236,7 +236,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
         hsts INTEGER NOT NULL DEFAULT 0,
         max_body INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY(app, env));",
-    // 12: automatic certificates (ACME): our account per directory (credentials sealed) and
+    // 13: automatic certificates (ACME): our account per directory (credentials sealed) and
     // the renewal state of each environment that has them (store/acme.rs)
     "CREATE TABLE acme_accounts(
         directory TEXT PRIMARY KEY,
