@@ -14,6 +14,7 @@
 # on disk). Prints each time, the database size and the ratios ours/baseline.
 #
 #   SCALE=68 scripts/bench-backup.sh
+#   BIN=target/debug/magrathea SCALE=68 scripts/bench-backup.sh
 #
 # Needs root (Docker). Everything lives in one temp dir; the server it started is killed by
 # pid and its containers removed on exit.
@@ -24,9 +25,14 @@ SCALE=${SCALE:-68}
 
 sh scripts/docker-up.sh
 sh scripts/service-images.sh >/dev/null
-echo "==> building magrathea (release)"
-cargo build --release --locked 2>&1 | tail -n 1
-BIN=$ROOT/target/release/magrathea
+# BIN=target/debug/magrathea runs an existing build (slower sealing: a pessimistic figure).
+if [ -z "${BIN:-}" ]; then
+    echo "==> building magrathea (release)"
+    cargo build --release --locked 2>&1 | tail -n 1
+    BIN=$ROOT/target/release/magrathea
+fi
+BIN=$(realpath "$BIN")
+echo "==> binary: $BIN"
 
 W=$(realpath "$(mktemp -d /tmp/bench-backup.XXXXXX)")
 PIDS=()
@@ -97,7 +103,10 @@ echo "==> ours: services:backup (verified), then services:restore (after a safet
 t=$(now)
 $SSH services:backup bench >"$W/backup.out"
 O_BACKUP=$(since "$t")
-ID=$($SSH services:backups bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
+t=$(now)
+$SSH services:backup bench --no-verify >/dev/null
+O_NOVERIFY=$(since "$t")
+ID=$($SSH services:backups bench --json | python3 -c 'import json,sys; print([b for b in json.load(sys.stdin) if b["verified"]][0]["id"])')
 O_SIZE=$($SSH services:backups bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["size"])')
 in_svc "psql -X -q $PG -c 'DROP TABLE pgbench_accounts'"
 t=$(now)
@@ -106,16 +115,17 @@ O_RESTORE=$(since "$t")
 [ "$(ROWS)" = "$WANT" ] || { echo "our restore lost rows" >&2; exit 1; }
 grep -h -e '-----> Backup' "$W/backup.out" "$W/restore.out" | sed 's/^/    /' || true
 
-python3 - "$SIZE" "$B_SIZE" "$B_DUMP" "$B_RESTORE" "$O_SIZE" "$O_BACKUP" "$O_RESTORE" <<'EOF'
+python3 - "$SIZE" "$B_SIZE" "$B_DUMP" "$B_RESTORE" "$O_SIZE" "$O_BACKUP" "$O_RESTORE" "$O_NOVERIFY" <<'EOF'
 import sys
-size, bsize, bd, br, osize, ob, orr = sys.argv[1:]
+size, bsize, bd, br, osize, ob, orr, onv = sys.argv[1:]
 size, bsize, osize = int(size), int(bsize), int(osize)
-bd, br, ob, orr = map(float, (bd, br, ob, orr))
-mib = lambda b: f"{b / 1048576:.0f} MiB"
+bd, br, ob, orr, onv = map(float, (bd, br, ob, orr, onv))
+mib = lambda b: f"{b / 1048576:.1f} MiB"
 print(f"database: {mib(size)} on disk (pgbench)")
 print(f"{'':34}{'baseline':>12}{'ours':>12}{'ratio':>8}")
 print(f"{'backup (ours: + seal, verify)':34}{bd:>11.1f}s{ob:>11.1f}s{ob / bd:>8.2f}")
 print(f"{'restore (ours: + safety backup)':34}{br:>11.1f}s{orr:>11.1f}s{orr / br:>8.2f}")
+print(f"{'backup --no-verify':34}{bd:>11.1f}s{onv:>11.1f}s{onv / bd:>8.2f}")
 print(f"{'backup + restore':34}{bd + br:>11.1f}s{ob + orr:>11.1f}s{(ob + orr) / (bd + br):>8.2f}")
 print(f"{'file size':34}{mib(bsize):>12}{mib(osize):>12}")
 print(f"backup throughput: baseline {size / bd / 1048576:.0f} MiB/s, ours {size / ob / 1048576:.0f} MiB/s (of database)")
