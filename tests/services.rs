@@ -1,0 +1,302 @@
+//! Services end to end, with real servers: one app declaring Postgres, Redis and MariaDB in
+//! its magrathea.yml, pushed to production and staging of one server; its release command
+//! migrates and its web process reads and writes through the injected URLs.
+
+mod util;
+
+use std::path::Path;
+use std::process::Command;
+
+use util::*;
+
+/// The web answer of `path` once it is 200 (a service restarting answers 503 meanwhile).
+fn get_ok(s: &Server, host: &str, path: &str) -> String {
+    let mut last = (0, String::new());
+    for _ in 0..240 {
+        last = s.get(host, path);
+        if last.0 == 200 {
+            return last.1;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!(
+        "GET {host}{path}: {} {}\nserver log:\n{}",
+        last.0,
+        last.1,
+        s.log()
+    );
+}
+
+fn services_json(s: &Server, key: &Key) -> Vec<serde_json::Value> {
+    let v: serde_json::Value = serde_json::from_str(&s.ok(key, "services --json")).unwrap();
+    v.as_array().unwrap().clone()
+}
+
+/// The container of the service with this host name on the server's built-in node.
+fn service_container(s: &Server, name: &str) -> String {
+    let inst = node_instance(&s.data.join("node")).unwrap();
+    let out = run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("name=mg-{inst}-svc-"),
+    ]));
+    for id in text(&out.stdout).split_whitespace() {
+        let h = run(Command::new("docker").args(["inspect", "-f", "{{.Config.Hostname}}", id]));
+        if text(&h.stdout).trim() == name {
+            return id.to_string();
+        }
+    }
+    panic!("no container for service {name}");
+}
+
+fn inspect(id: &str, fmt: &str) -> String {
+    let out = run(Command::new("docker").args(["inspect", "-f", fmt, id]));
+    text(&out.stdout).trim().to_string()
+}
+
+/// Every file under `dir` (gzip files unpacked) whose bytes contain `needle`.
+fn files_containing(dir: &Path, needle: &str) -> Vec<String> {
+    let mut hits = vec![];
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for e in rd.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            hits.extend(files_containing(&p, needle));
+            continue;
+        }
+        let mut bytes = std::fs::read(&p).unwrap_or_default();
+        if p.to_string_lossy().ends_with(".gz") {
+            let out = run(Command::new("gzip").arg("-dc").arg(&p));
+            bytes = out.stdout;
+        }
+        if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            hits.push(p.display().to_string());
+        }
+    }
+    hits
+}
+
+#[test]
+fn declared_services_are_created_linked_isolated_and_kept_running() {
+    let s = Server::start();
+    let dir = s.dir.path().join("shop");
+    fixture_repo(&dir, "services");
+    git_local(&dir, &["remote", "add", "paas", &s.url("shop")]);
+    let push = s.git_ok(&s.admin, &dir, &["push", "paas", "main"]);
+    let push_out = text(&push.stderr);
+    assert!(
+        push_out.contains("Linking shop-db into shop (production) as DATABASE_URL"),
+        "{push_out}"
+    );
+    assert!(
+        push_out.contains("migrated postgres, mariadb and redis"),
+        "{push_out}"
+    );
+
+    // The release command's rows, and the web process writing and reading through the URLs.
+    for kind in ["pg", "my", "redis"] {
+        assert_eq!(get_ok(&s, "shop", &format!("/{kind}")), "migrated\n");
+        get_ok(&s, "shop", &format!("/{kind}/add?v=alpha"));
+        assert_eq!(get_ok(&s, "shop", &format!("/{kind}")), "migrated,alpha\n");
+    }
+
+    // Listed as objects; three, in production, running.
+    let list = services_json(&s, &s.admin);
+    let names: Vec<&str> = list.iter().map(|v| v["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["shop-cache", "shop-db", "shop-sql"], "{list:?}");
+    for v in &list {
+        assert_eq!(v["env"], "production");
+        assert_eq!(v["node"], "local");
+        assert_eq!(v["state"], "running", "{v}");
+    }
+    let info = s.ok(&s.admin, "services:info shop-db");
+    assert!(info.contains("version      15."), "{info}");
+    assert!(!info.contains("postgres://"), "{info}");
+
+    // The credentials: only with the flag, only for an owner.
+    let creds = s.ok(&s.admin, "services:info shop-db --show-credentials");
+    let url = creds
+        .split_whitespace()
+        .find(|w| w.starts_with("postgres://shop_production:"))
+        .unwrap_or_else(|| panic!("{creds}"))
+        .to_string();
+    let password = url["postgres://shop_production:".len()..]
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(password.len(), 32, "{url}");
+    let viewer = keygen(s.dir.path(), "viewer");
+    s.add_key(&viewer, "user");
+    s.ok(&s.admin, "access:grant shop viewer viewer");
+    assert!(s.ok(&viewer, "services:info shop-db").contains("shop-db"));
+    let denied = s.ssh(&viewer, "services:info shop-db --show-credentials", None);
+    assert!(!denied.status.success());
+    let msg = text(&denied.stderr);
+    assert!(
+        msg.contains("access denied:") && !msg.contains(&password),
+        "{msg}"
+    );
+    assert_eq!(services_json(&s, &viewer).len(), 3);
+    let stranger = keygen(s.dir.path(), "stranger");
+    s.add_key(&stranger, "user");
+    assert!(services_json(&s, &stranger).is_empty());
+    assert!(!s
+        .ssh(&stranger, "services:info shop-db", None)
+        .status
+        .success());
+
+    // Refused while linked; bad input changes nothing.
+    let out = s.ssh(&s.admin, "services:destroy shop-db --confirm shop-db", None);
+    assert!(!out.status.success());
+    let msg = text(&out.stderr);
+    assert!(msg.contains("is linked to shop (production)"), "{msg}");
+    assert_eq!(msg.trim_end().lines().count(), 1, "{msg}");
+    for (cmd, says) in [
+        ("services:create mongo x", "unknown service type 'mongo'"),
+        (
+            "services:create postgres 'Bad;name'",
+            "invalid service name",
+        ),
+        ("services:create postgres shop-db", "already exists"),
+        (
+            "services:link shop shop-db --as 'lower'",
+            "invalid variable name",
+        ),
+        (
+            "services:create postgres x --node nowhere",
+            "no node named 'nowhere'",
+        ),
+    ] {
+        let out = s.ssh(&s.admin, cmd, None);
+        let msg = text(&out.stderr);
+        assert!(!out.status.success() && msg.contains(says), "{cmd}: {msg}");
+        assert_eq!(msg.trim_end().lines().count(), 1, "{cmd}: {msg}");
+    }
+    assert_eq!(services_json(&s, &s.admin).len(), 3);
+
+    // Another app cannot reach the service: not by name, not by address.
+    let other = s.dir.path().join("other");
+    repo(&other);
+    git_local(&other, &["add", "-A"]);
+    git_local(&other, &["commit", "-q", "-m", "other"]);
+    git_local(&other, &["remote", "add", "paas", &s.url("other")]);
+    s.git_ok(&s.admin, &other, &["push", "paas", "main"]);
+    let pg = service_container(&s, "shop-db");
+    let ips = inspect(
+        &pg,
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+    );
+    for target in std::iter::once("shop-db").chain(ips.split_whitespace()) {
+        let probe = format!(
+            "run other -- sh -c 'busybox nc -w 3 {target} 5432 </dev/null && echo CONNECTED || echo REFUSED'"
+        );
+        let out = s.ssh(&s.admin, &probe, None);
+        let said = text(&out.stdout);
+        assert!(
+            said.contains("REFUSED") && !said.contains("CONNECTED"),
+            "{target}: {said} {}",
+            text(&out.stderr)
+        );
+    }
+
+    // Killed: Docker brings it back and the app reconnects.
+    let pid: u32 = inspect(&pg, "{{.State.Pid}}").parse().unwrap();
+    signal(pid, 9);
+    get_ok(&s, "shop", "/pg/add?v=after-kill");
+    assert_eq!(get_ok(&s, "shop", "/pg"), "migrated,alpha,after-kill\n");
+    let restarts: i64 = inspect(&pg, "{{.RestartCount}}").parse().unwrap();
+    assert!(restarts >= 1, "restarts {restarts}");
+
+    // Staging gets instances of its own: none of production's rows.
+    git_local(&dir, &["tag", "v1"]);
+    s.git_ok(&s.admin, &dir, &["push", "paas", "v1"]);
+    assert_eq!(get_ok(&s, "shop-staging", "/pg"), "migrated\n");
+    assert_eq!(get_ok(&s, "shop-staging", "/my"), "migrated\n");
+    assert_eq!(get_ok(&s, "shop", "/my"), "migrated,alpha\n");
+    let staging: Vec<_> = services_json(&s, &s.admin)
+        .into_iter()
+        .filter(|v| v["env"] == "staging")
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        staging,
+        ["shop-staging-cache", "shop-staging-db", "shop-staging-sql"]
+    );
+    let out = s.ssh(
+        &s.admin,
+        "services:link shop shop-staging-db --env production --as STAGING_URL",
+        None,
+    );
+    assert!(
+        text(&out.stderr).contains("serves staging"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An unlink the app cannot live with (its release command needs REDIS_URL) is refused
+    // by the rollout, and nothing changes.
+    let out = s.ssh(
+        &s.admin,
+        "services:destroy shop-staging-cache --confirm shop-staging-cache --unlink",
+        None,
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("release command failed"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(s
+        .ok(&s.admin, "config shop --env staging")
+        .contains("REDIS_URL="));
+    assert_eq!(services_json(&s, &s.admin).len(), 6);
+
+    // A global service: created by an admin, linked under another name (a new release),
+    // unlinked and destroyed: the variable and the container go.
+    s.ok(&s.admin, "services:create redis extra --env staging");
+    let linked = s.ok(&s.admin, "services:link shop extra --as EXTRA_URL");
+    assert!(linked.contains("is live with it"), "{linked}");
+    assert!(s
+        .ok(&s.admin, "config shop --env staging")
+        .contains("EXTRA_URL="));
+    let extra = service_container(&s, "extra");
+    s.ok(&s.admin, "services:destroy extra --confirm extra --unlink");
+    assert!(!s
+        .ok(&s.admin, "config shop --env staging")
+        .contains("EXTRA_URL"));
+    let gone = run(Command::new("docker").args(["inspect", &extra]));
+    assert!(!gone.status.success(), "container {extra} still there");
+    // Each release command ran against staging's own database, never production's.
+    let rows = get_ok(&s, "shop-staging", "/pg");
+    assert!(rows.starts_with("migrated,migrated") && !rows.contains("alpha"), "{rows}");
+
+    // No password anywhere but the app's config: not in logs, audit, build output, tarballs,
+    // the server's log or files.
+    for key in [&s.admin] {
+        for cmd in [
+            "logs shop -n 1000",
+            "audit",
+            "builds:log shop",
+            "releases shop",
+        ] {
+            let out = s.ok(key, cmd);
+            assert!(!out.contains(&password), "{cmd} shows the password");
+        }
+    }
+    assert!(
+        !push_out.contains(&password),
+        "the push output shows the password"
+    );
+    assert!(
+        !s.log().contains(&password),
+        "the server log shows the password"
+    );
+    for sub in ["releases", "logs", "builds"] {
+        let hits = files_containing(&s.data.join(sub), &password);
+        assert!(hits.is_empty(), "the password is in {hits:?}");
+    }
+}
