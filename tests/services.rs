@@ -272,7 +272,10 @@ fn declared_services_are_created_linked_isolated_and_kept_running() {
     assert!(!gone.status.success(), "container {extra} still there");
     // Each release command ran against staging's own database, never production's.
     let rows = get_ok(&s, "shop-staging", "/pg");
-    assert!(rows.starts_with("migrated,migrated") && !rows.contains("alpha"), "{rows}");
+    assert!(
+        rows.starts_with("migrated,migrated") && !rows.contains("alpha"),
+        "{rows}"
+    );
 
     // No password anywhere but the app's config: not in logs, audit, build output, tarballs,
     // the server's log or files.
