@@ -242,7 +242,12 @@ impl Core {
 
     /// The node a new service goes to: `want`, else the one with the most free memory.
     async fn place_service(&self, want: Option<&str>) -> Result<NodeRow, CoreError> {
-        let nodes = self.all_nodes()?;
+        // A cluster (Swarm) runs app processes only; services run on nodes.
+        let nodes: Vec<NodeRow> = self
+            .all_nodes()?
+            .into_iter()
+            .filter(|n| !n.is_cluster())
+            .collect();
         if let Some(w) = want {
             return nodes
                 .into_iter()
