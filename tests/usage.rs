@@ -347,4 +347,23 @@ fn usage_acl_maintenance_quota_and_metrics() {
         1.0
     );
     assert_eq!(http_get(mport, "metrics", "/other").0, 404);
+
+    // A later app of the same name starts from nothing: no figures, no policy, no quota.
+    s.ok(&s.admin, "acl:deny meter 127.0.0.2");
+    s.ok(&s.admin, "maintenance:on meter");
+    s.ok(&s.admin, "apps:destroy meter --confirm meter");
+    s.ok(&s.admin, "apps:create meter");
+    assert_eq!(usage_json(&s)["requests"], 0);
+    assert!(!s.ok(&s.admin, "acl meter --json").contains("127.0.0.2"));
+    let limits: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "limits meter --json")).unwrap();
+    assert!(limits["disk"].is_null(), "{limits}");
+    s.git_ok(&s.admin, &dir, &["push", &s.url("meter"), "main"]);
+    assert_eq!(get(port, "127.0.0.2", "/"), (200, "metered\n".to_string()));
+    let u = usage_json(&s);
+    assert_eq!(
+        (u["requests"].as_u64(), u["status"]["2xx"].as_u64()),
+        (Some(1), Some(1)),
+        "{u}"
+    );
 }

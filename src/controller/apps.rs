@@ -40,6 +40,7 @@ impl Core {
     /// dir: releases, build cache, build logs, event log, repository.
     fn destroy_app(&self, app: &str) -> Result<(), CoreError> {
         self.store.destroy_app(app)?;
+        self.router.set_policy(app, Default::default());
         // Its domains and certificates went with its rows.
         self.refresh_routing()?;
         let _ = std::fs::remove_dir_all(self.data.releases(app));
@@ -87,6 +88,9 @@ impl Core {
         for env in &envs {
             self.router.remove_app(&crate::deploy::route_key(name, env));
         }
+        // A later app of the same name starts with no figures (and, once the store forgot
+        // this one, no policy).
+        self.forget_traffic(name, &envs);
         // Every node, not only those it is live on: an environment moved elsewhere, or a
         // failed first deploy, can have left releases or data behind.
         let uid = self.app_uid(name)?;

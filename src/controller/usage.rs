@@ -174,6 +174,16 @@ impl Core {
         self.event_tailer(&access_log(app))
     }
 
+    /// Drops what the router counted for `app` and what was flushed of it (it is being
+    /// destroyed).
+    pub(super) fn forget_traffic(&self, app: &str, envs: &[String]) {
+        for env in envs {
+            self.router
+                .forget_owner(&crate::deploy::route_key(app, env));
+        }
+        self.lock_flushed().retain(|(a, _), _| a != app);
+    }
+
     fn lock_flushed(&self) -> std::sync::MutexGuard<'_, Flushed> {
         self.traffic_flushed
             .lock()

@@ -221,6 +221,17 @@ impl Router {
         sites.insert(key, Arc::new(site));
     }
 
+    /// Forgets which app environment the route `key` served (the app is going away): what
+    /// it counted since is nobody's.
+    pub fn forget_owner(&self, key: &str) {
+        let mut sites = self
+            .ledger
+            .sites
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        sites.remove(&key.to_ascii_lowercase());
+    }
+
     /// Every app environment's counters since the router started, as (app, env, figures).
     pub fn traffic(&self) -> Vec<(String, String, Sample)> {
         let sites = self
