@@ -343,7 +343,14 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     });
     std::thread::sleep(Duration::from_secs(2));
     s.ok(&s.admin, "restart shop");
-    let followed = rx.iter().find(|l| l.contains("hello from web.")).is_some();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut followed = false;
+    while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        if l.contains("hello from web.") {
+            followed = true;
+            break;
+        }
+    }
     let _ = follow.kill();
     let _ = follow.wait();
     assert!(followed, "logs -f saw no line of the restarted tasks");
@@ -376,6 +383,15 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     // rollback: v1 from a tarball the cluster still holds.
     s.ok(&s.admin, "rollback shop");
     wait_until("v1 answers", 30, || {
+        s.get("shop", "/").1.starts_with("v1 from")
+    });
+
+    // stop and start: the services go, and come back.
+    s.ok(&s.admin, "stop shop");
+    assert!(web_nodes(&s).is_empty());
+    assert_ne!(s.get("shop", "/").0, 200);
+    s.ok(&s.admin, "start shop");
+    wait_until("v1 answers again", 30, || {
         s.get("shop", "/").1.starts_with("v1 from")
     });
     let _ = &agent;

@@ -49,13 +49,10 @@ fn follow_task(
     set: &mut tokio::task::JoinSet<()>,
     docker: Docker,
     p: ProcInfo,
+    since: i32,
     tx: mpsc::Sender<LogLine>,
 ) {
     set.spawn(async move {
-        let since = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs() as i32)
-            .unwrap_or(0);
         let opts = LogsOptionsBuilder::default()
             .follow(true)
             .stdout(true)
@@ -86,6 +83,13 @@ pub async fn stream(
         process: req.process.clone(),
         release: req.release.clone(),
     };
+    // Followed lines are those from the request on: a task found later (one that was
+    // still starting, waiting for its health check) is read from then, not from when it
+    // was found.
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i32)
+        .unwrap_or(0);
     let tasks = tasks_of(docker, req, &filter).await?;
     let mut lines = vec![];
     if req.tail > 0 {
@@ -116,8 +120,9 @@ pub async fn stream(
             _ = tick.tick() => {
                 // Tasks that started since (the first tick: all of them).
                 for p in tasks_of(docker, req, &filter).await.unwrap_or_default() {
-                    if p.state == "running" && followed.insert(p.container.clone()) {
-                        follow_task(&mut set, docker.clone(), p, tx.clone());
+                    let up = matches!(p.state.as_str(), "starting" | "running");
+                    if up && followed.insert(p.container.clone()) {
+                        follow_task(&mut set, docker.clone(), p, since, tx.clone());
                     }
                 }
             }

@@ -197,6 +197,10 @@ async fn create_all(
             secret: (secret_name.clone(), secret.clone()),
             placement: &req.placement,
             oneoff: false,
+            health: (g.ptype == "web").then(|| {
+                let h = req.checks.first().unwrap_or(&req.health);
+                (h.path.as_str(), boot_ms(req))
+            }),
         })?;
         let name = spec.name.clone().unwrap_or_default();
         docker
@@ -278,6 +282,11 @@ async fn create_secret(
     Ok(r.id)
 }
 
+/// How long a web task may take to answer: the health check's attempts.
+fn boot_ms(req: &PrepareReq) -> u64 {
+    (req.health.attempts as u64 * req.health.interval_ms).clamp(1_000, 3_600_000)
+}
+
 /// Waits until every task of the new services runs, then checks the web ones over HTTP
 /// at their node's address and watches the others through the grace period.
 async fn wait_and_check(
@@ -285,10 +294,8 @@ async fn wait_and_check(
     req: &PrepareReq,
     progress: &mpsc::Sender<String>,
 ) -> Result<Vec<crate::node::proto::Started>, AgentError> {
-    let boot = Duration::from_millis(
-        (req.health.attempts as u64 * req.health.interval_ms)
-            .max(crate::node::proto::BOOT_TIMEOUT_MS),
-    );
+    // Swarm holds a task in `starting` until its own health check passes.
+    let boot = Duration::from_millis(boot_ms(req) + 30_000);
     let want: u32 = req.processes.iter().map(|g| g.count).sum();
     let mine = |p: &ProcInfo| p.release == req.release && p.generation == req.generation;
     let running = tasks::wait_running(docker, &req.app, want, &mine, boot).await?;

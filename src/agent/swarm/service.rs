@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    Limit, Mount, MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig,
+    HealthConfig, Limit, Mount, MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig,
     NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
     TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
     TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
@@ -62,6 +62,18 @@ cd /app
 exec /bin/sh -c "$MAGRATHEA_LAUNCH"
 "#;
 
+/// Swarm's own health check of a web task (the agent's HTTP check decides a deploy; this
+/// one keeps watching after it): GET `$MAGRATHEA_HEALTH_PATH` on the task's port, healthy
+/// when it answers below 500, with curl or busybox wget, whichever the stack has (the
+/// check's own timeout bounds it: busybox 1.35's `wget -T` crashes).
+pub const HEALTH: &str = r#"p=$((MAGRATHEA_PORT_BASE + ${MAGRATHEA_SLOT:-1}))
+u="http://127.0.0.1:$p${MAGRATHEA_HEALTH_PATH:-/}"
+if command -v curl >/dev/null 2>&1; then
+  curl -s -m 5 -o /dev/null -w '%{http_code}' "$u" | grep -q '^[1-4]'
+else
+  o=$(wget -q -O /dev/null "$u" 2>&1) || echo "$o" | grep -q 'error: HTTP/1.. [1-4]'
+fi"#;
+
 /// One service to create.
 pub struct Spec<'a> {
     /// The node app (`shop`, `shop.staging`).
@@ -84,6 +96,8 @@ pub struct Spec<'a> {
     pub placement: &'a [String],
     /// Restart on failure (processes); a one-off runs once.
     pub oneoff: bool,
+    /// A web process's health check path and how long it may take to boot.
+    pub health: Option<(&'a str, u64)>,
 }
 
 /// The service's name: `mg-<app>-<release>-<type>-g<generation>`, dots made dashes, or a
@@ -116,7 +130,10 @@ pub fn secret_data(env: &BTreeMap<String, String>, token: &str) -> String {
 /// never config values (those are in the secret).
 fn plain_env(s: &Spec<'_>) -> Vec<String> {
     let (app, env) = s.app.split_once('.').unwrap_or((s.app, "production"));
-    vec![
+    let health = s
+        .health
+        .map(|(path, _)| format!("MAGRATHEA_HEALTH_PATH={path}"));
+    let mut out = vec![
         "HOME=/app".into(),
         "DATA_DIR=/data".into(),
         format!("MAGRATHEA_APP={app}"),
@@ -129,7 +146,9 @@ fn plain_env(s: &Spec<'_>) -> Vec<String> {
         format!("MAGRATHEA_RELEASE_URL={}", s.url),
         format!("MAGRATHEA_SHA256={}", s.sha256),
         "MAGRATHEA_SLOT={{.Task.Slot}}".into(),
-    ]
+    ];
+    out.extend(health);
+    out
 }
 
 pub fn labels(s: &Spec<'_>) -> HashMap<String, String> {
@@ -197,6 +216,14 @@ pub fn spec(s: &Spec<'_>) -> Result<ServiceSpec, AgentError> {
             secret_id: Some(s.secret.1.clone()),
         }]),
         capability_drop: Some(vec!["ALL".into()]),
+        health_check: s.health.map(|(_, boot_ms)| HealthConfig {
+            test: Some(vec!["CMD-SHELL".into(), HEALTH.into()]),
+            interval: Some(1_000_000_000),
+            timeout: Some(6_000_000_000),
+            retries: Some(3),
+            start_period: Some(boot_ms as i64 * 1_000_000),
+            ..Default::default()
+        }),
         // docker-init as PID 1, as on a node: it forwards SIGTERM (a shell or app as PID 1
         // would ignore it and be killed only at the end of the grace period).
         init: Some(true),

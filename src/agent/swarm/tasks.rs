@@ -210,13 +210,19 @@ pub async fn wait_running(
             .find(|p| matches!(p.state.as_str(), "failed" | "rejected" | "orphaned"))
         {
             let why = task_error(docker, &bad.container).await;
+            let process = format!(
+                "{}.{} on {}",
+                bad.ptype,
+                bad.index,
+                bad.node.as_deref().unwrap_or("?")
+            );
+            if why.contains("unhealthy") {
+                return Err(AgentError::Invalid(format!(
+                    "{process} failed its health check (Swarm's check of $PORT: {why})"
+                )));
+            }
             return Err(AgentError::CannotStart {
-                process: format!(
-                    "{}.{} on {}",
-                    bad.ptype,
-                    bad.index,
-                    bad.node.as_deref().unwrap_or("?")
-                ),
+                process,
                 why: Box::new(AgentError::Invalid(why)),
             });
         }
@@ -248,6 +254,12 @@ async fn task_error(docker: &Docker, task: &str) -> String {
         .and_then(|t| t.status)
         .and_then(|s| s.err.or(s.message))
         .unwrap_or_else(|| "failed".into());
+    // No registry: a node without the stack image cannot pull it.
+    let err = if err.contains("No such image") || err.contains("pull access denied") {
+        format!("{err} (load the stack image on every swarm node: docker save IMAGE | docker -H NODE load)")
+    } else {
+        err
+    };
     match last_lines(docker, task, 3).await.pop() {
         Some(l) => format!("{err}: {l}"),
         None => err,
