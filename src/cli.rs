@@ -152,10 +152,14 @@ pub struct RouterArgs {
     /// Seconds an app has to start answering a request (else 504)
     #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub request_timeout: u64,
-    /// Seconds a client connection (keep-alive, HTTP/2, WebSocket) may sit without traffic
-    /// before it is closed; also the time a client has to send a request's headers
+    /// Seconds a client connection (keep-alive, HTTP/2) may sit without traffic before it
+    /// is closed; also the time a client has to send a request's headers
     #[arg(long, default_value_t = 30, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub idle_timeout: u64,
+    /// Seconds a WebSocket (or any upgraded connection) may sit without traffic either way
+    /// before it is closed
+    #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub tunnel_idle_timeout: u64,
 }
 
 impl RouterArgs {
@@ -163,6 +167,7 @@ impl RouterArgs {
         crate::router::RouterOptions {
             upstream_timeout: std::time::Duration::from_secs(self.request_timeout),
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout),
+            tunnel_idle_timeout: std::time::Duration::from_secs(self.tunnel_idle_timeout),
             ..Default::default()
         }
     }

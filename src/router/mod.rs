@@ -41,10 +41,12 @@ pub struct RouterOptions {
     /// Bound on waiting for an upstream's response headers once the request is sent
     /// (includes the upstream reading the request body). Past it the client gets a 504.
     pub upstream_timeout: Duration,
-    /// A client connection (keep-alive, HTTP/2, or an upgraded one such as a WebSocket)
-    /// without traffic for this long is closed; a client must also send a request's
-    /// headers within it (slowloris guard).
+    /// A client connection (keep-alive, HTTP/2) without traffic for this long is closed; a
+    /// client must also send a request's headers within it (slowloris guard).
     pub idle_timeout: Duration,
+    /// An upgraded connection (a WebSocket) without traffic either way for this long is
+    /// closed.
+    pub tunnel_idle_timeout: Duration,
     /// Client connections open at once, and from one address; past either, a new
     /// connection gets a 503 and is closed.
     pub max_connections: usize,
@@ -57,6 +59,7 @@ impl Default for RouterOptions {
             connect_timeout: Duration::from_secs(2),
             upstream_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(30),
+            tunnel_idle_timeout: Duration::from_secs(300),
             max_connections: 8192,
             max_per_address: 512,
         }

@@ -97,7 +97,12 @@ pub(super) async fn handle(
         Err(failure) => failure_response(&app, failure, started),
     };
     if let Some((proto, client_side)) = upgrade {
-        response = tunnel::finish(response, proto, client_side, router.opts.idle_timeout);
+        response = tunnel::finish(
+            response,
+            proto,
+            client_side,
+            router.opts.tunnel_idle_timeout,
+        );
     }
     if client.https {
         if let Some(hsts) = policy.hsts {
