@@ -403,15 +403,24 @@ pub fn node_containers(root: &Path) -> Vec<String> {
 }
 
 fn remove_node_containers(root: &Path) {
-    for id in node_containers(root) {
-        // -v: a process's /app is an anonymous overlay volume.
-        let _ = Command::new("docker")
-            .args(["rm", "-f", "-v", &id])
-            .output();
-    }
     if let Some(inst) = node_instance(root) {
-        remove_networks(&inst);
+        remove_instance_containers(&inst);
     }
+}
+
+/// Every container and network of a node instance.
+fn remove_instance_containers(inst: &str) {
+    let out = run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=magrathea.instance={inst}"),
+    ]));
+    for id in text(&out.stdout).split_whitespace() {
+        // -v: a process's /app is an anonymous overlay volume.
+        let _ = Command::new("docker").args(["rm", "-f", "-v", id]).output();
+    }
+    remove_networks(inst);
 }
 
 /// The per-app networks an instance (a node, or a controller for its builds) made, once
@@ -536,6 +545,8 @@ pub struct Agent {
     key: PathBuf,
     child: Option<Child>,
     log: Arc<Mutex<String>>,
+    /// Known once the agent runs: its root may be gone (a server's temp dir) when it drops.
+    instance: Option<String>,
 }
 
 impl Agent {
@@ -577,12 +588,14 @@ impl Agent {
         let addr = rx
             .recv_timeout(std::time::Duration::from_secs(20))
             .unwrap_or_else(|_| panic!("agent did not start:\n{}", log.lock().unwrap()));
+        let instance = node_instance(&root);
         Agent {
             root,
             addr,
             key,
             child: Some(child),
             log,
+            instance,
         }
     }
 
@@ -631,7 +644,9 @@ impl Drop for Agent {
             );
         }
         // Processes this agent started.
-        remove_node_containers(&self.root);
+        if let Some(inst) = self.instance.clone().or_else(|| node_instance(&self.root)) {
+            remove_instance_containers(&inst);
+        }
     }
 }
 
