@@ -815,7 +815,10 @@ async fn process_that_exits_fails_its_health_check_clearly() {
         "{err}"
     );
     assert!(err.contains("after 4 attempts"), "{err}");
-    assert!(err.contains(&format!("port {}", r.port)), "{err}");
+    assert!(
+        err.contains(&format!("on port 127.0.0.1:{}:", r.port)),
+        "{err}"
+    );
 
     // Docker restarts it (on-failure); list says so: its restart count goes up (a state
     // other than "running" alone would also pass for a container that just exited).
