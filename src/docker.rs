@@ -12,6 +12,17 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+/// A bind mount of `src` at `dst` in a container.
+pub fn bind_mount(src: &std::path::Path, dst: &str, read_only: bool) -> Mount {
+    Mount {
+        typ: Some(MountType::BIND),
+        source: Some(src.to_string_lossy().into_owned()),
+        target: Some(dst.into()),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
 #[derive(Debug, Error)]
 pub enum DockerError {
     #[error("cannot reach the Docker engine ({0}); is dockerd running? (scripts/docker-up.sh starts one)")]

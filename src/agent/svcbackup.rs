@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, Mount, MountType};
+use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
 use futures_util::StreamExt;
 use russh::server::Msg;
@@ -510,13 +510,6 @@ async fn throwaway<'a>(
         dir: dir.clone(),
     };
     std::os::unix::fs::chown(&dir, Some(req.uid), Some(req.uid)).map_err(io_err(&dir))?;
-    let bind = |src: &Path, dst: &str, ro: bool| Mount {
-        typ: Some(MountType::BIND),
-        source: Some(src.to_string_lossy().into_owned()),
-        target: Some(dst.into()),
-        read_only: Some(ro),
-        ..Default::default()
-    };
     let mut body = ContainerCreateBody {
         image: Some(req.image.clone()),
         cmd: Some(vec![ENTRY_PATH.into(), "run".into()]),
@@ -531,8 +524,8 @@ async fn throwaway<'a>(
         ])),
         host_config: Some(HostConfig {
             mounts: Some(vec![
-                bind(&dir, "/data", false),
-                bind(&entry, ENTRY_PATH, true),
+                crate::docker::bind_mount(&dir, "/data", false),
+                crate::docker::bind_mount(&entry, ENTRY_PATH, true),
             ]),
             network_mode: Some("none".into()),
             init: Some(true),

@@ -252,13 +252,6 @@ pub(super) fn container_body(
     labels: HashMap<String, String>,
     restart: RestartPolicy,
 ) -> Result<ContainerCreateBody, AgentError> {
-    let bind = |src: &Path, dst: &str, ro: bool| Mount {
-        typ: Some(MountType::BIND),
-        source: Some(src.to_string_lossy().into_owned()),
-        target: Some(dst.into()),
-        read_only: Some(ro),
-        ..Default::default()
-    };
     let app = app_mount(app_dir, scratch)?;
     // Capped json-file logs: a chatty app must not fill the node's disk.
     let log_config = HostConfigLogConfig {
@@ -275,7 +268,10 @@ pub(super) fn container_body(
         working_dir: Some("/app".into()),
         labels: Some(labels),
         host_config: Some(HostConfig {
-            mounts: Some(vec![app, bind(data_dir, "/data", false)]),
+            mounts: Some(vec![
+                app,
+                crate::docker::bind_mount(data_dir, "/data", false),
+            ]),
             // The app's own network (see `isolation`): no other app's ports or traffic.
             network_mode: Some(super::network_of(spec)),
             memory: Some(spec.memory),

@@ -17,9 +17,8 @@ use std::time::Duration;
 
 use bollard::exec::{StartExecOptions, StartExecResults};
 use bollard::models::{
-    ContainerCreateBody, EndpointSettings, ExecConfig, HostConfig, HostConfigLogConfig, Mount,
-    MountType, NetworkConnectRequest, NetworkDisconnectRequest, RestartPolicy,
-    RestartPolicyNameEnum,
+    ContainerCreateBody, EndpointSettings, ExecConfig, HostConfig, HostConfigLogConfig,
+    NetworkConnectRequest, NetworkDisconnectRequest, RestartPolicy, RestartPolicyNameEnum,
 };
 use bollard::query_parameters::{CreateContainerOptionsBuilder, InspectContainerOptions};
 use futures_util::StreamExt;
@@ -122,13 +121,6 @@ fn container_body(
     network: String,
 ) -> Result<ContainerCreateBody, AgentError> {
     let (data, entry) = prepare_dirs(ctx, spec)?;
-    let bind = |src: PathBuf, dst: &str, ro: bool| Mount {
-        typ: Some(MountType::BIND),
-        source: Some(src.to_string_lossy().into_owned()),
-        target: Some(dst.into()),
-        read_only: Some(ro),
-        ..Default::default()
-    };
     let mut body = ContainerCreateBody {
         image: Some(spec.image.clone()),
         cmd: Some(vec![ENTRY_PATH.into(), "run".into()]),
@@ -144,8 +136,8 @@ fn container_body(
         ])),
         host_config: Some(HostConfig {
             mounts: Some(vec![
-                bind(data, "/data", false),
-                bind(entry, ENTRY_PATH, true),
+                crate::docker::bind_mount(&data, "/data", false),
+                crate::docker::bind_mount(&entry, ENTRY_PATH, true),
             ]),
             network_mode: Some(network),
             memory: Some(spec.memory),
