@@ -1,5 +1,6 @@
 //! The router in front of a real app: custom domains, HTTPS with a given certificate (a
-//! test CA made here with rcgen), HTTP/2, the HTTPS redirect and HSTS, the body limit,
+//! test CA made here with rcgen), HTTP/2, the HTTPS redirect and HSTS, the body limit
+//! (declared, and chunked: cut at the limit before the app gets more),
 //! WebSockets over HTTP and HTTPS, and routes surviving a restart. One server and one app
 //! (a WebSocket echo app on the bookworm stack, `tests/fixtures/websocket`) for all of it.
 //! Test hosts resolve to loopback through curl's `--resolve` and the client's own SNI.
@@ -367,9 +368,56 @@ fn redirect_hsts_and_body_limit(s: &Server, ca_path: &Path) {
     }
     let (body, _, _) = https(s, ca_path, HOST, &["--data-binary", "small"], "/echo");
     assert_eq!(body, "got 5 bytes\n");
+    chunked_bodies_are_cut_at_the_limit(s, ca_path);
     let shown = s.ok(&s.admin, "domains shop");
     assert!(
         shown.contains("force-https on, hsts max-age=300, max-body 1.0 KB"),
         "{shown}"
     );
+}
+
+/// A chunked body (no Content-Length to refuse up front) past the 1K limit: the client gets
+/// a 413, and the app sees at most the limit and never the end of the body.
+fn chunked_bodies_are_cut_at_the_limit(s: &Server, ca_path: &Path) {
+    let ca = std::fs::read_to_string(ca_path).unwrap();
+    let post = |chunks: usize| {
+        let mut req = format!(
+            "POST /echo HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        );
+        for _ in 0..chunks {
+            req += &format!("200\r\n{}\r\n", "y".repeat(512));
+        }
+        req += "0\r\n\r\n";
+        let mut tls = tls_client(&ca, HOST, s.https_port);
+        tls.write_all(req.as_bytes()).unwrap();
+        let mut out = Vec::new();
+        // The router may close without TLS's close_notify once it has answered.
+        let _ = tls.read_to_end(&mut out);
+        text(&out)
+    };
+    let small = post(1);
+    assert!(
+        small.starts_with("HTTP/1.1 200") && small.ends_with("got 512 bytes\n"),
+        "{small}"
+    );
+    assert_eq!(https(s, ca_path, HOST, &[], "/chunked").0, "complete 512\n");
+    let big = post(6);
+    assert!(big.starts_with("HTTP/1.1 413"), "{big}");
+    assert!(big.contains("limit of 1024 bytes"), "{big}");
+    // The app learns the body was cut once the router has closed that connection.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (seen, _, _) = https(s, ca_path, HOST, &[], "/chunked");
+        if let Some(n) = seen.trim().strip_prefix("cut ") {
+            let n: usize = n.parse().unwrap();
+            assert!(n <= 1024, "the app got {n} bytes past a 1K limit");
+            break;
+        }
+        assert!(
+            !seen.starts_with("complete 3072"),
+            "the app got the whole body: {seen}"
+        );
+        assert!(std::time::Instant::now() < deadline, "{seen}\n{}", s.log());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
 }

@@ -2,7 +2,8 @@
 //! app (`tests/fixtures/usage`: busybox httpd with a CGI that reads POST bodies): `usage`
 //! figures that match a known load exactly, the access log in `logs --process router`,
 //! an access list refusing a client address (127.0.0.2 against 127.0.0.1), maintenance on
-//! and off with the repo's page, a push refused by the disk quota with the figures (old
+//! and off with the repo's page, request rate limits per app and per client address and the
+//! cap on requests in progress, a push refused by the disk quota with the figures (old
 //! releases pruned first), the Prometheus endpoint scraped and parsed, and bad input
 //! refused in one line with nothing changed.
 
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use util::*;
 
-/// One HTTP/1.0 request to the router from `from` (a loopback address): (status, body).
-fn request(port: u16, from: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+/// A connection to the router from `from` (a loopback address).
+fn connect_from(port: u16, from: &str) -> std::net::TcpStream {
     let from: IpAddr = from.parse().unwrap();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -30,27 +31,51 @@ fn request(port: u16, from: &str, method: &str, path: &str, body: &[u8]) -> (u16
             .unwrap();
         s.into_std().unwrap()
     });
-    let mut s = std_stream;
+    let s = std_stream;
     s.set_nonblocking(false).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    let head = format!(
-        "{method} {path} HTTP/1.0\r\nHost: meter.localhost\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    s.write_all(head.as_bytes()).unwrap();
-    s.write_all(body).unwrap();
+    s
+}
+
+/// Reads a whole response (the connection closes after it): (status, head, body).
+fn response(mut s: std::net::TcpStream) -> (u16, String, Vec<u8>) {
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).unwrap();
     let split = buf
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .expect("a response head");
-    let status = text(&buf[..split])
+    let head = text(&buf[..split]);
+    let status = head
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    (status, buf[split + 4..].to_vec())
+    (status, head.to_ascii_lowercase(), buf[split + 4..].to_vec())
+}
+
+/// One HTTP/1.0 request to the router from `from`: (status, lowercase head, body).
+fn exchange(
+    port: u16,
+    from: &str,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String, Vec<u8>) {
+    let mut s = connect_from(port, from);
+    let head = format!(
+        "{method} {path} HTTP/1.0\r\nHost: meter.localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    response(s)
+}
+
+/// One HTTP/1.0 request to the router from `from`: (status, body).
+fn request(port: u16, from: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let (status, _, body) = exchange(port, from, method, path, body);
+    (status, body)
 }
 
 fn get(port: u16, from: &str, path: &str) -> (u16, String) {
@@ -238,16 +263,20 @@ fn usage_acl_maintenance_quota_and_metrics() {
     assert_eq!(get(port, "127.0.0.1", "/"), (200, "metered\n".to_string()));
     one_line_error(&s, "maintenance:on nosuchapp", "nosuchapp");
 
+    rate_limits_and_the_cap(&s);
+
     // Limits: bad values change nothing.
     let before = s.ok(&s.admin, "limits meter --json");
     for (args, want) in [
         ("limits:set meter disk=lots", "not a size"),
         ("limits:set meter rate=10 memory=1", "unknown limit"),
         ("limits:set meter rate=0", "1 to 1000000"),
-        (
-            "limits:set meter rate=99999999999999999999",
-            "not a whole number",
-        ),
+        ("limits:set meter rate=99999999999999999999", "1 to 1000000"),
+        ("limits:set meter rate=5/fortnight", "not a rate"),
+        ("limits:set meter rate=10 client-rate=5/0s", "1s to 1d"),
+        ("limits:set meter conns=0", "1 to 1000000"),
+        ("limits:set meter conns=many", "not a whole number"),
+        ("limits:set meter rate", "not NAME=VALUE"),
         ("limits:unset meter bogus", "unknown limit"),
         ("usage meter --since yesterday", "--since"),
         ("usage nosuchapp", "nosuchapp"),
@@ -348,22 +377,104 @@ fn usage_acl_maintenance_quota_and_metrics() {
     );
     assert_eq!(http_get(mport, "metrics", "/other").0, 404);
 
-    // A later app of the same name starts from nothing: no figures, no policy, no quota.
+    // A later app of the same name starts from nothing: no figures, no policy, no quota,
+    // no limits.
     s.ok(&s.admin, "acl:deny meter 127.0.0.2");
     s.ok(&s.admin, "maintenance:on meter");
+    s.ok(
+        &s.admin,
+        "limits:set meter rate=1/h client-rate=1/h conns=1",
+    );
     s.ok(&s.admin, "apps:destroy meter --confirm meter");
     s.ok(&s.admin, "apps:create meter");
     assert_eq!(usage_json(&s)["requests"], 0);
     assert!(!s.ok(&s.admin, "acl meter --json").contains("127.0.0.2"));
     let limits: serde_json::Value =
         serde_json::from_str(&s.ok(&s.admin, "limits meter --json")).unwrap();
-    assert!(limits["disk"].is_null(), "{limits}");
+    for name in ["disk", "rate", "client_rate", "conns"] {
+        assert!(limits[name].is_null(), "{limits}");
+    }
     s.git_ok(&s.admin, &dir, &["push", &s.url("meter"), "main"]);
     assert_eq!(get(port, "127.0.0.2", "/"), (200, "metered\n".to_string()));
+    assert_eq!(get(port, "127.0.0.2", "/").0, 200, "no rate limit left");
     let u = usage_json(&s);
     assert_eq!(
         (u["requests"].as_u64(), u["status"]["2xx"].as_u64()),
-        (Some(1), Some(1)),
+        (Some(2), Some(2)),
         "{u}"
     );
+}
+
+/// The value of header `name` in a lowercase response head.
+fn header<'a>(head: &'a str, name: &str) -> &'a str {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .unwrap_or_else(|| panic!("no {name} in {head}"))
+        .trim()
+}
+
+/// Request limits over a long window, so nothing depends on timing: past N requests the
+/// next gets a 429 with `Retry-After`; a per-address limit holds back only that address;
+/// the cap on requests in progress answers 503 while one request is held open (an upload
+/// that has sent its head only) and lets the next in once it is over.
+fn rate_limits_and_the_cap(s: &Server) {
+    let port = s.http_port;
+    let too_many = |from: &str, want: &str| {
+        let (status, head, body) = exchange(port, from, "GET", "/", b"");
+        assert_eq!(status, 429, "{from}: {head}");
+        let wait: u64 = header(&head, "retry-after").parse().unwrap();
+        assert!((1..=3600).contains(&wait), "{head}");
+        assert!(text(&body).contains(want), "{}", text(&body));
+    };
+    let out = s.ok(&s.admin, "limits:set meter client-rate=2/1h");
+    assert!(
+        out.contains("2 requests an hour per client address"),
+        "{out}"
+    );
+    for _ in 0..2 {
+        assert_eq!(get(port, "127.0.0.1", "/").0, 200);
+    }
+    too_many("127.0.0.1", "takes 2 an hour from one address");
+    assert_eq!(get(port, "127.0.0.2", "/").0, 200, "another address");
+    s.ok(&s.admin, "limits:unset meter client-rate");
+    assert_eq!(get(port, "127.0.0.1", "/").0, 200);
+
+    s.ok(&s.admin, "limits:set meter rate=3/h");
+    for from in ["127.0.0.1", "127.0.0.2", "127.0.0.3"] {
+        assert_eq!(get(port, from, "/").0, 200, "{from}");
+    }
+    for from in ["127.0.0.1", "127.0.0.4"] {
+        too_many(from, "'meter' takes 3 an hour");
+    }
+    s.ok(&s.admin, "limits:unset meter rate");
+
+    s.ok(&s.admin, "limits:set meter conns=1");
+    let mut held = connect_from(port, "127.0.0.1");
+    held.write_all(
+        b"POST /cgi-bin/count HTTP/1.1\r\nHost: meter.localhost\r\nContent-Length: 1000\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    // The router asks for the body (100 Continue) once it has let the request in.
+    let mut interim = Vec::new();
+    let mut byte = [0u8; 1];
+    while !interim.ends_with(b"\r\n\r\n") {
+        held.read_exact(&mut byte).unwrap();
+        interim.push(byte[0]);
+    }
+    assert!(interim.starts_with(b"HTTP/1.1 100"), "{}", text(&interim));
+    let (status, head, body) = exchange(port, "127.0.0.2", "GET", "/", b"");
+    assert_eq!(status, 503, "{head}");
+    assert_eq!(header(&head, "retry-after"), "1");
+    assert!(text(&body).contains("busy: 'meter' has 1 requests in progress"));
+    held.write_all(&[b'x'; 1000]).unwrap();
+    let (status, _, body) = response(held);
+    // HTTP/1.1: the CGI's answer comes chunked.
+    assert_eq!(status, 200);
+    assert!(text(&body).contains("\r\n1000\n"), "{}", text(&body));
+    assert_eq!(
+        get(port, "127.0.0.2", "/").0,
+        200,
+        "the held request is over"
+    );
+    s.ok(&s.admin, "limits:unset meter conns");
 }

@@ -31,13 +31,17 @@ impl Command for Limits {
 
 pub(crate) fn render(l: &AppLimits) -> String {
     let none = || "none".to_string();
-    let per_sec = |v: Option<u32>| v.map_or_else(none, |n| format!("{n} requests/s"));
     format!(
         "disk:         {}\nrate:         {}\nclient-rate:  {}\nconns:        {}\n",
         l.disk
             .map_or_else(none, |b| format!("{} ({b} bytes)", human(b))),
-        per_sec(l.rate),
-        per_sec(l.client_rate).replace("/s", "/s per client address"),
+        l.rate()
+            .map_or_else(none, |r| format!("{} requests {}", r.n, r.window())),
+        l.client_rate().map_or_else(none, |r| format!(
+            "{} requests {} per client address",
+            r.n,
+            r.window()
+        )),
         l.conns
             .map_or_else(none, |n| format!("{n} requests in progress")),
     )

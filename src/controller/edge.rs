@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Core, CoreError};
-use crate::router::{Cidr, Policy};
+use crate::router::{Cidr, Policy, Rate, MAX_RATE};
 
 /// The largest maintenance page taken from a repo.
 pub const MAX_PAGE: usize = 64 << 10;
@@ -27,17 +27,21 @@ pub struct AppSettings {
     pub limits: AppLimits,
 }
 
-/// Per-app limits (`limits:set APP disk=2G rate=100 client-rate=10 conns=50`).
+/// Per-app limits (`limits:set APP disk=2G rate=100 client-rate=10/m conns=50`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AppLimits {
     /// Bytes of disk the app may use (repo, releases, build cache, logs); a push past it is
     /// refused.
     pub disk: Option<u64>,
-    /// Requests a second to the app.
+    /// Requests to the app every `rate_per` seconds (1 when absent).
     pub rate: Option<u32>,
-    /// Requests a second to the app from one client address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_per: Option<u32>,
+    /// Requests from one client address every `client_rate_per` seconds (1 when absent).
     pub client_rate: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub client_rate_per: Option<u32>,
     /// Requests in progress at once.
     pub conns: Option<u32>,
 }
@@ -46,27 +50,55 @@ pub struct AppLimits {
 pub const LIMIT_NAMES: [&str; 4] = ["disk", "rate", "client-rate", "conns"];
 
 impl AppLimits {
-    /// Sets one limit from `name=value` text (`value` already parsed by the caller for
-    /// sizes: a number of bytes).
-    pub fn set(&mut self, name: &str, value: u64) -> Result<(), CoreError> {
-        let small = |v: u64| -> Result<Option<u32>, CoreError> {
-            match u32::try_from(v) {
-                Ok(n) if (1..=1_000_000).contains(&n) => Ok(Some(n)),
-                _ => Err(CoreError::Invalid(format!(
-                    "{name} must be 1 to 1000000 (limits:unset removes it)"
-                ))),
-            }
+    /// Sets one limit from its `limits:set` text: a size for `disk` (`2G`, `500M`; a bare
+    /// number is MiB), a rate for `rate` and `client-rate` (`100`, `30/m`, `5/h`), a whole
+    /// number for `conns`.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), CoreError> {
+        let shown =
+            |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(40).collect() };
+        let rate = |v: &str| -> Result<(Option<u32>, Option<u32>), CoreError> {
+            let r: Rate = v
+                .parse()
+                .map_err(|e: String| CoreError::Invalid(format!("{name}: {e}")))?;
+            Ok((Some(r.n), (r.per != 1).then_some(r.per)))
         };
         match name {
-            "disk" if value == 0 => {
-                return Err(CoreError::Invalid(
-                    "disk must be more than 0 (limits:unset removes it)".into(),
-                ))
+            "disk" => {
+                let bytes = crate::appconfig::parse_size(value).ok_or_else(|| {
+                    CoreError::Invalid(format!(
+                        "disk: '{}' is not a size (e.g. 500M, 2G)",
+                        shown(value)
+                    ))
+                })?;
+                if bytes == 0 {
+                    return Err(CoreError::Invalid(
+                        "disk must be more than 0 (limits:unset removes it)".into(),
+                    ));
+                }
+                self.disk = Some(bytes as u64);
             }
-            "disk" => self.disk = Some(value),
-            "rate" => self.rate = small(value)?,
-            "client-rate" => self.client_rate = small(value)?,
-            "conns" => self.conns = small(value)?,
+            "rate" => (self.rate, self.rate_per) = rate(value)?,
+            "client-rate" => (self.client_rate, self.client_rate_per) = rate(value)?,
+            "conns" => {
+                let n = if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) {
+                    value.parse::<u64>().ok()
+                } else {
+                    None
+                }
+                .ok_or_else(|| {
+                    CoreError::Invalid(format!("conns: '{}' is not a whole number", shown(value)))
+                })?;
+                self.conns = Some(
+                    u32::try_from(n)
+                        .ok()
+                        .filter(|n| (1..=MAX_RATE).contains(n))
+                        .ok_or_else(|| {
+                            CoreError::Invalid(format!(
+                                "conns must be 1 to {MAX_RATE} (limits:unset removes it)"
+                            ))
+                        })?,
+                );
+            }
             _ => return Err(unknown_limit(name)),
         }
         Ok(())
@@ -75,12 +107,28 @@ impl AppLimits {
     pub fn unset(&mut self, name: &str) -> Result<(), CoreError> {
         match name {
             "disk" => self.disk = None,
-            "rate" => self.rate = None,
-            "client-rate" => self.client_rate = None,
+            "rate" => (self.rate, self.rate_per) = (None, None),
+            "client-rate" => (self.client_rate, self.client_rate_per) = (None, None),
             "conns" => self.conns = None,
             _ => return Err(unknown_limit(name)),
         }
         Ok(())
+    }
+
+    /// The request rate to the app, if limited.
+    pub fn rate(&self) -> Option<Rate> {
+        self.rate.map(|n| Rate {
+            n,
+            per: self.rate_per.unwrap_or(1),
+        })
+    }
+
+    /// The request rate from one client address, if limited.
+    pub fn client_rate(&self) -> Option<Rate> {
+        self.client_rate.map(|n| Rate {
+            n,
+            per: self.client_rate_per.unwrap_or(1),
+        })
     }
 }
 
@@ -101,8 +149,8 @@ impl AppSettings {
             deny: blocks(&self.deny),
             maintenance: self.maintenance,
             page: self.page.clone(),
-            rate: self.limits.rate,
-            client_rate: self.limits.client_rate,
+            rate: self.limits.rate(),
+            client_rate: self.limits.client_rate(),
             max_concurrent: self.limits.conns,
         }
     }
@@ -251,12 +299,12 @@ impl Core {
     pub fn change_limits(
         &self,
         app: &str,
-        set: &[(String, u64)],
+        set: &[(String, String)],
         unset: &[String],
     ) -> Result<AppLimits, CoreError> {
         let s = self.change_settings(app, |s| {
             for (name, value) in set {
-                s.limits.set(name, *value)?;
+                s.limits.set(name, value)?;
             }
             for name in unset {
                 s.limits.unset(name)?;
@@ -274,19 +322,30 @@ mod tests {
     #[test]
     fn limits_are_checked_and_settings_read_back() {
         let mut l = AppLimits::default();
-        l.set("disk", 2 << 30).unwrap();
-        l.set("rate", 100).unwrap();
-        l.set("client-rate", 5).unwrap();
-        l.set("conns", 7).unwrap();
-        for (name, v) in [
-            ("disk", 0),
-            ("rate", 0),
-            ("rate", 1 << 40),
-            ("conns", 2_000_000),
+        l.set("disk", "2G").unwrap();
+        l.set("rate", "100").unwrap();
+        l.set("client-rate", "5/h").unwrap();
+        l.set("conns", "7").unwrap();
+        let before = l.clone();
+        for (name, v, want) in [
+            ("disk", "0", "not a size"),
+            ("disk", "lots", "not a size"),
+            ("rate", "0", "1 to 1000000"),
+            ("rate", "1099511627776", "1 to 1000000"),
+            ("rate", "5/fortnight", "not a rate"),
+            ("client-rate", "5/0s", "1s to 1d"),
+            ("conns", "2000000", "1 to 1000000"),
+            ("conns", "0", "1 to 1000000"),
+            ("conns", "1.5", "not a whole number"),
+            ("memory", "1", "unknown limit"),
         ] {
-            assert!(l.set(name, v).is_err(), "{name}={v}");
+            let err = l.set(name, v).unwrap_err().to_string();
+            assert!(
+                err.contains(want) && err.lines().count() == 1,
+                "{name}={v}: {err}"
+            );
         }
-        assert!(l.set("memory", 1).is_err());
+        assert_eq!(l, before, "refusals change nothing");
         assert!(l.unset("bogus").is_err());
         let s = AppSettings {
             maintenance: true,
@@ -300,14 +359,26 @@ mod tests {
             serde_json::from_str::<AppSettings>("{}").unwrap(),
             AppSettings::default()
         );
+        // Documents written before rates had windows read as per second.
+        let old: AppSettings =
+            serde_json::from_str(r#"{"limits":{"rate":9,"client_rate":3}}"#).unwrap();
+        assert_eq!(old.limits.rate(), Some(Rate { n: 9, per: 1 }));
         let p = s.policy();
         assert!(p.maintenance);
         assert_eq!(p.allow.len(), 1);
         assert_eq!(
             (p.rate, p.client_rate, p.max_concurrent),
-            (Some(100), Some(5), Some(7))
+            (
+                Some(Rate { n: 100, per: 1 }),
+                Some(Rate { n: 5, per: 3600 }),
+                Some(7)
+            )
         );
         l.unset("disk").unwrap();
-        assert_eq!(l.disk, None);
+        l.unset("client-rate").unwrap();
+        assert_eq!(
+            (l.disk, l.client_rate, l.client_rate_per),
+            (None, None, None)
+        );
     }
 }

@@ -1,7 +1,8 @@
-//! What the router enforces per app before a request is forwarded, in this order: the IP
-//! access list (403), maintenance mode (503 with the app's page), request rate limits per
-//! app and per client address (token buckets, 429) and a cap on requests in progress (503).
-//! The controller sets an app's [`Policy`] from the store; an app without one passes.
+//! What the router enforces per route (an app's environment) before a request is
+//! forwarded, in this order: the IP access list (403), maintenance mode (503 with the app's
+//! page), request rate limits per route and per client address (token buckets, 429 with
+//! `Retry-After`) and a cap on requests in progress (503). The controller sets a route's
+//! [`Policy`] from the store; a route without one passes.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -97,7 +98,97 @@ impl fmt::Display for Cidr {
     }
 }
 
-/// What the router enforces for one app (all its environments).
+/// A request rate: `n` requests every `per` seconds (a burst of `n`), as `limits:set`
+/// takes it: `100` or `100/s` (a second), `30/m`, `5/h`, `1000/d`, `5/10m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub n: u32,
+    pub per: u32,
+}
+
+/// The most requests a rate counts, and its longest window (a day).
+pub const MAX_RATE: u32 = 1_000_000;
+pub const MAX_WINDOW: u32 = 86_400;
+
+impl Rate {
+    /// Tokens added a second.
+    fn per_sec(self) -> f64 {
+        f64::from(self.n) / f64::from(self.per.max(1))
+    }
+}
+
+impl FromStr for Rate {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Rate, String> {
+        let shown: String = s.chars().filter(|c| !c.is_control()).take(40).collect();
+        let bad = || format!("'{shown}' is not a rate (e.g. 100, 100/s, 30/m, 5/h, 5/10m)");
+        let digits =
+            |t: &str| !t.is_empty() && t.len() <= 20 && t.bytes().all(|b| b.is_ascii_digit());
+        let (count, window) = match s.split_once('/') {
+            Some((c, w)) => (c, Some(w)),
+            None => (s, None),
+        };
+        if !digits(count) {
+            return Err(bad());
+        }
+        let n = count
+            .parse::<u64>()
+            .ok()
+            .filter(|n| (1..=u64::from(MAX_RATE)).contains(n))
+            .ok_or_else(|| format!("a rate counts 1 to {MAX_RATE} requests, not '{shown}'"))?;
+        let per = match window {
+            None => 1,
+            Some(w) => {
+                let split = w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len());
+                let (k, unit) = w.split_at(split);
+                let unit = match unit {
+                    "s" => 1,
+                    "m" => 60,
+                    "h" => 3600,
+                    "d" => 86_400,
+                    _ => return Err(bad()),
+                };
+                let k = match k {
+                    "" => 1,
+                    k if digits(k) => k.parse::<u64>().map_err(|_| bad())?,
+                    _ => return Err(bad()),
+                };
+                k.checked_mul(unit)
+                    .filter(|p| (1..=u64::from(MAX_WINDOW)).contains(p))
+                    .ok_or_else(|| format!("a rate's window is 1s to 1d, not '{shown}'"))?
+            }
+        };
+        Ok(Rate {
+            n: n as u32,
+            per: per as u32,
+        })
+    }
+}
+
+impl Rate {
+    /// `a second`, `an hour`, `every 10 minutes`.
+    pub fn window(&self) -> String {
+        match self.per {
+            1 => "a second".into(),
+            60 => "a minute".into(),
+            3600 => "an hour".into(),
+            86_400 => "a day".into(),
+            p if p % 3600 == 0 => format!("every {} hours", p / 3600),
+            p if p % 60 == 0 => format!("every {} minutes", p / 60),
+            p => format!("every {p} seconds"),
+        }
+    }
+}
+
+impl fmt::Display for Rate {
+    /// `100 a second`, `5 an hour`, `5 every 10 minutes`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.n, self.window())
+    }
+}
+
+/// What the router enforces for one route (an app's environment).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Policy {
     /// When not empty, only these blocks may reach the app.
@@ -107,15 +198,15 @@ pub struct Policy {
     /// In maintenance: every request gets a 503 with `page` (HTML) or a default text.
     pub maintenance: bool,
     pub page: Option<String>,
-    /// Requests per second to the app (a burst of as many).
-    pub rate: Option<u32>,
-    /// Requests per second from one client address to the app.
-    pub client_rate: Option<u32>,
+    /// Requests to the app's environment (a burst of as many).
+    pub rate: Option<Rate>,
+    /// Requests from one client address.
+    pub client_rate: Option<Rate>,
     /// Requests in progress at once.
     pub max_concurrent: Option<u32>,
 }
 
-/// A token bucket: `rate` tokens a second, at most `rate` saved up.
+/// A token bucket: `rate.n` tokens at most, refilled at `rate.n` every `rate.per` seconds.
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
@@ -123,27 +214,31 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn full(rate: u32) -> Bucket {
+    fn full(rate: Rate) -> Bucket {
         Bucket {
-            tokens: f64::from(rate),
+            tokens: f64::from(rate.n),
             last: Instant::now(),
         }
     }
 
-    fn refill(&mut self, rate: u32, now: Instant) {
-        let cap = f64::from(rate);
+    fn refill(&mut self, rate: Rate, now: Instant) {
         let dt = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + dt * cap).min(cap);
+        self.tokens = (self.tokens + dt * rate.per_sec()).min(f64::from(rate.n));
         self.last = now;
     }
 
-    fn take(&mut self, rate: u32, now: Instant) -> bool {
+    fn is_full(&self, rate: Rate) -> bool {
+        self.tokens >= f64::from(rate.n)
+    }
+
+    /// Takes a token, or says in how many seconds (at least 1) the next one comes.
+    fn take(&mut self, rate: Rate, now: Instant) -> Result<(), u64> {
         self.refill(rate, now);
         if self.tokens >= 1.0 {
             self.tokens -= 1.0;
-            true
+            Ok(())
         } else {
-            false
+            Err((((1.0 - self.tokens) / rate.per_sec()).ceil() as u64).max(1))
         }
     }
 }
@@ -187,7 +282,7 @@ impl Router {
             return;
         }
         let e = Enforcer {
-            app_bucket: Mutex::new(Bucket::full(policy.rate.unwrap_or(0))),
+            app_bucket: Mutex::new(Bucket::full(policy.rate.unwrap_or(Rate { n: 0, per: 1 }))),
             policy,
             clients: Mutex::default(),
             in_progress: Arc::default(),
@@ -237,10 +332,11 @@ impl Enforcer {
                 .app_bucket
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner);
-            if !b.take(rate, now) {
-                return Err(Box::new(too_many(format!(
-                    "too many requests: '{app}' takes {rate} a second; try again shortly"
-                ))));
+            if let Err(wait) = b.take(rate, now) {
+                return Err(Box::new(too_many(
+                    wait,
+                    format!("too many requests: '{app}' takes {rate}; try again in {wait}s"),
+                )));
             }
         }
         if let Some(rate) = p.client_rate {
@@ -248,17 +344,20 @@ impl Enforcer {
             if clients.len() >= MAX_CLIENTS && !clients.contains_key(&client) {
                 clients.retain(|_, b| {
                     b.refill(rate, now);
-                    b.tokens < f64::from(rate)
+                    !b.is_full(rate)
                 });
                 if clients.len() >= MAX_CLIENTS {
                     clients.clear();
                 }
             }
             let b = clients.entry(client).or_insert_with(|| Bucket::full(rate));
-            if !b.take(rate, now) {
-                return Err(Box::new(too_many(format!(
-                    "too many requests: '{app}' takes {rate} a second from one address; try again shortly"
-                ))));
+            if let Err(wait) = b.take(rate, now) {
+                return Err(Box::new(too_many(
+                    wait,
+                    format!(
+                        "too many requests: '{app}' takes {rate} from one address; try again in {wait}s"
+                    ),
+                )));
             }
         }
         let Some(max) = p.max_concurrent else {
@@ -267,19 +366,22 @@ impl Enforcer {
         let n = self.in_progress.fetch_add(1, Ordering::AcqRel);
         let permit = Permit(Arc::clone(&self.in_progress));
         if n >= max as usize {
-            return Err(Box::new(text(
+            let mut r = text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 format!("busy: '{app}' has {max} requests in progress; try again shortly"),
-            )));
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            return Err(Box::new(r));
         }
         Ok(Some(permit))
     }
 }
 
-fn too_many(msg: String) -> Response<ProxyBody> {
+fn too_many(wait: u64, msg: String) -> Response<ProxyBody> {
     let mut r = text(StatusCode::TOO_MANY_REQUESTS, msg);
     r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        .insert(header::RETRY_AFTER, HeaderValue::from(wait));
     r
 }
 
@@ -367,7 +469,7 @@ mod tests {
             Policy {
                 allow: vec!["127.0.0.0/8".parse().unwrap()],
                 deny: vec!["127.0.0.2".parse().unwrap()],
-                client_rate: Some(2),
+                client_rate: Some("2/h".parse().unwrap()),
                 max_concurrent: Some(1),
                 ..Policy::default()
             },
@@ -385,7 +487,15 @@ mod tests {
         drop(held);
         // The second token of 127.0.0.1, then none left.
         assert_eq!(status(r.admit("web", ip("127.0.0.1"))), 200);
-        assert_eq!(status(r.admit("web", ip("127.0.0.1"))), 429);
+        let refused = r.admit("web", ip("127.0.0.1")).err().unwrap();
+        assert_eq!(refused.status(), 429);
+        // The next token of 2 an hour comes in 30 minutes.
+        let wait: u64 = refused.headers()[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1790..=1800).contains(&wait), "{wait}");
         assert_eq!(status(r.admit("web", ip("127.0.0.4"))), 200);
         r.set_policy(
             "web",
@@ -402,14 +512,69 @@ mod tests {
     #[test]
     fn a_bucket_refills_at_its_rate() {
         let t0 = Instant::now();
+        let ten: Rate = "10".parse().unwrap();
         let mut b = Bucket {
             tokens: 0.0,
             last: t0,
         };
-        assert!(!b.take(10, t0));
-        assert!(b.take(10, t0 + std::time::Duration::from_millis(100)));
-        assert!(!b.take(10, t0 + std::time::Duration::from_millis(150)));
-        b.refill(10, t0 + std::time::Duration::from_secs(60));
+        assert_eq!(b.take(ten, t0), Err(1));
+        assert!(b
+            .take(ten, t0 + std::time::Duration::from_millis(100))
+            .is_ok());
+        assert!(b
+            .take(ten, t0 + std::time::Duration::from_millis(150))
+            .is_err());
+        b.refill(ten, t0 + std::time::Duration::from_secs(60));
         assert_eq!(b.tokens, 10.0);
+        assert!(b.is_full(ten));
+        let hourly: Rate = "6/h".parse().unwrap();
+        let mut b = Bucket {
+            tokens: 0.0,
+            last: t0,
+        };
+        assert_eq!(b.take(hourly, t0), Err(600));
+    }
+
+    #[test]
+    fn rates_parse_strictly_and_read_back() {
+        for (text, n, per, shown) in [
+            ("100", 100, 1, "100 a second"),
+            ("100/s", 100, 1, "100 a second"),
+            ("30/m", 30, 60, "30 a minute"),
+            ("5/h", 5, 3600, "5 an hour"),
+            ("5/1h", 5, 3600, "5 an hour"),
+            ("1000/d", 1000, 86_400, "1000 a day"),
+            ("5/10m", 5, 600, "5 every 10 minutes"),
+            ("5/2h", 5, 7200, "5 every 2 hours"),
+            ("7/90s", 7, 90, "7 every 90 seconds"),
+            ("1000000", 1_000_000, 1, "1000000 a second"),
+        ] {
+            let r: Rate = text.parse().unwrap();
+            assert_eq!((r.n, r.per), (n, per), "{text}");
+            assert_eq!(r.to_string(), shown);
+        }
+        for bad in [
+            "",
+            "0",
+            "-1",
+            "+5",
+            "1.5",
+            "5/",
+            "5/x",
+            "5/0s",
+            "5/2d",
+            "5/h/h",
+            "5/-1m",
+            "5 /s",
+            "1000001",
+            "99999999999999999999999",
+            "5/99999999999999999999s",
+            "/s",
+        ] {
+            let err = bad.parse::<Rate>().unwrap_err();
+            assert_eq!(err.lines().count(), 1, "{bad:?}: {err}");
+        }
+        assert!("5/2d".parse::<Rate>().unwrap_err().contains("1s to 1d"));
+        assert!("0".parse::<Rate>().unwrap_err().contains("1 to 1000000"));
     }
 }

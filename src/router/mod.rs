@@ -22,7 +22,7 @@ mod tunnel;
 mod upstream;
 
 pub use accounting::{AccessLine, Sample, LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
-pub use acl::{Cidr, Policy};
+pub use acl::{Cidr, Policy, Rate, MAX_RATE};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
