@@ -34,24 +34,8 @@ die() { say "ERROR: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
 "$HERE/docker-up.sh"
 
-# --- the Debian mirror this machine's apt actually uses (as stack-bookworm.sh) ---
-find_mirror() {
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}' "$f"
-    done | grep -v -e security -e '^$' | head -n 1 | grep . && return 0
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        awk '$1 == "deb" { u = $2; if ($2 ~ /^\[/) { for (i = 2; i <= NF; i++) if ($i ~ /\]$/) { u = $(i+1); break } } print u }' "$f"
-    done | grep -v security | grep -E '/debian/?$' | head -n 1 | grep . && return 0
-    echo http://deb.debian.org/debian
-}
-MIRROR=${MIRROR:-$(find_mirror)}
-MIRROR=${MIRROR%/}
-case "$MIRROR" in
-    */debian) SECURITY_MIRROR="${MIRROR}-security" ;;
-    *) SECURITY_MIRROR="" ;;
-esac
+. "$HERE/lib/rootfs.sh"
+rootfs_find_mirror
 
 HASH=$(echo "recipe=$RECIPE suite=$SUITE mirror=$MIRROR services=$SERVICES" | sha256sum | cut -c1-12)
 
@@ -68,69 +52,21 @@ for line in $SERVICES; do
 done
 
 if [ "$all_images" = 0 ] && [ "$all_tarballs" = 0 ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    if ! command -v debootstrap >/dev/null 2>&1; then
-        say "installing debootstrap"
-        apt-get install -y -q --no-install-recommends debootstrap >&2 || {
-            apt-get update -q >&2
-            apt-get install -y -q --no-install-recommends debootstrap >&2
-        }
-    fi
     BUILD="$CACHE/svc-build-$HASH"
     BASE="$BUILD/base"
     R="$BUILD/rootfs"
-    unmount_all() {
-        for m in var/cache/apt/archives dev/pts dev proc sys; do
-            if mountpoint -q "$R/$m" 2>/dev/null; then umount -l "$R/$m" || true; fi
-        done
-    }
     cleanup() {
-        unmount_all
+        rootfs_unmount "$R"
         # Never rm through a live bind mount.
         if ! grep -q " $BUILD/" /proc/mounts; then rm -rf "$BUILD"; fi
     }
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     cleanup
-    mkdir -p "$BASE" "$CACHE/debootstrap-debs" "$CACHE/apt-archives/partial"
-
-    start=$(date +%s)
-    say "debootstrap $SUITE from $MIRROR (log: $BUILD/debootstrap.log)"
-    if ! debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap-debs" \
-            "$SUITE" "$BASE" "$MIRROR" >"$BUILD/debootstrap.log" 2>&1; then
-        tail -n 30 "$BUILD/debootstrap.log" >&2
-        die "debootstrap failed"
-    fi
-    {
-        echo "deb $MIRROR $SUITE main"
-        echo "deb $MIRROR $SUITE-updates main"
-        [ -n "$SECURITY_MIRROR" ] && echo "deb $SECURITY_MIRROR $SUITE-security main"
-    } >"$BASE/etc/apt/sources.list"
+    rootfs_debootstrap "$BASE" "$BUILD/debootstrap.log"
     # Debian's postgresql-common would create and start a cluster "main" while installing.
     mkdir -p "$BASE/etc/postgresql-common/createcluster.d"
     echo 'create_main_cluster = false' >"$BASE/etc/postgresql-common/createcluster.d/00-magrathea.conf"
-    say "debootstrap done in $(( $(date +%s) - start ))s"
-
-    # in_chroot LOG SCRIPT: run SCRIPT in $R with apt's archives cached on the host.
-    in_chroot() {
-        printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
-        chmod 0755 "$R/usr/sbin/policy-rc.d"
-        cp /etc/resolv.conf "$R/etc/resolv.conf" 2>/dev/null || true
-        mount -t proc proc "$R/proc"
-        mount -t sysfs sysfs "$R/sys"
-        mount --bind /dev "$R/dev"
-        mount --bind /dev/pts "$R/dev/pts"
-        mount --bind "$CACHE/apt-archives" "$R/var/cache/apt/archives"
-        chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-            DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 HOME=/root /bin/sh -eu -c "$2" \
-            >"$BUILD/$1" 2>&1 || { tail -n 40 "$BUILD/$1" >&2; unmount_all; die "$1: chroot step failed"; }
-        unmount_all
-        rm -f "$R/usr/sbin/policy-rc.d"
-        rm -rf "$R/var/lib/apt/lists/"* "$R/var/cache/apt/"*.bin "$R/var/cache/apt/archives/"*.deb \
-               "$R/tmp/"* "$R/var/tmp/"* "$R/var/log/"*.log "$R/root/.cache" \
-               "$R/usr/share/doc/"* "$R/usr/share/man/"* "$R/usr/share/info/"*
-        : >"$R/etc/resolv.conf"
-    }
 
     for line in $SERVICES; do
         name=${line%%:*}; rest=${line#*:}; version=${rest%%:*}; packages=$(echo "${rest#*:}" | tr , ' ')
@@ -140,7 +76,7 @@ if [ "$all_images" = 0 ] && [ "$all_tarballs" = 0 ]; then
         rm -rf "$R"
         cp -a "$BASE" "$R"
         say "$name $version: apt-get install $packages"
-        in_chroot "apt-$name.log" "
+        rootfs_in_chroot "$R" "$BUILD/apt-$name.log" "
             apt-get update -q
             apt-get dist-upgrade -y -q
             apt-get install -y -q --no-install-recommends $packages
@@ -150,13 +86,11 @@ if [ "$all_images" = 0 ] && [ "$all_tarballs" = 0 ]; then
             # silently, when it is missing; 130 MB).
             rm -rf /usr/share/locale/* /usr/lib/postgresql/*/lib/bitcode
             rm -f /usr/lib/postgresql/*/lib/llvmjit*.so /usr/lib/*/libLLVM-*.so*
+            rm -rf /usr/share/doc/* /usr/share/man/* /usr/share/info/*
             mkdir -p /data /run/svc && chmod 1777 /run/svc
             echo magrathea-svc-$name-$version > /etc/service-release
         "
-        tar --numeric-owner --sort=name --one-file-system \
-            --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
-            -C "$R" -cf - . | gzip -1 >"$out.tmp"
-        mv "$out.tmp" "$out"
+        rootfs_pack "$R" "$out"
         say "$name $version: rootfs packed in $(( $(date +%s) - start ))s ($(du -h "$out" | cut -f1))"
     done
     cleanup

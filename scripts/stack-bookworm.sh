@@ -49,25 +49,8 @@ die() { say "ERROR: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
 "$HERE/docker-up.sh"
 
-# --- the Debian mirror this machine's apt actually uses ---
-find_mirror() {
-    for f in /etc/apt/sources.list.d/*.sources; do
-        [ -f "$f" ] || continue
-        # deb822: URIs: line(s); skip the security archive.
-        awk '/^URIs:/ {for (i = 2; i <= NF; i++) print $i}' "$f"
-    done | grep -v -e security -e '^$' | head -n 1 | grep . && return 0
-    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-        [ -f "$f" ] || continue
-        awk '$1 == "deb" { u = $2; if ($2 ~ /^\[/) { for (i = 2; i <= NF; i++) if ($i ~ /\]$/) { u = $(i+1); break } } print u }' "$f"
-    done | grep -v security | grep -E '/debian/?$' | head -n 1 | grep . && return 0
-    echo http://deb.debian.org/debian
-}
-MIRROR=${MIRROR:-$(find_mirror)}
-MIRROR=${MIRROR%/}
-case "$MIRROR" in
-    */debian) SECURITY_MIRROR="${MIRROR}-security" ;;
-    *) SECURITY_MIRROR="" ;;
-esac
+. "$HERE/lib/rootfs.sh"
+rootfs_find_mirror
 
 # --- recipe hash -> tags ---
 HASH=$(echo "recipe=$RECIPE suite=$SUITE mirror=$MIRROR run=$RUN_PACKAGES build=$BUILD_PACKAGES" | sha256sum | cut -c1-12)
@@ -88,77 +71,21 @@ fi
 
 mkdir -p "$CACHE"
 if [ ! -s "$TARBALL" ] || [ ! -s "$BUILD_TARBALL" ]; then
-    export DEBIAN_FRONTEND=noninteractive
-    if ! command -v debootstrap >/dev/null 2>&1; then
-        say "installing debootstrap"
-        apt-get install -y -q --no-install-recommends debootstrap >&2 || {
-            apt-get update -q >&2
-            apt-get install -y -q --no-install-recommends debootstrap >&2
-        }
-    fi
-
     BUILD="$CACHE/build-$HASH"
     R="$BUILD/rootfs"
-    unmount_all() {
-        for m in var/cache/apt/archives dev/pts dev proc sys; do
-            if mountpoint -q "$R/$m" 2>/dev/null; then umount -l "$R/$m" || true; fi
-        done
-    }
     cleanup() {
-        unmount_all
+        rootfs_unmount "$R"
         # Never rm through a live bind mount.
         if ! grep -q " $R/" /proc/mounts; then rm -rf "$BUILD"; fi
     }
     trap cleanup EXIT
     trap 'exit 130' INT TERM
     cleanup
-    mkdir -p "$R" "$CACHE/debootstrap-debs" "$CACHE/apt-archives/partial"
-
     start=$(date +%s)
-    say "debootstrap $SUITE from $MIRROR (log: $BUILD/debootstrap.log)"
-    if ! debootstrap --variant=minbase --cache-dir="$CACHE/debootstrap-debs" \
-            "$SUITE" "$R" "$MIRROR" >"$BUILD/debootstrap.log" 2>&1; then
-        tail -n 30 "$BUILD/debootstrap.log" >&2
-        [ -f "$R/debootstrap/debootstrap.log" ] && tail -n 30 "$R/debootstrap/debootstrap.log" >&2
-        die "debootstrap failed"
-    fi
-    say "debootstrap done in $(( $(date +%s) - start ))s"
-
-    {
-        echo "deb $MIRROR $SUITE main"
-        echo "deb $MIRROR $SUITE-updates main"
-        [ -n "$SECURITY_MIRROR" ] && echo "deb $SECURITY_MIRROR $SUITE-security main"
-    } >"$R/etc/apt/sources.list"
-
-    # in_chroot LOG SCRIPT: run SCRIPT in the rootfs with apt's archives cached on the host.
-    in_chroot() {
-        printf '#!/bin/sh\nexit 101\n' >"$R/usr/sbin/policy-rc.d"
-        chmod 0755 "$R/usr/sbin/policy-rc.d"
-        cp /etc/resolv.conf "$R/etc/resolv.conf" 2>/dev/null || true
-        mount -t proc proc "$R/proc"
-        mount -t sysfs sysfs "$R/sys"
-        mount --bind /dev "$R/dev"
-        mount --bind /dev/pts "$R/dev/pts"
-        mount --bind "$CACHE/apt-archives" "$R/var/cache/apt/archives"
-        chroot "$R" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin \
-            DEBIAN_FRONTEND=noninteractive LANG=C.UTF-8 HOME=/root /bin/sh -eu -c "$2" \
-            >"$BUILD/$1" 2>&1 || { tail -n 40 "$BUILD/$1" >&2; unmount_all; die "$1: chroot step failed"; }
-        unmount_all
-        rm -f "$R/usr/sbin/policy-rc.d"
-        rm -rf "$R/var/lib/apt/lists/"* "$R/var/cache/apt/"*.bin "$R/var/cache/apt/archives/"*.deb \
-               "$R/tmp/"* "$R/var/tmp/"* "$R/var/log/"*.log "$R/root/.cache" "$R/root/.npm"
-        : >"$R/etc/resolv.conf"
-    }
-    # pack TARBALL: the rootfs as it is now.
-    pack() {
-        tar --numeric-owner --sort=name --one-file-system \
-            --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' \
-            -C "$R" -cf - . | gzip -1 >"$1.tmp"
-        mv "$1.tmp" "$1"
-    }
+    rootfs_debootstrap "$R" "$BUILD/debootstrap.log"
 
     say "run image: apt-get install $RUN_PACKAGES"
-    in_chroot apt-run.log "
+    rootfs_in_chroot "$R" "$BUILD/apt-run.log" "
         apt-get update -q
         apt-get dist-upgrade -y -q
         apt-get install -y -q --no-install-recommends $RUN_PACKAGES
@@ -168,17 +95,17 @@ if [ ! -s "$TARBALL" ] || [ ! -s "$BUILD_TARBALL" ]; then
         echo magrathea-stack-bookworm > /etc/stack-release
     "
     say "run rootfs built in $(( $(date +%s) - start ))s; packing $TARBALL"
-    pack "$TARBALL"
+    rootfs_pack "$R" "$TARBALL"
 
     start=$(date +%s)
     say "build image: apt-get install $BUILD_PACKAGES"
-    in_chroot apt-build.log "
+    rootfs_in_chroot "$R" "$BUILD/apt-build.log" "
         apt-get update -q
         apt-get install -y -q --no-install-recommends $BUILD_PACKAGES
         echo magrathea-stack-bookworm-build > /etc/stack-release
     "
     say "build rootfs built in $(( $(date +%s) - start ))s more; packing $BUILD_TARBALL"
-    pack "$BUILD_TARBALL"
+    rootfs_pack "$R" "$BUILD_TARBALL"
     cleanup
     trap - EXIT
     # Older recipes' tarballs of this stack are dead weight now.
