@@ -160,6 +160,15 @@ pub struct RouterArgs {
     /// before it is closed
     #[arg(long, default_value_t = 300, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub tunnel_idle_timeout: u64,
+    /// A proxy in front of the router (load balancer, CDN) whose X-Forwarded-For names the
+    /// client: from a peer in CIDR, the client is the rightmost address there outside every
+    /// trusted block (for access lists, rate limits, X-Real-IP, the access log). Repeatable
+    #[arg(long = "trusted-proxy", value_name = "CIDR", value_parser = parse_cidr_arg)]
+    pub trusted_proxies: Vec<crate::router::Cidr>,
+}
+
+fn parse_cidr_arg(s: &str) -> Result<crate::router::Cidr, String> {
+    s.parse()
 }
 
 impl RouterArgs {
@@ -168,6 +177,7 @@ impl RouterArgs {
             upstream_timeout: std::time::Duration::from_secs(self.request_timeout),
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout),
             tunnel_idle_timeout: std::time::Duration::from_secs(self.tunnel_idle_timeout),
+            trusted_proxies: self.trusted_proxies.clone(),
             ..Default::default()
         }
     }

@@ -1,7 +1,8 @@
 //! Accounting, limits and the router's per-app policy end to end, on one server and one
 //! app (`tests/fixtures/usage`: busybox httpd with a CGI that reads POST bodies): `usage`
 //! figures that match a known load exactly, the access log in `logs --process router`,
-//! an access list refusing a client address (127.0.0.2 against 127.0.0.1), maintenance on
+//! an access list refusing a client address (127.0.0.2 against 127.0.0.1, and an address
+//! named by a trusted proxy's X-Forwarded-For, ignored from another peer), maintenance on
 //! and off with the repo's page, request rate limits per app and per client address and the
 //! cap on requests in progress, a push refused by the disk quota with the figures (old
 //! releases pruned first), the Prometheus endpoint scraped and parsed, and bad input
@@ -11,6 +12,7 @@ mod util;
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use util::*;
@@ -149,7 +151,7 @@ fn metric(samples: &[(String, f64)], series: &str) -> f64 {
 
 #[test]
 fn usage_acl_maintenance_quota_and_metrics() {
-    let s = Server::start_with(&["--metrics", "127.0.0.1:0"]);
+    let s = Server::start_with(&["--metrics", "127.0.0.1:0", "--trusted-proxy", "127.0.0.9"]);
     let port = s.http_port;
     let dir = fixture_repo(&s.dir.path().join("src"), "usage");
     s.git_ok(&s.admin, &dir, &["push", &s.url("meter"), "main"]);
@@ -249,6 +251,7 @@ fn usage_acl_maintenance_quota_and_metrics() {
     assert!(s.ok(&s.admin, "acl meter").contains("127.0.0.2/32"));
     s.ok(&s.admin, "acl:remove meter 127.0.0.1 127.0.0.2");
     assert_eq!(get(port, "127.0.0.2", "/").0, 200);
+    behind_a_trusted_proxy(&s);
 
     // Maintenance, with the page from the repo.
     let out = s.ok(&s.admin, "maintenance:on meter");
@@ -477,4 +480,44 @@ fn rate_limits_and_the_cap(s: &Server) {
         "the held request is over"
     );
     s.ok(&s.admin, "limits:unset meter conns");
+}
+
+/// `serve --trusted-proxy 127.0.0.9`: from that peer, the client is the rightmost
+/// X-Forwarded-For entry outside the trusted blocks; from any other peer the header is not
+/// believed. A bad block stops `serve` with one line.
+fn behind_a_trusted_proxy(s: &Server) {
+    let port = s.http_port;
+    let via = |from: &str, xff: &str| {
+        let mut c = connect_from(port, from);
+        write!(
+            c,
+            "GET / HTTP/1.0\r\nHost: meter.localhost\r\nX-Forwarded-For: {xff}\r\n\r\n"
+        )
+        .unwrap();
+        let (status, _, body) = response(c);
+        (status, text(&body))
+    };
+    s.ok(&s.admin, "acl:deny meter 203.0.113.7");
+    let (status, body) = via("127.0.0.9", "198.51.100.1, 203.0.113.7, 127.0.0.9");
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("203.0.113.7 may not reach"), "{body}");
+    // The address left of the client proves nothing; the client is allowed.
+    assert_eq!(via("127.0.0.9", "203.0.113.7, 198.51.100.1").0, 200);
+    // From a peer that is not trusted, the header is only appended to.
+    assert_eq!(via("127.0.0.1", "203.0.113.7").0, 200);
+    s.ok(&s.admin, "acl:remove meter 203.0.113.7");
+
+    let out = run(Command::new(bin()).args([
+        "serve",
+        "--data",
+        s.data.to_str().unwrap(),
+        "--trusted-proxy",
+        "10.0.0.1/8",
+    ]));
+    let err = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("host bits") && err.trim().lines().count() <= 3,
+        "{err}"
+    );
 }

@@ -17,6 +17,7 @@ mod acme;
 pub mod certs;
 mod listen;
 mod proxy;
+mod realip;
 pub mod tls;
 mod tunnel;
 mod upstream;
@@ -51,6 +52,9 @@ pub struct RouterOptions {
     /// connection gets a 503 and is closed.
     pub max_connections: usize,
     pub max_per_address: usize,
+    /// Proxies in front of the router whose `X-Forwarded-For` names the client (see
+    /// `realip.rs`); empty: the TCP peer is always the client.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 impl Default for RouterOptions {
@@ -62,6 +66,7 @@ impl Default for RouterOptions {
             tunnel_idle_timeout: Duration::from_secs(300),
             max_connections: 8192,
             max_per_address: 512,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -17,6 +17,7 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use tracing::debug;
 
 use super::accounting;
+use super::realip;
 use super::tunnel;
 use super::upstream::{BodyError, ReqBody, Sender, Upstream, UpstreamBody};
 use super::{Pick, RoutePolicy, Router};
@@ -71,8 +72,13 @@ pub(super) async fn handle(
     };
     // Taken before the request is rewritten: the client side of an upgrade.
     let upgrade = tunnel::wanted(&req).map(|proto| (proto, hyper::upgrade::on(&mut req)));
-    let req = upstream_request(req, &host, client);
-    let (mut req, tally) = match accounting::begin(router, &app, client.peer.ip(), req, started) {
+    let ip = realip::client(
+        client.peer.ip(),
+        req.headers_mut(),
+        &router.opts.trusted_proxies,
+    );
+    let req = upstream_request(req, &host, ip, client.https);
+    let (mut req, tally) = match accounting::begin(router, &app, ip, req, started) {
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
@@ -357,7 +363,12 @@ fn check_authority(a: &Authority) -> Result<(), &'static str> {
 
 /// Turns the client's request into the one sent upstream: origin-form target, HTTP/1.1,
 /// hop-by-hop headers gone, `X-Forwarded-*` and `X-Request-Id` set, the body limited.
-fn upstream_request(req: Request<Incoming>, host: &Authority, client: Client) -> Request<Incoming> {
+fn upstream_request(
+    req: Request<Incoming>,
+    host: &Authority,
+    client: IpAddr,
+    https: bool,
+) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -367,7 +378,7 @@ fn upstream_request(req: Request<Incoming>, host: &Authority, client: Client) ->
     parts.uri = Uri::from(path);
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, host, client.peer.ip(), client.https);
+    add_forwarded(&mut parts.headers, host, client, https);
     set_request_id(&mut parts.headers);
     Request::from_parts(parts, body)
 }
