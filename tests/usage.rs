@@ -380,6 +380,8 @@ fn usage_acl_maintenance_quota_and_metrics() {
     );
     assert_eq!(http_get(mport, "metrics", "/other").0, 404);
 
+    policies_per_environment(&s);
+
     // A later app of the same name starts from nothing: no figures, no policy, no quota,
     // no limits.
     s.ok(&s.admin, "acl:deny meter 127.0.0.2");
@@ -388,6 +390,7 @@ fn usage_acl_maintenance_quota_and_metrics() {
         &s.admin,
         "limits:set meter rate=1/h client-rate=1/h conns=1",
     );
+    s.ok(&s.admin, "maintenance:on meter --env staging");
     s.ok(&s.admin, "apps:destroy meter --confirm meter");
     s.ok(&s.admin, "apps:create meter");
     assert_eq!(usage_json(&s)["requests"], 0);
@@ -397,6 +400,8 @@ fn usage_acl_maintenance_quota_and_metrics() {
     for name in ["disk", "rate", "client_rate", "conns"] {
         assert!(limits[name].is_null(), "{limits}");
     }
+    let info = s.ok(&s.admin, "apps:info meter");
+    assert!(!info.contains("maintenance"), "{info}");
     s.git_ok(&s.admin, &dir, &["push", &s.url("meter"), "main"]);
     assert_eq!(get(port, "127.0.0.2", "/"), (200, "metered\n".to_string()));
     assert_eq!(get(port, "127.0.0.2", "/").0, 200, "no rate limit left");
@@ -520,4 +525,70 @@ fn behind_a_trusted_proxy(s: &Server) {
         err.contains("host bits") && err.trim().lines().count() <= 3,
         "{err}"
     );
+}
+
+/// A GET for `host` from 127.0.0.2: (status, body).
+fn get_host(port: u16, host: &str) -> (u16, String) {
+    let mut c = connect_from(port, "127.0.0.2");
+    write!(c, "GET / HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let (status, _, body) = response(c);
+    (status, text(&body))
+}
+
+/// Maintenance, access lists and limits are per environment (`--env`, production by
+/// default): staging's leave production alone, and the disk quota is the whole app's.
+fn policies_per_environment(s: &Server) {
+    let port = s.http_port;
+    let (staging, production) = ("meter-staging.localhost", "meter.localhost");
+    s.ok(&s.admin, "deploy meter v3 --env staging");
+    assert_eq!(get_host(port, staging), (200, "metered\n".to_string()));
+    let out = s.ok(&s.admin, "maintenance:on meter --env staging");
+    assert!(out.contains("in staging"), "{out}");
+    let (status, body) = get_host(port, staging);
+    assert_eq!(status, 503);
+    assert!(body.contains("meter is being serviced"), "{body}");
+    assert_eq!(
+        get_host(port, production).0,
+        200,
+        "production is not in maintenance"
+    );
+    let info = s.ok(&s.admin, "apps:info meter");
+    assert!(info.contains("maintenance: on in staging"), "{info}");
+    s.ok(&s.admin, "maintenance:off meter --env staging");
+    assert_eq!(get_host(port, staging).0, 200);
+
+    s.ok(&s.admin, "acl:deny meter 127.0.0.2 --env staging");
+    assert_eq!(get_host(port, staging).0, 403);
+    assert_eq!(get_host(port, production).0, 200);
+    assert!(s.ok(&s.admin, "acl meter").contains("any address"));
+    assert!(s
+        .ok(&s.admin, "acl meter --env staging")
+        .contains("127.0.0.2/32"));
+    s.ok(&s.admin, "acl:remove meter 127.0.0.2 --env staging");
+    assert_eq!(get_host(port, staging).0, 200);
+
+    s.ok(&s.admin, "limits:set meter rate=1/h --env staging");
+    assert_eq!(get_host(port, staging).0, 200);
+    assert_eq!(get_host(port, staging).0, 429);
+    assert_eq!(get_host(port, production).0, 200);
+    let shown = s.ok(&s.admin, "limits meter --env staging");
+    assert!(shown.contains("1 requests an hour"), "{shown}");
+    assert!(!s.ok(&s.admin, "limits meter").contains("an hour"));
+    let before = s.ok(&s.admin, "limits meter --env staging --json");
+    for (args, want) in [
+        (
+            "limits:set meter disk=1G --env staging",
+            "quota of the whole app",
+        ),
+        ("maintenance:on meter --env Bad", "environment"),
+        ("acl:deny meter 10.0.0.1/8 --env staging", "host bits"),
+    ] {
+        one_line_error(s, args, want);
+    }
+    assert_eq!(
+        s.ok(&s.admin, "limits meter --env staging --json"),
+        before,
+        "nothing changed"
+    );
+    s.ok(&s.admin, "limits:unset meter rate --env staging");
 }

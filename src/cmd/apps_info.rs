@@ -27,7 +27,13 @@ impl Command for AppsInfo {
             .core
             .usage(&self.name, None, crate::timefmt::now() - 86_400)?;
         u.disk = cx.core.disk_use_everywhere(&self.name).await?;
-        let s = cx.core.app_settings(&self.name)?;
+        let envs = cx.core.all_env_settings(&self.name)?;
+        let in_maintenance: Vec<&str> = envs
+            .iter()
+            .filter(|(_, s)| s.maintenance)
+            .map(|(e, _)| e.as_str())
+            .collect();
+        let s = cx.core.app_settings(&self.name, "production")?;
         let t = &u.total;
         let auto = cx.core.acme_status(&self.name)?;
         if self.json {
@@ -35,7 +41,7 @@ impl Command for AppsInfo {
                 "name": app.name, "created_at": app.created_at, "created_by": app.created_by,
                 "uid": app.uid,
                 "requests_24h": t.requests, "bytes_in_24h": t.bytes_in, "bytes_out_24h": t.bytes_out,
-                "disk": u.disk, "maintenance": s.maintenance,
+                "disk": u.disk, "maintenance": s.maintenance, "maintenance_envs": in_maintenance,
                 "acl": {"allow": s.allow, "deny": s.deny}, "limits": s.limits,
                 "certs_auto": auto,
             }))
@@ -58,8 +64,11 @@ impl Command for AppsInfo {
             human(u.disk.total),
             u.disk.parts()
         );
-        if s.maintenance {
-            out += "maintenance: on (every request gets a 503)\n";
+        if !in_maintenance.is_empty() {
+            out += &format!(
+                "maintenance: on in {} (every request there gets a 503)\n",
+                in_maintenance.join(", ")
+            );
         }
         if !s.allow.is_empty() || !s.deny.is_empty() {
             out += &format!(

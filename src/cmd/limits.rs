@@ -1,14 +1,18 @@
-//! `limits APP [--json]` (viewer): the app's disk quota and request limits.
+//! `limits APP [--env E] [--json]` (viewer): the app's disk quota and the request limits of
+//! one of its environments (production by default).
 
 use super::{table, CmdResult, Command, Ctx, Done, Need};
 use crate::access::AppRole;
 use crate::controller::view::{human, AppLimits};
-use crate::names::AppName;
+use crate::names::{AppName, EnvName};
 
 /// Show the app's disk quota and request limits (viewer)
 #[derive(Debug, clap::Args)]
 pub struct Limits {
     app: AppName,
+    /// The environment (default: production)
+    #[arg(long, default_value = "production")]
+    env: EnvName,
     #[arg(long)]
     json: bool,
 }
@@ -21,11 +25,11 @@ impl Command for Limits {
     }
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
-        let s = cx.core.app_settings(&self.app)?;
+        let l = cx.core.limits(&self.app, &self.env)?;
         if self.json {
-            return Ok(table::json(&s.limits).into());
+            return Ok(table::json(&l).into());
         }
-        Ok(render(&s.limits).into())
+        Ok(render(&l).into())
     }
 }
 

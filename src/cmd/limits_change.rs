@@ -1,12 +1,12 @@
-//! `limits:set APP NAME=VALUE...` and `limits:unset APP NAME...` (owner): the app's disk
-//! quota (`disk=2G`: a push that would take the app past it is refused) and request limits
-//! enforced by the router (`rate=N[/WINDOW]` requests to the app, `client-rate=N[/WINDOW]`
+//! `limits:set APP NAME=VALUE... [--env E]` and `limits:unset APP NAME... [--env E]`
+//! (owner): the app's disk quota (for all its environments: refused with `--env`) (`disk=2G`: a push that would take the app past it is refused) and request limits
+//! enforced by the router per environment (`rate=N[/WINDOW]` requests to it, `client-rate=N[/WINDOW]`
 //! from one client address, a window being `s`, `m`, `h`, `d` or e.g. `10m`; `conns=N`
 //! requests in progress). Every value is checked before anything changes.
 
 use super::{CmdError, CmdResult, Command, Ctx, Done, Need};
 use crate::access::AppRole;
-use crate::names::AppName;
+use crate::names::{AppName, EnvName};
 
 /// Set limits: disk=2G rate=100 client-rate=10/m conns=50 (owner)
 #[derive(Debug, clap::Args)]
@@ -14,6 +14,9 @@ pub struct LimitsSet {
     app: AppName,
     #[arg(value_name = "NAME=VALUE", required = true)]
     pairs: Vec<String>,
+    /// The environment (default: production)
+    #[arg(long, default_value = "production")]
+    env: EnvName,
 }
 
 /// Remove limits: disk rate client-rate conns (owner)
@@ -22,6 +25,9 @@ pub struct LimitsUnset {
     app: AppName,
     #[arg(value_name = "NAME", required = true)]
     names: Vec<String>,
+    /// The environment (default: production)
+    #[arg(long, default_value = "production")]
+    env: EnvName,
 }
 
 impl Command for LimitsSet {
@@ -33,8 +39,14 @@ impl Command for LimitsSet {
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
         let set = parse_pairs(&self.pairs)?;
-        let l = cx.core.change_limits(&self.app, &set, &[])?;
-        Ok(format!("limits of {}:\n{}", self.app, super::limits::render(&l)).into())
+        let l = cx.core.change_limits(&self.app, &self.env, &set, &[])?;
+        Ok(format!(
+            "limits of {} in {}:\n{}",
+            self.app,
+            self.env,
+            super::limits::render(&l)
+        )
+        .into())
     }
 }
 
@@ -46,8 +58,16 @@ impl Command for LimitsUnset {
     }
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
-        let l = cx.core.change_limits(&self.app, &[], &self.names)?;
-        Ok(format!("limits of {}:\n{}", self.app, super::limits::render(&l)).into())
+        let l = cx
+            .core
+            .change_limits(&self.app, &self.env, &[], &self.names)?;
+        Ok(format!(
+            "limits of {} in {}:\n{}",
+            self.app,
+            self.env,
+            super::limits::render(&l)
+        )
+        .into())
     }
 }
 

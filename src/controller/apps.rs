@@ -39,8 +39,11 @@ impl Core {
     /// Deletes the app from the store (one transaction) and everything of it under the data
     /// dir: releases, build cache, build logs, event log, repository.
     fn destroy_app(&self, app: &str) -> Result<(), CoreError> {
+        let policies = self.policy_routes(app)?;
         self.store.destroy_app(app)?;
-        self.router.set_policy(app, Default::default());
+        for key in policies {
+            self.router.set_policy(&key, Default::default());
+        }
         // Its domains and certificates went with its rows.
         self.refresh_routing()?;
         let _ = std::fs::remove_dir_all(self.data.releases(app));

@@ -1,11 +1,13 @@
-//! What stands in front of an app, per app: maintenance mode (with its page from the repo),
-//! IP access lists, request rate limits and caps, and the disk quota. Kept as one JSON
-//! document per app in the store (`app_settings`) and handed to the router as its policy
+//! What stands in front of an app, per environment: maintenance mode (with its page from
+//! the repo), IP access lists, request rate limits and caps; and the app's disk quota. Kept
+//! as one JSON document per app environment in the store (`app_settings`; the quota in
+//! production's) and handed to the router as the policy of that environment's route
 //! whenever it changes and at start.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Core, CoreError};
+use crate::deploy::route_key;
 use crate::router::{Cidr, Policy, Rate, MAX_RATE};
 
 /// The largest maintenance page taken from a repo.
@@ -14,6 +16,8 @@ pub const MAX_PAGE: usize = 64 << 10;
 pub const PAGE_FILE: &str = "maintenance.html";
 /// Access list entries an app may have.
 const MAX_RULES: usize = 256;
+/// The environment whose settings hold the app's disk quota.
+pub const QUOTA_ENV: &str = "production";
 
 /// An app's settings (what `maintenance:*`, `acl:*` and `limits:*` change).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,52 +169,90 @@ pub enum AclChange {
 }
 
 impl Core {
-    /// An app's settings (the defaults if it has none).
-    pub fn app_settings(&self, app: &str) -> Result<AppSettings, CoreError> {
+    /// An app environment's settings (the defaults if it has none).
+    pub fn app_settings(&self, app: &str, env: &str) -> Result<AppSettings, CoreError> {
         self.app(app)?;
-        Ok(match self.store.app_settings(app)? {
+        Ok(match self.store.app_settings(app, env)? {
             Some(doc) => serde_json::from_str(&doc).map_err(anyhow::Error::from)?,
             None => AppSettings::default(),
         })
     }
 
-    /// Reads, changes and stores an app's settings, then hands the router the new policy.
-    /// `change` refusing leaves everything as it was.
+    /// The environments of an app that have settings, with them.
+    pub fn all_env_settings(&self, app: &str) -> Result<Vec<(String, AppSettings)>, CoreError> {
+        self.app(app)?;
+        let mut out = vec![];
+        for (a, env, doc) in self.store.all_app_settings()? {
+            if a == app {
+                out.push((
+                    env,
+                    serde_json::from_str(&doc).map_err(anyhow::Error::from)?,
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads, changes and stores an app environment's settings, then hands the router the
+    /// new policy of that route. `change` refusing leaves everything as it was.
     fn change_settings(
         &self,
         app: &str,
+        env: &str,
         change: impl FnOnce(&mut AppSettings) -> Result<(), CoreError>,
     ) -> Result<AppSettings, CoreError> {
-        let mut s = self.app_settings(app)?;
+        let mut s = self.app_settings(app, env)?;
         change(&mut s)?;
         let doc = serde_json::to_string(&s).map_err(anyhow::Error::from)?;
-        self.store.set_app_settings(app, &doc)?;
-        self.router.set_policy(app, s.policy());
+        self.store.set_app_settings(app, env, &doc)?;
+        self.router.set_policy(&route_key(app, env), s.policy());
         Ok(s)
     }
 
-    /// At start: every app's policy to the router.
+    /// At start: every route's policy to the router.
     pub fn restore_policies(&self) -> Result<usize, CoreError> {
         let all = self.store.all_app_settings()?;
-        for (app, doc) in &all {
+        for (app, env, doc) in &all {
             match serde_json::from_str::<AppSettings>(doc) {
-                Ok(s) => self.router.set_policy(app, s.policy()),
-                Err(e) => tracing::error!(app = %app, error = %e, "unreadable app settings"),
+                Ok(s) => self.router.set_policy(&route_key(app, env), s.policy()),
+                Err(e) => {
+                    tracing::error!(app = %app, env = %env, error = %e, "unreadable app settings")
+                }
             }
         }
         Ok(all.len())
     }
 
-    /// Maintenance on (with the page from the live release's `maintenance.html`, if it has
-    /// one: returns whether it did) or off.
-    pub fn set_maintenance(&self, app: &str, on: bool) -> Result<bool, CoreError> {
+    /// The limits of an app's environment, with the app's disk quota (kept with production).
+    pub fn limits(&self, app: &str, env: &str) -> Result<AppLimits, CoreError> {
+        let mut l = self.app_settings(app, env)?.limits;
+        if env != QUOTA_ENV {
+            l.disk = self.app_settings(app, QUOTA_ENV)?.limits.disk;
+        }
+        Ok(l)
+    }
+
+    /// The routes of `app` that have a policy (to take off the router when it goes).
+    pub(super) fn policy_routes(&self, app: &str) -> Result<Vec<String>, CoreError> {
+        Ok(self
+            .store
+            .all_app_settings()?
+            .into_iter()
+            .filter(|(a, _, _)| a == app)
+            .map(|(_, env, _)| route_key(app, &env))
+            .collect())
+    }
+
+    /// Maintenance of an environment on (with the page from its live release's
+    /// `maintenance.html`, if it has one: returns whether it did) or off.
+    pub fn set_maintenance(&self, app: &str, env: &str, on: bool) -> Result<bool, CoreError> {
         let page = if on {
-            self.maintenance_page(app)?
+            self.maintenance_page(app, env)?
         } else {
             None
         };
         let custom = page.is_some();
-        self.change_settings(app, |s| {
+        self.change_settings(app, env, |s| {
             s.maintenance = on;
             s.page = page;
             Ok(())
@@ -218,10 +260,10 @@ impl Core {
         Ok(custom)
     }
 
-    /// `maintenance.html` at the top of the production release's commit, read from the
-    /// repository's objects (a regular file, not a link; at most [`MAX_PAGE`], UTF-8).
-    fn maintenance_page(&self, app: &str) -> Result<Option<String>, CoreError> {
-        let Some(live) = self.store.live(app, "production")? else {
+    /// `maintenance.html` at the top of the environment's live release's commit, read from
+    /// the repository's objects (a regular file, not a link; at most [`MAX_PAGE`], UTF-8).
+    fn maintenance_page(&self, app: &str, env: &str) -> Result<Option<String>, CoreError> {
+        let Some(live) = self.store.live(app, env)? else {
             return Ok(None);
         };
         let Some(rel) = self.store.release(app, live.version)? else {
@@ -254,6 +296,7 @@ impl Core {
     pub fn change_acl(
         &self,
         app: &str,
+        env: &str,
         change: AclChange,
         blocks: &[String],
     ) -> Result<AppSettings, CoreError> {
@@ -261,7 +304,7 @@ impl Core {
             .iter()
             .map(|b| b.parse::<Cidr>().map_err(CoreError::Invalid))
             .collect::<Result<_, _>>()?;
-        self.change_settings(app, |s| {
+        self.change_settings(app, env, |s| {
             for c in parsed.iter().map(Cidr::to_string) {
                 match change {
                     AclChange::Allow | AclChange::Deny => {
@@ -280,7 +323,7 @@ impl Core {
                         s.deny.retain(|x| *x != c);
                         if s.allow.len() + s.deny.len() == before {
                             return Err(CoreError::Invalid(format!(
-                                "{c} is not in the access list of '{app}'"
+                                "{c} is not in the access list of '{app}' in {env}"
                             )));
                         }
                     }
@@ -295,14 +338,22 @@ impl Core {
         })
     }
 
-    /// Sets and removes limits (all checked before anything changes).
+    /// Sets and removes limits of an environment (all checked before anything changes).
+    /// The disk quota is the app's, over all its environments: it is kept with production.
     pub fn change_limits(
         &self,
         app: &str,
+        env: &str,
         set: &[(String, String)],
         unset: &[String],
     ) -> Result<AppLimits, CoreError> {
-        let s = self.change_settings(app, |s| {
+        let names = set.iter().map(|(n, _)| n).chain(unset);
+        if env != QUOTA_ENV && names.into_iter().any(|n| n == "disk") {
+            return Err(CoreError::Invalid(format!(
+                "disk is the quota of the whole app, not of one environment: limits:set {app} disk=SIZE without --env"
+            )));
+        }
+        self.change_settings(app, env, |s| {
             for (name, value) in set {
                 s.limits.set(name, value)?;
             }
@@ -311,7 +362,7 @@ impl Core {
             }
             Ok(())
         })?;
-        Ok(s.limits)
+        self.limits(app, env)
     }
 }
 

@@ -240,7 +240,7 @@ impl Core {
     /// live and rollback ones are pruned first; still over, the push is refused with the
     /// figures.
     pub async fn check_disk_quota(self: &Arc<Self>, app: &str) -> Result<(), CoreError> {
-        let Some(quota) = self.app_settings(app)?.limits.disk else {
+        let Some(quota) = self.app_settings(app, super::edge::QUOTA_ENV)?.limits.disk else {
             return Ok(());
         };
         let mut used = self.disk_use_everywhere(app).await?;

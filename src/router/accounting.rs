@@ -412,8 +412,8 @@ pub(super) fn begin(
     let mut tally = site
         .as_ref()
         .map(|s| Tally::start(router, Arc::clone(s), client, &req, started));
-    let app = site.as_ref().map_or(key, |s| s.app.as_str());
-    match router.admit(app, client) {
+    // Policies are per route: an app's environment.
+    match router.admit(key, client) {
         Ok(Some(permit)) => {
             if let Some(t) = tally.as_mut() {
                 t.hold(permit);

@@ -260,14 +260,15 @@ impl Drop for Permit {
     }
 }
 
-/// The policies of all apps, by app name.
+/// The policies of all routes, by route key (`APP`, `APP-ENV`).
 #[derive(Default)]
 pub(crate) struct Gate {
     apps: RwLock<HashMap<String, Arc<Enforcer>>>,
 }
 
 impl Router {
-    /// Sets what the router enforces for `app` (a default policy removes it).
+    /// Sets what the router enforces for the route `app` (`APP` for production, `APP-ENV`;
+    /// a default policy removes it).
     pub fn set_policy(&self, app: &str, policy: Policy) {
         let mut apps = self
             .gate

@@ -254,6 +254,17 @@ pub(super) const MIGRATIONS: &[&str] = &[
         next_attempt INTEGER NOT NULL,
         enabled_at INTEGER NOT NULL,
         PRIMARY KEY(app, env));",
+    // 14: the router's policy per environment (maintenance, access lists, request limits):
+    // app_settings keyed by (app, env); what an app had applies to its production (which
+    // also keeps the app's disk quota)
+    "CREATE TABLE app_settings_env(
+        app TEXT NOT NULL,
+        env TEXT NOT NULL,
+        doc TEXT NOT NULL,
+        PRIMARY KEY(app, env));
+     INSERT INTO app_settings_env(app, env, doc) SELECT app, 'production', doc FROM app_settings;
+     DROP TABLE app_settings;
+     ALTER TABLE app_settings_env RENAME TO app_settings;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

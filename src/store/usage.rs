@@ -114,27 +114,30 @@ impl Store {
         Ok(removed)
     }
 
-    /// An app's settings document (router policy and limits), if it has one.
-    pub fn app_settings(&self, app: &str) -> Result<Option<String>> {
+    /// An app environment's settings document (router policy and limits), if it has one.
+    pub fn app_settings(&self, app: &str, env: &str) -> Result<Option<String>> {
         Ok(self
             .lock()
-            .query_row("SELECT doc FROM app_settings WHERE app=?1", [app], |r| {
-                r.get(0)
-            })
+            .query_row(
+                "SELECT doc FROM app_settings WHERE app=?1 AND env=?2",
+                [app, env],
+                |r| r.get(0),
+            )
             .optional()?)
     }
 
-    pub fn all_app_settings(&self) -> Result<Vec<(String, String)>> {
+    /// Every settings document: (app, env, doc).
+    pub fn all_app_settings(&self) -> Result<Vec<(String, String, String)>> {
         let c = self.lock();
-        let mut st = c.prepare("SELECT app, doc FROM app_settings ORDER BY app")?;
+        let mut st = c.prepare("SELECT app, env, doc FROM app_settings ORDER BY app, env")?;
         let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
         Ok(rows)
     }
 
-    /// Replaces an app's settings document (only while the app exists).
-    pub fn set_app_settings(&self, app: &str, doc: &str) -> Result<()> {
+    /// Replaces an app environment's settings document (only while the app exists).
+    pub fn set_app_settings(&self, app: &str, env: &str, doc: &str) -> Result<()> {
         let mut c = self.lock();
         let tx = c.transaction()?;
         let exists: bool = tx.query_row(
@@ -148,9 +151,9 @@ impl Store {
             )));
         }
         tx.execute(
-            "INSERT INTO app_settings(app, doc) VALUES(?1, ?2)
-             ON CONFLICT(app) DO UPDATE SET doc=excluded.doc",
-            params![app, doc],
+            "INSERT INTO app_settings(app, env, doc) VALUES(?1, ?2, ?3)
+             ON CONFLICT(app, env) DO UPDATE SET doc=excluded.doc",
+            params![app, env, doc],
         )?;
         tx.commit()?;
         Ok(())
@@ -319,10 +322,53 @@ mod tests {
             .unwrap();
         assert!(s.traffic("web", None, 0).unwrap().is_empty());
 
-        s.set_app_settings("web", "{}").unwrap();
-        assert_eq!(s.app_settings("web").unwrap().as_deref(), Some("{}"));
-        assert!(s.set_app_settings("gone", "{}").is_err());
+        s.set_app_settings("web", "production", "{}").unwrap();
+        s.set_app_settings("web", "staging", "{\"maintenance\":true}")
+            .unwrap();
+        assert_eq!(
+            s.app_settings("web", "production").unwrap().as_deref(),
+            Some("{}")
+        );
+        assert_eq!(s.app_settings("web", "other").unwrap(), None);
+        assert_eq!(s.all_app_settings().unwrap().len(), 2);
+        assert!(s.set_app_settings("gone", "production", "{}").is_err());
         s.destroy_app("web").unwrap();
         assert!(s.all_app_settings().unwrap().is_empty());
+    }
+
+    #[test]
+    fn settings_from_before_environments_become_productions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("db");
+        let before = super::super::migrations::MIGRATIONS
+            .iter()
+            .position(|m| m.contains("app_settings_env"))
+            .unwrap();
+        {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            let sql = super::super::migrations::MIGRATIONS[..before].join(";");
+            c.execute_batch(&sql).unwrap();
+            c.pragma_update(None, "user_version", before as i64)
+                .unwrap();
+            c.execute(
+                "INSERT INTO apps(name, created_at, created_by) VALUES ('old', 1, 'root')",
+                [],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO app_settings(app, doc) VALUES ('old', '{\"maintenance\":true}')",
+                [],
+            )
+            .unwrap();
+        }
+        let s = Store::open(&db).unwrap();
+        assert_eq!(
+            s.all_app_settings().unwrap(),
+            [(
+                "old".to_string(),
+                "production".to_string(),
+                "{\"maintenance\":true}".to_string()
+            )]
+        );
     }
 }
