@@ -82,6 +82,14 @@ DOCKER_HOST=unix://$SOCK1 nsenter --net="/var/run/netns/$NS1" -- "$BIN" agent --
     --controller-key "$W/data/controller_ed25519.pub" >"$W/swarm-agent.out" 2>&1 &
 PIDS+=($!)
 wait_line "$W/swarm-agent.out" "^agent listening on " >/dev/null
+# Node 2's agent: it copies the stack image from the cluster's agent (no registry).
+read -r _ _ NS2 IP2 SOCK2 _ < <(grep '^node 2 ' "$W/swarm.out")
+DOCKER_HOST=unix://$SOCK2 nsenter --net="/var/run/netns/$NS2" -- "$BIN" agent --swarm \
+    --join "$IP1:2301" --join-token "$W/swarm-agent/join_token" \
+    --listen "$IP2:2300" --root "$W/swarm-agent-2" \
+    --controller-key "$W/data/controller_ed25519.pub" >"$W/swarm-agent-2.out" 2>&1 &
+PIDS+=($!)
+wait_line "$W/swarm-agent-2.out" "^agent listening on " >/dev/null
 $SSH clusters:add sw --swarm "$IP1:2300" >/dev/null
 
 echo "==> two SSH agent nodes"

@@ -3,9 +3,14 @@
 # N dockerd (default 2), each in its own network namespace (and UTS namespace, so each has
 # its own hostname), joined by veth pairs to a bridge in the root namespace; node 1 runs
 # `swarm init`, the others `swarm join` as workers. No registry: the images named in
-# SWARM_IMAGES are copied into every node's engine (docker save | docker -H NODE load).
+# SWARM_IMAGES are loaded into node 1's engine only (docker save | docker -H NODE load), as
+# an operator loads the stack on the manager; the magrathea agents of the other nodes
+# (`agent --swarm --join`) copy them from the cluster's agent.
 #   usage: scripts/swarm-up.sh NAME [NODES]      (root; NAME: 1-8 of [a-z0-9])
+#          scripts/swarm-up.sh NAME --join I     node I (started, not joined) joins now
 # Prints, one per line, `node I NS ADDR SOCKET PID` for each node, then `bridge ADDR`.
+# SWARM_JOIN=M (default NODES): only nodes 1..M join at first; the others run their
+# dockerd outside the swarm until `--join I` (a machine added later).
 # Everything lives under $SWARM_DIR/NAME (default /tmp/magrathea-swarm/NAME); the
 # namespaces are NAME-1..NAME-N, the bridge `swbr-NAME`. scripts/swarm-down.sh NAME stops
 # it all by PID and namespace name, and scripts/swarm-down.sh NAME I kills one node (every
@@ -21,6 +26,7 @@ set -eu
 
 NAME=${1:?usage: swarm-up.sh NAME [NODES]}
 N=${2:-2}
+if [ "$N" = --join ]; then JOIN_LATER=${3:?usage: swarm-up.sh NAME --join I}; N=1; fi
 DIR=${SWARM_DIR:-/tmp/magrathea-swarm}/$NAME
 IMAGES=${SWARM_IMAGES:-magrathea/stack-tiny:latest}
 TIMEOUT=${SWARM_TIMEOUT:-60}
@@ -32,6 +38,35 @@ die() { say "ERROR: $*"; exit 1; }
 echo "$NAME" | grep -Eq '^[a-z0-9]{1,8}$' || die "NAME must be 1-8 of [a-z0-9]"
 echo "$N" | grep -Eq '^[1-9]$' || die "NODES must be 1-9"
 [ "$(id -u)" = 0 ] || die "must run as root (namespaces, bridge, dockerd)"
+
+node_addr_of() { echo "10.250.$(cat "$DIR/subnet").$(( 10 + $1 ))"; }
+# Joins node $1 to the swarm of node 1 as a worker.
+join_node() {
+    D1="docker -H unix://$DIR/node1/docker.sock"
+    TOKEN=$($D1 swarm join-token -q worker)
+    docker -H "unix://$DIR/node$1/docker.sock" swarm join --token "$TOKEN" \
+        --advertise-addr "$(node_addr_of "$1")" --listen-addr "$(node_addr_of "$1"):2377" \
+        "$(node_addr_of 1):2377" >/dev/null
+}
+label_nodes() {
+    for id in $($D1 node ls -q); do
+        host=$($D1 node inspect -f '{{.Description.Hostname}}' "$id")
+        $D1 node update --label-add "magrathea.node=$host" "$id" >/dev/null
+    done
+}
+if [ -n "${JOIN_LATER:-}" ]; then
+    echo "$JOIN_LATER" | grep -Eq '^[1-9]$' || die "I must be 1-9"
+    [ -S "$DIR/node$JOIN_LATER/docker.sock" ] || die "no node $JOIN_LATER in $DIR"
+    join_node "$JOIN_LATER"
+    t=0
+    until $D1 node ls --format '{{.Hostname}} {{.Status}}' | grep -q "^$NAME-$JOIN_LATER Ready"; do
+        t=$((t + 1)); [ "$t" -le "$TIMEOUT" ] || die "node $JOIN_LATER did not get ready"
+        sleep 1
+    done
+    label_nodes
+    say "node $JOIN_LATER joined"
+    exit 0
+fi
 for c in ip nsenter unshare dockerd docker; do
     command -v "$c" >/dev/null 2>&1 || die "$c not found (scripts/deps.sh installs it)"
 done
@@ -98,35 +133,20 @@ while [ "$i" -le "$N" ]; do wait_node "$i"; i=$((i + 1)); done
 D1="docker -H unix://$DIR/node1/docker.sock"
 $D1 swarm init --advertise-addr "$(node_addr 1)" --listen-addr "$(node_addr 1):2377" \
     --dispatcher-heartbeat 2s >/dev/null
-TOKEN=$($D1 swarm join-token -q worker)
+JOINED=${SWARM_JOIN:-$N}
 i=2
-while [ "$i" -le "$N" ]; do
-    docker -H "unix://$DIR/node$i/docker.sock" swarm join --token "$TOKEN" \
-        --advertise-addr "$(node_addr "$i")" --listen-addr "$(node_addr "$i"):2377" \
-        "$(node_addr 1):2377" >/dev/null
-    i=$((i + 1))
-done
+while [ "$i" -le "$JOINED" ]; do join_node "$i"; i=$((i + 1)); done
 # Every node ready, and labelled with its namespace (placement constraints name labels).
 t=0
-until [ "$($D1 node ls --format '{{.Status}}' | grep -c Ready)" = "$N" ]; do
-    t=$((t + 1)); [ "$t" -le "$TIMEOUT" ] || die "the swarm did not get $N ready nodes"
+until [ "$($D1 node ls --format '{{.Status}}' | grep -c Ready)" = "$JOINED" ]; do
+    t=$((t + 1)); [ "$t" -le "$TIMEOUT" ] || die "the swarm did not get $JOINED ready nodes"
     sleep 1
 done
-for id in $($D1 node ls -q); do
-    host=$($D1 node inspect -f '{{.Description.Hostname}}' "$id")
-    $D1 node update --label-add "magrathea.node=$host" "$id" >/dev/null
-done
+label_nodes
 
-# No registry: the images every node runs, copied into each engine.
-tmp=$DIR/images.tar
+# No registry: the images, on the manager only (the agents copy them to the others).
 # shellcheck disable=SC2086
-docker save $IMAGES -o "$tmp"
-i=1
-while [ "$i" -le "$N" ]; do
-    docker -H "unix://$DIR/node$i/docker.sock" load -q -i "$tmp" >/dev/null
-    i=$((i + 1))
-done
-rm -f "$tmp"
+docker save $IMAGES | $D1 load -q >/dev/null
 
 i=1
 while [ "$i" -le "$N" ]; do

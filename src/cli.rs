@@ -94,8 +94,17 @@ pub enum Command {
         swarm: bool,
         /// With --swarm: where swarm nodes fetch release tarballs, an address of this
         /// machine they reach (default: the --listen address, port + 1)
-        #[arg(long, value_name = "ADDR", requires = "swarm")]
+        #[arg(long, value_name = "ADDR", requires = "swarm", conflicts_with = "join")]
         endpoint: Option<String>,
+        /// With --swarm, on a node other than the cluster agent's: the cluster agent's
+        /// release endpoint (IP:PORT); stack images are loaded from there, and `shell`
+        /// reaches this node's tasks through this agent
+        #[arg(long, value_name = "ADDR", requires_all = ["swarm", "join_token"])]
+        join: Option<String>,
+        /// With --join: the cluster agent's join token (its <root>/join_token), or a file
+        /// holding it
+        #[arg(long, value_name = "TOKEN", requires = "join")]
+        join_token: Option<String>,
     },
     /// Git hooks (run by git inside a push, not by hand)
     Hook {

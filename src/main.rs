@@ -59,6 +59,8 @@ fn main() {
             memory,
             swarm,
             endpoint,
+            join,
+            join_token,
         } => tokio::runtime::Runtime::new()
             .map_err(anyhow::Error::from)
             .and_then(|rt| {
@@ -68,7 +70,15 @@ fn main() {
                     &controller_key,
                     login.limits(64),
                     memory,
-                    swarm.then(|| endpoint.unwrap_or_default()),
+                    swarm.then(|| match join {
+                        Some(endpoint) => magrathea::agent::SwarmMode::Join {
+                            endpoint,
+                            token: join_token.unwrap_or_default(),
+                        },
+                        None => magrathea::agent::SwarmMode::Manager {
+                            endpoint: endpoint.unwrap_or_default(),
+                        },
+                    }),
                 ))
             }),
         Command::Keys { cmd } => magrathea::serve::keys(cmd),

@@ -25,7 +25,8 @@ struct Swarm {
 }
 
 impl Swarm {
-    fn up(nodes: usize) -> Swarm {
+    /// `nodes` dockerds, the first `joined` of them in the swarm.
+    fn up(nodes: usize, joined: usize) -> Swarm {
         for t in ["ip", "nsenter", "unshare", "dockerd"] {
             require(t);
         }
@@ -38,7 +39,8 @@ impl Swarm {
         let name = format!("t{:x}", std::process::id() % 0xfffffff);
         let out = run(Command::new(root_dir().join("scripts/swarm-up.sh"))
             .arg(&name)
-            .arg(nodes.to_string()));
+            .arg(nodes.to_string())
+            .env("SWARM_JOIN", joined.to_string()));
         let mut s = Swarm {
             name,
             nodes: vec![],
@@ -58,6 +60,33 @@ impl Swarm {
         }
         assert_eq!(s.nodes.len(), nodes, "{}", text(&out.stdout));
         s
+    }
+
+    /// Node `i` (1-based), started outside the swarm, joins it now.
+    fn join(&self, i: usize) {
+        let out = run(Command::new(root_dir().join("scripts/swarm-up.sh"))
+            .arg(&self.name)
+            .arg("--join")
+            .arg(i.to_string()));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+    }
+
+    /// Whether node `i`'s engine holds `image` (the manager's image of that name: releases
+    /// name their stack image by id).
+    fn has_image(&self, i: usize, image: &str) -> bool {
+        let inspect = |n: usize, what: &str| {
+            let sock = &self.nodes[n - 1].2;
+            let out = Command::new("docker")
+                .args(["-H", &format!("unix://{sock}"), "image", "inspect"])
+                .args(["-f", "{{.Id}}", what])
+                .output()
+                .unwrap();
+            out.status
+                .success()
+                .then(|| text(&out.stdout).trim().to_string())
+        };
+        let id = inspect(1, image).expect("the stack image on the manager");
+        inspect(i, &id).is_some()
     }
 
     /// Node `i` (1-based) dies: every process in its namespace killed.
@@ -86,15 +115,39 @@ struct SwarmAgent {
 }
 
 impl SwarmAgent {
+    /// The cluster's agent, on node 1 (the manager).
     fn start(server: &Server, swarm: &Swarm) -> SwarmAgent {
-        let (ns, ip, sock) = &swarm.nodes[0];
-        let root = server.dir.path().join("swarm-agent");
+        let ip = &swarm.nodes[0].1;
+        let endpoint = ["--endpoint".to_string(), format!("{ip}:2301")];
+        SwarmAgent::spawn(server, swarm, 1, &endpoint)
+    }
+
+    /// The agent of node `i`, joined to the cluster's agent `manager` (it loads the stack
+    /// image from there and reaches the node's tasks for `shell`).
+    fn join(server: &Server, swarm: &Swarm, i: usize, manager: &SwarmAgent) -> SwarmAgent {
+        let ip = &swarm.nodes[0].1;
+        let join = [
+            "--join".to_string(),
+            format!("{ip}:2301"),
+            "--join-token".to_string(),
+            manager.root.join("join_token").display().to_string(),
+        ];
+        SwarmAgent::spawn(server, swarm, i, &join)
+    }
+
+    fn spawn(server: &Server, swarm: &Swarm, i: usize, extra: &[String]) -> SwarmAgent {
+        let (ns, ip, sock) = &swarm.nodes[i - 1];
+        let root = match i {
+            1 => server.dir.path().join("swarm-agent"),
+            _ => server.dir.path().join(format!("swarm-agent-{i}")),
+        };
         let mut child = Command::new("nsenter")
             .arg(format!("--net=/var/run/netns/{ns}"))
             .arg("--")
             .arg(bin())
             .args(["agent", "--swarm", "--listen", &format!("{ip}:2300")])
-            .args(["--endpoint", &format!("{ip}:2301"), "--root"])
+            .args(extra)
+            .arg("--root")
             .arg(&root)
             .arg("--controller-key")
             .arg(server.data.join("controller_ed25519.pub"))
@@ -134,10 +187,16 @@ impl SwarmAgent {
     }
 }
 
-impl Drop for SwarmAgent {
-    fn drop(&mut self) {
+impl SwarmAgent {
+    fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for SwarmAgent {
+    fn drop(&mut self) {
+        self.stop();
         if std::thread::panicking() {
             eprintln!("---- swarm agent log ----\n{}", self.log.lock().unwrap());
         }
@@ -217,6 +276,49 @@ fn web_nodes(s: &Server) -> Vec<String> {
     n
 }
 
+const STACK: &str = "magrathea/stack-tiny:latest";
+
+/// A running web process on swarm node `node` (`web.N`).
+fn process_on(s: &Server, node: &str) -> String {
+    ps(s)
+        .iter()
+        .find(|p| {
+            p["process"].as_str().unwrap_or("").starts_with("web.")
+                && p["state"] == "running"
+                && p["node"] == node
+        })
+        .and_then(|p| p["process"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no web process on {node}: {:?}", ps(s)))
+}
+
+/// `ssh -tt` running `command`, `input` on its stdin (kept open until the session ends):
+/// its exit code and everything it printed. Killed after a minute.
+fn shell(s: &Server, command: &str, input: &str) -> (Option<i32>, String) {
+    use std::io::Write;
+    let mut child = Command::new("ssh")
+        .args(s.ssh_args(&s.admin))
+        .args(["-tt", "git@127.0.0.1", command])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut sin = child.stdin.take().unwrap();
+    sin.write_all(input.as_bytes()).unwrap();
+    sin.flush().unwrap();
+    let pid = child.id() as i32;
+    let (done, wait) = std::sync::mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if wait.recv_timeout(Duration::from_secs(60)).is_err() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    });
+    let out = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    drop(sin);
+    (out.status.code(), text(&out.stdout) + &text(&out.stderr))
+}
+
 const MAGRATHEA_YML: &str = "environments:\n  production:\n    branch: main\n    cluster: sw\nscale:\n  web: 2\nhealthcheck:\n  boot_timeout: 8s\n";
 
 /// Says which node answered too: `v2 from t1234-2`.
@@ -231,9 +333,13 @@ fn push(s: &Server, dir: &Path, body: &str) -> std::process::Output {
 #[test]
 fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     let s = Server::start();
-    let swarm = Swarm::up(2);
+    // Three machines, two in the swarm at first; the stack image only on the manager.
+    let swarm = Swarm::up(3, 2);
     let agent = SwarmAgent::start(&s, &swarm);
+    let mut agent2 = SwarmAgent::join(&s, &swarm, 2, &agent);
     let (n1, n2) = (swarm.nodes[0].0.clone(), swarm.nodes[1].0.clone());
+    let n3 = swarm.nodes[2].0.clone();
+    assert!(swarm.has_image(1, STACK) && !swarm.has_image(2, STACK));
 
     // The cluster: added through its agent, listed, described.
     let out = s.ok(&s.admin, &format!("clusters:add sw --swarm {}", agent.addr));
@@ -256,8 +362,9 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     let out = push(&s, &dir, "v1");
     assert!(out.status.success(), "{}\n{}", text(&out.stderr), s.log());
 
-    // Live on both swarm nodes through the router.
+    // Live on both swarm nodes through the router (node 2's agent loaded the image).
     assert_eq!(web_nodes(&s), vec![n1.clone(), n2.clone()]);
+    assert!(swarm.has_image(2, STACK));
     let mut answered = std::collections::BTreeSet::new();
     for _ in 0..20 {
         let (code, body) = s.get("shop", "/");
@@ -275,6 +382,19 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     std::thread::sleep(Duration::from_millis(500));
     assert_clean_switch(&watch.finish(), "v1 from", "v2 from");
+
+    // shell into a task on the worker, through the agent there: the process's env.
+    let on2 = process_on(&s, &n2);
+    let (code, out) = shell(
+        &s,
+        &format!("shell shop --process {on2}"),
+        "echo \"in-[$(hostname)]-[$DYNO]-[$(cat page)]\"; exit 3\n",
+    );
+    assert_eq!(code, Some(3), "{out}");
+    assert!(
+        out.contains(&format!("in-[{n2}]-[{on2}]-[v2 from NODE]")),
+        "{out}"
+    );
 
     // A release that fails its health check on one node: nothing switches.
     std::fs::write(
@@ -359,6 +479,27 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     let out = s.ok(&s.admin, "run shop -- cat page");
     assert!(out.contains("v2 from NODE"), "{out}");
 
+    // Node 2's agent gone: a shell into a task there is refused, naming the reason.
+    agent2.stop();
+    wait_until("node 2's agent forgotten", 30, || {
+        let v: serde_json::Value =
+            serde_json::from_str(&s.ok(&s.admin, "clusters:info sw --json")).unwrap();
+        v["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n["hostname"] == n2.as_str() && n["agent"].is_null())
+    });
+    let on2 = process_on(&s, &n2);
+    let (code, out) = shell(&s, &format!("shell shop --process {on2}"), "exit 0\n");
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        out.contains(&format!(
+            "{on2} runs on swarm node {n2}, which has no magrathea agent"
+        )),
+        "{out}"
+    );
+
     // A swarm node dies: its tasks come back on the other, the router follows. Requests in
     // flight on the dead node may fail (counted, not asserted: the router fails over to
     // the live upstreams on a refused connection, not on one that hangs).
@@ -379,6 +520,20 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     );
     let ps_now = s.ok(&s.admin, "ps shop");
     assert!(ps_now.contains(&n1) && !ps_now.contains(&n2), "{ps_now}");
+
+    // A machine joins after the deploys: its agent loads the stack image from the
+    // cluster's agent, and the next rollout places tasks there too.
+    assert!(!swarm.has_image(3, STACK));
+    swarm.join(3);
+    let _agent3 = SwarmAgent::join(&s, &swarm, 3, &agent);
+    wait_until("node 3 holds the stack image", 60, || {
+        swarm.has_image(3, STACK)
+    });
+    s.ok(&s.admin, "restart shop");
+    assert!(web_nodes(&s).contains(&n3), "{:?}", web_nodes(&s));
+    wait_until("node 3 answers through the router", 30, || {
+        s.get("shop", "/").1 == format!("v2 from {n3}\n")
+    });
 
     // rollback: v1 from a tarball the cluster still holds.
     s.ok(&s.admin, "rollback shop");

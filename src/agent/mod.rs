@@ -46,6 +46,8 @@ pub struct AgentCtx {
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// `--swarm`: processes are the services of the Swarm this engine manages.
     pub swarm: Option<swarm::Swarm>,
+    /// `--swarm --join`: an agent on another node of a swarm (`shell` into its tasks).
+    pub joined: bool,
 }
 
 impl AgentCtx {
@@ -62,6 +64,7 @@ impl AgentCtx {
             capacity: runtime::machine_capacity(),
             locks: Default::default(),
             swarm: None,
+            joined: false,
         }
     }
 
@@ -89,13 +92,21 @@ impl AgentCtx {
     }
 }
 
+/// `--swarm`: the cluster's agent on a manager, or (`--join`) one on another node.
+pub enum SwarmMode {
+    /// Where swarm nodes fetch releases and images (empty: the listener's port + 1).
+    Manager { endpoint: String },
+    /// The manager agent's endpoint, and the cluster's join token (or a file holding it).
+    Join { endpoint: String, token: String },
+}
+
 pub async fn run(
     root: PathBuf,
     listen: &str,
     controller_key: &str,
     limits: crate::sshd::Limits,
     memory: Option<i64>,
-    swarm: Option<String>,
+    swarm: Option<SwarmMode>,
 ) -> anyhow::Result<()> {
     let text = match std::fs::read_to_string(controller_key) {
         Ok(t) => t,
@@ -109,8 +120,16 @@ pub async fn run(
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
     let mut ctx = AgentCtx::new(root, key.fingerprint).with_memory(memory);
-    if let Some(endpoint) = swarm {
-        ctx.swarm = Some(start_swarm(&ctx, &listener, &endpoint).await?);
+    let fp = crate::keys::fingerprint(host_key.public_key());
+    match swarm {
+        Some(SwarmMode::Manager { endpoint }) => {
+            ctx.swarm = Some(start_swarm(&ctx, &listener, &endpoint, fp).await?);
+        }
+        Some(SwarmMode::Join { endpoint, token }) => {
+            start_joined(&ctx, &listener, endpoint, &token, fp).await?;
+            ctx.joined = true;
+        }
+        None => {}
     }
     let ctx = Arc::new(ctx);
     let stop = crate::shutdown::StopSignals::register().context("cannot handle SIGTERM")?;
@@ -137,6 +156,7 @@ async fn start_swarm(
     ctx: &AgentCtx,
     listener: &tokio::net::TcpListener,
     endpoint: &str,
+    fp: String,
 ) -> anyhow::Result<swarm::Swarm> {
     let docker = ctx.docker().await.context("--swarm: Docker")?;
     let info = docker.raw().info().await.context("--swarm: docker info")?;
@@ -168,13 +188,71 @@ async fn start_swarm(
     // Release commands and `run` share the node's network, as the tasks do.
     runtime::use_host_network();
     let tarballs = swarm::endpoint::Tarballs::new(ctx.root.root());
-    tokio::spawn(swarm::endpoint::serve(endpoint_listener, tarballs.clone()));
+    let own_node = info
+        .swarm
+        .as_ref()
+        .and_then(|s| s.node_id.clone())
+        .unwrap_or_default();
+    let fleet = Arc::new(swarm::images::Fleet::open(ctx.root.root(), own_node, fp)?);
+    let served = swarm::endpoint::Served {
+        tarballs: tarballs.clone(),
+        fleet: fleet.clone(),
+        docker: docker.clone(),
+    };
+    tokio::spawn(swarm::endpoint::serve(endpoint_listener, served));
     println!("release endpoint on {addr}");
+    println!(
+        "join token in {} (other nodes: magrathea agent --swarm --join {addr} --join-token FILE)",
+        ctx.root.root().join("join_token").display()
+    );
     Ok(swarm::Swarm {
         endpoint: addr,
         tarballs,
         next_base: Default::default(),
+        fleet,
     })
+}
+
+/// `--swarm --join`: this engine must be in a swarm; images come from the manager agent's
+/// endpoint, and this agent reports itself there (`swarm::join`).
+async fn start_joined(
+    ctx: &AgentCtx,
+    listener: &tokio::net::TcpListener,
+    endpoint: String,
+    token: &str,
+    fp: String,
+) -> anyhow::Result<()> {
+    let docker = ctx.docker().await.context("--swarm: Docker")?;
+    let info = docker.raw().info().await.context("--swarm: docker info")?;
+    let sw = info.swarm.unwrap_or_default();
+    let node_id = sw.node_id.clone().unwrap_or_default();
+    anyhow::ensure!(
+        !node_id.is_empty(),
+        "--join: this Docker engine is not in a swarm (docker swarm join first)"
+    );
+    let token = match std::fs::read_to_string(token) {
+        Ok(t) => t.trim().to_string(),
+        Err(_) => token.trim().to_string(),
+    };
+    anyhow::ensure!(
+        token.len() >= 32,
+        "--join-token: expected the cluster agent's join token or the file holding it"
+    );
+    let l = listener.local_addr()?;
+    let ip = match (l.ip().is_unspecified(), sw.node_addr.as_deref()) {
+        (true, Some(a)) => a.to_string(),
+        _ => l.ip().to_string(),
+    };
+    let join = swarm::join::Join {
+        endpoint,
+        token,
+        agent: SocketAddr::new(ip.parse()?, l.port()).to_string(),
+        fp,
+        dir: ctx.root.root().join("images"),
+    };
+    println!("joined to {} as swarm node {node_id}", join.endpoint);
+    tokio::spawn(swarm::join::run(docker.clone(), join, node_id));
+    Ok(())
 }
 
 /// Serve an agent on `listener` (also used in-process for the controller's `local` node).

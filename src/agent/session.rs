@@ -31,7 +31,7 @@ use super::runtime::{self, ProcessSpec};
 use super::AgentCtx;
 use crate::docker::Docker;
 use crate::node::proto::{
-    ProcInfo, RunReq, ServiceConnectReq, ServiceLogsReq, SessionRequest, ShellReq,
+    pick_process, ProcInfo, RunReq, ServiceConnectReq, ServiceLogsReq, SessionRequest, ShellReq,
 };
 use crate::sshd::Pty;
 
@@ -294,31 +294,17 @@ async fn write_input(input: &mut Option<Pin<Box<dyn AsyncWrite + Send>>>, data: 
     }
 }
 
-/// The process a `shell` goes into: `want` is `type.N`, a type, or None (web.1, else the
-/// first). Among several of one name (a restart in progress), the newest generation.
-pub fn pick_process<'a>(procs: &'a [ProcInfo], want: Option<&str>) -> Option<&'a ProcInfo> {
-    let running = || procs.iter().filter(|p| p.state == "running");
-    let newest = |it: Vec<&'a ProcInfo>| -> Option<&'a ProcInfo> {
-        let first = it.iter().map(|p| (p.ptype.as_str(), p.index)).min()?;
-        it.into_iter()
-            .filter(|p| (p.ptype.as_str(), p.index) == first)
-            .max_by_key(|p| p.generation)
-    };
-    match want {
-        None => newest(
-            running()
-                .filter(|p| p.ptype == "web" && p.index == 1)
-                .collect(),
-        )
-        .or_else(|| newest(running().collect())),
-        Some(w) => match w.split_once('.') {
-            Some((t, n)) => {
-                let n: u32 = n.parse().ok()?;
-                newest(running().filter(|p| p.ptype == t && p.index == n).collect())
-            }
-            None => newest(running().filter(|p| p.ptype == w).collect()),
-        },
+/// A shell's env over the container's: the terminal, the mark, and on a swarm the dyno's
+/// names the runner exports to its process (a task's container holds only the port base).
+fn shell_env(ctx: &AgentCtx, p: &ProcInfo, pty: &Pty, mark: &str) -> Vec<String> {
+    let mut env = vec![format!("TERM={}", pty.term), format!("{SHELL_MARK}={mark}")];
+    if ctx.swarm.is_some() || ctx.joined {
+        let dyno = format!("{}.{}", p.ptype, p.index);
+        env.push(format!("PORT={}", p.port));
+        env.push(format!("DYNO={dyno}"));
+        env.push(format!("MAGRATHEA_PROCESS={dyno}"));
     }
+    env
 }
 
 async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> Result<u32, String> {
@@ -327,9 +313,10 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
         return Err("shell needs a terminal; use ssh -t".into());
     };
     let docker = ctx.docker().await.map_err(|e| e.to_string())?;
-    let procs: Vec<ProcInfo> = match ctx.swarm {
-        Some(_) => super::swarm::list_tasks(docker, true).await.map(|(_, t)| t),
-        None => runtime::list(docker, &ctx.instance, Some(&req.app)).await,
+    // On a swarm, the tasks on this node's engine (the controller picked the node).
+    let procs: Vec<ProcInfo> = match ctx.swarm.is_some() || ctx.joined {
+        true => super::swarm::local_tasks(docker).await,
+        false => runtime::list(docker, &ctx.instance, Some(&req.app)).await,
     }
     .map_err(|e| e.to_string())?
     .into_iter()
@@ -342,11 +329,7 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
             req.app, req.release
         ));
     };
-    let mut p = p.clone();
-    if ctx.swarm.is_some() {
-        // A task's container, if it runs on this engine (the manager's).
-        p.container = super::swarm::local_container(docker, &p).await?;
-    }
+    let p = p.clone();
     let argv: Vec<String> = SHELL_ARGV.iter().map(|s| s.to_string()).collect();
     let mark = crate::keys::random_hex(8);
     let config = ExecConfig {
@@ -358,10 +341,7 @@ async fn shell(ctx: &AgentCtx, req: ShellReq, pty: Option<Pty>, io: Io<'_>) -> R
             clamp_dim(pty.rows) as usize,
             clamp_dim(pty.cols) as usize,
         ]),
-        env: Some(vec![
-            format!("TERM={}", pty.term),
-            format!("{SHELL_MARK}={mark}"),
-        ]),
+        env: Some(shell_env(ctx, &p, &pty, &mark)),
         cmd: Some(runtime::argv_launcher("shell", &argv)),
         working_dir: Some("/app".into()),
         ..Default::default()

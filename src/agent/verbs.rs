@@ -224,8 +224,8 @@ impl Handle for PrepareReq {
 
 impl Handle for ClusterReq {
     async fn handle(self, call: &Call<'_>) -> Result<ClusterReply, AgentError> {
-        match call.ctx.swarm {
-            Some(_) => swarm::cluster_info(call.ctx).await,
+        match &call.ctx.swarm {
+            Some(sw) => swarm::cluster_info(call.ctx, sw).await,
             None => Err(AgentError::Invalid(
                 "this agent does not run a swarm (magrathea agent --swarm)".into(),
             )),

@@ -1,5 +1,5 @@
-//! `clusters:info NAME` (admin): the swarm's nodes (state, availability, role, labels) and
-//! what runs where.
+//! `clusters:info NAME` (admin): the swarm's nodes (state, availability, role, labels, the
+//! magrathea agent on each) and what runs where.
 
 use super::{table, CmdResult, Command, Ctx, Done, Need};
 use crate::names::NodeName;
@@ -38,6 +38,11 @@ impl Command for ClustersInfo {
                     n.availability.clone(),
                     n.role.clone(),
                     labels.join(","),
+                    match &n.agent {
+                        Some(a) if a.addr.is_empty() => "cluster's".to_string(),
+                        Some(a) => a.addr.clone(),
+                        None => "-".to_string(),
+                    },
                     here.to_string(),
                 ]
             })
@@ -65,6 +70,7 @@ impl Command for ClustersInfo {
                 "AVAILABILITY",
                 "ROLE",
                 "LABELS",
+                "AGENT",
                 "TASKS",
             ],
             &nodes,

@@ -35,12 +35,15 @@ impl Command for Shell {
                 "shell needs a terminal; use ssh -t".into(),
             ));
         }
-        let session = cx.core.shell_session(ShellTarget {
-            app: &self.app,
-            env: &self.env,
-            node: self.node.as_deref(),
-            process: self.process.map(|p| p.to_string()),
-        })?;
+        let session = cx
+            .core
+            .shell_session(ShellTarget {
+                app: &self.app,
+                env: &self.env,
+                node: self.node.as_deref(),
+                process: self.process.map(|p| p.to_string()),
+            })
+            .await?;
         Ok(Done::Session(Box::new(session)))
     }
 }

@@ -10,7 +10,10 @@ use super::releases::Live;
 use super::{Core, CoreError};
 use crate::deploy::envs;
 use crate::node::client::{Input, NodeClient, Output};
-use crate::node::proto::{release_name, RunReq, ServiceConnectReq, ServiceLogsReq, ShellReq};
+use crate::node::proto::{
+    pick_process, release_name, ClusterReply, ClusterReq, ProcInfo, RunReq, ServiceConnectReq,
+    ServiceLogsReq, ShellReq,
+};
 use crate::sshd::Pty;
 use crate::store::NodeRow;
 
@@ -69,24 +72,79 @@ pub struct ShellTarget<'a> {
 }
 
 impl Core {
-    pub fn shell_session(&self, t: ShellTarget) -> Result<Session, CoreError> {
+    pub async fn shell_session(&self, t: ShellTarget<'_>) -> Result<Session, CoreError> {
         let live = self.live_release(t.app, t.env)?;
         let n = self.pick_node(t.app, t.env, &live.live.nodes, t.node)?;
-        let detail = format!(
-            "node {}, v{}, {}",
-            n.name,
-            live.release.version,
-            t.process.as_deref().unwrap_or("web.1")
-        );
         let req = ShellReq {
             app: crate::deploy::node_app(t.app, t.env),
             release: release_name(live.release.version, &live.release.sha256),
             process: t.process,
         };
+        if n.is_cluster() {
+            return self.cluster_shell(n, req, live.release.version).await;
+        }
+        let detail = format!(
+            "node {}, v{}, {}",
+            n.name,
+            live.release.version,
+            req.process.as_deref().unwrap_or("web.1")
+        );
         Ok(Session {
             node: self.node_client(&n),
             request: Request::Shell(req),
             detail,
+        })
+    }
+
+    /// A shell in a swarm task: the process picked from the cluster's task list, reached
+    /// through the agent on the task's node (the cluster's own, or one that joined), or
+    /// refused with the reason when that node has none.
+    async fn cluster_shell(
+        &self,
+        c: NodeRow,
+        mut req: ShellReq,
+        version: i64,
+    ) -> Result<Session, CoreError> {
+        let info: ClusterReply = self
+            .node_client(&c)
+            .send(&ClusterReq)
+            .await
+            .map_err(|e| CoreError::Invalid(e.to_string()))?;
+        let procs: Vec<ProcInfo> = info
+            .tasks
+            .into_iter()
+            .filter(|p| p.app == req.app && p.release == req.release)
+            .collect();
+        let Some(p) = pick_process(&procs, req.process.as_deref()) else {
+            return Err(CoreError::Invalid(format!(
+                "no running {} of {} ({}) on cluster '{}'",
+                req.process.as_deref().unwrap_or("process"),
+                req.app,
+                req.release,
+                c.name
+            )));
+        };
+        let name = format!("{}.{}", p.ptype, p.index);
+        let host = p.node.clone().unwrap_or_else(|| "?".into());
+        let agent = info
+            .nodes
+            .iter()
+            .find(|n| n.hostname == host && p.addr.as_deref() == Some(n.addr.as_str()))
+            .and_then(|n| n.agent.clone());
+        let Some(agent) = agent else {
+            return Err(CoreError::Invalid(format!(
+                "{name} runs on swarm node {host}, which has no magrathea agent: start                  `magrathea agent --swarm --join` there to reach its tasks, or pick a                  process on another node (ps shows where each runs)"
+            )));
+        };
+        let node = match agent.addr.is_empty() {
+            true => self.node_client(&c),
+            false => NodeClient::new(&host, &agent.addr, self.client_key.clone(), Some(agent.fp)),
+        };
+        req.process = Some(name.clone());
+        Ok(Session {
+            node,
+            request: Request::Shell(req),
+            detail: format!("cluster {}, swarm node {host}, v{version}, {name}", c.name),
         })
     }
 

@@ -168,11 +168,16 @@ async fn follow_once<H: Host>(host: &Arc<H>) {
         return;
     };
     for c in clusters {
-        let mine: Vec<_> = live
-            .iter()
-            .filter(|l| l.nodes == [c.name.clone()])
-            .collect();
-        if mine.is_empty() {
+        // A rollout owns the routes while it runs: its environments are skipped, and the
+        // others stay locked from before their live release is read to after their routes
+        // are set (else a status read before a flip could put the old tasks back after it).
+        let mut held = vec![];
+        for l in live.iter().filter(|l| l.nodes == [c.name.clone()]) {
+            if let Ok(g) = host.deploy_lock(&l.app, &l.env).try_lock_owned() {
+                held.push((l.app.clone(), l.env.clone(), g));
+            }
+        }
+        if held.is_empty() {
             continue;
         }
         let status = match host.node_client(&c).send(&StatusReq).await {
@@ -182,13 +187,16 @@ async fn follow_once<H: Host>(host: &Arc<H>) {
                 continue;
             }
         };
-        for l in mine {
+        for (app, env, _held) in &held {
+            let Ok(Some(l)) = host.store().live(app, env) else {
+                continue;
+            };
+            if l.nodes != [c.name.clone()] {
+                continue;
+            }
             let Ok(Some(rel)) = host.store().release(&l.app, l.version) else {
                 continue;
             };
-            // A rollout owns the routes while it runs.
-            let lock = host.deploy_lock(&l.app, &l.env);
-            let Ok(_held) = lock.try_lock() else { continue };
             let ups = web_upstreams(
                 &status,
                 &node_app(&l.app, &l.env),

@@ -2,7 +2,8 @@
 //! it received, by app and release name, each behind a token of its own. Swarm tasks fetch
 //! their release here (no registry, no shared disk); the runner checks the sha256 itself, so
 //! the endpoint is trusted for availability only. The token reaches tasks only inside the
-//! release's Swarm secret, never in a label or a plain variable.
+//! release's Swarm secret, never in a label or a plain variable. Joined agents (`join.rs`)
+//! fetch the stack images here and report what they hold, with the cluster's join token.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -10,7 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::Full;
+use futures_util::StreamExt;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -174,15 +178,25 @@ impl<R: std::io::Read> std::io::Read for Tee<R> {
     }
 }
 
-/// Serves `GET /releases/<app>/<release>.tar.gz` with `Authorization: Bearer <token>` on
-/// `listener` until the process ends.
-pub async fn serve(listener: tokio::net::TcpListener, tarballs: Tarballs) {
-    let tarballs = Arc::new(tarballs);
+/// What the endpoint serves: release tarballs (a token per release) and, to joined agents
+/// (the cluster's join token), the stack images and their reports (`images.rs`).
+pub struct Served {
+    pub tarballs: Tarballs,
+    pub fleet: Arc<super::images::Fleet>,
+    pub docker: crate::docker::Docker,
+}
+
+type Body = BoxBody<Bytes, std::io::Error>;
+
+/// Serves `GET /releases/<app>/<release>.tar.gz` with `Authorization: Bearer <token>`, and
+/// the `/cluster/` calls of joined agents, on `listener` until the process ends.
+pub async fn serve(listener: tokio::net::TcpListener, served: Served) {
+    let served = Arc::new(served);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
-        let t = tarballs.clone();
+        let t = served.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let t = t.clone();
@@ -195,18 +209,48 @@ pub async fn serve(listener: tokio::net::TcpListener, tarballs: Tarballs) {
     }
 }
 
-fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
-    let mut r = Response::new(Full::new(Bytes::from(format!("{text}\n"))));
+fn plain(status: StatusCode, text: &str) -> Response<Body> {
+    let body = Full::new(Bytes::from(format!("{text}\n")))
+        .map_err(|never| match never {})
+        .boxed();
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     r
 }
 
+/// A file's bytes as they are read (a stack image is hundreds of megabytes).
+async fn file(path: &Path) -> Response<Body> {
+    match tokio::fs::File::open(path).await {
+        Ok(f) => {
+            let stream = tokio_util::io::ReaderStream::new(f).map(|r| r.map(Frame::data));
+            Response::new(BodyExt::boxed(StreamBody::new(stream)))
+        }
+        Err(_) => plain(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn bearer(req: &Request<hyper::body::Incoming>) -> String {
+    req.headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string()
+}
+
 async fn answer(
-    t: &Tarballs,
+    t: &Served,
     req: Request<hyper::body::Incoming>,
     peer: SocketAddr,
-) -> Response<Full<Bytes>> {
+) -> Response<Body> {
     let path = req.uri().path().to_string();
+    if let Some(rest) = path.strip_prefix("/cluster/") {
+        if !constant_time_eq(t.fleet.token.as_bytes(), bearer(&req).as_bytes()) {
+            tracing::warn!(%peer, "release endpoint: bad join token");
+            return plain(StatusCode::FORBIDDEN, "bad join token");
+        }
+        return cluster(t, rest, req).await;
+    }
     let Some((app, release)) = path
         .strip_prefix("/releases/")
         .and_then(|p| p.strip_suffix(".tar.gz"))
@@ -214,31 +258,56 @@ async fn answer(
     else {
         return plain(StatusCode::NOT_FOUND, "not found");
     };
-    let given = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let Ok(token) = t.token(app, release) else {
+    let given = bearer(&req);
+    let Ok(token) = t.tarballs.token(app, release) else {
         return plain(StatusCode::NOT_FOUND, "no such release");
     };
     if !constant_time_eq(token.trim().as_bytes(), given.as_bytes()) {
         tracing::warn!(%peer, app, release, "release endpoint: bad token");
         return plain(StatusCode::FORBIDDEN, "bad token");
     }
-    let Ok(file) = t.tarball(app, release) else {
+    let Ok(path) = t.tarballs.tarball(app, release) else {
         return plain(StatusCode::NOT_FOUND, "no such release");
     };
-    match tokio::fs::read(&file).await {
-        Ok(bytes) => {
-            tracing::debug!(%peer, app, release, bytes = bytes.len(), "release served");
-            Response::new(Full::new(Bytes::from(bytes)))
-        }
-        Err(_) => plain(StatusCode::NOT_FOUND, "no such release"),
-    }
+    tracing::debug!(%peer, app, release, "release served");
+    file(&path).await
 }
 
+/// A joined agent's calls: `GET images` (the list), `GET images/<id>.tar`, `POST nodes`
+/// (its report).
+async fn cluster(t: &Served, rest: &str, req: Request<hyper::body::Incoming>) -> Response<Body> {
+    match (req.method().as_str(), rest) {
+        ("GET", "images") => {
+            let doc = serde_json::to_vec(&t.fleet.list()).unwrap_or_default();
+            Response::new(
+                Full::new(Bytes::from(doc))
+                    .map_err(|never| match never {})
+                    .boxed(),
+            )
+        }
+        ("GET", r) if r.starts_with("images/") => {
+            let id = r["images/".len()..].strip_suffix(".tar").unwrap_or("");
+            match t.fleet.tar(id) {
+                Some(p) => file(&p).await,
+                None => plain(StatusCode::NOT_FOUND, "no such image"),
+            }
+        }
+        ("POST", "nodes") => {
+            let body = http_body_util::Limited::new(req.into_body(), 64 << 10);
+            let Ok(bytes) = body.collect().await.map(|c| c.to_bytes()) else {
+                return plain(StatusCode::BAD_REQUEST, "bad body");
+            };
+            let Ok(report) = serde_json::from_slice::<super::images::Report>(&bytes) else {
+                return plain(StatusCode::BAD_REQUEST, "bad report");
+            };
+            match t.fleet.record(&t.docker, report).await {
+                Ok(()) => plain(StatusCode::OK, "ok"),
+                Err(e) => plain(StatusCode::BAD_REQUEST, &e.to_string()),
+            }
+        }
+        _ => plain(StatusCode::NOT_FOUND, "not found"),
+    }
+}
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

@@ -2,8 +2,10 @@
 //! verbs as a node, but a release's processes are Swarm services (one per process type,
 //! `service.rs`) whose tasks fetch the release tarball from the agent's release endpoint
 //! (`endpoint.rs`) by URL and token, check its sha256 and run it. No registry: the stack
-//! image must be on every swarm node (scripts/swarm-up.sh loads it). Release commands,
-//! `run` and `shell` use the manager's own engine, as on a node.
+//! image is loaded on the manager, and the agents of the other nodes (`join.rs`) copy it
+//! from here (`images.rs`); tasks are placed only on nodes that hold it. Release commands
+//! and `run` use the manager's own engine, as on a node; `shell` the engine of the task's
+//! node, through the agent there.
 //!
 //! `prepare` creates the new services beside the old ones and answers only once every task
 //! runs and every web task passes the same HTTP check as on a node (from here, at the
@@ -12,6 +14,8 @@
 //! router follows.
 
 pub mod endpoint;
+pub mod images;
+pub mod join;
 pub mod logs;
 pub mod service;
 mod tasks;
@@ -28,11 +32,11 @@ use super::runtime::{self, Probe};
 use super::AgentCtx;
 use crate::docker::Docker;
 use crate::node::proto::{
-    AppStatus, Capacity, ClusterReply, PrepareReply, PrepareReq, ProcInfo, StatusReply,
+    AppStatus, Capacity, ClusterReply, NodeAgent, PrepareReply, PrepareReq, ProcInfo, StatusReply,
     StoppedReply,
 };
 use endpoint::Tarballs;
-pub use tasks::{cluster, list_tasks};
+pub use tasks::{cluster, list_tasks, local_tasks};
 
 /// A swarm agent's own state.
 pub struct Swarm {
@@ -41,6 +45,8 @@ pub struct Swarm {
     pub tarballs: Tarballs,
     /// Where the search for a free port range starts (see `free_port_base`).
     pub next_base: std::sync::atomic::AtomicU16,
+    /// The stack images served to the other nodes, and their agents (`images.rs`).
+    pub fleet: std::sync::Arc<images::Fleet>,
 }
 
 fn docker_err(what: &str) -> impl Fn(bollard::errors::Error) -> AgentError + '_ {
@@ -133,6 +139,14 @@ pub async fn prepare(
         service::check_constraint(c)?;
     }
     let docker = ctx.docker().await?;
+    // The stack image on every node with an agent first; tasks go only where it is.
+    let image = sw.fleet.ensure_saved(docker, &req.image).await?;
+    sw.fleet
+        .wait_spread(docker, &image, progress, Duration::from_secs(90))
+        .await?;
+    let mut req = req;
+    req.placement
+        .push(format!("node.labels.{}==1", images::label(&image.id)));
     let created = create_all(sw, docker, &req, progress).await;
     let result = match created {
         Ok(()) => wait_and_check(docker, &req, progress).await,
@@ -426,42 +440,23 @@ pub async fn purge(ctx: &AgentCtx, sw: &Swarm, app: &str) -> Result<u32, AgentEr
     Ok(stopped)
 }
 
-/// `clusters:info`.
-pub async fn cluster_info(ctx: &AgentCtx) -> Result<ClusterReply, AgentError> {
-    cluster(ctx.docker().await?).await
-}
-
-/// The container of a task when it runs on this engine (the manager the agent is on); a
-/// task elsewhere is refused with the reason (no agent there to exec through).
-pub async fn local_container(docker: &Docker, p: &ProcInfo) -> Result<String, String> {
-    let task = docker
-        .raw()
-        .inspect_task(&p.container)
-        .await
-        .map_err(|e| format!("{}.{}: {e}", p.ptype, p.index))?;
-    let id = task
-        .status
-        .and_then(|s| s.container_status)
-        .and_then(|c| c.container_id)
-        .unwrap_or_default();
-    let local = !id.is_empty()
-        && docker
-            .raw()
-            .inspect_container(
-                &id,
-                None::<bollard::query_parameters::InspectContainerOptions>,
-            )
-            .await
-            .is_ok();
-    if local {
-        return Ok(id);
+/// `clusters:info`: with each node's agent (this one on its own node; the joined ones
+/// heard from lately on theirs).
+pub async fn cluster_info(ctx: &AgentCtx, sw: &Swarm) -> Result<ClusterReply, AgentError> {
+    let mut reply = cluster(ctx.docker().await?).await?;
+    let agents = sw.fleet.agents();
+    for n in &mut reply.nodes {
+        n.agent = if n.id == sw.fleet.own_node {
+            Some(NodeAgent {
+                addr: String::new(),
+                fp: sw.fleet.own_fp.clone(),
+            })
+        } else {
+            agents.get(&n.id).map(|j| NodeAgent {
+                addr: j.addr.clone(),
+                fp: j.fp.clone(),
+            })
+        };
     }
-    Err(format!(
-        "{}.{} runs on swarm node {}, which has no magrathea agent: a shell reaches only the \
-         processes on the manager the cluster's agent runs on (ask for one there, e.g. \
-         shell web.N of a task `ps` shows on that node)",
-        p.ptype,
-        p.index,
-        p.node.as_deref().unwrap_or("?")
-    ))
+    Ok(reply)
 }

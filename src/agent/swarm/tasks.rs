@@ -109,6 +109,7 @@ fn node_info(n: Node) -> NodeInfo {
             availability: lower(spec.availability),
             role: lower(spec.role),
             labels: spec.labels.unwrap_or_default().into_iter().collect(),
+            agent: None,
         },
         state,
         memory: res.memory_bytes.unwrap_or(0),
@@ -256,7 +257,7 @@ async fn task_error(docker: &Docker, task: &str) -> String {
         .unwrap_or_else(|| "failed".into());
     // No registry: a node without the stack image cannot pull it.
     let err = if err.contains("No such image") || err.contains("pull access denied") {
-        format!("{err} (load the stack image on every swarm node: docker save IMAGE | docker -H NODE load)")
+        format!("{err} (the stack image is not on that node: its magrathea agent (agent --swarm --join) loads it from the cluster's agent)")
     } else {
         err
     };
@@ -341,4 +342,44 @@ pub async fn cluster(docker: &Docker) -> Result<ClusterReply, AgentError> {
         nodes: nodes.into_iter().map(|n| n.node).collect(),
         tasks,
     })
+}
+
+/// The process tasks whose containers run on this engine (any swarm node's), for `shell`:
+/// slot `N` of a service is process `type.N` (from the task's name, `service.N.id`).
+pub async fn local_tasks(docker: &Docker) -> Result<Vec<ProcInfo>, AgentError> {
+    let list = docker
+        .containers("label", vec![format!("{L_MANAGED}=1")])
+        .await
+        .map_err(|e| AgentError::Docker(format!("listing containers: {e}")))?;
+    let mut out = vec![];
+    for c in list {
+        let labels = c.labels.unwrap_or_default();
+        if labels.contains_key(L_ONEOFF) {
+            continue;
+        }
+        let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
+        let slot: u32 = get("com.docker.swarm.task.name")
+            .split('.')
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let base: u16 = get(L_PORT_BASE).parse().unwrap_or(0);
+        out.push(ProcInfo {
+            container: c.id.unwrap_or_default(),
+            app: get(L_APP),
+            release: get(L_RELEASE),
+            ptype: get(L_PROCESS),
+            index: slot,
+            port: base.saturating_add(slot.min(99) as u16),
+            state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+            started_at: String::new(),
+            restarts: 0,
+            generation: get(L_GENERATION).parse().unwrap_or(0),
+            memory: 0,
+            cpu: 0.0,
+            addr: None,
+            node: None,
+        });
+    }
+    Ok(out)
 }
