@@ -4,15 +4,20 @@
 # HTTP and over HTTPS (TLS 1.3, the same certificate), measured with wrk.
 #
 #   DURATION=10 CONNS=64 RUNS=3 scripts/bench-router.sh
+#   BENCH=path/to/router_bench scripts/bench-router.sh   (a harness built already)
 #
 # The app is a third process both proxies forward to: an nginx server block answering
 # `hello world` (the fastest app there is, so the proxies are what is measured). The router
 # runs as `examples/router_bench.rs`: the `Router` `magrathea serve` runs (listeners, host
 # routing, TLS by SNI, the upstream pool, accounting), without the controller. nginx gets
 # the same job: as many workers as cores, upstream keep-alive, the same X-Forwarded-*,
-# X-Real-IP and X-Request-Id headers, no access log (the bench harness writes none for the
-# router either). Each measurement runs RUNS times, alternating router and nginx; medians
-# are printed, then router/nginx ratios. Needs root (apt-get for nginx and wrk, Debian's).
+# X-Real-IP and X-Request-Id headers, and the same logging policy: with ACCESS_LOG=on (the
+# default) the router counts every request for its app environment (traffic figures, as
+# under `magrathea serve`) and writes an access log line per request to a file in batches,
+# and nginx writes its access log buffered (64k); with ACCESS_LOG=off neither does. The
+# router's async runtime has one worker per core, like nginx's `worker_processes auto`.
+# Each measurement runs RUNS times, alternating router and nginx; medians are printed, then
+# router/nginx ratios. Needs root (apt-get for nginx and wrk, Debian's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -20,6 +25,7 @@ DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 RUNS=${RUNS:-3}
 THREADS=${THREADS:-2}
+ACCESS_LOG=${ACCESS_LOG:-on}
 
 need=()
 command -v nginx >/dev/null || need+=(nginx)
@@ -29,9 +35,11 @@ if [ ${#need[@]} -gt 0 ]; then
     echo "==> installing ${need[*]} (Debian's packages)"
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${need[@]}" >/dev/null
 fi
-echo "==> building the router harness (release)"
-cargo build --release --locked --example router_bench 2>&1 | tail -n 1
-BENCH=$ROOT/target/release/examples/router_bench
+if [ -z "${BENCH:-}" ]; then
+    echo "==> building the router harness (release)"
+    cargo build --release --locked --example router_bench 2>&1 | tail -n 1
+    BENCH=$ROOT/target/release/examples/router_bench
+fi
 
 W=$(realpath "$(mktemp -d /tmp/bench-router.XXXXXX)")
 PIDS=()
@@ -52,6 +60,17 @@ NGX_HTTPS=$(free_port)
 R_HTTP=$(free_port)
 R_HTTPS=$(free_port)
 CORES=$(nproc)
+case "$ACCESS_LOG" in
+    on)
+        NGX_LOG="access_log $W/nginx-proxy/access.log bench buffer=64k;"
+        R_LOG=(--access-log "$W/router-access.log")
+        ;;
+    off)
+        NGX_LOG="access_log off;"
+        R_LOG=()
+        ;;
+    *) echo "ACCESS_LOG is on or off" >&2; exit 2 ;;
+esac
 
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 7 \
     -subj /CN=localhost -addext subjectAltName=DNS:localhost \
@@ -74,12 +93,14 @@ http {
 }
 EOF
 cat >"$W/nginx-proxy/nginx.conf" <<EOF
-worker_processes $CORES;
+worker_processes auto;
 pid $W/nginx-proxy/pid;
 error_log $W/nginx-proxy/error.log;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    log_format bench '\$request_method \$request_uri \$status \$request_time'
+        ' in=\$request_length out=\$body_bytes_sent client=\$remote_addr';
+    $NGX_LOG
     keepalive_requests 1000000;
     upstream app { server 127.0.0.1:$APP; keepalive 64; }
     server {
@@ -107,9 +128,11 @@ nginx -c "$W/nginx-app/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
 nginx -c "$W/nginx-proxy/nginx.conf" -g 'daemon off;' &
 PIDS+=($!)
+NGX_PID=$!
 "$BENCH" --http "127.0.0.1:$R_HTTP" --https "127.0.0.1:$R_HTTPS" --bundle "$W/bundle.pem" \
-    --host localhost --upstream "127.0.0.1:$APP" >"$W/router.log" 2>&1 &
+    --host localhost --upstream "127.0.0.1:$APP" "${R_LOG[@]}" >"$W/router.log" 2>&1 &
 PIDS+=($!)
+R_PID=$!
 
 # Everyone answers before anything is measured.
 for url in "http://127.0.0.1:$APP/" "http://localhost:$NGX_HTTP/" "http://localhost:$R_HTTP/" \
@@ -121,46 +144,78 @@ for url in "http://127.0.0.1:$APP/" "http://localhost:$NGX_HTTP/" "http://localh
     curl -skf -o /dev/null "$url" || { echo "no answer from $url" >&2; cat "$W/router.log" >&2; exit 1; }
 done
 
-# One wrk run: "rps p50_ms p99_ms".
+# CPU seconds (user + system) a process and its children (nginx's workers) used so far.
+cpu_seconds() {
+    python3 - "$1" <<'PY'
+import os, sys
+root = sys.argv[1]
+ticks = 0
+for pid in os.listdir("/proc"):
+    if not pid.isdigit():
+        continue
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    fields = stat[stat.rindex(")") + 2:].split()
+    if pid == root or fields[1] == root:
+        ticks += int(fields[11]) + int(fields[12])
+print(ticks / os.sysconf("SC_CLK_TCK"))
+PY
+}
+
+# One wrk run against the proxy with pid $2: "rps p50_ms p99_ms cpu_us_per_request".
 measure() {
-    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" | python3 -c '
+    local before after
+    before=$(cpu_seconds "$2")
+    wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "$1" >"$W/wrk.out"
+    after=$(cpu_seconds "$2")
+    python3 -c '
 import re, sys
-out = sys.stdin.read()
+cpu = float(sys.argv[2]) - float(sys.argv[1])
+out = open(sys.argv[3]).read()
 def ms(v):
     n, unit = re.match(r"([\d.]+)(us|ms|s)", v).groups()
     return float(n) * {"us": 0.001, "ms": 1, "s": 1000}[unit]
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+total = int(re.search(r"(\d+) requests in", out).group(1))
 p50 = ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1))
 p99 = ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1))
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: .*", out)
 if errors:
     sys.stderr.write("wrk: " + errors.group(0) + "\n")
-print(f"{rps:.0f} {p50:.3f} {p99:.3f}")
-'
+print(f"{rps:.0f} {p50:.3f} {p99:.3f} {cpu * 1e6 / max(total, 1):.1f}")
+' "$before" "$after" "$W/wrk.out"
 }
 
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 echo "==> wrk -t$THREADS -c$CONNS -d${DURATION}s, $RUNS runs each, $CORES cores, keep-alive, 12-byte body"
+echo "    release build; router: $CORES runtime workers, nginx: worker_processes auto ($CORES);"
+echo "    access log $ACCESS_LOG for both$([ "$ACCESS_LOG" = on ] && echo " (router: accounting + access lines to a file in batches; nginx: access_log buffer=64k)")"
+echo "    load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A RES
 for proto in http https; do
     for run in $(seq "$RUNS"); do
         for who in router nginx; do
             case "$who-$proto" in
-                router-http) url="http://localhost:$R_HTTP/" ;;
-                router-https) url="https://localhost:$R_HTTPS/" ;;
-                nginx-http) url="http://localhost:$NGX_HTTP/" ;;
-                nginx-https) url="https://localhost:$NGX_HTTPS/" ;;
+                router-http) url="http://localhost:$R_HTTP/" pid=$R_PID ;;
+                router-https) url="https://localhost:$R_HTTPS/" pid=$R_PID ;;
+                nginx-http) url="http://localhost:$NGX_HTTP/" pid=$NGX_PID ;;
+                nginx-https) url="https://localhost:$NGX_HTTPS/" pid=$NGX_PID ;;
             esac
-            r=$(measure "$url")
-            echo "    $who $proto run $run: $r (req/s p50_ms p99_ms)"
+            r=$(measure "$url" "$pid")
+            # The logs only grow; start each run from empty files (both are appended to).
+            : >"$W/router-access.log"
+            : >"$W/nginx-proxy/access.log"
+            echo "    $who $proto run $run: $r (req/s p50_ms p99_ms cpu_us/req)"
             RES[$who-$proto]+="$r"$'\n'
         done
     done
 done
 
 echo
-printf '%-7s %-6s %12s %10s %10s\n' proto proxy "req/s" "p50 ms" "p99 ms"
+printf '%-7s %-6s %12s %10s %10s %12s\n' proto proxy "req/s" "p50 ms" "p99 ms" "cpu us/req"
 declare -A MED
 for proto in http https; do
     for who in router nginx; do
@@ -168,15 +223,17 @@ for proto in http https; do
         rps=$(printf '%s' "$rows" | awk 'NF { print $1 }' | median)
         p50=$(printf '%s' "$rows" | awk 'NF { print $2 }' | median)
         p99=$(printf '%s' "$rows" | awk 'NF { print $3 }' | median)
-        MED[$who-$proto]="$rps $p50 $p99"
-        printf '%-7s %-6s %12s %10s %10s\n' "$proto" "$who" "$rps" "$p50" "$p99"
+        cpu=$(printf '%s' "$rows" | awk 'NF { print $4 }' | median)
+        MED[$who-$proto]="$rps $p50 $p99 $cpu"
+        printf '%-7s %-6s %12s %10s %10s %12s\n' "$proto" "$who" "$rps" "$p50" "$p99" "$cpu"
     done
 done
 echo
 for proto in http https; do
-    read -r r_rps r_p50 r_p99 <<<"${MED[router-$proto]}"
-    read -r n_rps n_p50 n_p99 <<<"${MED[nginx-$proto]}"
-    awk -v p="$proto" -v a="$r_rps" -v b="$n_rps" -v c="$r_p50" -v d="$n_p50" -v e="$r_p99" -v f="$n_p99" 'BEGIN {
-        printf "%-5s router/nginx: throughput %.2fx, p50 %.2fx, p99 %.2fx (target: throughput >= 1.00x, p99 <= 1.20x)\n", p, a / b, c / d, e / f
+    read -r r_rps r_p50 r_p99 r_cpu <<<"${MED[router-$proto]}"
+    read -r n_rps n_p50 n_p99 n_cpu <<<"${MED[nginx-$proto]}"
+    awk -v p="$proto" -v a="$r_rps" -v b="$n_rps" -v c="$r_p50" -v d="$n_p50" -v e="$r_p99" -v f="$n_p99" -v g="$r_cpu" -v h="$n_cpu" 'BEGIN {
+        printf "%-5s router/nginx: throughput %.2fx, p50 %.2fx, p99 %.2fx, cpu per request %.2fx (target: throughput >= 1.00x, p99 <= 1.20x)\n", p, a / b, c / d, e / f, g / h
     }'
 done
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)"

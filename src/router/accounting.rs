@@ -356,7 +356,7 @@ impl Tally {
                 site: Some(site),
                 into: Direction::Out(Box::new(self)),
             }
-            .boxed()
+            .boxed_unsync()
         })
     }
 }

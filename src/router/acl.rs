@@ -392,7 +392,7 @@ fn maintenance(app: &str, page: Option<&str>) -> Response<ProxyBody> {
             let mut r = Response::new(
                 Full::new(Bytes::from(html.to_string()))
                     .map_err(|never| match never {})
-                    .boxed(),
+                    .boxed_unsync(),
             );
             r.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -32,7 +32,7 @@ impl Challenges {
         let mut resp = Response::new(
             Full::new(Bytes::from(key_auth.clone()))
                 .map_err(|never| match never {})
-                .boxed(),
+                .boxed_unsync(),
         );
         *resp.status_mut() = StatusCode::OK;
         resp.headers_mut().insert(

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
+use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -19,10 +19,10 @@ use tracing::debug;
 use super::accounting;
 use super::realip;
 use super::tunnel;
-use super::upstream::{BodyError, ReqBody, Sender, Upstream, UpstreamBody};
+use super::upstream::{BodyError, Link, ReqBody, Upstream, UpstreamBody};
 use super::{Pick, RoutePolicy, Router};
 
-pub(super) type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// Request/response headers that describe one connection rather than the message (RFC 9110
 /// section 7.6.1); forwarding them would confuse the connection on the other side.
@@ -242,12 +242,19 @@ async fn forward(
         )
         .await
         {
-            Ok((resp, sender)) => {
+            Ok((resp, link)) => {
                 let addr = upstream.addr;
                 let (mut parts, body) = resp.into_parts();
+                // A switch of protocols: the connection is hyper's to hand to the tunnel.
+                let link = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+                    link.detach();
+                    None
+                } else {
+                    Some(link)
+                };
                 strip_hop_by_hop(&mut parts.headers);
                 parts.version = Version::HTTP_11;
-                let body = UpstreamBody::new(body, guard, sender).boxed();
+                let body = UpstreamBody::new(body, guard, link).boxed_unsync();
                 return Ok(Forwarded {
                     upstream: addr,
                     response: Response::from_parts(parts, body),
@@ -292,18 +299,18 @@ async fn dispatch(
     mut req: Request<ReqBody>,
     connect_timeout: Duration,
     upstream_timeout: Duration,
-) -> Result<(Response<Incoming>, Sender), Dispatch> {
+) -> Result<(Response<Incoming>, Link), Dispatch> {
     loop {
-        let (mut sender, pooled) = match upstream.checkout() {
-            Some(sender) => (sender, true),
+        let (mut link, pooled) = match upstream.checkout().await {
+            Some(link) => (link, true),
             None => match upstream.connect(connect_timeout).await {
-                Ok(sender) => (sender, false),
+                Ok(link) => (link, false),
                 Err(err) => return Err(Dispatch::NotSent(Box::new(req), err.into())),
             },
         };
-        match tokio::time::timeout(upstream_timeout, sender.try_send_request(req)).await {
+        match tokio::time::timeout(upstream_timeout, link.send(req)).await {
             Err(_elapsed) => return Err(Dispatch::TimedOut),
-            Ok(Ok(resp)) => return Ok((resp, sender)),
+            Ok(Ok(resp)) => return Ok((resp, link)),
             Ok(Err(mut err)) => match err.take_message() {
                 // A pooled connection the upstream closed just now; the request never left,
                 // so another connection to the same upstream may carry it.
@@ -509,7 +516,7 @@ pub(super) fn text(status: StatusCode, msg: impl Into<String>) -> Response<Proxy
     let mut resp = Response::new(
         Full::new(Bytes::from(body))
             .map_err(|never| match never {})
-            .boxed(),
+            .boxed_unsync(),
     );
     *resp.status_mut() = status;
     resp.headers_mut().insert(

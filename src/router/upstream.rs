@@ -1,18 +1,27 @@
 //! One upstream process address: its in-flight request count (what `drain` waits on), its
 //! pool of idle keep-alive connections, and the response body wrapper that keeps the count
 //! honest until the last byte has been handed to the client.
+//!
+//! An upstream connection has no task of its own while it carries a request: the request's
+//! task drives it (hyper's connection future is polled beside the response, then by the
+//! response body), so a proxied exchange wakes one task, not two that hand the request and
+//! the response over to each other. An idle pooled connection is driven by nobody; the next
+//! request that takes it polls it first, which notices one the upstream has closed.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::TrySendError;
+use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -22,8 +31,12 @@ use tracing::debug;
 /// limit), so request bodies stream.
 pub(super) type Sender = SendRequest<ReqBody>;
 
+/// hyper's connection future (with upgrades, so a `101` hands the connection over to a
+/// tunnel), boxed once per connection: its type cannot be named.
+type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
+
 /// Idle connections kept per upstream; beyond this a finished connection is simply closed.
-const MAX_IDLE_PER_UPSTREAM: usize = 32;
+const MAX_IDLE_PER_UPSTREAM: usize = 128;
 /// Older idle connections are dropped rather than reused: most app servers close idle
 /// keep-alive connections after a while, and reusing one just as it closes fails a request.
 const IDLE_EXPIRY: Duration = Duration::from_secs(30);
@@ -33,12 +46,68 @@ pub(super) struct Upstream {
     inflight: AtomicUsize,
     /// Woken whenever `inflight` drops to zero.
     idle_notify: Notify,
-    idle_conns: Mutex<Vec<IdleConn>>,
+    idle_conns: Mutex<Vec<IdleLink>>,
 }
 
-struct IdleConn {
-    sender: Sender,
+struct IdleLink {
+    link: Link,
     since: Instant,
+}
+
+/// One HTTP/1.1 connection to an upstream: where requests are sent, and the connection
+/// itself, driven by whoever holds the link.
+pub(super) struct Link {
+    sender: Sender,
+    /// None once the connection has finished (closed, failed or upgraded).
+    conn: Option<Driver>,
+    addr: SocketAddr,
+}
+
+impl Link {
+    /// Moves the connection's I/O along as far as it goes without waiting.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(conn) = self.conn.as_mut() {
+            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+                if let Err(err) = result {
+                    debug!(upstream = %self.addr, error = %err, "upstream connection ended with an error");
+                }
+                self.conn = None;
+            }
+        }
+    }
+
+    /// Whether another request can be sent on it now.
+    fn is_ready(&self) -> bool {
+        self.conn.is_some() && self.sender.is_ready()
+    }
+
+    /// Sends `req` and waits for the response head, driving the connection meanwhile. A
+    /// request that never left comes back in the error.
+    pub(super) async fn send(
+        &mut self,
+        req: Request<ReqBody>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<ReqBody>>> {
+        let response = self.sender.try_send_request(req);
+        tokio::pin!(response);
+        std::future::poll_fn(|cx| {
+            self.drive(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+
+    /// Lets the connection run on its own task to its end: it is being upgraded (the
+    /// tunnel takes it over once hyper hands it out).
+    pub(super) fn detach(mut self) {
+        if let Some(conn) = self.conn.take() {
+            let addr = self.addr;
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    debug!(upstream = %addr, error = %err, "upstream connection ended with an error");
+                }
+            });
+        }
+    }
 }
 
 impl Upstream {
@@ -75,41 +144,71 @@ impl Upstream {
         }
     }
 
-    /// A pooled connection that is ready for a request, if any. Closed or expired ones are
-    /// dropped on the way; the most recently used one is preferred as the least likely to
-    /// have been closed by the upstream.
-    pub(super) fn checkout(&self) -> Option<Sender> {
-        let mut idle = self.lock_idle();
-        while let Some(conn) = idle.pop() {
-            if conn.sender.is_ready() && conn.since.elapsed() < IDLE_EXPIRY {
-                return Some(conn.sender);
+    /// A pooled connection that is ready for a request, if any. Each is polled first, so
+    /// one the upstream closed while it sat idle is seen closed and dropped, as are expired
+    /// ones; the most recently used one is preferred as the least likely to have been
+    /// closed by the upstream.
+    pub(super) async fn checkout(&self) -> Option<Link> {
+        std::future::poll_fn(|cx| {
+            let mut idle = self.lock_idle();
+            while let Some(mut conn) = idle.pop() {
+                if conn.since.elapsed() >= IDLE_EXPIRY {
+                    continue;
+                }
+                conn.link.drive(cx);
+                if conn.link.is_ready() {
+                    return Poll::Ready(Some(conn.link));
+                }
             }
-        }
-        None
+            Poll::Ready(None)
+        })
+        .await
     }
 
-    /// Returns a connection whose response has been fully read. The connection only becomes
-    /// ready again once hyper's connection task has finished the exchange (the request body
-    /// may even still be uploading), so wait for that off the request path.
-    pub(super) fn checkin(self: &Arc<Self>, mut sender: Sender) {
+    /// Returns a connection whose response has been fully read. It is pooled at once when
+    /// it is ready for the next request, which is the rule; one still busy (the request
+    /// body may even still be uploading) is driven until it is ready by a task of its own.
+    fn checkin(self: &Arc<Self>, mut link: Link, cx: &mut Context<'_>) {
+        link.drive(cx);
+        if link.is_ready() {
+            self.pool(link);
+            return;
+        }
+        if link.conn.is_none() || link.sender.is_closed() {
+            return;
+        }
         // Bodies can be dropped while the runtime shuts down; the connection just closes then.
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
         let this = Arc::clone(self);
         runtime.spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let mut idle = this.lock_idle();
-            idle.retain(|c| !c.sender.is_closed() && c.since.elapsed() < IDLE_EXPIRY);
-            if idle.len() < MAX_IDLE_PER_UPSTREAM {
-                idle.push(IdleConn {
-                    sender,
-                    since: Instant::now(),
-                });
+            let ready = std::future::poll_fn(|cx| {
+                link.drive(cx);
+                if link.conn.is_none() {
+                    return Poll::Ready(false);
+                }
+                link.sender.poll_ready(cx).map(|r| r.is_ok())
+            })
+            .await;
+            if ready {
+                this.pool(link);
             }
         });
+    }
+
+    fn pool(&self, link: Link) {
+        let mut idle = self.lock_idle();
+        if idle.len() >= MAX_IDLE_PER_UPSTREAM {
+            idle.retain(|c| c.link.conn.is_some() && !c.link.sender.is_closed());
+            idle.retain(|c| c.since.elapsed() < IDLE_EXPIRY);
+        }
+        if idle.len() < MAX_IDLE_PER_UPSTREAM {
+            idle.push(IdleLink {
+                link,
+                since: Instant::now(),
+            });
+        }
     }
 
     /// Closes every idle connection (the process behind them is about to go away).
@@ -119,7 +218,7 @@ impl Upstream {
 
     /// Opens a fresh HTTP/1.1 connection. Nothing has been sent when this fails, so the
     /// caller may safely try another upstream.
-    pub(super) async fn connect(&self, timeout: Duration) -> io::Result<Sender> {
+    pub(super) async fn connect(&self, timeout: Duration) -> io::Result<Link> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
@@ -128,17 +227,14 @@ impl Upstream {
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(io::Error::other)?;
-        let addr = self.addr;
-        tokio::spawn(async move {
-            // With upgrades: a 101 hands the connection over to a tunnel (`tunnel.rs`).
-            if let Err(err) = conn.with_upgrades().await {
-                debug!(upstream = %addr, error = %err, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(Link {
+            sender,
+            conn: Some(Box::pin(conn.with_upgrades())),
+            addr: self.addr,
+        })
     }
 
-    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleConn>> {
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleLink>> {
         // The pool is only ever pushed to or popped from, so it is consistent even if a
         // holder panicked.
         self.idle_conns
@@ -166,31 +262,33 @@ impl Drop for InflightGuard {
 
 /// The upstream's response body on its way to the client. It holds the in-flight guard, so
 /// the request counts until the body has been fully passed on (or abandoned), and the
-/// connection, which goes back to the pool only if the body was read to its end.
+/// connection, which it drives while the body comes in and which goes back to the pool
+/// only if the body was read to its end.
 pub(super) struct UpstreamBody {
     inner: Incoming,
     guard: Option<InflightGuard>,
-    sender: Option<Sender>,
+    link: Option<Link>,
 }
 
 impl UpstreamBody {
-    pub(super) fn new(inner: Incoming, guard: InflightGuard, sender: Sender) -> Self {
+    /// `link` is None when the connection went on its own (an upgrade).
+    pub(super) fn new(inner: Incoming, guard: InflightGuard, link: Option<Link>) -> Self {
         UpstreamBody {
             inner,
             guard: Some(guard),
-            sender: Some(sender),
+            link,
         }
     }
 
-    fn finish(&mut self, clean: bool) {
+    fn finish(&mut self, clean: bool, cx: &mut Context<'_>) {
         let Some(guard) = self.guard.take() else {
             return;
         };
-        if let Some(sender) = self.sender.take() {
+        if let Some(link) = self.link.take() {
             // A connection whose response was not read to the end cannot carry another
             // request; dropping it closes it.
             if clean {
-                guard.upstream().checkin(sender);
+                guard.upstream().checkin(link, cx);
             }
         }
         drop(guard);
@@ -206,10 +304,18 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        let mut frame = Pin::new(&mut this.inner).poll_frame(cx);
+        if frame.is_pending() {
+            // The body comes in through the connection, which only this body drives now.
+            if let Some(link) = this.link.as_mut() {
+                link.drive(cx);
+            }
+            frame = Pin::new(&mut this.inner).poll_frame(cx);
+        }
+        let frame = ready!(frame);
         match &frame {
-            None => this.finish(true),
-            Some(Err(_)) => this.finish(false),
+            None => this.finish(true, cx),
+            Some(Err(_)) => this.finish(false, cx),
             Some(Ok(_)) => {}
         }
         Poll::Ready(frame)
@@ -227,9 +333,11 @@ impl Body for UpstreamBody {
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
         // hyper may stop polling once `is_end_stream` says so, and drops the body early when
-        // the client goes away; either way the request is over now.
+        // the client goes away; either way the request is over now. Nobody waits on the
+        // connection from here: it is driven without a waker, and the next request to take
+        // it from the pool polls it properly.
         let clean = self.inner.is_end_stream();
-        self.finish(clean);
+        self.finish(clean, &mut Context::from_waker(Waker::noop()));
     }
 }
 
