@@ -1,6 +1,9 @@
 use clap::Parser;
 use magrathea::cli::{Cli, Command, HookCmd};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     if let Command::Hook {

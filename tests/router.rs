@@ -534,6 +534,45 @@ async fn keep_alive_on_both_sides() {
 }
 
 #[tokio::test]
+async fn pooled_connections_the_upstream_closed_while_idle_are_not_used() {
+    // An upstream that answers one request per connection, then closes it soon after
+    // (without saying so): the router pools the connection, and must see it closed.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            });
+        }
+    });
+    let proxy = start_router(RouterOptions::default()).await;
+    proxy.router.set_upstreams("web", vec![addr]);
+    let client = client();
+    for _ in 0..5 {
+        let (status, body) = get(&client, proxy.addr, &host("web")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"ok"[..]));
+        // Long enough for the upstream's close to have reached the router.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(conns.load(Ordering::SeqCst), 5);
+}
+
+#[tokio::test]
 async fn shutdown_finishes_in_flight_requests_then_stops() {
     let proxy = start_router(RouterOptions::default()).await;
     let up = spawn_upstream(|_req| async move {

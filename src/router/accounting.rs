@@ -137,18 +137,21 @@ impl Counters {
 
 /// One routed app environment as accounting knows it.
 pub(crate) struct Site {
-    pub app: String,
-    pub env: String,
+    pub app: Arc<str>,
+    pub env: Arc<str>,
     pub counters: Counters,
+    /// Where its access log lines go (the ledger's queue), and the count of those dropped.
+    access: mpsc::Sender<AccessLine>,
+    dropped: Arc<AtomicU64>,
 }
 
 /// One request in the access log.
 #[derive(Debug, Clone)]
 pub struct AccessLine {
-    pub app: String,
-    pub env: String,
+    pub app: Arc<str>,
+    pub env: Arc<str>,
     pub client: IpAddr,
-    pub method: String,
+    pub method: hyper::Method,
     pub path: String,
     pub status: u16,
     pub ms: u64,
@@ -160,8 +163,8 @@ impl std::fmt::Display for AccessLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} {} {} {}ms in={} out={} client={} env={}",
-            self.method,
+            "{:.16} {} {} {}ms in={} out={} client={} env={}",
+            self.method.as_str(),
             self.path,
             self.status,
             self.ms,
@@ -209,14 +212,16 @@ impl Router {
             .unwrap_or_else(PoisonError::into_inner);
         if sites
             .get(&key)
-            .is_some_and(|s| s.app == app && s.env == env)
+            .is_some_and(|s| &*s.app == app && &*s.env == env)
         {
             return;
         }
         let site = Site {
-            app: app.to_string(),
-            env: env.to_string(),
+            app: app.into(),
+            env: env.into(),
             counters: Counters::default(),
+            access: self.ledger.access.clone(),
+            dropped: Arc::clone(&self.ledger.access_dropped),
         };
         sites.insert(key, Arc::new(site));
     }
@@ -241,7 +246,7 @@ impl Router {
             .unwrap_or_else(PoisonError::into_inner);
         let mut out: Vec<_> = sites
             .values()
-            .map(|s| (s.app.clone(), s.env.clone(), s.counters.sample()))
+            .map(|s| (s.app.to_string(), s.env.to_string(), s.counters.sample()))
             .collect();
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out
@@ -284,44 +289,34 @@ pub(super) struct Tally {
     site: Arc<Site>,
     started: Instant,
     client: IpAddr,
-    method: String,
+    method: hyper::Method,
     path: String,
     status: u16,
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
-    access: mpsc::Sender<AccessLine>,
-    dropped: Arc<AtomicU64>,
     /// Held until the response is over (the app's concurrency cap).
     _permit: Option<Permit>,
 }
 
 impl Tally {
     pub(super) fn start<B>(
-        router: &Router,
         site: Arc<Site>,
         client: IpAddr,
         req: &hyper::Request<B>,
         started: Instant,
     ) -> Tally {
-        let path: String = req
-            .uri()
-            .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .chars()
-            .filter(|c| !c.is_control())
-            .take(200)
-            .collect();
+        let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let mut path = String::with_capacity(raw.len().min(200));
+        path.extend(raw.chars().filter(|c| !c.is_control()).take(200));
         Tally {
             site,
             started,
             client: client.to_canonical(),
-            method: req.method().as_str().chars().take(16).collect(),
+            method: req.method().clone(),
             path,
             status: 0,
             bytes_in: Arc::default(),
             bytes_out: 0,
-            access: router.ledger.access.clone(),
-            dropped: Arc::clone(&router.ledger.access_dropped),
             _permit: None,
         }
     }
@@ -364,8 +359,8 @@ impl Tally {
 impl Drop for Tally {
     fn drop(&mut self) {
         let line = AccessLine {
-            app: self.site.app.clone(),
-            env: self.site.env.clone(),
+            app: Arc::clone(&self.site.app),
+            env: Arc::clone(&self.site.env),
             client: self.client,
             method: std::mem::take(&mut self.method),
             path: std::mem::take(&mut self.path),
@@ -374,8 +369,8 @@ impl Drop for Tally {
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out,
         };
-        if self.access.try_send(line).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+        if self.site.access.try_send(line).is_err() {
+            self.site.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }
@@ -411,7 +406,7 @@ pub(super) fn begin(
     let site = router.site(key);
     let mut tally = site
         .as_ref()
-        .map(|s| Tally::start(router, Arc::clone(s), client, &req, started));
+        .map(|s| Tally::start(Arc::clone(s), client, &req, started));
     // Policies are per route: an app's environment.
     match router.admit(key, client) {
         Ok(Some(permit)) => {

@@ -406,10 +406,15 @@ fn set_request_id(headers: &mut HeaderMap) {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = PREFIX.get_or_init(|| crate::keys::random_hex(8));
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{prefix}{n:016x}");
+    // 16 hex digits of prefix, 16 of counter, written in place: no formatting machinery.
+    let mut id = [0u8; 32];
+    id[..16].copy_from_slice(&prefix.as_bytes()[..16]);
+    for (i, b) in id[16..].iter_mut().enumerate() {
+        *b = b"0123456789abcdef"[((n >> (60 - 4 * i)) & 0xf) as usize];
+    }
     headers.insert(
         X_REQUEST_ID,
-        HeaderValue::from_str(&id).expect("hex is a valid header value"),
+        HeaderValue::from_bytes(&id).expect("hex is a valid header value"),
     );
 }
 
@@ -455,23 +460,32 @@ fn redirect_to_https<B>(
 }
 
 fn add_forwarded(headers: &mut HeaderMap, host: &Authority, client: IpAddr, https: bool) {
-    let client = client.to_canonical().to_string();
+    use std::io::Write;
+    // An address is at most 45 characters: formatted in place, not in a String.
+    let mut buf = [0u8; 64];
+    let len = {
+        let mut w = &mut buf[..];
+        write!(w, "{}", client.to_canonical()).expect("an address fits in 64 bytes");
+        64 - w.len()
+    };
+    let client = &buf[..len];
+    let client_value = || HeaderValue::from_bytes(client).expect("an IP address is a valid header");
     // Append to any chain the client sent, like every other proxy does: apps that trust us
     // read the last entry, which is always ours.
-    let mut chain: Vec<&str> = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    chain.push(&client);
-    let xff = HeaderValue::from_str(&chain.join(", ")).unwrap_or_else(|_| {
-        HeaderValue::from_str(&client).expect("an IP address is a valid header")
-    });
+    let mut sent = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
+    let xff = if sent.peek().is_none() {
+        client_value()
+    } else {
+        let mut chain: Vec<u8> = Vec::with_capacity(128);
+        for v in sent.filter(|v| v.to_str().is_ok()) {
+            chain.extend_from_slice(v.as_bytes());
+            chain.extend_from_slice(b", ");
+        }
+        chain.extend_from_slice(client);
+        HeaderValue::from_bytes(&chain).unwrap_or_else(|_| client_value())
+    };
     headers.insert(X_FORWARDED_FOR, xff);
-    headers.insert(
-        X_REAL_IP,
-        HeaderValue::from_str(&client).expect("an IP address is a valid header"),
-    );
+    headers.insert(X_REAL_IP, client_value());
     // The router is the edge: whatever the client claims about proto/host is overwritten.
     headers.insert(
         X_FORWARDED_PROTO,
