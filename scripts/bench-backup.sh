@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # Service backup and restore throughput (issue 13), end to end with the real binary, its
-# built-in node and the Postgres 15 service image, against the plain tools in the same run:
+# built-in node and the Postgres 15 service image, against the plain tools on the same
+# database in the same run. Every run measures, in this order:
 #
-#   baseline:  pg_dump -Fc | gzip  (to a file on the host), then gunzip | pg_restore --clean
-#              --if-exists --single-transaction into the same database
-#   ours:      ssh services:backup (dump streamed to the controller, sealed with
-#              XChaCha20-Poly1305 STREAM, read back and opened again, and restored into a
-#              throwaway instance at the same time: verified), then ssh services:restore
-#              (sha256 checked, a safety backup of the live data taken, the backup opened and
-#              streamed into pg_restore)
+#   baseline dump:     pg_dump -Fc > file            (custom format: compressed by pg_dump
+#                                                     itself, what pg_restore reads)
+#   baseline dump (b): pg_dump -Fc -Z1 > file        (the settings ours uses: its overhead alone)
+#   baseline dump (c): pg_dump | gzip > file         (plain SQL, the issue's literal words)
+#   baseline restore:  pg_restore --clean --if-exists --single-transaction --exit-on-error
+#                      < the -Fc file, into the same running database
+#   ours backup:       ssh services:backup NAME      (dump streamed to the controller, sealed
+#                      with XChaCha20-Poly1305 STREAM, fsynced, read back and opened again,
+#                      and at the same time restored into a throwaway instance: verified)
+#   ours --no-verify:  ssh services:backup NAME --no-verify
+#   ours restore:      ssh services:restore NAME ID  (sha256 checked, the backup opened and
+#                      streamed into a new database that replaces the live one in one step),
+#                      into the full database (a few rows deleted and a table added since
+#                      the backup: the restore must undo both)
 #
-# The database is pgbench's, generated in the service container (SCALE 68 is about 1 GB
-# on disk). Prints each time, the database size and the ratios ours/baseline.
+# The dumps go from `docker exec` to a file on the host, like ours go from the node to the
+# controller's data dir. The database is pgbench's, generated once in the service container
+# (SCALE 68 is about 1 GiB on disk). Prints every figure of every run, then the medians and
+# the ratios ours/baseline for backup, for restore and for their sum, against each baseline
+# dump (`pg_dump -Fc` is the pair pg_restore goes with) and against the fastest of them.
 #
-#   SCALE=68 scripts/bench-backup.sh
-#   BIN=target/debug/magrathea SCALE=68 scripts/bench-backup.sh
+#   RUNS=3 SCALE=68 scripts/bench-backup.sh
+#   BIN=target/release/magrathea RUNS=2 scripts/bench-backup.sh
 #
 # Needs root (Docker). Everything lives in one temp dir; the server it started is killed by
 # pid and its containers removed on exit.
@@ -22,6 +33,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 SCALE=${SCALE:-68}
+RUNS=${RUNS:-2}
 
 sh scripts/docker-up.sh
 sh scripts/service-images.sh >/dev/null
@@ -33,6 +45,7 @@ if [ -z "${BIN:-}" ]; then
 fi
 BIN=$(realpath "$BIN")
 echo "==> binary: $BIN"
+echo "==> machine: $(nproc) cpus, load average $(cut -d' ' -f1-3 /proc/loadavg)"
 
 W=$(realpath "$(mktemp -d /tmp/bench-backup.XXXXXX)")
 PIDS=()
@@ -62,7 +75,8 @@ wait_line() { # FILE PATTERN: waits (20 s) for a line, prints it
     return 1
 }
 now() { date +%s.%N; }
-since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$1" "$(now)"; }
+since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
 
 echo "==> starting magrathea serve"
 "$BIN" init --data "$W/data" --admin-key "$W/key.pub" >/dev/null
@@ -88,45 +102,88 @@ echo "    generated in $(since "$t")s: $((SIZE / 1024 / 1024)) MiB on disk"
 ROWS() { in_svc "psql -X -At $PG -c 'SELECT count(*) FROM pgbench_accounts'"; }
 WANT=$(ROWS)
 
-echo "==> baseline: pg_dump -Fc | gzip, then pg_restore"
-t=$(now)
-in_svc "pg_dump -Fc $PG | gzip" >"$W/base.dump.gz"
-B_DUMP=$(since "$t")
-B_SIZE=$(stat -c %s "$W/base.dump.gz")
-t=$(now)
-gunzip -c "$W/base.dump.gz" | in_svc "pg_restore $PG --clean --if-exists --single-transaction --exit-on-error"
-B_RESTORE=$(since "$t")
-[ "$(ROWS)" = "$WANT" ] || { echo "baseline restore lost rows" >&2; exit 1; }
-rm -f "$W/base.dump.gz"
+# One line per run: the figures the summary reads.
+RESULTS=$W/results
+: >"$RESULTS"
+for run in $(seq "$RUNS"); do
+    echo "==> run $run of $RUNS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+    l0=$(load1)
+    t=$(now)
+    in_svc "pg_dump -Fc $PG" >"$W/base.dump"
+    b_fc=$(since "$t")
+    b_fc_size=$(stat -c %s "$W/base.dump")
+    echo "    baseline pg_dump -Fc:           ${b_fc}s ($((b_fc_size / 1048576)) MiB)"
+    t=$(now)
+    in_svc "pg_dump -Fc -Z1 $PG" >"$W/base-z1.dump"
+    b_z1=$(since "$t")
+    b_z1_size=$(stat -c %s "$W/base-z1.dump")
+    rm -f "$W/base-z1.dump"
+    echo "    baseline pg_dump -Fc -Z1:       ${b_z1}s ($((b_z1_size / 1048576)) MiB)"
+    t=$(now)
+    in_svc "pg_dump $PG | gzip" >"$W/base.sql.gz"
+    b_gz=$(since "$t")
+    b_gz_size=$(stat -c %s "$W/base.sql.gz")
+    rm -f "$W/base.sql.gz"
+    echo "    baseline pg_dump | gzip:        ${b_gz}s ($((b_gz_size / 1048576)) MiB)"
+    t=$(now)
+    in_svc "pg_restore $PG --clean --if-exists --single-transaction --exit-on-error" <"$W/base.dump"
+    b_rs=$(since "$t")
+    rm -f "$W/base.dump"
+    [ "$(ROWS)" = "$WANT" ] || { echo "baseline restore lost rows" >&2; exit 1; }
+    echo "    baseline pg_restore:            ${b_rs}s"
 
-echo "==> ours: services:backup (verified), then services:restore (after a safety backup)"
-t=$(now)
-$SSH services:backup bench >"$W/backup.out"
-O_BACKUP=$(since "$t")
-t=$(now)
-$SSH services:backup bench --no-verify >/dev/null
-O_NOVERIFY=$(since "$t")
-ID=$($SSH services:backups bench --json | python3 -c 'import json,sys; print([b for b in json.load(sys.stdin) if b["verified"]][0]["id"])')
-O_SIZE=$($SSH services:backups bench --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["size"])')
-in_svc "psql -X -q $PG -c 'DROP TABLE pgbench_accounts'"
-t=$(now)
-$SSH services:restore bench "$ID" >"$W/restore.out"
-O_RESTORE=$(since "$t")
-[ "$(ROWS)" = "$WANT" ] || { echo "our restore lost rows" >&2; exit 1; }
-grep -h -e '-----> Backup' "$W/backup.out" "$W/restore.out" | sed 's/^/    /' || true
+    t=$(now)
+    $SSH services:backup bench >"$W/backup.out"
+    o_bk=$(since "$t")
+    grep -h -e '-----> Backup' "$W/backup.out" | sed 's/^/      /' || true
+    echo "    ours services:backup:           ${o_bk}s"
+    t=$(now)
+    $SSH services:backup bench --no-verify >"$W/backup-nv.out"
+    o_nv=$(since "$t")
+    echo "    ours services:backup --no-verify: ${o_nv}s"
+    json=$($SSH services:backups bench --json)
+    id=$(python3 -c 'import json,sys; print([b for b in json.loads(sys.argv[1]) if b["verified"]][0]["id"])' "$json")
+    o_size=$(python3 -c 'import json,sys; print([b for b in json.loads(sys.argv[1]) if b["verified"]][0]["size"])' "$json")
+    # Changes after the backup, small enough that the restore replaces the whole database
+    # like the baseline's: some rows gone, a table added (which a restore must drop).
+    in_svc "psql -X -q $PG -c 'DELETE FROM pgbench_accounts WHERE aid <= 1000' -c 'CREATE TABLE after_backup(x int)'"
+    t=$(now)
+    $SSH services:restore bench "$id" >"$W/restore.out"
+    o_rs=$(since "$t")
+    [ "$(ROWS)" = "$WANT" ] || { echo "our restore lost rows" >&2; exit 1; }
+    [ "$(in_svc "psql -X -At $PG -c \"SELECT to_regclass('after_backup') IS NULL\"")" = t ] ||
+        { echo "our restore kept a table made after the backup" >&2; exit 1; }
+    echo "    ours services:restore:          ${o_rs}s"
+    l1=$(load1)
+    echo "$b_fc $b_z1 $b_gz $b_rs $o_bk $o_nv $o_rs $b_fc_size $b_z1_size $b_gz_size $o_size $l0 $l1" >>"$RESULTS"
+done
 
-python3 - "$SIZE" "$B_SIZE" "$B_DUMP" "$B_RESTORE" "$O_SIZE" "$O_BACKUP" "$O_RESTORE" "$O_NOVERIFY" <<'EOF'
-import sys
-size, bsize, bd, br, osize, ob, orr, onv = sys.argv[1:]
-size, bsize, osize = int(size), int(bsize), int(osize)
-bd, br, ob, orr, onv = map(float, (bd, br, ob, orr, onv))
+python3 - "$SIZE" "$RESULTS" <<'EOF'
+import statistics, sys
+size = int(sys.argv[1])
+rows = [list(map(float, l.split())) for l in open(sys.argv[2]) if l.strip()]
+cols = list(zip(*rows))
+med = lambda i: statistics.median(cols[i])
+b_fc, b_z1, b_gz, b_rs, o_bk, o_nv, o_rs = (med(i) for i in range(7))
+s_fc, s_z1, s_gz, s_o = (med(i) for i in range(7, 11))
 mib = lambda b: f"{b / 1048576:.1f} MiB"
-print(f"database: {mib(size)} on disk (pgbench)")
-print(f"{'':34}{'baseline':>12}{'ours':>12}{'ratio':>8}")
-print(f"{'backup (ours: + seal, verify)':34}{bd:>11.1f}s{ob:>11.1f}s{ob / bd:>8.2f}")
-print(f"{'restore (ours: + safety backup)':34}{br:>11.1f}s{orr:>11.1f}s{orr / br:>8.2f}")
-print(f"{'backup --no-verify':34}{bd:>11.1f}s{onv:>11.1f}s{onv / bd:>8.2f}")
-print(f"{'backup + restore':34}{bd + br:>11.1f}s{ob + orr:>11.1f}s{(ob + orr) / (bd + br):>8.2f}")
-print(f"{'file size':34}{mib(bsize):>12}{mib(osize):>12}")
-print(f"backup throughput: baseline {size / bd / 1048576:.0f} MiB/s, ours {size / ob / 1048576:.0f} MiB/s (of database)")
+print()
+print(f"database: {mib(size)} on disk (pgbench), {len(rows)} runs; medians below")
+print("per run (s): pg_dump -Fc, -Fc -Z1, pg_dump|gzip, pg_restore | ours: backup, --no-verify, restore | load1 before/after")
+for r in rows:
+    print("   " + "  ".join(f"{x:6.1f}" for x in r[:4]) + "  |" + "  ".join(f"{x:6.1f}" for x in r[4:7]) + f"  | {r[11]:.1f}/{r[12]:.1f}")
+row = lambda name, b, o: print(f"{name:44}{b:>9.1f}s{o:>9.1f}s{o / b:>8.2f}")
+print(f"{'':44}{'baseline':>10}{'ours':>10}{'ratio':>8}")
+row("backup vs pg_dump -Fc (default -Z)", b_fc, o_bk)
+row("backup vs pg_dump | gzip", b_gz, o_bk)
+row("backup vs pg_dump -Fc -Z1 (ours' settings)", b_z1, o_bk)
+row("backup --no-verify vs pg_dump -Fc", b_fc, o_nv)
+row("backup --no-verify vs pg_dump -Fc -Z1", b_z1, o_nv)
+row("restore vs pg_restore", b_rs, o_rs)
+row("backup + restore vs pg_dump -Fc + pg_restore", b_fc + b_rs, o_bk + o_rs)
+row("backup + restore vs fastest dump + pg_restore", min(b_fc, b_z1, b_gz) + b_rs, o_bk + o_rs)
+print(f"file size: pg_dump -Fc {mib(s_fc)}, -Fc -Z1 {mib(s_z1)}, pg_dump | gzip {mib(s_gz)}, ours (sealed) {mib(s_o)}")
+print(f"backup throughput (of the database): pg_dump -Fc {size / b_fc / 1048576:.0f} MiB/s, ours {size / o_bk / 1048576:.0f} MiB/s")
+print(f"restore throughput (of the database): pg_restore {size / b_rs / 1048576:.0f} MiB/s, ours {size / o_rs / 1048576:.0f} MiB/s")
 EOF
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes every parser that reads hostile input (tests/fuzz.rs: command lines, names,
-# magrathea.yml, Procfile, bin/release output, app.json, hook and node protocol frames, tarball
-# extraction) for FUZZ_SECONDS per target, and prints each target's executions and crashes.
+# magrathea.yml, Procfile, bin/release output, app.json, hook and node protocol frames, sealed
+# backup streams, tarball extraction) for FUZZ_SECONDS per target, and prints each target's executions and crashes.
 # Exits non-zero if anything crashed; crashing inputs are saved under FUZZ_OUT.
 #
 #   FUZZ_SECONDS=60            time per target

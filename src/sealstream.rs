@@ -62,26 +62,37 @@ pub struct SealWriter<W: Write> {
     cipher: XChaCha20Poly1305,
     header: [u8; HEADER_LEN],
     prefix: [u8; PREFIX_LEN],
+    chunk: usize,
     counter: u32,
     buf: Vec<u8>,
     out: W,
 }
 
 impl<W: Write> SealWriter<W> {
-    pub fn new(key: &StreamKey, mut out: W) -> io::Result<SealWriter<W>> {
+    pub fn new(key: &StreamKey, out: W) -> io::Result<SealWriter<W>> {
+        Self::with_chunk_size(key, out, CHUNK)
+    }
+
+    /// A stream of `chunk`-byte chunks (1 to 16 MiB; readers take the size from the
+    /// header): what tests and fuzzing use to make small streams of many chunks.
+    pub fn with_chunk_size(key: &StreamKey, mut out: W, chunk: usize) -> io::Result<SealWriter<W>> {
+        if chunk == 0 || chunk > MAX_CHUNK {
+            return Err(io::Error::other("bad chunk size"));
+        }
         let mut prefix = [0u8; PREFIX_LEN];
         prefix.copy_from_slice(&crate::keys::random_bytes(PREFIX_LEN));
         let mut header = [0u8; HEADER_LEN];
         header[..8].copy_from_slice(MAGIC);
         header[8..8 + PREFIX_LEN].copy_from_slice(&prefix);
-        header[8 + PREFIX_LEN..].copy_from_slice(&(CHUNK as u32).to_be_bytes());
+        header[8 + PREFIX_LEN..].copy_from_slice(&(chunk as u32).to_be_bytes());
         out.write_all(&header)?;
         Ok(SealWriter {
             cipher: XChaCha20Poly1305::new((&key.0).into()),
             header,
             prefix,
+            chunk,
             counter: 0,
-            buf: Vec::with_capacity(CHUNK + TAG_LEN),
+            buf: Vec::with_capacity(chunk + TAG_LEN),
             out,
         })
     }
@@ -113,11 +124,11 @@ impl<W: Write> SealWriter<W> {
 impl<W: Write> Write for SealWriter<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         // A full chunk is sealed as soon as it is full, as one that is not the last: the
-        // last is always shorter than CHUNK (empty if the data ends on a boundary).
-        let room = CHUNK - self.buf.len();
+        // last is always shorter than a chunk (empty if the data ends on a boundary).
+        let room = self.chunk - self.buf.len();
         let n = data.len().min(room);
         self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == CHUNK {
+        if self.buf.len() == self.chunk {
             self.seal_chunk(false)?;
         }
         Ok(n)

@@ -1,7 +1,7 @@
 //! Fuzzing of every parser that reads hostile input: SSH command lines, names,
 //! `magrathea.yml`, Procfiles, `bin/release` output, `app.json`, the hook and node protocol
-//! frames, and release tarball extraction. Targets are in `fuzz/targets.rs`, the mutation driver in
-//! `fuzz/driver.rs`.
+//! frames, sealed backup streams, and release tarball extraction. Targets are in
+//! `fuzz/targets.rs`, the mutation driver in `fuzz/driver.rs`.
 //!
 //! The suite runs a short deterministic pass of each target (fixed seed and case count).
 //! `scripts/fuzz.sh` runs `fuzz_timed` for FUZZ_SECONDS per target (the suite: 1 s each) and reports
@@ -82,6 +82,11 @@ fn hook_frames() {
 #[test]
 fn node_frames() {
     quick("node_frames", 2000);
+}
+
+#[test]
+fn sealed_stream() {
+    quick("sealed_stream", 3000);
 }
 
 #[test]

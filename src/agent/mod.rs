@@ -272,6 +272,13 @@ pub async fn serve_on(
                 "one-off containers left by a previous run removed"
             );
         }
+        let n = svcbackup::sweep_throwaways(&ctx, docker).await;
+        if n > 0 {
+            tracing::warn!(
+                removed = n,
+                "throwaway instances of backup verifications left by a previous run removed"
+            );
+        }
     }
     let config = crate::sshd::server::config(host_key);
     crate::sshd::server::accept_loop(

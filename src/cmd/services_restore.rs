@@ -4,7 +4,7 @@ use super::{CmdResult, Command, Ctx, Done, Mode, Need};
 use crate::access::AppRole;
 use crate::names::ServiceName;
 
-/// Put a backup back into the running service (after a safety backup of what it holds)
+/// Put a backup back into the running service, all or nothing (Postgres) or after a safety backup
 #[derive(Debug, clap::Args)]
 pub struct ServicesRestore {
     name: ServiceName,
@@ -32,9 +32,13 @@ impl Command for ServicesRestore {
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
         let (safety, holds) = cx.core.restore_service(&self.name, self.id, cx.out).await?;
+        let before = match safety {
+            Some(s) => format!("; safety backup #{} holds what it had", s.id),
+            None => String::new(),
+        };
         Ok(format!(
-            "restored backup #{} into {} ({holds}); safety backup #{} holds what it had\n",
-            self.id, self.name, safety.id
+            "restored backup #{} into {} ({holds}){before}\n",
+            self.id, self.name
         )
         .into())
     }

@@ -49,6 +49,12 @@ fn compression(kind: &str) -> Compression {
     }
 }
 
+/// A load into this type of service either completes or leaves the service as it was (see
+/// `agent::svcbackup`: Postgres restores into a new database swapped in at the end).
+fn loads_atomically(kind: &str) -> bool {
+    kind == "postgres"
+}
+
 fn target(row: &ServiceRow) -> DumpTarget {
     DumpTarget {
         key: row.key.clone(),
@@ -95,11 +101,12 @@ impl Core {
             compression: compression(&row.kind),
         };
         let key = self.sealer.stream_key().clone();
-        // The dump's chunks: to the sealing thread and, when verifying, to the node's
-        // throwaway instance, both as they come.
-        let (dump_tx, mut dump_rx) = mpsc::channel::<Vec<u8>>(32);
-        let (seal_tx, mut seal_rx) = mpsc::channel::<Vec<u8>>(32);
-        let (verify_tx, verify_rx) = mpsc::channel::<Vec<u8>>(32);
+        // The dump's chunks (about 1 MiB each): to the sealing thread and, when verifying, to
+        // the node's throwaway instance, both as they come. The verification's queue is the
+        // longer one: the dump goes on while the throwaway instance starts.
+        let (dump_tx, mut dump_rx) = mpsc::channel::<Vec<u8>>(4);
+        let (seal_tx, mut seal_rx) = mpsc::channel::<Vec<u8>>(8);
+        let (verify_tx, verify_rx) = mpsc::channel::<Vec<u8>>(48);
         let seal = tokio::task::spawn_blocking(move || {
             let mut w = BackupWriter::create(&dir, &key, &env)?;
             while let Some(c) = seal_rx.blocking_recv() {
@@ -235,15 +242,17 @@ impl Core {
         Ok(self.store.backups(name)?)
     }
 
-    /// Puts backup `id` back into the running service, after a safety backup of what it
-    /// holds now. A file whose sha256 is not the catalog's is refused before anything
-    /// happens. The safety backup's row and what the service holds after.
+    /// Puts backup `id` back into the running service. A file whose sha256 is not the
+    /// catalog's is refused before anything happens. Postgres loads it into a new database
+    /// that replaces the live one only once whole (the old one is the safety copy until
+    /// then), so a failed restore changes nothing; the other types take a safety backup
+    /// first. The safety backup's row, if one was taken, and what the service holds after.
     pub async fn restore_service(
         &self,
         name: &str,
         id: i64,
         out: &mut Sink,
-    ) -> Result<(BackupRow, String), CoreError> {
+    ) -> Result<(Option<BackupRow>, String), CoreError> {
         let (row, node) = self.service_and_node(name)?;
         let b = self
             .store
@@ -253,6 +262,16 @@ impl Core {
         // Checked (whole-file sha256, envelope) before the safety backup: a bad file
         // changes nothing at all.
         self.check_backup(&row, &b).await?;
+        if loads_atomically(&row.kind) {
+            out.line(format!(
+                "-----> Restoring backup {what} into a new database; it replaces the live one once complete"
+            ))
+            .await;
+            let holds = self.load_backup(&row, &node, &b, out).await.map_err(|e| {
+                CoreError::Failed(format!("{e}; the service holds what it held before"))
+            })?;
+            return Ok((None, holds));
+        }
         let safety = self
             .backup_service(
                 name,
@@ -276,7 +295,7 @@ impl Core {
                 safety.id
             ))
         })?;
-        Ok((safety, holds))
+        Ok((Some(safety), holds))
     }
 
     /// `rollback --with-data`: the backups tied to `version` in `env` (taken before its
@@ -373,13 +392,13 @@ impl Core {
     ) -> Result<String, CoreError> {
         let path = self.data().backups(&row.name).join(&b.file);
         let key = self.sealer.stream_key().clone();
-        let (tx, rx) = mpsc::channel::<Vec<u8>>(32);
+        let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
         let (sha, what) = (b.sha256.clone(), format!("#{} of {}", b.id, row.name));
         let read = tokio::task::spawn_blocking(move || -> Result<(), String> {
             use std::io::Read;
             let (_, mut r) =
                 crate::backup::open(&path, &sha, &key, &what).map_err(|e| e.to_string())?;
-            let mut buf = vec![0u8; 256 * 1024];
+            let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = r
                     .read(&mut buf)

@@ -292,7 +292,8 @@ impl NodeClient {
         self.call(req, Stdin::Stream(chunks), None).await
     }
 
-    /// `service-dump`: the dump's bytes to `out` as they come; Ok once the node says it is
+    /// `service-dump`: the dump's bytes to `out` as they come (in chunks of about
+    /// [`DOWNLOAD_CHUNK`]); Ok once the node says it is
     /// whole (the bytes moved). On a connection of its own, like `stream` and for the same
     /// reason: `out` may be slow (sealing, a verification it feeds).
     pub async fn download(
@@ -316,12 +317,20 @@ impl NodeClient {
             .map_err(|e| self.unreachable(e))?;
         ch.eof().await.map_err(|e| self.unreachable(e))?;
         let (mut err, mut code, mut moved) = (String::new(), None, 0u64);
+        // SSH packets (32 KiB) gathered into chunks of about DOWNLOAD_CHUNK: fewer, larger
+        // hand-offs to whoever seals and verifies them.
+        let mut chunk = Vec::with_capacity(DOWNLOAD_CHUNK);
         while let Some(msg) = ch.wait().await {
             match msg {
                 ChannelMsg::Data { data } => {
                     moved += data.len() as u64;
-                    if out.send(data.to_vec()).await.is_err() {
-                        break;
+                    chunk.extend_from_slice(&data);
+                    if chunk.len() >= DOWNLOAD_CHUNK - 64 * 1024 {
+                        let full =
+                            std::mem::replace(&mut chunk, Vec::with_capacity(DOWNLOAD_CHUNK));
+                        if out.send(full).await.is_err() {
+                            break;
+                        }
                     }
                 }
                 ChannelMsg::ExtendedData { data, .. } => {
@@ -336,6 +345,12 @@ impl NodeClient {
             }
         }
         let _ = h.disconnect(russh::Disconnect::ByApplication, "", "").await;
+        if code == Some(0) && !chunk.is_empty() && out.send(chunk).await.is_err() {
+            return Err(NodeError::Failed {
+                node: self.name.clone(),
+                msg: "the dump's reader went away".into(),
+            });
+        }
         match code {
             Some(0) => Ok(moved),
             Some(_) => Err(NodeError::Failed {
@@ -689,6 +704,9 @@ impl NodeClient {
 /// Tarballs are the bulk of what goes to nodes: AES-GCM (AES-NI and carry-less multiply on
 /// any x86-64 or ARMv8 server) costs both ends less CPU per byte than chacha20-poly1305,
 /// russh's first choice. Both are AEADs; the agent accepts either.
+/// See [`NodeClient::download`].
+pub const DOWNLOAD_CHUNK: usize = 1 << 20;
+
 fn node_ciphers() -> russh::Preferred {
     russh::Preferred {
         cipher: std::borrow::Cow::Borrowed(&[

@@ -87,6 +87,13 @@ pub fn all() -> Vec<Target> {
             max_len: 4096,
         },
         Target {
+            name: "sealed_stream",
+            run: sealed_stream,
+            seeds: sealed_seeds,
+            dict: &["MGSEAL1\n", "\0\0\0\x10", "\0\0\0\x01", "\x7f\x7f\x7f\x7f"],
+            max_len: 4096,
+        },
+        Target {
             name: "tar",
             run: tar,
             seeds: tar_seeds,
@@ -1575,4 +1582,86 @@ fn tar_seeds() -> Vec<Vec<u8>> {
         seeds.push([&[0u8][..], &bytes].concat());
     }
     seeds
+}
+
+/// The key every sealed seed is made with (a stream under another key only ever fails).
+const SEAL_KEY: magrathea::sealstream::StreamKey = magrathea::sealstream::StreamKey([7; 32]);
+
+/// Sealed streams of small chunks (so one input holds many): empty, one short chunk, ending
+/// on a chunk boundary (an empty last chunk), several chunks. Made once: their nonce
+/// prefixes are random, and [`sealed_stream`] knows them.
+fn sealed_corpus() -> &'static Vec<(Vec<u8>, Vec<u8>)> {
+    static SEEDS: OnceLock<Vec<(Vec<u8>, Vec<u8>)>> = OnceLock::new();
+    SEEDS.get_or_init(|| {
+        let plain = |n: usize| (0..n).map(|i| (i * 37 % 251) as u8).collect::<Vec<u8>>();
+        [(0, 16), (5, 16), (32, 16), (100, 16), (300, 64), (1, 1)]
+            .into_iter()
+            .map(|(n, chunk)| {
+                let p = plain(n);
+                let mut w = magrathea::sealstream::SealWriter::with_chunk_size(
+                    &SEAL_KEY,
+                    Vec::new(),
+                    chunk,
+                )
+                .unwrap();
+                w.write_all(&p).unwrap();
+                (w.finish().unwrap(), p)
+            })
+            .collect()
+    })
+}
+
+fn sealed_seeds() -> Vec<Vec<u8>> {
+    sealed_corpus().iter().map(|(s, _)| s.clone()).collect()
+}
+
+/// The sealed-stream decryptor (service backups, `sealstream`) on hostile bytes: it never
+/// panics, every failure is `InvalidData`, and it opens nothing but a stream sealed as it is
+/// (a changed, cut, reordered or appended byte of a seed is refused), giving its plaintext.
+/// `verify` agrees with reading.
+fn sealed_stream(data: &[u8]) {
+    use magrathea::sealstream::{verify, OpenReader};
+    use sha2::Digest;
+    let read = OpenReader::new(&SEAL_KEY, data).and_then(|mut r| {
+        let mut out = Vec::new();
+        // Odd read sizes: what is handed out must not depend on them.
+        let mut buf = [0u8; 7];
+        loop {
+            let n = r.read(&mut buf)?;
+            if n == 0 {
+                return Ok(out);
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+    });
+    let checked = verify(&SEAL_KEY, data);
+    match (&read, &checked) {
+        (Ok(plain), Ok((len, digest))) => {
+            let seed = sealed_corpus().iter().find(|(s, _)| s == data);
+            let Some((_, want)) = seed else {
+                panic!(
+                    "opened a stream that was never sealed: {} bytes",
+                    data.len()
+                );
+            };
+            assert_eq!(plain, want, "a seed opened to other bytes");
+            assert_eq!(*len, plain.len() as u64);
+            assert_eq!(*digest, <[u8; 32]>::from(sha2::Sha256::digest(plain)));
+        }
+        (Err(a), Err(b)) => {
+            for e in [a, b] {
+                assert_eq!(e.kind(), std::io::ErrorKind::InvalidData, "{e}");
+                let msg = e.to_string();
+                assert!(
+                    !msg.contains('\n') && !msg.chars().any(char::is_control),
+                    "{msg:?}"
+                );
+            }
+        }
+        _ => panic!(
+            "reading and verify disagree: {:?} / {:?}",
+            read.as_ref().map(Vec::len),
+            checked.as_ref().map(|c| c.0)
+        ),
+    }
 }

@@ -3,7 +3,8 @@
 # node agent writes it beside the service's data dir and mounts it read-only at
 # /usr/local/bin/magrathea-svc in an image made by scripts/service-images.sh. The container
 # runs as the service's own uid (not root, not a host account) with its data dir at /data
-# and MAGRATHEA_SERVICE_TYPE (postgres, redis, mariadb) and MAGRATHEA_DB in its env. Verbs:
+# and MAGRATHEA_SERVICE_TYPE (postgres, redis, mariadb) and MAGRATHEA_DB in its env
+# (MAGRATHEA_THROWAWAY=1: a backup's throwaway instance, tuned for loading, not durability). Verbs:
 #   magrathea-svc run             initialise /data when empty, then exec the server (foreground)
 #   magrathea-svc ready           exit 0 once the server answers on its socket
 #   magrathea-svc user-add NAME   create or reset a login for a link; its password on stdin
@@ -47,8 +48,11 @@ redis_admin() { REDISCLI_AUTH=$(cat /data/.admin-pass) redis-cli -s "$SOCK/redis
 run_postgres() {
     if [ ! -s /data/pg/PG_VERSION ]; then
         rm -rf /data/pg
+        # A throwaway instance's (see below) need not reach the disk.
+        nosync=
+        [ "${MAGRATHEA_THROWAWAY:-}" = 1 ] && nosync=--no-sync
         initdb -D /data/pg -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-            --encoding=UTF8 --locale=C.UTF-8 >&2
+            --encoding=UTF8 --locale=C.UTF-8 $nosync >&2
         # Over TCP: link logins with a password, from anywhere the network lets reach us.
         echo 'host all all all scram-sha-256' >>/data/pg/pg_hba.conf
         {
@@ -63,6 +67,14 @@ run_postgres() {
 CREATE ROLE svc_owner NOLOGIN;
 CREATE DATABASE $DB OWNER svc_owner;
 EOF
+    fi
+    if [ "${MAGRATHEA_THROWAWAY:-}" = 1 ]; then
+        # A throwaway instance (a backup's verification): nothing of it survives a crash, so
+        # no fsync and no WAL beyond the minimum (a restore's tables, created in its own
+        # transaction, skip WAL altogether); the index builds sort in memory.
+        exec postgres -D /data/pg -c fsync=off -c synchronous_commit=off -c full_page_writes=off \
+            -c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=8GB -c checkpoint_timeout=1h \
+            -c autovacuum=off -c maintenance_work_mem=256MB
     fi
     exec postgres -D /data/pg
 }
