@@ -77,6 +77,11 @@ wait_line() { # FILE PATTERN: waits (20 s) for a line, prints it
 now() { date +%s.%N; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
+# The server's own timing lines (where a backup's or a restore's time went), the last N.
+timing() {
+    grep -a -e 'backup timing' -e 'backup verification' -e 'backup restored into' "$W/serve.err" |
+        tail -n "$1" | sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^.*INFO [^ ]* //' -e 's/^/      /' || true
+}
 
 echo "==> starting magrathea serve"
 "$BIN" init --data "$W/data" --admin-key "$W/key.pub" >/dev/null
@@ -136,10 +141,12 @@ for run in $(seq "$RUNS"); do
     $SSH services:backup bench >"$W/backup.out"
     o_bk=$(since "$t")
     grep -h -e '-----> Backup' "$W/backup.out" | sed 's/^/      /' || true
+    timing 2
     echo "    ours services:backup:           ${o_bk}s"
     t=$(now)
     $SSH services:backup bench --no-verify >"$W/backup-nv.out"
     o_nv=$(since "$t")
+    timing 1
     echo "    ours services:backup --no-verify: ${o_nv}s"
     json=$($SSH services:backups bench --json)
     id=$(python3 -c 'import json,sys; print([b for b in json.loads(sys.argv[1]) if b["verified"]][0]["id"])' "$json")
@@ -153,6 +160,7 @@ for run in $(seq "$RUNS"); do
     [ "$(ROWS)" = "$WANT" ] || { echo "our restore lost rows" >&2; exit 1; }
     [ "$(in_svc "psql -X -At $PG -c \"SELECT to_regclass('after_backup') IS NULL\"")" = t ] ||
         { echo "our restore kept a table made after the backup" >&2; exit 1; }
+    timing 1
     echo "    ours services:restore:          ${o_rs}s"
     l1=$(load1)
     echo "$b_fc $b_z1 $b_gz $b_rs $o_bk $o_nv $o_rs $b_fc_size $b_z1_size $b_gz_size $o_size $l0 $l1" >>"$RESULTS"

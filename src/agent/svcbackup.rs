@@ -137,15 +137,14 @@ fn holds_script(kind: &str) -> &'static str {
 }
 
 /// Settings that make a throwaway instance load faster (nothing of it must survive a crash).
-fn fast_script(kind: &str) -> &'static str {
+/// Postgres starts with its own (`MAGRATHEA_THROWAWAY`, the entry script).
+fn fast_script(kind: &str) -> Option<&'static str> {
     match kind {
-        // Started with its settings for that (`MAGRATHEA_THROWAWAY`, the entry script).
-        "postgres" => "true",
-        "mariadb" => concat!(
+        "mariadb" => Some(concat!(
             "mariadb --no-defaults -S /run/svc/mysqld.sock -u root ",
             "-e 'SET GLOBAL innodb_flush_log_at_trx_commit = 0'"
-        ),
-        _ => "true",
+        )),
+        _ => None,
     }
 }
 
@@ -348,6 +347,7 @@ pub(super) async fn load(
     let t = &req.target;
     let docker = ctx.docker().await?;
     let name = container(ctx, &t.key);
+    let began = std::time::Instant::now();
     let bytes = match load_script(&t.kind, false) {
         Some(script) => {
             let (code, n, _, err) = run(docker, &name, script, Io::From(rx)).await?;
@@ -361,6 +361,12 @@ pub(super) async fn load(
         }
         None => load_rdb(ctx, docker, t, rx).await?,
     };
+    tracing::info!(
+        service = %t.name,
+        loaded_s = began.elapsed().as_secs_f64(),
+        bytes,
+        "backup restored into the service"
+    );
     let holds = holds(docker, &name, &t.kind).await;
     Ok(LoadReply { bytes, holds })
 }
@@ -640,10 +646,14 @@ pub(super) async fn verify(
             .map_err(docker_err("starting a throwaway instance"))?;
         wait_ready(docker, &tw.name).await
     };
+    let began = std::time::Instant::now();
     let bytes = match load_script(&kind, true) {
         Some(script) => {
             start().await?;
-            let _ = run(docker, &tw.name, fast_script(&kind), Io::Collect).await;
+            let ready = began.elapsed();
+            if let Some(fast) = fast_script(&kind) {
+                let _ = run(docker, &tw.name, fast, Io::Collect).await;
+            }
             let (code, n, _, err) = run(docker, &tw.name, script, Io::From(rx)).await?;
             if code != 0 {
                 return Err(AgentError::Invalid(format!(
@@ -651,6 +661,13 @@ pub(super) async fn verify(
                     last_line(&err)
                 )));
             }
+            tracing::info!(
+                service = %req.target.name,
+                ready_s = ready.as_secs_f64(),
+                loaded_s = (began.elapsed() - ready).as_secs_f64(),
+                bytes = n,
+                "backup verification: throwaway instance ready, dump loaded"
+            );
             n
         }
         None => {

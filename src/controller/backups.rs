@@ -131,7 +131,10 @@ impl Core {
         let dreq = ServiceDumpReq {
             target: target(&row),
         };
-        let dump = client.download(&dreq, dump_tx);
+        let dump = async {
+            let r = client.download(&dreq, dump_tx).await;
+            (r, started.elapsed())
+        };
         let vreq = ServiceVerifyReq {
             target: target(&row),
             image: row.image.clone(),
@@ -143,8 +146,17 @@ impl Core {
                 false => None,
             }
         };
-        let (dumped, (), verified) = tokio::join!(dump, tee, verify);
+        let ((dumped, dump_time), (), verified) = tokio::join!(dump, tee, verify);
+        let verify_time = started.elapsed();
         let sealed = seal.await.map_err(|e| failed(&row, "sealing", e))?;
+        // Where a backup's time goes (scripts/bench-backup.sh prints these lines).
+        tracing::info!(
+            service = %row.name,
+            dump_s = dump_time.as_secs_f64(),
+            verify_s = ?ask.verify.then_some(verify_time.as_secs_f64()),
+            sealed_s = started.elapsed().as_secs_f64(),
+            "backup timing"
+        );
         dumped.map_err(|e| failed(&row, "the dump", e))?;
         let sealed = sealed.map_err(|e| failed(&row, "sealing", e))?;
         let holds = match verified {
