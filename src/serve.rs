@@ -154,6 +154,8 @@ pub async fn serve(
     use std::io::Write;
     let _ = std::io::stdout().flush();
     tokio::spawn(crate::controller::renewals(core.clone()));
+    // Default hosts get their certificates as their environments get routes.
+    tokio::spawn(core.clone().follow_routes());
     {
         let core = core.clone();
         tokio::spawn(async move {

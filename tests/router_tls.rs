@@ -1,7 +1,8 @@
 //! The router in front of a real app: custom domains, HTTPS with a given certificate (a
 //! test CA made here with rcgen), HTTP/2, the HTTPS redirect and HSTS, the body limit
 //! (declared, and chunked: cut at the limit before the app gets more),
-//! WebSockets over HTTP and HTTPS, and routes surviving a restart. One server and one app
+//! WebSockets over HTTP and HTTPS, the SNI table following a new environment's default
+//! host, and routes surviving a restart. One server and one app
 //! (a WebSocket echo app on the bookworm stack, `tests/fixtures/websocket`) for all of it.
 //! Test hosts resolve to loopback through curl's `--resolve` and the client's own SNI.
 
@@ -251,6 +252,7 @@ fn custom_domains_over_https_http2_websockets_and_redirects() {
         "echo: over tls"
     );
 
+    default_hosts_follow_environments(&s, &ca, &ca_path);
     redirect_hsts_and_body_limit(&s, &ca_path);
 
     // Domains, settings and certificates come back with the server (its routes as soon
@@ -420,4 +422,33 @@ fn chunked_bodies_are_cut_at_the_limit(s: &Server, ca_path: &Path) {
         assert!(std::time::Instant::now() < deadline, "{seen}\n{}", s.log());
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+}
+
+/// A certificate naming an environment's default host (`APP-ENV.DOMAIN`) answers for it
+/// once that environment has a route (its first deploy), not before.
+fn default_hosts_follow_environments(s: &Server, ca: &Ca, ca_path: &Path) {
+    let staging = "shop-staging.localhost";
+    let (chain, key) = ca.issue(&[HOST, staging], false);
+    let out = s.ssh(&s.admin, "certs:add shop", Some(&format!("{chain}{key}")));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (_, err, ok) = https(s, ca_path, staging, &[], "/");
+    assert!(!ok, "no staging yet, no handshake: {err}");
+    s.ok(&s.admin, "deploy shop v1 --env staging");
+    // The table is rebuilt in the background as the route appears.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (body, err, ok) = https(s, ca_path, staging, &[], "/");
+        if ok {
+            assert!(body.contains(GREETING), "{body}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{staging}: {err}\n{}",
+            s.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let listed = s.ok(&s.admin, "certs shop");
+    assert!(listed.contains(staging), "{listed}");
 }

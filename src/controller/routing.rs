@@ -1,7 +1,8 @@
 //! What the router serves besides `APP.DOMAIN`: custom domains, certificates and each
 //! environment's routing settings. The store is the truth; after every change (and at
-//! start) [`Core::refresh_routing`] hands the router the whole picture: hosts, policies and
-//! the SNI certificate table.
+//! start, and when a route appears or goes: [`Core::follow_routes`])
+//! [`Core::refresh_routing`] hands the router the whole picture: hosts, policies and the SNI
+//! certificate table.
 //!
 //! Certificates come from the owner (`certs:add`) or from ACME; both go through
 //! [`Core::install_cert`], which checks the bundle, seals the key and refreshes the router.
@@ -191,6 +192,12 @@ impl Core {
     /// change. A stored certificate that no longer opens (a replaced `config.key`) is left
     /// out and logged, never fatal.
     pub fn refresh_routing(&self) -> Result<(), CoreError> {
+        // One at a time, so a refresh that read the store earlier never hands the router
+        // its older picture after a later one.
+        static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _turn = ONE_AT_A_TIME
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let domains = self.store.all_domains()?;
         self.router.set_domains(
             domains
@@ -241,6 +248,23 @@ impl Core {
             .certs()
             .replace(cert_table(&hosts, &domains, &loaded));
         Ok(())
+    }
+
+    /// Keeps the SNI table's default hosts (`APP.DOMAIN`, `APP-ENV.DOMAIN`) in step with
+    /// the live route table: whenever a route appears or goes (a first deploy to an
+    /// environment, a destroy, routes restored at start), everything the router serves
+    /// besides `APP.DOMAIN` is handed over again from the store. Runs until shutdown.
+    pub async fn follow_routes(self: Arc<Self>) {
+        let shutdown = self.shutdown().clone();
+        loop {
+            tokio::select! {
+                () = self.router.routes_changed() => {}
+                () = shutdown.cancelled() => return,
+            }
+            if let Err(e) = self.refresh_routing() {
+                tracing::error!(error = %e, "cannot refresh the routing table");
+            }
+        }
     }
 
     fn open_cert(&self, row: &CertRow) -> Result<Arc<CertifiedKey>, CoreError> {

@@ -126,6 +126,8 @@ pub struct Router {
     gate: acl::Gate,
     /// HTTP-01 answers of the ACME orders in progress (see `acme.rs`).
     challenges: acme::Challenges,
+    /// Signalled when a route appears or goes (see [`Router::routes_changed`]).
+    route_change: tokio::sync::Notify,
 }
 
 struct AppRoute {
@@ -156,6 +158,7 @@ impl Router {
             ledger: Default::default(),
             gate: Default::default(),
             challenges: Default::default(),
+            route_change: tokio::sync::Notify::new(),
         })
     }
 
@@ -177,15 +180,34 @@ impl Router {
             upstreams: chosen,
             cursor: AtomicUsize::new(0),
         };
-        self.write_routes().insert(app.to_ascii_lowercase(), route);
+        let fresh = self
+            .write_routes()
+            .insert(app.to_ascii_lowercase(), route)
+            .is_none();
         prune(&mut registry);
+        if fresh {
+            self.route_change.notify_one();
+        }
     }
 
     /// Forgets `app`: its requests get a 404 from now on.
     pub fn remove_app(&self, app: &str) {
         let mut registry = self.lock_registry();
-        self.write_routes().remove(&app.to_ascii_lowercase());
+        let gone = self
+            .write_routes()
+            .remove(&app.to_ascii_lowercase())
+            .is_some();
         prune(&mut registry);
+        if gone {
+            self.route_change.notify_one();
+        }
+    }
+
+    /// Resolves once a route has appeared or gone since the last call returned (changes in
+    /// between are one), for what follows the set of routes (the SNI table's default
+    /// hosts). Meant for one waiter.
+    pub async fn routes_changed(&self) {
+        self.route_change.notified().await
     }
 
     pub fn upstreams(&self, app: &str) -> Vec<SocketAddr> {
