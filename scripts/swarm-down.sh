@@ -10,8 +10,20 @@ NAME=${1:?usage: swarm-down.sh NAME [NODE]}
 DIR=${SWARM_DIR:-/tmp/magrathea-swarm}/$NAME
 echo "$NAME" | grep -Eq '^[a-z0-9]{1,8}$' || { echo "swarm-down: bad NAME" >&2; exit 1; }
 
-# Every process whose network namespace is NS: dockerd, its containerd, shims and the
-# containers (host networking), and anything started there (an agent).
+# PIDS and every process below them (a task's container has a network namespace of its own,
+# under its shim, which is in the node's).
+with_descendants() {
+    ps -e -o pid= -o ppid= | awk -v roots="$*" '
+        BEGIN { n = split(roots, r, " "); for (i = 1; i <= n; i++) keep[r[i]] = 1 }
+        { parent[$1] = $2 }
+        END {
+            do { more = 0; for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; more = 1 } } while (more)
+            for (k in keep) print k
+        }'
+}
+
+# Every process whose network namespace is NS (dockerd, its containerd, the shims, anything
+# started there: an agent) and every process below them (the containers).
 kill_ns() {
     ns=$1
     [ -e "/var/run/netns/$ns" ] || return 0
@@ -19,7 +31,7 @@ kill_ns() {
         pids=$(ip netns pids "$ns" 2>/dev/null)
         [ -n "$pids" ] || break
         # shellcheck disable=SC2086
-        kill -9 $pids 2>/dev/null
+        kill -9 $(with_descendants $pids) 2>/dev/null
         sleep 0.5
     done
 }

@@ -17,9 +17,9 @@
 # process in its namespace, SIGKILL) as a machine dying would.
 #
 # dockerd is started with `nsenter --net=/var/run/netns/NS` (`ip netns exec` remounts /sys and
-# dockerd then fails with "Devices cgroup isn't mounted"), `--iptables=false --bridge=none`
-# (services use host networking: a node's processes listen on its namespace's address), its
-# own data-root, exec-root, pidfile and socket.
+# dockerd then fails with "Devices cgroup isn't mounted"), `--bridge=none`, iptables on (its
+# rules live in the node's namespace: app overlays, docker_gwbridge, host-mode published
+# ports), its own data-root, exec-root, pidfile and socket.
 # Env: SWARM_DIR, SWARM_IMAGES (default magrathea/stack-tiny:latest), SWARM_SUBNET (the
 # third octet of 10.250.X.0/24; default from NAME), SWARM_TIMEOUT (default 60 s).
 set -eu
@@ -111,7 +111,7 @@ start_node() {
     nsenter --net="/var/run/netns/$ns" unshare --uts sh -c '
         hostname "$0"; exec dockerd --data-root "$1/data" --exec-root "$1/exec" \
           --pidfile "$1/dockerd.pid" -H "unix://$1/docker.sock" \
-          --iptables=false --ip-masq=false --bridge=none --storage-driver=overlay2' \
+          --bridge=none --storage-driver=overlay2' \
         "$ns" "$d" >"$d/dockerd.log" 2>&1 &
     echo $! >"$d/pid"
 }

@@ -232,6 +232,55 @@ pub async fn build_network(
     }
 }
 
+/// On a Docker Swarm, the overlay network of an app environment (`shop`, `shop.staging`)
+/// whose app has uid `uid`: by uid, so a later app of the same name never shares it. The
+/// tasks of the environment are alone on it, with its release commands and `run`
+/// containers (it is attachable); overlays are separate networks, so no other app's
+/// process reaches them by address.
+pub fn overlay_name(app: &str, uid: u32) -> String {
+    let env = app.split_once('.').map_or("production", |(_, e)| e);
+    format!("mg-u{uid}-{env}")
+}
+
+/// The overlay network `overlay_name(app, uid)` on the swarm this engine manages (or, on a
+/// worker, as a manager made it), created if missing.
+pub async fn ensure_overlay(
+    docker: &bollard::Docker,
+    app: &str,
+    uid: u32,
+) -> Result<String, NetworkError> {
+    let name = overlay_name(app, uid);
+    let _one = NETWORKS.lock().await;
+    match docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    {
+        Ok(_) => return Ok(name),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
+        Err(e) => return Err(e.into()),
+    }
+    docker
+        .create_network(NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("overlay".into()),
+            attachable: Some(true),
+            labels: Some(HashMap::from([
+                ("magrathea.swarm".to_string(), "1".to_string()),
+                ("magrathea.app".to_string(), app.to_string()),
+                ("magrathea.uid".to_string(), uid.to_string()),
+            ])),
+            ..Default::default()
+        })
+        .await?;
+    tracing::info!(network = %name, "app overlay network created");
+    Ok(name)
+}
+
 /// Removes the app's network on this Docker host if nothing uses it any more.
 pub async fn remove_network(docker: &bollard::Docker, instance: &str, uid: u32) {
     let name = network_name(instance, uid);

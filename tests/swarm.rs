@@ -89,6 +89,21 @@ impl Swarm {
         inspect(i, &id).is_some()
     }
 
+    /// A task's address on its overlay network (asked of the manager).
+    fn task_address(&self, task: &str) -> String {
+        let sock = &self.nodes[0].2;
+        let out = run(Command::new("docker")
+            .args(["-H", &format!("unix://{sock}"), "inspect", task, "-f"])
+            .arg("{{range .NetworksAttachments}}{{range .Addresses}}{{.}} {{end}}{{end}}"));
+        let all = text(&out.stdout);
+        // The app's network, not Swarm's ingress (10.0.0.0/24 by default).
+        let a = all
+            .split_whitespace()
+            .find(|a| !a.starts_with("10.0.0."))
+            .unwrap_or_else(|| panic!("no overlay address for task {task}: {all}"));
+        a.split('/').next().unwrap().to_string()
+    }
+
     /// Node `i` (1-based) dies: every process in its namespace killed.
     fn kill_node(&self, i: usize) {
         let out = run(Command::new(root_dir().join("scripts/swarm-down.sh"))
@@ -394,6 +409,51 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     assert!(
         out.contains(&format!("in-[{n2}]-[{on2}]-[v2 from NODE]")),
         "{out}"
+    );
+
+    // Apps apart: each app environment is alone on its overlay network. Another app's
+    // process cannot reach shop's task by its address; shop's own one-off can.
+    s.ok(&s.admin, "apps:create other");
+    // (beside shop's repo, which is the server's temp dir: kept out of it)
+    std::fs::write(dir.join(".git/info/exclude"), "/other/\n").unwrap();
+    let other = repo(&s.dir.path().join("other"));
+    std::fs::write(other.join("Procfile"), PROCFILE).unwrap();
+    std::fs::write(
+        other.join("magrathea.yml"),
+        MAGRATHEA_YML.replace("web: 2", "web: 1"),
+    )
+    .unwrap();
+    git_local(&other, &["add", "-A"]);
+    s.git_ok(
+        &s.admin,
+        &other,
+        &["remote", "add", "origin", &s.url("other")],
+    );
+    let out = push(&s, &other, "other");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let info: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "clusters:info sw --json")).unwrap();
+    let task = info["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["app"] == "shop" && t["ptype"] == "web" && t["state"] == "running")
+        .and_then(|t| t["container"].as_str().map(str::to_string))
+        .unwrap_or_else(|| panic!("no running web task of shop: {info}"));
+    let addr = swarm.task_address(&task);
+    let probe = format!(
+        "run {{}} -- sh -c 'timeout 2 wget -q -O - http://{addr}:5000/ || echo unreachable'"
+    );
+    let own = s.ok(&s.admin, &probe.replace("{}", "shop"));
+    assert!(
+        own.contains("v2 from"),
+        "shop's own one-off reaches {addr}: {own}"
+    );
+    let out = s.ssh(&s.admin, &probe.replace("{}", "other"), None);
+    let theirs = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        theirs.contains("unreachable") && !theirs.contains("v2 from"),
+        "another app reaches shop's task at {addr}: {theirs}"
     );
 
     // A release that fails its health check on one node: nothing switches.

@@ -185,8 +185,8 @@ async fn start_swarm(
     let endpoint_listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} (the release endpoint)"))?;
-    // Release commands and `run` share the node's network, as the tasks do.
-    runtime::use_host_network();
+    // Release commands and `run` join the app environment's overlay, with its tasks.
+    runtime::use_swarm_network();
     let tarballs = swarm::endpoint::Tarballs::new(ctx.root.root());
     let own_node = info
         .swarm
@@ -208,7 +208,6 @@ async fn start_swarm(
     Ok(swarm::Swarm {
         endpoint: addr,
         tarballs,
-        next_base: Default::default(),
         fleet,
     })
 }

@@ -290,32 +290,35 @@ pub async fn sweep_oneoffs(docker: &Docker, instance: &str) -> usize {
     n
 }
 
-/// Set by a swarm agent: its app containers (release commands, `run`) share the node's
-/// network, as the swarm's tasks do (services use host networking; see `agent::swarm`).
-static HOST_NETWORK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Set by a swarm agent: its app containers (release commands, `run`) join the app
+/// environment's overlay network, with its tasks (see `agent::swarm`).
+static SWARM_NETWORK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// See [`HOST_NETWORK`]; once, when a swarm agent starts.
-pub fn use_host_network() {
-    HOST_NETWORK.store(true, std::sync::atomic::Ordering::Relaxed);
+/// See [`SWARM_NETWORK`]; once, when a swarm agent starts.
+pub fn use_swarm_network() {
+    SWARM_NETWORK.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// The network an app's containers join here: the app's own (see `isolation`), or the
-/// node's on a swarm agent.
+fn on_swarm() -> bool {
+    SWARM_NETWORK.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The network an app's containers join here: the app's own (see `isolation`), or on a
+/// swarm agent the app environment's overlay.
 pub fn network_of(spec: &ProcessSpec) -> String {
-    if HOST_NETWORK.load(std::sync::atomic::Ordering::Relaxed) {
-        return "host".into();
+    if on_swarm() {
+        return crate::isolation::overlay_name(&spec.app, spec.uid);
     }
     crate::isolation::network_name(&spec.instance, spec.uid)
 }
 
 /// The app's network on this node, created when missing (see `isolation`).
 pub async fn ensure_network(docker: &Docker, spec: &ProcessSpec) -> Result<String, AgentError> {
-    if HOST_NETWORK.load(std::sync::atomic::Ordering::Relaxed) {
-        return Ok("host".into());
-    }
-    crate::isolation::ensure_network(docker.raw(), &spec.instance, spec.uid)
-        .await
-        .map_err(|e| AgentError::Docker(e.to_string()))
+    let made = match on_swarm() {
+        true => crate::isolation::ensure_overlay(docker.raw(), &spec.app, spec.uid).await,
+        false => crate::isolation::ensure_network(docker.raw(), &spec.instance, spec.uid).await,
+    };
+    made.map_err(|e| AgentError::Docker(e.to_string()))
 }
 
 async fn create(

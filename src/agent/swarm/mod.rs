@@ -43,8 +43,6 @@ pub struct Swarm {
     /// The release endpoint's address as the swarm nodes reach it.
     pub endpoint: SocketAddr,
     pub tarballs: Tarballs,
-    /// Where the search for a free port range starts (see `free_port_base`).
-    pub next_base: std::sync::atomic::AtomicU16,
     /// The stack images served to the other nodes, and their agents (`images.rs`).
     pub fleet: std::sync::Arc<images::Fleet>,
 }
@@ -98,26 +96,6 @@ fn app_names(ctx: &AgentCtx) -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| crate::names::valid_node_app(n))
         .collect()
-}
-
-/// A port base no service of the cluster holds, the next after the last one given (round
-/// the range): the tasks of a service just removed may still hold their ports while they
-/// stop, so a freed range is the last to be taken again.
-async fn free_port_base(sw: &Swarm, docker: &Docker) -> Result<u16, AgentError> {
-    use std::sync::atomic::Ordering;
-    let taken: Vec<u16> = tasks::services(docker, None)
-        .await?
-        .iter()
-        .map(|s| s.port_base)
-        .collect();
-    let start = sw.next_base.load(Ordering::Relaxed);
-    let k = (0..service::SERVICES)
-        .map(|i| (start + i) % service::SERVICES)
-        .find(|k| !taken.contains(&(service::FIRST_PORT + k * service::PORTS_PER_SERVICE)))
-        .ok_or_else(|| AgentError::Docker("every service port range is taken".into()))?;
-    sw.next_base
-        .store((k + 1) % service::SERVICES, Ordering::Relaxed);
-    Ok(service::FIRST_PORT + k * service::PORTS_PER_SERVICE)
 }
 
 /// `prepare` on a swarm: the new services beside the old ones, all or nothing.
@@ -192,8 +170,10 @@ async fn create_all(
         "http://{}/releases/{}/{}.tar.gz",
         sw.endpoint, req.app, req.release
     );
+    let network = crate::isolation::ensure_overlay(docker.raw(), &req.app, req.uid)
+        .await
+        .map_err(|e| AgentError::Docker(format!("the app's overlay network: {e}")))?;
     for g in &req.processes {
-        let base = free_port_base(sw, docker).await?;
         let spec = service::spec(&service::Spec {
             app: &req.app,
             release: &req.release,
@@ -206,7 +186,7 @@ async fn create_all(
             cpu: req.cpu,
             uid: req.uid,
             generation: req.generation,
-            port_base: base,
+            network: network.clone(),
             url: url.clone(),
             secret: (secret_name.clone(), secret.clone()),
             placement: &req.placement,
@@ -227,10 +207,9 @@ async fn create_all(
             })?;
         let _ = progress
             .send(format!(
-                "service {name}: {} task{} (ports {}+)",
+                "service {name}: {} task{} on {network}",
                 g.count,
                 if g.count == 1 { "" } else { "s" },
-                base + 1
             ))
             .await;
     }
@@ -436,8 +415,47 @@ pub async fn purge(ctx: &AgentCtx, sw: &Swarm, app: &str) -> Result<u32, AgentEr
     for e in envs {
         stopped += remove_where(docker, &e, |_| true).await;
     }
+    remove_networks(docker, app).await;
     sw.tarballs.purge(app);
     Ok(stopped)
+}
+
+/// The overlay networks of every environment of `app`, once their tasks have let go of
+/// them (a removed service's tasks take a few seconds to stop).
+async fn remove_networks(docker: &Docker, app: &str) {
+    let filters = std::collections::HashMap::from([(
+        "label".to_string(),
+        vec!["magrathea.swarm=1".to_string()],
+    )]);
+    let opts = bollard::query_parameters::ListNetworksOptionsBuilder::new()
+        .filters(&filters)
+        .build();
+    for _ in 0..40 {
+        let Ok(list) = docker.raw().list_networks(Some(opts.clone())).await else {
+            return;
+        };
+        let mine: Vec<String> = list
+            .into_iter()
+            .filter(|n| {
+                let labels = n.labels.clone().unwrap_or_default();
+                labels
+                    .get("magrathea.app")
+                    .is_some_and(|a| crate::names::node_app_of(a) == Some(app))
+            })
+            .filter_map(|n| n.id)
+            .collect();
+        if mine.is_empty() {
+            return;
+        }
+        for id in mine {
+            let _ = docker.raw().remove_network(&id).await;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    tracing::warn!(
+        app,
+        "overlay networks still in use after 20s; left for Swarm"
+    );
 }
 
 /// `clusters:info`: with each node's agent (this one on its own node; the joined ones

@@ -1,18 +1,20 @@
 //! What a process type of a release is on a swarm: one service from the stack's run image,
 //! running the generic runner below, with the release's config in a Swarm secret.
 //!
-//! Services use host networking (nodes share no overlay network and no routing mesh is
-//! assumed), so each task listens on its node's address; task slot `N` of a service listens
-//! on `port base + N`, and every service of the cluster gets a port base of its own, so the
-//! tasks of an old and a new release (and two slots on one node) never collide.
-
+//! Each app environment has an overlay network of its own (`isolation::overlay_name`: the app's
+//! uid and the environment): its tasks are alone on it, as an app's containers are alone on its
+//! bridge on a node, so no other app's process reaches them by address. Every task listens
+//! on [`APP_PORT`] in its own network namespace; a web service publishes that port in host
+//! mode with no fixed number, so each task gets a port of its own on its node's address
+//! (Swarm's `PortStatus`), which is where the health check and the router reach it.
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    HealthConfig, Limit, Mount, MountType, MountVolumeOptions, MountVolumeOptionsDriverConfig,
-    NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode, ServiceSpecModeReplicated, TaskSpec,
-    TaskSpecContainerSpec, TaskSpecContainerSpecFile, TaskSpecContainerSpecSecrets,
-    TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
+    EndpointPortConfig, EndpointPortConfigProtocolEnum, EndpointPortConfigPublishModeEnum,
+    EndpointSpec, HealthConfig, Limit, Mount, MountType, MountVolumeOptions,
+    MountVolumeOptionsDriverConfig, NetworkAttachmentConfig, ServiceSpec, ServiceSpecMode,
+    ServiceSpecModeReplicated, TaskSpec, TaskSpecContainerSpec, TaskSpecContainerSpecFile,
+    TaskSpecContainerSpecSecrets, TaskSpecPlacement, TaskSpecResources, TaskSpecRestartPolicy,
     TaskSpecRestartPolicyConditionEnum,
 };
 
@@ -24,13 +26,12 @@ pub const L_APP: &str = "magrathea.app";
 pub const L_RELEASE: &str = "magrathea.release";
 pub const L_PROCESS: &str = "magrathea.process";
 pub const L_GENERATION: &str = "magrathea.generation";
+/// Services made before app networks listened on `port base + slot` of their node.
 pub const L_PORT_BASE: &str = "magrathea.port-base";
 pub const L_ONEOFF: &str = "magrathea.oneoff";
 
-/// Port bases: `FIRST_PORT + k * PORTS_PER_SERVICE`, k below `SERVICES`.
-pub const FIRST_PORT: u16 = 30000;
-pub const PORTS_PER_SERVICE: u16 = 100;
-pub const SERVICES: u16 = 300;
+/// The port every task's process listens on (`PORT`), in the task's own network namespace.
+pub const APP_PORT: u16 = 5000;
 
 /// Where the release's secret appears in each task (a tmpfs Swarm mounts; root-only
 /// elsewhere).
@@ -57,7 +58,7 @@ fi
 tar -xzf "$t" -C /app --strip-components=1
 rm -f "$t"
 n=${MAGRATHEA_SLOT:-1}
-export PORT=$((MAGRATHEA_PORT_BASE + n)) DYNO="$MAGRATHEA_TYPE.$n" MAGRATHEA_PROCESS="$MAGRATHEA_TYPE.$n"
+export PORT=$MAGRATHEA_PORT DYNO="$MAGRATHEA_TYPE.$n" MAGRATHEA_PROCESS="$MAGRATHEA_TYPE.$n"
 cd /app
 exec /bin/sh -c "$MAGRATHEA_LAUNCH"
 "#;
@@ -66,7 +67,7 @@ exec /bin/sh -c "$MAGRATHEA_LAUNCH"
 /// one keeps watching after it): GET `$MAGRATHEA_HEALTH_PATH` on the task's port, healthy
 /// when it answers below 500, with curl or busybox wget, whichever the stack has (the
 /// check's own timeout bounds it: busybox 1.35's `wget -T` crashes).
-pub const HEALTH: &str = r#"p=$((MAGRATHEA_PORT_BASE + ${MAGRATHEA_SLOT:-1}))
+pub const HEALTH: &str = r#"p=$MAGRATHEA_PORT
 u="http://127.0.0.1:$p${MAGRATHEA_HEALTH_PATH:-/}"
 if command -v curl >/dev/null 2>&1; then
   curl -s -m 5 -o /dev/null -w '%{http_code}' "$u" | grep -q '^[1-4]'
@@ -88,7 +89,8 @@ pub struct Spec<'a> {
     pub cpu: f64,
     pub uid: u32,
     pub generation: u64,
-    pub port_base: u16,
+    /// The app environment's overlay network.
+    pub network: String,
     /// The release tarball's URL on the endpoint.
     pub url: String,
     /// The release's secret (config and the fetch token), by name and id.
@@ -142,7 +144,7 @@ fn plain_env(s: &Spec<'_>) -> Vec<String> {
         format!("MAGRATHEA_TYPE={}", s.ptype),
         format!("MAGRATHEA_CMD={}", s.command),
         format!("MAGRATHEA_LAUNCH={}", launcher_script()),
-        format!("MAGRATHEA_PORT_BASE={}", s.port_base),
+        format!("MAGRATHEA_PORT={APP_PORT}"),
         format!("MAGRATHEA_RELEASE_URL={}", s.url),
         format!("MAGRATHEA_SHA256={}", s.sha256),
         "MAGRATHEA_SLOT={{.Task.Slot}}".into(),
@@ -158,7 +160,6 @@ pub fn labels(s: &Spec<'_>) -> HashMap<String, String> {
         (L_RELEASE.into(), s.release.into()),
         (L_PROCESS.into(), s.ptype.into()),
         (L_GENERATION.into(), s.generation.to_string()),
-        (L_PORT_BASE.into(), s.port_base.to_string()),
     ]);
     if s.oneoff {
         l.insert(L_ONEOFF.into(), "1".into());
@@ -204,6 +205,8 @@ pub fn spec(s: &Spec<'_>) -> Result<ServiceSpec, AgentError> {
         command: Some(vec!["/bin/sh".into(), "-c".into(), RUNNER.into()]),
         env: Some(plain_env(s)),
         user: Some(format!("{}:{}", s.uid, s.uid)),
+        // The node's name, as a process on a node sees it.
+        hostname: Some("{{.Node.Hostname}}".into()),
         mounts: Some(vec![app_mount(s)]),
         secrets: Some(vec![TaskSpecContainerSpecSecrets {
             file: Some(TaskSpecContainerSpecFile {
@@ -259,7 +262,17 @@ pub fn spec(s: &Spec<'_>) -> Result<ServiceSpec, AgentError> {
                 ..Default::default()
             }),
             networks: Some(vec![NetworkAttachmentConfig {
-                target: Some("host".into()),
+                target: Some(s.network.clone()),
+                ..Default::default()
+            }]),
+            ..Default::default()
+        }),
+        // A web task's port on its node, a free one picked by Docker per task.
+        endpoint_spec: (s.ptype == "web" && !s.oneoff).then(|| EndpointSpec {
+            ports: Some(vec![EndpointPortConfig {
+                protocol: Some(EndpointPortConfigProtocolEnum::TCP),
+                target_port: Some(APP_PORT as i64),
+                publish_mode: Some(EndpointPortConfigPublishModeEnum::HOST),
                 ..Default::default()
             }]),
             ..Default::default()

@@ -12,7 +12,9 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
 
-use super::service::{L_APP, L_GENERATION, L_MANAGED, L_ONEOFF, L_PORT_BASE, L_PROCESS, L_RELEASE};
+use super::service::{
+    APP_PORT, L_APP, L_GENERATION, L_MANAGED, L_ONEOFF, L_PORT_BASE, L_PROCESS, L_RELEASE,
+};
 use super::Labels;
 use crate::agent::error::AgentError;
 use crate::docker::Docker;
@@ -176,7 +178,7 @@ pub async fn list_tasks(
             release: svc.parsed.release.clone(),
             ptype: svc.parsed.ptype.clone(),
             index: slot.max(0) as u32,
-            port: svc.port_base.saturating_add(slot.clamp(0, 99) as u16),
+            port: task_port(svc, &status, slot),
             state: status.state.map(|s| s.to_string()).unwrap_or_default(),
             started_at: status.timestamp.map(|t| t.to_string()).unwrap_or_default(),
             restarts: if running_only { restarts } else { 0 },
@@ -191,6 +193,27 @@ pub async fn list_tasks(
         (&a.app, &a.release, &a.ptype, a.index).cmp(&(&b.app, &b.release, &b.ptype, b.index))
     });
     Ok((nodes, out))
+}
+
+/// Where a task listens as seen from outside its node: a web task's published port on its
+/// node (Docker picks one per task), else the port inside the task; a service made before
+/// app networks at `port base + slot` of its node.
+fn task_port(svc: &Svc, status: &bollard::models::TaskStatus, slot: i64) -> u16 {
+    if svc.port_base != 0 {
+        return svc.port_base.saturating_add(slot.clamp(0, 99) as u16);
+    }
+    status
+        .port_status
+        .as_ref()
+        .and_then(|p| p.ports.as_ref())
+        .and_then(|ports| {
+            ports
+                .iter()
+                .find(|p| p.target_port == Some(APP_PORT as i64))
+                .and_then(|p| p.published_port)
+        })
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(APP_PORT)
 }
 
 /// Waits until `want` tasks that `mine` picks are running, one per slot; fails at once when
@@ -364,13 +387,17 @@ pub async fn local_tasks(docker: &Docker) -> Result<Vec<ProcInfo>, AgentError> {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         let base: u16 = get(L_PORT_BASE).parse().unwrap_or(0);
+        let port = match base {
+            0 => APP_PORT,
+            b => b.saturating_add(slot.min(99) as u16),
+        };
         out.push(ProcInfo {
             container: c.id.unwrap_or_default(),
             app: get(L_APP),
             release: get(L_RELEASE),
             ptype: get(L_PROCESS),
             index: slot,
-            port: base.saturating_add(slot.min(99) as u16),
+            port,
             state: c.state.map(|s| s.to_string()).unwrap_or_default(),
             started_at: String::new(),
             restarts: 0,
