@@ -112,6 +112,12 @@ fn declared_services_are_created_linked_isolated_and_kept_running() {
         assert_eq!(v["node"], "local");
         assert_eq!(v["state"], "running", "{v}");
     }
+    // The app's disk use counts its services' data dirs, as their node measures them.
+    let u: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "usage shop --json")).unwrap();
+    let services = u["disk"]["services"].as_u64().unwrap_or(0);
+    assert!(services > 1 << 20, "{u}");
+    assert!(u["disk"]["total"].as_u64().unwrap() > services, "{u}");
+    assert!(s.ok(&s.admin, "usage shop").contains("; services "));
     let info = s.ok(&s.admin, "services:info shop-db");
     assert!(info.contains("version      15."), "{info}");
     assert!(!info.contains("postgres://"), "{info}");

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use super::{Core, CoreError};
 use crate::node::proto::{DiskReply, DiskReq};
+use crate::node::svcproto::ServiceStatusReq;
 use crate::router::{AccessLine, Sample};
 use crate::store::TrafficRow;
 
@@ -51,7 +52,8 @@ pub struct DiskUse {
     pub node_logs: Option<u64>,
     /// Nodes that did not answer (their figures are missing from the sums).
     pub unmeasured: Vec<String>,
-    /// Backing services (databases and the like): not measured yet.
+    /// Data dirs of the backing services the app declared (`magrathea.yml` `services:`),
+    /// as their nodes report them (None: not asked).
     pub services: Option<u64>,
     pub total: u64,
 }
@@ -74,6 +76,9 @@ impl DiskUse {
                 human(d),
                 human(l)
             );
+        }
+        if let Some(b) = self.services {
+            s += &format!("; services {}", human(b));
         }
         if !self.unmeasured.is_empty() {
             s += &format!("; not measured on {}", self.unmeasured.join(", "));
@@ -236,7 +241,45 @@ impl Core {
             }
         }
         d.add_nodes(asks.join_all().await);
+        self.add_services_disk(app, &nodes, &mut d).await?;
         Ok(d)
+    }
+
+    /// The data dirs of the services `app` declared, each asked of its node (the size
+    /// `services:info` shows); one that does not answer is named in `unmeasured`.
+    async fn add_services_disk(
+        &self,
+        app: &str,
+        nodes: &[crate::store::NodeRow],
+        d: &mut DiskUse,
+    ) -> Result<(), CoreError> {
+        let mut asks = tokio::task::JoinSet::new();
+        for row in self.store.services()? {
+            if row.app.as_deref() != Some(app) {
+                continue;
+            }
+            let who = format!("{} (service {})", row.node, row.name);
+            let Some(n) = nodes.iter().find(|n| n.name == row.node) else {
+                d.unmeasured.push(who);
+                continue;
+            };
+            let client = self.node_client(n);
+            let req = ServiceStatusReq { key: row.key };
+            asks.spawn(async move {
+                let r = tokio::time::timeout(NODE_DISK_WAIT, client.send(&req)).await;
+                (who, r.ok().and_then(Result::ok).map(|s| s.size))
+            });
+        }
+        let mut sum = 0;
+        for (who, size) in asks.join_all().await {
+            match size {
+                Some(b) => sum += b,
+                None => d.unmeasured.push(who),
+            }
+        }
+        d.services = Some(sum);
+        d.total += sum;
+        Ok(())
     }
 
     /// A push to `app` is checked against its disk quota before anything is built: the
