@@ -534,6 +534,44 @@ async fn keep_alive_on_both_sides() {
 }
 
 #[tokio::test]
+async fn connections_of_large_and_streamed_responses_are_reused_too() {
+    let proxy = start_router(RouterOptions::default()).await;
+    // 256 KiB with a length, then a chunked body of two frames.
+    let big = spawn_upstream(|req: Request<Incoming>| async move {
+        if req.uri().path() == "/big" {
+            return Response::new(full(vec![b'x'; 256 * 1024]));
+        }
+        let frames = futures_util::stream::iter([
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"one "))),
+            Ok(Frame::data(Bytes::from_static(b"two"))),
+        ]);
+        Response::new(BodyExt::boxed(StreamBody::new(frames)))
+    })
+    .await;
+    proxy.router.set_upstreams("web", vec![big.addr]);
+    let client = client();
+    for i in 0..10 {
+        let path = if i % 2 == 0 { "/big" } else { "/chunked" };
+        let req = Request::get(path)
+            .header(HOST, host("web"))
+            .body(Empty::new().map_err(|never| match never {}).boxed())
+            .unwrap();
+        let (status, _, body) = send(&client, proxy.addr, req).await;
+        assert_eq!(status, StatusCode::OK);
+        if i % 2 == 0 {
+            assert_eq!(body.len(), 256 * 1024);
+        } else {
+            assert_eq!(body, "one two");
+        }
+    }
+    let conns = big.conns.load(Ordering::SeqCst);
+    assert!(
+        conns <= 3,
+        "{conns} upstream connections for 10 sequential requests"
+    );
+}
+
+#[tokio::test]
 async fn pooled_connections_the_upstream_closed_while_idle_are_not_used() {
     // An upstream that answers one request per connection, then closes it soon after
     // (without saying so): the router pools the connection, and must see it closed.

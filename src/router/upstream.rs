@@ -6,7 +6,10 @@
 //! task drives it (hyper's connection future is polled beside the response, then by the
 //! response body), so a proxied exchange wakes one task, not two that hand the request and
 //! the response over to each other. An idle pooled connection is driven by nobody; the next
-//! request that takes it polls it first, which notices one the upstream has closed.
+//! request that takes it polls it first, which notices one the upstream has closed. A
+//! response whose body is large or streamed gets the connection a task of its own once its
+//! head is in (as does an upgrade): the body then comes in as the client reads it, and a
+//! request body still uploading keeps going even while the client is slow to read.
 
 use std::future::Future;
 use std::io;
@@ -35,6 +38,9 @@ pub(super) type Sender = SendRequest<ReqBody>;
 /// tunnel), boxed once per connection: its type cannot be named.
 type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
+/// Responses whose body is known to be at most this long are driven by the request's task
+/// to their end; longer or streamed ones get a task of their own for their connection.
+const INLINE_BODY_MAX: u64 = 64 * 1024;
 /// Idle connections kept per upstream; beyond this a finished connection is simply closed.
 const MAX_IDLE_PER_UPSTREAM: usize = 128;
 /// Older idle connections are dropped rather than reused: most app servers close idle
@@ -58,27 +64,53 @@ struct IdleLink {
 /// itself, driven by whoever holds the link.
 pub(super) struct Link {
     sender: Sender,
-    /// None once the connection has finished (closed, failed or upgraded).
-    conn: Option<Driver>,
+    conn: Conn,
     addr: SocketAddr,
+}
+
+/// Who drives a link's connection.
+enum Conn {
+    /// Whoever holds the link.
+    Here(Driver),
+    /// A task of its own.
+    Own,
+    /// Nobody: it has finished (closed or failed).
+    Done,
 }
 
 impl Link {
     /// Moves the connection's I/O along as far as it goes without waiting.
     fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(conn) = self.conn.as_mut() {
+        if let Conn::Here(conn) = &mut self.conn {
             if let Poll::Ready(result) = conn.as_mut().poll(cx) {
                 if let Err(err) = result {
                     debug!(upstream = %self.addr, error = %err, "upstream connection ended with an error");
                 }
-                self.conn = None;
+                self.conn = Conn::Done;
             }
         }
     }
 
     /// Whether another request can be sent on it now.
     fn is_ready(&self) -> bool {
-        self.conn.is_some() && self.sender.is_ready()
+        !matches!(self.conn, Conn::Done) && self.sender.is_ready()
+    }
+
+    /// Whether it may still become ready.
+    fn is_alive(&self) -> bool {
+        !matches!(self.conn, Conn::Done) && !self.sender.is_closed()
+    }
+
+    /// Gives the connection a task of its own (it stays usable through the link).
+    fn hand_off(&mut self) {
+        if let Conn::Here(conn) = std::mem::replace(&mut self.conn, Conn::Own) {
+            let addr = self.addr;
+            tokio::spawn(async move {
+                if let Err(err) = conn.await {
+                    debug!(upstream = %addr, error = %err, "upstream connection ended with an error");
+                }
+            });
+        }
     }
 
     /// Sends `req` and waits for the response head, driving the connection meanwhile. A
@@ -99,14 +131,7 @@ impl Link {
     /// Lets the connection run on its own task to its end: it is being upgraded (the
     /// tunnel takes it over once hyper hands it out).
     pub(super) fn detach(mut self) {
-        if let Some(conn) = self.conn.take() {
-            let addr = self.addr;
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    debug!(upstream = %addr, error = %err, "upstream connection ended with an error");
-                }
-            });
-        }
+        self.hand_off();
     }
 }
 
@@ -174,7 +199,7 @@ impl Upstream {
             self.pool(link);
             return;
         }
-        if link.conn.is_none() || link.sender.is_closed() {
+        if !link.is_alive() {
             return;
         }
         // Bodies can be dropped while the runtime shuts down; the connection just closes then.
@@ -185,7 +210,7 @@ impl Upstream {
         runtime.spawn(async move {
             let ready = std::future::poll_fn(|cx| {
                 link.drive(cx);
-                if link.conn.is_none() {
+                if matches!(link.conn, Conn::Done) {
                     return Poll::Ready(false);
                 }
                 link.sender.poll_ready(cx).map(|r| r.is_ok())
@@ -200,7 +225,7 @@ impl Upstream {
     fn pool(&self, link: Link) {
         let mut idle = self.lock_idle();
         if idle.len() >= MAX_IDLE_PER_UPSTREAM {
-            idle.retain(|c| c.link.conn.is_some() && !c.link.sender.is_closed());
+            idle.retain(|c| c.link.is_alive());
             idle.retain(|c| c.since.elapsed() < IDLE_EXPIRY);
         }
         if idle.len() < MAX_IDLE_PER_UPSTREAM {
@@ -229,7 +254,7 @@ impl Upstream {
             .map_err(io::Error::other)?;
         Ok(Link {
             sender,
-            conn: Some(Box::pin(conn.with_upgrades())),
+            conn: Conn::Here(Box::pin(conn.with_upgrades())),
             addr: self.addr,
         })
     }
@@ -272,7 +297,17 @@ pub(super) struct UpstreamBody {
 
 impl UpstreamBody {
     /// `link` is None when the connection went on its own (an upgrade).
-    pub(super) fn new(inner: Incoming, guard: InflightGuard, link: Option<Link>) -> Self {
+    pub(super) fn new(inner: Incoming, guard: InflightGuard, mut link: Option<Link>) -> Self {
+        let small = inner.is_end_stream()
+            || inner
+                .size_hint()
+                .exact()
+                .is_some_and(|n| n <= INLINE_BODY_MAX);
+        if !small {
+            if let Some(link) = link.as_mut() {
+                link.hand_off();
+            }
+        }
         UpstreamBody {
             inner,
             guard: Some(guard),
