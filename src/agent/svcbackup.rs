@@ -22,7 +22,9 @@ use tokio::io::AsyncWriteExt;
 use super::error::AgentError;
 use super::AgentCtx;
 use crate::docker::Docker;
-use crate::node::proto::{DumpTarget, LoadReply, ServiceDumpReq, ServiceLoadReq, ServiceVerifyReq};
+use crate::node::proto::{
+    DumpTarget, LoadReply, ServiceDumpReq, ServiceLoadReq, ServiceSettleReq, ServiceVerifyReq,
+};
 
 /// Where the services' entry script is mounted (`scripts/service-images.sh`).
 const ENTRY_PATH: &str = "/usr/local/bin/magrathea-svc";
@@ -70,8 +72,8 @@ exec cat /data/dump.rdb"#
 
 /// The dump on stdin loaded into the service. Postgres: into a new database, in one
 /// transaction, which then takes the live one's name in one step (connections to the old one
-/// ended), the old one dropped after: all or nothing, and what the backup does not hold
-/// (tables created since) is gone. A failed load leaves the live database as it was.
+/// ended), the old one dropped after the answer: all or nothing, and what the backup does not
+/// hold (tables created since) is gone. A failed load leaves the live database as it was.
 /// Into a fresh (throwaway) instance: straight into its database.
 fn load_script(kind: &str, fresh: bool) -> Option<&'static str> {
     Some(match (kind, fresh) {
@@ -113,7 +115,36 @@ then
     echo "the restored database could not replace the live one; nothing changed" >&2
     exit 1
 fi
-q -c "DROP DATABASE $old WITH (FORCE)" || echo "the replaced database $old is left behind" >&2
+# The replaced database stays until the agent drops it, after its answer (see `load`), or,
+# kept, until a `service-settle` drops it or puts it back.
+"#;
+
+/// The database a load replaced, dropped (after a plain load, or by `service-settle`).
+const PG_DROP_KEPT: &str = r#"set -eu
+q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
+q -c "DROP DATABASE IF EXISTS ${MAGRATHEA_DB}__mg_before WITH (FORCE)"
+"#;
+
+/// `service-settle` with `undo`: the database a kept load replaced takes its name back in one
+/// step (connections to the loaded one ended), the loaded one dropped.
+const PG_UNDO_SWAP: &str = r#"set -eu
+db=$MAGRATHEA_DB
+old=${db}__mg_before
+gone=${db}__mg_undone
+q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
+[ "$(q -At -c "SELECT count(*) FROM pg_database WHERE datname = '$old'")" = 1 ] ||
+    { echo "it is not there any more" >&2; exit 1; }
+q -c "DROP DATABASE IF EXISTS $gone WITH (FORCE)"
+if ! q -c "ALTER DATABASE $db ALLOW_CONNECTIONS false" \
+    -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '$db' AND pid <> pg_backend_pid()" \
+    -c "BEGIN" -c "ALTER DATABASE $db RENAME TO $gone" -c "ALTER DATABASE $old RENAME TO $db" \
+    -c "ALTER DATABASE $db ALLOW_CONNECTIONS true" -c "COMMIT" >/dev/null
+then
+    q -c "ALTER DATABASE $db ALLOW_CONNECTIONS true" || true
+    echo "it could not take its name back" >&2
+    exit 1
+fi
+q -c "DROP DATABASE $gone WITH (FORCE)" || echo "the undone database $gone is left behind" >&2
 "#;
 
 /// What a loaded instance holds, one line.
@@ -348,9 +379,14 @@ pub(super) async fn load(
     let docker = ctx.docker().await?;
     let name = container(ctx, &t.key);
     let began = std::time::Instant::now();
+    let keep = req.keep && t.kind == "postgres";
     let bytes = match load_script(&t.kind, false) {
         Some(script) => {
-            let (code, n, _, err) = run(docker, &name, script, Io::From(rx)).await?;
+            let script = match keep {
+                true => format!("keep=1\n{script}"),
+                false => script.to_string(),
+            };
+            let (code, n, _, err) = run(docker, &name, &script, Io::From(rx)).await?;
             if code != 0 {
                 return Err(AgentError::Invalid(format!(
                     "the restore failed: {}",
@@ -368,7 +404,54 @@ pub(super) async fn load(
         "backup restored into the service"
     );
     let holds = holds(docker, &name, &t.kind).await;
-    Ok(LoadReply { bytes, holds })
+    if t.kind == "postgres" && !keep {
+        // The restore is complete (committed, swapped in): the old database goes after the
+        // answer, its checkpoint on no one's clock. Should it fail, the next restore drops
+        // it first.
+        let (docker, name) = (docker.clone(), name.clone());
+        tokio::spawn(async move {
+            match run(&docker, &name, PG_DROP_KEPT, Io::Collect).await {
+                Ok((0, ..)) => {}
+                Ok((_, _, _, err)) => {
+                    tracing::warn!(container = %name, "dropping the replaced database: {}", last_line(&err))
+                }
+                Err(e) => tracing::warn!(container = %name, "dropping the replaced database: {e}"),
+            }
+        });
+    }
+    Ok(LoadReply {
+        bytes,
+        holds,
+        kept: keep,
+    })
+}
+
+/// `service-settle`: what a `service-load` with `keep` replaced, dropped or put back.
+/// Only Postgres keeps anything.
+pub(super) async fn settle(ctx: &AgentCtx, req: ServiceSettleReq) -> Result<LoadReply, AgentError> {
+    check(&req.target)?;
+    let t = &req.target;
+    let docker = ctx.docker().await?;
+    let name = container(ctx, &t.key);
+    if t.kind == "postgres" {
+        let script = match req.undo {
+            true => PG_UNDO_SWAP,
+            false => PG_DROP_KEPT,
+        };
+        let (code, _, _, err) = run(docker, &name, script, Io::Collect).await?;
+        if code != 0 {
+            return Err(AgentError::Invalid(format!(
+                "the replaced database: {}",
+                last_line(&err)
+            )));
+        }
+    }
+    let holds = holds(docker, &name, &t.kind).await;
+    Ok(LoadReply {
+        bytes: 0,
+        holds,
+        kept: false,
+    })
 }
 
 async fn holds(docker: &Docker, container: &str, kind: &str) -> String {
@@ -684,5 +767,9 @@ pub(super) async fn verify(
         ));
     }
     drop(tw);
-    Ok(LoadReply { bytes, holds })
+    Ok(LoadReply {
+        bytes,
+        holds,
+        kept: false,
+    })
 }

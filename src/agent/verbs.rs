@@ -143,7 +143,7 @@ pub(super) async fn exec(
             Some(r) => super::svcbackup::load(&ctx, r, &mut rx)
                 .await
                 .and_then(reply_json),
-            None => Err(AgentError::Usage("service-load KEY KIND NAME")),
+            None => Err(AgentError::Usage("service-load KEY KIND NAME [keep]")),
         }
     } else if verb == ServiceVerifyReq::VERB {
         match ServiceVerifyReq::from_args(&argv[1..]) {
@@ -180,6 +180,7 @@ pub(super) async fn exec(
                 ServiceUserReq,
                 ServiceStatusReq,
                 ServiceDestroyReq,
+                ServiceSettleReq,
                 ClusterReq,
             ]
         )
@@ -338,6 +339,12 @@ impl Handle for ServiceUserReq {
 impl Handle for ServiceStatusReq {
     async fn handle(self, call: &Call<'_>) -> Result<ServiceStatus, AgentError> {
         super::services::status(call.ctx, &self.key).await
+    }
+}
+
+impl Handle for ServiceSettleReq {
+    async fn handle(self, call: &Call<'_>) -> Result<LoadReply, AgentError> {
+        super::svcbackup::settle(call.ctx, self).await
     }
 }
 

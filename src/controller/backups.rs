@@ -3,14 +3,17 @@
 //! from its node (`service-dump`), sealed into a file under the data dir (`backup/`) and,
 //! at the same time, restored into a throwaway instance on the node (`service-verify`): it
 //! is recorded only when the dump is whole, the file reads back to it and the throwaway
-//! instance took it. A restore checks the file's sha256 before anything else, takes a
-//! safety backup of the service, then streams the dump into it (`service-load`).
+//! instance took it. A restore checks the file's sha256 before anything else, then streams
+//! the dump into the service (`service-load`): Postgres loads it into a new database that
+//! replaces the live one once whole; the other types take a safety backup first.
 
 use tokio::sync::mpsc;
 
 use super::{Core, CoreError};
 use crate::backup::{BackupWriter, Compression, Envelope};
-use crate::node::proto::{DumpTarget, ServiceDumpReq, ServiceLoadReq, ServiceVerifyReq};
+use crate::node::proto::{
+    DumpTarget, ServiceDumpReq, ServiceLoadReq, ServiceSettleReq, ServiceVerifyReq,
+};
 use crate::sink::Sink;
 use crate::store::{BackupReason, BackupRow, NewBackup, ReleaseTag, ServiceRow};
 
@@ -18,6 +21,24 @@ use crate::store::{BackupReason, BackupRow, NewBackup, ReleaseTag, ServiceRow};
 pub const KEEP: usize = 7;
 /// Safety backups (taken before a restore) kept per service.
 pub const KEEP_SAFETY: usize = 3;
+
+/// How a service restored by `rollback --with-data` is put back if the rollback fails.
+#[derive(Debug, Clone)]
+pub enum RestoreUndo {
+    /// A safety backup taken before the restore.
+    Safety(BackupRow),
+    /// The service (Postgres) kept what it replaced beside it (`service-settle`).
+    Kept(String),
+}
+
+impl RestoreUndo {
+    fn what(&self) -> String {
+        match self {
+            RestoreUndo::Safety(s) => format!("from safety backup #{}", s.id),
+            RestoreUndo::Kept(_) => "the database the restore replaced".into(),
+        }
+    }
+}
 
 /// Why a backup is taken, and for which release.
 #[derive(Debug, Clone)]
@@ -279,9 +300,12 @@ impl Core {
                 "-----> Restoring backup {what} into a new database; it replaces the live one once complete"
             ))
             .await;
-            let holds = self.load_backup(&row, &node, &b, out).await.map_err(|e| {
-                CoreError::Failed(format!("{e}; the service holds what it held before"))
-            })?;
+            let holds = self
+                .load_backup(&row, &node, &b, false, out)
+                .await
+                .map_err(|e| {
+                    CoreError::Failed(format!("{e}; the service holds what it held before"))
+                })?;
             return Ok((None, holds));
         }
         let safety = self
@@ -301,7 +325,7 @@ impl Core {
             safety.id
         ))
         .await;
-        let holds = self.load_backup(&row, &node, &b, out).await.map_err(|e| {
+        let holds = self.load_backup(&row, &node, &b, false, out).await.map_err(|e| {
             CoreError::Failed(format!(
                 "{e}; the service may be partly restored: `services:restore {name} {}` puts back what it held",
                 safety.id
@@ -312,16 +336,17 @@ impl Core {
 
     /// `rollback --with-data`: the backups tied to `version` in `env` (taken before its
     /// release command) put back into their services, all or nothing: every file is checked
-    /// before any service is touched, each service gets a safety backup first, and when one
-    /// restore fails the services already restored get their safety backups back. The
-    /// safety backups, for [`Core::undo_restores`] if the rollout then fails.
+    /// before any service is touched; a Postgres service keeps the database it replaced
+    /// beside it, the others get a safety backup first; when one restore fails, the services
+    /// already restored are put back. What undoes them, for [`Core::undo_restores`] if the
+    /// rollout then fails, else [`Core::settle_restores`].
     pub async fn restore_release_backups(
         &self,
         app: &str,
         env: &str,
         version: i64,
         out: &mut Sink,
-    ) -> Result<Vec<BackupRow>, CoreError> {
+    ) -> Result<Vec<RestoreUndo>, CoreError> {
         let backups = self.store.release_backups(app, env, version)?;
         if backups.is_empty() {
             out.line(format!(
@@ -336,43 +361,83 @@ impl Core {
             self.check_backup(&row, &b).await?;
             todo.push((row, node, b));
         }
-        let mut safeties: Vec<BackupRow> = vec![];
+        let mut undos: Vec<RestoreUndo> = vec![];
         for (row, node, b) in &todo {
-            let ask = BackupAsk {
-                reason: BackupReason::Safety,
-                release: None,
-                verify: false,
-                keep: KEEP,
-            };
             let step = async {
+                if loads_atomically(&row.kind) {
+                    // All or nothing on the node: a failed load leaves nothing to undo.
+                    self.load_backup(row, node, b, true, out).await?;
+                    undos.push(RestoreUndo::Kept(row.name.clone()));
+                    return Ok(());
+                }
+                let ask = BackupAsk {
+                    reason: BackupReason::Safety,
+                    release: None,
+                    verify: false,
+                    keep: KEEP,
+                };
                 let safety = self.backup_service(&row.name, ask, out).await?;
-                safeties.push(safety);
-                self.load_backup(row, node, b, out).await
+                undos.push(RestoreUndo::Safety(safety));
+                self.load_backup(row, node, b, false, out).await.map(|_| ())
             };
             if let Err(e) = step.await {
                 out.line(format!(" !     {e}")).await;
-                self.undo_restores(&safeties, out).await;
+                self.undo_restores(&undos, out).await;
                 return Err(e);
             }
         }
-        Ok(safeties)
+        Ok(undos)
     }
 
-    /// Puts each service back as its safety backup holds it (best effort, each said).
-    pub async fn undo_restores(&self, safeties: &[BackupRow], out: &mut Sink) {
-        for s in safeties.iter().rev() {
-            let back = match self.service_and_node(&s.service) {
-                Ok((row, node)) => self.load_backup(&row, &node, s, out).await,
-                Err(e) => Err(e),
+    /// Puts each service back as it was before [`Core::restore_release_backups`] (best
+    /// effort, each said): a Postgres service's kept database takes its name back, the
+    /// others get their safety backup.
+    pub async fn undo_restores(&self, undos: &[RestoreUndo], out: &mut Sink) {
+        for u in undos.iter().rev() {
+            let (service, back) = match u {
+                RestoreUndo::Safety(s) => (
+                    &s.service,
+                    match self.service_and_node(&s.service) {
+                        Ok((row, node)) => self.load_backup(&row, &node, s, false, out).await,
+                        Err(e) => Err(e),
+                    },
+                ),
+                RestoreUndo::Kept(name) => (name, self.settle(name, true).await),
             };
             if let Err(e) = back {
                 out.line(format!(
-                    " !     {} could not be put back from safety backup #{}: {e}",
-                    s.service, s.id
+                    " !     {service} could not be put back ({}): {e}",
+                    u.what()
                 ))
                 .await;
             }
         }
+    }
+
+    /// After a rollback that went live: the databases the restores replaced dropped (a
+    /// failure only warns; the next restore of that service drops it too).
+    pub async fn settle_restores(&self, undos: &[RestoreUndo]) {
+        for u in undos {
+            if let RestoreUndo::Kept(name) = u {
+                if let Err(e) = self.settle(name, false).await {
+                    tracing::warn!(service = %name, "dropping the database a restore replaced: {e}");
+                }
+            }
+        }
+    }
+
+    async fn settle(&self, name: &str, undo: bool) -> Result<String, CoreError> {
+        let (row, node) = self.service_and_node(name)?;
+        let req = ServiceSettleReq {
+            target: target(&row),
+            undo,
+        };
+        let reply = self
+            .node_client(&node)
+            .send(&req)
+            .await
+            .map_err(|e| CoreError::Failed(e.to_string()))?;
+        Ok(reply.holds)
     }
 
     /// The file of `b` is whole (its sha256 the catalog's) and a dump of `row`'s type.
@@ -400,6 +465,7 @@ impl Core {
         row: &ServiceRow,
         node: &crate::store::NodeRow,
         b: &BackupRow,
+        keep: bool,
         out: &mut Sink,
     ) -> Result<String, CoreError> {
         let path = self.data().backups(&row.name).join(&b.file);
@@ -425,6 +491,7 @@ impl Core {
         });
         let req = ServiceLoadReq {
             target: target(row),
+            keep,
         };
         let loaded = self.node_client(node).upload_stream(&req, rx).await;
         let read = read.await.map_err(|e| CoreError::Failed(e.to_string()))?;

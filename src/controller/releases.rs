@@ -171,7 +171,7 @@ impl Core {
         };
         // The services' data as it was before the live release's release command, like the
         // data dir below (all or nothing, undone if the rollout fails).
-        let safeties = match with_data {
+        let undos = match with_data {
             true => {
                 self.restore_release_backups(app, env, live.version, out)
                     .await?
@@ -186,13 +186,14 @@ impl Core {
             ..Default::default()
         };
         if let Err(e) = deploy::rollout(self, &release, &target, who, out, opts).await {
-            if !safeties.is_empty() {
+            if !undos.is_empty() {
                 out.line(" !     the rollback failed; putting the services' data back")
                     .await;
-                self.undo_restores(&safeties, out).await;
+                self.undo_restores(&undos, out).await;
             }
             return Err(CoreError::Failed(e.to_string()));
         }
+        self.settle_restores(&undos).await;
         Ok(v)
     }
 

@@ -543,10 +543,14 @@ impl ServiceDumpReq {
     }
 }
 
-/// `service-load KEY KIND NAME`: the dump on stdin replaces the running service's data.
+/// `service-load KEY KIND NAME [keep]`: the dump on stdin replaces the running service's
+/// data. With `keep`, a Postgres service keeps what it replaced beside it (see
+/// [`LoadReply::kept`]) until a [`ServiceSettleReq`] drops it or puts it back.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ServiceLoadReq {
     pub target: DumpTarget,
+    #[serde(default)]
+    pub keep: bool,
 }
 
 impl Request for ServiceLoadReq {
@@ -554,14 +558,37 @@ impl Request for ServiceLoadReq {
     type Reply = LoadReply;
 
     fn args(&self) -> Vec<String> {
-        self.target.words()
+        let mut w = self.target.words();
+        if self.keep {
+            w.push("keep".into());
+        }
+        w
     }
 }
 
 impl ServiceLoadReq {
     pub fn from_args(args: &[String]) -> Option<ServiceLoadReq> {
-        DumpTarget::from_words(args).map(|target| ServiceLoadReq { target })
+        // A 4th word, so a service named `keep` is still one.
+        let (t, keep) = match args {
+            [t @ .., last] if t.len() == 3 && last == "keep" => (t, true),
+            t => (t, false),
+        };
+        DumpTarget::from_words(t).map(|target| ServiceLoadReq { target, keep })
     }
+}
+
+/// `service-settle`: after a `service-load` with `keep`, the data it replaced dropped, or
+/// (`undo`) put back in place of what was loaded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceSettleReq {
+    pub target: DumpTarget,
+    #[serde(default)]
+    pub undo: bool,
+}
+
+impl Request for ServiceSettleReq {
+    const VERB: &'static str = "service-settle";
+    type Reply = LoadReply;
 }
 
 /// `service-verify KEY KIND NAME IMAGE UID`: the dump on stdin loaded into a throwaway
@@ -605,6 +632,9 @@ pub struct LoadReply {
     /// What the loaded instance holds, in words (`12 tables`, `40 keys`).
     #[serde(default)]
     pub holds: String,
+    /// The replaced data is kept beside the service (a `service-load` with `keep`).
+    #[serde(default)]
+    pub kept: bool,
 }
 
 /// `shell` and `run` are sessions, not calls (see the agent's `oneoff`). The controller may
@@ -680,6 +710,7 @@ mod tests {
             ServiceUserReq::VERB,
             ServiceStatusReq::VERB,
             ServiceDestroyReq::VERB,
+            ServiceSettleReq::VERB,
             ServiceConnectReq::VERB,
             ServiceLogsReq::VERB,
             ClusterReq::VERB,
@@ -711,8 +742,25 @@ mod tests {
         };
         let d = ServiceDumpReq { target: t.clone() };
         assert_eq!(ServiceDumpReq::from_args(&d.args()).unwrap().target, t);
-        let l = ServiceLoadReq { target: t.clone() };
+        let l = ServiceLoadReq {
+            target: t.clone(),
+            keep: false,
+        };
         assert_eq!(ServiceLoadReq::from_args(&l.args()).unwrap().target, t);
+        let k = ServiceLoadReq {
+            target: t.clone(),
+            keep: true,
+        };
+        let back = ServiceLoadReq::from_args(&k.args()).unwrap();
+        assert!(back.keep && back.target == t);
+        assert!(ServiceVerifyReq::from_args(&k.args()).is_none());
+        // A service named `keep` is a name, not the flag.
+        let named = DumpTarget {
+            name: "keep".into(),
+            ..t.clone()
+        };
+        let back = ServiceLoadReq::from_args(&named.words()).unwrap();
+        assert!(!back.keep && back.target == named);
         let v = ServiceVerifyReq {
             target: t.clone(),
             image: "magrathea/svc-postgres-15:latest".into(),
