@@ -220,4 +220,14 @@ pg_query($db, "INSERT INTO items VALUES (1, 'towel', 42) ON CONFLICT DO NOTHING"
         body.contains("v1 id,name,price") && body.contains("42"),
         "old code and old schema, with the dropped column's data: {body}"
     );
+    // Postgres needed no safety dump: the replaced database was kept until the rollout went
+    // live, then dropped.
+    let list = backups(server, "shop-db");
+    assert!(list.iter().all(|b| b["reason"] != "safety"), "{list:?}");
+    let left = exec(
+        server,
+        "shop-db",
+        "psql -X -At -h /run/svc -U postgres -d postgres -c \"SELECT count(*) FROM pg_database WHERE strpos(datname, '__mg_') > 0\"",
+    );
+    assert_eq!(left, "0", "the replaced database was dropped");
 }
