@@ -36,10 +36,84 @@ pub struct AppConfig {
     #[serde(default)]
     pub cpu: Option<f64>,
     /// Services each environment gets on its first deploy, created and linked before the
-    /// release command: `db: postgres`, `cache: redis`, `sql: mariadb` (see
+    /// release command: `db: postgres`, `cache: redis`, `sql: mariadb`, or with scheduled
+    /// backups `db: { type: postgres, backup: { every: 24h, keep: 7 } }` (see
     /// `controller::services`).
     #[serde(default)]
-    pub services: Option<BTreeMap<String, String>>,
+    pub services: Option<BTreeMap<String, ServiceDecl>>,
+}
+
+/// One entry of `services:`: the type alone, or the type with a backup schedule.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(untagged)]
+pub enum ServiceDecl {
+    Type(String),
+    Full(ServiceFull),
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceFull {
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub backup: Option<BackupDecl>,
+}
+
+/// `backup: { every: 24h, keep: 7 }`: a backup every `every`, the newest `keep` scheduled
+/// ones kept.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BackupDecl {
+    pub every: String,
+    #[serde(default)]
+    pub keep: Option<u32>,
+}
+
+/// A backup schedule, checked: seconds between backups, scheduled backups kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackupSchedule {
+    pub every: u64,
+    pub keep: u32,
+}
+
+/// Scheduled backups kept when `keep` is not given.
+pub const DEFAULT_BACKUP_KEEP: u32 = 7;
+
+impl ServiceDecl {
+    pub fn kind(&self) -> &str {
+        match self {
+            ServiceDecl::Type(t) => t,
+            ServiceDecl::Full(f) => &f.kind,
+        }
+    }
+
+    /// The schedule (already checked by [`parse`]).
+    pub fn schedule(&self) -> Option<BackupSchedule> {
+        match self {
+            ServiceDecl::Full(ServiceFull { backup: Some(b), .. }) => Some(BackupSchedule {
+                every: parse_interval(&b.every)?,
+                keep: b.keep.unwrap_or(DEFAULT_BACKUP_KEEP),
+            }),
+            _ => None,
+        }
+    }
+}
+
+/// `30s`, `15m`, `6h`, `1d`, `2w`: seconds.
+pub fn parse_interval(s: &str) -> Option<u64> {
+    let t = s.trim();
+    let unit = t.chars().last()?;
+    let (num, mult) = match unit {
+        's' => (&t[..t.len() - 1], 1u64),
+        'm' => (&t[..t.len() - 1], 60),
+        'h' => (&t[..t.len() - 1], 3600),
+        'd' => (&t[..t.len() - 1], 86_400),
+        'w' => (&t[..t.len() - 1], 7 * 86_400),
+        _ => return None,
+    };
+    let n: u64 = num.trim().parse().ok()?;
+    n.checked_mul(mult).filter(|s| (1..=366 * 86_400).contains(s))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -136,14 +210,28 @@ pub fn parse(text: &str) -> Result<AppConfig, String> {
             }
         }
     }
-    for (key, kind) in c.services.iter().flatten() {
+    for (key, decl) in c.services.iter().flatten() {
         crate::names::check("service key", key)
             .map_err(|e| format!("magrathea.yml: services: {e}"))?;
-        if !SERVICE_TYPES.contains(&kind.as_str()) {
+        let kind = decl.kind();
+        if !SERVICE_TYPES.contains(&kind) {
             return Err(format!(
                 "magrathea.yml: services.{key}: unknown type {:?} (postgres, redis or mariadb)",
                 kind.chars().take(40).collect::<String>()
             ));
+        }
+        if let ServiceDecl::Full(ServiceFull { backup: Some(b), .. }) = decl {
+            if parse_interval(&b.every).is_none() {
+                return Err(format!(
+                    "magrathea.yml: services.{key}.backup.every: {:?} is not an interval (e.g. 24h, 6h, 30m, 7d)",
+                    b.every.chars().take(40).collect::<String>()
+                ));
+            }
+            if !(1..=1000).contains(&b.keep.unwrap_or(DEFAULT_BACKUP_KEEP)) {
+                return Err(format!(
+                    "magrathea.yml: services.{key}.backup.keep: keep 1 to 1000 backups"
+                ));
+            }
         }
     }
     if let Some(cpu) = c.cpu {
@@ -338,6 +426,43 @@ pub fn parse_duration_ms(s: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn services_short_and_with_a_backup_schedule() {
+        let c = parse(
+            "services:\n  db: { type: postgres, backup: { every: 24h, keep: 3 } }\n  cache: redis\n  sql:\n    type: mariadb\n    backup: { every: 30m }\n",
+        )
+        .unwrap();
+        let s = c.services.unwrap();
+        assert_eq!(s["db"].kind(), "postgres");
+        assert_eq!(
+            s["db"].schedule(),
+            Some(BackupSchedule {
+                every: 86_400,
+                keep: 3
+            })
+        );
+        assert_eq!(s["cache"].kind(), "redis");
+        assert_eq!(s["cache"].schedule(), None);
+        assert_eq!(s["sql"].schedule().unwrap().every, 1800);
+        assert_eq!(s["sql"].schedule().unwrap().keep, DEFAULT_BACKUP_KEEP);
+        for (bad, says) in [
+            ("{ type: postgres, backup: { every: soon } }", "backup.every"),
+            ("{ type: postgres, backup: { every: 1h, keep: 0 } }", "backup.keep"),
+            ("{ type: mongo }", "unknown type"),
+            ("{ type: postgres, backups: { every: 1h } }", "services"),
+            ("{ type: postgres, backup: { every: 1h, kept: 2 } }", "services"),
+        ] {
+            let e = parse(&format!("services:\n  db: {bad}\n")).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
+        assert_eq!(parse_interval("5s"), Some(5));
+        assert_eq!(parse_interval("2w"), Some(14 * 86_400));
+        assert_eq!(parse_interval("0h"), None);
+        assert_eq!(parse_interval("24"), None);
+        assert_eq!(parse_interval("99999999999999999d"), None);
+    }
 
     #[test]
     fn an_environment_runs_on_nodes_or_one_cluster() {

@@ -216,6 +216,10 @@ pub struct BuildArgs {
     /// Stack used when an app's magrathea.yml names none
     #[arg(long, default_value = "bookworm")]
     pub default_stack: String,
+    /// Shortest interval between scheduled service backups a magrathea.yml may ask for
+    /// (`backup: { every: .. }`), in seconds; lower it only for tests
+    #[arg(long, default_value_t = 60, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
+    pub min_backup_interval: u64,
 }
 
 impl BuildArgs {
@@ -230,6 +234,7 @@ impl BuildArgs {
             parallel: self.parallel_builds.unwrap_or(d.parallel).max(1),
             default_stack: self.default_stack.clone(),
             process_memory: d.process_memory,
+            min_backup_interval: self.min_backup_interval,
         }
     }
 }

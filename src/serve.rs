@@ -156,6 +156,7 @@ pub async fn serve(
     tokio::spawn(crate::controller::renewals(core.clone()));
     // Default hosts get their certificates as their environments get routes.
     tokio::spawn(core.clone().follow_routes());
+    tokio::spawn(crate::controller::scheduled_backups(core.clone()));
     {
         let core = core.clone();
         tokio::spawn(async move {

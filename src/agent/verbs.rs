@@ -378,6 +378,7 @@ async fn status(ctx: &AgentCtx) -> Result<StatusReply, AgentError> {
         }
     }
     if let Ok(docker) = ctx.docker().await {
+        reply.services_memory = super::services::reserved_memory(docker, &ctx.instance).await;
         for p in runtime::list(docker, &ctx.instance, None).await? {
             reply
                 .apps

@@ -11,7 +11,8 @@ pub struct AppsDestroy {
     /// The app's name again, to confirm
     #[arg(long, value_name = "NAME")]
     confirm: Option<String>,
-    /// Archive the data dirs on the nodes (outside every app's reach) instead of deleting them
+    /// Archive the data dirs on the nodes and the app's services' backups (outside every
+    /// app's reach) instead of deleting them
     #[arg(long)]
     keep_data: bool,
 }

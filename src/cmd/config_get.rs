@@ -1,4 +1,4 @@
-//! `config:get APP KEY [--env E]` (owner).
+//! `config:get APP KEY [--env E]` (owner); a linked service's URL with its password masked.
 
 use super::{CmdError, CmdResult, Command, Ctx, Done, Need};
 use crate::access::AppRole;
@@ -22,9 +22,14 @@ impl Command for ConfigGet {
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
         let (app, key, env) = (&self.app, &self.key, &self.env);
-        let vars = cx.core.config(app, env)?;
-        vars.get(key)
-            .map(|v| format!("{v}\n").into())
-            .ok_or_else(|| CmdError::Invalid(format!("{key} is not set for {app} in {env}")))
+        let (vars, masked) = cx.core.config_shown(app, env)?;
+        let v = vars
+            .get(key)
+            .ok_or_else(|| CmdError::Invalid(format!("{key} is not set for {app} in {env}")))?;
+        let mut out = format!("{v}\n");
+        if let Some((var, service)) = masked.iter().find(|(var, _)| var == key) {
+            out.push_str(&super::config::hidden_note(var, service));
+        }
+        Ok(out.into())
     }
 }

@@ -1,5 +1,7 @@
 //! `ps APP [--env E]` (viewer): the processes of an app's environment, as its nodes report
-//! them, and its formation.
+//! them, its formation, and the services linked into it (name, type, node, state). With
+//! `--json`, one array: each process as before (`"kind": "process"`), then each service
+//! (`"kind": "service"`, `service`, `type`, `node`, `state`).
 
 use std::collections::BTreeMap;
 
@@ -8,7 +10,7 @@ use crate::access::AppRole;
 use crate::controller::view::Count;
 use crate::names::{AppName, EnvName};
 
-/// Processes of an app: node, release, state, uptime, restarts, port (viewer)
+/// Processes of an app: node, release, state, uptime, restarts, port; and its services (viewer)
 #[derive(Debug, clap::Args)]
 pub struct Ps {
     app: AppName,
@@ -30,8 +32,21 @@ impl Command for Ps {
         let (app, env, json): (&str, &str, bool) = (&self.app, &self.env, self.json);
         let procs = cx.core.processes(app, env).await?;
         let rows = procs.rows;
+        let services = cx.core.env_services(app, env).await?;
         if json {
-            return Ok(table::json(&rows).into());
+            let mut all: Vec<serde_json::Value> = vec![];
+            for r in &rows {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["kind"] = "process".into();
+                all.push(v);
+            }
+            for sv in &services {
+                all.push(serde_json::json!({
+                    "kind": "service", "service": sv.row.name, "type": sv.row.kind,
+                    "node": sv.row.node, "state": sv.status.state,
+                }));
+            }
+            return Ok(table::json(&all).into());
         }
         let (counts, nodes) = cx.core.formation(app, env).await?;
         let mut out = String::new();
@@ -67,6 +82,20 @@ impl Command for Ps {
         // Every Procfile type, those at 0 too (Heroku's `ps` lists the formation the same way).
         if !counts.is_empty() {
             out.push_str(&format!("formation: {}\n", formation_line(&counts, nodes)));
+        }
+        if !services.is_empty() {
+            let cells: Vec<Vec<String>> = services
+                .iter()
+                .map(|sv| {
+                    vec![
+                        sv.row.name.clone(),
+                        sv.row.kind.clone(),
+                        sv.row.node.clone(),
+                        sv.status.state.clone(),
+                    ]
+                })
+                .collect();
+            out.push_str(&table::render(&["SERVICE", "TYPE", "NODE", "STATE"], &cells));
         }
         for u in procs.unreachable {
             out.push_str(&format!("warning: {u}\n"));

@@ -47,6 +47,7 @@ impl Command for ServicesInfo {
                 "node": v.row.node, "image": v.row.image, "state": st.state,
                 "version": st.version, "size": st.size, "connections": st.connections,
                 "restarts": st.restarts, "created_at": v.row.created_at, "links": links,
+                "backups": v.schedule,
             }))
             .into());
         }
@@ -69,6 +70,27 @@ impl Command for ServicesInfo {
             st.connections.map_or("-".into(), |c| c.to_string()),
         );
         line("created", utc(v.row.created_at));
+        match &v.schedule {
+            None => line("backups", "not scheduled (services:backup takes one)".into()),
+            Some(b) => {
+                line(
+                    "backups",
+                    format!(
+                        "every {}, the newest {} kept",
+                        crate::controller::interval_words(b.every),
+                        b.keep
+                    ),
+                );
+                line("last backup", b.last.map_or("-".into(), utc));
+                line("next backup", b.next.map_or("-".into(), utc));
+                if let (Some(e), Some(at)) = (&b.error, b.error_at) {
+                    line(
+                        "backup error",
+                        format!("{} failed in a row, last at {}: {e}", b.failures, utc(at)),
+                    );
+                }
+            }
+        }
         if v.links.is_empty() {
             line("links", "-".into());
         }

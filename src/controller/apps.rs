@@ -68,10 +68,11 @@ impl Core {
         Ok(())
     }
 
-    /// Stops the app everywhere (routes first, then every process of every environment on
-    /// every node) and removes everything of it on the nodes (releases, data, snapshots,
-    /// process logs) and on the controller (repository, releases, build cache and logs,
-    /// event log, store rows), so a later app of the same name starts from nothing. A node
+    /// Stops the app everywhere (its services first, then routes, then every process of
+    /// every environment on every node) and removes everything of it on the nodes
+    /// (releases, data, snapshots, process logs, its services' containers and data) and on
+    /// the controller (repository, releases, build cache and logs, event log, its services'
+    /// backups, store rows), so a later app of the same name starts from nothing. A node
     /// that cannot be cleaned stops the destroy before anything on the controller is
     /// deleted, so it can be retried.
     pub async fn destroy_app_everywhere(
@@ -84,6 +85,10 @@ impl Core {
             return Err(CoreError::Invalid(format!("app '{name}' does not exist")));
         }
         let envs = self.live_envs(name)?;
+        // Its own services (declared in its magrathea.yml) go with their data and backups,
+        // its links to others are dropped; refused, with nothing changed, while another app
+        // uses one of its services.
+        self.destroy_app_services(name, keep_data, out).await?;
         let mut held = vec![];
         for env in &envs {
             held.push(self.deploy_lock(name, env).lock_owned().await);

@@ -17,7 +17,7 @@ use crate::node::proto::{
 use crate::sink::Sink;
 use crate::store::{BackupReason, BackupRow, NewBackup, ReleaseTag, ServiceRow};
 
-/// Manual and scheduled backups kept per service (unless magrathea.yml says `keep`).
+/// Manual backups kept per service, and scheduled ones unless magrathea.yml says `keep`.
 pub const KEEP: usize = 7;
 /// Safety backups (taken before a restore) kept per service.
 pub const KEEP_SAFETY: usize = 3;
@@ -221,8 +221,21 @@ impl Core {
 
     /// Retention: the catalog first, then the files it no longer names (and leftovers of a
     /// crashed backup). A failure here never fails the backup that was just taken.
+    /// `keep` manual backups; scheduled ones as the service's schedule says.
     fn prune_backups(&self, service: &str, keep: usize) {
-        match self.store.prune_backups(service, keep, KEEP_SAFETY) {
+        let scheduled = self
+            .store
+            .service(service)
+            .ok()
+            .flatten()
+            .and_then(|r| r.backup_keep)
+            .map_or(KEEP, |k| k.max(1) as usize);
+        let keep = crate::store::Keep {
+            manual: keep,
+            scheduled,
+            safety: KEEP_SAFETY,
+        };
+        match self.store.prune_backups(service, keep) {
             Ok(_) => {}
             Err(e) => tracing::warn!(service, "pruning backups: {e}"),
         }

@@ -16,6 +16,9 @@ pub struct Limits {
     pub default_stack: String,
     /// Memory limit of each app process.
     pub process_memory: i64,
+    /// The shortest `backup: { every }` a magrathea.yml may ask for, in seconds
+    /// (`serve --min-backup-interval`; a minute, lower only for tests).
+    pub min_backup_interval: u64,
 }
 
 impl Default for Limits {
@@ -31,6 +34,7 @@ impl Default for Limits {
                 .unwrap_or(2),
             default_stack: "bookworm".into(),
             process_memory: 512 << 20,
+            min_backup_interval: 60,
         }
     }
 }

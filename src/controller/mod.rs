@@ -20,6 +20,7 @@ pub mod push;
 pub mod queue;
 mod releases;
 pub mod routing;
+mod schedule;
 mod services;
 mod sessions;
 pub mod usage;
@@ -29,10 +30,14 @@ pub mod view;
 pub use crate::sink::Sink;
 pub use access::NewGrant;
 pub use acme::renewals;
+pub use schedule::scheduled_backups;
 pub use formation::{check_type, counts_text, MAX_PER_TYPE};
 pub use limits::Limits;
 pub use nodes::NewNode;
-pub use services::{check_var, kind as service_kind, LinkView, ServiceView};
+pub use services::{
+    check_var, interval_words, kind as service_kind, mask_password, LinkView, ScheduleView,
+    ServiceView,
+};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -110,6 +115,8 @@ pub struct Core {
     /// Traffic figures already written to the store (usage.rs).
     traffic_flushed: Mutex<usage::Flushed>,
     acme: acme::AcmeState,
+    /// Wakes the scheduled backups' task when a deploy changed a schedule (schedule.rs).
+    backups_wake: tokio::sync::Notify,
 }
 
 /// Removes the push from the in-flight table when the SSH side is done with it.
@@ -167,6 +174,7 @@ impl Core {
             queue: queue::BuildQueue::new(limits.parallel),
             traffic_flushed: Mutex::default(),
             acme: Default::default(),
+            backups_wake: Default::default(),
             limits,
             data,
             store,

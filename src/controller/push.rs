@@ -343,11 +343,15 @@ async fn roll_out(
     config: &crate::appconfig::AppConfig,
     sink: &mut Sink,
 ) -> Result<(), PushError> {
-    if let Some(declared) = config.services.as_ref().filter(|d| !d.is_empty()) {
-        core.declare_services(&push.identity.name, &push.app, &target.env, declared, sink)
-            .await
-            .map_err(|e| PushError::Deploy(e.to_string()))?;
-    }
+    core.declare_services(
+        &push.identity.name,
+        &push.app,
+        &target.env,
+        &config.services.clone().unwrap_or_default(),
+        sink,
+    )
+    .await
+    .map_err(|e| PushError::Deploy(e.to_string()))?;
     crate::deploy::rollout(
         core,
         release,

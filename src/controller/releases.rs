@@ -122,6 +122,12 @@ impl Core {
         crate::names::check("environment", env)?;
         let release = self.release(app, version)?;
         let target = envs::target_of_release(&self.data, &release, env);
+        // Its declared services, created and linked in this environment if missing, as a
+        // push does, before its release command.
+        let config =
+            envs::config_of_release(&self.data.releases(&release.app).join(&release.file));
+        self.declare_services(who, app, env, &config.services.unwrap_or_default(), out)
+            .await?;
         deploy::rollout(self, &release, &target, who, out, RolloutOptions::default())
             .await
             .map_err(|e| CoreError::Failed(e.to_string()))

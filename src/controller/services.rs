@@ -20,6 +20,7 @@ use std::sync::Arc;
 use super::releases::{ConfigChange, ConfigOutcome};
 use super::{Core, CoreError};
 use crate::access::{AppRole, Identity};
+use crate::appconfig::ServiceDecl;
 use crate::node::proto::{
     ServiceDestroyReq, ServiceEnsureReq, ServiceSpec, ServiceStatus, ServiceStatusReq,
     ServiceUserReq, StatusReq,
@@ -66,8 +67,7 @@ pub const KINDS: [Kind; 3] = [
     },
 ];
 
-/// Memory each service may use.
-const SERVICE_MEMORY: i64 = 512 << 20;
+use crate::node::proto::SERVICE_MEMORY;
 
 pub fn kind(name: &str) -> Result<&'static Kind, CoreError> {
     KINDS.iter().find(|k| k.name == name).ok_or_else(|| {
@@ -135,6 +135,21 @@ pub struct ServiceView {
     pub row: ServiceRow,
     pub status: ServiceStatus,
     pub links: Vec<LinkView>,
+    /// Scheduled backups: when the newest was taken and the next is due.
+    pub schedule: Option<ScheduleView>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScheduleView {
+    /// Seconds.
+    pub every: i64,
+    pub keep: i64,
+    pub last: Option<i64>,
+    pub next: Option<i64>,
+    /// Failed in a row, the last error and when.
+    pub failures: i64,
+    pub error: Option<String>,
+    pub error_at: Option<i64>,
 }
 
 pub struct LinkView {
@@ -263,8 +278,10 @@ impl Core {
                 .apps
                 .values()
                 .flat_map(|a| a.processes.iter())
+                .filter(|p| p.state == "running" || p.state == "restarting")
                 .map(|p| p.memory)
-                .sum();
+                .sum::<i64>()
+                + st.services_memory;
             let free = st.capacity.map_or(i64::MAX / 2, |c| c.memory) - used;
             if best.as_ref().is_none_or(|(f, _)| free > *f) {
                 best = Some((free, n));
@@ -376,7 +393,27 @@ impl Core {
                 url,
             });
         }
-        Ok(ServiceView { row, status, links })
+        let schedule = match (row.backup_every, row.backup_keep) {
+            (Some(every), Some(keep)) => {
+                let last = self.store.last_scheduled_backup(&row.name)?;
+                Some(ScheduleView {
+                    every,
+                    keep,
+                    last,
+                    next: super::schedule::next_due(&row, last),
+                    failures: row.backup_failures,
+                    error: row.backup_error.clone(),
+                    error_at: row.backup_error_at,
+                })
+            }
+            _ => None,
+        };
+        Ok(ServiceView {
+            row,
+            status,
+            links,
+            schedule,
+        })
     }
 
     fn open_secret(&self, blob: &[u8]) -> Result<String, CoreError> {
@@ -578,36 +615,42 @@ impl Core {
             self.unlink_service(who, &l.app, name, Some(&l.env), out)
                 .await?;
         }
-        let node = self.service_node(&row)?;
-        let req = ServiceDestroyReq {
-            key: row.key.clone(),
-            uid: row.uid,
-        };
-        self.node_client(&node)
-            .send(&req)
-            .await
-            .map_err(|e| CoreError::Failed(format!("service '{name}': {e}")))?;
-        self.store.delete_service(name)?;
-        out.line(format!("-----> Service {name} and its data destroyed"))
-            .await;
+        self.service_node(&row)?;
+        self.remove_service(&row, false).await?;
+        out.line(format!(
+            "-----> Service {name} and its data and backups destroyed"
+        ))
+        .await;
         Ok(())
     }
 
     /// `services:` of `magrathea.yml`: each declared service of the app's environment
-    /// created and linked if it is not yet (before the release command, so it can migrate).
-    /// Stored only: the rollout that follows takes the new config.
+    /// created and linked if it is not yet (before the release command, so it can migrate),
+    /// and its backup schedule recorded (the app's services of `env` no longer declared with
+    /// one lose theirs). Stored only: the rollout that follows takes the new config.
     pub async fn declare_services(
         self: &Arc<Self>,
         who: &str,
         app: &str,
         env: &str,
-        declared: &BTreeMap<String, String>,
+        declared: &BTreeMap<String, ServiceDecl>,
         out: &mut Sink,
     ) -> Result<(), CoreError> {
-        for (key, kind_name) in declared {
+        let min = self.limits.min_backup_interval;
+        for (key, decl) in declared {
+            if let Some(s) = decl.schedule().filter(|s| s.every < min) {
+                return Err(CoreError::Invalid(format!(
+                    "services.{key}.backup.every in magrathea.yml: every {} s is more often than this server allows (at least {min} s)",
+                    s.every
+                )));
+            }
+        }
+        let mut scheduled = vec![];
+        for (key, decl) in declared {
+            let kind_name = decl.kind();
             let k = kind(kind_name)?;
             let name = declared_name(app, env, key)?;
-            let var = match declared.values().filter(|v| *v == kind_name).count() {
+            let var = match declared.values().filter(|v| v.kind() == kind_name).count() {
                 1 => k.var.to_string(),
                 _ => format!("{}_URL", key.to_ascii_uppercase().replace('-', "_")),
             };
@@ -624,6 +667,18 @@ impl Core {
                         .await?
                 }
             };
+            let schedule = decl.schedule().map(|s| (s.every as i64, s.keep as i64));
+            if schedule != row.backup_every.zip(row.backup_keep) {
+                self.store.set_backup_schedule(&name, schedule)?;
+                if let Some((every, keep)) = schedule {
+                    out.line(format!(
+                        "-----> {name}: a backup every {}, the newest {keep} kept",
+                        interval_words(every)
+                    ))
+                    .await;
+                }
+            }
+            scheduled.push(name.clone());
             let linked = self
                 .store
                 .links(Some(&name))?
@@ -634,7 +689,167 @@ impl Core {
                     .await?;
             }
         }
+        for r in self.store.services()? {
+            let undeclared = r.app.as_deref() == Some(app) && r.env == env;
+            if undeclared && r.backup_every.is_some() && !scheduled.contains(&r.name) {
+                self.store.set_backup_schedule(&r.name, None)?;
+                out.line(format!("-----> {}: no more scheduled backups", r.name))
+                    .await;
+            }
+        }
+        self.wake_backups();
         Ok(())
+    }
+
+    /// The services of an app's environment as `ps` shows them beside its processes: the
+    /// ones linked into it, with their state on their nodes.
+    pub async fn env_services(&self, app: &str, env: &str) -> Result<Vec<ServiceView>, CoreError> {
+        let mut out = vec![];
+        for l in self.store.links(None)? {
+            if l.app != app || l.env != env {
+                continue;
+            }
+            if let Some(row) = self.store.service(&l.service)? {
+                out.push(self.service_view(row, false).await?);
+            }
+        }
+        Ok(out)
+    }
+
+    /// An environment's config as owners are shown it (`config`, `config:get`): a linked
+    /// service's URL with its password masked (`postgres://u:****@host/db`). The names of
+    /// the variables masked, with the service each comes from.
+    pub fn config_shown(
+        &self,
+        app: &str,
+        env: &str,
+    ) -> Result<(BTreeMap<String, String>, Vec<(String, String)>), CoreError> {
+        let mut vars = self.config(app, env)?;
+        let mut masked = vec![];
+        for l in self.store.links(None)? {
+            if l.app != app || l.env != env {
+                continue;
+            }
+            if let Some(v) = vars.get_mut(&l.var) {
+                *v = mask_password(v);
+                masked.push((l.var.clone(), l.service.clone()));
+            }
+        }
+        Ok((vars, masked))
+    }
+
+    /// `apps:destroy`: the app's own services (declared in its magrathea.yml) destroyed
+    /// with their data and backups, and its links to other services dropped (their logins
+    /// removed). Nothing is rolled out: the app is going. Refused, before anything changed,
+    /// while one of its services is linked to another app. With `keep_backups`, the
+    /// backups' files are moved out of the catalog's reach instead of deleted.
+    pub async fn destroy_app_services(
+        &self,
+        app: &str,
+        keep_backups: bool,
+        out: &mut Sink,
+    ) -> Result<(), CoreError> {
+        let owned: Vec<ServiceRow> = self
+            .store
+            .services()?
+            .into_iter()
+            .filter(|r| r.app.as_deref() == Some(app))
+            .collect();
+        let links = self.store.links(None)?;
+        for r in &owned {
+            if let Some(l) = links.iter().find(|l| l.service == r.name && l.app != app) {
+                return Err(CoreError::Invalid(format!(
+                    "{app}'s service '{}' is linked to {} ({}); unlink it first (services:unlink {} {} --env {})",
+                    r.name, l.app, l.env, l.app, r.name, l.env
+                )));
+            }
+        }
+        for l in links.iter().filter(|l| l.app == app) {
+            let Some(row) = self.store.service(&l.service)? else {
+                continue;
+            };
+            self.store.remove_link(&l.service, app, &l.env)?;
+            if owned.iter().any(|o| o.name == row.name) {
+                continue;
+            }
+            if let Err(e) = self.service_user(&row, &l.user, None).await {
+                out.line(format!(" !     the login stays on {}: {e}", row.name))
+                    .await;
+            }
+            let _ = self.ensure_service(&row).await;
+            out.line(format!("-----> Unlinked {} from {app} ({})", row.name, l.env))
+                .await;
+        }
+        for r in owned {
+            self.remove_service(&r, keep_backups).await?;
+            out.line(format!(
+                "-----> Service {} destroyed with its data and backups{}",
+                r.name,
+                if keep_backups { " (backups archived)" } else { "" }
+            ))
+            .await;
+        }
+        Ok(())
+    }
+
+    /// An unlinked service gone: its container and data on its node, its row, its backups.
+    async fn remove_service(&self, row: &ServiceRow, keep_backups: bool) -> Result<(), CoreError> {
+        let name = &row.name;
+        match self.service_node(row) {
+            Ok(node) => {
+                let req = ServiceDestroyReq {
+                    key: row.key.clone(),
+                    uid: row.uid,
+                };
+                self.node_client(&node)
+                    .send(&req)
+                    .await
+                    .map_err(|e| CoreError::Failed(format!("service '{name}': {e}")))?;
+            }
+            // Its node was removed, and its container with it.
+            Err(e) => tracing::warn!(service = %name, "{e}"),
+        }
+        self.store.delete_service(name)?;
+        self.store.forget_backups(name)?;
+        let dir = self.data().backups(name);
+        if dir.exists() {
+            // Out of the catalog's reach first: a later service of the same name starts with
+            // no backups, whatever happens next.
+            let aside = dir.with_file_name(format!(
+                ".{}-{name}-{}",
+                if keep_backups { "archived" } else { "trash" },
+                crate::keys::random_hex(4)
+            ));
+            std::fs::rename(&dir, &aside).map_err(anyhow::Error::from)?;
+            if !keep_backups {
+                let _ = std::fs::remove_dir_all(&aside);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `postgres://user:secret@host:5432/db` as `postgres://user:****@host:5432/db`.
+pub fn mask_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:****@{host}"),
+        None => format!("{scheme}://****@{host}"),
+    }
+}
+
+/// `86400` as `24h`, `90` as `90s`.
+pub fn interval_words(secs: i64) -> String {
+    match secs {
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
     }
 }
 
@@ -678,5 +893,22 @@ mod tests {
         let (a, b) = (password(), password());
         assert_eq!(a.len(), 32);
         assert!(a.bytes().all(|c| c.is_ascii_alphanumeric()) && a != b);
+    }
+
+    #[test]
+    fn urls_are_masked_and_intervals_said() {
+        assert_eq!(
+            mask_password("postgres://shop_production:s3cr3t@shop-db:5432/shop_db"),
+            "postgres://shop_production:****@shop-db:5432/shop_db"
+        );
+        assert_eq!(
+            mask_password("redis://u:p@q@h:6379"),
+            "redis://u:****@h:6379"
+        );
+        assert_eq!(mask_password("not a url"), "not a url");
+        assert_eq!(interval_words(86_400), "1d");
+        assert_eq!(interval_words(7200), "2h");
+        assert_eq!(interval_words(300), "5m");
+        assert_eq!(interval_words(5), "5s");
     }
 }

@@ -234,16 +234,22 @@ fn room_of(node: &NodeRow, status: &StatusReply, app: &str, memory: i64, cpu: f6
         why.push(format!("{} of {} slots used", others.len(), node.slots));
     }
     if let Some(c) = status.capacity {
-        // A process from before limits were recorded counts as this one's size.
+        // A process from before limits were recorded counts as this one's size; the
+        // node's services reserve their own limits.
         let used: i64 = others
             .iter()
             .map(|p| if p.memory > 0 { p.memory } else { memory })
-            .sum();
+            .sum::<i64>()
+            + status.services_memory;
         n = n.min((c.memory - used).max(0) / memory.max(1));
         why.push(format!(
-            "{} MiB of {} MiB free",
+            "{} MiB of {} MiB free{}",
             (c.memory - used).max(0) >> 20,
-            c.memory >> 20
+            c.memory >> 20,
+            match status.services_memory {
+                0 => String::new(),
+                m => format!(" ({} MiB reserved by services)", m >> 20),
+            }
         ));
         // CPUs count only for apps that ask for a share (`cpu:`), against the shares
         // others were given.
@@ -313,5 +319,31 @@ mod tests {
     fn node_addresses() {
         assert_eq!(super::node_ip("127.0.0.1:2300"), "127.0.0.1");
         assert_eq!(super::node_ip("[::1]:2300"), "::1");
+    }
+
+    #[test]
+    fn services_take_their_memory_from_the_room_for_processes() {
+        use crate::node::proto::{Capacity, StatusReply};
+        let node = crate::store::NodeRow {
+            name: "n1".into(),
+            addr: "127.0.0.1:1".into(),
+            labels: Default::default(),
+            host_fp: String::new(),
+            slots: 0,
+            added_at: 0,
+        };
+        let mut st = StatusReply {
+            capacity: Some(Capacity {
+                memory: 4 << 30,
+                cpus: 2,
+            }),
+            ..Default::default()
+        };
+        let mb512 = 512 << 20;
+        assert_eq!(super::room_of(&node, &st, "shop", mb512, 0.0).free, 8);
+        st.services_memory = 3 * mb512;
+        let room = super::room_of(&node, &st, "shop", mb512, 0.0);
+        assert_eq!(room.free, 5);
+        assert!(room.words.contains("1536 MiB reserved by services"), "{}", room.words);
     }
 }

@@ -434,6 +434,10 @@ pub struct StatusReply {
     /// What the node offers app processes (absent from older agents: unlimited).
     #[serde(default)]
     pub capacity: Option<Capacity>,
+    /// Memory the node's services reserve (their containers' limits): taken from
+    /// `capacity` before processes or another service are placed.
+    #[serde(default)]
+    pub services_memory: i64,
 }
 
 /// A node's room for app processes: memory (the machine's, minus a reserve for the system,

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 
 use super::proto::{Request, SessionRequest, StoppedReply};
 
+/// Memory a service may use, and so reserves on its node's capacity.
+pub const SERVICE_MEMORY: i64 = 512 << 20;
+
 /// A service on a node (see `agent::services`): its container `mg-<instance>-svc-<key>`
 /// runs `image` as `uid` with its data in `<root>/services/<key>/data`, restarted by Docker
 /// when it dies. `ensure` creates and starts it if it is not running and waits until it

@@ -41,6 +41,14 @@ impl BackupReason {
     }
 }
 
+/// How many backups of each reason retention keeps (release backups follow their release).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keep {
+    pub manual: usize,
+    pub scheduled: usize,
+    pub safety: usize,
+}
+
 /// The release a backup was taken before (its release command's), in one environment.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReleaseTag {
@@ -176,32 +184,40 @@ impl Store {
         Ok(rows)
     }
 
-    /// The retention policy: of a service's manual and scheduled backups the newest `keep`
-    /// stay, of its safety backups the newest `keep_safety`; a release's backups stay as long
-    /// as the release's row does (release pruning decides). The rows removed (their files
-    /// are the caller's to delete, after this commits).
-    pub fn prune_backups(
-        &self,
-        service: &str,
-        keep: usize,
-        keep_safety: usize,
-    ) -> Result<Vec<BackupRow>> {
+    /// The retention policy, each reason apart: of a service's manual backups the newest
+    /// `keep.manual` stay, of its scheduled ones the newest `keep.scheduled`, of its safety
+    /// backups the newest `keep.safety`; a release's backups stay as long as the release's
+    /// row does (release pruning decides, and never prunes a live release or the one a
+    /// rollback goes to). The rows removed (their files are the caller's to delete, after
+    /// this commits).
+    pub fn prune_backups(&self, service: &str, keep: Keep) -> Result<Vec<BackupRow>> {
         let mut c = self.lock();
         let tx = c.transaction()?;
         let mut gone = Vec::new();
         {
             let mut st = tx.prepare(&format!(
                 "SELECT {COLUMNS} FROM service_backups b WHERE service=?1 AND (
-                   (reason IN ('manual','scheduled') AND id NOT IN (
+                   (reason='manual' AND id NOT IN (
                       SELECT id FROM service_backups WHERE service=?1
-                      AND reason IN ('manual','scheduled') ORDER BY id DESC LIMIT ?2))
+                      AND reason='manual' ORDER BY id DESC LIMIT ?2))
+                   OR (reason='scheduled' AND id NOT IN (
+                      SELECT id FROM service_backups WHERE service=?1
+                      AND reason='scheduled' ORDER BY id DESC LIMIT ?4))
                    OR (reason='safety' AND id NOT IN (
                       SELECT id FROM service_backups WHERE service=?1
                       AND reason='safety' ORDER BY id DESC LIMIT ?3))
                    OR (reason='release' AND NOT EXISTS (
                       SELECT 1 FROM releases r WHERE r.app=b.app AND r.version=b.version)))"
             ))?;
-            let rows = st.query_map(params![service, keep as i64, keep_safety as i64], row)?;
+            let rows = st.query_map(
+                params![
+                    service,
+                    keep.manual as i64,
+                    keep.safety as i64,
+                    keep.scheduled as i64
+                ],
+                row,
+            )?;
             for r in rows {
                 gone.push(r?);
             }
@@ -211,6 +227,24 @@ impl Store {
         }
         tx.commit()?;
         Ok(gone)
+    }
+
+    /// When the newest scheduled backup of a service was taken.
+    pub fn last_scheduled_backup(&self, service: &str) -> Result<Option<i64>> {
+        Ok(self.lock().query_row(
+            "SELECT max(created_at) FROM service_backups WHERE service=?1 AND reason='scheduled'",
+            [service],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Forgets every backup of a service (it is being destroyed); the rows removed, whose
+    /// files are the caller's to delete.
+    pub fn forget_backups(&self, service: &str) -> Result<Vec<BackupRow>> {
+        let rows = self.backups(service)?;
+        self.lock()
+            .execute("DELETE FROM service_backups WHERE service=?1", [service])?;
+        Ok(rows)
     }
 
     /// Every file name the catalog knows for a service (the rest of its directory is
@@ -268,22 +302,33 @@ mod tests {
             .collect();
         // v1 has no release row (pruned long ago): its backup goes.
         let r1 = add(&s, BackupReason::Release, tag(1), 400);
+        let keep = Keep {
+            manual: 3,
+            scheduled: 1,
+            safety: 1,
+        };
+        let sched2 = add(&s, BackupReason::Scheduled, None, 201);
         let gone: Vec<i64> = s
-            .prune_backups("db", 3, 1)
+            .prune_backups("db", keep)
             .unwrap()
             .iter()
             .map(|b| b.id)
             .collect();
-        let mut want = vec![m[0], m[1], m[2], safe[0], safe[1], r1];
+        // Scheduled backups are counted apart: the older one goes, no manual one for it.
+        let mut want = vec![m[0], m[1], sched, safe[0], safe[1], r1];
         want.sort();
         let mut got = gone.clone();
         got.sort();
         assert_eq!(got, want);
         let left: Vec<i64> = s.backups("db").unwrap().iter().map(|b| b.id).collect();
-        assert_eq!(left, vec![safe[2], sched, m[4], m[3]]);
-        assert!(s.prune_backups("db", 3, 1).unwrap().is_empty());
+        assert_eq!(left, vec![sched2, safe[2], m[4], m[3], m[2]]);
+        assert!(s.prune_backups("db", keep).unwrap().is_empty());
+        assert_eq!(s.last_scheduled_backup("db").unwrap(), Some(201));
+        assert_eq!(s.last_scheduled_backup("other").unwrap(), None);
         assert_eq!(s.backup("db", m[4]).unwrap().unwrap().created_at, 104);
         assert!(s.backup("other", m[4]).unwrap().is_none());
+        assert_eq!(s.forget_backups("db").unwrap().len(), 5);
+        assert!(s.backups("db").unwrap().is_empty());
     }
 
     #[test]

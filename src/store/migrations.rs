@@ -265,6 +265,15 @@ pub(super) const MIGRATIONS: &[&str] = &[
      INSERT INTO app_settings_env(app, env, doc) SELECT app, 'production', doc FROM app_settings;
      DROP TABLE app_settings;
      ALTER TABLE app_settings_env RENAME TO app_settings;",
+    // 15: scheduled service backups (magrathea.yml `backup: { every, keep }`): the schedule
+    // on the service (seconds; scheduled backups kept) and the last failure, which
+    // services:info shows; the next one is due from the newest scheduled backup in the
+    // catalog (controller/schedule.rs)
+    "ALTER TABLE services ADD COLUMN backup_every INTEGER;
+     ALTER TABLE services ADD COLUMN backup_keep INTEGER;
+     ALTER TABLE services ADD COLUMN backup_failures INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE services ADD COLUMN backup_error TEXT;
+     ALTER TABLE services ADD COLUMN backup_error_at INTEGER;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

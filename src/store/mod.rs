@@ -21,7 +21,7 @@ pub use nodes::{LiveRow, NodeRow, CLUSTER_LABEL};
 pub use routing::{CertRow, DomainRow, RouteSettings};
 pub use services::{LinkRow, NewService, ServiceRow};
 
-pub use backups::{BackupReason, BackupRow, NewBackup, ReleaseTag};
+pub use backups::{BackupReason, BackupRow, Keep, NewBackup, ReleaseTag};
 pub use builds::{BuildRow, NewRelease, ReleaseRow};
 pub use usage::TrafficRow;
 

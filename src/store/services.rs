@@ -23,6 +23,14 @@ pub struct ServiceRow {
     pub image: String,
     pub created_at: i64,
     pub created_by: String,
+    /// Scheduled backups (`backup: { every, keep }` in magrathea.yml): seconds apart.
+    pub backup_every: Option<i64>,
+    /// Scheduled backups kept.
+    pub backup_keep: Option<i64>,
+    /// Scheduled backups failed in a row, the last one's error and when.
+    pub backup_failures: i64,
+    pub backup_error: Option<String>,
+    pub backup_error_at: Option<i64>,
 }
 
 /// What `create_service` records (the uid is allocated there).
@@ -51,7 +59,8 @@ pub struct LinkRow {
     pub created_at: i64,
 }
 
-const SERVICE_COLS: &str = "id,name,kind,env,app,node,key,uid,image,created_at,created_by";
+const SERVICE_COLS: &str = "id,name,kind,env,app,node,key,uid,image,created_at,created_by,
+     backup_every,backup_keep,backup_failures,backup_error,backup_error_at";
 
 fn service_row(r: &Row) -> rusqlite::Result<ServiceRow> {
     Ok(ServiceRow {
@@ -66,6 +75,11 @@ fn service_row(r: &Row) -> rusqlite::Result<ServiceRow> {
         image: r.get(8)?,
         created_at: r.get(9)?,
         created_by: r.get(10)?,
+        backup_every: r.get(11)?,
+        backup_keep: r.get(12)?,
+        backup_failures: r.get(13)?,
+        backup_error: r.get(14)?,
+        backup_error_at: r.get(15)?,
     })
 }
 
@@ -161,6 +175,39 @@ impl Store {
         Ok(())
     }
 
+    /// A service's backup schedule (None: no scheduled backups). A changed schedule starts
+    /// with a clean failure record.
+    pub fn set_backup_schedule(&self, name: &str, every_keep: Option<(i64, i64)>) -> Result<()> {
+        let (every, keep) = (every_keep.map(|s| s.0), every_keep.map(|s| s.1));
+        self.lock().execute(
+            "UPDATE services SET backup_every=?2, backup_keep=?3,
+               backup_failures = CASE WHEN backup_every IS ?2 THEN backup_failures ELSE 0 END,
+               backup_error = CASE WHEN backup_every IS ?2 THEN backup_error ELSE NULL END,
+               backup_error_at = CASE WHEN backup_every IS ?2 THEN backup_error_at ELSE NULL END
+             WHERE name=?1",
+            params![name, every, keep],
+        )?;
+        Ok(())
+    }
+
+    /// A scheduled backup's outcome: `Some(error)` counts a failure, `None` clears them.
+    pub fn backup_outcome(&self, name: &str, error: Option<&str>) -> Result<()> {
+        let c = self.lock();
+        match error {
+            Some(e) => c.execute(
+                "UPDATE services SET backup_failures=backup_failures+1, backup_error=?2,
+                   backup_error_at=?3 WHERE name=?1",
+                params![name, e, now()],
+            )?,
+            None => c.execute(
+                "UPDATE services SET backup_failures=0, backup_error=NULL, backup_error_at=NULL
+                 WHERE name=?1",
+                [name],
+            )?,
+        };
+        Ok(())
+    }
+
     pub fn add_link(&self, l: &LinkRow) -> Result<()> {
         let c = self.lock();
         let n = c.execute(
@@ -248,6 +295,23 @@ mod tests {
         // The same name again: a new uid and nothing of the old one.
         let b = s.create_service(&new("shop-db", "k3")).unwrap();
         assert!(b.uid > a.uid && b.id > a.id);
+        assert_eq!((b.backup_every, b.backup_keep), (None, None));
+        s.set_backup_schedule("shop-db", Some((60, 3))).unwrap();
+        s.backup_outcome("shop-db", Some("node down")).unwrap();
+        s.backup_outcome("shop-db", Some("node still down")).unwrap();
+        let r = s.service("shop-db").unwrap().unwrap();
+        assert_eq!((r.backup_every, r.backup_keep), (Some(60), Some(3)));
+        assert_eq!(r.backup_failures, 2);
+        assert_eq!(r.backup_error.as_deref(), Some("node still down"));
+        // The same schedule again keeps the record; another one starts clean.
+        s.set_backup_schedule("shop-db", Some((60, 5))).unwrap();
+        assert_eq!(s.service("shop-db").unwrap().unwrap().backup_failures, 2);
+        s.set_backup_schedule("shop-db", Some((120, 5))).unwrap();
+        let r = s.service("shop-db").unwrap().unwrap();
+        assert_eq!((r.backup_failures, r.backup_error), (0, None));
+        s.backup_outcome("shop-db", Some("x")).unwrap();
+        s.backup_outcome("shop-db", None).unwrap();
+        assert_eq!(s.service("shop-db").unwrap().unwrap().backup_failures, 0);
         assert!(s.links(None).unwrap().is_empty());
     }
 }

@@ -38,6 +38,8 @@ pub const ENTRY_PATH: &str = "/usr/local/bin/magrathea-svc";
 
 const KINDS: [&str; 3] = ["postgres", "redis", "mariadb"];
 const L_SERVICE: &str = "magrathea.service";
+/// The memory limit a service container was given (bytes), for the node's capacity.
+const L_MEMORY: &str = "magrathea.memory";
 /// How long a service has to answer after a start (MariaDB's first start initialises its
 /// system tables).
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
@@ -133,6 +135,7 @@ fn container_body(
         labels: Some(HashMap::from([
             ("magrathea.instance".to_string(), ctx.instance.clone()),
             (L_SERVICE.to_string(), spec.key.clone()),
+            (L_MEMORY.to_string(), spec.memory.to_string()),
         ])),
         host_config: Some(HostConfig {
             mounts: Some(vec![
@@ -402,6 +405,26 @@ pub async fn user(ctx: &AgentCtx, req: ServiceUserReq) -> Result<ServiceStatus, 
         )));
     }
     status(ctx, &req.key).await
+}
+
+/// The memory the services on this node reserve: each service container's limit (one made
+/// before the limit was labelled counts as the default), running or not, since Docker
+/// brings it back.
+pub async fn reserved_memory(docker: &crate::docker::Docker, instance: &str) -> i64 {
+    let filter = vec![format!("magrathea.instance={instance}")];
+    let Ok(list) = docker.containers("label", filter).await else {
+        return 0;
+    };
+    list.iter()
+        .filter_map(|c| c.labels.as_ref())
+        .filter(|l| l.contains_key(L_SERVICE))
+        .map(|l| {
+            l.get(L_MEMORY)
+                .and_then(|m| m.parse::<i64>().ok())
+                .filter(|m| *m > 0)
+                .unwrap_or(crate::node::proto::SERVICE_MEMORY)
+        })
+        .sum()
 }
 
 /// State, version, connections, size on disk; `missing` when there is no container.
