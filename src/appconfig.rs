@@ -44,11 +44,35 @@ pub struct AppConfig {
 }
 
 /// One entry of `services:`: the type alone, or the type with a backup schedule.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(untagged)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum ServiceDecl {
     Type(String),
     Full(ServiceFull),
+}
+
+impl<'de> Deserialize<'de> for ServiceDecl {
+    /// A string or a map, each with its own errors (an untagged enum would only say that
+    /// nothing matched).
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = ServiceDecl;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a service type (postgres) or { type: postgres, backup: { every: 24h, keep: 7 } }")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ServiceDecl, E> {
+                Ok(ServiceDecl::Type(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                m: A,
+            ) -> Result<ServiceDecl, A::Error> {
+                ServiceFull::deserialize(serde::de::value::MapAccessDeserializer::new(m))
+                    .map(ServiceDecl::Full)
+            }
+        }
+        d.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -91,7 +115,9 @@ impl ServiceDecl {
     /// The schedule (already checked by [`parse`]).
     pub fn schedule(&self) -> Option<BackupSchedule> {
         match self {
-            ServiceDecl::Full(ServiceFull { backup: Some(b), .. }) => Some(BackupSchedule {
+            ServiceDecl::Full(ServiceFull {
+                backup: Some(b), ..
+            }) => Some(BackupSchedule {
                 every: parse_interval(&b.every)?,
                 keep: b.keep.unwrap_or(DEFAULT_BACKUP_KEEP),
             }),
@@ -113,7 +139,8 @@ pub fn parse_interval(s: &str) -> Option<u64> {
         _ => return None,
     };
     let n: u64 = num.trim().parse().ok()?;
-    n.checked_mul(mult).filter(|s| (1..=366 * 86_400).contains(s))
+    n.checked_mul(mult)
+        .filter(|s| (1..=366 * 86_400).contains(s))
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -220,7 +247,10 @@ pub fn parse(text: &str) -> Result<AppConfig, String> {
                 kind.chars().take(40).collect::<String>()
             ));
         }
-        if let ServiceDecl::Full(ServiceFull { backup: Some(b), .. }) = decl {
+        if let ServiceDecl::Full(ServiceFull {
+            backup: Some(b), ..
+        }) = decl
+        {
             if parse_interval(&b.every).is_none() {
                 return Err(format!(
                     "magrathea.yml: services.{key}.backup.every: {:?} is not an interval (e.g. 24h, 6h, 30m, 7d)",
@@ -447,11 +477,24 @@ mod tests {
         assert_eq!(s["sql"].schedule().unwrap().every, 1800);
         assert_eq!(s["sql"].schedule().unwrap().keep, DEFAULT_BACKUP_KEEP);
         for (bad, says) in [
-            ("{ type: postgres, backup: { every: soon } }", "backup.every"),
-            ("{ type: postgres, backup: { every: 1h, keep: 0 } }", "backup.keep"),
+            (
+                "{ type: postgres, backup: { every: soon } }",
+                "backup.every",
+            ),
+            (
+                "{ type: postgres, backup: { every: 1h, keep: 0 } }",
+                "backup.keep",
+            ),
             ("{ type: mongo }", "unknown type"),
-            ("{ type: postgres, backups: { every: 1h } }", "services"),
-            ("{ type: postgres, backup: { every: 1h, kept: 2 } }", "services"),
+            (
+                "{ type: postgres, backups: { every: 1h } }",
+                "unknown field",
+            ),
+            (
+                "{ type: postgres, backup: { every: 1h, kept: 2 } }",
+                "unknown field",
+            ),
+            ("[postgres]", "a service type"),
         ] {
             let e = parse(&format!("services:\n  db: {bad}\n")).unwrap_err();
             assert!(e.contains(says), "{bad}: {e}");

@@ -283,14 +283,23 @@ fn declared_services_are_created_linked_isolated_and_kept_running() {
         "{rows}"
     );
 
-    // No password anywhere but the app's config: not in logs, audit, build output, tarballs,
-    // the server's log or files.
+    ps_logs_connect_and_masked_config(&s, &password);
+
+    // No password anywhere but services:info --show-credentials: not in config (masked),
+    // logs, audit, build output, tarballs, the server's log or files.
     for key in [&s.admin] {
         for cmd in [
             "logs shop -n 1000",
             "audit",
             "builds:log shop",
             "releases shop",
+            "config shop",
+            "config shop --json",
+            "config:get shop DATABASE_URL",
+            "apps:info shop",
+            "apps:info shop --json",
+            "releases:info shop 1",
+            "releases:info shop 1 --json",
         ] {
             let out = s.ok(key, cmd);
             assert!(!out.contains(&password), "{cmd} shows the password");
@@ -308,4 +317,155 @@ fn declared_services_are_created_linked_isolated_and_kept_running() {
         let hits = files_containing(&s.data.join(sub), &password);
         assert!(hits.is_empty(), "the password is in {hits:?}");
     }
+
+    orm_app_migrates_through_database_url(&s);
+    destroy_takes_the_apps_services_and_backups(&s);
+}
+
+/// `ps` lists the services beside the processes, `services:logs` shows the server's
+/// output, `services:connect` runs psql on a terminal, and `config` masks the passwords.
+fn ps_logs_connect_and_masked_config(s: &Server, password: &str) {
+    let ps = s.ok(&s.admin, "ps shop");
+    for want in [
+        "SERVICE",
+        "shop-db",
+        "postgres",
+        "shop-cache",
+        "shop-sql",
+        "mariadb",
+    ] {
+        assert!(ps.contains(want), "{want}: {ps}");
+    }
+    let v: serde_json::Value = serde_json::from_str(&s.ok(&s.admin, "ps shop --json")).unwrap();
+    let all = v.as_array().unwrap();
+    let svcs: Vec<&serde_json::Value> = all.iter().filter(|r| r["kind"] == "service").collect();
+    assert_eq!(svcs.len(), 3, "{v}");
+    let db = svcs.iter().find(|r| r["service"] == "shop-db").unwrap();
+    assert_eq!(
+        (&db["type"], &db["node"], &db["state"]),
+        (&"postgres".into(), &"local".into(), &"running".into()),
+        "{db}"
+    );
+    assert!(
+        all.iter()
+            .any(|r| r["kind"] == "process" && r["process"] == "web.1"),
+        "{v}"
+    );
+
+    let logs = s.ok(&s.admin, "services:logs shop-db -n 200");
+    assert!(logs.contains("ready to accept connections"), "{logs}");
+    assert!(!logs.contains(password), "services:logs shows the password");
+
+    // psql on a terminal (ssh -tt), fed from stdin.
+    let mut args = vec!["-tt".to_string()];
+    args.extend(s.ssh_args(&s.admin));
+    args.extend(["git@127.0.0.1".into(), "services:connect shop-db".into()]);
+    let mut child = Command::new("ssh")
+        .args(&args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut sin = child.stdin.take().unwrap();
+        sin.write_all(b"SELECT 40 + 2 AS answer;\n\\q\n").unwrap();
+        // Held open until psql has quit: an early EOF would end the session first.
+        let out = child.wait_with_output().unwrap();
+        drop(sin);
+        let o = text(&out.stdout);
+        assert!(
+            o.contains("answer") && o.contains("42") && o.contains("(1 row)"),
+            "services:connect: {o}{}",
+            text(&out.stderr)
+        );
+    }
+    let out = s.ssh(&s.admin, "services:connect shop-db", None);
+    assert!(
+        text(&out.stderr).contains("needs a terminal"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // config, config --json and config:get: the URL with its password masked, and a note.
+    let config = s.ok(&s.admin, "config shop");
+    assert!(
+        config.contains("DATABASE_URL=postgres://shop_production:****@shop-db:5432/shop_db"),
+        "{config}"
+    );
+    assert!(
+        config.contains("services:info shop-db --show-credentials"),
+        "{config}"
+    );
+    let get = s.ok(&s.admin, "config:get shop DATABASE_URL");
+    assert!(
+        get.starts_with("postgres://shop_production:****@shop-db"),
+        "{get}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "config shop --json")).unwrap();
+    assert!(
+        json["REDIS_URL"]
+            .as_str()
+            .unwrap()
+            .contains(":****@shop-cache"),
+        "{json}"
+    );
+}
+
+/// A Flask + SQLAlchemy app (Flask-Migrate, Alembic migrations, gunicorn) from PyPI: its
+/// release command `flask db upgrade` migrates the declared Postgres through DATABASE_URL.
+fn orm_app_migrates_through_database_url(s: &Server) {
+    let dir = s.dir.path().join("notes");
+    fixture_repo(&dir, "services-orm");
+    let push = s.git_ok(&s.admin, &dir, &["push", &s.url("notes"), "main"]);
+    let out = text(&push.stderr);
+    assert!(out.contains("Running upgrade 0001 -> 0002"), "{out}");
+    assert_eq!(get_ok(s, "notes", "/notes"), "seeded*\n");
+    get_ok(s, "notes", "/notes/add?text=hello");
+    assert_eq!(get_ok(s, "notes", "/notes"), "seeded*,hello\n");
+}
+
+/// `apps:destroy` takes the app's own services with their data and backups, unlinks it from
+/// a service it shares, and a later app of the same name sees none of them.
+fn destroy_takes_the_apps_services_and_backups(s: &Server) {
+    let a = &s.admin;
+    s.ok(a, "services:create redis shared");
+    s.ok(a, "services:link shop shared --as SHARED_URL");
+    s.ok(a, "services:backup shop-db --no-verify");
+    assert!(s.data.join("backups/shop-db").is_dir());
+    let out = s.ok(a, "apps:destroy shop --confirm shop");
+    assert!(out.contains("destroyed app 'shop'"), "{out}");
+    let left: Vec<_> = services_json(s, a)
+        .into_iter()
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .collect();
+    assert!(left.iter().all(|n| !n.starts_with("shop-")), "{left:?}");
+    let shared = services_json(s, a)
+        .into_iter()
+        .find(|v| v["name"] == "shared")
+        .unwrap();
+    assert_eq!(shared["links"].as_array().unwrap().len(), 0, "{shared}");
+    assert!(!s.data.join("backups/shop-db").exists());
+    let inst = node_instance(&s.data.join("node")).unwrap();
+    let out = run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=magrathea.instance={inst}"),
+        "--filter",
+        "label=magrathea.service",
+    ]));
+    assert_eq!(
+        text(&out.stdout).split_whitespace().count(),
+        2,
+        "left: shared and notes-db: {}",
+        text(&out.stdout)
+    );
+    // The same name again: no services, no backups.
+    s.ok(a, "apps:create shop");
+    assert!(services_json(s, a).iter().all(|v| v["app"] != "shop"));
+    let out = s.ssh(a, "services:backups shop-db", None);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
 }

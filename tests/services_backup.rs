@@ -4,7 +4,10 @@
 //! for Postgres, a table made after the backup is gone); a backup with one byte changed is
 //! refused on restore and nothing changes. Then an app on
 //! the bookworm stack with a declared Postgres: a release whose migration drops a column,
-//! and `rollback --with-data` brings the old code and the old schema back together.
+//! and `rollback --with-data` brings the old code and the old schema back together. A
+//! MariaDB round trip, and scheduled backups from magrathea.yml (the server allows short
+//! intervals: `--min-backup-interval 1`): taken on time, retention held, a failure shown in
+//! `services:info`, `logs` and the audit trail.
 
 mod util;
 
@@ -55,6 +58,13 @@ fn redis(server: &Server, args: &str) -> String {
     exec(server, "cache", &script)
 }
 
+fn mariadb(server: &Server, sql: &str) -> String {
+    let script = format!(
+        "mariadb --no-defaults -S /run/svc/mysqld.sock -u root -N -B \"$MAGRATHEA_DB\" -e \"{sql}\""
+    );
+    exec(server, "sql", &script)
+}
+
 fn backups(server: &Server, name: &str) -> Vec<serde_json::Value> {
     let out = server.ok(&server.admin, &format!("services:backups {name} --json"));
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
@@ -62,7 +72,7 @@ fn backups(server: &Server, name: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn backups_restore_refuse_tampering_and_follow_releases() {
-    let server = Server::start();
+    let server = Server::start_with(&["--min-backup-interval", "1"]);
     let a = &server.admin;
     server.ok(a, "services:create postgres db");
     psql(
@@ -157,7 +167,126 @@ fn backups_restore_refuse_tampering_and_follow_releases() {
     assert_eq!(redis(&server, "GET k1"), "v1");
     assert_eq!(redis(&server, "EXISTS other"), "0");
 
+    // MariaDB: a gzipped mariadb-dump, replayed.
+    server.ok(a, "services:create mariadb sql");
+    mariadb(
+        &server,
+        "CREATE TABLE t(id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one'), (2, 'two')",
+    );
+    server.ok(a, "services:backup sql");
+    let id = backups(&server, "sql")[0]["id"].as_i64().unwrap();
+    mariadb(&server, "DROP TABLE t");
+    server.ok(a, &format!("services:restore sql {id}"));
+    assert_eq!(
+        mariadb(&server, "SELECT group_concat(v ORDER BY id) FROM t"),
+        "one,two"
+    );
+
     rollback_with_data_brings_code_and_schema_back_together(&server);
+    scheduled_backups_run_keep_and_fail_visibly(&server);
+}
+
+/// The container of the service named `name`, running or not.
+fn container_of(server: &Server, name: &str) -> String {
+    let inst = node_instance(&server.data.join("node")).unwrap();
+    let ids = run(Command::new("docker").args([
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=magrathea.instance={inst}"),
+        "--filter",
+        "label=magrathea.service",
+    ]));
+    text(&ids.stdout)
+        .split_whitespace()
+        .find(|id| {
+            let h = run(Command::new("docker").args(["inspect", "-f", "{{.Config.Hostname}}", id]));
+            text(&h.stdout).trim() == name
+        })
+        .map(str::to_string)
+        .unwrap_or_else(|| panic!("no container of service {name}"))
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !f() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+}
+
+/// `db: { type: redis, backup: { every: 2s, keep: 2 } }`: scheduled backups appear, only the
+/// newest two stay (the release backups aside), they go on after a restart, and a failing
+/// one is said in services:info, logs and audit. `deploy --env` creates the declared
+/// service of the environment it promotes to.
+fn scheduled_backups_run_keep_and_fail_visibly(server: &Server) {
+    let a = &server.admin;
+    let dir = repo(&server.dir.path().join("src-sched"));
+    commit(
+        &dir,
+        "magrathea.yml",
+        "services:\n  db:\n    type: redis\n    backup: { every: 2s, keep: 2 }\n",
+        "scheduled",
+    );
+    let push = server.git_ok(a, &dir, &["push", &server.url("sched"), "main"]);
+    let out = text(&push.stderr);
+    assert!(
+        out.contains("sched-db: a backup every 2s, the newest 2 kept"),
+        "{out}"
+    );
+    let scheduled = |server: &Server| -> Vec<i64> {
+        backups(server, "sched-db")
+            .iter()
+            .filter(|b| b["reason"] == "scheduled")
+            .map(|b| b["id"].as_i64().unwrap())
+            .collect()
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    wait_for("three scheduled backups", 90, || {
+        let now = scheduled(server);
+        assert!(now.len() <= 2, "keep: 2 holds: {now:?}");
+        seen.extend(now);
+        seen.len() >= 3
+    });
+    let info = server.ok(a, "services:info sched-db");
+    assert!(info.contains("every 2s, the newest 2 kept"), "{info}");
+    assert!(info.contains("next backup"), "{info}");
+    let logs = server.ok(a, "logs sched -n 500");
+    assert!(logs.contains("scheduled backup #"), "{logs}");
+
+    // A stopped service: the scheduled backup fails, and says so everywhere.
+    let id = container_of(server, "sched-db");
+    run(Command::new("docker").args(["stop", "-t", "1", &id]));
+    wait_for("a failed scheduled backup in services:info", 60, || {
+        server
+            .ok(a, "services:info sched-db")
+            .contains("backup error")
+    });
+    let logs = server.ok(a, "logs sched -n 500");
+    assert!(
+        logs.contains("scheduled backup of sched-db FAILED"),
+        "{logs}"
+    );
+    let audit = server.ok(a, "audit");
+    assert!(
+        audit.contains("services:backup sched-db (scheduled)") && audit.contains("failed"),
+        "{audit}"
+    );
+    run(Command::new("docker").args(["start", &id]));
+    wait_for("backups again once the service is back", 60, || {
+        !server
+            .ok(a, "services:info sched-db")
+            .contains("backup error")
+    });
+
+    // Promoted to another environment: its own declared service, created as by a push.
+    let out = server.ok(a, "deploy sched v1 --env qa");
+    assert!(out.contains("live in qa"), "{out}");
+    let list = server.ok(a, "services --json");
+    assert!(list.contains("\"sched-qa-db\""), "{list}");
 }
 
 /// What the app's page says: its version, the columns of `items`, the prices.

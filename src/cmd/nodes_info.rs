@@ -34,9 +34,10 @@ impl Command for NodesInfo {
                 .map(|p| p.memory)
                 .sum();
             s += &format!(
-                "capacity: {} MiB memory ({} MiB given to processes), {} CPUs{}\n",
+                "capacity: {} MiB memory ({} MiB given to processes, {} MiB reserved by services), {} CPUs{}\n",
                 c.memory >> 20,
                 used >> 20,
+                status.services_memory >> 20,
                 c.cpus,
                 match node.slots {
                     0 => String::new(),

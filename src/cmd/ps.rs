@@ -95,7 +95,10 @@ impl Command for Ps {
                     ]
                 })
                 .collect();
-            out.push_str(&table::render(&["SERVICE", "TYPE", "NODE", "STATE"], &cells));
+            out.push_str(&table::render(
+                &["SERVICE", "TYPE", "NODE", "STATE"],
+                &cells,
+            ));
         }
         for u in procs.unreachable {
             out.push_str(&format!("warning: {u}\n"));

@@ -71,7 +71,10 @@ impl Command for ServicesInfo {
         );
         line("created", utc(v.row.created_at));
         match &v.schedule {
-            None => line("backups", "not scheduled (services:backup takes one)".into()),
+            None => line(
+                "backups",
+                "not scheduled (services:backup takes one)".into(),
+            ),
             Some(b) => {
                 line(
                     "backups",

@@ -30,10 +30,10 @@ pub mod view;
 pub use crate::sink::Sink;
 pub use access::NewGrant;
 pub use acme::renewals;
-pub use schedule::scheduled_backups;
 pub use formation::{check_type, counts_text, MAX_PER_TYPE};
 pub use limits::Limits;
 pub use nodes::NewNode;
+pub use schedule::scheduled_backups;
 pub use services::{
     check_var, interval_words, kind as service_kind, mask_password, LinkView, ScheduleView,
     ServiceView,

@@ -124,8 +124,7 @@ impl Core {
         let target = envs::target_of_release(&self.data, &release, env);
         // Its declared services, created and linked in this environment if missing, as a
         // push does, before its release command.
-        let config =
-            envs::config_of_release(&self.data.releases(&release.app).join(&release.file));
+        let config = envs::config_of_release(&self.data.releases(&release.app).join(&release.file));
         self.declare_services(who, app, env, &config.services.unwrap_or_default(), out)
             .await?;
         deploy::rollout(self, &release, &target, who, out, RolloutOptions::default())

@@ -26,9 +26,7 @@ pub fn next_due(r: &ServiceRow, last: Option<i64>) -> Option<i64> {
     let due = last.unwrap_or(r.created_at).max(r.created_at) + every;
     // After failures: a minute, doubling, at most the schedule's own interval.
     let retry = match (r.backup_failures, r.backup_error_at) {
-        (n, Some(at)) if n > 0 => {
-            Some(at + (60i64 << (n - 1).clamp(0, 12)).min(every).max(1))
-        }
+        (n, Some(at)) if n > 0 => Some(at + (60i64 << (n - 1).clamp(0, 12)).min(every).max(1)),
         _ => None,
     };
     Some(retry.unwrap_or(due))
@@ -51,17 +49,15 @@ impl Core {
             verify: true,
             keep: KEEP,
         };
-        let result = tokio::time::timeout(
-            BACKUP_BOUND,
-            self.backup_service(&r.name, ask, &mut quiet),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            Err(super::CoreError::Failed(format!(
-                "it did not finish within {} h",
-                BACKUP_BOUND.as_secs() / 3600
-            )))
-        });
+        let result =
+            tokio::time::timeout(BACKUP_BOUND, self.backup_service(&r.name, ask, &mut quiet))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(super::CoreError::Failed(format!(
+                        "it did not finish within {} h",
+                        BACKUP_BOUND.as_secs() / 3600
+                    )))
+                });
         let (line, outcome, error) = match &result {
             Ok(b) => (
                 format!(

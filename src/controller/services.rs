@@ -777,15 +777,22 @@ impl Core {
                     .await;
             }
             let _ = self.ensure_service(&row).await;
-            out.line(format!("-----> Unlinked {} from {app} ({})", row.name, l.env))
-                .await;
+            out.line(format!(
+                "-----> Unlinked {} from {app} ({})",
+                row.name, l.env
+            ))
+            .await;
         }
         for r in owned {
             self.remove_service(&r, keep_backups).await?;
             out.line(format!(
                 "-----> Service {} destroyed with its data and backups{}",
                 r.name,
-                if keep_backups { " (backups archived)" } else { "" }
+                if keep_backups {
+                    " (backups archived)"
+                } else {
+                    ""
+                }
             ))
             .await;
         }

@@ -344,6 +344,10 @@ mod tests {
         st.services_memory = 3 * mb512;
         let room = super::room_of(&node, &st, "shop", mb512, 0.0);
         assert_eq!(room.free, 5);
-        assert!(room.words.contains("1536 MiB reserved by services"), "{}", room.words);
+        assert!(
+            room.words.contains("1536 MiB reserved by services"),
+            "{}",
+            room.words
+        );
     }
 }

@@ -298,7 +298,8 @@ mod tests {
         assert_eq!((b.backup_every, b.backup_keep), (None, None));
         s.set_backup_schedule("shop-db", Some((60, 3))).unwrap();
         s.backup_outcome("shop-db", Some("node down")).unwrap();
-        s.backup_outcome("shop-db", Some("node still down")).unwrap();
+        s.backup_outcome("shop-db", Some("node still down"))
+            .unwrap();
         let r = s.service("shop-db").unwrap().unwrap();
         assert_eq!((r.backup_every, r.backup_keep), (Some(60), Some(3)));
         assert_eq!(r.backup_failures, 2);
