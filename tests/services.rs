@@ -370,7 +370,9 @@ fn ps_logs_connect_and_masked_config(s: &Server, password: &str) {
     {
         use std::io::Write;
         let mut sin = child.stdin.take().unwrap();
-        sin.write_all(b"SELECT 40 + 2 AS answer;\n\\q\n").unwrap();
+        // No pager: the terminal has no size here.
+        sin.write_all(b"\\pset pager off\nSELECT 40 + 2 AS answer;\n\\q\n")
+            .unwrap();
         // Held open until psql has quit: an early EOF would end the session first.
         let out = child.wait_with_output().unwrap();
         drop(sin);

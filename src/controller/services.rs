@@ -139,6 +139,9 @@ pub struct ServiceView {
     pub schedule: Option<ScheduleView>,
 }
 
+/// Config vars as shown, and the masked ones: (variable, service).
+pub type ShownConfig = (BTreeMap<String, String>, Vec<(String, String)>);
+
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct ScheduleView {
     /// Seconds.
@@ -719,11 +722,7 @@ impl Core {
     /// An environment's config as owners are shown it (`config`, `config:get`): a linked
     /// service's URL with its password masked (`postgres://u:****@host/db`). The names of
     /// the variables masked, with the service each comes from.
-    pub fn config_shown(
-        &self,
-        app: &str,
-        env: &str,
-    ) -> Result<(BTreeMap<String, String>, Vec<(String, String)>), CoreError> {
+    pub fn config_shown(&self, app: &str, env: &str) -> Result<ShownConfig, CoreError> {
         let mut vars = self.config(app, env)?;
         let mut masked = vec![];
         for l in self.store.links(None)? {
