@@ -276,7 +276,7 @@ fn scheduled_backups_run_keep_and_fail_visibly(server: &Server) {
         "{audit}"
     );
     run(Command::new("docker").args(["start", &id]));
-    wait_for("backups again once the service is back", 60, || {
+    wait_for("backups again once the service is back", 150, || {
         !server
             .ok(a, "services:info sched-db")
             .contains("backup error")

@@ -55,12 +55,15 @@ fn dump_script(kind: &str) -> Option<String> {
             r#"{REDIS_CLI}
 saves() {{ r INFO persistence | sed -n 's/^rdb_saves:\([0-9]*\).*/\1/p'; }}
 before=$(saves)
+# A server still starting (or gone) answers nothing: say so rather than wait forever.
+[ -n "$before" ] || {{ echo "redis is not answering" >&2; exit 1; }}
 n=0
 until r BGSAVE | grep -q started; do
     n=$((n + 1)); [ $n -lt 600 ] || {{ echo "BGSAVE was not accepted" >&2; exit 1; }}
     sleep 0.2
 done
-until [ "$(saves)" -gt "$before" ] && r INFO persistence | grep -q '^rdb_bgsave_in_progress:0'; do
+until now=$(saves); [ -n "$now" ] || {{ echo "redis stopped answering" >&2; exit 1; }}
+    [ "$now" -gt "$before" ] && r INFO persistence | grep -q '^rdb_bgsave_in_progress:0'; do
     sleep 0.1
 done
 r INFO persistence | grep -q '^rdb_last_bgsave_status:ok' || {{ echo "BGSAVE failed" >&2; exit 1; }}

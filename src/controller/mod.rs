@@ -4,6 +4,7 @@
 mod access;
 mod acme;
 mod apps;
+mod appservices;
 pub mod backups;
 mod builds;
 mod clusters;
@@ -30,14 +31,12 @@ pub mod view;
 pub use crate::sink::Sink;
 pub use access::NewGrant;
 pub use acme::renewals;
+pub use appservices::{interval_words, mask_password};
 pub use formation::{check_type, counts_text, MAX_PER_TYPE};
 pub use limits::Limits;
 pub use nodes::NewNode;
 pub use schedule::scheduled_backups;
-pub use services::{
-    check_var, interval_words, kind as service_kind, mask_password, LinkView, ScheduleView,
-    ServiceView,
-};
+pub use services::{check_var, kind as service_kind, LinkView, ScheduleView, ServiceView};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
