@@ -434,8 +434,7 @@ pub struct StatusReply {
     /// What the node offers app processes (absent from older agents: unlimited).
     #[serde(default)]
     pub capacity: Option<Capacity>,
-    /// Memory the node's services reserve (their containers' limits): taken from
-    /// `capacity` before processes or another service are placed.
+    /// Memory the node's services reserve (their limits), taken from `capacity` first.
     #[serde(default)]
     pub services_memory: i64,
 }
