@@ -89,6 +89,22 @@ impl Swarm {
         inspect(i, &id).is_some()
     }
 
+    /// The ids of the swarm objects (`service`, `secret`, `network`) labelled as `app`'s.
+    fn labelled(&self, what: &str, app: &str) -> String {
+        let sock = &self.nodes[0].2;
+        let out = run(Command::new("docker")
+            .args([
+                "-H",
+                &format!("unix://{sock}"),
+                what,
+                "ls",
+                "-q",
+                "--filter",
+            ])
+            .arg(format!("label=magrathea.app={app}")));
+        text(&out.stdout).trim().to_string()
+    }
+
     /// A task's address on its overlay network (asked of the manager).
     fn task_address(&self, task: &str) -> String {
         let sock = &self.nodes[0].2;
@@ -347,7 +363,7 @@ fn push(s: &Server, dir: &Path, body: &str) -> std::process::Output {
 
 #[test]
 fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
-    let s = Server::start();
+    let mut s = Server::start();
     // Three machines, two in the swarm at first; the stack image only on the manager.
     let swarm = Swarm::up(3, 2);
     let agent = SwarmAgent::start(&s, &swarm);
@@ -454,6 +470,27 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     assert!(
         theirs.contains("unreachable") && !theirs.contains("v2 from"),
         "another app reaches shop's task at {addr}: {theirs}"
+    );
+
+    // apps:destroy on a cluster app: its services, secrets, network and release files on
+    // the cluster go; a later app of the same name finds none of it.
+    s.ok(&s.admin, "apps:destroy other --confirm other");
+    for what in ["service", "secret", "network"] {
+        let left = swarm.labelled(what, "other");
+        assert!(
+            left.is_empty(),
+            "{what}s of the destroyed app are left: {left}"
+        );
+    }
+    for dir in ["tarballs/other", "apps/other"] {
+        assert!(!agent.root.join(dir).exists(), "{dir} is left");
+    }
+    s.ok(&s.admin, "apps:create other");
+    let out = s.ssh(&s.admin, "ps other", None);
+    let ps_other = text(&out.stdout) + &text(&out.stderr);
+    assert!(
+        ps_other.contains("nothing of 'other' is live"),
+        "{ps_other}"
     );
 
     // A release that fails its health check on one node: nothing switches.
@@ -609,5 +646,16 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     wait_until("v1 answers again", 30, || {
         s.get("shop", "/").1.starts_with("v1 from")
     });
+
+    // The controller dies and comes back: the environment kept serving on the swarm, its
+    // routes come back from the task list, and it is operable.
+    s.kill9();
+    s.spawn();
+    wait_until("the routes after the restart", 30, || {
+        s.get("shop", "/").1.starts_with("v1 from")
+    });
+    s.ok(&s.admin, "scale shop web=1");
+    assert_eq!(web_nodes(&s).len(), 1);
+    assert!(s.get("shop", "/").1.starts_with("v1 from"));
     let _ = &agent;
 }

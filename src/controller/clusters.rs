@@ -1,23 +1,16 @@
 //! Clusters: a Docker Swarm reached through `magrathea agent --swarm` on a manager, added
-//! with its host key pinned like a node's, and stored as a node row marked as a cluster
-//! (`store::CLUSTER_LABEL`). Environments name one with `cluster:` in `magrathea.yml`.
-
-use std::collections::BTreeMap;
+//! with its host key pinned like a node's, in the store's table of clusters (one name space
+//! with the nodes). Environments name one with `cluster:` in `magrathea.yml`.
 
 use super::{Core, CoreError};
 use crate::node::client::NodeClient;
 use crate::node::proto::{ClusterReply, ClusterReq};
-use crate::store::{NodeRow, CLUSTER_LABEL};
+use crate::store::NodeRow;
 
 impl Core {
     /// The clusters, by name.
     pub fn clusters(&self) -> Result<Vec<NodeRow>, CoreError> {
-        Ok(self
-            .store
-            .list_nodes()?
-            .into_iter()
-            .filter(|n| n.is_cluster())
-            .collect())
+        Ok(self.store.list_clusters()?)
     }
 
     /// First contact as with a node (host key learnt, our key accepted), and the agent must
@@ -39,14 +32,7 @@ impl Core {
             .send(&ClusterReq)
             .await
             .map_err(|e| CoreError::Invalid(e.to_string()))?;
-        self.store.add_node(&NodeRow {
-            name: name.to_string(),
-            addr: addr.to_string(),
-            labels: BTreeMap::from([(CLUSTER_LABEL.to_string(), "swarm".to_string())]),
-            host_fp: fp.clone(),
-            slots: 0,
-            added_at: 0,
-        })?;
+        self.store.add_cluster(name, "swarm", addr, &fp)?;
         Ok((fp, info.nodes.len()))
     }
 
@@ -84,6 +70,6 @@ impl Core {
                 users.join(", ")
             )));
         }
-        Ok(self.store.remove_node(name)?)
+        Ok(self.store.remove_cluster(name)?)
     }
 }

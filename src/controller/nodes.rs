@@ -121,9 +121,12 @@ impl Core {
         self.local_removed_marker().exists()
     }
 
-    /// The added nodes and the built-in `local` node (unless removed), by name.
+    /// The added nodes, the clusters (`NodeRow::is_cluster`) and the built-in `local` node
+    /// (unless removed), by name.
     pub fn all_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
         let mut nodes = self.store.list_nodes()?;
+        nodes.extend(self.store.list_clusters()?);
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
         if !self.local_removed() {
             let local = self
                 .local_node

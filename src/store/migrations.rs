@@ -274,6 +274,19 @@ pub(super) const MIGRATIONS: &[&str] = &[
      ALTER TABLE services ADD COLUMN backup_failures INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE services ADD COLUMN backup_error TEXT;
      ALTER TABLE services ADD COLUMN backup_error_at INTEGER;",
+    // 16: clusters (a Docker Swarm through its swarm agent) in a table of their own; before,
+    // a node row whose labels held the reserved `@cluster` key (user labels are checked
+    // names, so only `clusters:add` wrote it)
+    "CREATE TABLE clusters(
+        name TEXT PRIMARY KEY,
+        kind TEXT NOT NULL CHECK (kind IN ('swarm')),
+        addr TEXT NOT NULL,
+        host_fp TEXT NOT NULL,
+        added_at INTEGER NOT NULL);
+     INSERT INTO clusters(name, kind, addr, host_fp, added_at)
+        SELECT name, 'swarm', addr, host_fp, added_at FROM nodes
+        WHERE instr(labels, '\"@cluster\":') > 0;
+     DELETE FROM nodes WHERE instr(labels, '\"@cluster\":') > 0;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

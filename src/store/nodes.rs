@@ -17,9 +17,10 @@ pub struct NodeRow {
     pub added_at: i64,
 }
 
-/// The label that marks a node row as a cluster (`clusters:add`): a swarm agent, one place
-/// for the whole cluster. No label a user gives can have this name (labels are checked
-/// names), so clusters need no table of their own.
+/// The label that marks a row as a cluster's (`clusters:add`: a swarm agent, one place for
+/// the whole cluster) where clusters and nodes are listed together (`Core::all_nodes`).
+/// Clusters are stored in a table of their own (`list_clusters`); this label is never
+/// stored. No label a user gives can have this name (labels are checked names).
 pub const CLUSTER_LABEL: &str = "@cluster";
 
 impl NodeRow {
@@ -63,20 +64,87 @@ fn live_row(r: &rusqlite::Row) -> rusqlite::Result<LiveRow> {
     })
 }
 
+fn conflict(kind: &str, name: &str) -> StoreError {
+    StoreError::Conflict(format!("a {kind} named '{name}' already exists"))
+}
+
 impl Store {
     pub fn add_node(&self, n: &NodeRow) -> Result<()> {
-        self.lock()
-            .execute(
+        let c = self.lock();
+        // One name space for nodes and clusters: environments name either.
+        let cluster: Option<i64> = c
+            .query_row("SELECT 1 FROM clusters WHERE name=?1", [&n.name], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        if cluster.is_some() {
+            return Err(conflict("cluster", &n.name));
+        }
+        c.execute(
                 "INSERT INTO nodes(name, addr, labels, host_fp, slots, added_at) VALUES (?1,?2,?3,?4,?5,?6)",
                 params![n.name, n.addr, serde_json::to_string(&n.labels).unwrap_or_default(), n.host_fp, n.slots, now()],
             )
             .map_err(|e| match e {
                 rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::ConstraintViolation => {
-                    StoreError::Conflict(format!("a node named '{}' already exists", n.name))
+                    conflict("node", &n.name)
                 }
                 e => e.into(),
             })?;
         Ok(())
+    }
+
+    /// A cluster (`kind`: `swarm`) reached through its agent at `addr`, host key pinned.
+    pub fn add_cluster(&self, name: &str, kind: &str, addr: &str, host_fp: &str) -> Result<()> {
+        let c = self.lock();
+        let node: Option<i64> = c
+            .query_row("SELECT 1 FROM nodes WHERE name=?1", [name], |r| r.get(0))
+            .optional()?;
+        if node.is_some() {
+            return Err(conflict("node", name));
+        }
+        c.execute(
+            "INSERT INTO clusters(name, kind, addr, host_fp, added_at) VALUES (?1,?2,?3,?4,?5)",
+            params![name, kind, addr, host_fp, now()],
+        )
+        .map_err(|e| match e {
+            rusqlite::Error::SqliteFailure(f, _)
+                if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                conflict("cluster", name)
+            }
+            e => e.into(),
+        })?;
+        Ok(())
+    }
+
+    pub fn remove_cluster(&self, name: &str) -> Result<()> {
+        let n = self
+            .lock()
+            .execute("DELETE FROM clusters WHERE name=?1", [name])?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("no cluster named '{name}'")));
+        }
+        Ok(())
+    }
+
+    /// The clusters, as rows that say so (`NodeRow::is_cluster`), by name.
+    pub fn list_clusters(&self) -> Result<Vec<NodeRow>> {
+        let c = self.lock();
+        let mut st =
+            c.prepare("SELECT name, kind, addr, host_fp, added_at FROM clusters ORDER BY name")?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(NodeRow {
+                    name: r.get(0)?,
+                    labels: BTreeMap::from([(CLUSTER_LABEL.to_string(), r.get(1)?)]),
+                    addr: r.get(2)?,
+                    host_fp: r.get(3)?,
+                    slots: 0,
+                    added_at: r.get(4)?,
+                })
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(rows)
     }
 
     pub fn remove_node(&self, name: &str) -> Result<()> {
@@ -212,4 +280,89 @@ pub(super) fn set_live_in(
         params![app, env, version, previous, serde_json::to_string(nodes).unwrap_or_default(), now()],
     )?;
     Ok(previous)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clusters_have_their_own_table_and_share_the_name_space() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = Store::open(&dir.path().join("s.db")).unwrap();
+        let node = |name: &str| NodeRow {
+            name: name.into(),
+            addr: "10.0.0.1:2300".into(),
+            labels: BTreeMap::from([("zone".to_string(), "a".to_string())]),
+            host_fp: "SHA256:x".into(),
+            slots: 0,
+            added_at: 0,
+        };
+        st.add_node(&node("n1")).unwrap();
+        st.add_cluster("sw", "swarm", "10.0.0.5:2300", "SHA256:y")
+            .unwrap();
+        assert!(matches!(
+            st.add_node(&node("sw")),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            st.add_cluster("n1", "swarm", "a:1", "f"),
+            Err(StoreError::Conflict(_))
+        ));
+        assert!(matches!(
+            st.add_cluster("sw", "swarm", "a:1", "f"),
+            Err(StoreError::Conflict(_))
+        ));
+        let nodes = st.list_nodes().unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert!(!nodes[0].is_cluster());
+        let c = st.list_clusters().unwrap();
+        assert_eq!(c.len(), 1);
+        assert!(c[0].is_cluster() && c[0].addr == "10.0.0.5:2300" && c[0].host_fp == "SHA256:y");
+        st.remove_cluster("sw").unwrap();
+        assert!(st.list_clusters().unwrap().is_empty());
+        assert!(st.remove_cluster("sw").is_err());
+    }
+
+    #[test]
+    fn the_migration_moves_cluster_rows_out_of_nodes() {
+        let mut conn = rusqlite::Connection::open_in_memory().unwrap();
+        // The schema before migration 16, with a node and a cluster row of that time.
+        for sql in &super::super::migrations::MIGRATIONS[..15] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", 15).unwrap();
+        conn.execute_batch(
+            "INSERT INTO nodes(name, addr, labels, host_fp, slots, added_at)
+               VALUES ('n1', '10.0.0.1:2300', '{\"zone\":\"a\"}', 'SHA256:x', 0, 5),
+                      ('sw', '10.0.0.5:2300', '{\"@cluster\":\"swarm\"}', 'SHA256:y', 0, 7);",
+        )
+        .unwrap();
+        super::super::migrations::migrate(&mut conn).unwrap();
+        let nodes: Vec<String> = conn
+            .prepare("SELECT name FROM nodes")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(nodes, vec!["n1".to_string()]);
+        let c: (String, String, String, String, i64) = conn
+            .query_row(
+                "SELECT name, kind, addr, host_fp, added_at FROM clusters",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .unwrap();
+        assert_eq!(
+            c,
+            (
+                "sw".into(),
+                "swarm".into(),
+                "10.0.0.5:2300".into(),
+                "SHA256:y".into(),
+                7
+            )
+        );
+    }
 }
