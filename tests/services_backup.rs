@@ -106,8 +106,8 @@ fn backups_restore_refuse_tampering_and_follow_releases() {
     );
 
     // A destructive change and a table made after the backup, then the restore: the rows
-    // are back, the later table is gone (the database is replaced as a whole), and no
-    // safety dump was needed (the old database stayed until the new one was complete).
+    // are back, the later table is gone (the database is replaced as a whole), and a safety
+    // backup of what it held was taken first.
     psql(&server, "DROP TABLE t");
     psql(&server, "CREATE TABLE later(x int)");
     let out = server.ok(a, &format!("services:restore db {id}"));
@@ -129,7 +129,12 @@ fn backups_restore_refuse_tampering_and_follow_releases() {
     }
     assert_eq!(left(), "0", "no staging or replaced database left");
     let list = backups(&server, "db");
-    assert_eq!(list.len(), 1, "no safety backup: {list:?}");
+    assert_eq!(list.len(), 2, "the backup and a safety backup: {list:?}");
+    assert_eq!(
+        list.iter().filter(|b| b["reason"] == "safety").count(),
+        1,
+        "{list:?}"
+    );
 
     // One byte changed: refused with a clear message, the service and the catalog as they were.
     psql(&server, "INSERT INTO t VALUES (0, 'after')");
@@ -146,7 +151,11 @@ fn backups_restore_refuse_tampering_and_follow_releases() {
         "5001",
         "nothing restored"
     );
-    assert_eq!(backups(&server, "db").len(), 1, "no safety backup either");
+    assert_eq!(
+        backups(&server, "db").len(),
+        2,
+        "no new safety backup either"
+    );
     let out = server.ssh(a, "services:restore db 999", None);
     assert!(
         text(&out.stderr).contains("no backup #999"),

@@ -32,13 +32,9 @@ impl Command for ServicesRestore {
 
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
         let (safety, holds) = cx.core.restore_service(&self.name, self.id, cx.out).await?;
-        let before = match safety {
-            Some(s) => format!("; safety backup #{} holds what it had", s.id),
-            None => String::new(),
-        };
         Ok(format!(
-            "restored backup #{} into {} ({holds}){before}\n",
-            self.id, self.name
+            "restored backup #{} into {} ({holds}); safety backup #{} holds what it had\n",
+            self.id, self.name, safety.id
         )
         .into())
     }

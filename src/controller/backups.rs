@@ -91,6 +91,25 @@ fn failed(row: &ServiceRow, what: &str, e: impl std::fmt::Display) -> CoreError 
     ))
 }
 
+/// The dump's chunks to the sealing thread and, while it takes them, to the verification.
+async fn tee(
+    mut dump_rx: mpsc::Receiver<Vec<u8>>,
+    seal_tx: mpsc::Sender<Vec<u8>>,
+    mut verify_tx: Option<mpsc::Sender<Vec<u8>>>,
+) {
+    while let Some(c) = dump_rx.recv().await {
+        if let Some(v) = &verify_tx {
+            // A verification that gave up is reported by its own answer.
+            if v.send(c.clone()).await.is_err() {
+                verify_tx = None;
+            }
+        }
+        if seal_tx.send(c).await.is_err() {
+            break;
+        }
+    }
+}
+
 impl Core {
     /// A new backup of `name` (see the module doc); its catalog row.
     pub async fn backup_service(
@@ -125,7 +144,7 @@ impl Core {
         // The dump's chunks (about 1 MiB each): to the sealing thread and, when verifying, to
         // the node's throwaway instance, both as they come. The verification's queue is the
         // longer one: the dump goes on while the throwaway instance starts.
-        let (dump_tx, mut dump_rx) = mpsc::channel::<Vec<u8>>(4);
+        let (dump_tx, dump_rx) = mpsc::channel::<Vec<u8>>(4);
         let (seal_tx, mut seal_rx) = mpsc::channel::<Vec<u8>>(8);
         let (verify_tx, verify_rx) = mpsc::channel::<Vec<u8>>(48);
         let seal = tokio::task::spawn_blocking(move || {
@@ -135,20 +154,7 @@ impl Core {
             }
             w.finish(&key)
         });
-        let mut verify_tx = ask.verify.then_some(verify_tx);
-        let tee = async move {
-            while let Some(c) = dump_rx.recv().await {
-                if let Some(v) = &verify_tx {
-                    // A verification that gave up is reported by its own answer.
-                    if v.send(c.clone()).await.is_err() {
-                        verify_tx = None;
-                    }
-                }
-                if seal_tx.send(c).await.is_err() {
-                    break;
-                }
-            }
-        };
+        let tee = tee(dump_rx, seal_tx, ask.verify.then_some(verify_tx));
         let dreq = ServiceDumpReq {
             target: target(&row),
         };
@@ -289,16 +295,16 @@ impl Core {
     }
 
     /// Puts backup `id` back into the running service. A file whose sha256 is not the
-    /// catalog's is refused before anything happens. Postgres loads it into a new database
-    /// that replaces the live one only once whole (the old one is the safety copy until
-    /// then), so a failed restore changes nothing; the other types take a safety backup
-    /// first. The safety backup's row, if one was taken, and what the service holds after.
+    /// catalog's is refused before anything happens. A safety backup is taken first (the
+    /// way back from restoring the wrong backup); Postgres then loads into a new database
+    /// that replaces the live one only once whole, so a failed restore changes nothing. The
+    /// safety backup's row and what the service holds after.
     pub async fn restore_service(
         &self,
         name: &str,
         id: i64,
         out: &mut Sink,
-    ) -> Result<(Option<BackupRow>, String), CoreError> {
+    ) -> Result<(BackupRow, String), CoreError> {
         let (row, node) = self.service_and_node(name)?;
         let b = self
             .store
@@ -308,19 +314,9 @@ impl Core {
         // Checked (whole-file sha256, envelope) before the safety backup: a bad file
         // changes nothing at all.
         self.check_backup(&row, &b).await?;
-        if loads_atomically(&row.kind) {
-            out.line(format!(
-                "-----> Restoring backup {what} into a new database; it replaces the live one once complete"
-            ))
-            .await;
-            let holds = self
-                .load_backup(&row, &node, &b, false, out)
-                .await
-                .map_err(|e| {
-                    CoreError::Failed(format!("{e}; the service holds what it held before"))
-                })?;
-            return Ok((None, holds));
-        }
+        // A safety backup first for every type, so a restore of the wrong backup can be
+        // undone with `services:restore`; Postgres then loads into a new database swapped
+        // in at the end, so a failed load leaves the live one untouched.
         let safety = self
             .backup_service(
                 name,
@@ -333,18 +329,30 @@ impl Core {
                 out,
             )
             .await?;
-        out.line(format!(
-            "-----> Restoring backup {what} (safety backup #{} taken first)",
-            safety.id
-        ))
+        let atomic = loads_atomically(&row.kind);
+        out.line(if atomic {
+            format!(
+                "-----> Restoring backup {what} into a new database (safety backup #{} taken first); it replaces the live one once complete",
+                safety.id
+            )
+        } else {
+            format!(
+                "-----> Restoring backup {what} (safety backup #{} taken first)",
+                safety.id
+            )
+        })
         .await;
         let holds = self.load_backup(&row, &node, &b, false, out).await.map_err(|e| {
-            CoreError::Failed(format!(
-                "{e}; the service may be partly restored: `services:restore {name} {}` puts back what it held",
-                safety.id
-            ))
+            CoreError::Failed(if atomic {
+                format!("{e}; the service holds what it held before")
+            } else {
+                format!(
+                    "{e}; the service may be partly restored: `services:restore {name} {}` puts back what it held",
+                    safety.id
+                )
+            })
         })?;
-        Ok((Some(safety), holds))
+        Ok((safety, holds))
     }
 
     /// `rollback --with-data`: the backups tied to `version` in `env` (taken before its
