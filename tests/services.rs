@@ -450,21 +450,8 @@ fn destroy_takes_the_apps_services_and_backups(s: &Server) {
         .unwrap();
     assert_eq!(shared["links"].as_array().unwrap().len(), 0, "{shared}");
     assert!(!s.data.join("backups/shop-db").exists());
-    let inst = node_instance(&s.data.join("node")).unwrap();
-    let out = run(Command::new("docker").args([
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=magrathea.instance={inst}"),
-        "--filter",
-        "label=magrathea.service",
-    ]));
-    assert_eq!(
-        text(&out.stdout).split_whitespace().count(),
-        2,
-        "left: shared and notes-db: {}",
-        text(&out.stdout)
-    );
+    let left = service_containers(&s.data.join("node"));
+    assert_eq!(left.len(), 2, "left: shared and notes-db: {left:?}");
     // The same name again: no services, no backups.
     s.ok(a, "apps:create shop");
     assert!(services_json(s, a).iter().all(|v| v["app"] != "shop"));

@@ -13,7 +13,7 @@ mod util;
 
 use std::process::Command;
 
-use util::{commit, node_instance, repo, run, text, Server};
+use util::{commit, node_instance, repo, run, service_containers, text, Server};
 
 /// `docker exec` in the service container named `name` (its host name); stdout.
 fn exec(server: &Server, name: &str, script: &str) -> String {
@@ -197,22 +197,12 @@ fn backups_restore_refuse_tampering_and_follow_releases() {
 
 /// The container of the service named `name`, running or not.
 fn container_of(server: &Server, name: &str) -> String {
-    let inst = node_instance(&server.data.join("node")).unwrap();
-    let ids = run(Command::new("docker").args([
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=magrathea.instance={inst}"),
-        "--filter",
-        "label=magrathea.service",
-    ]));
-    text(&ids.stdout)
-        .split_whitespace()
+    service_containers(&server.data.join("node"))
+        .into_iter()
         .find(|id| {
             let h = run(Command::new("docker").args(["inspect", "-f", "{{.Config.Hostname}}", id]));
             text(&h.stdout).trim() == name
         })
-        .map(str::to_string)
         .unwrap_or_else(|| panic!("no container of service {name}"))
 }
 

@@ -387,16 +387,25 @@ pub fn node_instance(root: &Path) -> Option<String> {
 
 /// The ids of every container of the node with this root, running or not.
 pub fn node_containers(root: &Path) -> Vec<String> {
+    labelled_containers(root, &[])
+}
+
+/// The ids of the node's service containers (Postgres, Redis, ...), running or not.
+pub fn service_containers(root: &Path) -> Vec<String> {
+    labelled_containers(root, &["magrathea.service"])
+}
+
+fn labelled_containers(root: &Path, labels: &[&str]) -> Vec<String> {
     let Some(inst) = node_instance(root) else {
         return vec![];
     };
-    let out = run(Command::new("docker").args([
-        "ps",
-        "-aq",
-        "--filter",
-        &format!("label=magrathea.instance={inst}"),
-    ]));
-    text(&out.stdout)
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-aq", "--filter"])
+        .arg(format!("label=magrathea.instance={inst}"));
+    for l in labels {
+        cmd.args(["--filter", &format!("label={l}")]);
+    }
+    text(&run(&mut cmd).stdout)
         .split_whitespace()
         .map(str::to_string)
         .collect()
