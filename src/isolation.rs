@@ -136,25 +136,13 @@ pub async fn ensure_network(
 ) -> Result<String, NetworkError> {
     let name = network_name(instance, uid);
     let _one = NETWORKS.lock().await;
-    match docker
-        .inspect_network(
-            &name,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-    {
-        // Checked every time: a network made earlier is unguarded if dockerd has since been
-        // restarted without iptables.
-        Ok(n) => {
-            return match isolated(&n.id.unwrap_or_default()).await {
-                true => Ok(name),
-                false => Err(NetworkError::NotIsolated(name)),
-            };
-        }
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {}
-        Err(e) => return Err(e.into()),
+    // Checked every time: a network made earlier is unguarded if dockerd has since been
+    // restarted without iptables.
+    if let Some(n) = inspect(docker, &name).await? {
+        return match isolated(&n.id.unwrap_or_default()).await {
+            true => Ok(name),
+            false => Err(NetworkError::NotIsolated(name)),
+        };
     }
     let created = docker
         .create_network(NetworkCreateRequest {
@@ -184,6 +172,26 @@ pub async fn ensure_network(
     }
     tracing::info!(network = %name, "app network created");
     Ok(name)
+}
+
+/// The network named `name` on this engine, or `None` when there is none.
+async fn inspect(
+    docker: &bollard::Docker,
+    name: &str,
+) -> Result<Option<bollard::models::NetworkInspect>, NetworkError> {
+    match docker
+        .inspect_network(
+            name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    {
+        Ok(n) => Ok(Some(n)),
+        Err(bollard::errors::Error::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Whether Docker's isolation chain drops traffic into the bridge of network `id`
@@ -251,18 +259,8 @@ pub async fn ensure_overlay(
 ) -> Result<String, NetworkError> {
     let name = overlay_name(app, uid);
     let _one = NETWORKS.lock().await;
-    match docker
-        .inspect_network(
-            &name,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-    {
-        Ok(_) => return Ok(name),
-        Err(bollard::errors::Error::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {}
-        Err(e) => return Err(e.into()),
+    if inspect(docker, &name).await?.is_some() {
+        return Ok(name);
     }
     docker
         .create_network(NetworkCreateRequest {
