@@ -40,13 +40,7 @@ impl Command for LimitsSet {
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done> {
         let set = parse_pairs(&self.pairs)?;
         let l = cx.core.change_limits(&self.app, &self.env, &set, &[])?;
-        Ok(format!(
-            "limits of {} in {}:\n{}",
-            self.app,
-            self.env,
-            super::limits::render(&l)
-        )
-        .into())
+        Ok(shown(&self.app, &self.env, &l))
     }
 }
 
@@ -61,13 +55,7 @@ impl Command for LimitsUnset {
         let l = cx
             .core
             .change_limits(&self.app, &self.env, &[], &self.names)?;
-        Ok(format!(
-            "limits of {} in {}:\n{}",
-            self.app,
-            self.env,
-            super::limits::render(&l)
-        )
-        .into())
+        Ok(shown(&self.app, &self.env, &l))
     }
 }
 
@@ -86,6 +74,11 @@ fn parse_pairs(pairs: &[String]) -> Result<Vec<(String, String)>, CmdError> {
             ))),
         })
         .collect()
+}
+
+/// What `limits:set` and `limits:unset` answer: the environment's limits after the change.
+fn shown(app: &AppName, env: &EnvName, l: &crate::controller::view::AppLimits) -> Done {
+    format!("limits of {app} in {env}:\n{}", super::limits::render(l)).into()
 }
 
 #[cfg(test)]
