@@ -24,6 +24,13 @@
 //! router sends requests; a packet another app's container sends there is DNATed to the
 //! process's bridge and dropped by the isolation chain. No capability means no raw or
 //! packet socket, and a network namespace of its own holds no other app's traffic.
+//!
+//! Docker's chain alone is not enough: each time dockerd creates any network it deletes
+//! and re-inserts the `FORWARD -j DOCKER-ISOLATION-STAGE-1` jump, and in that gap the
+//! per-bridge `ACCEPT` rules let one bridge reach another (a whole local TCP exchange fits
+//! in it). So every app network also gets rules of ours, in chains dockerd never touches
+//! (`MAGRATHEA-ISOLATION-1/2` in the `mangle` table's `FORWARD`, which runs before the
+//! `filter` table's): traffic entering from one app bridge and leaving by another is dropped.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -125,6 +132,8 @@ pub enum NetworkError {
          scripts/docker-up.sh)"
     )]
     NotIsolated(String),
+    #[error("cannot add the isolation rules of network {network}: {error}")]
+    Guard { network: String, error: String },
 }
 
 /// The app's network on this Docker host, created if missing; returns its name. A network
@@ -139,10 +148,17 @@ pub async fn ensure_network(
     // Checked every time: a network made earlier is unguarded if dockerd has since been
     // restarted without iptables.
     if let Some(n) = inspect(docker, &name).await? {
-        return match isolated(&n.id.unwrap_or_default()).await {
-            true => Ok(name),
-            false => Err(NetworkError::NotIsolated(name)),
-        };
+        let id = n.id.unwrap_or_default();
+        if !isolated(&id).await {
+            return Err(NetworkError::NotIsolated(name));
+        }
+        guard(&bridge_of(&id))
+            .await
+            .map_err(|error| NetworkError::Guard {
+                network: name.clone(),
+                error,
+            })?;
+        return Ok(name);
     }
     let created = docker
         .create_network(NetworkCreateRequest {
@@ -169,6 +185,15 @@ pub async fn ensure_network(
     if !isolated(&created.id).await {
         let _ = docker.remove_network(&name).await;
         return Err(NetworkError::NotIsolated(name));
+    }
+    sweep().await;
+    if let Err(error) = guard(&bridge_of(&created.id)).await {
+        let _ = docker.remove_network(&name).await;
+        unguard(&bridge_of(&created.id)).await;
+        return Err(NetworkError::Guard {
+            network: name,
+            error,
+        });
     }
     tracing::info!(network = %name, "app network created");
     Ok(name)
@@ -198,7 +223,7 @@ async fn inspect(
 /// (`br-<first 12 of the id>`), as it does when dockerd manages iptables. Asked up to three
 /// times: listing the rules can fail while Docker is changing them for another network.
 async fn isolated(id: &str) -> bool {
-    let bridge = format!("-o br-{} ", &id[..id.len().min(12)]);
+    let bridge = format!("-o {} ", bridge_of(id));
     let mut last = String::new();
     for attempt in 0..3 {
         if attempt > 0 {
@@ -224,6 +249,100 @@ async fn isolated(id: &str) -> bool {
     }
     tracing::warn!(network = id, "isolation rules not found: {last}");
     false
+}
+
+/// The Linux bridge of the Docker bridge network with this id.
+fn bridge_of(id: &str) -> String {
+    format!("br-{}", &id[..id.len().min(12)])
+}
+
+/// Our chains (see the module docs): the first sends what enters from an app bridge and
+/// leaves by another interface to the second, which drops it when that interface is an app
+/// bridge.
+const GUARD_FROM: &str = "MAGRATHEA-ISOLATION-1";
+const GUARD_TO: &str = "MAGRATHEA-ISOLATION-2";
+
+/// `iptables -w -t mangle ARGS`; the error is what iptables printed.
+async fn mangle(args: &[&str]) -> Result<(), String> {
+    let out = tokio::process::Command::new("iptables")
+        .args(["-w", "-t", "mangle"])
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| format!("cannot run iptables: {e}"))?;
+    match out.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    }
+}
+
+/// Adds `rule` to `chain` unless it is there (at the top when `first`).
+async fn ensure_rule(chain: &str, rule: &[&str], first: bool) -> Result<(), String> {
+    if mangle(&[&["-C", chain], rule].concat()).await.is_ok() {
+        return Ok(());
+    }
+    let op = if first { "-I" } else { "-A" };
+    mangle(&[&[op, chain], rule].concat()).await
+}
+
+/// Puts `bridge` under our isolation rules; idempotent, and safe against another process
+/// on this host doing the same at once (a rule added twice is harmless).
+async fn guard(bridge: &str) -> Result<(), String> {
+    for chain in [GUARD_FROM, GUARD_TO] {
+        if mangle(&["-S", chain]).await.is_err() {
+            // Another process may create it between the two calls: only the check counts.
+            let _ = mangle(&["-N", chain]).await;
+            mangle(&["-S", chain]).await?;
+        }
+    }
+    ensure_rule("FORWARD", &["-j", GUARD_FROM], true).await?;
+    ensure_rule(
+        GUARD_FROM,
+        &["-i", bridge, "!", "-o", bridge, "-j", GUARD_TO],
+        false,
+    )
+    .await?;
+    ensure_rule(GUARD_TO, &["-o", bridge, "-j", "DROP"], false).await
+}
+
+/// Removes the rules of bridges gone from this network namespace (networks removed by
+/// hand or by an older version); `/proc/self/net/dev` lists this process's namespace's.
+async fn sweep() {
+    let Ok(dev) = std::fs::read_to_string("/proc/self/net/dev") else {
+        return;
+    };
+    let live: Vec<&str> = dev
+        .lines()
+        .filter_map(|l| Some(l.split_once(':')?.0.trim()))
+        .collect();
+    let Ok(out) = tokio::process::Command::new("iptables")
+        .args(["-w", "-t", "mangle", "-S", GUARD_TO])
+        .output()
+        .await
+    else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut words = line.split_whitespace().skip_while(|w| *w != "-o");
+        if let Some(bridge) = words.nth(1) {
+            if !live.contains(&bridge) {
+                unguard(bridge).await;
+            }
+        }
+    }
+}
+
+/// Removes `bridge`'s rules (every copy); the chains stay for the other networks.
+async fn unguard(bridge: &str) {
+    for (chain, rule) in [
+        (
+            GUARD_FROM,
+            &["-i", bridge, "!", "-o", bridge, "-j", GUARD_TO][..],
+        ),
+        (GUARD_TO, &["-o", bridge, "-j", "DROP"][..]),
+    ] {
+        while mangle(&[&["-D", chain], rule].concat()).await.is_ok() {}
+    }
 }
 
 /// The network a build of the app joins: its own (`mode` "app", the default: package
@@ -283,8 +402,16 @@ pub async fn ensure_overlay(
 pub async fn remove_network(docker: &bollard::Docker, instance: &str, uid: u32) {
     let name = network_name(instance, uid);
     let _one = NETWORKS.lock().await;
-    match docker.remove_network(&name).await {
-        Ok(()) => tracing::info!(network = %name, "app network removed"),
+    let id = match inspect(docker, &name).await {
+        Ok(Some(n)) => n.id.unwrap_or_default(),
+        Ok(None) => return,
+        Err(e) => return tracing::debug!(network = %name, "not removed: {e}"),
+    };
+    match docker.remove_network(&id).await {
+        Ok(()) => {
+            unguard(&bridge_of(&id)).await;
+            tracing::info!(network = %name, "app network removed")
+        }
         Err(e) => tracing::debug!(network = %name, "not removed: {e}"),
     }
 }

@@ -99,6 +99,90 @@ fn assert_reaches_no_other_app(what: &str, p: &Value) {
     );
 }
 
+fn iptables(args: &[&str]) -> bool {
+    run(Command::new("iptables").arg("-w").args(args))
+        .status
+        .success()
+}
+
+/// The gap dockerd opens on every network creation: its `FORWARD -j
+/// DOCKER-ISOLATION-STAGE-1` jump deleted. Dropped, the jump is back (unless dockerd put it
+/// back first).
+struct DockerGap;
+
+const DOCKER_JUMP: [&str; 3] = ["FORWARD", "-j", "DOCKER-ISOLATION-STAGE-1"];
+
+impl DockerGap {
+    fn open() -> DockerGap {
+        iptables(&[&["-D"], &DOCKER_JUMP[..]].concat());
+        DockerGap
+    }
+}
+
+impl Drop for DockerGap {
+    fn drop(&mut self) {
+        if !iptables(&[&["-C"], &DOCKER_JUMP[..]].concat()) {
+            iptables(&[&["-I"], &DOCKER_JUMP[..]].concat());
+        }
+    }
+}
+
+/// Magrathea's own rules for one bridge removed while this lives: what enters from it and
+/// what leaves by it (a connection to it needs both: its replies enter from it).
+struct Unguarded(String);
+
+impl Unguarded {
+    fn rules(bridge: &str) -> [Vec<&str>; 2] {
+        [
+            vec![
+                "MAGRATHEA-ISOLATION-1",
+                "-i",
+                bridge,
+                "!",
+                "-o",
+                bridge,
+                "-j",
+            ]
+            .into_iter()
+            .chain(["MAGRATHEA-ISOLATION-2"])
+            .collect(),
+            vec!["MAGRATHEA-ISOLATION-2", "-o", bridge, "-j", "DROP"],
+        ]
+    }
+
+    fn open(bridge: &str) -> Unguarded {
+        for rule in Unguarded::rules(bridge) {
+            let del = [&["-t", "mangle", "-D"][..], &rule].concat();
+            assert!(iptables(&del), "no isolation rule of ours: {rule:?}");
+        }
+        Unguarded(bridge.to_string())
+    }
+}
+
+impl Drop for Unguarded {
+    fn drop(&mut self) {
+        for rule in Unguarded::rules(&self.0) {
+            iptables(&[&["-t", "mangle", "-A"][..], &rule].concat());
+        }
+    }
+}
+
+/// Whether `container` (as its own user) opens a TCP connection to `target` within a
+/// second; anything but a connection or a timeout fails the test (a broken check).
+fn connects(container: &str, target: &str) -> bool {
+    let (host, port) = target.rsplit_once(':').unwrap();
+    let code = format!(
+        "import socket\ntry:\n socket.create_connection(('{host}', {port}), timeout=1)\n \
+         print('open')\nexcept TimeoutError:\n print('timeout')"
+    );
+    let out = run(Command::new("docker").args(["exec", container, "python3", "-c", &code]));
+    match text(&out.stdout).trim() {
+        "open" => true,
+        "timeout" => false,
+        _ => panic!("probe from {container} to {target} failed: {out:?}"),
+    }
+}
+
 #[test]
 fn builds_and_processes_of_two_apps_are_confined_apart() {
     require("setpriv");
@@ -212,6 +296,38 @@ fn builds_and_processes_of_two_apps_are_confined_apart() {
     let p: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
     let r = p["connect"][&own].as_str().unwrap();
     assert!(r.starts_with("open: HTTP/1.0 200"), "{own}: {r}");
+
+    // Each time dockerd creates a network it deletes and re-inserts its isolation jump;
+    // in that gap alpha stays out of beta's reach (our own rules), and without our rule
+    // for alpha's bridge the gap does let beta in (so the check can fail).
+    let alpha_at = format!("{alpha_ip}:{port}");
+    let alpha_bridge = format!(
+        "br-{}",
+        &inspect(
+            &alpha,
+            "{{range .NetworkSettings.Networks}}{{.NetworkID}}{{end}}"
+        )[..12]
+    );
+    {
+        let _gap = DockerGap::open();
+        assert!(
+            !connects(&beta, &alpha_at),
+            "beta reached alpha in Docker's gap"
+        );
+        let _unguarded = Unguarded::open(&alpha_bridge);
+        let reached = (0..5).any(|_| {
+            let _gap = DockerGap::open();
+            connects(&beta, &alpha_at)
+        });
+        assert!(
+            reached,
+            "the gap check is broken: beta never reached unguarded alpha"
+        );
+    }
+    assert!(
+        !connects(&beta, &alpha_at),
+        "alpha's rules were not restored"
+    );
 
     // Each app in a network namespace of its own, neither the host's nor the other's.
     let pid = |c: &str| inspect(c, "{{.State.Pid}}");
