@@ -63,6 +63,14 @@ pub fn random_hex(n: usize) -> String {
     hex::encode(buf)
 }
 
+/// A new Ed25519 key pair: the private key and the public key line, both OpenSSH text.
+pub fn generate(comment: &str) -> anyhow::Result<(String, String)> {
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&random_seed()?));
+    key.set_comment(comment);
+    let private = key.to_openssh(LineEnding::LF)?.to_string();
+    Ok((private, key.public_key().to_openssh()?))
+}
+
 /// Load the Ed25519 key at `path`, creating it (0600, atomically) if absent.
 /// Returns the key and whether it was created.
 pub fn load_or_create(path: &Path, comment: &str) -> anyhow::Result<(PrivateKey, bool)> {

@@ -1,5 +1,6 @@
-//! The agent's SSH side: only the controller's key gets in; exec'd verbs go to `verbs` or,
-//! for the interactive ones, to `session`; ptys and window changes are kept for those.
+//! The agent's SSH side: the controller's key gets in; exec'd verbs go to `verbs` or,
+//! for the interactive ones, to `session`; ptys and window changes are kept for those. A
+//! link key (`tunnel`) gets in too, but may only open tunnels to its one service.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,6 +16,8 @@ pub(super) struct AgentConn {
     /// This connection's place at the gate (budgets, auth failure delays).
     ticket: Arc<crate::sshd::gate::Ticket>,
     authed: bool,
+    /// Set when a link key authenticated: the service it may tunnel to, and nothing else.
+    link: Option<super::tunnel::Target>,
     chans: HashMap<ChannelId, Channel<Msg>>,
     /// Ptys and window changes of `shell`/`run` channels.
     terms: crate::sshd::Terminals,
@@ -32,6 +35,7 @@ impl AgentConn {
             ctx,
             ticket,
             authed: false,
+            link: None,
             chans: HashMap::new(),
             terms: Default::default(),
             _gone_on_drop: gone.clone().drop_guard(),
@@ -48,7 +52,8 @@ impl russh::server::Handler for AgentConn {
         _u: &str,
         offer: PublicKeyOffer<'_>,
     ) -> Result<Auth, Self::Error> {
-        if crate::keys::fingerprint(offer.public_key) == self.ctx.controller_fp {
+        let fp = crate::keys::fingerprint(offer.public_key);
+        if fp == self.ctx.controller_fp || self.ctx.links.get(&fp).is_some() {
             return Ok(Auth::Accept);
         }
         self.ticket.rejected().await;
@@ -75,9 +80,15 @@ impl russh::server::Handler for AgentConn {
         _u: &str,
         key: VerifiedPublicKey<'_>,
     ) -> Result<Auth, Self::Error> {
-        if crate::keys::fingerprint(key.public_key) != self.ctx.controller_fp {
-            self.ticket.rejected().await;
-            return Ok(Auth::reject());
+        let fp = crate::keys::fingerprint(key.public_key);
+        if fp != self.ctx.controller_fp {
+            match self.ctx.links.get(&fp) {
+                Some(t) => self.link = Some(t),
+                None => {
+                    self.ticket.rejected().await;
+                    return Ok(Auth::reject());
+                }
+            }
         }
         // No room for another authenticated connection: refused, and the gate closes it.
         self.authed = self.ticket.authenticated();
@@ -94,9 +105,42 @@ impl russh::server::Handler for AgentConn {
         reply: ChannelOpenHandle,
         _s: &mut Session,
     ) -> Result<(), Self::Error> {
-        if self.authed && self.chans.len() < 16 {
+        if self.authed && self.link.is_none() && self.chans.len() < 16 {
             self.chans.insert(channel.id(), channel);
             reply.accept().await;
+        }
+        Ok(())
+    }
+
+    /// A link key's tunnel: whatever host and port it names, it reaches its own service's
+    /// port on this node and nothing else. Anyone else's request is refused.
+    #[allow(clippy::too_many_arguments)]
+    async fn channel_open_direct_tcpip(
+        &mut self,
+        channel: Channel<Msg>,
+        _host: &str,
+        _port: u32,
+        _from: &str,
+        _from_port: u32,
+        reply: ChannelOpenHandle,
+        _s: &mut Session,
+    ) -> Result<(), Self::Error> {
+        let Some(target) = self.link.clone().filter(|_| self.authed) else {
+            return Ok(());
+        };
+        match super::tunnel::connect(&self.ctx, &target).await {
+            Ok(mut tcp) => {
+                reply.accept().await;
+                let gone = self.gone.clone();
+                tokio::spawn(async move {
+                    let mut ch = channel.into_stream();
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut tcp, &mut ch) => {}
+                        _ = gone.cancelled() => {}
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(service = %target.key, "tunnel refused: {e}"),
         }
         Ok(())
     }

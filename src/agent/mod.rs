@@ -10,6 +10,7 @@
 
 mod conn;
 pub mod error;
+mod forward;
 pub mod layout;
 pub mod logs;
 mod prepare;
@@ -19,6 +20,7 @@ pub mod services;
 pub mod session;
 mod svcbackup;
 pub mod swarm;
+mod tunnel;
 mod verbs;
 
 use std::collections::HashMap;
@@ -48,6 +50,10 @@ pub struct AgentCtx {
     pub swarm: Option<swarm::Swarm>,
     /// `--swarm --join`: an agent on another node of a swarm (`shell` into its tasks).
     pub joined: bool,
+    /// Link keys other nodes reach this node's services with (`tunnel`).
+    links: tunnel::Links,
+    /// Forwarders to services on other nodes (`forward`).
+    forwards: forward::Forwards,
 }
 
 impl AgentCtx {
@@ -56,6 +62,7 @@ impl AgentCtx {
         let canon = std::fs::canonicalize(&root).unwrap_or(root.clone());
         let instance =
             hex::encode(&sha2::Sha256::digest(canon.as_os_str().as_encoded_bytes())[..4]);
+        let links = tunnel::Links::load(&canon.join("services"));
         AgentCtx {
             root: NodeRoot::new(canon),
             controller_fp,
@@ -65,6 +72,8 @@ impl AgentCtx {
             locks: Default::default(),
             swarm: None,
             joined: false,
+            links,
+            forwards: Default::default(),
         }
     }
 
@@ -271,6 +280,7 @@ pub async fn serve_on(
                 "one-off containers left by a previous run removed"
             );
         }
+        forward::restore(&ctx, docker);
         let n = svcbackup::sweep_throwaways(&ctx, docker).await;
         if n > 0 {
             tracing::warn!(

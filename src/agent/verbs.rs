@@ -181,6 +181,9 @@ pub(super) async fn exec(
                 ServiceStatusReq,
                 ServiceDestroyReq,
                 ServiceSettleReq,
+                ServiceLinksReq,
+                ServiceForwardReq,
+                ServiceUnforwardReq,
                 ClusterReq,
             ]
         )
@@ -345,6 +348,24 @@ impl Handle for ServiceStatusReq {
 impl Handle for ServiceSettleReq {
     async fn handle(self, call: &Call<'_>) -> Result<LoadReply, AgentError> {
         super::svcbackup::settle(call.ctx, self).await
+    }
+}
+
+impl Handle for ServiceLinksReq {
+    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, AgentError> {
+        super::tunnel::set(call.ctx, self).await
+    }
+}
+
+impl Handle for ServiceForwardReq {
+    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, AgentError> {
+        super::forward::ensure(call.ctx, self).await
+    }
+}
+
+impl Handle for ServiceUnforwardReq {
+    async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, AgentError> {
+        super::forward::remove(call.ctx, self).await
     }
 }
 

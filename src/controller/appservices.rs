@@ -158,6 +158,9 @@ impl Core {
                 continue;
             };
             self.store.remove_link(&l.service, app, &l.env)?;
+            if let Ok(uid) = self.app_uid(app) {
+                self.unforward(&row, Some(uid)).await;
+            }
             if owned.iter().any(|o| o.name == row.name) {
                 continue;
             }

@@ -119,6 +119,18 @@ impl crate::deploy::Host for Core {
         Core::node_client(self, node)
     }
 
+    async fn reach_services<'a>(
+        &'a self,
+        app: &'a str,
+        env: &'a str,
+        nodes: &'a [String],
+        image: &'a str,
+    ) -> Result<(), DeployError> {
+        Core::reach_services(self, app, env, nodes, image)
+            .await
+            .map_err(|e| DeployError::Failed(e.to_string()))
+    }
+
     async fn backup_linked<'a>(
         &'a self,
         app: &'a str,

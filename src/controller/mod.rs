@@ -19,6 +19,7 @@ mod metrics;
 mod nodes;
 pub mod push;
 pub mod queue;
+mod reach;
 mod releases;
 pub mod routing;
 mod schedule;

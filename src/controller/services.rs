@@ -34,7 +34,7 @@ pub struct Kind {
     pub image: &'static str,
     pub var: &'static str,
     scheme: &'static str,
-    port: u16,
+    pub(super) port: u16,
     /// Its URL names a database.
     database: bool,
 }
@@ -582,6 +582,9 @@ impl Core {
         };
         let outcome = self.change_config(who, app, env, change, out).await?;
         self.store.remove_link(name, app, env)?;
+        if let Ok(uid) = self.app_uid(app) {
+            self.unforward(&row, Some(uid)).await;
+        }
         if let Err(e) = self.service_user(&row, &link.user, None).await {
             out.line(format!(" !     the login stays on the service: {e}"))
                 .await;
@@ -633,6 +636,7 @@ impl Core {
         keep_backups: bool,
     ) -> Result<(), CoreError> {
         let name = &row.name;
+        self.unforward(row, None).await;
         match self.service_node(row) {
             Ok(node) => {
                 let req = ServiceDestroyReq {

@@ -57,6 +57,15 @@ pub trait Host: Send + Sync + 'static {
     /// (taken before its release command: the data as the release before it left it), so
     /// `rollback --with-data` can put it back. Progress lines to `out`; an error fails the
     /// deploy before the release command runs.
+    /// Every service linked to `app` in `env` reachable from the processes on each of
+    /// `nodes` (names), whose stack is `image`: a forwarder where the service does not run.
+    fn reach_services<'a>(
+        &'a self,
+        app: &'a str,
+        env: &'a str,
+        nodes: &'a [String],
+        image: &'a str,
+    ) -> impl std::future::Future<Output = Result<(), DeployError>> + Send + 'a;
     fn backup_linked<'a>(
         &'a self,
         app: &'a str,

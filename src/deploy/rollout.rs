@@ -141,6 +141,20 @@ impl<H: Host> Rollout<'_, H> {
         let plan = self.plan().await?;
         phase_done("plan", t);
         let t = Instant::now();
+        if let Err(e) = self
+            .host
+            .reach_services(
+                &plan.app,
+                &plan.env,
+                &plan.names,
+                &plan.manifest.stack_image,
+            )
+            .await
+        {
+            let e = self.fail(e.to_string()).await;
+            self.say_aborted(&plan).await;
+            return Err(e);
+        }
         let staged = self.release_phase(&plan).await?;
         phase_done("release", t);
         let t = Instant::now();

@@ -59,6 +59,12 @@ pub enum NodeError {
     Failed { node: String, msg: String },
 }
 
+/// A tunnel (`NodeClient::tunnel`): a byte stream both ways; it holds its connection.
+pub struct Tunnel {
+    pub stream: russh::ChannelStream<client::Msg>,
+    _conn: Conn,
+}
+
 #[derive(Clone)]
 pub struct NodeClient {
     pub name: String,
@@ -258,6 +264,30 @@ impl NodeClient {
         let (conn, _) = self.shared(Some(&conn)).await?;
         let ch = self.open_on(&conn).await?;
         Ok((conn, ch))
+    }
+
+    /// A tunnel through the node's agent (`direct-tcpip`): with a link key, to its one
+    /// service whatever `host` says (see `agent::tunnel`). Opened on the shared connection,
+    /// or once on a new one when that cannot open it.
+    pub async fn tunnel(&self, host: &str, port: u16) -> Result<Tunnel, NodeError> {
+        let open = |conn: Conn| async move {
+            let ch = conn.channel_open_direct_tcpip(host, port.into(), "127.0.0.1", 0);
+            match tokio::time::timeout(CHANNEL_OPEN_TIMEOUT, ch).await {
+                Err(_) => Err(self.unreachable("opening a tunnel timed out")),
+                Ok(r) => r
+                    .map(|ch| Tunnel {
+                        stream: ch.into_stream(),
+                        _conn: conn,
+                    })
+                    .map_err(|e| self.unreachable(e)),
+            }
+        };
+        let (conn, fresh) = self.shared(None).await?;
+        match open(conn.clone()).await {
+            Ok(t) => Ok(t),
+            Err(e) if fresh => Err(e),
+            Err(_) => open(self.shared(Some(&conn)).await?.0).await,
+        }
     }
 
     /// One call: `req` to the node, its reply back.

@@ -119,3 +119,68 @@ pub struct ServiceLogsReq {
 impl SessionRequest for ServiceLogsReq {
     const VERB: &'static str = "service-logs";
 }
+
+/// `service-links`: on the service's node, the link key that may reach the service from
+/// node `from` (replacing that node's previous one; `None` revokes it). A link key opens
+/// only a tunnel to this service's port (`agent::tunnel`), nothing else.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceLinksReq {
+    pub key: String,
+    pub port: u16,
+    pub from: String,
+    /// OpenSSH public key line.
+    #[serde(default)]
+    pub public_key: Option<String>,
+}
+
+impl Request for ServiceLinksReq {
+    const VERB: &'static str = "service-links";
+    type Reply = StoppedReply;
+}
+
+/// One app network a forwarder serves on a node that is not the service's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardApp {
+    pub app: String,
+    pub uid: u32,
+    /// An image the node has (the app's stack): the forwarder container only holds the
+    /// network namespace the agent listens in.
+    pub image: String,
+}
+
+/// `service-forward`: on a node that runs linked apps' processes but not the service, a
+/// forwarder per app network, answering under the service's name on its port and
+/// tunnelling each connection to the service's node over SSH with the link key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceForwardReq {
+    pub key: String,
+    /// The service's name: the forwarder's host name on the app networks.
+    pub name: String,
+    pub port: u16,
+    /// The service's node: name, address, pinned host key fingerprint.
+    pub node: String,
+    pub addr: String,
+    pub host_fp: String,
+    /// The link key (OpenSSH private key); kept by the node, readable by root only.
+    pub private_key: String,
+    pub apps: Vec<ForwardApp>,
+}
+
+impl Request for ServiceForwardReq {
+    const VERB: &'static str = "service-forward";
+    type Reply = StoppedReply;
+}
+
+/// `service-unforward`: the forwarders of service `key` removed, for the app with `uid` or
+/// (none) for every app.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceUnforwardReq {
+    pub key: String,
+    #[serde(default)]
+    pub uid: Option<u32>,
+}
+
+impl Request for ServiceUnforwardReq {
+    const VERB: &'static str = "service-unforward";
+    type Reply = StoppedReply;
+}

@@ -49,7 +49,7 @@ pub fn container_name(instance: &str, key: &str) -> String {
     format!("mg-{instance}-svc-{key}")
 }
 
-fn check_key(key: &str) -> Result<(), AgentError> {
+pub(super) fn check_key(key: &str) -> Result<(), AgentError> {
     let ok = (8..=32).contains(&key.len())
         && key
             .bytes()
@@ -92,7 +92,7 @@ fn check_spec(spec: &ServiceSpec) -> Result<(), AgentError> {
     Ok(())
 }
 
-fn service_dir(ctx: &AgentCtx, key: &str) -> PathBuf {
+pub(super) fn service_dir(ctx: &AgentCtx, key: &str) -> PathBuf {
     ctx.root.root().join("services").join(key)
 }
 
@@ -491,6 +491,7 @@ pub async fn destroy(ctx: &AgentCtx, req: ServiceDestroyReq) -> Result<StoppedRe
         .is_ok();
     docker.remove(&name).await;
     crate::isolation::remove_network(docker.raw(), &ctx.instance, req.uid).await;
+    ctx.links.forget(&req.key);
     let dir = service_dir(ctx, &req.key);
     match std::fs::remove_dir_all(&dir) {
         Ok(()) => {}

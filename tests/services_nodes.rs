@@ -1,0 +1,195 @@
+//! A service reached from every node of its environment (issue 13): Postgres runs on n1,
+//! the app's web processes on n1 and n2, and both read and write through the same
+//! `DATABASE_URL`; n2's through a forwarder that answers under the service's name on the
+//! app's network there and tunnels over SSH to n1's agent with a link key of n2's.
+//! Another app on n2 reaches the forwarder neither by name nor by address until it is
+//! linked too, and unlinked its own forwarder goes; a link key opens nothing but its
+//! tunnel.
+
+mod util;
+
+use std::path::Path;
+use std::process::Command;
+
+use util::*;
+
+/// The release command: the table, for Postgres only (the fixture's does all three kinds).
+const MIGRATE: &str = "import svc\n\
+c = svc.pg()\n\
+c.run(\"CREATE TABLE IF NOT EXISTS items(id SERIAL PRIMARY KEY, v TEXT NOT NULL)\")\n\
+c.run(\"INSERT INTO items(v) VALUES ('migrated')\")\n\
+c.close()\n\
+print('migrated postgres')\n";
+
+/// The containers of the node with this root that carry `label`.
+fn labelled(root: &Path, label: &str) -> Vec<String> {
+    let inst = node_instance(root).unwrap();
+    let out = run(Command::new("docker").args([
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=magrathea.instance={inst}"),
+        "--filter",
+        &format!("label={label}"),
+    ]));
+    text(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// The published port of `app`'s web process on the node with this root.
+fn web_port(root: &Path, app: &str) -> u16 {
+    let ids = labelled(root, &format!("magrathea.app={app}"));
+    let id = ids
+        .iter()
+        .find(|id| {
+            let out = run(Command::new("docker").args([
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"magrathea.process\"}}",
+                id,
+            ]));
+            text(&out.stdout).trim() == "web"
+        })
+        .unwrap_or_else(|| panic!("no web process of {app} on {}", root.display()));
+    let out = run(Command::new("docker").args([
+        "inspect",
+        "-f",
+        "{{index .Config.Labels \"magrathea.port\"}}",
+        id,
+    ]));
+    text(&out.stdout).trim().parse().unwrap()
+}
+
+/// From inside `container`: what resolving and connecting to `host:port` gives.
+fn reach(container: &str, host: &str, port: u16) -> String {
+    let code = format!(
+        "import socket\n\
+try:\n socket.getaddrinfo('{host}', {port})\n\
+except OSError:\n print('no name'); raise SystemExit\n\
+try:\n socket.create_connection(('{host}', {port}), timeout=2); print('open')\n\
+except OSError as e:\n print('closed', e)\n"
+    );
+    let out = run(Command::new("docker").args(["exec", container, "python3", "-c", &code]));
+    text(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn a_service_on_one_node_is_reached_from_every_node_of_its_environment() {
+    let s = Server::start();
+    let agents: Vec<Agent> = ["n1", "n2"].iter().map(|n| Agent::start(&s, n)).collect();
+    for (i, a) in agents.iter().enumerate() {
+        s.ok(&s.admin, &format!("nodes:add n{} {}", i + 1, a.addr));
+    }
+    s.ok(&s.admin, "nodes:remove local");
+    s.ok(&s.admin, "apps:create shop");
+    s.ok(&s.admin, "services:create postgres shop-db --node n1");
+    s.ok(&s.admin, "services:link shop shop-db");
+
+    let dir = fixture_repo(&s.dir.path().join("shop"), "services");
+    commit(
+        &dir,
+        "magrathea.yml",
+        "stack: bookworm\nrelease: python3 migrate.py\n",
+        "postgres only, linked by hand",
+    );
+    commit(&dir, "migrate.py", MIGRATE, "migrate postgres only");
+    let out = s.git_ok(&s.admin, &dir, &["push", &s.url("shop"), "main"]);
+    let push = text(&out.stderr);
+    assert!(push.contains("migrated postgres"), "{push}");
+    assert!(push.contains("is live in production on n1, n2"), "{push}");
+
+    // Each node's web process writes and reads, the same URL on both.
+    for (i, a) in agents.iter().enumerate() {
+        let port = web_port(&a.root, "shop");
+        let (status, body) = http_get(port, "shop", &format!("/pg/add?v=from-n{}", i + 1));
+        assert_eq!((status, body.as_str()), (200, "added\n"), "n{}", i + 1);
+    }
+    let (status, body) = http_get(web_port(&agents[1].root, "shop"), "shop", "/pg");
+    assert_eq!((status, body.as_str()), (200, "migrated,from-n1,from-n2\n"));
+    // The forwarder is on n2, where the service is not; none on n1.
+    let fwd = labelled(&agents[1].root, "magrathea.forward");
+    assert_eq!(fwd.len(), 1, "{fwd:?}");
+    assert!(labelled(&agents[0].root, "magrathea.forward").is_empty());
+
+    // Another app on n2 reaches it neither by the service's name nor by its address.
+    s.ok(&s.admin, "apps:create other");
+    let other = fixture_repo(&s.dir.path().join("other"), "probe");
+    s.git_ok(&s.admin, &other, &["push", &s.url("other"), "main"]);
+    let other_web = labelled(&agents[1].root, "magrathea.app=other")
+        .into_iter()
+        .next()
+        .expect("other's web process on n2");
+    assert_eq!(reach(&other_web, "shop-db", 5432), "no name");
+    let fwd_ip = text(
+        &run(Command::new("docker").args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+            &fwd[0],
+        ]))
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    let r = reach(&other_web, &fwd_ip, 5432);
+    assert!(
+        r.starts_with("closed"),
+        "other app reached the forwarder: {r}"
+    );
+    // shop's own process on n2 does reach it by name (the check itself works).
+    let shop_web = labelled(&agents[1].root, "magrathea.app=shop")
+        .into_iter()
+        .find(|c| !fwd.contains(c))
+        .unwrap();
+    assert_eq!(reach(&shop_web, "shop-db", 5432), "open");
+
+    // A link key is no controller: n2's opens no verb on n1's agent.
+    let keyfile = std::fs::read_dir(agents[1].root.join("forwards"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&keyfile).unwrap()).unwrap();
+    let key_path = s.dir.path().join("link_key");
+    std::fs::write(&key_path, saved["private_key"].as_str().unwrap()).unwrap();
+    std::fs::set_permissions(
+        &key_path,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let (host, port) = agents[0].addr.rsplit_once(':').unwrap();
+    let out = run(Command::new("ssh").args([
+        "-i",
+        key_path.to_str().unwrap(),
+        "-p",
+        port,
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        &format!("magrathea@{host}"),
+        "status",
+    ]));
+    assert!(!out.status.success(), "a link key ran a verb: {out:?}");
+    assert!(!text(&out.stdout).contains("instance"), "{out:?}");
+    // It did get in (the refusal is the channel's, not the login's).
+    assert!(!text(&out.stderr).contains("Permission denied"), "{out:?}");
+
+    // Linked, the other app gets a forwarder of its own on n2 and reaches the service by
+    // name; unlinked, that forwarder goes and shop's stays.
+    s.ok(&s.admin, "services:link other shop-db");
+    assert_eq!(labelled(&agents[1].root, "magrathea.forward").len(), 2);
+    let other_web = labelled(&agents[1].root, "magrathea.app=other")
+        .into_iter()
+        .next()
+        .expect("other's new web process on n2");
+    assert_eq!(reach(&other_web, "shop-db", 5432), "open");
+    s.ok(&s.admin, "services:unlink other shop-db");
+    assert_eq!(labelled(&agents[1].root, "magrathea.forward"), fwd);
+}
