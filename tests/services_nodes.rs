@@ -78,7 +78,7 @@ except OSError as e:\n print('closed', e)\n"
 #[test]
 fn a_service_on_one_node_is_reached_from_every_node_of_its_environment() {
     let s = Server::start();
-    let agents: Vec<Agent> = ["n1", "n2"].iter().map(|n| Agent::start(&s, n)).collect();
+    let mut agents: Vec<Agent> = ["n1", "n2"].iter().map(|n| Agent::start(&s, n)).collect();
     for (i, a) in agents.iter().enumerate() {
         s.ok(&s.admin, &format!("nodes:add n{} {}", i + 1, a.addr));
     }
@@ -192,4 +192,28 @@ fn a_service_on_one_node_is_reached_from_every_node_of_its_environment() {
     assert_eq!(reach(&other_web, "shop-db", 5432), "open");
     s.ok(&s.admin, "services:unlink other shop-db");
     assert_eq!(labelled(&agents[1].root, "magrathea.forward"), fwd);
+
+    // n1's agent gone, n2's queries fail though the database still runs; n1 back, they
+    // work again. n2's agent restarted serves its forwarder again from what it kept.
+    let n2 = web_port(&agents[1].root, "shop");
+    agents[0].kill();
+    assert_eq!(http_get(n2, "shop", "/pg").0, 503);
+    agents[0].restart();
+    answers_rows(n2);
+    agents[1].restart();
+    answers_rows(n2);
+}
+
+/// Polls n2's web process until its rows come back (at most 30 s).
+fn answers_rows(port: u16) {
+    let mut last = (0, String::new());
+    for _ in 0..150 {
+        last = http_get(port, "shop", "/pg");
+        if last.0 == 200 {
+            assert_eq!(last.1, "migrated,from-n1,from-n2\n");
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    panic!("n2's process never reached the service again: {last:?}");
 }
