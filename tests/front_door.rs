@@ -938,24 +938,9 @@ fn unsupported_requests_fail_at_once_and_repeated_bad_keys_are_slowed() {
     // The node agent too (the controller's key; a real agent process): a shell or a
     // subsystem is refused at once.
     let agent = Agent::start(&s, "n1");
-    let port = agent.addr.rsplit(':').next().unwrap().to_string();
     let to_agent = |extra: &[&str]| {
-        let mut c = Command::new("ssh");
-        c.arg("-i")
-            .arg(s.data.join("controller_ed25519"))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-p",
-                &port,
-            ])
-            .args(extra);
+        let mut c = ssh_to_agent(&agent.addr, &s.data.join("controller_ed25519"));
+        c.args(extra);
         output_within(&mut c, 60).expect("the agent left a request unanswered")
     };
     let out = to_agent(&["-s", "magrathea@127.0.0.1", "sftp"]);

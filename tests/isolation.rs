@@ -28,21 +28,9 @@ fn uid_of(s: &Server, app: &str) -> u64 {
 
 /// The app's web.1 container on the built-in node.
 fn web_container(s: &Server, app: &str) -> String {
-    let inst = node_instance(&s.data.join("node")).unwrap();
-    let out = run(Command::new("docker").args([
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=magrathea.instance={inst}"),
-        "--filter",
-        &format!("label=magrathea.app={app}"),
-        "--filter",
-        "label=magrathea.process=web",
-    ]));
-    let id = text(&out.stdout)
-        .split_whitespace()
-        .next()
-        .map(String::from);
+    let app_label = format!("magrathea.app={app}");
+    let ids = labelled_containers(&s.data.join("node"), &[&app_label, "magrathea.process=web"]);
+    let id = ids.into_iter().next();
     id.unwrap_or_else(|| panic!("no web container for {app}"))
 }
 

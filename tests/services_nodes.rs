@@ -23,19 +23,7 @@ print('migrated postgres')\n";
 
 /// The containers of the node with this root that carry `label`.
 fn labelled(root: &Path, label: &str) -> Vec<String> {
-    let inst = node_instance(root).unwrap();
-    let out = run(Command::new("docker").args([
-        "ps",
-        "-q",
-        "--filter",
-        &format!("label=magrathea.instance={inst}"),
-        "--filter",
-        &format!("label={label}"),
-    ]));
-    text(&out.stdout)
-        .split_whitespace()
-        .map(String::from)
-        .collect()
+    labelled_containers(root, &[label])
 }
 
 /// The published port of `app`'s web process on the node with this root.
@@ -161,21 +149,7 @@ fn a_service_on_one_node_is_reached_from_every_node_of_its_environment() {
         std::os::unix::fs::PermissionsExt::from_mode(0o600),
     )
     .unwrap();
-    let (host, port) = agents[0].addr.rsplit_once(':').unwrap();
-    let out = run(Command::new("ssh").args([
-        "-i",
-        key_path.to_str().unwrap(),
-        "-p",
-        port,
-        "-o",
-        "StrictHostKeyChecking=no",
-        "-o",
-        "UserKnownHostsFile=/dev/null",
-        "-o",
-        "BatchMode=yes",
-        &format!("magrathea@{host}"),
-        "status",
-    ]));
+    let out = run(ssh_to_agent(&agents[0].addr, &key_path).args(["magrathea@127.0.0.1", "status"]));
     assert!(!out.status.success(), "a link key ran a verb: {out:?}");
     assert!(!text(&out.stdout).contains("instance"), "{out:?}");
     // It did get in (the refusal is the channel's, not the login's).

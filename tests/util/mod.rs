@@ -395,7 +395,9 @@ pub fn service_containers(root: &Path) -> Vec<String> {
     labelled_containers(root, &["magrathea.service"])
 }
 
-fn labelled_containers(root: &Path, labels: &[&str]) -> Vec<String> {
+/// The ids of the containers of the node with this root that carry every label of
+/// `labels` (`key` or `key=value`), running or not.
+pub fn labelled_containers(root: &Path, labels: &[&str]) -> Vec<String> {
     let Some(inst) = node_instance(root) else {
         return vec![];
     };
@@ -439,6 +441,26 @@ pub fn remove_networks(instance: &str) {
         .args(["network", "prune", "-f", "--filter"])
         .arg(format!("label=magrathea.instance={instance}"))
         .output();
+}
+
+/// OpenSSH to an agent at `addr` (`host:port`) with the private key `key`, no host key
+/// check; the caller adds the destination and what to ask.
+pub fn ssh_to_agent(addr: &str, key: &Path) -> Command {
+    let port = addr.rsplit(':').next().unwrap();
+    let mut c = Command::new("ssh");
+    c.arg("-i").arg(key).args([
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "StrictHostKeyChecking=no",
+        "-o",
+        "UserKnownHostsFile=/dev/null",
+        "-o",
+        "BatchMode=yes",
+        "-p",
+        port,
+    ]);
+    c
 }
 
 /// kill(2) one process (never a group: a bad pid must not take anything else down).
