@@ -63,10 +63,21 @@ pub fn random_hex(n: usize) -> String {
     hex::encode(buf)
 }
 
-/// A new Ed25519 key pair: the private key and the public key line, both OpenSSH text.
-pub fn generate(comment: &str) -> anyhow::Result<(String, String)> {
-    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&random_seed()?));
-    key.set_comment(comment);
+/// An Ed25519 key pair derived from `secret` (an Ed25519 key) and `context`: the same
+/// inputs give the same pair, so a key handed out again is the one already in place. The
+/// private key and the public key line, both OpenSSH text.
+pub fn derived(secret: &PrivateKey, context: &str) -> anyhow::Result<(String, String)> {
+    use sha2::Digest;
+    let base = secret
+        .key_data()
+        .ed25519()
+        .context("deriving a key needs an Ed25519 key")?;
+    let mut h = sha2::Sha256::new();
+    h.update(b"magrathea derived key\0");
+    h.update(base.private.to_bytes());
+    h.update(context.as_bytes());
+    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&h.finalize().into()));
+    key.set_comment(context);
     let private = key.to_openssh(LineEnding::LF)?.to_string();
     Ok((private, key.public_key().to_openssh()?))
 }
@@ -97,6 +108,11 @@ pub fn load_or_create(path: &Path, comment: &str) -> anyhow::Result<(PrivateKey,
 mod tests {
     use super::*;
 
+    fn k2_other() -> PrivateKey {
+        let dir = tempfile::tempdir().unwrap();
+        load_or_create(&dir.path().join("other"), "o").unwrap().0
+    }
+
     #[test]
     fn comments_do_not_change_identity() {
         let dir = tempfile::tempdir().unwrap();
@@ -106,6 +122,10 @@ mod tests {
         assert!(!created);
         assert_eq!(fingerprint(k.public_key()), fingerprint(k2.public_key()));
         let line = k.public_key().to_openssh().unwrap();
+        let (a, pa) = derived(&k, "svc@n2").unwrap();
+        assert_eq!((a.clone(), pa.clone()), derived(&k, "svc@n2").unwrap());
+        assert_ne!(pa, derived(&k, "svc@n3").unwrap().1);
+        assert_ne!(pa, derived(&k2_other(), "svc@n2").unwrap().1);
         let a = parse_public(&format!("{line} alice@laptop")).unwrap();
         let b = parse_public(&format!("\n# comment\n{line}\n")).unwrap();
         assert_eq!(a.fingerprint, b.fingerprint);

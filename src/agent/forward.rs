@@ -74,7 +74,14 @@ fn check(req: &ServiceForwardReq) -> Result<(), AgentError> {
 pub async fn ensure(ctx: &AgentCtx, req: ServiceForwardReq) -> Result<StoppedReply, AgentError> {
     check(&req)?;
     let path = file(ctx, &req.key);
-    let mut apps: BTreeMap<u32, ForwardApp> = read(&path)
+    let saved = read(&path);
+    // The same link (node, address, host key, link key): forwarders already running carry
+    // on untouched, so a rollout never drops a connection being made.
+    let same = saved.as_ref().is_some_and(|s| {
+        (&s.node, &s.addr, &s.host_fp, &s.private_key)
+            == (&req.node, &req.addr, &req.host_fp, &req.private_key)
+    });
+    let mut apps: BTreeMap<u32, ForwardApp> = saved
         .map(|r| r.apps.into_iter().map(|a| (a.uid, a)).collect())
         .unwrap_or_default();
     apps.extend(req.apps.iter().map(|a| (a.uid, a.clone())));
@@ -83,7 +90,7 @@ pub async fn ensure(ctx: &AgentCtx, req: ServiceForwardReq) -> Result<StoppedRep
         ..req
     };
     save(&path, &req)?;
-    let n = start(ctx, ctx.docker().await?, &req);
+    let n = start(ctx, ctx.docker().await?, &req, !same);
     Ok(StoppedReply { stopped: n })
 }
 
@@ -98,15 +105,21 @@ fn save(path: &std::path::Path, req: &ServiceForwardReq) -> Result<(), AgentErro
     crate::fsutil::write_atomic(path, &json, 0o600).map_err(io_err(path))
 }
 
-/// (Re)starts a forwarder for every app of `req`; how many.
-fn start(ctx: &AgentCtx, docker: &Docker, req: &ServiceForwardReq) -> u32 {
+/// Starts a forwarder for every app of `req` that has none running (all of them again
+/// when `restart`: the link changed); how many were started.
+fn start(ctx: &AgentCtx, docker: &Docker, req: &ServiceForwardReq, restart: bool) -> u32 {
     let key = match russh::keys::decode_secret_key(&req.private_key, None) {
         Ok(k) => Arc::new(k),
         Err(_) => return 0,
     };
     let client = NodeClient::new(&req.node, &req.addr, key, Some(req.host_fp.clone()));
     let mut running = ctx.forwards.0.lock().unwrap_or_else(|p| p.into_inner());
+    let mut started = 0;
     for app in &req.apps {
+        if !restart && running.contains_key(&(req.key.clone(), app.uid)) {
+            continue;
+        }
+        started += 1;
         let stop = CancellationToken::new();
         if let Some(old) = running.insert((req.key.clone(), app.uid), stop.clone()) {
             old.cancel();
@@ -122,7 +135,7 @@ fn start(ctx: &AgentCtx, docker: &Docker, req: &ServiceForwardReq) -> u32 {
         };
         tokio::spawn(f.run(stop));
     }
-    req.apps.len() as u32
+    started
 }
 
 /// `service-unforward`: the forwarders of `key` (of one app, or all) stopped and removed.
@@ -167,7 +180,7 @@ pub fn restore(ctx: &AgentCtx, docker: &Docker) {
     for e in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
         if let Some(req) = read(&e.path()) {
             if check(&req).is_ok() {
-                start(ctx, docker, &req);
+                start(ctx, docker, &req, true);
             }
         }
     }

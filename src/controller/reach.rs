@@ -12,8 +12,10 @@ use crate::store::ServiceRow;
 impl Core {
     /// Every service linked to `app`'s `env` reachable from each node in `nodes` (names; a
     /// cluster is skipped: services reach swarm tasks only on their own node), under its
-    /// name, with the app's processes on the `image` stack. A fresh link key per (service,
-    /// node) each time: the service's node learns it before the forwarder uses it.
+    /// name, with the app's processes on the `image` stack. The link key of a (service,
+    /// node) is derived from the controller's key, so a rollout hands out the key already
+    /// in place and running forwarders carry on; the service's node learns it before the
+    /// forwarder uses it.
     pub async fn reach_services(
         &self,
         app: &str,
@@ -42,8 +44,9 @@ impl Core {
                         row.name, n.name
                     ))
                 };
-                let (private, public) = crate::keys::generate(&format!("{}@{}", row.name, n.name))
-                    .map_err(CoreError::Other)?;
+                let context = format!("link {} {}", row.key, n.name);
+                let (private, public) =
+                    crate::keys::derived(&self.client_key, &context).map_err(CoreError::Other)?;
                 let grant = ServiceLinksReq {
                     key: row.key.clone(),
                     port,
