@@ -133,7 +133,8 @@ fn start(ctx: &AgentCtx, docker: &Docker, req: &ServiceForwardReq, restart: bool
             port: req.port,
             app: app.clone(),
         };
-        tokio::spawn(f.run(stop));
+        let span = tracing::info_span!("forward", service = %req.name, app = %app.app);
+        tokio::spawn(tracing::Instrument::instrument(f.run(stop), span));
     }
     started
 }
@@ -199,8 +200,6 @@ struct Forwarder {
 impl Forwarder {
     /// Until stopped: the container up, a listener in its namespace, connections carried.
     async fn run(self, stop: CancellationToken) {
-        let span = tracing::info_span!("forward", service = %self.name, app = %self.app.app);
-        let _e = span.enter();
         while !stop.is_cancelled() {
             match self.listen().await {
                 Ok((listener, pid)) => self.serve(listener, pid, &stop).await,
