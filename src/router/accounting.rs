@@ -17,6 +17,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::mpsc;
 
 use super::acl::Permit;
+use super::workers::{self, Padded};
 use super::Router;
 
 /// Upper bounds of the latency buckets, in milliseconds; a last bucket takes the rest.
@@ -97,9 +98,14 @@ impl Sample {
     }
 }
 
-/// The live counters of one app environment.
-#[derive(Default)]
+/// The live counters of one app environment: a shard per worker thread (see
+/// `workers.rs`), each only added to by its own thread, summed when read.
 pub(crate) struct Counters {
+    shards: Box<[Padded<Shard>]>,
+}
+
+#[derive(Default)]
+struct Shard {
     requests: AtomicU64,
     status: [AtomicU64; 5],
     bytes_in: AtomicU64,
@@ -108,30 +114,56 @@ pub(crate) struct Counters {
     latency_us: AtomicU64,
 }
 
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            shards: (0..workers::shards()).map(|_| Padded::default()).collect(),
+        }
+    }
+}
+
 impl Counters {
+    fn mine(&self) -> &Shard {
+        &self.shards[workers::shard()].0
+    }
+
     fn record(&self, status: u16, micros: u64) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        let c = self.mine();
+        c.requests.fetch_add(1, Ordering::Relaxed);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
-        self.status[class].fetch_add(1, Ordering::Relaxed);
+        c.status[class].fetch_add(1, Ordering::Relaxed);
         let ms = micros / 1000;
         let bucket = LATENCY_BOUNDS_MS
             .iter()
             .position(|b| ms < *b)
             .unwrap_or(LATENCY_BOUNDS_MS.len());
-        self.latency[bucket].fetch_add(1, Ordering::Relaxed);
-        self.latency_us.fetch_add(micros, Ordering::Relaxed);
+        c.latency[bucket].fetch_add(1, Ordering::Relaxed);
+        c.latency_us.fetch_add(micros, Ordering::Relaxed);
+    }
+
+    fn add_in(&self, n: u64) {
+        self.mine().bytes_in.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn add_out(&self, n: u64) {
+        self.mine().bytes_out.fetch_add(n, Ordering::Relaxed);
     }
 
     fn sample(&self) -> Sample {
-        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        Sample {
-            requests: load(&self.requests),
-            status: std::array::from_fn(|i| load(&self.status[i])),
-            bytes_in: load(&self.bytes_in),
-            bytes_out: load(&self.bytes_out),
-            latency: std::array::from_fn(|i| load(&self.latency[i])),
-            latency_us: load(&self.latency_us),
+        let mut total = Sample::default();
+        for shard in &self.shards {
+            let c = &shard.0;
+            let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+            total.add(&Sample {
+                requests: load(&c.requests),
+                status: std::array::from_fn(|i| load(&c.status[i])),
+                bytes_in: load(&c.bytes_in),
+                bytes_out: load(&c.bytes_out),
+                latency: std::array::from_fn(|i| load(&c.latency[i])),
+                latency_us: load(&c.latency_us),
+            });
         }
+        total
     }
 }
 
@@ -459,11 +491,11 @@ where
         if let (Some(n), Some(site)) = (data, &this.site) {
             match &mut this.into {
                 Direction::In(seen) => {
-                    site.counters.bytes_in.fetch_add(n, Ordering::Relaxed);
+                    site.counters.add_in(n);
                     seen.fetch_add(n, Ordering::Relaxed);
                 }
                 Direction::Out(tally) => {
-                    site.counters.bytes_out.fetch_add(n, Ordering::Relaxed);
+                    site.counters.add_out(n);
                     tally.bytes_out += n;
                 }
                 Direction::Uncounted => {}
@@ -494,7 +526,7 @@ mod tests {
         c.record(404, 20_000_000);
         c.record(503, 100);
         c.record(99, 100);
-        c.bytes_in.fetch_add(10, Ordering::Relaxed);
+        c.add_in(10);
         let s = c.sample();
         assert_eq!(s.requests, 6);
         assert_eq!(s.status, [1, 2, 1, 1, 1]);

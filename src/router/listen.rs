@@ -145,16 +145,38 @@ impl Router {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            // The worker's own reactor takes the socket over.
+            let stream = match stream.into_std() {
+                Ok(stream) => stream,
+                Err(err) => {
+                    debug!(client = %peer, error = %err, "cannot hand the connection over");
+                    continue;
+                }
+            };
             let router = Arc::clone(&self);
             let shutdown = shutdown.clone();
             let tls = tls.clone();
-            conns.spawn(async move {
-                let _slot = slot;
-                match tls {
-                    None => router.serve_plain(stream, peer, shutdown).await,
-                    Some(acceptor) => router.serve_https(acceptor, stream, peer, shutdown).await,
-                }
-            });
+            let (worker, placed) = self.workers().place();
+            conns.spawn_on(
+                async move {
+                    let _slot = slot;
+                    let _placed = placed;
+                    let stream = match TcpStream::from_std(stream) {
+                        Ok(stream) => stream,
+                        Err(err) => {
+                            debug!(client = %peer, error = %err, "cannot take the connection over");
+                            return;
+                        }
+                    };
+                    match tls {
+                        None => router.serve_plain(stream, peer, shutdown).await,
+                        Some(acceptor) => {
+                            router.serve_https(acceptor, stream, peer, shutdown).await
+                        }
+                    }
+                },
+                worker,
+            );
         }
         drop(listener);
         let finished = tokio::time::timeout(SHUTDOWN_GRACE, async {

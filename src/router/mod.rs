@@ -21,6 +21,7 @@ mod realip;
 pub mod tls;
 mod tunnel;
 mod upstream;
+mod workers;
 
 pub use accounting::{AccessLine, Sample, LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
 pub use acl::{Cidr, Policy, Rate, MAX_RATE};
@@ -28,7 +29,7 @@ pub use acl::{Cidr, Policy, Rate, MAX_RATE};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use hyper::header::HeaderValue;
@@ -128,6 +129,8 @@ pub struct Router {
     challenges: acme::Challenges,
     /// Signalled when a route appears or goes (see [`Router::routes_changed`]).
     route_change: tokio::sync::Notify,
+    /// The threads connections are served on (workers.rs), started by the first listener.
+    workers: OnceLock<workers::Workers>,
 }
 
 struct AppRoute {
@@ -159,6 +162,7 @@ impl Router {
             gate: Default::default(),
             challenges: Default::default(),
             route_change: tokio::sync::Notify::new(),
+            workers: OnceLock::new(),
         })
     }
 
@@ -360,6 +364,10 @@ impl Router {
 
     fn write_table(&self) -> std::sync::RwLockWriteGuard<'_, Table> {
         self.table.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn workers(&self) -> &workers::Workers {
+        self.workers.get_or_init(workers::Workers::start)
     }
 
     fn lock_registry(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, Arc<Upstream>>> {

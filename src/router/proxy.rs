@@ -82,8 +82,13 @@ pub(super) async fn handle(
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
-    if let Some(answer) = by_policy(router, &app, &policy, client, &host, &mut req).await {
-        return accounting::end(tally, answer);
+    // Boxed: rare, and its future would otherwise make every request's future larger
+    // (hyper moves that future into place once per request).
+    if policy.force_https || policy.max_body.is_some() {
+        let answer = Box::pin(by_policy(router, &app, &policy, client, &host, &mut req)).await;
+        if let Some(answer) = answer {
+            return accounting::end(tally, answer);
+        }
     }
     let mut req = req.map(|body| ReqBody::new(body, policy.max_body));
     if let Some((proto, _)) = &upgrade {
@@ -303,7 +308,8 @@ async fn dispatch(
     loop {
         let (mut link, pooled) = match upstream.checkout().await {
             Some(link) => (link, true),
-            None => match upstream.connect(connect_timeout).await {
+            // Boxed: once per upstream connection, and large.
+            None => match Box::pin(upstream.connect(connect_timeout)).await {
                 Ok(link) => (link, false),
                 Err(err) => return Err(Dispatch::NotSent(Box::new(req), err.into())),
             },

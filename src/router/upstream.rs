@@ -30,6 +30,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::debug;
 
+use super::workers::{self, Padded};
+
 /// Requests are forwarded with the client's body as it comes (counted against the route's
 /// limit), so request bodies stream.
 pub(super) type Sender = SendRequest<ReqBody>;
@@ -52,7 +54,9 @@ pub(super) struct Upstream {
     inflight: AtomicUsize,
     /// Woken whenever `inflight` drops to zero.
     idle_notify: Notify,
-    idle_conns: Mutex<Vec<IdleLink>>,
+    /// Idle connections, a pool per worker thread (see `workers.rs`): a connection is
+    /// driven by the thread that pooled it, and a worker never waits on another's lock.
+    idle_conns: Box<[Padded<Mutex<Vec<IdleLink>>>]>,
 }
 
 struct IdleLink {
@@ -141,7 +145,7 @@ impl Upstream {
             addr,
             inflight: AtomicUsize::new(0),
             idle_notify: Notify::new(),
-            idle_conns: Mutex::new(Vec::new()),
+            idle_conns: (0..workers::shards()).map(|_| Padded::default()).collect(),
         })
     }
 
@@ -238,7 +242,9 @@ impl Upstream {
 
     /// Closes every idle connection (the process behind them is about to go away).
     pub(super) fn clear_idle(&self) {
-        self.lock_idle().clear();
+        for shard in &self.idle_conns {
+            shard.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
     }
 
     /// Opens a fresh HTTP/1.1 connection. Nothing has been sent when this fails, so the
@@ -262,7 +268,8 @@ impl Upstream {
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleLink>> {
         // The pool is only ever pushed to or popped from, so it is consistent even if a
         // holder panicked.
-        self.idle_conns
+        self.idle_conns[workers::shard()]
+            .0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
