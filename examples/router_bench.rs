@@ -8,7 +8,8 @@
 //! With `--access-log`, the route is owned by an app environment (so every request is
 //! counted in its traffic figures, as under `magrathea serve`) and the access log lines are
 //! written to FILE in batches, the way the controller writes them into the app's log.
-//! Like `magrathea serve`: the default runtime (a worker per core) and mimalloc.
+//! Like `magrathea serve`: the default runtime for the listeners (connections are served on
+//! the router's own worker threads, a single-threaded runtime per core) and mimalloc.
 
 use std::collections::HashMap;
 use std::io::Write;

@@ -15,7 +15,10 @@
 # default) the router counts every request for its app environment (traffic figures, as
 # under `magrathea serve`) and writes an access log line per request to a file in batches,
 # and nginx writes its access log buffered (64k); with ACCESS_LOG=off neither does. The
-# router's async runtime has one worker per core, like nginx's `worker_processes auto`.
+# router serves connections on one single-threaded runtime per core (src/router/workers.rs),
+# like nginx's `worker_processes auto`: a connection and its requests stay on one thread.
+# The router's listener accepts on the harness's main runtime and hands connections over
+# (once per connection); nginx's workers accept for themselves.
 # Each measurement runs RUNS times, alternating router and nginx; medians are printed, then
 # router/nginx ratios. Needs root (apt-get for nginx and wrk, Debian's).
 set -euo pipefail
@@ -191,7 +194,7 @@ print(f"{rps:.0f} {p50:.3f} {p99:.3f} {cpu * 1e6 / max(total, 1):.1f}")
 median() { sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
 
 echo "==> wrk -t$THREADS -c$CONNS -d${DURATION}s, $RUNS runs each, $CORES cores, keep-alive, 12-byte body"
-echo "    release build; router: $CORES runtime workers, nginx: worker_processes auto ($CORES);"
+echo "    release build; router: $CORES worker threads (a runtime each), nginx: worker_processes auto ($CORES);"
 echo "    access log $ACCESS_LOG for both$([ "$ACCESS_LOG" = on ] && echo " (router: accounting + access lines to a file in batches; nginx: access_log buffer=64k)")"
 echo "    load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 declare -A RES

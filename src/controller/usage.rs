@@ -359,9 +359,7 @@ pub async fn run(core: std::sync::Arc<Core>) {
     }
     // What came in while paused is written too.
     if let Some(rx) = access.as_mut() {
-        while let Ok(line) = rx.try_recv() {
-            batch.push(line);
-        }
+        rx.drain(&mut batch);
         if !batch.is_empty() {
             let logs = core.data.logs();
             let _ = tokio::task::spawn_blocking(move || write_access(&logs, batch)).await;
@@ -388,10 +386,7 @@ async fn flush_now(core: &std::sync::Arc<Core>) {
 }
 
 /// Up to a batch of access lines (waits for the first); 0 when the log is closed.
-async fn recv_some(
-    rx: &mut Option<tokio::sync::mpsc::Receiver<AccessLine>>,
-    into: &mut Vec<AccessLine>,
-) -> usize {
+async fn recv_some(rx: &mut Option<crate::router::AccessLog>, into: &mut Vec<AccessLine>) -> usize {
     match rx {
         Some(rx) => rx.recv_many(into, ACCESS_BATCH).await,
         None => std::future::pending().await,

@@ -1,20 +1,21 @@
 //! Traffic accounting: what the router counts per app and environment (requests by status
 //! class, body bytes in and out, a latency histogram), kept in atomics on the request path
 //! and read by the controller, which stores per-minute buckets of the differences. Also the
-//! access log: one line per request, handed to the controller over a bounded channel
-//! (dropped, and counted, when the controller falls behind: the request path never waits).
+//! access log: one line per request, queued on the worker thread that served it (a queue
+//! per worker, bounded: past it lines are dropped, and counted, so the request path never
+//! waits) and collected by the controller every [`ACCESS_POLL`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::task::{ready, Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
-use tokio::sync::mpsc;
+use hyper::http::uri::PathAndQuery;
 
 use super::acl::Permit;
 use super::workers::{self, Padded};
@@ -26,6 +27,8 @@ pub const LATENCY_BOUNDS_MS: [u64; 11] = [5, 10, 25, 50, 100, 250, 500, 1000, 25
 pub const LATENCY_BUCKETS: usize = LATENCY_BOUNDS_MS.len() + 1;
 /// Access log lines waiting for the controller; past this they are dropped (and counted).
 const ACCESS_QUEUE: usize = 16 * 1024;
+/// How often the reader looks for new access lines when it found none.
+const ACCESS_POLL: Duration = Duration::from_millis(50);
 
 /// Figures of one app environment (or of a time span of it): counts only ever add up.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -172,9 +175,71 @@ pub(crate) struct Site {
     pub app: Arc<str>,
     pub env: Arc<str>,
     pub counters: Counters,
-    /// Where its access log lines go (the ledger's queue), and the count of those dropped.
-    access: mpsc::Sender<AccessLine>,
-    dropped: Arc<AtomicU64>,
+    /// Where its access log lines go (the ledger's queues).
+    access: Arc<Pending>,
+}
+
+/// Access lines not collected yet: a queue per worker thread (see `workers.rs`), so a
+/// request only ever takes its own thread's lock, which the reader takes now and then.
+struct Pending {
+    shards: Box<[Padded<Mutex<Vec<AccessLine>>>]>,
+    dropped: AtomicU64,
+}
+
+impl Pending {
+    fn push(&self, line: AccessLine) {
+        let mut q = self.shards[workers::shard()]
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if q.len() < ACCESS_QUEUE / self.shards.len() {
+            q.push(line);
+        } else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Moves up to `limit` lines into `into`; how many.
+    fn drain(&self, into: &mut Vec<AccessLine>, limit: usize) -> usize {
+        let before = into.len();
+        for shard in &self.shards {
+            let room = limit.saturating_sub(into.len() - before);
+            if room == 0 {
+                break;
+            }
+            let mut q = shard.0.lock().unwrap_or_else(PoisonError::into_inner);
+            let n = room.min(q.len());
+            into.extend(q.drain(..n));
+        }
+        into.len() - before
+    }
+}
+
+/// The access log's reading end (see [`Router::take_access_log`]).
+pub struct AccessLog {
+    pending: Arc<Pending>,
+}
+
+impl AccessLog {
+    /// Up to `limit` lines into `into`, waiting for the first; 0 once the router is gone
+    /// and every line has been read.
+    pub async fn recv_many(&mut self, into: &mut Vec<AccessLine>, limit: usize) -> usize {
+        loop {
+            let n = self.pending.drain(into, limit);
+            if n > 0 || limit == 0 {
+                return n;
+            }
+            if Arc::strong_count(&self.pending) == 1 {
+                return 0;
+            }
+            tokio::time::sleep(ACCESS_POLL).await;
+        }
+    }
+
+    /// Every line queued now, without waiting.
+    pub fn drain(&mut self, into: &mut Vec<AccessLine>) -> usize {
+        self.pending.drain(into, usize::MAX)
+    }
 }
 
 /// One request in the access log.
@@ -184,7 +249,9 @@ pub struct AccessLine {
     pub env: Arc<str>,
     pub client: IpAddr,
     pub method: hyper::Method,
-    pub path: String,
+    /// As the client sent it (shared with the request, not copied); shown without control
+    /// characters and cut at 200 characters.
+    pub path: PathAndQuery,
     pub status: u16,
     pub ms: u64,
     pub bytes_in: u64,
@@ -193,17 +260,21 @@ pub struct AccessLine {
 
 impl std::fmt::Display for AccessLine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        write!(f, "{:.16} ", self.method.as_str())?;
+        for c in self
+            .path
+            .as_str()
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(200)
+        {
+            f.write_char(c)?;
+        }
         write!(
             f,
-            "{:.16} {} {} {}ms in={} out={} client={} env={}",
-            self.method.as_str(),
-            self.path,
-            self.status,
-            self.ms,
-            self.bytes_in,
-            self.bytes_out,
-            self.client,
-            self.env
+            " {} {}ms in={} out={} client={} env={}",
+            self.status, self.ms, self.bytes_in, self.bytes_out, self.client, self.env
         )
     }
 }
@@ -214,20 +285,21 @@ pub(crate) struct Ledger {
     sites: RwLock<HashMap<String, Arc<Site>>>,
     /// Requests for hosts no app answers to.
     pub(crate) unrouted: AtomicU64,
-    access: mpsc::Sender<AccessLine>,
-    access_rx: std::sync::Mutex<Option<mpsc::Receiver<AccessLine>>>,
-    pub(crate) access_dropped: Arc<AtomicU64>,
+    access: Arc<Pending>,
+    access_taken: std::sync::atomic::AtomicBool,
 }
 
 impl Default for Ledger {
     fn default() -> Self {
-        let (tx, rx) = mpsc::channel(ACCESS_QUEUE);
+        let access = Pending {
+            shards: (0..workers::shards()).map(|_| Padded::default()).collect(),
+            dropped: AtomicU64::new(0),
+        };
         Ledger {
             sites: RwLock::default(),
             unrouted: AtomicU64::new(0),
-            access: tx,
-            access_rx: std::sync::Mutex::new(Some(rx)),
-            access_dropped: Arc::default(),
+            access: Arc::new(access),
+            access_taken: Default::default(),
         }
     }
 }
@@ -252,8 +324,7 @@ impl Router {
             app: app.into(),
             env: env.into(),
             counters: Counters::default(),
-            access: self.ledger.access.clone(),
-            dropped: Arc::clone(&self.ledger.access_dropped),
+            access: Arc::clone(&self.ledger.access),
         };
         sites.insert(key, Arc::new(site));
     }
@@ -288,17 +359,16 @@ impl Router {
     pub fn unrouted(&self) -> (u64, u64) {
         (
             self.ledger.unrouted.load(Ordering::Relaxed),
-            self.ledger.access_dropped.load(Ordering::Relaxed),
+            self.ledger.access.dropped.load(Ordering::Relaxed),
         )
     }
 
     /// The access log, for the one reader that writes it down (None once taken).
-    pub fn take_access_log(&self) -> Option<mpsc::Receiver<AccessLine>> {
-        self.ledger
-            .access_rx
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
+    pub fn take_access_log(&self) -> Option<AccessLog> {
+        let taken = self.ledger.access_taken.swap(true, Ordering::Relaxed);
+        (!taken).then(|| AccessLog {
+            pending: Arc::clone(&self.ledger.access),
+        })
     }
 
     pub(super) fn count_unrouted(&self) {
@@ -322,7 +392,7 @@ pub(super) struct Tally {
     started: Instant,
     client: IpAddr,
     method: hyper::Method,
-    path: String,
+    path: PathAndQuery,
     status: u16,
     bytes_in: Arc<AtomicU64>,
     bytes_out: u64,
@@ -337,9 +407,11 @@ impl Tally {
         req: &hyper::Request<B>,
         started: Instant,
     ) -> Tally {
-        let raw = req.uri().path_and_query().map_or("/", |p| p.as_str());
-        let mut path = String::with_capacity(raw.len().min(200));
-        path.extend(raw.chars().filter(|c| !c.is_control()).take(200));
+        let path = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
         Tally {
             site,
             started,
@@ -395,15 +467,13 @@ impl Drop for Tally {
             env: Arc::clone(&self.site.env),
             client: self.client,
             method: std::mem::take(&mut self.method),
-            path: std::mem::take(&mut self.path),
+            path: std::mem::replace(&mut self.path, PathAndQuery::from_static("/")),
             status: self.status,
             ms: self.started.elapsed().as_millis() as u64,
             bytes_in: self.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.bytes_out,
         };
-        if self.site.access.try_send(line).is_err() {
-            self.site.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+        self.site.access.push(line);
     }
 }
 

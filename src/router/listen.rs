@@ -206,10 +206,10 @@ impl Router {
             .timer(TokioTimer::new())
             .header_read_timeout(self.opts.idle_timeout)
             .keep_alive(true);
-        let client = Client { peer, https: false };
+        let client = Client::new(peer, false);
         let router = Arc::clone(&self);
         let service = service_fn(move |req| {
-            let router = Arc::clone(&router);
+            let (router, client) = (Arc::clone(&router), client.clone());
             async move { Ok::<_, Infallible>(proxy::handle(&router, client, req).await) }
         });
         let conn = builder
@@ -265,10 +265,10 @@ impl Router {
         } else {
             builder.http1_only()
         };
-        let client = Client { peer, https: true };
+        let client = Client::new(peer, true);
         let router = Arc::clone(&self);
         let service = service_fn(move |req| {
-            let router = Arc::clone(&router);
+            let (router, client) = (Arc::clone(&router), client.clone());
             async move { Ok::<_, Infallible>(proxy::handle(&router, client, req).await) }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);

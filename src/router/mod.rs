@@ -23,7 +23,7 @@ mod tunnel;
 mod upstream;
 mod workers;
 
-pub use accounting::{AccessLine, Sample, LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
+pub use accounting::{AccessLine, AccessLog, Sample, LATENCY_BOUNDS_MS, LATENCY_BUCKETS};
 pub use acl::{Cidr, Policy, Rate, MAX_RATE};
 
 use std::collections::HashMap;
@@ -301,9 +301,17 @@ impl Router {
     /// The route a request for `host` (no port) is for, and its policy: a custom host,
     /// else a wildcard one level up, else `APP.DOMAIN`.
     fn route_for_host(&self, host: &str) -> Option<(String, RoutePolicy)> {
-        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let host = host.trim_end_matches('.');
+        // Hosts are nearly always sent in lowercase already: no copy then.
+        let lower: String;
+        let host = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = host.to_ascii_lowercase();
+            &lower
+        } else {
+            host
+        };
         let t = self.read_table();
-        let key = match t.exact.get(&host) {
+        let key = match t.exact.get(host) {
             Some(key) => key.clone(),
             None => match host
                 .split_once('.')

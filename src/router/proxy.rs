@@ -44,10 +44,36 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
 /// The client end of a request: who, and over which listener.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(super) struct Client {
     pub peer: SocketAddr,
     pub https: bool,
+    /// The peer's address as a header value, made once per connection rather than
+    /// formatted for every request's `X-Forwarded-For` and `X-Real-IP`.
+    peer_value: HeaderValue,
+}
+
+impl Client {
+    pub(super) fn new(peer: SocketAddr, https: bool) -> Client {
+        Client {
+            peer,
+            https,
+            peer_value: ip_value(peer.ip()),
+        }
+    }
+}
+
+/// An address as a header value (canonical: an IPv4-mapped address in its IPv4 form).
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    use std::io::Write;
+    // An address is at most 45 characters: formatted in place, not in a String.
+    let mut buf = [0u8; 64];
+    let len = {
+        let mut w = &mut buf[..];
+        write!(w, "{}", ip.to_canonical()).expect("an address fits in 64 bytes");
+        64 - w.len()
+    };
+    HeaderValue::from_bytes(&buf[..len]).expect("an IP address is a valid header")
 }
 
 pub(super) async fn handle(
@@ -56,7 +82,7 @@ pub(super) async fn handle(
     mut req: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
-    let host = match request_host(&req) {
+    let (host, host_value) = match request_host(&req) {
         Ok(host) => host,
         Err(msg) => return text(StatusCode::BAD_REQUEST, msg),
     };
@@ -77,7 +103,18 @@ pub(super) async fn handle(
         req.headers_mut(),
         &router.opts.trusted_proxies,
     );
-    let req = upstream_request(req, &host, ip, client.https);
+    let ip_value = if ip == client.peer.ip().to_canonical() {
+        client.peer_value.clone()
+    } else {
+        ip_value(ip)
+    };
+    let forwarded = Forwarding {
+        host: &host,
+        host_value,
+        client: ip_value,
+        https: client.https,
+    };
+    let req = upstream_request(req, forwarded);
     let (mut req, tally) = match accounting::begin(router, &app, ip, req, started) {
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
@@ -85,7 +122,15 @@ pub(super) async fn handle(
     // Boxed: rare, and its future would otherwise make every request's future larger
     // (hyper moves that future into place once per request).
     if policy.force_https || policy.max_body.is_some() {
-        let answer = Box::pin(by_policy(router, &app, &policy, client, &host, &mut req)).await;
+        let answer = Box::pin(by_policy(
+            router,
+            &app,
+            &policy,
+            client.https,
+            &host,
+            &mut req,
+        ))
+        .await;
         if let Some(answer) = answer {
             return accounting::end(tally, answer);
         }
@@ -131,11 +176,11 @@ async fn by_policy<B: hyper::body::Body<Data = Bytes> + Unpin>(
     router: &Router,
     app: &str,
     policy: &RoutePolicy,
-    client: Client,
+    https: bool,
     host: &Authority,
     req: &mut Request<B>,
 ) -> Option<Response<ProxyBody>> {
-    if policy.force_https && !client.https && !req.uri().path().starts_with(ACME_CHALLENGE) {
+    if policy.force_https && !https && !req.uri().path().starts_with(ACME_CHALLENGE) {
         return Some(redirect_to_https(req, host, router.https_port()));
     }
     let limit = policy.max_body?;
@@ -331,23 +376,26 @@ async fn dispatch(
 }
 
 /// The authority the client addressed: the absolute-form request target wins over `Host`
-/// (RFC 9112 section 3.2.2), and is then what the app sees as `Host` too.
-fn request_host(req: &Request<Incoming>) -> Result<Authority, &'static str> {
-    let authority = match req.uri().authority() {
-        Some(a) => a.clone(),
+/// (RFC 9112 section 3.2.2), and is then what the app sees as `Host` too. With it, the
+/// `Host` header it came from, if it came from one (the same text, reused as is).
+fn request_host(req: &Request<Incoming>) -> Result<(Authority, Option<HeaderValue>), &'static str> {
+    let (authority, value) = match req.uri().authority() {
+        Some(a) => (a.clone(), None),
         None => {
             let mut hosts = req.headers().get_all(header::HOST).iter();
             let (Some(host), None) = (hosts.next(), hosts.next()) else {
                 return Err("bad request: exactly one Host header is required");
             };
-            host.to_str()
+            let authority = host
+                .to_str()
                 .ok()
                 .and_then(|h| h.parse::<Authority>().ok())
-                .ok_or("bad request: invalid Host header")?
+                .ok_or("bad request: invalid Host header")?;
+            (authority, Some(host.clone()))
         }
     };
     check_authority(&authority)?;
-    Ok(authority)
+    Ok((authority, value))
 }
 
 /// A host, and at most a port in 1..=65535: no userinfo (`user@host` would reach the app
@@ -376,12 +424,7 @@ fn check_authority(a: &Authority) -> Result<(), &'static str> {
 
 /// Turns the client's request into the one sent upstream: origin-form target, HTTP/1.1,
 /// hop-by-hop headers gone, `X-Forwarded-*` and `X-Request-Id` set, the body limited.
-fn upstream_request(
-    req: Request<Incoming>,
-    host: &Authority,
-    client: IpAddr,
-    https: bool,
-) -> Request<Incoming> {
+fn upstream_request(req: Request<Incoming>, forwarded: Forwarding<'_>) -> Request<Incoming> {
     let (mut parts, body) = req.into_parts();
     let path = parts
         .uri
@@ -391,7 +434,7 @@ fn upstream_request(
     parts.uri = Uri::from(path);
     parts.version = Version::HTTP_11;
     strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, host, client, https);
+    add_forwarded(&mut parts.headers, forwarded);
     set_request_id(&mut parts.headers);
     Request::from_parts(parts, body)
 }
@@ -465,66 +508,79 @@ fn redirect_to_https<B>(
     resp
 }
 
-fn add_forwarded(headers: &mut HeaderMap, host: &Authority, client: IpAddr, https: bool) {
-    use std::io::Write;
-    // An address is at most 45 characters: formatted in place, not in a String.
-    let mut buf = [0u8; 64];
-    let len = {
-        let mut w = &mut buf[..];
-        write!(w, "{}", client.to_canonical()).expect("an address fits in 64 bytes");
-        64 - w.len()
-    };
-    let client = &buf[..len];
-    let client_value = || HeaderValue::from_bytes(client).expect("an IP address is a valid header");
+/// What the app is told about the request's origin.
+struct Forwarding<'a> {
+    /// The authority the request was routed by.
+    host: &'a Authority,
+    /// The same as a header value, when the client sent it as `Host`.
+    host_value: Option<HeaderValue>,
+    /// The client's address (see `realip.rs`).
+    client: HeaderValue,
+    https: bool,
+}
+
+fn add_forwarded(headers: &mut HeaderMap, f: Forwarding<'_>) {
     // Append to any chain the client sent, like every other proxy does: apps that trust us
     // read the last entry, which is always ours.
     let mut sent = headers.get_all(&X_FORWARDED_FOR).iter().peekable();
     let xff = if sent.peek().is_none() {
-        client_value()
+        f.client.clone()
     } else {
         let mut chain: Vec<u8> = Vec::with_capacity(128);
         for v in sent.filter(|v| v.to_str().is_ok()) {
             chain.extend_from_slice(v.as_bytes());
             chain.extend_from_slice(b", ");
         }
-        chain.extend_from_slice(client);
-        HeaderValue::from_bytes(&chain).unwrap_or_else(|_| client_value())
+        chain.extend_from_slice(f.client.as_bytes());
+        HeaderValue::from_bytes(&chain).unwrap_or_else(|_| f.client.clone())
     };
     headers.insert(X_FORWARDED_FOR, xff);
-    headers.insert(X_REAL_IP, client_value());
+    headers.insert(X_REAL_IP, f.client);
     // The router is the edge: whatever the client claims about proto/host is overwritten.
     headers.insert(
         X_FORWARDED_PROTO,
-        HeaderValue::from_static(if https { "https" } else { "http" }),
+        HeaderValue::from_static(if f.https { "https" } else { "http" }),
     );
-    let host_value =
-        HeaderValue::from_str(host.as_str()).expect("a parsed authority is a valid header");
+    let host_value = f.host_value.unwrap_or_else(|| {
+        HeaderValue::from_str(f.host.as_str()).expect("a parsed authority is a valid header")
+    });
     // The app sees the authority the request was routed by: for an absolute-form request
     // that is the target's, whatever `Host` said (RFC 9112 section 3.2.2).
     headers.insert(header::HOST, host_value.clone());
     headers.insert(X_FORWARDED_HOST, host_value);
 }
 
+/// Whether a header describes one connection rather than the message (RFC 9110 section
+/// 7.6.1), or belongs to the proxy hop: `Proxy-*`, and a bare `Proxy` header, the httpoxy
+/// vector (apps exporting it as HTTP_PROXY).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    HOP_BY_HOP.contains(name) || n == "proxy" || n.starts_with("proxy-")
+}
+
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Headers named in `Connection` are hop-by-hop for this message too.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    for name in listed.iter().chain(HOP_BY_HOP.iter()) {
-        headers.remove(name);
-    }
-    // `Proxy-*` belongs to the proxy hop; a bare `Proxy` header is the httpoxy vector
-    // (apps exporting it as HTTP_PROXY), so it goes too.
-    let proxy: Vec<HeaderName> = headers
+    // One look over the names first: most messages carry none, or only `Connection`.
+    let mut doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|k| k.as_str() == "proxy" || k.as_str().starts_with("proxy-"))
+        .filter(|k| is_hop_by_hop(k))
         .cloned()
         .collect();
-    for name in proxy {
+    if doomed.is_empty() {
+        return;
+    }
+    // Headers named in `Connection` are hop-by-hop for this message too.
+    for v in headers.get_all(header::CONNECTION) {
+        let Ok(v) = v.to_str() else { continue };
+        for token in v.split(',').map(str::trim) {
+            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                doomed.push(name);
+            }
+        }
+    }
+    for name in doomed {
         headers.remove(name);
     }
 }
@@ -554,6 +610,15 @@ fn printable(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn forwarding<'a>(host: &'a Authority, client: &str, https: bool) -> Forwarding<'a> {
+        Forwarding {
+            host,
+            host_value: None,
+            client: ip_value(client.parse().unwrap()),
+            https,
+        }
+    }
 
     #[test]
     fn strips_hop_by_hop_and_connection_listed() {
@@ -590,11 +655,11 @@ mod tests {
         h.insert(X_FORWARDED_FOR, HeaderValue::from_static("10.0.0.1"));
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
         let host: Authority = "web.example.test:8080".parse().unwrap();
-        add_forwarded(&mut h, &host, "::ffff:127.0.0.1".parse().unwrap(), false);
+        add_forwarded(&mut h, forwarding(&host, "::ffff:127.0.0.1", false));
         assert_eq!(h[&X_FORWARDED_FOR], "10.0.0.1, 127.0.0.1");
         assert_eq!(h[&X_REAL_IP], "127.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
-        add_forwarded(&mut h, &host, "10.1.1.1".parse().unwrap(), true);
+        add_forwarded(&mut h, forwarding(&host, "10.1.1.1", true));
         assert_eq!(h[&X_FORWARDED_PROTO], "https");
         assert_eq!(h[&X_FORWARDED_HOST], "web.example.test:8080");
         assert_eq!(h[header::HOST], "web.example.test:8080");
@@ -632,7 +697,7 @@ mod tests {
         let mut h = HeaderMap::new();
         h.insert(header::HOST, HeaderValue::from_static("other.example.test"));
         let routed: Authority = "web.example.test".parse().unwrap();
-        add_forwarded(&mut h, &routed, "127.0.0.1".parse().unwrap(), false);
+        add_forwarded(&mut h, forwarding(&routed, "127.0.0.1", false));
         assert_eq!(h[header::HOST], "web.example.test");
         assert_eq!(h[&X_FORWARDED_HOST], "web.example.test");
     }

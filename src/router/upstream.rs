@@ -243,7 +243,11 @@ impl Upstream {
     /// Closes every idle connection (the process behind them is about to go away).
     pub(super) fn clear_idle(&self) {
         for shard in &self.idle_conns {
-            shard.0.lock().unwrap_or_else(PoisonError::into_inner).clear();
+            shard
+                .0
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clear();
         }
     }
 
