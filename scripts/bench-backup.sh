@@ -11,18 +11,21 @@
 #                      < the -Fc file, into the same running database
 #   ours backup:       ssh services:backup NAME      (dump streamed to the controller, sealed
 #                      with XChaCha20-Poly1305 STREAM, fsynced, read back and opened again,
-#                      and at the same time restored into a throwaway instance: verified)
+#                      and at the same time restored into a throwaway instance: verified;
+#                      see src/agent/svcverify.rs for what that proves)
 #   ours --no-verify:  ssh services:backup NAME --no-verify
 #   ours restore:      ssh services:restore NAME ID  (sha256 checked, the backup opened and
-#                      streamed into a new database that replaces the live one in one step),
-#                      into the full database (a few rows deleted and a table added since
-#                      the backup: the restore must undo both)
+#                      streamed into a new database while a safety backup of the live one is
+#                      taken, then swapped in for the live one in one step), into the full
+#                      database (a few rows deleted and a table added since the backup: the
+#                      restore must undo both)
 #
 # The dumps go from `docker exec` to a file on the host, like ours go from the node to the
 # controller's data dir. The database is pgbench's, generated once in the service container
 # (SCALE 68 is about 1 GiB on disk). Prints every figure of every run, then the medians and
-# the ratios ours/baseline for backup, for restore and for their sum, against each baseline
-# dump (`pg_dump -Fc` is the pair pg_restore goes with) and against the fastest of them.
+# the ratios ours/baseline: first the issue's (verified backup against `pg_dump | gzip`,
+# restore against `pg_restore`, and their sum; "over 1.2x" marks a miss), then against
+# `pg_dump -Fc` (the archive pg_restore reads) and the rest.
 #
 #   RUNS=3 SCALE=68 scripts/bench-backup.sh
 #   BIN=target/release/magrathea RUNS=2 scripts/bench-backup.sh
@@ -79,7 +82,7 @@ since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1
 load1() { cut -d' ' -f1 /proc/loadavg; }
 # The server's own timing lines (where a backup's or a restore's time went), the last N.
 timing() {
-    grep -a -e 'backup timing' -e 'backup verification' -e 'backup restored into' "$W/serve.err" |
+    grep -a -e 'backup timing' -e 'backup verification' -e 'backup restored into' -e 'restore timing' "$W/serve.err" |
         tail -n "$1" | sed -e 's/\x1b\[[0-9;]*m//g' -e 's/^.*INFO [^ ]* //' -e 's/^/      /' || true
 }
 
@@ -160,7 +163,7 @@ for run in $(seq "$RUNS"); do
     [ "$(ROWS)" = "$WANT" ] || { echo "our restore lost rows" >&2; exit 1; }
     [ "$(in_svc "psql -X -At $PG -c \"SELECT to_regclass('after_backup') IS NULL\"")" = t ] ||
         { echo "our restore kept a table made after the backup" >&2; exit 1; }
-    timing 1
+    timing 3
     echo "    ours services:restore:          ${o_rs}s"
     l1=$(load1)
     echo "$b_fc $b_z1 $b_gz $b_rs $o_bk $o_nv $o_rs $b_fc_size $b_z1_size $b_gz_size $o_size $l0 $l1" >>"$RESULTS"
@@ -180,16 +183,20 @@ print(f"database: {mib(size)} on disk (pgbench), {len(rows)} runs; medians below
 print("per run (s): pg_dump -Fc, -Fc -Z1, pg_dump|gzip, pg_restore | ours: backup, --no-verify, restore | load1 before/after")
 for r in rows:
     print("   " + "  ".join(f"{x:6.1f}" for x in r[:4]) + "  |" + "  ".join(f"{x:6.1f}" for x in r[4:7]) + f"  | {r[11]:.1f}/{r[12]:.1f}")
-row = lambda name, b, o: print(f"{name:44}{b:>9.1f}s{o:>9.1f}s{o / b:>8.2f}")
-print(f"{'':44}{'baseline':>10}{'ours':>10}{'ratio':>8}")
-row("backup vs pg_dump -Fc (default -Z)", b_fc, o_bk)
-row("backup vs pg_dump | gzip", b_gz, o_bk)
-row("backup vs pg_dump -Fc -Z1 (ours' settings)", b_z1, o_bk)
-row("backup --no-verify vs pg_dump -Fc", b_fc, o_nv)
-row("backup --no-verify vs pg_dump -Fc -Z1", b_z1, o_nv)
-row("restore vs pg_restore", b_rs, o_rs)
-row("backup + restore vs pg_dump -Fc + pg_restore", b_fc + b_rs, o_bk + o_rs)
-row("backup + restore vs fastest dump + pg_restore", min(b_fc, b_z1, b_gz) + b_rs, o_bk + o_rs)
+row = lambda name, b, o: print(f"{name:50}{b:>9.1f}s{o:>9.1f}s{o / b:>8.2f}" + ("" if o / b <= 1.2 else "  over 1.2x"))
+print(f"{'':50}{'baseline':>10}{'ours':>10}{'ratio':>8}")
+print("the issue's targets (ours within 1.2x, encryption and verification included):")
+row("  backup (verified) vs pg_dump | gzip", b_gz, o_bk)
+row("  restore (safety backup included) vs pg_restore", b_rs, o_rs)
+row("  backup + restore vs pg_dump | gzip + pg_restore", b_gz + b_rs, o_bk + o_rs)
+print("against pg_dump -Fc (the archive pg_restore reads):")
+row("  backup (verified) vs pg_dump -Fc", b_fc, o_bk)
+row("  backup + restore vs pg_dump -Fc + pg_restore", b_fc + b_rs, o_bk + o_rs)
+print("the rest:")
+row("  backup vs pg_dump -Fc -Z1 (ours' settings)", b_z1, o_bk)
+row("  backup --no-verify vs pg_dump -Fc", b_fc, o_nv)
+row("  backup --no-verify vs pg_dump -Fc -Z1", b_z1, o_nv)
+row("  backup + restore vs fastest dump + pg_restore", min(b_fc, b_z1, b_gz) + b_rs, o_bk + o_rs)
 print(f"file size: pg_dump -Fc {mib(s_fc)}, -Fc -Z1 {mib(s_z1)}, pg_dump | gzip {mib(s_gz)}, ours (sealed) {mib(s_o)}")
 print(f"backup throughput (of the database): pg_dump -Fc {size / b_fc / 1048576:.0f} MiB/s, ours {size / o_bk / 1048576:.0f} MiB/s")
 print(f"restore throughput (of the database): pg_restore {size / b_rs / 1048576:.0f} MiB/s, ours {size / o_rs / 1048576:.0f} MiB/s")

@@ -162,6 +162,9 @@ fn backups_restore_refuse_tampering_and_follow_releases() {
         "{}",
         text(&out.stderr)
     );
+    std::fs::write(&files[0], &sealed).unwrap();
+    a_failed_safety_backup_changes_nothing(&server, id);
+    a_broken_index_definition_fails_verification(&server);
 
     // Redis: an RDB after BGSAVE, restored by a restart from it.
     server.ok(a, "services:create redis cache");
@@ -193,6 +196,88 @@ fn backups_restore_refuse_tampering_and_follow_releases() {
 
     rollback_with_data_brings_code_and_schema_back_together(&server);
     scheduled_backups_run_keep_and_fail_visibly(&server);
+}
+
+/// `chattr +i` on a directory: even root cannot create files in it, until dropped.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(dir: &std::path::Path) -> Immutable {
+        let out = run(Command::new("chattr").arg("+i").arg(dir));
+        assert!(out.status.success(), "chattr: {}", text(&out.stderr));
+        Immutable(dir.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = Command::new("chattr").arg("-i").arg(&self.0).status();
+    }
+}
+
+/// A Postgres restore loads the backup while its safety backup is taken, and swaps only
+/// once both are done: with the safety backup unable to be stored, the restore fails, the
+/// live database is as it was, the loaded one is gone, and the catalog has nothing new.
+fn a_failed_safety_backup_changes_nothing(server: &Server, id: i64) {
+    let a = &server.admin;
+    psql(server, "DELETE FROM t WHERE id > 100");
+    let before = backups(server, "db").len();
+    let out = {
+        let _frozen = Immutable::new(&server.data.join("backups/db"));
+        server.ssh(a, &format!("services:restore db {id}"), None)
+    };
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("backup of service 'db' failed") && err.contains("holds what it held before"),
+        "{err}"
+    );
+    assert_eq!(
+        psql(server, "SELECT count(*) FROM t"),
+        "101",
+        "nothing restored"
+    );
+    assert_eq!(
+        psql(
+            server,
+            "SELECT count(*) FROM pg_database WHERE strpos(datname, '__mg_') > 0"
+        ),
+        "0",
+        "the loaded database was dropped"
+    );
+    assert_eq!(backups(server, "db").len(), before, "no new backup");
+    // And with the safety backup stored, the same restore goes through.
+    server.ok(a, &format!("services:restore db {id}"));
+    assert_eq!(psql(server, "SELECT count(*) FROM t"), "5000");
+}
+
+/// A dump whose index definition cannot be executed on restore (an SQL function inlined as
+/// the index is defined, calling another by a name the restore's empty search path does not
+/// find): the verification runs the archive's post-data statements and refuses the backup,
+/// though its tables and rows load.
+fn a_broken_index_definition_fails_verification(server: &Server) {
+    let a = &server.admin;
+    psql(
+        server,
+        "CREATE FUNCTION g(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT \\$1 + 1'; \
+         CREATE FUNCTION f(int) RETURNS int LANGUAGE sql IMMUTABLE AS 'SELECT g(\\$1)'; \
+         CREATE TABLE fx(x int); INSERT INTO fx VALUES (1); CREATE INDEX fx_f ON fx (f(x))",
+    );
+    let before = backups(server, "db").len();
+    let out = server.ssh(a, "services:backup db", None);
+    assert!(!out.status.success(), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("does not restore")
+            && err.contains("indexes and constraints do not restore")
+            && err.contains("g(integer) does not exist"),
+        "{err}"
+    );
+    assert_eq!(backups(server, "db").len(), before, "not recorded");
+    psql(
+        server,
+        "DROP TABLE fx; DROP FUNCTION f(int); DROP FUNCTION g(int)",
+    );
 }
 
 /// The container of the service named `name`, running or not.

@@ -19,6 +19,7 @@ pub mod runtime;
 pub mod services;
 pub mod session;
 mod svcbackup;
+mod svcverify;
 pub mod swarm;
 mod tunnel;
 mod verbs;
@@ -281,7 +282,7 @@ pub async fn serve_on(
             );
         }
         forward::restore(&ctx, docker);
-        let n = svcbackup::sweep_throwaways(&ctx, docker).await;
+        let n = svcverify::sweep_throwaways(&ctx, docker).await;
         if n > 0 {
             tracing::warn!(
                 removed = n,

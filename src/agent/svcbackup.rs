@@ -1,19 +1,19 @@
-//! Service backups on the node (protocol in `node::proto`, `DumpTarget`): `service-dump`
-//! streams a consistent dump of a running service to the controller, `service-load` puts
-//! one back into it, `service-verify` loads one into a throwaway instance of the service's
-//! image (no network, a temp data dir, removed after). Dumps are never written to the
-//! node's disk, but a Redis RDB, which the server only reads from its data dir.
+//! Service backups on the node (protocol in `node::backupproto`, `DumpTarget`):
+//! `service-dump` streams a consistent dump of a running service to the controller,
+//! `service-load` puts one back into it (a Postgres one possibly staged beside it, then
+//! `service-swap`ped in), `service-settle` ends a load that kept what it replaced;
+//! `service-verify` (`svcverify`) loads one into a throwaway instance of the service's
+//! image. Dumps are never written to the node's disk, but a Redis RDB, which the server only
+//! reads from its data dir.
 //!
 //! Every command runs in the service container as the service's uid, through the admin's
 //! unix socket in `/run/svc` (see the services' entry script).
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::exec::{StartExecOptions, StartExecResults};
-use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig};
-use bollard::query_parameters::CreateContainerOptionsBuilder;
+use bollard::models::ExecConfig;
 use futures_util::StreamExt;
 use russh::server::Msg;
 use russh::{ChannelReadHalf, ChannelWriteHalf};
@@ -23,16 +23,12 @@ use super::error::AgentError;
 use super::AgentCtx;
 use crate::docker::Docker;
 use crate::node::proto::{
-    DumpTarget, LoadReply, ServiceDumpReq, ServiceLoadReq, ServiceSettleReq, ServiceVerifyReq,
+    DumpTarget, LoadReply, ServiceDumpReq, ServiceLoadReq, ServiceSettleReq, ServiceSwapReq,
 };
 
 /// Where the services' entry script is mounted (`scripts/service-images.sh`).
-const ENTRY_PATH: &str = "/usr/local/bin/magrathea-svc";
+pub(super) const ENTRY_PATH: &str = "/usr/local/bin/magrathea-svc";
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
-/// The label of a throwaway instance (its value: the service's key).
-const L_VERIFY: &str = "magrathea.service-verify";
-/// A throwaway instance's data dir in its service's dir: this, then a random suffix.
-const VERIFY_DIR: &str = "verify-";
 
 /// The Redis admin's client, as the entry script sets it up.
 const REDIS_CLI: &str = r#"export REDISCLI_AUTH="$(cat /data/.admin-pass)"
@@ -73,34 +69,45 @@ exec cat /data/dump.rdb"#
     })
 }
 
-/// The dump on stdin loaded into the service. Postgres: into a new database, in one
-/// transaction, which then takes the live one's name in one step (connections to the old one
-/// ended), the old one dropped after the answer: all or nothing, and what the backup does not
-/// hold (tables created since) is gone. A failed load leaves the live database as it was.
-/// Into a fresh (throwaway) instance: straight into its database.
-fn load_script(kind: &str, fresh: bool) -> Option<&'static str> {
-    Some(match (kind, fresh) {
-        ("postgres", false) => PG_LOAD_SWAP,
-        ("postgres", true) => concat!(
-            r#"exec pg_restore -h /run/svc -U postgres -d "$MAGRATHEA_DB" "#,
-            "--single-transaction --exit-on-error"
-        ),
-        ("mariadb", _) => {
-            r#"exec mariadb --no-defaults -S /run/svc/mysqld.sock -u root "$MAGRATHEA_DB""#
+/// The dump on stdin loaded into a MariaDB service, live or throwaway (Postgres restores
+/// go through [`pg_script`], Redis through [`load_rdb`]).
+pub(super) fn load_script(kind: &str) -> Option<&'static str> {
+    match kind {
+        "mariadb" => {
+            Some(r#"exec mariadb --no-defaults -S /run/svc/mysqld.sock -u root "$MAGRATHEA_DB""#)
         }
-        _ => return None,
-    })
+        _ => None,
+    }
 }
 
-/// See [`load_script`]. The staging and old names are fixed, so what a crash left of an
-/// earlier restore is dropped first; names are `[a-z0-9_]` (the entry script checks
-/// `MAGRATHEA_DB`).
-const PG_LOAD_SWAP: &str = r#"set -eu
+/// A Postgres restore script: [`PG_HEAD`] then `steps`. A restore into the running service is
+/// [`PG_STAGE`] then [`PG_SWAP`]: the dump goes into a new database, in one transaction,
+/// which then takes the live one's name in one step (connections to the old one ended), the
+/// old one dropped after the answer: all or nothing, and what the backup does not hold
+/// (tables created since) is gone. A failed load or swap leaves the live database as it was.
+/// `services:restore` runs the two steps as two calls (`service-load ... staged`, then
+/// `service-swap`), so its safety backup is taken while the load runs and the swap waits
+/// for both.
+fn pg_script(steps: &[&str]) -> String {
+    let mut s = PG_HEAD.to_string();
+    for step in steps {
+        s.push_str(step);
+    }
+    s
+}
+
+/// The names every Postgres restore script uses. They are fixed, so what a crash left of an
+/// earlier restore is found (and dropped) by the next; names are `[a-z0-9_]` (the entry
+/// script checks `MAGRATHEA_DB`).
+const PG_HEAD: &str = r#"set -eu
 db=$MAGRATHEA_DB
 new=${db}__mg_restoring
 old=${db}__mg_before
 q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
-q -c "DROP DATABASE IF EXISTS $new WITH (FORCE)" -c "DROP DATABASE IF EXISTS $old WITH (FORCE)"
+"#;
+
+/// The dump on stdin into a new database `$new`, in one transaction; dropped if that fails.
+const PG_STAGE: &str = r#"q -c "DROP DATABASE IF EXISTS $new WITH (FORCE)" -c "DROP DATABASE IF EXISTS $old WITH (FORCE)"
 q -c "CREATE DATABASE $new OWNER svc_owner TEMPLATE template0"
 # Index builds sort in memory where they can (the service has 512 MiB).
 if ! PGOPTIONS="-c maintenance_work_mem=128MB" pg_restore -h /run/svc -U postgres -d "$new" \
@@ -108,7 +115,14 @@ if ! PGOPTIONS="-c maintenance_work_mem=128MB" pg_restore -h /run/svc -U postgre
     q -c "DROP DATABASE IF EXISTS $new WITH (FORCE)" || true
     exit 1
 fi
-# No new connections to the live database, the open ones ended, then both renamed at once.
+"#;
+
+/// `$new` takes the live database's name: no new connections to the live one, the open ones
+/// ended, then both renamed at once. The replaced database stays as `$old` until the agent
+/// drops it, after its answer (see `load` and `swap`), or, kept, until a `service-settle`
+/// drops it or puts it back.
+const PG_SWAP: &str = r#"[ "$(q -At -c "SELECT count(*) FROM pg_database WHERE datname = '$new'")" = 1 ] ||
+    { echo "there is no restored database to swap in; nothing changed" >&2; exit 1; }
 if ! q -c "ALTER DATABASE $db ALLOW_CONNECTIONS false" \
     -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '$db' AND pid <> pg_backend_pid()" \
     -c "BEGIN" -c "ALTER DATABASE $db RENAME TO $old" -c "ALTER DATABASE $new RENAME TO $db" -c "COMMIT" >/dev/null
@@ -118,23 +132,19 @@ then
     echo "the restored database could not replace the live one; nothing changed" >&2
     exit 1
 fi
-# The replaced database stays until the agent drops it, after its answer (see `load`), or,
-# kept, until a `service-settle` drops it or puts it back.
+"#;
+
+/// A staged database dropped: the restore called off, nothing changed.
+const PG_DISCARD: &str = r#"q -c "DROP DATABASE IF EXISTS $new WITH (FORCE)"
 "#;
 
 /// The database a load replaced, dropped (after a plain load, or by `service-settle`).
-const PG_DROP_KEPT: &str = r#"set -eu
-q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
-q -c "DROP DATABASE IF EXISTS ${MAGRATHEA_DB}__mg_before WITH (FORCE)"
+const PG_DROP_KEPT: &str = r#"q -c "DROP DATABASE IF EXISTS $old WITH (FORCE)"
 "#;
 
 /// `service-settle` with `undo`: the database a kept load replaced takes its name back in one
 /// step (connections to the loaded one ended), the loaded one dropped.
-const PG_UNDO_SWAP: &str = r#"set -eu
-db=$MAGRATHEA_DB
-old=${db}__mg_before
-gone=${db}__mg_undone
-q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
+const PG_UNDO_SWAP: &str = r#"gone=${db}__mg_undone
 [ "$(q -At -c "SELECT count(*) FROM pg_database WHERE datname = '$old'")" = 1 ] ||
     { echo "it is not there any more" >&2; exit 1; }
 q -c "DROP DATABASE IF EXISTS $gone WITH (FORCE)"
@@ -170,19 +180,7 @@ fn holds_script(kind: &str) -> &'static str {
     }
 }
 
-/// Settings that make a throwaway instance load faster (nothing of it must survive a crash).
-/// Postgres starts with its own (`MAGRATHEA_THROWAWAY`, the entry script).
-fn fast_script(kind: &str) -> Option<&'static str> {
-    match kind {
-        "mariadb" => Some(concat!(
-            "mariadb --no-defaults -S /run/svc/mysqld.sock -u root ",
-            "-e 'SET GLOBAL innodb_flush_log_at_trx_commit = 0'"
-        )),
-        _ => None,
-    }
-}
-
-fn check(t: &DumpTarget) -> Result<(), AgentError> {
+pub(super) fn check(t: &DumpTarget) -> Result<(), AgentError> {
     let key_ok = (8..=32).contains(&t.key.len())
         && t.key
             .bytes()
@@ -197,19 +195,19 @@ fn check(t: &DumpTarget) -> Result<(), AgentError> {
     }
 }
 
-fn container(ctx: &AgentCtx, key: &str) -> String {
+pub(super) fn container(ctx: &AgentCtx, key: &str) -> String {
     format!("mg-{}-svc-{key}", ctx.instance)
 }
 
-fn service_dir(ctx: &AgentCtx, key: &str) -> PathBuf {
+pub(super) fn service_dir(ctx: &AgentCtx, key: &str) -> PathBuf {
     ctx.root.root().join("services").join(key)
 }
 
-fn docker_err(what: &str) -> impl FnOnce(bollard::errors::Error) -> AgentError + '_ {
+pub(super) fn docker_err(what: &str) -> impl FnOnce(bollard::errors::Error) -> AgentError + '_ {
     move |e| AgentError::Docker(format!("{what}: {e}"))
 }
 
-fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
+pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
     move |source| AgentError::Io {
         path: path.to_path_buf(),
         source,
@@ -217,7 +215,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> AgentError + '_ {
 }
 
 /// Where an exec's stdin comes from and its stdout goes.
-enum Io<'a> {
+pub(super) enum Io<'a> {
     /// Nothing in; stdout collected (capped).
     Collect,
     /// The channel's data in (until its EOF); stdout collected.
@@ -228,7 +226,7 @@ enum Io<'a> {
 
 /// `sh -c SCRIPT` in `container` as its user. Exit code, bytes moved (of stdin, or of
 /// stdout to the channel), what was collected of stdout, stderr's last lines.
-async fn run(
+pub(super) async fn run(
     docker: &Docker,
     container: &str,
     script: &str,
@@ -337,7 +335,7 @@ async fn exit_code(docker: &Docker, id: &str) -> Result<i64, AgentError> {
     Err(AgentError::Docker("exec in the service did not end".into()))
 }
 
-fn last_line(err: &str) -> String {
+pub(super) fn last_line(err: &str) -> String {
     err.lines()
         .rev()
         .find(|l| !l.trim().is_empty())
@@ -371,7 +369,8 @@ pub(super) async fn dump(
     }
 }
 
-/// `service-load`: the dump on stdin replaces the running service's data.
+/// `service-load`: the dump on stdin replaces the running service's data (or, `staged`,
+/// waits beside it for a `service-swap`).
 pub(super) async fn load(
     ctx: &AgentCtx,
     req: ServiceLoadReq,
@@ -379,16 +378,23 @@ pub(super) async fn load(
 ) -> Result<LoadReply, AgentError> {
     check(&req.target)?;
     let t = &req.target;
+    let pg = t.kind == "postgres";
+    if req.staged && !pg {
+        return Err(AgentError::Invalid(
+            "only a Postgres service loads a backup staged".into(),
+        ));
+    }
     let docker = ctx.docker().await?;
     let name = container(ctx, &t.key);
     let began = std::time::Instant::now();
-    let keep = req.keep && t.kind == "postgres";
-    let bytes = match load_script(&t.kind, false) {
+    let keep = req.keep && pg;
+    let script = match (pg, req.staged) {
+        (true, true) => Some(pg_script(&[PG_STAGE])),
+        (true, false) => Some(pg_script(&[PG_STAGE, PG_SWAP])),
+        (false, _) => load_script(&t.kind).map(str::to_string),
+    };
+    let bytes = match script {
         Some(script) => {
-            let script = match keep {
-                true => format!("keep=1\n{script}"),
-                false => script.to_string(),
-            };
             let (code, n, _, err) = run(docker, &name, &script, Io::From(rx)).await?;
             if code != 0 {
                 return Err(AgentError::Invalid(format!(
@@ -404,28 +410,78 @@ pub(super) async fn load(
         service = %t.name,
         loaded_s = began.elapsed().as_secs_f64(),
         bytes,
+        staged = req.staged,
         "backup restored into the service"
     );
-    let holds = holds(docker, &name, &t.kind).await;
-    if t.kind == "postgres" && !keep {
-        // The restore is complete (committed, swapped in): the old database goes after the
-        // answer, its checkpoint on no one's clock. Should it fail, the next restore drops
-        // it first.
-        let (docker, name) = (docker.clone(), name.clone());
-        tokio::spawn(async move {
-            match run(&docker, &name, PG_DROP_KEPT, Io::Collect).await {
-                Ok((0, ..)) => {}
-                Ok((_, _, _, err)) => {
-                    tracing::warn!(container = %name, "dropping the replaced database: {}", last_line(&err))
-                }
-                Err(e) => tracing::warn!(container = %name, "dropping the replaced database: {e}"),
-            }
+    if req.staged {
+        return Ok(LoadReply {
+            bytes,
+            holds: String::new(),
+            kept: false,
         });
+    }
+    let holds = holds(docker, &name, &t.kind).await;
+    if pg && !keep {
+        drop_replaced(docker, &name);
     }
     Ok(LoadReply {
         bytes,
         holds,
         kept: keep,
+    })
+}
+
+/// The restore is complete (committed, swapped in): the database it replaced goes after the
+/// answer, its checkpoint on no one's clock. Should that fail, the next restore drops it
+/// first.
+fn drop_replaced(docker: &Docker, name: &str) {
+    let (docker, name) = (docker.clone(), name.to_string());
+    tokio::spawn(async move {
+        match run(&docker, &name, &pg_script(&[PG_DROP_KEPT]), Io::Collect).await {
+            Ok((0, ..)) => {}
+            Ok((_, _, _, err)) => {
+                tracing::warn!(container = %name, "dropping the replaced database: {}", last_line(&err))
+            }
+            Err(e) => tracing::warn!(container = %name, "dropping the replaced database: {e}"),
+        }
+    });
+}
+
+/// `service-swap`: the database a staged `service-load` made replaces the live one (which is
+/// dropped after the answer), or, `discard`, is dropped.
+pub(super) async fn swap(ctx: &AgentCtx, req: ServiceSwapReq) -> Result<LoadReply, AgentError> {
+    check(&req.target)?;
+    let t = &req.target;
+    if t.kind != "postgres" {
+        return Err(AgentError::Invalid(
+            "only a Postgres service loads a backup staged".into(),
+        ));
+    }
+    let docker = ctx.docker().await?;
+    let name = container(ctx, &t.key);
+    let began = std::time::Instant::now();
+    let script = pg_script(&[if req.discard { PG_DISCARD } else { PG_SWAP }]);
+    let (code, _, _, err) = run(docker, &name, &script, Io::Collect).await?;
+    if code != 0 {
+        return Err(AgentError::Invalid(format!(
+            "the restore failed: {}",
+            last_line(&err)
+        )));
+    }
+    if req.discard {
+        return Ok(LoadReply {
+            bytes: 0,
+            holds: String::new(),
+            kept: false,
+        });
+    }
+    tracing::info!(service = %t.name, swap_s = began.elapsed().as_secs_f64(), "restored database swapped in");
+    let holds = holds(docker, &name, &t.kind).await;
+    drop_replaced(docker, &name);
+    Ok(LoadReply {
+        bytes: 0,
+        holds,
+        kept: false,
     })
 }
 
@@ -437,11 +493,11 @@ pub(super) async fn settle(ctx: &AgentCtx, req: ServiceSettleReq) -> Result<Load
     let docker = ctx.docker().await?;
     let name = container(ctx, &t.key);
     if t.kind == "postgres" {
-        let script = match req.undo {
+        let script = pg_script(&[match req.undo {
             true => PG_UNDO_SWAP,
             false => PG_DROP_KEPT,
-        };
-        let (code, _, _, err) = run(docker, &name, script, Io::Collect).await?;
+        }]);
+        let (code, _, _, err) = run(docker, &name, &script, Io::Collect).await?;
         if code != 0 {
             return Err(AgentError::Invalid(format!(
                 "the replaced database: {}",
@@ -457,7 +513,7 @@ pub(super) async fn settle(ctx: &AgentCtx, req: ServiceSettleReq) -> Result<Load
     })
 }
 
-async fn holds(docker: &Docker, container: &str, kind: &str) -> String {
+pub(super) async fn holds(docker: &Docker, container: &str, kind: &str) -> String {
     match run(docker, container, holds_script(kind), Io::Collect).await {
         Ok((0, _, out, _)) => out.trim().to_string(),
         _ => String::new(),
@@ -503,7 +559,7 @@ async fn load_rdb(
 
 /// The RDB from the channel as the base of a new append-only set in `data`, ready to be
 /// swapped in: the staged dir and the RDB's size.
-async fn stage_rdb(
+pub(super) async fn stage_rdb(
     data: &Path,
     uid: u32,
     rx: &mut ChannelReadHalf,
@@ -524,7 +580,7 @@ async fn stage_rdb(
     Ok((staged, n))
 }
 
-fn swap_in(data: &Path, (staged, n): &(PathBuf, u64)) -> Result<u64, AgentError> {
+pub(super) fn swap_in(data: &Path, (staged, n): &(PathBuf, u64)) -> Result<u64, AgentError> {
     let aof = data.join("appendonlydir");
     match std::fs::remove_dir_all(&aof) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io_err(&aof)(e)),
@@ -560,7 +616,7 @@ async fn receive_file(rx: &mut ChannelReadHalf, path: &Path, uid: u32) -> Result
     Ok(n)
 }
 
-async fn wait_ready(docker: &Docker, container: &str) -> Result<(), AgentError> {
+pub(super) async fn wait_ready(docker: &Docker, container: &str) -> Result<(), AgentError> {
     let start = std::time::Instant::now();
     let ready = format!("{ENTRY_PATH} ready");
     loop {
@@ -575,204 +631,4 @@ async fn wait_ready(docker: &Docker, container: &str) -> Result<(), AgentError> 
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-/// A throwaway instance: its container and temp data dir go when this is dropped.
-struct Throwaway<'a> {
-    docker: &'a Docker,
-    name: String,
-    dir: PathBuf,
-}
-
-impl Drop for Throwaway<'_> {
-    fn drop(&mut self) {
-        let (raw, name, dir) = (
-            self.docker.raw().clone(),
-            self.name.clone(),
-            self.dir.clone(),
-        );
-        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .v(true)
-            .build();
-        // Drop cannot wait; the removal finishes on the runtime, then the dir goes.
-        tokio::spawn(async move {
-            let _ = raw.remove_container(&name, Some(opts)).await;
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-        });
-    }
-}
-
-/// At the agent's start, before any call: the throwaway instances (containers and data dirs)
-/// a crash or a kill left behind. How many containers went.
-pub async fn sweep_throwaways(ctx: &AgentCtx, docker: &Docker) -> usize {
-    let labels = vec![
-        format!("magrathea.instance={}", ctx.instance),
-        L_VERIFY.to_string(),
-    ];
-    let mut n = 0;
-    if let Ok(list) = docker.containers("label", labels).await {
-        for id in list.into_iter().filter_map(|c| c.id) {
-            docker.remove(&id).await;
-            n += 1;
-        }
-    }
-    let services = ctx.root.root().join("services");
-    for svc in std::fs::read_dir(&services).into_iter().flatten().flatten() {
-        for e in std::fs::read_dir(svc.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let name = e.file_name();
-            let is_verify = name.to_str().is_some_and(|n| n.starts_with(VERIFY_DIR));
-            if is_verify && e.file_type().is_ok_and(|t| t.is_dir()) {
-                if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                    tracing::warn!(path = %e.path().display(), "a throwaway instance's data: {err}");
-                }
-            }
-        }
-    }
-    n
-}
-
-/// Creates (not starts) a throwaway instance of `req`'s image, its data dir `data`.
-async fn throwaway<'a>(
-    ctx: &AgentCtx,
-    docker: &'a Docker,
-    req: &ServiceVerifyReq,
-) -> Result<Throwaway<'a>, AgentError> {
-    let t = &req.target;
-    crate::isolation::check_uid(req.uid)?;
-    if docker.image_id(&req.image).await?.is_none() {
-        return Err(AgentError::NoImage(req.image.clone()));
-    }
-    let sdir = service_dir(ctx, &t.key);
-    let entry = sdir.join("magrathea-svc");
-    if !entry.exists() {
-        return Err(AgentError::Invalid(
-            "the service is not on this node".into(),
-        ));
-    }
-    let dir = sdir.join(format!("{VERIFY_DIR}{}", crate::keys::random_hex(6)));
-    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let tw = Throwaway {
-        docker,
-        name: format!(
-            "mg-{}-svcverify-{}",
-            ctx.instance,
-            crate::keys::random_hex(6)
-        ),
-        dir: dir.clone(),
-    };
-    std::os::unix::fs::chown(&dir, Some(req.uid), Some(req.uid)).map_err(io_err(&dir))?;
-    let mut body = ContainerCreateBody {
-        image: Some(req.image.clone()),
-        cmd: Some(vec![ENTRY_PATH.into(), "run".into()]),
-        env: Some(vec![
-            format!("MAGRATHEA_SERVICE_TYPE={}", t.kind),
-            format!("MAGRATHEA_DB={}", t.name.replace('-', "_")),
-            "MAGRATHEA_THROWAWAY=1".into(),
-            "HOME=/data".into(),
-        ]),
-        labels: Some(HashMap::from([
-            ("magrathea.instance".to_string(), ctx.instance.clone()),
-            (L_VERIFY.to_string(), t.key.clone()),
-        ])),
-        host_config: Some(HostConfig {
-            mounts: Some(vec![
-                crate::docker::bind_mount(&dir, "/data", false),
-                crate::docker::bind_mount(&entry, ENTRY_PATH, true),
-            ]),
-            network_mode: Some("none".into()),
-            init: Some(true),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    if let Some(host) = body.host_config.as_mut() {
-        crate::isolation::confine(
-            &mut body.user,
-            host,
-            req.uid,
-            crate::isolation::PROCESS_PIDS,
-        );
-    }
-    let opts = CreateContainerOptionsBuilder::default()
-        .name(&tw.name)
-        .build();
-    docker
-        .raw()
-        .create_container(Some(opts), body)
-        .await
-        .map_err(docker_err("creating a throwaway instance"))?;
-    Ok(tw)
-}
-
-/// `service-verify`: the dump on stdin restored into a throwaway instance, which must then
-/// hold something. For Postgres and MariaDB the instance starts first and the dump streams
-/// into it; an RDB is written into its data dir before it starts (Redis reads it at start).
-pub(super) async fn verify(
-    ctx: &AgentCtx,
-    req: ServiceVerifyReq,
-    rx: &mut ChannelReadHalf,
-) -> Result<LoadReply, AgentError> {
-    check(&req.target)?;
-    let docker = ctx.docker().await?;
-    let kind = req.target.kind.clone();
-    let tw = throwaway(ctx, docker, &req).await?;
-    let start = || async {
-        docker
-            .raw()
-            .start_container(
-                &tw.name,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-            .map_err(docker_err("starting a throwaway instance"))?;
-        wait_ready(docker, &tw.name).await
-    };
-    let began = std::time::Instant::now();
-    let bytes = match load_script(&kind, true) {
-        Some(script) => {
-            start().await?;
-            let ready = began.elapsed();
-            if let Some(fast) = fast_script(&kind) {
-                let _ = run(docker, &tw.name, fast, Io::Collect).await;
-            }
-            let (code, n, _, err) = run(docker, &tw.name, script, Io::From(rx)).await?;
-            if code != 0 {
-                return Err(AgentError::Invalid(format!(
-                    "the backup does not restore: {}",
-                    last_line(&err)
-                )));
-            }
-            tracing::info!(
-                service = %req.target.name,
-                ready_s = ready.as_secs_f64(),
-                loaded_s = (began.elapsed() - ready).as_secs_f64(),
-                bytes = n,
-                "backup verification: throwaway instance ready, dump loaded"
-            );
-            n
-        }
-        None => {
-            let staged = stage_rdb(&tw.dir, req.uid, rx).await?;
-            let n = swap_in(&tw.dir, &staged)?;
-            start().await?;
-            n
-        }
-    };
-    let holds = holds(docker, &tw.name, &kind).await;
-    if holds.is_empty() {
-        return Err(AgentError::Invalid(
-            "the backup restored, but the throwaway instance does not answer".into(),
-        ));
-    }
-    drop(tw);
-    Ok(LoadReply {
-        bytes,
-        holds,
-        kept: false,
-    })
 }

@@ -143,11 +143,13 @@ pub(super) async fn exec(
             Some(r) => super::svcbackup::load(&ctx, r, &mut rx)
                 .await
                 .and_then(reply_json),
-            None => Err(AgentError::Usage("service-load KEY KIND NAME [keep]")),
+            None => Err(AgentError::Usage(
+                "service-load KEY KIND NAME [keep|staged]",
+            )),
         }
     } else if verb == ServiceVerifyReq::VERB {
         match ServiceVerifyReq::from_args(&argv[1..]) {
-            Some(r) => super::svcbackup::verify(&ctx, r, &mut rx)
+            Some(r) => super::svcverify::verify(&ctx, r, &mut rx)
                 .await
                 .and_then(reply_json),
             None => Err(AgentError::Usage("service-verify KEY KIND NAME IMAGE UID")),
@@ -184,6 +186,7 @@ pub(super) async fn exec(
                 ServiceLinksReq,
                 ServiceForwardReq,
                 ServiceUnforwardReq,
+                ServiceSwapReq,
                 ClusterReq,
             ]
         )
@@ -366,6 +369,12 @@ impl Handle for ServiceForwardReq {
 impl Handle for ServiceUnforwardReq {
     async fn handle(self, call: &Call<'_>) -> Result<StoppedReply, AgentError> {
         super::forward::remove(call.ctx, self).await
+    }
+}
+
+impl Handle for ServiceSwapReq {
+    async fn handle(self, call: &Call<'_>) -> Result<LoadReply, AgentError> {
+        super::svcbackup::swap(call.ctx, self).await
     }
 }
 

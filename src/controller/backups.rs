@@ -4,15 +4,17 @@
 //! at the same time, restored into a throwaway instance on the node (`service-verify`): it
 //! is recorded only when the dump is whole, the file reads back to it and the throwaway
 //! instance took it. A restore checks the file's sha256 before anything else, then streams
-//! the dump into the service (`service-load`): Postgres loads it into a new database that
-//! replaces the live one once whole; the other types take a safety backup first.
+//! the dump into the service (`service-load`) and takes a safety backup: Postgres loads it
+//! into a new database while the safety backup runs, swapped in (`service-swap`) once both
+//! are complete; the other types take the safety backup first.
 
 use tokio::sync::mpsc;
 
 use super::{Core, CoreError};
 use crate::backup::{BackupWriter, Compression, Envelope};
 use crate::node::proto::{
-    DumpTarget, ServiceDumpReq, ServiceLoadReq, ServiceSettleReq, ServiceVerifyReq,
+    DumpTarget, LoadReply, ServiceDumpReq, ServiceLoadReq, ServiceSettleReq, ServiceSwapReq,
+    ServiceVerifyReq,
 };
 use crate::sink::Sink;
 use crate::store::{BackupReason, BackupRow, NewBackup, ReleaseTag, ServiceRow};
@@ -295,10 +297,12 @@ impl Core {
     }
 
     /// Puts backup `id` back into the running service. A file whose sha256 is not the
-    /// catalog's is refused before anything happens. A safety backup is taken first (the
-    /// way back from restoring the wrong backup); Postgres then loads into a new database
-    /// that replaces the live one only once whole, so a failed restore changes nothing. The
-    /// safety backup's row and what the service holds after.
+    /// catalog's is refused before anything happens. A safety backup is taken too (the way
+    /// back from restoring the wrong backup). Postgres loads into a new database while the
+    /// safety backup of the live one is taken, and that database replaces the live one only
+    /// once both are complete: a failed load or a failed safety backup changes nothing. The
+    /// other types take the safety backup first, then load. The safety backup's row and
+    /// what the service holds after.
     pub async fn restore_service(
         &self,
         name: &str,
@@ -314,45 +318,106 @@ impl Core {
         // Checked (whole-file sha256, envelope) before the safety backup: a bad file
         // changes nothing at all.
         self.check_backup(&row, &b).await?;
-        // A safety backup first for every type, so a restore of the wrong backup can be
-        // undone with `services:restore`; Postgres then loads into a new database swapped
-        // in at the end, so a failed load leaves the live one untouched.
-        let safety = self
-            .backup_service(
-                name,
-                BackupAsk {
-                    reason: BackupReason::Safety,
-                    release: None,
-                    verify: false,
-                    keep: KEEP,
-                },
-                out,
-            )
-            .await?;
-        let atomic = loads_atomically(&row.kind);
-        out.line(if atomic {
-            format!(
-                "-----> Restoring backup {what} into a new database (safety backup #{} taken first); it replaces the live one once complete",
-                safety.id
-            )
-        } else {
-            format!(
-                "-----> Restoring backup {what} (safety backup #{} taken first)",
-                safety.id
-            )
-        })
+        let ask = BackupAsk {
+            reason: BackupReason::Safety,
+            release: None,
+            verify: false,
+            keep: KEEP,
+        };
+        if loads_atomically(&row.kind) {
+            return self.restore_staged(&row, &node, &b, ask, out).await;
+        }
+        let safety = self.backup_service(name, ask, out).await?;
+        out.line(format!(
+            "-----> Restoring backup {what} (safety backup #{} taken first)",
+            safety.id
+        ))
         .await;
         let holds = self.load_backup(&row, &node, &b, false, out).await.map_err(|e| {
-            CoreError::Failed(if atomic {
-                format!("{e}; the service holds what it held before")
-            } else {
-                format!(
-                    "{e}; the service may be partly restored: `services:restore {name} {}` puts back what it held",
-                    safety.id
-                )
-            })
+            CoreError::Failed(format!(
+                "{e}; the service may be partly restored: `services:restore {name} {}` puts back what it held",
+                safety.id
+            ))
         })?;
         Ok((safety, holds))
+    }
+
+    /// [`Core::restore_service`] of a Postgres service: the backup loaded into a new
+    /// database beside the live one while the safety backup is taken, then swapped in once
+    /// both are complete; if either fails, the new database is dropped and nothing changed.
+    async fn restore_staged(
+        &self,
+        row: &ServiceRow,
+        node: &crate::store::NodeRow,
+        b: &BackupRow,
+        ask: BackupAsk,
+        out: &mut Sink,
+    ) -> Result<(BackupRow, String), CoreError> {
+        out.line(format!(
+            "-----> Restoring backup #{} of {} into a new database while a safety backup of the live one is taken; it replaces the live one once both are complete",
+            b.id, row.name
+        ))
+        .await;
+        let unchanged =
+            |e: CoreError| CoreError::Failed(format!("{e}; the service holds what it held before"));
+        let started = std::time::Instant::now();
+        let stage = async {
+            let r = self.stream_backup(row, node, b, true, false).await;
+            (r, started.elapsed())
+        };
+        let ((staged, load_time), safety) =
+            tokio::join!(stage, self.backup_service(&row.name, ask, out));
+        let ready = started.elapsed();
+        let safety = match (staged, safety) {
+            (Ok(_), Ok(safety)) => safety,
+            (staged, safety) => {
+                // Nothing was replaced; a failed load has dropped its database already.
+                if let Err(e) = self.swap(row, node, true).await {
+                    tracing::warn!(service = %row.name, "dropping a staged restore: {e}");
+                }
+                return Err(unchanged(
+                    staged
+                        .err()
+                        .or(safety.err())
+                        .unwrap_or_else(|| CoreError::Failed("the restore failed".into())),
+                ));
+            }
+        };
+        let holds = self.swap(row, node, false).await.map_err(unchanged)?;
+        // Where a restore's time goes (scripts/bench-backup.sh prints these lines).
+        tracing::info!(
+            service = %row.name,
+            load_s = load_time.as_secs_f64(),
+            both_s = ready.as_secs_f64(),
+            swapped_s = started.elapsed().as_secs_f64(),
+            "restore timing"
+        );
+        out.line(format!(
+            "-----> {} restored from backup #{} ({holds})",
+            row.name, b.id
+        ))
+        .await;
+        Ok((safety, holds))
+    }
+
+    /// A staged restore swapped in (what it replaced dropped after), or (`discard`) dropped;
+    /// what the service holds after.
+    async fn swap(
+        &self,
+        row: &ServiceRow,
+        node: &crate::store::NodeRow,
+        discard: bool,
+    ) -> Result<String, CoreError> {
+        let req = ServiceSwapReq {
+            target: target(row),
+            discard,
+        };
+        let reply = self
+            .node_client(node)
+            .send(&req)
+            .await
+            .map_err(|e| CoreError::Failed(e.to_string()))?;
+        Ok(reply.holds)
     }
 
     /// `rollback --with-data`: the backups tied to `version` in `env` (taken before its
@@ -489,6 +554,25 @@ impl Core {
         keep: bool,
         out: &mut Sink,
     ) -> Result<String, CoreError> {
+        let reply = self.stream_backup(row, node, b, false, keep).await?;
+        out.line(format!(
+            "-----> {} restored from backup #{} ({})",
+            row.name, b.id, reply.holds
+        ))
+        .await;
+        Ok(reply.holds)
+    }
+
+    /// Backup `b`'s file opened (sha256 checked again, every chunk authenticated) and
+    /// streamed to `service-load` on the service's node.
+    async fn stream_backup(
+        &self,
+        row: &ServiceRow,
+        node: &crate::store::NodeRow,
+        b: &BackupRow,
+        staged: bool,
+        keep: bool,
+    ) -> Result<LoadReply, CoreError> {
         let path = self.data().backups(&row.name).join(&b.file);
         let key = self.sealer.stream_key().clone();
         let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
@@ -513,16 +597,12 @@ impl Core {
         let req = ServiceLoadReq {
             target: target(row),
             keep,
+            staged,
         };
         let loaded = self.node_client(node).upload_stream(&req, rx).await;
         let read = read.await.map_err(|e| CoreError::Failed(e.to_string()))?;
         let reply = loaded.map_err(|e| CoreError::Failed(e.to_string()))?;
         read.map_err(CoreError::Failed)?;
-        out.line(format!(
-            "-----> {} restored from backup #{} ({})",
-            row.name, b.id, reply.holds
-        ))
-        .await;
-        Ok(reply.holds)
+        Ok(reply)
     }
 }

@@ -45,28 +45,43 @@ psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -U postgres "$@"; }
 maria_admin() { mariadb --no-defaults -S "$SOCK/mysqld.sock" -u root "$@"; }
 redis_admin() { REDISCLI_AUTH=$(cat /data/.admin-pass) redis-cli -s "$SOCK/redis.sock" --user admin --no-auth-warning "$@"; }
 
-run_postgres() {
-    if [ ! -s /data/pg/PG_VERSION ]; then
-        rm -rf /data/pg
-        # A throwaway instance's (see below) need not reach the disk.
-        nosync=
-        [ "${MAGRATHEA_THROWAWAY:-}" = 1 ] && nosync=--no-sync
-        initdb -D /data/pg -U postgres --auth-local=trust --auth-host=scram-sha-256 \
-            --encoding=UTF8 --locale=C.UTF-8 $nosync >&2
-        # Over TCP: link logins with a password, from anywhere the network lets reach us.
-        echo 'host all all all scram-sha-256' >>/data/pg/pg_hba.conf
-        {
-            echo "listen_addresses = '*'"
-            echo "unix_socket_directories = '$SOCK'"
-            echo "password_encryption = scram-sha-256"
-            echo "jit = off"
-        } >>/data/pg/postgresql.conf
-        # Links log in as their own roles and act as svc_owner, so what one creates the
-        # others (and the backups) can use.
-        postgres --single -D /data/pg postgres >/dev/null <<EOF
+init_postgres() {
+    rm -rf /data/pg
+    # A throwaway instance's (see below) need not reach the disk.
+    nosync=
+    [ "${MAGRATHEA_THROWAWAY:-}" = 1 ] && nosync=--no-sync
+    initdb -D /data/pg -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+        --encoding=UTF8 --locale=C.UTF-8 $nosync >&2
+    # Over TCP: link logins with a password, from anywhere the network lets reach us.
+    echo 'host all all all scram-sha-256' >>/data/pg/pg_hba.conf
+    {
+        echo "listen_addresses = '*'"
+        echo "unix_socket_directories = '$SOCK'"
+        echo "password_encryption = scram-sha-256"
+        echo "jit = off"
+    } >>/data/pg/postgresql.conf
+    # Links log in as their own roles and act as svc_owner, so what one creates the
+    # others (and the backups) can use.
+    postgres --single -D /data/pg ${nosync:+-c fsync=off} postgres >/dev/null <<EOF
 CREATE ROLE svc_owner NOLOGIN;
 CREATE DATABASE $DB OWNER svc_owner;
 EOF
+}
+
+run_postgres() {
+    if [ ! -s /data/pg/PG_VERSION ]; then
+        if [ "${MAGRATHEA_THROWAWAY:-}" = 1 ] && [ -s /template/pg/PG_VERSION ]; then
+            # A throwaway instance starts from a copy of the cluster the first one of its
+            # service made (same image, same script: the agent keys /template by both).
+            cp -R -p /template/pg /data/pg
+        else
+            init_postgres
+            if [ "${MAGRATHEA_THROWAWAY:-}" = 1 ] && [ -d /template ] && [ ! -e /template/pg ]; then
+                # Copied whole, then renamed in: a concurrent one never sees half of it.
+                t=/template/pg.$$
+                { cp -R -p /data/pg "$t" && mv -T "$t" /template/pg; } 2>/dev/null || rm -rf "$t"
+            fi
+        fi
     fi
     if [ "${MAGRATHEA_THROWAWAY:-}" = 1 ]; then
         # A throwaway instance (a backup's verification): nothing of it survives a crash, so

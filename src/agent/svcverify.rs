@@ -1,0 +1,330 @@
+//! A backup's verification on the node (`service-verify`, see `svcbackup` for the other
+//! backup verbs): the dump restored into a throwaway instance of the service's image (no
+//! network, its own temp data dir in the service's dir, tuned for loading, removed after).
+//!
+//! What a verification proves, per type:
+//! - Postgres: the archive is whole and readable by the image's own `pg_restore`, and every
+//!   statement in it runs on the image's own server, from one stream, as two loads at once
+//!   (the stream teed in the container): its pre-data and data sections into the throwaway's
+//!   database (every table, type, function and sequence created, and every row loaded
+//!   through the server's COPY, so each value is checked against its column's type, length
+//!   and the encoding, in one transaction), and its schema (pre-data and post-data) into a
+//!   second, empty database, so every index, constraint, trigger, rule and
+//!   materialized-view definition is executed too. What it does not redo is building the
+//!   post-data objects over the full data: a unique or foreign-key constraint is not
+//!   re-checked against the rows (they held in the consistent snapshot the dump was taken
+//!   from), and an expression or a predicate evaluated per row in an index, or a
+//!   materialized view's query, runs on no rows, so a per-row failure (a plpgsql function
+//!   that depends on the search path, say) is not seen; one that fails as the index is
+//!   defined (an SQL function inlined then, as in `tests/services_backup.rs`) is. That work
+//!   is most of a restore's time beyond the load (index sorts), and it is what the restore
+//!   itself still does in full before anything is replaced.
+//! - MariaDB: the whole dump replayed into the throwaway's database.
+//! - Redis: the RDB as the base of the throwaway's append-only set, read at its start.
+//!
+//! In every case the instance must answer afterwards with what it holds.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::CreateContainerOptionsBuilder;
+use russh::ChannelReadHalf;
+
+use super::error::AgentError;
+use super::svcbackup::{
+    check, docker_err, holds, io_err, last_line, load_script, run, service_dir, stage_rdb, swap_in,
+    wait_ready, Io, ENTRY_PATH,
+};
+use super::AgentCtx;
+use crate::docker::Docker;
+use crate::node::proto::{LoadReply, ServiceVerifyReq};
+
+/// The label of a throwaway instance (its value: the service's key).
+const L_VERIFY: &str = "magrathea.service-verify";
+/// A throwaway instance's data dir in its service's dir: this, then a random suffix.
+const VERIFY_DIR: &str = "verify-";
+
+/// A Postgres verification (see the module doc): the instance waited for (it starts as this
+/// runs: no polling from outside), a second database for the schema, then the dump on stdin
+/// teed into both loads. The schema load reads what it needs and drains the rest, so the tee
+/// never waits on it. stdout: `ready_ms=N` (how long the server took to answer). A failure
+/// ends with one line on stderr saying which load failed and why.
+const PG_VERIFY: &str = r#"set -eu
+db=$MAGRATHEA_DB
+schema=${db}__mg_schema
+t0=$(date +%s%N)
+n=0
+until pg_isready -q -h /run/svc -U postgres; do
+    n=$((n + 1)); [ $n -lt 2400 ] || { echo "the throwaway instance did not start" >&2; exit 1; }
+    sleep 0.05
+done
+echo "ready_ms=$((($(date +%s%N) - t0) / 1000000))"
+q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
+q -c "CREATE DATABASE $schema OWNER svc_owner TEMPLATE template0"
+fifo=/data/schema.fifo
+mkfifo "$fifo"
+(
+    rc=0
+    pg_restore -h /run/svc -U postgres -d "$schema" --schema-only --single-transaction \
+        --exit-on-error 2>/data/schema.err || rc=$?
+    cat >/dev/null
+    exit $rc
+) <"$fifo" &
+schema_pid=$!
+data=0
+tee "$fifo" | pg_restore -h /run/svc -U postgres -d "$db" --section=pre-data --section=data \
+    --single-transaction --exit-on-error || data=$?
+schema_rc=0
+wait $schema_pid || schema_rc=$?
+[ $data = 0 ] || { echo "its tables and rows do not load (see above)" >&2; exit 1; }
+if [ $schema_rc != 0 ]; then
+    why=$(sed -n 's/.*ERROR: *//p' /data/schema.err | head -n 1)
+    cmd=$(sed -n 's/^Command was: //p' /data/schema.err | head -n 1 | cut -c1-200)
+    echo "its indexes and constraints do not restore: ${why:-$(tail -n 1 /data/schema.err)}${cmd:+ (in: $cmd)}" >&2
+    exit 1
+fi
+"#;
+
+/// Settings that make a throwaway instance load faster (nothing of it must survive a crash).
+/// Postgres starts with its own (`MAGRATHEA_THROWAWAY`, the entry script).
+fn fast_script(kind: &str) -> Option<&'static str> {
+    match kind {
+        "mariadb" => Some(concat!(
+            "mariadb --no-defaults -S /run/svc/mysqld.sock -u root ",
+            "-e 'SET GLOBAL innodb_flush_log_at_trx_commit = 0'"
+        )),
+        _ => None,
+    }
+}
+
+/// A throwaway instance: its container and temp data dir go when this is dropped.
+struct Throwaway<'a> {
+    docker: &'a Docker,
+    name: String,
+    dir: PathBuf,
+}
+
+impl Drop for Throwaway<'_> {
+    fn drop(&mut self) {
+        let (raw, name, dir) = (
+            self.docker.raw().clone(),
+            self.name.clone(),
+            self.dir.clone(),
+        );
+        let opts = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(true)
+            .build();
+        // Drop cannot wait; the removal finishes on the runtime, then the dir goes.
+        tokio::spawn(async move {
+            let _ = raw.remove_container(&name, Some(opts)).await;
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+        });
+    }
+}
+
+/// At the agent's start, before any call: the throwaway instances (containers and data dirs)
+/// a crash or a kill left behind. How many containers went.
+pub async fn sweep_throwaways(ctx: &AgentCtx, docker: &Docker) -> usize {
+    let labels = vec![
+        format!("magrathea.instance={}", ctx.instance),
+        L_VERIFY.to_string(),
+    ];
+    let mut n = 0;
+    if let Ok(list) = docker.containers("label", labels).await {
+        for id in list.into_iter().filter_map(|c| c.id) {
+            docker.remove(&id).await;
+            n += 1;
+        }
+    }
+    let services = ctx.root.root().join("services");
+    for svc in std::fs::read_dir(&services).into_iter().flatten().flatten() {
+        for e in std::fs::read_dir(svc.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let name = e.file_name();
+            let is_verify = name.to_str().is_some_and(|n| n.starts_with(VERIFY_DIR));
+            if is_verify && e.file_type().is_ok_and(|t| t.is_dir()) {
+                if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                    tracing::warn!(path = %e.path().display(), "a throwaway instance's data: {err}");
+                }
+            }
+        }
+    }
+    n
+}
+
+/// Where a service's throwaway Postgres instances keep the cluster the first of them
+/// initialised, for the next to start from a copy (`initdb` is most of a start): one per
+/// image and entry script, so a new version of either starts afresh. Its name starts like
+/// a throwaway's data dir, so the agent's start sweeps it with them.
+fn template_dir(sdir: &std::path::Path, image_id: &str, script: &[u8]) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(image_id.as_bytes());
+    h.update([0]);
+    h.update(script);
+    let key = hex::encode(h.finalize());
+    sdir.join(format!("{VERIFY_DIR}template-{}", &key[..12]))
+}
+
+/// Creates (not starts) a throwaway instance of `req`'s image, its data dir `data`.
+async fn throwaway<'a>(
+    ctx: &AgentCtx,
+    docker: &'a Docker,
+    req: &ServiceVerifyReq,
+) -> Result<Throwaway<'a>, AgentError> {
+    let t = &req.target;
+    crate::isolation::check_uid(req.uid)?;
+    let Some(image_id) = docker.image_id(&req.image).await? else {
+        return Err(AgentError::NoImage(req.image.clone()));
+    };
+    let sdir = service_dir(ctx, &t.key);
+    let entry = sdir.join("magrathea-svc");
+    let Ok(script) = std::fs::read(&entry) else {
+        return Err(AgentError::Invalid(
+            "the service is not on this node".into(),
+        ));
+    };
+    let dir = sdir.join(format!("{VERIFY_DIR}{}", crate::keys::random_hex(6)));
+    std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+    let tw = Throwaway {
+        docker,
+        name: format!(
+            "mg-{}-svcverify-{}",
+            ctx.instance,
+            crate::keys::random_hex(6)
+        ),
+        dir: dir.clone(),
+    };
+    std::os::unix::fs::chown(&dir, Some(req.uid), Some(req.uid)).map_err(io_err(&dir))?;
+    let mut mounts = vec![
+        crate::docker::bind_mount(&dir, "/data", false),
+        crate::docker::bind_mount(&entry, ENTRY_PATH, true),
+    ];
+    if t.kind == "postgres" {
+        let tpl = template_dir(&sdir, &image_id, &script);
+        std::fs::create_dir_all(&tpl).map_err(io_err(&tpl))?;
+        std::os::unix::fs::chown(&tpl, Some(req.uid), Some(req.uid)).map_err(io_err(&tpl))?;
+        mounts.push(crate::docker::bind_mount(&tpl, "/template", false));
+    }
+    let mut body = ContainerCreateBody {
+        image: Some(req.image.clone()),
+        cmd: Some(vec![ENTRY_PATH.into(), "run".into()]),
+        env: Some(vec![
+            format!("MAGRATHEA_SERVICE_TYPE={}", t.kind),
+            format!("MAGRATHEA_DB={}", t.name.replace('-', "_")),
+            "MAGRATHEA_THROWAWAY=1".into(),
+            "HOME=/data".into(),
+        ]),
+        labels: Some(HashMap::from([
+            ("magrathea.instance".to_string(), ctx.instance.clone()),
+            (L_VERIFY.to_string(), t.key.clone()),
+        ])),
+        host_config: Some(HostConfig {
+            mounts: Some(mounts),
+            network_mode: Some("none".into()),
+            init: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    if let Some(host) = body.host_config.as_mut() {
+        crate::isolation::confine(
+            &mut body.user,
+            host,
+            req.uid,
+            crate::isolation::PROCESS_PIDS,
+        );
+    }
+    let opts = CreateContainerOptionsBuilder::default()
+        .name(&tw.name)
+        .build();
+    docker
+        .raw()
+        .create_container(Some(opts), body)
+        .await
+        .map_err(docker_err("creating a throwaway instance"))?;
+    Ok(tw)
+}
+
+/// `service-verify`: the dump on stdin restored into a throwaway instance (see the module
+/// doc), which must then hold something. Postgres and MariaDB start first and the dump
+/// streams into them; an RDB is written into the data dir before Redis starts (it reads it
+/// at start).
+pub(super) async fn verify(
+    ctx: &AgentCtx,
+    req: ServiceVerifyReq,
+    rx: &mut ChannelReadHalf,
+) -> Result<LoadReply, AgentError> {
+    check(&req.target)?;
+    let docker = ctx.docker().await?;
+    let kind = req.target.kind.clone();
+    let tw = throwaway(ctx, docker, &req).await?;
+    let start = || async {
+        docker
+            .raw()
+            .start_container(
+                &tw.name,
+                None::<bollard::query_parameters::StartContainerOptions>,
+            )
+            .await
+            .map_err(docker_err("starting a throwaway instance"))
+    };
+    let began = std::time::Instant::now();
+    let (bytes, ready) = if kind == "redis" {
+        let staged = stage_rdb(&tw.dir, req.uid, rx).await?;
+        let n = swap_in(&tw.dir, &staged)?;
+        start().await?;
+        wait_ready(docker, &tw.name).await?;
+        (n, None)
+    } else {
+        start().await?;
+        // Postgres waits for its server itself; MariaDB is waited for, then tuned.
+        let script = match load_script(&kind) {
+            Some(s) => {
+                wait_ready(docker, &tw.name).await?;
+                if let Some(fast) = fast_script(&kind) {
+                    let _ = run(docker, &tw.name, fast, Io::Collect).await;
+                }
+                s
+            }
+            None => PG_VERIFY,
+        };
+        let (code, n, out, err) = run(docker, &tw.name, script, Io::From(rx)).await?;
+        if code != 0 {
+            return Err(AgentError::Invalid(format!(
+                "the backup does not restore: {}",
+                last_line(&err)
+            )));
+        }
+        let ready = out
+            .lines()
+            .find_map(|l| l.strip_prefix("ready_ms="))
+            .and_then(|ms| ms.trim().parse::<f64>().ok())
+            .map(|ms| ms / 1000.0);
+        (n, ready)
+    };
+    tracing::info!(
+        service = %req.target.name,
+        ready_s = ?ready,
+        loaded_s = began.elapsed().as_secs_f64(),
+        bytes,
+        "backup verification: throwaway instance ready, dump loaded"
+    );
+    let holds = holds(docker, &tw.name, &kind).await;
+    if holds.is_empty() {
+        return Err(AgentError::Invalid(
+            "the backup restored, but the throwaway instance does not answer".into(),
+        ));
+    }
+    drop(tw);
+    Ok(LoadReply {
+        bytes,
+        holds,
+        kept: false,
+    })
+}
