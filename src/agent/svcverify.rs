@@ -25,7 +25,7 @@
 //! In every case the instance must answer afterwards with what it holds.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::CreateContainerOptionsBuilder;
@@ -44,6 +44,8 @@ use crate::node::proto::{LoadReply, ServiceVerifyReq};
 const L_VERIFY: &str = "magrathea.service-verify";
 /// A throwaway instance's data dir in its service's dir: this, then a random suffix.
 const VERIFY_DIR: &str = "verify-";
+/// A throwaway Postgres instance's template cluster in its service's dir: this, then a key.
+const TEMPLATE_DIR: &str = "template-";
 
 /// A Postgres verification (see the module doc): the instance waited for (it starts as this
 /// runs: no polling from outside), a second database for the schema, then the dump on stdin
@@ -124,6 +126,20 @@ impl Drop for Throwaway<'_> {
     }
 }
 
+/// The throwaway instances of the service with this key (a verification or a template being
+/// made), removed before its directory goes (`service-destroy`).
+pub async fn remove_throwaways(ctx: &AgentCtx, docker: &Docker, key: &str) {
+    let labels = vec![
+        format!("magrathea.instance={}", ctx.instance),
+        format!("{L_VERIFY}={key}"),
+    ];
+    if let Ok(list) = docker.containers("label", labels).await {
+        for id in list.into_iter().filter_map(|c| c.id) {
+            docker.remove(&id).await;
+        }
+    }
+}
+
 /// At the agent's start, before any call: the throwaway instances (containers and data dirs)
 /// a crash or a kill left behind. How many containers went.
 pub async fn sweep_throwaways(ctx: &AgentCtx, docker: &Docker) -> usize {
@@ -146,10 +162,25 @@ pub async fn sweep_throwaways(ctx: &AgentCtx, docker: &Docker) -> usize {
             .flatten()
         {
             let name = e.file_name();
-            let is_verify = name.to_str().is_some_and(|n| n.starts_with(VERIFY_DIR));
-            if is_verify && e.file_type().is_ok_and(|t| t.is_dir()) {
-                if let Err(err) = std::fs::remove_dir_all(e.path()) {
-                    tracing::warn!(path = %e.path().display(), "a throwaway instance's data: {err}");
+            let name = name.to_str().unwrap_or_default();
+            if !e.file_type().is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
+            // A template stays; a copy into it a crash cut short does not.
+            let left = match name.starts_with(TEMPLATE_DIR) {
+                true => std::fs::read_dir(e.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|c| c.file_name().to_str().is_some_and(|n| n.starts_with("pg.")))
+                    .map(|c| c.path())
+                    .collect(),
+                false if name.starts_with(VERIFY_DIR) => vec![e.path()],
+                false => vec![],
+            };
+            for path in left {
+                if let Err(err) = std::fs::remove_dir_all(&path) {
+                    tracing::warn!(path = %path.display(), "a throwaway instance's data: {err}");
                 }
             }
         }
@@ -159,21 +190,80 @@ pub async fn sweep_throwaways(ctx: &AgentCtx, docker: &Docker) -> usize {
 
 /// Where a service's throwaway Postgres instances keep the cluster the first of them
 /// initialised, for the next to start from a copy (`initdb` is most of a start): one per
-/// image and entry script, so a new version of either starts afresh. Its name starts like
-/// a throwaway's data dir, so the agent's start sweeps it with them.
-fn template_dir(sdir: &std::path::Path, image_id: &str, script: &[u8]) -> PathBuf {
+/// image and entry script, so a new version of either starts afresh (and the old one goes).
+fn template_dir(sdir: &Path, image_id: &str, script: &[u8]) -> PathBuf {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(image_id.as_bytes());
     h.update([0]);
     h.update(script);
     let key = hex::encode(h.finalize());
-    sdir.join(format!("{VERIFY_DIR}template-{}", &key[..12]))
+    sdir.join(format!("{TEMPLATE_DIR}{}", &key[..12]))
+}
+
+/// The template dir for this image and script, made (the service's uid's) if missing;
+/// templates of other versions removed.
+fn ensure_template(
+    sdir: &Path,
+    image_id: &str,
+    script: &[u8],
+    uid: u32,
+) -> Result<PathBuf, AgentError> {
+    let tpl = template_dir(sdir, image_id, script);
+    if !tpl.exists() {
+        for e in std::fs::read_dir(sdir).into_iter().flatten().flatten() {
+            let stale = e
+                .file_name()
+                .to_str()
+                .is_some_and(|n| n.starts_with(TEMPLATE_DIR));
+            if stale {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+        std::fs::create_dir_all(&tpl).map_err(io_err(&tpl))?;
+        std::os::unix::fs::chown(&tpl, Some(uid), Some(uid)).map_err(io_err(&tpl))?;
+    }
+    Ok(tpl)
+}
+
+/// After `service-ensure` of a Postgres service whose template cluster is missing: one
+/// throwaway instance started (it makes the template) and removed, in the background, so
+/// the service's first verification starts from a copy too.
+pub fn warm_template(ctx: &AgentCtx, docker: &Docker, req: ServiceVerifyReq) {
+    let sdir = service_dir(ctx, &req.target.key);
+    let ready = |tpl: &Path| tpl.join("pg/PG_VERSION").exists();
+    let entry = std::fs::read(sdir.join("magrathea-svc")).unwrap_or_default();
+    let (instance, docker) = (ctx.instance.clone(), docker.clone());
+    tokio::spawn(async move {
+        let image_id = match docker.image_id(&req.image).await {
+            Ok(Some(id)) => id,
+            _ => return,
+        };
+        if req.target.kind != "postgres" || ready(&template_dir(&sdir, &image_id, &entry)) {
+            return;
+        }
+        let made = async {
+            let tw = throwaway(&instance, &sdir, &docker, &req).await?;
+            docker
+                .raw()
+                .start_container(
+                    &tw.name,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .map_err(docker_err("starting a throwaway instance"))?;
+            wait_ready(&docker, &tw.name).await
+        };
+        if let Err(e) = made.await {
+            tracing::warn!(service = %req.target.name, "making the throwaway template: {e}");
+        }
+    });
 }
 
 /// Creates (not starts) a throwaway instance of `req`'s image, its data dir `data`.
 async fn throwaway<'a>(
-    ctx: &AgentCtx,
+    instance: &str,
+    sdir: &Path,
     docker: &'a Docker,
     req: &ServiceVerifyReq,
 ) -> Result<Throwaway<'a>, AgentError> {
@@ -182,7 +272,6 @@ async fn throwaway<'a>(
     let Some(image_id) = docker.image_id(&req.image).await? else {
         return Err(AgentError::NoImage(req.image.clone()));
     };
-    let sdir = service_dir(ctx, &t.key);
     let entry = sdir.join("magrathea-svc");
     let Ok(script) = std::fs::read(&entry) else {
         return Err(AgentError::Invalid(
@@ -193,11 +282,7 @@ async fn throwaway<'a>(
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let tw = Throwaway {
         docker,
-        name: format!(
-            "mg-{}-svcverify-{}",
-            ctx.instance,
-            crate::keys::random_hex(6)
-        ),
+        name: format!("mg-{}-svcverify-{}", instance, crate::keys::random_hex(6)),
         dir: dir.clone(),
     };
     std::os::unix::fs::chown(&dir, Some(req.uid), Some(req.uid)).map_err(io_err(&dir))?;
@@ -206,9 +291,7 @@ async fn throwaway<'a>(
         crate::docker::bind_mount(&entry, ENTRY_PATH, true),
     ];
     if t.kind == "postgres" {
-        let tpl = template_dir(&sdir, &image_id, &script);
-        std::fs::create_dir_all(&tpl).map_err(io_err(&tpl))?;
-        std::os::unix::fs::chown(&tpl, Some(req.uid), Some(req.uid)).map_err(io_err(&tpl))?;
+        let tpl = ensure_template(sdir, &image_id, &script, req.uid)?;
         mounts.push(crate::docker::bind_mount(&tpl, "/template", false));
     }
     let mut body = ContainerCreateBody {
@@ -221,7 +304,7 @@ async fn throwaway<'a>(
             "HOME=/data".into(),
         ]),
         labels: Some(HashMap::from([
-            ("magrathea.instance".to_string(), ctx.instance.clone()),
+            ("magrathea.instance".to_string(), instance.to_string()),
             (L_VERIFY.to_string(), t.key.clone()),
         ])),
         host_config: Some(HostConfig {
@@ -263,7 +346,8 @@ pub(super) async fn verify(
     check(&req.target)?;
     let docker = ctx.docker().await?;
     let kind = req.target.kind.clone();
-    let tw = throwaway(ctx, docker, &req).await?;
+    let sdir = service_dir(ctx, &req.target.key);
+    let tw = throwaway(&ctx.instance, &sdir, docker, &req).await?;
     let start = || async {
         docker
             .raw()

@@ -238,6 +238,19 @@ pub async fn ensure(ctx: &AgentCtx, req: ServiceEnsureReq) -> Result<ServiceStat
     }
     join_networks(ctx, docker, &name, &spec.name, &own, &req.app_uids).await?;
     wait_ready(docker, &name).await?;
+    if spec.kind == "postgres" {
+        let target = crate::node::proto::DumpTarget {
+            key: spec.key.clone(),
+            kind: spec.kind.clone(),
+            name: spec.name.clone(),
+        };
+        let req = crate::node::proto::ServiceVerifyReq {
+            target,
+            image: spec.image.clone(),
+            uid: spec.uid,
+        };
+        super::svcverify::warm_template(ctx, docker, req);
+    }
     status(ctx, &spec.key).await
 }
 
@@ -490,6 +503,7 @@ pub async fn destroy(ctx: &AgentCtx, req: ServiceDestroyReq) -> Result<StoppedRe
         .await
         .is_ok();
     docker.remove(&name).await;
+    super::svcverify::remove_throwaways(ctx, docker, &req.key).await;
     crate::isolation::remove_network(docker.raw(), &ctx.instance, req.uid).await;
     ctx.links.forget(&req.key);
     let dir = service_dir(ctx, &req.key);
