@@ -15,12 +15,13 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::TrySendError;
@@ -70,6 +71,50 @@ pub(super) struct Link {
     sender: Sender,
     conn: Conn,
     addr: SocketAddr,
+    /// What the connection is polled with while driven here: wakes the driving task, but
+    /// not for what that task is about to drive anyway (see [`DriveWaker`]).
+    wake: Arc<DriveWaker>,
+    waker: Waker,
+}
+
+/// The waker a link's connection is polled with. Handing the connection a request, or
+/// taking its response body, wakes it; the task doing so drives it right after, so such a
+/// wake would only poll the whole client connection again for nothing (and every request
+/// took two such polls). While `held`, a wake is noted instead; driving the connection
+/// clears the note, and [`DriveWaker::release`] passes a wake on that driving did not
+/// follow. Wakes from I/O readiness arrive between polls, never while held.
+struct DriveWaker {
+    task: AtomicWaker,
+    held: AtomicBool,
+    missed: AtomicBool,
+}
+
+impl Wake for DriveWaker {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.held.load(Ordering::Acquire) {
+            self.missed.store(true, Ordering::Release);
+        } else {
+            self.task.wake();
+        }
+    }
+}
+
+impl DriveWaker {
+    fn hold(&self) {
+        self.held.store(true, Ordering::Release);
+    }
+
+    /// Ends a hold that was not followed by driving the connection.
+    fn release(&self) {
+        self.held.store(false, Ordering::Release);
+        if self.missed.swap(false, Ordering::AcqRel) {
+            self.task.wake();
+        }
+    }
 }
 
 /// Who drives a link's connection.
@@ -86,13 +131,23 @@ impl Link {
     /// Moves the connection's I/O along as far as it goes without waiting.
     fn drive(&mut self, cx: &mut Context<'_>) {
         if let Conn::Here(conn) = &mut self.conn {
-            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
+            self.wake.task.register(cx.waker());
+            self.wake.held.store(false, Ordering::Release);
+            self.wake.missed.store(false, Ordering::Release);
+            if let Poll::Ready(result) = conn.as_mut().poll(&mut Context::from_waker(&self.waker)) {
                 if let Err(err) = result {
                     debug!(upstream = %self.addr, error = %err, "upstream connection ended with an error");
                 }
                 self.conn = Conn::Done;
             }
         }
+    }
+
+    /// Whether its connection is driven by whoever holds the link (rather than a task of
+    /// its own): then what the connection hands over (the response, its body) can only
+    /// arrive while the holder drives it, so the holder needs no wake-up for those.
+    fn driven_here(&self) -> bool {
+        matches!(self.conn, Conn::Here(_))
     }
 
     /// Whether another request can be sent on it now.
@@ -123,11 +178,19 @@ impl Link {
         &mut self,
         req: Request<ReqBody>,
     ) -> Result<Response<Incoming>, TrySendError<Request<ReqBody>>> {
+        // Handing the request over wakes the connection, which is driven next anyway.
+        self.wake.hold();
         let response = self.sender.try_send_request(req);
         tokio::pin!(response);
         std::future::poll_fn(|cx| {
             self.drive(cx);
-            response.as_mut().poll(cx)
+            if self.driven_here() {
+                response
+                    .as_mut()
+                    .poll(&mut Context::from_waker(Waker::noop()))
+            } else {
+                response.as_mut().poll(cx)
+            }
         })
         .await
     }
@@ -262,10 +325,17 @@ impl Upstream {
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
             .map_err(io::Error::other)?;
+        let wake = Arc::new(DriveWaker {
+            task: AtomicWaker::new(),
+            held: AtomicBool::new(false),
+            missed: AtomicBool::new(false),
+        });
         Ok(Link {
             sender,
             conn: Conn::Here(Box::pin(conn.with_upgrades())),
             addr: self.addr,
+            waker: Waker::from(Arc::clone(&wake)),
+            wake,
         })
     }
 
@@ -350,14 +420,28 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let mut frame = Pin::new(&mut this.inner).poll_frame(cx);
-        if frame.is_pending() {
-            // The body comes in through the connection, which only this body drives now.
-            if let Some(link) = this.link.as_mut() {
-                link.drive(cx);
+        let frame = match this.link.as_mut().filter(|l| l.driven_here()) {
+            // The body comes in through the connection, which only this body drives now:
+            // it is what wakes this task (see `DriveWaker`).
+            Some(link) => {
+                let noop = &mut Context::from_waker(Waker::noop());
+                // Taking the body wakes the connection (it may read on), driven next.
+                link.wake.hold();
+                let mut frame = Pin::new(&mut this.inner).poll_frame(noop);
+                if frame.is_pending() {
+                    link.drive(cx);
+                    frame = Pin::new(&mut this.inner).poll_frame(noop);
+                } else if link.wake.missed.load(Ordering::Acquire) {
+                    // The connection has more to do (typically: finish the response it
+                    // just handed over): done here rather than in another poll of the task.
+                    link.drive(cx);
+                } else {
+                    link.wake.release();
+                }
+                frame
             }
-            frame = Pin::new(&mut this.inner).poll_frame(cx);
-        }
+            None => Pin::new(&mut this.inner).poll_frame(cx),
+        };
         let frame = ready!(frame);
         match &frame {
             None => this.finish(true, cx),
