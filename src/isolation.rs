@@ -112,6 +112,12 @@ pub fn confine(user: &mut Option<String>, host: &mut HostConfig, uid: u32, pids:
     host.privileged = Some(false);
 }
 
+/// `confine` on a container's create body (its user and host config, made if missing).
+pub fn confine_body(body: &mut bollard::models::ContainerCreateBody, uid: u32, pids: i64) {
+    let host = body.host_config.get_or_insert_with(Default::default);
+    confine(&mut body.user, host, uid, pids);
+}
+
 /// The network of the app with this uid on the Docker host of `instance` (the controller's
 /// for builds, a node's for processes).
 pub fn network_name(instance: &str, uid: u32) -> String {

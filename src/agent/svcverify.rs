@@ -315,14 +315,7 @@ async fn throwaway<'a>(
         }),
         ..Default::default()
     };
-    if let Some(host) = body.host_config.as_mut() {
-        crate::isolation::confine(
-            &mut body.user,
-            host,
-            req.uid,
-            crate::isolation::PROCESS_PIDS,
-        );
-    }
+    crate::isolation::confine_body(&mut body, req.uid, crate::isolation::PROCESS_PIDS);
     let opts = CreateContainerOptionsBuilder::default()
         .name(&tw.name)
         .build();

@@ -287,14 +287,7 @@ pub(super) fn container_body(
         ..Default::default()
     };
     // The app's own uid, no capabilities, no-new-privileges, a pids limit.
-    if let Some(host) = body.host_config.as_mut() {
-        crate::isolation::confine(
-            &mut body.user,
-            host,
-            spec.uid,
-            crate::isolation::PROCESS_PIDS,
-        );
-    }
+    crate::isolation::confine_body(&mut body, spec.uid, crate::isolation::PROCESS_PIDS);
     Ok(body)
 }
 

@@ -162,14 +162,7 @@ fn container_body(
         }),
         ..Default::default()
     };
-    if let Some(host) = body.host_config.as_mut() {
-        crate::isolation::confine(
-            &mut body.user,
-            host,
-            spec.uid,
-            crate::isolation::PROCESS_PIDS,
-        );
-    }
+    crate::isolation::confine_body(&mut body, spec.uid, crate::isolation::PROCESS_PIDS);
     Ok(body)
 }
 
