@@ -244,14 +244,7 @@ pub fn warm_template(ctx: &AgentCtx, docker: &Docker, req: ServiceVerifyReq) {
         }
         let made = async {
             let tw = throwaway(&instance, &sdir, &docker, &req).await?;
-            docker
-                .raw()
-                .start_container(
-                    &tw.name,
-                    None::<bollard::query_parameters::StartContainerOptions>,
-                )
-                .await
-                .map_err(docker_err("starting a throwaway instance"))?;
+            start(&docker, &tw.name).await?;
             wait_ready(&docker, &tw.name).await
         };
         if let Err(e) = made.await {
@@ -327,6 +320,18 @@ async fn throwaway<'a>(
     Ok(tw)
 }
 
+/// Starts the throwaway instance `name`.
+async fn start(docker: &Docker, name: &str) -> Result<(), AgentError> {
+    docker
+        .raw()
+        .start_container(
+            name,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(docker_err("starting a throwaway instance"))
+}
+
 /// `service-verify`: the dump on stdin restored into a throwaway instance (see the module
 /// doc), which must then hold something. Postgres and MariaDB start first and the dump
 /// streams into them; an RDB is written into the data dir before Redis starts (it reads it
@@ -341,16 +346,7 @@ pub(super) async fn verify(
     let kind = req.target.kind.clone();
     let sdir = service_dir(ctx, &req.target.key);
     let tw = throwaway(&ctx.instance, &sdir, docker, &req).await?;
-    let start = || async {
-        docker
-            .raw()
-            .start_container(
-                &tw.name,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-            .map_err(docker_err("starting a throwaway instance"))
-    };
+    let start = || start(docker, &tw.name);
     let began = std::time::Instant::now();
     let (bytes, ready) = if kind == "redis" {
         let staged = stage_rdb(&tw.dir, req.uid, rx).await?;
