@@ -1,5 +1,6 @@
 //! A service reached from every node of its environment (issue 13): Postgres runs on n1,
-//! the app's web processes on n1 and n2, and both read and write through the same
+//! the app (Flask + SQLAlchemy + Flask-Migrate under gunicorn, from PyPI; its release
+//! command `flask db upgrade`) on n1 and n2, and both read and write through the same
 //! `DATABASE_URL`; n2's through a forwarder that answers under the service's name on the
 //! app's network there and tunnels over SSH to n1's agent with a link key of n2's.
 //! Another app on n2 reaches the forwarder neither by name nor by address until it is
@@ -12,14 +13,6 @@ use std::path::Path;
 use std::process::Command;
 
 use util::*;
-
-/// The release command: the table, for Postgres only (the fixture's does all three kinds).
-const MIGRATE: &str = "import svc\n\
-c = svc.pg()\n\
-c.run(\"CREATE TABLE IF NOT EXISTS items(id SERIAL PRIMARY KEY, v TEXT NOT NULL)\")\n\
-c.run(\"INSERT INTO items(v) VALUES ('migrated')\")\n\
-c.close()\n\
-print('migrated postgres')\n";
 
 /// The containers of the node with this root that carry `label`.
 fn labelled(root: &Path, label: &str) -> Vec<String> {
@@ -63,6 +56,9 @@ except OSError as e:\n print('closed', e)\n"
     text(&out.stdout).trim().to_string()
 }
 
+/// The rows after both nodes wrote: the migration's seeded (pinned) note, then theirs.
+const ROWS: &str = "seeded*,from-n1,from-n2\n";
+
 #[test]
 fn a_service_on_one_node_is_reached_from_every_node_of_its_environment() {
     let s = Server::start();
@@ -75,27 +71,22 @@ fn a_service_on_one_node_is_reached_from_every_node_of_its_environment() {
     s.ok(&s.admin, "services:create postgres shop-db --node n1");
     s.ok(&s.admin, "services:link shop shop-db");
 
-    let dir = fixture_repo(&s.dir.path().join("shop"), "services");
-    commit(
-        &dir,
-        "magrathea.yml",
-        "stack: bookworm\nrelease: python3 migrate.py\n",
-        "postgres only, linked by hand",
-    );
-    commit(&dir, "migrate.py", MIGRATE, "migrate postgres only");
+    let dir = fixture_repo(&s.dir.path().join("shop"), "services-orm");
+    // The service linked by hand (pinned to n1), not declared.
+    commit(&dir, "magrathea.yml", "stack: bookworm\n", "linked by hand");
     let out = s.git_ok(&s.admin, &dir, &["push", &s.url("shop"), "main"]);
     let push = text(&out.stderr);
-    assert!(push.contains("migrated postgres"), "{push}");
+    assert!(push.contains("flask --app app db upgrade"), "{push}");
     assert!(push.contains("is live in production on n1, n2"), "{push}");
 
     // Each node's web process writes and reads, the same URL on both.
     for (i, a) in agents.iter().enumerate() {
         let port = web_port(&a.root, "shop");
-        let (status, body) = http_get(port, "shop", &format!("/pg/add?v=from-n{}", i + 1));
+        let (status, body) = http_get(port, "shop", &format!("/notes/add?text=from-n{}", i + 1));
         assert_eq!((status, body.as_str()), (200, "added\n"), "n{}", i + 1);
     }
-    let (status, body) = http_get(web_port(&agents[1].root, "shop"), "shop", "/pg");
-    assert_eq!((status, body.as_str()), (200, "migrated,from-n1,from-n2\n"));
+    let (status, body) = http_get(web_port(&agents[1].root, "shop"), "shop", "/notes");
+    assert_eq!((status, body.as_str()), (200, ROWS));
     // The forwarder is on n2, where the service is not; none on n1.
     let fwd = labelled(&agents[1].root, "magrathea.forward");
     assert_eq!(fwd.len(), 1, "{fwd:?}");
@@ -171,7 +162,7 @@ fn a_service_on_one_node_is_reached_from_every_node_of_its_environment() {
     // work again. n2's agent restarted serves its forwarder again from what it kept.
     let n2 = web_port(&agents[1].root, "shop");
     agents[0].kill();
-    assert_eq!(http_get(n2, "shop", "/pg").0, 503);
+    assert_ne!(http_get(n2, "shop", "/notes").0, 200);
     agents[0].restart();
     answers_rows(n2);
     agents[1].restart();
@@ -182,9 +173,9 @@ fn a_service_on_one_node_is_reached_from_every_node_of_its_environment() {
 fn answers_rows(port: u16) {
     let mut last = (0, String::new());
     for _ in 0..150 {
-        last = http_get(port, "shop", "/pg");
+        last = http_get(port, "shop", "/notes");
         if last.0 == 200 {
-            assert_eq!(last.1, "migrated,from-n1,from-n2\n");
+            assert_eq!(last.1, ROWS);
             return;
         }
         std::thread::sleep(std::time::Duration::from_millis(200));
