@@ -32,7 +32,7 @@ impl Core {
             let Some(row) = self.store.service(&l.service)? else {
                 continue;
             };
-            let (_, home) = self.service_and_node(&row.name)?;
+            let home = self.service_node(&row)?;
             let port = kind(&row.kind)?.port;
             for n in all.iter().filter(|n| nodes.contains(&n.name)) {
                 if n.name == home.name || n.is_cluster() {

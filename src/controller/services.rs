@@ -208,7 +208,7 @@ impl Core {
         Ok((row, node))
     }
 
-    fn service_node(&self, row: &ServiceRow) -> Result<NodeRow, CoreError> {
+    pub(super) fn service_node(&self, row: &ServiceRow) -> Result<NodeRow, CoreError> {
         self.all_nodes()?
             .into_iter()
             .find(|n| n.name == row.node)
