@@ -161,15 +161,20 @@ fn logs_follow_across_a_deploy_and_stop_with_the_client() {
     wait_for("controller deploy v2: ");
     wait_for("n1 web.1 v2: booted v2-");
     // A request is logged by the app (busybox httpd -v, on stderr) and followed too.
+    // Wait for the app's own line, not just any: the deploy's last lines may still be
+    // arriving when the request is made.
     let before = seen.lock().unwrap().len();
     assert_eq!(s.get("logfollow", "/").0, 200);
+    let request_line = |l: &String| l.contains(" n1 web.1 v2: ") && !l.contains(": booted ");
     let start = Instant::now();
-    while seen.lock().unwrap().len() == before && start.elapsed() < Duration::from_secs(20) {
+    while !seen.lock().unwrap()[before..].iter().any(request_line)
+        && start.elapsed() < Duration::from_secs(30)
+    {
         std::thread::sleep(Duration::from_millis(200));
     }
     let after: Vec<String> = seen.lock().unwrap()[before..].to_vec();
     assert!(
-        after.iter().any(|l| l.contains(" n1 web.1 v2: ")),
+        after.iter().any(request_line),
         "request not followed: {after:?}"
     );
 
