@@ -167,6 +167,16 @@ fn a_service_on_one_node_is_reached_from_every_node_of_its_environment() {
     answers_rows(n2);
     agents[1].restart();
     answers_rows(n2);
+
+    // The last app linked from n2 gone, n1 lets n2's link key in no more, and n2 keeps
+    // no forwarder.
+    s.ok(&s.admin, "apps:destroy shop --confirm shop");
+    let out = run(ssh_to_agent(&agents[0].addr, &key_path).args(["magrathea@127.0.0.1", "status"]));
+    assert!(
+        text(&out.stderr).contains("Permission denied"),
+        "a revoked link key got in: {out:?}"
+    );
+    assert!(labelled(&agents[1].root, "magrathea.forward").is_empty());
 }
 
 /// Polls n2's web process until its rows come back (at most 30 s).

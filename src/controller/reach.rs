@@ -76,21 +76,50 @@ impl Core {
 
     /// `row`'s forwarders gone from every node but its own: the ones of the app with `uid`,
     /// or all (the service destroyed). A node that does not answer keeps its forwarder,
-    /// which then reaches a service that refuses the unlinked app's login.
+    /// which then reaches a service that refuses the unlinked app's login. Once no link
+    /// is left, the service's node also stops accepting every node's link key (the service
+    /// destroyed, its node forgets them with it).
     pub(super) async fn unforward(&self, row: &ServiceRow, uid: Option<u32>) {
         let Ok(nodes) = self.all_nodes() else {
             return;
         };
-        for n in nodes
+        let others: Vec<_> = nodes
             .iter()
             .filter(|n| n.name != row.node && !n.is_cluster())
-        {
+            .collect();
+        for n in &others {
             let req = ServiceUnforwardReq {
                 key: row.key.clone(),
                 uid,
             };
             if let Err(e) = self.node_client(n).send(&req).await {
                 tracing::warn!(service = %row.name, node = %n.name, "forwarder not removed: {e}");
+            }
+        }
+        let unlinked = uid.is_some()
+            && self
+                .store
+                .links(Some(&row.name))
+                .is_ok_and(|links| links.is_empty());
+        if unlinked {
+            self.revoke_link_keys(row, &others).await;
+        }
+    }
+
+    /// The service's node accepts no link key from `nodes` any more.
+    async fn revoke_link_keys(&self, row: &ServiceRow, nodes: &[&crate::store::NodeRow]) {
+        let (Ok(home), Ok(k)) = (self.service_node(row), kind(&row.kind)) else {
+            return;
+        };
+        for n in nodes {
+            let revoke = ServiceLinksReq {
+                key: row.key.clone(),
+                port: k.port,
+                from: n.name.clone(),
+                public_key: None,
+            };
+            if let Err(e) = self.node_client(&home).send(&revoke).await {
+                tracing::warn!(service = %row.name, node = %n.name, "link key not revoked: {e}");
             }
         }
     }
