@@ -543,11 +543,17 @@ impl Drop for Instance {
                 .args(&ids)
                 .output();
         }
-        // And the app networks it made.
-        let _ = Command::new("docker")
-            .args(["network", "prune", "-f", "--filter"])
+        // And the app networks it made, one by one (dockerd refuses a prune while
+        // another test's prune runs).
+        let ls = Command::new("docker")
+            .args(["network", "ls", "-q", "--filter"])
             .arg(format!("label=magrathea.instance={}", self.0))
             .output();
+        if let Ok(ls) = ls {
+            for id in String::from_utf8_lossy(&ls.stdout).split_whitespace() {
+                let _ = Command::new("docker").args(["network", "rm", id]).output();
+            }
+        }
     }
 }
 

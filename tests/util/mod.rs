@@ -436,11 +436,15 @@ fn remove_instance_containers(inst: &str) {
 
 /// The per-app networks an instance (a node, or a controller for its builds) made, once
 /// nothing uses them.
+/// Removed one by one: dockerd runs one prune at a time and refuses the others ("a prune
+/// operation is already running"), which tests ending together hit.
 pub fn remove_networks(instance: &str) {
-    let _ = Command::new("docker")
-        .args(["network", "prune", "-f", "--filter"])
-        .arg(format!("label=magrathea.instance={instance}"))
-        .output();
+    let out = run(Command::new("docker")
+        .args(["network", "ls", "-q", "--filter"])
+        .arg(format!("label=magrathea.instance={instance}")));
+    for id in text(&out.stdout).split_whitespace() {
+        let _ = Command::new("docker").args(["network", "rm", id]).output();
+    }
 }
 
 /// OpenSSH to an agent at `addr` (`host:port`) with the private key `key`, no host key
