@@ -53,10 +53,6 @@ pub trait Host: Send + Sync + 'static {
         -> Result<Vec<NodeRow>, StoreError>;
     /// A client for a node (host key pinned).
     fn node_client(&self, node: &NodeRow) -> NodeClient;
-    /// Backs up every service linked to `app` in `env`, each backup tied to `version`
-    /// (taken before its release command: the data as the release before it left it), so
-    /// `rollback --with-data` can put it back. Progress lines to `out`; an error fails the
-    /// deploy before the release command runs.
     /// Every service linked to `app` in `env` reachable from the processes on each of
     /// `nodes` (names), whose stack is `image`: a forwarder where the service does not run.
     fn reach_services<'a>(
@@ -66,6 +62,10 @@ pub trait Host: Send + Sync + 'static {
         nodes: &'a [String],
         image: &'a str,
     ) -> impl std::future::Future<Output = Result<(), DeployError>> + Send + 'a;
+    /// Backs up every service linked to `app` in `env`, each backup tied to `version`
+    /// (taken before its release command: the data as the release before it left it), so
+    /// `rollback --with-data` can put it back. Progress lines to `out`; an error fails the
+    /// deploy before the release command runs.
     fn backup_linked<'a>(
         &'a self,
         app: &'a str,
