@@ -451,6 +451,50 @@ async fn silent_upstream_gets_504_within_upstream_timeout() {
 }
 
 #[tokio::test]
+async fn idle_and_trickling_connections_are_cut_at_the_idle_timeout_slow_answers_are_not() {
+    let proxy = start_router(RouterOptions {
+        idle_timeout: Duration::from_millis(400),
+        ..RouterOptions::default()
+    })
+    .await;
+    // Answers after three idle timeouts.
+    let slow = spawn_upstream(|_req: Request<Incoming>| async move {
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        Response::new(full("late but fine"))
+    })
+    .await;
+    proxy.router.set_upstreams("web", vec![slow.addr]);
+
+    // Closed from the router's side after the idle timeout: the read ends (EOF, or a reset).
+    async fn cut(mut s: impl tokio::io::AsyncRead + Unpin) {
+        let started = Instant::now();
+        let read = tokio::time::timeout(Duration::from_secs(3), s.read(&mut [0u8; 64])).await;
+        assert!(
+            matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+            "not closed: {read:?}"
+        );
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(350), "{took:?}");
+    }
+    cut(TcpStream::connect(proxy.addr).await.unwrap()).await;
+
+    // A head trickled in a byte at a time never completes: cut all the same (slowloris).
+    let (rd, mut wr) = TcpStream::connect(proxy.addr).await.unwrap().into_split();
+    tokio::spawn(async move {
+        wr.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        while wr.write_all(b"x").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    cut(rd).await;
+
+    // A request in progress is not idle, however long the app takes.
+    let (status, body) = get(&client(), proxy.addr, &host("web")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, "late but fine");
+}
+
+#[tokio::test]
 async fn forwarded_headers_added_and_hop_by_hop_stripped_both_ways() {
     let proxy = start_router(RouterOptions::default()).await;
     let up = spawn_upstream(|req: Request<Incoming>| async move {

@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::proxy::{self, Client};
+use super::watchdog::{Pulse, Tracked, Watchdog};
 use super::{Router, RouterOptions};
 
 /// How long `serve` lets in-flight connections finish after shutdown before cutting them.
@@ -193,45 +194,72 @@ impl Router {
         }
     }
 
-    /// One plain HTTP/1.1 connection. Idle keep-alive connections are closed by the header
-    /// read timeout, which is the idle timeout.
+    /// One plain HTTP/1.1 connection.
     async fn serve_plain(
         self: Arc<Self>,
         stream: TcpStream,
         peer: SocketAddr,
         shutdown: CancellationToken,
     ) {
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.opts.idle_timeout)
-            .keep_alive(true);
-        let client = Client::new(peer, false);
+        self.serve_h1(TokioIo::new(stream), peer, false, shutdown)
+            .await
+    }
+
+    /// One HTTP/1.1 connection (plain, or TLS without `h2`). Its timeouts (idle, header
+    /// read, upstream) are kept by a watchdog rather than timers per request (see
+    /// `watchdog.rs`).
+    async fn serve_h1<I>(
+        self: Arc<Self>,
+        io: I,
+        peer: SocketAddr,
+        https: bool,
+        shutdown: CancellationToken,
+    ) where
+        I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+    {
+        let pulse = Arc::new(Pulse::default());
+        let mut dog = Watchdog::new(
+            Arc::clone(&pulse),
+            self.opts.idle_timeout,
+            self.opts.upstream_timeout,
+        );
+        let client = Arc::new(Client::new(peer, https));
         let router = Arc::clone(&self);
         let service = service_fn(move |req| {
-            let (router, client) = (Arc::clone(&router), client.clone());
-            async move { Ok::<_, Infallible>(proxy::handle(&router, client, req).await) }
+            let (router, client) = (Arc::clone(&router), Arc::clone(&client));
+            let (n, ending) = pulse.begin();
+            async move {
+                let limit = proxy::Limit::Watched(ending.pulse(), n);
+                let resp = proxy::handle(&router, &client, req, limit).await;
+                Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, ending)))
+            }
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), service)
+        let conn = http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(conn);
         let result = tokio::select! {
-            result = conn.as_mut() => result,
+            result = dog.watch(conn.as_mut()) => result,
             () = shutdown.cancelled() => {
                 // Finish the exchange in progress, then close; idle keep-alive
                 // connections close at once.
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                dog.watch(conn.as_mut()).await
             }
         };
-        if let Err(err) = result {
-            debug!(client = %peer, error = %err, "client connection ended with an error");
+        match result {
+            None => debug!(client = %peer, "idle connection closed"),
+            Some(Err(err)) => {
+                debug!(client = %peer, error = %err, "client connection ended with an error")
+            }
+            Some(Ok(())) => {}
         }
     }
 
     /// One HTTPS connection: the handshake (bounded), then HTTP/2 or HTTP/1.1 as ALPN
-    /// chose. A connection without traffic for the idle timeout is shut down gracefully.
+    /// chose. An HTTP/2 connection without traffic for the idle timeout is shut down
+    /// gracefully.
     async fn serve_https(
         self: Arc<Self>,
         acceptor: tokio_rustls::TlsAcceptor,
@@ -252,24 +280,21 @@ impl Router {
                 return;
             }
         };
-        let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return self.serve_h1(TokioIo::new(tls), peer, true, shutdown).await;
+        }
         let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.opts.idle_timeout)
-            .keep_alive(true);
         builder.http2().timer(TokioTimer::new());
-        let builder = if h2 {
-            builder.http2_only()
-        } else {
-            builder.http1_only()
-        };
-        let client = Client::new(peer, true);
+        let builder = builder.http2_only();
+        let client = Arc::new(Client::new(peer, true));
         let router = Arc::clone(&self);
+        let timeout = self.opts.upstream_timeout;
         let service = service_fn(move |req| {
-            let (router, client) = (Arc::clone(&router), client.clone());
-            async move { Ok::<_, Infallible>(proxy::handle(&router, client, req).await) }
+            let (router, client) = (Arc::clone(&router), Arc::clone(&client));
+            async move {
+                let limit = proxy::Limit::Timer(timeout);
+                Ok::<_, Infallible>(proxy::handle(&router, &client, req, limit).await)
+            }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);
         tokio::pin!(conn);

@@ -21,6 +21,7 @@ mod realip;
 pub mod tls;
 mod tunnel;
 mod upstream;
+mod watchdog;
 mod workers;
 
 pub use accounting::{AccessLine, AccessLog, Sample, LATENCY_BOUNDS_MS, LATENCY_BUCKETS};

@@ -20,6 +20,7 @@ use super::accounting;
 use super::realip;
 use super::tunnel;
 use super::upstream::{BodyError, Link, ReqBody, Upstream, UpstreamBody};
+use super::watchdog::Pulse;
 use super::{Pick, RoutePolicy, Router};
 
 pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -76,10 +77,20 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::from_bytes(&buf[..len]).expect("an IP address is a valid header")
 }
 
+/// What bounds the wait for the upstream's response head.
+#[derive(Clone, Copy)]
+pub(super) enum Limit<'a> {
+    /// The connection's watchdog, for request number `.1` (HTTP/1.1).
+    Watched(&'a Pulse, u64),
+    /// A timer of the request's own (HTTP/2, whose streams are concurrent).
+    Timer(Duration),
+}
+
 pub(super) async fn handle(
     router: &Router,
-    client: Client,
+    client: &Client,
     mut req: Request<Incoming>,
+    limit: Limit<'_>,
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let (host, host_value) = match request_host(&req) {
@@ -139,7 +150,7 @@ pub(super) async fn handle(
     if let Some((proto, _)) = &upgrade {
         tunnel::ask_upstream(req.headers_mut(), proto);
     }
-    let mut response = match forward(router, &app, req).await {
+    let mut response = match forward(router, &app, req, limit).await {
         Ok(resp) => {
             debug!(
                 app = %app,
@@ -273,6 +284,7 @@ async fn forward(
     router: &Router,
     app: &str,
     mut req: Request<ReqBody>,
+    limit: Limit<'_>,
 ) -> Result<Forwarded, Failure> {
     let mut tried: Vec<SocketAddr> = Vec::new();
     loop {
@@ -284,14 +296,7 @@ async fn forward(
         };
         let upstream = guard.upstream();
         tried.push(upstream.addr);
-        match dispatch(
-            upstream,
-            req,
-            router.opts.connect_timeout,
-            router.opts.upstream_timeout,
-        )
-        .await
-        {
+        match dispatch(upstream, req, router.opts.connect_timeout, limit).await {
             Ok((resp, link)) => {
                 let addr = upstream.addr;
                 let (mut parts, body) = resp.into_parts();
@@ -348,7 +353,7 @@ async fn dispatch(
     upstream: &Upstream,
     mut req: Request<ReqBody>,
     connect_timeout: Duration,
-    upstream_timeout: Duration,
+    limit: Limit<'_>,
 ) -> Result<(Response<Incoming>, Link), Dispatch> {
     loop {
         let (mut link, pooled) = match upstream.checkout().await {
@@ -359,10 +364,17 @@ async fn dispatch(
                 Err(err) => return Err(Dispatch::NotSent(Box::new(req), err.into())),
             },
         };
-        match tokio::time::timeout(upstream_timeout, link.send(req)).await {
-            Err(_elapsed) => return Err(Dispatch::TimedOut),
-            Ok(Ok(resp)) => return Ok((resp, link)),
-            Ok(Err(mut err)) => match err.take_message() {
+        let sent = match limit {
+            Limit::Watched(pulse, n) => pulse.bound(n, link.send(req)).await,
+            // Boxed: its timer would make every request's future larger.
+            Limit::Timer(after) => Box::pin(tokio::time::timeout(after, link.send(req)))
+                .await
+                .ok(),
+        };
+        match sent {
+            None => return Err(Dispatch::TimedOut),
+            Some(Ok(resp)) => return Ok((resp, link)),
+            Some(Err(mut err)) => match err.take_message() {
                 // A pooled connection the upstream closed just now; the request never left,
                 // so another connection to the same upstream may carry it.
                 Some(back) if pooled => req = back,

@@ -1,0 +1,244 @@
+//! The timeouts of an HTTP/1.1 client connection, kept by one coarse ticker per connection
+//! instead of timers per request: hyper's header read timeout allocates and arms a timer
+//! for every request (and wakes the runtime's driver to re-arm it), and a `timeout` around
+//! the upstream exchange arms and disarms another. Here a request only bumps counters.
+//!
+//! The ticker runs inside the connection's own task (see [`Watchdog::watch`]), every
+//! quarter of the shorter bound, and enforces:
+//! - idle and header timeout: a connection with no request in progress and none begun for
+//!   `idle` is closed, however slowly a client trickles in the next request's head
+//!   (the slowloris guard; hyper's header read timeout did the same);
+//! - upstream timeout: a request waiting for its upstream's response head for `upstream`
+//!   is told so (it answers 504). The ticker wakes the connection's task, which polls the
+//!   request, which sees the verdict.
+//!
+//! Both fire between the bound and 1.5 times it (a request is first seen waiting within a
+//! tick of it starting). HTTP/2 connections keep per-stream timers (streams are concurrent).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::{Body, Frame, SizeHint};
+
+use super::proxy::ProxyBody;
+
+/// What a connection's requests tell its watchdog: shared by the connection's task and its
+/// requests, which all run on one thread (atomics only because tasks must be `Send`).
+#[derive(Default)]
+pub(super) struct Pulse {
+    /// Requests begun on the connection; a request's number is the count after its own.
+    begun: AtomicU64,
+    /// Requests whose response is over (its body passed on or dropped).
+    ended: AtomicU64,
+    /// The request waiting for its upstream's response head now (0: none).
+    waiting: AtomicU64,
+    /// The request the watchdog found waiting too long.
+    expired: AtomicU64,
+}
+
+impl Pulse {
+    /// A request begins: its number, for [`Pulse::bound`].
+    pub(super) fn begin(self: &Arc<Self>) -> (u64, Ending) {
+        let n = self.begun.fetch_add(1, Ordering::Relaxed) + 1;
+        (n, Ending(Arc::clone(self)))
+    }
+
+    /// Runs `f` (request `n` waiting for its upstream) until it finishes, or until the
+    /// watchdog finds it waited past the upstream timeout (None).
+    pub(super) async fn bound<F: Future>(&self, n: u64, f: F) -> Option<F::Output> {
+        struct Waiting<'a>(&'a Pulse);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.waiting.store(0, Ordering::Relaxed);
+            }
+        }
+        self.waiting.store(n, Ordering::Relaxed);
+        let _waiting = Waiting(self);
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| {
+            if self.expired.load(Ordering::Relaxed) == n {
+                return Poll::Ready(None);
+            }
+            f.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+}
+
+/// Marks its request's response over when dropped.
+pub(super) struct Ending(Arc<Pulse>);
+
+impl Ending {
+    pub(super) fn pulse(&self) -> &Pulse {
+        &self.0
+    }
+}
+
+impl Drop for Ending {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that ends its request (for the watchdog) when it is over.
+pub(super) struct Tracked {
+    inner: ProxyBody,
+    _ending: Ending,
+}
+
+impl Tracked {
+    pub(super) fn new(inner: ProxyBody, ending: Ending) -> Tracked {
+        Tracked {
+            inner,
+            _ending: ending,
+        }
+    }
+}
+
+impl Body for Tracked {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The ticker's side of a [`Pulse`].
+pub(super) struct Watchdog {
+    pulse: Arc<Pulse>,
+    idle: Duration,
+    upstream: Duration,
+    tick: Duration,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    /// Whether `sleep` has been polled since it was last set (so it will wake the task).
+    armed: bool,
+    /// (begun, ended) when last looked at, and since when they have not moved.
+    seen: (u64, u64),
+    still_since: Instant,
+    /// The waiting request last seen, and since when.
+    waiting: u64,
+    waiting_since: Instant,
+}
+
+impl Watchdog {
+    pub(super) fn new(pulse: Arc<Pulse>, idle: Duration, upstream: Duration) -> Watchdog {
+        let tick = (idle.min(upstream) / 4).max(Duration::from_millis(10));
+        let now = Instant::now();
+        Watchdog {
+            pulse,
+            idle,
+            upstream,
+            tick,
+            sleep: Box::pin(tokio::time::sleep(tick)),
+            armed: false,
+            seen: (0, 0),
+            still_since: now,
+            waiting: 0,
+            waiting_since: now,
+        }
+    }
+
+    /// Polls `conn` (the connection's future) and keeps the time: Ready(None) when the
+    /// connection sat idle too long (then the caller drops it), else its output.
+    pub(super) async fn watch<C: Future + Unpin>(&mut self, mut conn: C) -> Option<C::Output> {
+        std::future::poll_fn(|cx| {
+            // Checking the ticker is a load while it is armed: polling registers the
+            // task's waker, which only needs doing once per tick.
+            if !self.armed || self.sleep.is_elapsed() {
+                if self.sleep.is_elapsed() && self.tick_now() {
+                    return Poll::Ready(None);
+                }
+                self.armed = self.sleep.as_mut().poll(cx).is_pending();
+            }
+            Pin::new(&mut conn).poll(cx).map(Some)
+        })
+        .await
+    }
+
+    /// One tick: true when the connection is to be closed as idle. Re-arms the ticker.
+    fn tick_now(&mut self) -> bool {
+        let now = Instant::now();
+        self.sleep.as_mut().reset((now + self.tick).into());
+        self.armed = false;
+        let p = &self.pulse;
+        let waiting = p.waiting.load(Ordering::Relaxed);
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            self.waiting_since = now;
+        } else if waiting != 0 && now - self.waiting_since >= self.upstream {
+            p.expired.store(waiting, Ordering::Relaxed);
+        }
+        let seen = (
+            p.begun.load(Ordering::Relaxed),
+            p.ended.load(Ordering::Relaxed),
+        );
+        if seen != self.seen || seen.0 != seen.1 {
+            self.seen = seen;
+            self.still_since = now;
+            return false;
+        }
+        now - self.still_since >= self.idle
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[tokio::test]
+    async fn idle_connections_close_and_busy_ones_do_not() {
+        let pulse = Arc::new(Pulse::default());
+        let mut dog = Watchdog::new(Arc::clone(&pulse), ms(400), ms(800));
+        let started = Instant::now();
+        assert_eq!(dog.watch(std::future::pending::<()>()).await, None);
+        let took = started.elapsed();
+        assert!(took >= ms(400) && took <= ms(900), "{took:?}");
+
+        // A request in progress (its response not over) keeps it open past the bound.
+        let (_, ending) = pulse.begin();
+        let held = dog.watch(Box::pin(tokio::time::sleep(ms(1000))));
+        assert_eq!(held.await, Some(()));
+        drop(ending);
+        let started = Instant::now();
+        assert_eq!(dog.watch(std::future::pending::<()>()).await, None);
+        let took = started.elapsed();
+        assert!(took >= ms(400) && took <= ms(900), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_request_waiting_too_long_is_told_so() {
+        let pulse = Arc::new(Pulse::default());
+        let mut dog = Watchdog::new(Arc::clone(&pulse), ms(30_000), ms(400));
+        let (n, _ending) = pulse.begin();
+        let started = Instant::now();
+        let waited = dog.watch(Box::pin(pulse.bound(n, std::future::pending::<()>())));
+        assert_eq!(waited.await, Some(None));
+        let took = started.elapsed();
+        assert!(took >= ms(400) && took <= ms(900), "{took:?}");
+        // One that answers in time gets its answer.
+        let (n, _ending) = pulse.begin();
+        let quick = pulse.bound(n, tokio::time::sleep(ms(200)));
+        assert_eq!(dog.watch(Box::pin(quick)).await, Some(Some(())));
+    }
+}
