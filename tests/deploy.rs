@@ -38,10 +38,12 @@ fn three_nodes(s: &Server) -> Vec<Agent> {
     agents
 }
 
-/// After a restart: the app's first 200 through the router (or the last answer after 5 s).
+/// After a restart: the app's first 200 through the router (or the last answer after two
+/// minutes: the routes come back in the background, slowly on a loaded machine).
 fn first_answer(s: &Server, app: &str) -> (u16, String) {
     let mut answer = (0, String::new());
-    for _ in 0..50 {
+    let t = std::time::Instant::now();
+    while t.elapsed() < std::time::Duration::from_secs(120) {
         answer = s.get(app, "/");
         if answer.0 == 200 {
             break;
@@ -121,14 +123,15 @@ fn push_goes_live_on_three_nodes_and_switches_without_failed_requests() {
         );
     }
 
+    // Answers before and after the switch, however loaded the machine.
     let poller = Poller::start(s.http_port, "shop");
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    poller.wait_for_answers(5);
     set_body(&dir, "v2\n");
     s.git_ok(&s.admin, &dir, &["push", &s.url("shop"), "main"]);
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    poller.wait_for_answers(5);
     let (ok, bad, errors) = poller.finish();
     assert_eq!(bad, 0, "failed requests during the switch: {errors:?}");
-    assert!(ok > 10);
+    assert!(ok >= 10);
     assert_eq!(s.get("shop", "/"), (200, "v2\n".to_string()));
     // The old release stays unpacked; its processes are gone.
     for n in ["n1", "n2", "n3"] {

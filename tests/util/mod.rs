@@ -8,6 +8,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
+/// How long a started server or agent may take to say where it listens (a bound on a hang,
+/// not a timing claim: one that exits fails at once).
+pub const START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_magrathea"))
 }
@@ -183,18 +187,23 @@ impl Server {
                 log.lock().unwrap().push_str(&format!("[err] {line}\n"));
             }
         });
+        // Held before the waits: a server that never says where it listens is killed by
+        // Drop, not left running.
+        self.child = Some(child);
+        // Bounds on a hang only: a server that exits closes its stdout and fails at once.
+        // Starting talks to Docker (the built-in node, swept builds), which a loaded
+        // machine answers slowly.
         self.port = rx
-            .recv_timeout(std::time::Duration::from_secs(30))
+            .recv_timeout(START_TIMEOUT)
             .unwrap_or_else(|_| panic!("server did not start:\n{}", self.log.lock().unwrap()));
         self.http_port = http_rx
-            .recv_timeout(std::time::Duration::from_secs(5))
+            .recv_timeout(START_TIMEOUT)
             .unwrap_or_else(|_| panic!("router did not start:\n{}", self.log.lock().unwrap()));
         if self.flags.iter().any(|f| f == "--https") {
             self.https_port = https_rx
-                .recv_timeout(std::time::Duration::from_secs(5))
+                .recv_timeout(START_TIMEOUT)
                 .unwrap_or_else(|_| panic!("https did not start:\n{}", self.log.lock().unwrap()));
         }
-        self.child = Some(child);
     }
 
     /// GET `path` from `app` through the router; (status, body).
@@ -582,21 +591,43 @@ pub struct Agent {
     log: Arc<Mutex<String>>,
     /// Known once the agent runs: its root may be gone (a server's temp dir) when it drops.
     instance: Option<String>,
+    /// The agent's port, held for the test's life: a restart binds it again, and nothing
+    /// else on the machine may take it in between.
+    _port: PortLease,
 }
 
 impl Agent {
     pub fn start(server: &Server, name: &str) -> Agent {
         let root = server.dir.path().join(format!("node-{name}"));
         let key = server.data.join("controller_ed25519.pub");
-        Self::spawn(root, key, "127.0.0.1:0")
+        let port = lease_port();
+        let listen = format!("127.0.0.1:{}", port.port);
+        let (child, addr, log) = Self::launch(&root, &key, &listen)
+            .unwrap_or_else(|log| panic!("agent did not start:\n{log}"));
+        let instance = node_instance(&root);
+        Agent {
+            root,
+            addr,
+            key,
+            child: Some(child),
+            log,
+            instance,
+            _port: port,
+        }
     }
 
-    fn spawn(root: PathBuf, key: PathBuf, listen: &str) -> Agent {
+    /// Runs the agent until it says where it listens: (process, address, log), or its log
+    /// when it did not start.
+    fn launch(
+        root: &Path,
+        key: &Path,
+        listen: &str,
+    ) -> Result<(Child, String, Arc<Mutex<String>>), String> {
         let mut child = Command::new(bin())
             .args(["agent", "--listen", listen, "--root"])
-            .arg(&root)
+            .arg(root)
             .arg("--controller-key")
-            .arg(&key)
+            .arg(key)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -620,17 +651,15 @@ impl Agent {
                 l.lock().unwrap().push_str(&format!("[err] {line}\n"));
             }
         });
-        let addr = rx
-            .recv_timeout(std::time::Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("agent did not start:\n{}", log.lock().unwrap()));
-        let instance = node_instance(&root);
-        Agent {
-            root,
-            addr,
-            key,
-            child: Some(child),
-            log,
-            instance,
+        // A bound on a hang: an agent that exits closes its stdout and fails at once.
+        match rx.recv_timeout(START_TIMEOUT) {
+            Ok(addr) => Ok((child, addr, log)),
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let text = log.lock().unwrap().clone();
+                Err(text)
+            }
         }
     }
 
@@ -638,25 +667,23 @@ impl Agent {
     pub fn restart(&mut self) {
         self.kill();
         let old = std::mem::take(&mut *self.log.lock().unwrap());
-        let mut last = None;
-        for _ in 0..50 {
-            let a = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                Self::spawn(self.root.clone(), self.key.clone(), &self.addr)
-            }));
-            match a {
-                Ok(mut a) => {
-                    self.child = a.child.take();
-                    self.log = a.log.clone();
-                    self.log.lock().unwrap().insert_str(0, &old);
-                    // Its Drop would remove this node's containers.
-                    std::mem::forget(a);
+        // The port is ours (leased); a retry only covers a socket the kernel has not let go
+        // of yet.
+        let t = std::time::Instant::now();
+        loop {
+            match Self::launch(&self.root, &self.key, &self.addr) {
+                Ok((child, _, log)) => {
+                    self.child = Some(child);
+                    log.lock().unwrap().insert_str(0, &old);
+                    self.log = log;
                     return;
                 }
-                Err(e) => last = Some(e),
+                Err(log) if t.elapsed() > std::time::Duration::from_secs(60) => {
+                    panic!("agent did not start again on {}:\n{old}{log}", self.addr)
+                }
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(200)),
             }
-            std::thread::sleep(std::time::Duration::from_millis(100));
         }
-        std::panic::resume_unwind(last.unwrap());
     }
 
     /// SIGKILL: the node vanishes.
@@ -666,6 +693,64 @@ impl Agent {
             let _ = c.wait();
         }
     }
+}
+
+/// A loopback TCP port reserved for one test while this lives. It comes from below the
+/// kernel's ephemeral range, so no `bind(0)` and no outgoing connection on this machine is
+/// ever given it (another test's server, agent, container port or client socket), and a
+/// lock file keeps every other test process off it; it was free when leased. For a port a
+/// test must know before its server starts, or bind again after a restart: a port taken
+/// with `bind(0)` and let go can be handed to anyone in between.
+pub struct PortLease {
+    pub port: u16,
+    _lock: std::fs::File,
+}
+
+pub fn lease_port() -> PortLease {
+    use std::os::fd::AsRawFd;
+    let ephemeral_low: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    // A span under the ephemeral range, above the well-known ports.
+    let (low, high) = (
+        ephemeral_low.saturating_sub(12000).max(10000),
+        ephemeral_low,
+    );
+    assert!(
+        high > low + 1000,
+        "ip_local_port_range starts too low: {ephemeral_low}"
+    );
+    let dir = std::env::temp_dir().join("magrathea-test-ports");
+    std::fs::create_dir_all(&dir).unwrap();
+    let span = u64::from(high - low);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let seed = u64::from(std::process::id()) * 7919 + u64::from(nanos);
+    for i in 0..span {
+        let port = low + ((seed + i) % span) as u16;
+        let Ok(lock) = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+        else {
+            continue;
+        };
+        // SAFETY: flock(2) on a descriptor this function owns.
+        if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+            continue;
+        }
+        // Free right now for TCP and UDP (a DNS server takes both).
+        let free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok();
+        if free {
+            return PortLease { port, _lock: lock };
+        }
+    }
+    panic!("no free port to lease in {low}..{high}");
 }
 
 impl Drop for Agent {
@@ -688,19 +773,22 @@ impl Drop for Agent {
 /// Polls an app through the router until stopped; counts answers that were not 200.
 pub struct Poller {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    handle: Option<std::thread::JoinHandle<(usize, usize, Vec<String>)>>,
+    ok: Arc<std::sync::atomic::AtomicUsize>,
+    handle: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
 }
 
 impl Poller {
     pub fn start(port: u16, app: &str) -> Poller {
+        use std::sync::atomic::Ordering::SeqCst;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (s, host) = (stop.clone(), format!("{app}.localhost"));
+        let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (s, oks, host) = (stop.clone(), ok.clone(), format!("{app}.localhost"));
         let handle = std::thread::spawn(move || {
-            let (mut ok, mut bad, mut errors) = (0, 0, vec![]);
-            while !s.load(std::sync::atomic::Ordering::Relaxed) {
+            let (mut bad, mut errors) = (0, vec![]);
+            while !s.load(SeqCst) {
                 let (status, body) = http_get(port, &host, "/");
                 if status == 200 {
-                    ok += 1;
+                    oks.fetch_add(1, SeqCst);
                 } else {
                     bad += 1;
                     if errors.len() < 5 {
@@ -709,18 +797,41 @@ impl Poller {
                 }
                 std::thread::sleep(std::time::Duration::from_millis(20));
             }
-            (ok, bad, errors)
+            (bad, errors)
         });
         Poller {
             stop,
+            ok,
             handle: Some(handle),
+        }
+    }
+
+    /// Waits until `n` more requests than now have been answered 200: the poller surely
+    /// covers what happens before and after (a fixed sleep may see none on a loaded
+    /// machine). A bound on a hang only.
+    pub fn wait_for_answers(&self, n: usize) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let want = self.ok.load(SeqCst) + n;
+        let t = std::time::Instant::now();
+        while self.ok.load(SeqCst) < want {
+            assert!(
+                t.elapsed() < std::time::Duration::from_secs(120),
+                "the poller got {} answers, wanted {want}",
+                self.ok.load(SeqCst)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
     /// (ok, failed, first errors)
     pub fn finish(mut self) -> (usize, usize, Vec<String>) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap()
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (bad, errors) = self.handle.take().unwrap().join().unwrap();
+        (
+            self.ok.load(std::sync::atomic::Ordering::SeqCst),
+            bad,
+            errors,
+        )
     }
 }
 
