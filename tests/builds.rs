@@ -6,6 +6,7 @@ mod util;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use util::*;
@@ -462,11 +463,12 @@ fn containers(s: &Server, app: &str) -> String {
     )
 }
 
+/// Polls `f` until it holds; the bound is on a hang, far above a loaded machine's pace.
 fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
         assert!(
-            t.elapsed() < Duration::from_secs(60),
+            t.elapsed() < Duration::from_secs(120),
             "timed out waiting for {what}"
         );
         std::thread::sleep(Duration::from_millis(200));
@@ -483,10 +485,9 @@ fn build_status(s: &Server, app: &str) -> String {
 fn build_timeout_is_a_clear_failure() {
     let s = Server::start_with(&["--build-timeout", "3"]);
     let dir = slow_repo(&s.dir.path().join("src"), 60);
-    let t = Instant::now();
+    // The build sleeps 60 s and would then succeed: only the timeout fails it.
     let out = s.git(&s.admin, &dir, &["push", &s.url("slow"), "main"]);
     assert!(!out.status.success());
-    assert!(t.elapsed() < Duration::from_secs(30));
     assert!(
         text(&out.stderr).contains("build timed out after 3s"),
         "{}",
@@ -635,10 +636,38 @@ fn builds_cancel_and_ctrl_c_stop_the_build_and_free_the_app() {
     assert_eq!(releases(&s, "slow").len(), 1);
 }
 
+/// A repo whose inline buildpack's compile waits for the test's go-ahead: a `.go` file the
+/// test puts in the build's source dir (`builds/<id>/src` on the controller).
+fn gated_repo(dir: &Path) -> PathBuf {
+    let dir = repo(dir);
+    let bp = dir.join(".buildpack/bin");
+    std::fs::create_dir_all(&bp).unwrap();
+    std::fs::write(bp.join("detect"), "#!/bin/sh\necho gated\n").unwrap();
+    std::fs::write(
+        bp.join("compile"),
+        "#!/bin/sh\necho '-----> waiting'\nwhile [ ! -e \"$1/.go\" ]; do sleep 0.1; done\nrm -f \"$1/.go\"\necho done\n",
+    )
+    .unwrap();
+    std::fs::write(bp.join("release"), "#!/bin/sh\necho '---'\n").unwrap();
+    commit(&dir, "index.html", "gated\n", "gated");
+    dir
+}
+
+/// Lets build `id` of a gated repo go on once its compile is waiting.
+fn let_build_go(s: &Server, id: &serde_json::Value) {
+    let src = s.data.join(format!("builds/{id}/src"));
+    wait_for(&format!("build {id} to start compiling"), || {
+        src.join("index.html").exists()
+    });
+    std::fs::write(src.join(".go"), "").unwrap();
+}
+
 #[test]
 fn pushes_to_one_app_queue_and_are_told_their_place() {
     let s = Server::start();
-    let dir = slow_repo(&s.dir.path().join("src"), 3);
+    // The first build is held until the second push has been told its place (a build that
+    // merely took a few seconds could end before the second push got there).
+    let dir = gated_repo(&s.dir.path().join("src"));
     git_local(&dir, &["tag", "v1"]);
     let spawn = |r: &str| {
         Command::new("git")
@@ -656,14 +685,57 @@ fn pushes_to_one_app_queue_and_are_told_their_place() {
     wait_for("first build running", || {
         s.ok(&s.admin, "builds q --json").contains("running")
     });
-    let b = spawn("v1");
-    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let first: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "builds q --json")).unwrap();
+    let first = first[0]["id"].clone();
+    let mut b = spawn("v1");
+    // The second push's output, read as it comes.
+    let b_err = Arc::new(Mutex::new(String::new()));
+    let reader = {
+        let (mut pipe, b_err) = (b.stderr.take().unwrap(), b_err.clone());
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                b_err
+                    .lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        })
+    };
+    wait_for("the second push to be told its place", || {
+        b_err.lock().unwrap().contains("ahead of this one")
+    });
+    let_build_go(&s, &first);
+    let a = a.wait_with_output().unwrap();
     assert!(a.status.success(), "{}", text(&a.stderr));
-    assert!(b.status.success(), "{}", text(&b.stderr));
+    let second: serde_json::Value =
+        serde_json::from_str(&s.ok(&s.admin, "builds q --json")).unwrap();
+    let src = s.data.join(format!("builds/{}/src", second[0]["id"]));
+    let t = Instant::now();
+    let b_status = loop {
+        if let Some(status) = b.try_wait().unwrap() {
+            break status;
+        }
+        // Its compile waits too (once it is there; the dir goes when the build ends).
+        if src.join("index.html").exists() {
+            let _ = std::fs::write(src.join(".go"), "");
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the second push hung"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    reader.join().unwrap();
+    let b_err = b_err.lock().unwrap().clone();
+    assert!(b_status.success(), "{b_err}");
     assert!(
-        text(&b.stderr).contains("1 build(s) of q ahead of this one"),
-        "{}",
-        text(&b.stderr)
+        b_err.contains("1 build(s) of q ahead of this one"),
+        "{b_err}"
     );
     assert_eq!(releases(&s, "q").len(), 2);
 }
