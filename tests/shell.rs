@@ -80,6 +80,24 @@ fn ssh_line(s: &Server, key: &Key, tty: &str, remote: &str) -> String {
     )
 }
 
+/// The processes of `container` that belong to a `shell` session (the product marks their
+/// environment with `MAGRATHEA_SHELL`), read from the host's /proc.
+fn shell_processes(container: &str) -> usize {
+    let out = run(Command::new("docker").args(["top", container, "-eo", "pid"]));
+    assert!(out.status.success(), "docker top: {}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{}/environ", pid.trim())).is_ok_and(|env| {
+                env.split(|b| *b == 0)
+                    .any(|v| v.starts_with(b"MAGRATHEA_SHELL="))
+            })
+        })
+        .count()
+}
+
+/// Polls `f` until it holds; `timeout` bounds a hang, far above a loaded machine's pace.
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
@@ -169,14 +187,14 @@ fn shell_and_run() {
         // The shell is up once it runs what is typed (no fixed wait: a loaded machine takes
         // longer to open the session).
         tmux(&["send-keys", "-t", "t", "echo \"up=[$((20+1))]\"", "Enter"]);
-        wait_until("the shell in tmux", Duration::from_secs(60), || {
+        wait_until("the shell in tmux", Duration::from_secs(120), || {
             pane().contains("up=[21]")
         });
         tmux(&["resize-window", "-t", "t", "-x", "100", "-y", "40"]);
         // The new size travels tmux -> ssh -> server -> the container's pty: ask until the
         // shell sees it.
         let mut asked = 0;
-        wait_until("the resized size in tmux", Duration::from_secs(30), || {
+        wait_until("the resized size in tmux", Duration::from_secs(120), || {
             if pane().contains("sz=[40 100]") {
                 return true;
             }
@@ -193,29 +211,29 @@ fn shell_and_run() {
             false
         });
         // Ctrl-C reaches the shell's foreground process, not the session: sent once the
-        // shell has started the command (it printed its marker).
-        let t = Instant::now();
+        // shell has started the command (it printed its marker). The sleep outlasts every
+        // wait below, so the next command can only run if Ctrl-C ended it (no timing
+        // involved).
         tmux(&[
             "send-keys",
             "-t",
             "t",
-            "echo \"sleeping=[$((3*3))]\"; sleep 30; echo slept",
+            "echo \"sleeping=[$((3*3))]\"; sleep 600; echo slept",
             "Enter",
         ]);
         wait_until(
             "the shell to start sleeping",
-            Duration::from_secs(30),
+            Duration::from_secs(120),
             || pane().contains("sleeping=[9]"),
         );
         tmux(&["send-keys", "-t", "t", "C-c"]);
         tmux(&["send-keys", "-t", "t", "echo \"int=[$((6*7))]\"", "Enter"]);
-        wait_until("the shell after Ctrl-C", Duration::from_secs(15), || {
+        wait_until("the shell after Ctrl-C", Duration::from_secs(120), || {
             tmux(&["capture-pane", "-p", "-t", "t"]).contains("int=[42]")
         });
-        assert!(t.elapsed() < Duration::from_secs(20));
         assert!(!tmux(&["capture-pane", "-p", "-t", "t"]).contains("\nslept"));
         tmux(&["send-keys", "-t", "t", "exit 4", "Enter"]);
-        wait_until("the shell's exit", Duration::from_secs(15), || {
+        wait_until("the shell's exit", Duration::from_secs(120), || {
             std::fs::read_to_string(&rc).is_ok_and(|r| r.trim() == "4")
         });
     });
@@ -228,10 +246,12 @@ fn shell_and_run() {
         panic!("tmux part failed: {e:?}\nserver log:\n{}", s.log());
     }
 
-    // The client goes away mid-shell: the shell goes too.
+    // The client goes away mid-shell: the shell goes too. Its processes are told apart
+    // by the mark in their environment (a count of the container's processes also moves
+    // with the web server's own children and the hang-up helper).
     let web = web_container(&s);
-    let procs = || text(&run(Command::new("docker").args(["top", &web])).stdout);
-    let baseline = procs().lines().count();
+    let shells = || shell_processes(&web);
+    assert_eq!(shells(), 0, "a shell before the test opened one");
     // ssh itself is killed, so its connection drops whatever the signal dispositions this
     // test inherits (an ssh that ignores SIGHUP outlives a killed `script`); `-tt` asks for
     // the pty without a local terminal.
@@ -245,13 +265,13 @@ fn shell_and_run() {
         .unwrap();
     wait_until(
         "the shell in the container",
-        Duration::from_secs(20),
-        || procs().lines().count() > baseline,
+        Duration::from_secs(120),
+        || shells() > 0,
     );
     child.kill().unwrap();
     let _ = child.wait();
-    wait_until("the shell's end", Duration::from_secs(20), || {
-        procs().lines().count() == baseline
+    wait_until("the shell's end", Duration::from_secs(120), || {
+        shells() == 0
     });
 
     // (3) No pty: one line, non-zero, nothing runs.
@@ -310,14 +330,14 @@ fn shell_and_run() {
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     let mut child = cmd.spawn().unwrap();
-    wait_until("the one-off container", Duration::from_secs(20), || {
+    wait_until("the one-off container", Duration::from_secs(120), || {
         !oneoffs(&s).is_empty()
     });
     child.kill().unwrap();
     let _ = child.wait();
     wait_until(
         "the one-off container's removal",
-        Duration::from_secs(20),
+        Duration::from_secs(120),
         || oneoffs(&s).is_empty(),
     );
 
