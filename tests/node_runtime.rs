@@ -431,11 +431,9 @@ fn snapshot_and_restore_round_trip() {
 
 #[tokio::test]
 async fn health_check_reports_what_went_wrong_last() {
-    // Refused: a port nobody listens on.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    // Refused: a port nobody listens on, held (bound, not listening) so that no other test
+    // can start listening on it meanwhile.
+    let (port, _held) = bound_not_listening();
     let ms = Duration::from_millis;
     let err = runtime::health_check(port, "/", ms(300), 2, ms(10))
         .await
@@ -467,9 +465,11 @@ async fn health_check_reports_what_went_wrong_last() {
                 s.write_all(resp.as_bytes()).await.unwrap();
             }
         });
+        // A generous bound per attempt: the answer comes at once, but a loaded machine may
+        // schedule this server late, and a timeout would replace the status in the message.
         let probe = runtime::Probe {
             path: "/health",
-            timeout: ms(500),
+            timeout: Duration::from_secs(10),
             attempts: 3,
             interval: ms(10),
             initial_delay: Duration::ZERO,
@@ -581,6 +581,105 @@ fn spec(inst: &Instance, app: &str, rel: &Rel, ptype: &str, index: u32, cmd: &st
     }
 }
 
+/// A loopback port held by a socket that is bound but does not listen: connecting to it is
+/// refused, and no one else can take the port while the socket lives.
+fn bound_not_listening() -> (u16, std::os::fd::OwnedFd) {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket(2)/bind(2)/getsockname(2) on a socket this function owns, with
+    // sockaddr_in buffers of the right size.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let owned = std::os::fd::OwnedFd::from_raw_fd(fd);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let rc = libc::bind(fd, &addr as *const _ as *const libc::sockaddr, len);
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        let mut got: libc::sockaddr_in = std::mem::zeroed();
+        let mut got_len = len;
+        let rc = libc::getsockname(fd, &mut got as *mut _ as *mut libc::sockaddr, &mut got_len);
+        assert_eq!(rc, 0, "getsockname: {}", std::io::Error::last_os_error());
+        (u16::from_be(got.sin_port), owned)
+    }
+}
+
+/// Docker's events for one container as they happen (`docker events`), known to be
+/// listening before `watch` returns: an exec in the container has shown up.
+struct Events {
+    child: std::process::Child,
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Events {
+    fn watch(container: &str) -> Events {
+        use std::io::BufRead;
+        let mut child = Command::new("docker")
+            .args(["events", "--filter", &format!("container={container}")])
+            .args(["--format", "{{.Action}} {{json .Actor.Attributes}}"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in out.lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let events = Events { child, rx };
+        let t = std::time::Instant::now();
+        'ready: loop {
+            assert!(
+                t.elapsed() < Duration::from_secs(120),
+                "docker events never showed an exec in {container}"
+            );
+            let exec = Command::new("docker")
+                .args(["exec", container, "true"])
+                .output()
+                .unwrap();
+            assert!(exec.status.success(), "{exec:?}");
+            // An exec made before the subscription is not shown: try again.
+            while let Ok(l) = events.rx.recv_timeout(Duration::from_secs(2)) {
+                if l.starts_with("exec_die ") {
+                    break 'ready;
+                }
+            }
+        }
+        events
+    }
+
+    /// Every event up to and including the first `action` (two minutes at most).
+    fn until(&self, action: &str) -> Vec<String> {
+        let mut seen = vec![];
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(l) => {
+                    let done = l.starts_with(&format!("{action} "));
+                    seen.push(l);
+                    if done {
+                        return seen;
+                    }
+                }
+                Err(_) => panic!("no {action} event: {seen:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Events {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A plain HTTP/1.0 GET; the whole response.
 async fn get(port: u16, path: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -594,9 +693,9 @@ async fn get(port: u16, path: &str) -> String {
     out
 }
 
-/// Waits for a file the container writes.
+/// Waits for a file the container writes (two minutes at most: a bound on a hang).
 async fn read_eventually(path: &Path) -> String {
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if let Ok(s) = fs::read_to_string(path) {
             if s.ends_with('\n') {
                 return s;
@@ -648,7 +747,7 @@ async fn web_process_serves_its_release_confined_as_the_app_uid() {
         r.port,
         "/",
         Duration::from_secs(2),
-        40,
+        480,
         Duration::from_millis(250),
     )
     .await
@@ -771,10 +870,23 @@ async fn web_process_serves_its_release_confined_as_the_app_uid() {
         ("10m", "3")
     );
 
-    // docker-init passes SIGTERM on, so stopping does not wait out the grace period.
-    let t0 = std::time::Instant::now();
-    runtime::stop(&d, &r.container, Duration::from_secs(20)).await;
-    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // docker-init passes SIGTERM on, so stopping does not wait out the grace period: the
+    // process ends by the SIGTERM (exit 143), and Docker never has to send its SIGKILL.
+    // Read from Docker's events, not the clock (a loaded machine is slow either way).
+    let events = Events::watch(&r.container);
+    runtime::stop(&d, &r.container, Duration::from_secs(60)).await;
+    let seen = events.until("destroy");
+    assert!(
+        seen.iter()
+            .any(|e| e.starts_with("die ") && e.contains("\"exitCode\":\"143\"")),
+        "{seen:?}"
+    );
+    assert!(
+        !seen
+            .iter()
+            .any(|e| e.starts_with("kill ") && e.contains("\"signal\":\"9\"")),
+        "{seen:?}"
+    );
     assert!(inst.containers().is_empty());
     assert!(runtime::list(&d, &inst.0, None).await.unwrap().is_empty());
     assert_eq!(
