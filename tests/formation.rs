@@ -167,7 +167,8 @@ fn health_checks_scripts_and_dyno_environment() {
         "{err}"
     );
 
-    // One that runs but never binds: magrathea.yml's boot_timeout decides how long.
+    // One that runs but never binds: magrathea.yml's boot_timeout decides how long (long
+    // enough for its first line to be in its log on a loaded machine).
     let out = push(
         &s,
         "deaf",
@@ -176,7 +177,7 @@ fn health_checks_scripts_and_dyno_environment() {
                 "Procfile",
                 "web: echo listening elsewhere; exec sleep 1000\n",
             ),
-            ("magrathea.yml", "healthcheck: { boot_timeout: 2s }\n"),
+            ("magrathea.yml", "healthcheck: { boot_timeout: 8s }\n"),
         ],
     );
     assert!(!out.status.success());
@@ -203,7 +204,9 @@ fn health_checks_scripts_and_dyno_environment() {
     assert!((400..500).contains(&status), "{status}");
     // A path the app names is its health check, and must answer 2xx or 3xx (Dokku's path
     // checks): a 404 there fails the deploy, naming the path; once it answers, it goes live.
-    let yml = "healthcheck: { path: /healthz, boot_timeout: 3s }\n";
+    // The last attempt's answer is the one reported: the timeout leaves httpd time to be
+    // up by then (else it would say "connection refused").
+    let yml = "healthcheck: { path: /healthz, boot_timeout: 10s }\n";
     let out = push(
         &s,
         "pathy",
@@ -225,8 +228,10 @@ fn health_checks_scripts_and_dyno_environment() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(s.get("pathy", "/"), (200, "pathy\n".to_string()));
 
-    // app.json healthchecks (Dokku's format): the body must hold `content`.
-    let checks = r#"{"healthchecks": {"web": [{"type": "startup", "name": "ready", "path": "/health.txt", "content": "ok", "attempts": 2, "wait": 1, "timeout": 2}]}}"#;
+    // app.json healthchecks (Dokku's format): the body must hold `content`. The last
+    // attempt's answer is reported: the attempts span long enough for httpd to be up by
+    // then on a loaded machine.
+    let checks = r#"{"healthchecks": {"web": [{"type": "startup", "name": "ready", "path": "/health.txt", "content": "ok", "attempts": 4, "wait": 3, "timeout": 2}]}}"#;
     let out = push(
         &s,
         "checked",
