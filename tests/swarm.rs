@@ -206,8 +206,9 @@ impl SwarmAgent {
                 l.lock().unwrap().push_str(&format!("[err] {line}\n"));
             }
         });
+        // A bound on a hang: an agent that exits closes its stdout and fails at once.
         let addr = rx
-            .recv_timeout(Duration::from_secs(30))
+            .recv_timeout(START_TIMEOUT)
             .unwrap_or_else(|_| panic!("swarm agent did not start:\n{}", log.lock().unwrap()));
         SwarmAgent {
             child,
@@ -248,31 +249,42 @@ fn wait_until(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 /// Polls the app through the router, recording every answer in order.
 struct Watch {
     stop: Arc<std::sync::atomic::AtomicBool>,
-    handle: Option<std::thread::JoinHandle<Vec<(u16, String)>>>,
+    seen: Arc<Mutex<Vec<(u16, String)>>>,
+    handle: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Watch {
     fn start(port: u16, app: &str) -> Watch {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (s, host) = (stop.clone(), format!("{app}.localhost"));
+        let seen: Arc<Mutex<Vec<(u16, String)>>> = Arc::default();
+        let (s, log, host) = (stop.clone(), seen.clone(), format!("{app}.localhost"));
         let handle = std::thread::spawn(move || {
-            let mut seen = vec![];
             while !s.load(std::sync::atomic::Ordering::Relaxed) {
                 let (status, body) = http_get(port, &host, "/");
-                seen.push((status, body.trim().to_string()));
+                log.lock().unwrap().push((status, body.trim().to_string()));
                 std::thread::sleep(Duration::from_millis(20));
             }
-            seen
         });
         Watch {
             stop,
+            seen,
             handle: Some(handle),
         }
     }
 
+    /// Waits until a few answers in a row hold `body` (a fixed sleep may see none on a
+    /// loaded machine); two minutes at most.
+    fn wait_for(&self, body: &str) {
+        wait_until(&format!("the watch to see {body:?}"), 120, || {
+            let seen = self.seen.lock().unwrap();
+            seen.len() >= 3 && seen[seen.len() - 3..].iter().all(|(_, b)| b.contains(body))
+        });
+    }
+
     fn finish(mut self) -> Vec<(u16, String)> {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        self.handle.take().unwrap().join().unwrap()
+        self.handle.take().unwrap().join().unwrap();
+        std::mem::take(&mut *self.seen.lock().unwrap())
     }
 }
 
@@ -323,7 +335,7 @@ fn process_on(s: &Server, node: &str) -> String {
 }
 
 /// `ssh -tt` running `command`, `input` on its stdin (kept open until the session ends):
-/// its exit code and everything it printed. Killed after a minute.
+/// its exit code and everything it printed. Killed after two minutes (a bound on a hang).
 fn shell(s: &Server, command: &str, input: &str) -> (Option<i32>, String) {
     use std::io::Write;
     let mut child = Command::new("ssh")
@@ -340,7 +352,7 @@ fn shell(s: &Server, command: &str, input: &str) -> (Option<i32>, String) {
     let pid = child.id() as i32;
     let (done, wait) = std::sync::mpsc::channel::<()>();
     std::thread::spawn(move || {
-        if wait.recv_timeout(Duration::from_secs(60)).is_err() {
+        if wait.recv_timeout(Duration::from_secs(120)).is_err() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     });
@@ -411,7 +423,7 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     let watch = Watch::start(s.http_port, "shop");
     let out = push(&s, &dir, "v2");
     assert!(out.status.success(), "{}", text(&out.stderr));
-    std::thread::sleep(Duration::from_millis(500));
+    watch.wait_for("v2 from");
     assert_clean_switch(&watch.finish(), "v1 from", "v2 from");
 
     // shell into a task on the worker, through the agent there: the process's env.
@@ -542,10 +554,12 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     // later (a restart's).
     let logs = s.ok(&s.admin, "logs shop -n 50");
     assert!(logs.contains("hello from web.3"), "{logs}");
+    // `-n 1`: the one backlog line is printed once every node's stream is live, so after
+    // it nothing the restart prints can be missed (a fixed sleep guessed that).
     let mut follow = Command::new("ssh")
         .args(s.ssh_args(&s.admin))
         .arg("git@127.0.0.1")
-        .arg("logs shop -f -n 0")
+        .arg("logs shop -f -n 1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -558,9 +572,11 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
             let _ = tx.send(line);
         }
     });
-    std::thread::sleep(Duration::from_secs(2));
+    let backlog = rx
+        .recv_timeout(Duration::from_secs(120))
+        .expect("logs -f printed no backlog line");
     s.ok(&s.admin, "restart shop");
-    let deadline = Instant::now() + Duration::from_secs(90);
+    let deadline = Instant::now() + Duration::from_secs(120);
     let mut followed = false;
     while let Ok(l) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
         if l.contains("hello from web.") {
@@ -570,7 +586,10 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     }
     let _ = follow.kill();
     let _ = follow.wait();
-    assert!(followed, "logs -f saw no line of the restarted tasks");
+    assert!(
+        followed,
+        "logs -f saw no line of the restarted tasks (after {backlog:?})"
+    );
 
     // run: a one-off of the live release.
     let out = s.ok(&s.admin, "run shop -- cat page");
@@ -578,7 +597,7 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
 
     // Node 2's agent gone: a shell into a task there is refused, naming the reason.
     agent2.stop();
-    wait_until("node 2's agent forgotten", 30, || {
+    wait_until("node 2's agent forgotten", 120, || {
         let v: serde_json::Value =
             serde_json::from_str(&s.ok(&s.admin, "clusters:info sw --json")).unwrap();
         v["nodes"]
@@ -606,7 +625,7 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
         let n = web_nodes(&s);
         n.len() == 3 && n.iter().all(|x| *x == n1)
     });
-    wait_until("the router on the survivors", 30, || {
+    wait_until("the router on the survivors", 120, || {
         (0..6).all(|_| s.get("shop", "/") == (200, format!("v2 from {n1}\n")))
     });
     let seen = watch.finish();
@@ -623,18 +642,18 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     assert!(!swarm.has_image(3, STACK));
     swarm.join(3);
     let _agent3 = SwarmAgent::join(&s, &swarm, 3, &agent);
-    wait_until("node 3 holds the stack image", 60, || {
+    wait_until("node 3 holds the stack image", 120, || {
         swarm.has_image(3, STACK)
     });
     s.ok(&s.admin, "restart shop");
     assert!(web_nodes(&s).contains(&n3), "{:?}", web_nodes(&s));
-    wait_until("node 3 answers through the router", 30, || {
+    wait_until("node 3 answers through the router", 120, || {
         s.get("shop", "/").1 == format!("v2 from {n3}\n")
     });
 
     // rollback: v1 from a tarball the cluster still holds.
     s.ok(&s.admin, "rollback shop");
-    wait_until("v1 answers", 30, || {
+    wait_until("v1 answers", 120, || {
         s.get("shop", "/").1.starts_with("v1 from")
     });
 
@@ -643,7 +662,7 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     assert!(web_nodes(&s).is_empty());
     assert_ne!(s.get("shop", "/").0, 200);
     s.ok(&s.admin, "start shop");
-    wait_until("v1 answers again", 30, || {
+    wait_until("v1 answers again", 120, || {
         s.get("shop", "/").1.starts_with("v1 from")
     });
 
@@ -651,7 +670,7 @@ fn a_swarm_environment_goes_live_all_or_nothing_and_follows_the_cluster() {
     // routes come back from the task list, and it is operable.
     s.kill9();
     s.spawn();
-    wait_until("the routes after the restart", 30, || {
+    wait_until("the routes after the restart", 120, || {
         s.get("shop", "/").1.starts_with("v1 from")
     });
     s.ok(&s.admin, "scale shop web=1");
