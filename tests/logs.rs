@@ -23,8 +23,26 @@ fn app_repo(dir: &Path) -> std::path::PathBuf {
 }
 
 /// Containers of the node with this root (by its instance label).
-fn containers(root: &Path) -> usize {
-    node_containers(root).len()
+fn containers(root: &Path) -> std::collections::BTreeSet<String> {
+    node_containers(root).into_iter().collect()
+}
+
+/// `logs` output once it holds `needle`: a process's line reaches Docker's log a moment
+/// after the process wrote it, which may be after its deploy was done (two minutes at
+/// most).
+fn logs_with(s: &Server, key: &Key, cmd: &str, needle: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let out = s.ok(key, cmd);
+        if out.contains(needle) {
+            return out;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "no {needle:?} in `{cmd}`:\n{out}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 fn one_node(s: &Server) -> Agent {
@@ -59,7 +77,12 @@ fn logs_keep_the_previous_release_and_tag_every_line() {
     s.git_ok(&s.admin, &dir, &["push", &s.url("logshop"), "main"]);
     assert_eq!(s.get("logshop", "/"), (200, "hi\n".to_string()));
 
-    let out = s.ok(&s.admin, "logs logshop -n 100");
+    let out = logs_with(
+        &s,
+        &s.admin,
+        "logs logshop -n 100",
+        " n1 web.1 v2: booted v2-",
+    );
     let lines: Vec<&str> = out.lines().collect();
     let find = |needle: &str| {
         lines
@@ -168,7 +191,7 @@ fn logs_follow_across_a_deploy_and_stop_with_the_client() {
     let request_line = |l: &String| l.contains(" n1 web.1 v2: ") && !l.contains(": booted ");
     let start = Instant::now();
     while !seen.lock().unwrap()[before..].iter().any(request_line)
-        && start.elapsed() < Duration::from_secs(30)
+        && start.elapsed() < Duration::from_secs(120)
     {
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -192,7 +215,7 @@ fn logs_follow_across_a_deploy_and_stop_with_the_client() {
             break;
         }
         assert!(
-            start.elapsed() < Duration::from_secs(30),
+            start.elapsed() < Duration::from_secs(120),
             "nothing followed after the node restarted:\n{}\nserver log:\n{}",
             seen.lock().unwrap().join("\n"),
             s.log()
@@ -200,7 +223,8 @@ fn logs_follow_across_a_deploy_and_stop_with_the_client() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // The client goes away: the stream stops and leaves nothing behind.
+    // The client goes away: the stream stops and leaves nothing behind (no container
+    // that was not there before; one may go meanwhile, as v1's are retired).
     let running = containers(&n1.root);
     signal(child.id(), libc::SIGTERM);
     let _ = child.wait();
@@ -208,7 +232,7 @@ fn logs_follow_across_a_deploy_and_stop_with_the_client() {
     let start = Instant::now();
     while !s.log().contains("client went away; stream stopped") {
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            start.elapsed() < Duration::from_secs(120),
             "server did not notice:\n{}",
             s.log()
         );
@@ -219,7 +243,8 @@ fn logs_follow_across_a_deploy_and_stop_with_the_client() {
     assert_eq!(all.matches("web.1 v2: booted").count(), 1, "{all}");
     let out = s.ok(&s.admin, "logs logfollow -n 5");
     assert_eq!(out.lines().count(), 5, "{out}");
-    assert_eq!(containers(&n1.root), running);
+    let left: Vec<String> = containers(&n1.root).difference(&running).cloned().collect();
+    assert!(left.is_empty(), "containers the stream left: {left:?}");
     // The audit trail has the followed command.
     let audit = s.ok(&s.admin, "audit logfollow");
     assert!(audit.contains("logs logfollow -f"), "{audit}");
@@ -236,8 +261,7 @@ fn viewers_may_read_logs_and_bad_input_is_one_line() {
     s.add_key(&stranger, "user");
     s.ok(&s.admin, "access:grant logview viewer viewer");
 
-    let out = s.ok(&viewer, "logs logview");
-    assert!(out.contains("web.1 v1: booted v1-"), "{out}");
+    let out = logs_with(&s, &viewer, "logs logview", "web.1 v1: booted v1-");
     assert!(out.contains("controller build v1: "), "{out}");
     let denied = s.ssh(&stranger, "logs logview", None);
     assert_one_line_error(&denied, "stranger");
