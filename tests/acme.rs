@@ -15,7 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use util::{run, text, Server};
+use util::{lease_port, run, text, PortLease, Server};
 
 const HOST: &str = "shop.example.test";
 /// Seconds each certificate Pebble issues is valid: renewed after 30 s.
@@ -28,14 +28,6 @@ struct Pebble {
     mgmt_port: u16,
     acme_port: u16,
     log: Arc<Mutex<String>>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn require_pebble() {
@@ -54,9 +46,11 @@ fn require_pebble() {
 }
 
 impl Pebble {
-    /// Ports chosen up front: the server must know the directory URL when it starts.
-    fn ports() -> (u16, u16, u16) {
-        (free_port(), free_port(), free_port())
+    /// Ports chosen up front (the server must know the directory URL when it starts), and
+    /// leased for the test's life: a port found free with `bind(0)` and let go could be
+    /// taken by another test before Pebble binds it.
+    fn ports() -> [PortLease; 3] {
+        [lease_port(), lease_port(), lease_port()]
     }
 
     fn start(
@@ -200,7 +194,8 @@ fn a_certificate_is_issued_served_renewed_and_a_failing_renewal_shows() {
     require_pebble();
     let scratch = tempfile::tempdir().unwrap();
     let pebble_dir = scratch.path().join("pebble");
-    let ports = Pebble::ports();
+    let leases = Pebble::ports();
+    let ports = (leases[0].port, leases[1].port, leases[2].port);
     let directory = format!("https://127.0.0.1:{}/dir", ports.0);
     let ca = pebble_dir.join("listener-ca.pem");
     let s = Server::start_with(&[
