@@ -52,7 +52,8 @@ impl Ctx<'_> {
         err
     }
 
-    /// The router's answer for `path`, waiting (60 s at most) until it is a 200 holding `want`.
+    /// The router's answer for `path`, waiting (two minutes at most) until it is a 200
+    /// holding `want`.
     fn answer(&self, app: &str, path: &str, want: &str) -> String {
         let t = Instant::now();
         loop {
@@ -61,7 +62,7 @@ impl Ctx<'_> {
                 return body;
             }
             assert!(
-                t.elapsed() < Duration::from_secs(60),
+                t.elapsed() < Duration::from_secs(120),
                 "{app}{path}: wanted 200 with {want:?}, got {status}: {body}"
             );
             std::thread::sleep(Duration::from_millis(250));
@@ -205,7 +206,7 @@ fn worker_only(c: &Ctx) {
     let t = Instant::now();
     while !c.logs("jobs", "worker").contains("worker heartbeat") {
         assert!(
-            t.elapsed() < Duration::from_secs(60),
+            t.elapsed() < Duration::from_secs(120),
             "no heartbeat: {}",
             c.logs("jobs", "worker")
         );

@@ -59,8 +59,9 @@ async fn relay(to: String) -> (String, Arc<Relay>) {
     (addr, r)
 }
 
+/// Polls `f` (a minute at most: a bound on a hang).
 async fn wait_until(what: &str, f: impl Fn() -> bool) {
-    for _ in 0..100 {
+    for _ in 0..1200 {
         if f() {
             return;
         }
