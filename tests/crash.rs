@@ -43,7 +43,7 @@ fn wait_for(what: &str, mut f: impl FnMut() -> Result<(), String>) {
     loop {
         match f() {
             Ok(()) => return,
-            Err(e) if t.elapsed() > Duration::from_secs(90) => {
+            Err(e) if t.elapsed() > Duration::from_secs(120) => {
                 panic!("timed out waiting for {what}: {e}")
             }
             Err(_) => std::thread::sleep(Duration::from_millis(200)),
