@@ -118,16 +118,46 @@ pub fn container_name(spec: &ProcessSpec) -> String {
     }
 }
 
+/// How many fresh ports [`start`] tries when Docker finds the one it was given taken.
+const PORT_TRIES: u32 = 5;
+
 /// Starts one process of a release: a fresh free port, a container created from scratch (a
 /// stale one of the same name is removed first), started. Does not wait for it to listen;
-/// see [`health_check`].
+/// see [`health_check`]. The port is free when picked but let go before Docker binds it, so
+/// another program (or another process started at the same moment) may take it in
+/// between: Docker then refuses the start, and it is tried again on a new port.
 pub async fn start(
     docker: &Docker,
     root: &NodeRoot,
     spec: &ProcessSpec,
 ) -> Result<Running, AgentError> {
+    let mut tries = 1;
+    loop {
+        match start_on(docker, root, spec, free_port()?).await {
+            Err(AgentError::Docker(e)) if tries < PORT_TRIES && port_taken(&e) => {
+                tracing::warn!(process = %container_name(spec), "port taken meanwhile, trying another: {e}");
+                tries += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Whether Docker refused a start because the published port was taken: by another of its
+/// containers ("port is already allocated") or by another program ("address already in use").
+fn port_taken(docker_error: &str) -> bool {
+    docker_error.contains("port is already allocated")
+        || docker_error.contains("address already in use")
+}
+
+/// [`start`] on `port`.
+async fn start_on(
+    docker: &Docker,
+    root: &NodeRoot,
+    spec: &ProcessSpec,
+    port: u16,
+) -> Result<Running, AgentError> {
     let (app_dir, data_dir) = prepare(root, spec)?;
-    let port = free_port()?;
     let name = container_name(spec);
     let mut env = env(spec)?;
     env.push(format!("PORT={port}"));
@@ -338,9 +368,8 @@ async fn create(
     }
 }
 
-/// A port nobody listens on right now. The kernel picks it; we let go before the process
-/// binds it, so another program could take it in between: the health check would then
-/// fail and the deploy be retried, which is acceptable for that rare race.
+/// A port nobody listens on right now. The kernel picks it; we let go before Docker binds
+/// it, so another program could take it in between ([`start`] then tries another).
 fn free_port() -> Result<u16, AgentError> {
     let l = std::net::TcpListener::bind(("127.0.0.1", 0)).map_err(|source| AgentError::Io {
         path: PathBuf::from("127.0.0.1:0"),
@@ -356,4 +385,27 @@ fn free_port() -> Result<u16, AgentError> {
 
 fn secs(d: Duration) -> String {
     format!("{:.1}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::port_taken;
+
+    #[test]
+    fn a_taken_port_is_told_from_other_docker_errors() {
+        // As dockerd words them (20.10; a port held by another container, then by a program).
+        assert!(port_taken(
+            "starting mg-x: Docker responded with status code 500: driver failed programming \
+             external connectivity on endpoint mg-x (3cd7): Bind for 127.0.0.1:45999 failed: \
+             port is already allocated"
+        ));
+        assert!(port_taken(
+            "starting mg-x: Docker responded with status code 500: driver failed programming \
+             external connectivity on endpoint mg-x (3cd7): Error starting userland proxy: \
+             listen tcp4 127.0.0.1:45999: bind: address already in use"
+        ));
+        assert!(!port_taken(
+            "starting mg-x: Docker responded with status code 500: OCI runtime create failed"
+        ));
+    }
 }
