@@ -54,6 +54,9 @@ pub struct Server {
     child: Option<Child>,
     log: Arc<Mutex<String>>,
     flags: Vec<String>,
+    /// The ssh port, held for the test's life: a restart binds it again, and while the
+    /// server is down nothing else on the machine can take it (a client finds it refused).
+    ssh_lease: PortLease,
 }
 
 pub fn keygen(dir: &Path, name: &str) -> Key {
@@ -124,6 +127,7 @@ impl Server {
             child: None,
             log: Arc::default(),
             flags: flags.iter().map(|s| s.to_string()).collect(),
+            ssh_lease: lease_port(),
         };
         s.spawn();
         s
@@ -141,8 +145,9 @@ impl Server {
         } else {
             &["--default-stack", "tiny"][..]
         };
+        let listen = format!("127.0.0.1:{}", self.ssh_lease.port);
         let mut child = Command::new(bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+            .args(["serve", "--listen", &listen, "--http", "127.0.0.1:0"])
             .args(stack)
             .arg("--data")
             .arg(&self.data)
