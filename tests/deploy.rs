@@ -433,8 +433,10 @@ fn data_snapshots_rollbacks_a_node_lost_mid_prepare_and_a_controller_sigkill() {
     }
     // Only the added nodes: the built-in one stays a node until removed.
     s.ok(&s.admin, "nodes:remove local");
-    // Each release command appends its version to a file in the data dir.
-    let web = "web: test -e /data/slow && sleep 8; exec busybox httpd -f -p $PORT -h .\n";
+    // Each release command appends its version to a file in the data dir. Where the data
+    // dir holds `slow`, the web process waits before it listens: long enough that the test
+    // kills its node while the rollout health-checks it, however slowly the test sees it.
+    let web = "web: test -e /data/slow && sleep 30; exec busybox httpd -f -p $PORT -h .\n";
     let dir = web_repo(&s.dir.path().join("src"), "v1\n", web);
     let release = |v: &str, fail: bool| {
         let tail = if fail { "; exit 3" } else { "" };
