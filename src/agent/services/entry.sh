@@ -77,9 +77,11 @@ run_postgres() {
         else
             init_postgres
             if [ "${MAGRATHEA_THROWAWAY:-}" = 1 ] && [ -d /template ] && [ ! -e /template/pg ]; then
-                # Copied whole, then renamed in: a concurrent one never sees half of it.
-                t=/template/pg.$$
-                { cp -R -p /data/pg "$t" && mv -T "$t" /template/pg; } 2>/dev/null || rm -rf "$t"
+                # Copied whole, then renamed in: a concurrent one never sees half of it. The
+                # copy's name is unique across containers ($$ is not: every container's
+                # entry script has the same pid), else two copies would write into one dir.
+                t=$(mktemp -d /template/pg.XXXXXXXX) &&
+                    { { cp -R -p /data/pg/. "$t" && chmod 700 "$t" && mv -T "$t" /template/pg; } 2>/dev/null || rm -rf "$t"; }
             fi
         fi
     fi
