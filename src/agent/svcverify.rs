@@ -42,6 +42,10 @@ use crate::node::proto::{LoadReply, ServiceVerifyReq};
 
 /// The label of a throwaway instance (its value: the service's key).
 const L_VERIFY: &str = "magrathea.service-verify";
+/// Labels of a throwaway instance: its data dir's name in its service's dir, and (Postgres)
+/// its template cluster's.
+const L_DIR: &str = "magrathea.service-verify-dir";
+const L_TEMPLATE: &str = "magrathea.service-verify-template";
 /// A throwaway instance's data dir in its service's dir: this, then a random suffix.
 const VERIFY_DIR: &str = "verify-";
 /// A throwaway Postgres instance's template cluster in its service's dir: this, then a key.
@@ -105,10 +109,15 @@ struct Throwaway<'a> {
     docker: &'a Docker,
     name: String,
     dir: PathBuf,
+    /// Kept running (a service's warm instance, see [`start_warm`]): not removed on drop.
+    kept: bool,
 }
 
 impl Drop for Throwaway<'_> {
     fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
         let (raw, name, dir) = (
             self.docker.raw().clone(),
             self.name.clone(),
@@ -226,31 +235,123 @@ fn ensure_template(
     Ok(tpl)
 }
 
-/// After `service-ensure` of a Postgres service whose template cluster is missing: one
-/// throwaway instance started (it makes the template) and removed, in the background, so
-/// the service's first verification starts from a copy too.
+/// After `service-ensure` of a Postgres service: its warm instance started in the
+/// background if it has none (the first one makes the template cluster too), so even its
+/// first verification finds an instance up.
 pub fn warm_template(ctx: &AgentCtx, docker: &Docker, req: ServiceVerifyReq) {
-    let sdir = service_dir(ctx, &req.target.key);
-    let ready = |tpl: &Path| tpl.join("pg/PG_VERSION").exists();
-    let entry = std::fs::read(sdir.join("magrathea-svc")).unwrap_or_default();
-    let (instance, docker) = (ctx.instance.clone(), docker.clone());
+    if req.target.kind == "postgres" {
+        start_warm(
+            ctx.instance.clone(),
+            service_dir(ctx, &req.target.key),
+            docker.clone(),
+            req,
+        );
+    }
+}
+
+/// The name of a service's warm instance: a throwaway Postgres instance started ahead (after
+/// each verification, and by `service-ensure`), which the next verification takes instead
+/// of waiting for a start (a container, a copy of the template cluster, the server's
+/// startup: a second or more on a loaded node, on the backup's clock). One per service at
+/// most (the name), removed after [`WARM_FOR`] unused.
+fn warm_name(instance: &str, key: &str) -> String {
+    format!("mg-{instance}-svcverify-{key}-warm")
+}
+
+/// How long a warm instance waits to be taken before it goes.
+const WARM_FOR: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+fn random_name(instance: &str) -> String {
+    format!("mg-{instance}-svcverify-{}", crate::keys::random_hex(6))
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// In the background: `req`'s service gets a warm instance, unless it has one; it goes
+/// after [`WARM_FOR`] if no verification took it.
+fn start_warm(instance: String, sdir: PathBuf, docker: Docker, req: ServiceVerifyReq) {
     tokio::spawn(async move {
-        let image_id = match docker.image_id(&req.image).await {
-            Ok(Some(id)) => id,
-            _ => return,
-        };
-        if req.target.kind != "postgres" || ready(&template_dir(&sdir, &image_id, &entry)) {
+        let name = warm_name(&instance, &req.target.key);
+        if docker.raw().inspect_container(&name, None).await.is_ok() {
             return;
         }
-        let made = async {
-            let tw = throwaway(&instance, &sdir, &docker, &req).await?;
+        let started = async {
+            let mut tw = throwaway(&instance, &sdir, &docker, &req, name.clone()).await?;
             start(&docker, &tw.name).await?;
-            wait_ready(&docker, &tw.name).await
+            tw.kept = true;
+            let id = docker
+                .raw()
+                .inspect_container(&name, None)
+                .await
+                .map_err(docker_err("a warm throwaway instance"))?
+                .id;
+            Ok::<_, AgentError>((id, tw.dir.clone()))
         };
-        if let Err(e) = made.await {
-            tracing::warn!(service = %req.target.name, "making the throwaway template: {e}");
+        let (id, dir) = match started.await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(service = %req.target.name, "starting a warm throwaway instance: {e}");
+                return;
+            }
+        };
+        tokio::time::sleep(WARM_FOR).await;
+        // Still this one, under the warm name: no verification took (renamed) it.
+        let now = docker.raw().inspect_container(&name, None).await;
+        if now.is_ok_and(|c| c.id.is_some() && c.id == id) {
+            drop(Throwaway {
+                docker: &docker,
+                name,
+                dir,
+                kept: false,
+            });
         }
     });
+}
+
+/// Takes the service's warm instance, if it has one that is running and was made from the
+/// template this image and script would use. Renaming it is the taking: of two
+/// verifications at once, one gets it. One that does not fit is removed.
+async fn take_warm<'a>(
+    instance: &str,
+    sdir: &Path,
+    docker: &'a Docker,
+    req: &ServiceVerifyReq,
+) -> Option<Throwaway<'a>> {
+    let name = random_name(instance);
+    let opts = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+        .name(&name)
+        .build();
+    let warm = warm_name(instance, &req.target.key);
+    docker.raw().rename_container(&warm, opts).await.ok()?;
+    let info = docker.raw().inspect_container(&name, None).await.ok();
+    let labels = info
+        .as_ref()
+        .and_then(|c| c.config.as_ref()?.labels.clone())
+        .unwrap_or_default();
+    let dir = labels
+        .get(L_DIR)
+        .filter(|d| d.starts_with(VERIFY_DIR) && !d.contains('/'))
+        .map(|d| sdir.join(d));
+    let Some(dir) = dir else {
+        docker.remove(&name).await;
+        return None;
+    };
+    let tw = Throwaway {
+        docker,
+        name,
+        dir,
+        kept: false,
+    };
+    let running = info.and_then(|c| c.state?.running) == Some(true);
+    let image_id = docker.image_id(&req.image).await.ok().flatten()?;
+    let script = std::fs::read(sdir.join("magrathea-svc")).ok()?;
+    let tpl = file_name(&template_dir(sdir, &image_id, &script));
+    (running && labels.get(L_TEMPLATE) == Some(&tpl)).then_some(tw)
 }
 
 /// Creates (not starts) a throwaway instance of `req`'s image, its data dir `data`.
@@ -259,6 +360,7 @@ async fn throwaway<'a>(
     sdir: &Path,
     docker: &'a Docker,
     req: &ServiceVerifyReq,
+    name: String,
 ) -> Result<Throwaway<'a>, AgentError> {
     let t = &req.target;
     crate::isolation::check_uid(req.uid)?;
@@ -275,9 +377,15 @@ async fn throwaway<'a>(
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let tw = Throwaway {
         docker,
-        name: format!("mg-{}-svcverify-{}", instance, crate::keys::random_hex(6)),
+        name,
         dir: dir.clone(),
+        kept: false,
     };
+    let mut labels = HashMap::from([
+        ("magrathea.instance".to_string(), instance.to_string()),
+        (L_VERIFY.to_string(), t.key.clone()),
+        (L_DIR.to_string(), file_name(&dir)),
+    ]);
     std::os::unix::fs::chown(&dir, Some(req.uid), Some(req.uid)).map_err(io_err(&dir))?;
     let mut mounts = vec![
         crate::docker::bind_mount(&dir, "/data", false),
@@ -286,6 +394,7 @@ async fn throwaway<'a>(
     if t.kind == "postgres" {
         let tpl = ensure_template(sdir, &image_id, &script, req.uid)?;
         mounts.push(crate::docker::bind_mount(&tpl, "/template", false));
+        labels.insert(L_TEMPLATE.to_string(), file_name(&tpl));
     }
     let mut body = ContainerCreateBody {
         image: Some(req.image.clone()),
@@ -296,10 +405,7 @@ async fn throwaway<'a>(
             "MAGRATHEA_THROWAWAY=1".into(),
             "HOME=/data".into(),
         ]),
-        labels: Some(HashMap::from([
-            ("magrathea.instance".to_string(), instance.to_string()),
-            (L_VERIFY.to_string(), t.key.clone()),
-        ])),
+        labels: Some(labels),
         host_config: Some(HostConfig {
             mounts: Some(mounts),
             network_mode: Some("none".into()),
@@ -343,10 +449,50 @@ pub(super) async fn verify(
 ) -> Result<LoadReply, AgentError> {
     check(&req.target)?;
     let docker = ctx.docker().await?;
-    let kind = req.target.kind.clone();
     let sdir = service_dir(ctx, &req.target.key);
-    let tw = throwaway(&ctx.instance, &sdir, docker, &req).await?;
-    let start = || start(docker, &tw.name);
+    if req.target.kind != "postgres" {
+        let tw = throwaway(
+            &ctx.instance,
+            &sdir,
+            docker,
+            &req,
+            random_name(&ctx.instance),
+        )
+        .await?;
+        return load(docker, tw, false, &req, rx).await;
+    }
+    let (tw, warm) = match take_warm(&ctx.instance, &sdir, docker, &req).await {
+        Some(tw) => (tw, true),
+        None => {
+            let name = random_name(&ctx.instance);
+            (
+                throwaway(&ctx.instance, &sdir, docker, &req, name).await?,
+                false,
+            )
+        }
+    };
+    let r = load(docker, tw, warm, &req, rx).await;
+    // The next verification's instance starts once this one is done (not during it: it
+    // would take CPU from the load).
+    start_warm(ctx.instance.clone(), sdir, docker.clone(), req);
+    r
+}
+
+/// [`verify`] in the throwaway instance `tw` (`started`: already running).
+async fn load(
+    docker: &Docker,
+    tw: Throwaway<'_>,
+    started: bool,
+    req: &ServiceVerifyReq,
+    rx: &mut ChannelReadHalf,
+) -> Result<LoadReply, AgentError> {
+    let kind = req.target.kind.clone();
+    let start = || async {
+        match started {
+            true => Ok(()),
+            false => start(docker, &tw.name).await,
+        }
+    };
     let began = std::time::Instant::now();
     let (bytes, ready) = if kind == "redis" {
         let staged = stage_rdb(&tw.dir, req.uid, rx).await?;
@@ -383,6 +529,7 @@ pub(super) async fn verify(
     };
     tracing::info!(
         service = %req.target.name,
+        warm = started,
         ready_s = ?ready,
         loaded_s = began.elapsed().as_secs_f64(),
         bytes,
