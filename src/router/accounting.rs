@@ -18,6 +18,7 @@ use hyper::body::{Body, Frame, SizeHint};
 use hyper::http::uri::PathAndQuery;
 
 use super::acl::Permit;
+use super::local::Resolved;
 use super::workers::{self, Padded};
 use super::Router;
 
@@ -179,6 +180,25 @@ pub(crate) struct Site {
     access: Arc<Pending>,
 }
 
+/// A worker thread's handle on a [`Site`] (see `local.rs`): the request path clones it,
+/// and the names its access lines carry, without touching a reference count the other
+/// workers touch too.
+pub(crate) struct LocalSite {
+    site: Arc<Site>,
+    pub app: Arc<str>,
+    pub env: Arc<str>,
+}
+
+impl LocalSite {
+    pub(super) fn new(site: Arc<Site>) -> Arc<LocalSite> {
+        Arc::new(LocalSite {
+            app: Arc::from(&*site.app),
+            env: Arc::from(&*site.env),
+            site,
+        })
+    }
+}
+
 /// Access lines not collected yet: a queue per worker thread (see `workers.rs`), so a
 /// request only ever takes its own thread's lock, which the reader takes now and then.
 struct Pending {
@@ -327,6 +347,7 @@ impl Router {
             access: Arc::clone(&self.ledger.access),
         };
         sites.insert(key, Arc::new(site));
+        self.changed();
     }
 
     /// Forgets which app environment the route `key` served (the app is going away): what
@@ -337,7 +358,9 @@ impl Router {
             .sites
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        sites.remove(&key.to_ascii_lowercase());
+        if sites.remove(&key.to_ascii_lowercase()).is_some() {
+            self.changed();
+        }
     }
 
     /// Every app environment's counters since the router started, as (app, env, figures).
@@ -388,21 +411,22 @@ impl Router {
 /// One request being counted: made when its app is known, finished when its response body
 /// has been passed on (or dropped).
 pub(super) struct Tally {
-    site: Arc<Site>,
+    site: Arc<LocalSite>,
     started: Instant,
     client: IpAddr,
     method: hyper::Method,
     path: PathAndQuery,
     status: u16,
-    bytes_in: Arc<AtomicU64>,
+    /// Shared with the request body as it is read (None: the request has no body).
+    bytes_in: Option<Arc<AtomicU64>>,
     bytes_out: u64,
     /// Held until the response is over (the app's concurrency cap).
     _permit: Option<Permit>,
 }
 
 impl Tally {
-    pub(super) fn start<B>(
-        site: Arc<Site>,
+    pub(super) fn start<B: Body>(
+        site: Arc<LocalSite>,
         client: IpAddr,
         req: &hyper::Request<B>,
         started: Instant,
@@ -419,7 +443,7 @@ impl Tally {
             method: req.method().clone(),
             path,
             status: 0,
-            bytes_in: Arc::default(),
+            bytes_in: (!req.body().is_end_stream()).then(Arc::default),
             bytes_out: 0,
             _permit: None,
         }
@@ -431,11 +455,11 @@ impl Tally {
 
     /// Counts the request body as it is read.
     pub(super) fn count_in<B>(&self, body: B) -> Counted<B> {
-        Counted {
-            inner: body,
-            site: Some(Arc::clone(&self.site)),
-            into: Direction::In(Arc::clone(&self.bytes_in)),
-        }
+        let into = match &self.bytes_in {
+            Some(seen) => Direction::In(Arc::clone(&self.site), Arc::clone(seen)),
+            None => Direction::Uncounted,
+        };
+        Counted { inner: body, into }
     }
 
     /// The response head is out: counts the request, its status and latency; the body is
@@ -447,13 +471,11 @@ impl Tally {
         use http_body_util::BodyExt;
         self.status = resp.status().as_u16();
         let micros = self.started.elapsed().as_micros() as u64;
-        self.site.counters.record(self.status, micros);
-        let site = Arc::clone(&self.site);
+        self.site.site.counters.record(self.status, micros);
         resp.map(|body| {
             Counted {
                 inner: body,
-                site: Some(site),
-                into: Direction::Out(Box::new(self)),
+                into: Direction::Out(self),
             }
             .boxed_unsync()
         })
@@ -470,23 +492,26 @@ impl Drop for Tally {
             path: std::mem::replace(&mut self.path, PathAndQuery::from_static("/")),
             status: self.status,
             ms: self.started.elapsed().as_millis() as u64,
-            bytes_in: self.bytes_in.load(Ordering::Relaxed),
+            bytes_in: self
+                .bytes_in
+                .as_ref()
+                .map_or(0, |n| n.load(Ordering::Relaxed)),
             bytes_out: self.bytes_out,
         };
-        self.site.access.push(line);
+        self.site.site.access.push(line);
     }
 }
 
 enum Direction {
-    In(Arc<AtomicU64>),
-    Out(Box<Tally>),
+    /// A request body: its site, and the tally's count of it.
+    In(Arc<LocalSite>, Arc<AtomicU64>),
+    Out(Tally),
     Uncounted,
 }
 
 /// A body whose data bytes are added to its site's counters as they pass.
 pub(super) struct Counted<B> {
     inner: B,
-    site: Option<Arc<Site>>,
     into: Direction,
 }
 
@@ -496,21 +521,20 @@ pub(super) type ReqBody = Counted<hyper::body::Incoming>;
 /// A request let through: on its way upstream, and its tally (when the app is known).
 pub(super) type Admitted = (hyper::Request<ReqBody>, Option<Tally>);
 
-/// The request path's hook, once the route key is known: the app's policy (a refusal is
-/// the answer, counted like any other), then counting. `end` finishes what this started.
+/// The request path's hook, once the route is known: its policy (a refusal is the answer,
+/// counted like any other), then counting. `end` finishes what this started.
 pub(super) fn begin(
-    router: &Router,
-    key: &str,
+    route: &Resolved,
     client: IpAddr,
     req: hyper::Request<hyper::body::Incoming>,
     started: Instant,
 ) -> Result<Admitted, Box<hyper::Response<super::proxy::ProxyBody>>> {
-    let site = router.site(key);
-    let mut tally = site
+    let mut tally = route
+        .site
         .as_ref()
         .map(|s| Tally::start(Arc::clone(s), client, &req, started));
     // Policies are per route: an app's environment.
-    match router.admit(key, client) {
+    match super::acl::admit(route.gate.as_deref(), &route.key, client) {
         Ok(Some(permit)) => {
             if let Some(t) = tally.as_mut() {
                 t.hold(permit);
@@ -523,7 +547,6 @@ pub(super) fn begin(
         Some(t) => t.count_in(body),
         None => Counted {
             inner: body,
-            site: None,
             into: Direction::Uncounted,
         },
     });
@@ -558,14 +581,14 @@ where
             Some(Ok(f)) => f.data_ref().map(|d| d.len() as u64),
             _ => None,
         };
-        if let (Some(n), Some(site)) = (data, &this.site) {
+        if let Some(n) = data {
             match &mut this.into {
-                Direction::In(seen) => {
-                    site.counters.add_in(n);
+                Direction::In(site, seen) => {
+                    site.site.counters.add_in(n);
                     seen.fetch_add(n, Ordering::Relaxed);
                 }
                 Direction::Out(tally) => {
-                    site.counters.add_out(n);
+                    tally.site.site.counters.add_out(n);
                     tally.bytes_out += n;
                 }
                 Direction::Uncounted => {}

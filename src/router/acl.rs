@@ -244,7 +244,7 @@ impl Bucket {
 }
 
 /// An app's policy with the state enforcing it.
-struct Enforcer {
+pub(super) struct Enforcer {
     policy: Policy,
     app_bucket: Mutex<Bucket>,
     clients: Mutex<HashMap<IpAddr, Bucket>>,
@@ -276,7 +276,9 @@ impl Router {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         if policy == Policy::default() {
-            apps.remove(app);
+            if apps.remove(app).is_some() {
+                self.changed();
+            }
             return;
         }
         if apps.get(app).is_some_and(|e| e.policy == policy) {
@@ -289,27 +291,42 @@ impl Router {
             in_progress: Arc::default(),
         };
         apps.insert(app.to_string(), Arc::new(e));
+        self.changed();
+    }
+
+    /// The route `app`'s policy, when it has one.
+    pub(super) fn enforcer(&self, app: &str) -> Option<Arc<Enforcer>> {
+        let apps = self
+            .gate
+            .apps
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        apps.get(app).cloned()
     }
 
     /// Whether a request from `client` to `app` may go on: `Ok` with the permit to hold
-    /// while it runs (if the app caps requests in progress), or the router's answer.
+    /// while it runs (if the app caps requests in progress), or the router's answer. (The
+    /// request path asks [`admit`] with the policy it resolved along with the route.)
+    #[cfg(test)]
     pub(super) fn admit(
         &self,
         app: &str,
         client: IpAddr,
     ) -> Result<Option<Permit>, Box<Response<ProxyBody>>> {
-        let e = {
-            let apps = self
-                .gate
-                .apps
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
-            match apps.get(app) {
-                Some(e) => Arc::clone(e),
-                None => return Ok(None),
-            }
-        };
-        e.admit(app, client.to_canonical())
+        admit(self.enforcer(app).as_deref(), app, client)
+    }
+}
+
+/// Whether a request from `client` to the route `app`, whose policy is `gate`, may go on
+/// (see [`Router::admit`]).
+pub(super) fn admit(
+    gate: Option<&Enforcer>,
+    app: &str,
+    client: IpAddr,
+) -> Result<Option<Permit>, Box<Response<ProxyBody>>> {
+    match gate {
+        Some(e) => e.admit(app, client.to_canonical()),
+        None => Ok(None),
     }
 }
 

@@ -223,14 +223,13 @@ impl Router {
             self.opts.idle_timeout,
             self.opts.upstream_timeout,
         );
-        let client = Arc::new(Client::new(peer, https));
-        let router = Arc::clone(&self);
+        let client = Arc::new(Client::new(Arc::clone(&self), peer, https));
         let service = service_fn(move |req| {
-            let (router, client) = (Arc::clone(&router), Arc::clone(&client));
+            let client = Arc::clone(&client);
             let (n, ending) = pulse.begin();
             async move {
                 let limit = proxy::Limit::Watched(ending.pulse(), n);
-                let resp = proxy::handle(&router, &client, req, limit).await;
+                let resp = proxy::handle(&client, req, limit).await;
                 Ok::<_, Infallible>(resp.map(|body| Tracked::new(body, ending)))
             }
         });
@@ -286,14 +285,13 @@ impl Router {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http2().timer(TokioTimer::new());
         let builder = builder.http2_only();
-        let client = Arc::new(Client::new(peer, true));
-        let router = Arc::clone(&self);
+        let client = Arc::new(Client::new(Arc::clone(&self), peer, true));
         let timeout = self.opts.upstream_timeout;
         let service = service_fn(move |req| {
-            let (router, client) = (Arc::clone(&router), Arc::clone(&client));
+            let client = Arc::clone(&client);
             async move {
                 let limit = proxy::Limit::Timer(timeout);
-                Ok::<_, Infallible>(proxy::handle(&router, &client, req, limit).await)
+                Ok::<_, Infallible>(proxy::handle(&client, req, limit).await)
             }
         });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(tls), service);

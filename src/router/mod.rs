@@ -16,6 +16,7 @@ mod acl;
 mod acme;
 pub mod certs;
 mod listen;
+mod local;
 mod proxy;
 mod realip;
 pub mod tls;
@@ -132,6 +133,10 @@ pub struct Router {
     route_change: tokio::sync::Notify,
     /// The threads connections are served on (workers.rs), started by the first listener.
     workers: OnceLock<workers::Workers>,
+    /// Tells this router apart in each thread's copy of its tables (local.rs).
+    id: u64,
+    /// Moves on whenever a table that copy is made from changes.
+    generation: workers::Padded<std::sync::atomic::AtomicU64>,
 }
 
 struct AppRoute {
@@ -164,6 +169,11 @@ impl Router {
             challenges: Default::default(),
             route_change: tokio::sync::Notify::new(),
             workers: OnceLock::new(),
+            id: {
+                static IDS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                IDS.fetch_add(1, Ordering::Relaxed)
+            },
+            generation: Default::default(),
         })
     }
 
@@ -272,11 +282,13 @@ impl Router {
         let mut t = self.write_table();
         t.exact = exact;
         t.wildcard = wildcard;
+        self.changed();
     }
 
     /// Replaces every route's policy (a route not named gets the default).
     pub fn set_policies(&self, policies: HashMap<String, RoutePolicy>) {
         self.write_table().policies = policies;
+        self.changed();
     }
 
     /// The certificates the HTTPS listener serves.

@@ -5,6 +5,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -27,6 +28,7 @@ pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
 /// Request/response headers that describe one connection rather than the message (RFC 9110
 /// section 7.6.1); forwarding them would confuse the connection on the other side.
+/// `Connection` first (see [`strip_hop_by_hop`]).
 const HOP_BY_HOP: [HeaderName; 6] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -44,9 +46,10 @@ const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// Where ACME's HTTP-01 challenges are answered: never redirected to HTTPS.
 const ACME_CHALLENGE: &str = "/.well-known/acme-challenge/";
 
-/// The client end of a request: who, and over which listener.
-#[derive(Clone, Debug)]
+/// The client end of a request: who, over which listener, and the router serving it
+/// (held per connection: the shared `Arc<Router>`'s count is not touched per request).
 pub(super) struct Client {
+    pub router: Arc<Router>,
     pub peer: SocketAddr,
     pub https: bool,
     /// The peer's address as a header value, made once per connection rather than
@@ -55,8 +58,9 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) fn new(peer: SocketAddr, https: bool) -> Client {
+    pub(super) fn new(router: Arc<Router>, peer: SocketAddr, https: bool) -> Client {
         Client {
+            router,
             peer,
             https,
             peer_value: ip_value(peer.ip()),
@@ -87,11 +91,11 @@ pub(super) enum Limit<'a> {
 }
 
 pub(super) async fn handle(
-    router: &Router,
     client: &Client,
     mut req: Request<Incoming>,
     limit: Limit<'_>,
 ) -> Response<ProxyBody> {
+    let router = &*client.router;
     let started = Instant::now();
     let (host, host_value) = match request_host(&req) {
         Ok(host) => host,
@@ -100,7 +104,7 @@ pub(super) async fn handle(
     if let Some(answer) = router.challenges.answer(host.host(), req.uri().path()) {
         return answer;
     }
-    let Some((app, policy)) = router.route_for_host(host.host()) else {
+    let Some(route) = router.resolve(host.host()) else {
         router.count_unrouted();
         return text(
             StatusCode::NOT_FOUND,
@@ -125,8 +129,9 @@ pub(super) async fn handle(
         client: ip_value,
         https: client.https,
     };
-    let req = upstream_request(req, forwarded);
-    let (mut req, tally) = match accounting::begin(router, &app, ip, req, started) {
+    upstream_request(&mut req, forwarded);
+    let (app, policy) = (&route.key, &route.policy);
+    let (mut req, tally) = match accounting::begin(&route, ip, req, started) {
         Ok(admitted) => admitted,
         Err(refused) => return *refused,
     };
@@ -135,8 +140,8 @@ pub(super) async fn handle(
     if policy.force_https || policy.max_body.is_some() {
         let answer = Box::pin(by_policy(
             router,
-            &app,
-            &policy,
+            app,
+            policy,
             client.https,
             &host,
             &mut req,
@@ -150,7 +155,7 @@ pub(super) async fn handle(
     if let Some((proto, _)) = &upgrade {
         tunnel::ask_upstream(req.headers_mut(), proto);
     }
-    let mut response = match forward(router, &app, req, limit).await {
+    let mut response = match forward(router, app, req, limit).await {
         Ok(resp) => {
             debug!(
                 app = %app,
@@ -161,7 +166,7 @@ pub(super) async fn handle(
             );
             resp.response
         }
-        Err(failure) => failure_response(&app, failure, started),
+        Err(failure) => failure_response(app, failure, started),
     };
     if let Some((proto, client_side)) = upgrade {
         response = tunnel::finish(
@@ -172,10 +177,10 @@ pub(super) async fn handle(
         );
     }
     if client.https {
-        if let Some(hsts) = policy.hsts {
+        if let Some(hsts) = &policy.hsts {
             response
                 .headers_mut()
-                .insert(header::STRICT_TRANSPORT_SECURITY, hsts);
+                .insert(header::STRICT_TRANSPORT_SECURITY, hsts.clone());
         }
     }
     accounting::end(tally, response)
@@ -436,19 +441,21 @@ fn check_authority(a: &Authority) -> Result<(), &'static str> {
 
 /// Turns the client's request into the one sent upstream: origin-form target, HTTP/1.1,
 /// hop-by-hop headers gone, `X-Forwarded-*` and `X-Request-Id` set, the body limited.
-fn upstream_request(req: Request<Incoming>, forwarded: Forwarding<'_>) -> Request<Incoming> {
-    let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::from(path);
-    parts.version = Version::HTTP_11;
-    strip_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, forwarded);
-    set_request_id(&mut parts.headers);
-    Request::from_parts(parts, body)
+/// In place: the request is large, and every move of it is a copy.
+fn upstream_request<B>(req: &mut Request<B>, forwarded: Forwarding<'_>) {
+    let uri = req.uri();
+    if uri.scheme().is_some() || uri.authority().is_some() || uri.path_and_query().is_none() {
+        let path = uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        *req.uri_mut() = Uri::from(path);
+    }
+    *req.version_mut() = Version::HTTP_11;
+    let headers = req.headers_mut();
+    strip_hop_by_hop(headers);
+    add_forwarded(headers, forwarded);
+    set_request_id(headers);
 }
 
 /// Keeps a request id the client (or a proxy in front) sent when it is a sane token, else
@@ -464,9 +471,23 @@ fn set_request_id(headers: &mut HeaderMap) {
         return;
     }
     static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    /// Blocks of ids handed to threads, so the shared counter is not written per request.
+    static BLOCKS: AtomicU64 = AtomicU64::new(0);
+    const BLOCK: u64 = 1 << 16;
+    thread_local! {
+        /// This thread's next id and the end of its block.
+        static NEXT: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+    }
     let prefix = PREFIX.get_or_init(|| crate::keys::random_hex(8));
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let n = NEXT.with(|next| {
+        let (mut n, mut end) = next.get();
+        if n == end {
+            n = BLOCKS.fetch_add(BLOCK, Ordering::Relaxed);
+            end = n + BLOCK;
+        }
+        next.set((n + 1, end));
+        n
+    });
     // 16 hex digits of prefix, 16 of counter, written in place: no formatting machinery.
     let mut id = [0u8; 32];
     id[..16].copy_from_slice(&prefix.as_bytes()[..16]);
@@ -562,34 +583,44 @@ fn add_forwarded(headers: &mut HeaderMap, f: Forwarding<'_>) {
     headers.insert(X_FORWARDED_HOST, host_value);
 }
 
-/// Whether a header describes one connection rather than the message (RFC 9110 section
-/// 7.6.1), or belongs to the proxy hop: `Proxy-*`, and a bare `Proxy` header, the httpoxy
-/// vector (apps exporting it as HTTP_PROXY).
-fn is_hop_by_hop(name: &HeaderName) -> bool {
+/// Headers of the proxy hop: `Proxy-*`, and a bare `Proxy` header, the httpoxy vector
+/// (apps exporting it as HTTP_PROXY).
+fn is_proxy_header(name: &HeaderName) -> bool {
     let n = name.as_str();
-    HOP_BY_HOP.contains(name) || n == "proxy" || n.starts_with("proxy-")
+    n == "proxy" || n.starts_with("proxy-")
 }
 
+/// Removes the headers that describe one connection rather than the message (RFC 9110
+/// section 7.6.1): the standard ones, those named in `Connection`, and the proxy hop's.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // One look over the names first: most messages carry none, or only `Connection`.
-    let mut doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|k| is_hop_by_hop(k))
-        .cloned()
-        .collect();
-    if doomed.is_empty() {
-        return;
+    // One look over the names first: most messages carry none, or only `Connection`,
+    // and then nothing is allocated.
+    let mut found = 0u8;
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    for k in headers.keys() {
+        match HOP_BY_HOP.iter().position(|h| h == k) {
+            Some(i) => found |= 1 << i,
+            None if is_proxy_header(k) => doomed.push(k.clone()),
+            None => {}
+        }
     }
-    // Headers named in `Connection` are hop-by-hop for this message too.
-    for v in headers.get_all(header::CONNECTION) {
-        let Ok(v) = v.to_str() else { continue };
-        for token in v.split(',').map(str::trim) {
-            if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
-                continue;
+    if found & 1 != 0 {
+        // Headers named in `Connection` (HOP_BY_HOP[0]) are hop-by-hop for this message too.
+        for v in headers.get_all(header::CONNECTION) {
+            let Ok(v) = v.to_str() else { continue };
+            for token in v.split(',').map(str::trim) {
+                if token.eq_ignore_ascii_case("keep-alive") || token.eq_ignore_ascii_case("close") {
+                    continue;
+                }
+                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                    doomed.push(name);
+                }
             }
-            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                doomed.push(name);
-            }
+        }
+    }
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if found & (1 << i) != 0 {
+            headers.remove(name);
         }
     }
     for name in doomed {
