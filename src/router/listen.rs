@@ -155,7 +155,9 @@ impl Router {
                 }
             };
             let router = Arc::clone(&self);
-            let shutdown = shutdown.clone();
+            // A token of its own: a connection checks it at every poll of its task, and a
+            // clone would check (and lock) the one node every connection shares.
+            let shutdown = shutdown.child_token();
             let tls = tls.clone();
             let (worker, placed) = self.workers().place();
             conns.spawn_on(

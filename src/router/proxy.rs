@@ -20,8 +20,8 @@ use tracing::debug;
 use super::accounting;
 use super::realip;
 use super::tunnel;
-use super::upstream::{BodyError, Link, ReqBody, Upstream, UpstreamBody};
-use super::watchdog::Pulse;
+use super::upstream::{BodyError, InflightGuard, Link, ReqBody, UpstreamBody};
+pub(super) use super::watchdog::Limit;
 use super::{Pick, RoutePolicy, Router};
 
 pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
@@ -79,15 +79,6 @@ fn ip_value(ip: IpAddr) -> HeaderValue {
         64 - w.len()
     };
     HeaderValue::from_bytes(&buf[..len]).expect("an IP address is a valid header")
-}
-
-/// What bounds the wait for the upstream's response head.
-#[derive(Clone, Copy)]
-pub(super) enum Limit<'a> {
-    /// The connection's watchdog, for request number `.1` (HTTP/1.1).
-    Watched(&'a Pulse, u64),
-    /// A timer of the request's own (HTTP/2, whose streams are concurrent).
-    Timer(Duration),
 }
 
 pub(super) async fn handle(
@@ -284,111 +275,88 @@ enum Failure {
 }
 
 /// Tries the app's upstreams in round-robin order, each at most once, moving on only while
-/// the request has not been sent.
+/// the request has not been sent; on each, a pooled connection if one is ready, else a new
+/// one. One function rather than one per level: every level of futures is a copy of the
+/// request's state per request.
 async fn forward(
     router: &Router,
     app: &str,
     mut req: Request<ReqBody>,
     limit: Limit<'_>,
 ) -> Result<Forwarded, Failure> {
+    // Upstreams given up on: empty on the common path, so nothing is allocated.
     let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut guard = pick(router, app, &tried)?;
     loop {
-        let guard = match router.pick(app, &tried) {
-            Pick::Upstream(guard) => guard,
-            Pick::NotRouted => return Err(Failure::NotRouted),
-            Pick::Exhausted if tried.is_empty() => return Err(Failure::NoUpstreams),
-            Pick::Exhausted => return Err(Failure::NoneAnswered),
-        };
         let upstream = guard.upstream();
-        tried.push(upstream.addr);
-        match dispatch(upstream, req, router.opts.connect_timeout, limit).await {
-            Ok((resp, link)) => {
-                let addr = upstream.addr;
-                let (mut parts, body) = resp.into_parts();
-                // A switch of protocols: the connection is hyper's to hand to the tunnel.
-                let link = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-                    link.detach();
-                    None
-                } else {
-                    Some(link)
-                };
-                strip_hop_by_hop(&mut parts.headers);
-                parts.version = Version::HTTP_11;
-                let body = UpstreamBody::new(body, guard, link).boxed_unsync();
-                return Ok(Forwarded {
-                    upstream: addr,
-                    response: Response::from_parts(parts, body),
-                });
-            }
-            Err(Dispatch::NotSent(back, err)) => {
-                debug!(app, upstream = %upstream.addr, error = %err, "upstream unreachable, trying the next");
-                req = *back;
-            }
+        let addr = upstream.addr;
+        let (mut link, pooled) = match upstream.checkout().await {
+            Some(link) => (link, true),
+            // Boxed: once per upstream connection, and large.
+            None => match Box::pin(upstream.connect(router.opts.connect_timeout)).await {
+                Ok(link) => (link, false),
+                Err(err) => {
+                    debug!(app, upstream = %addr, error = %err, "upstream unreachable, trying the next");
+                    tried.push(addr);
+                    guard = pick(router, app, &tried)?;
+                    continue;
+                }
+            },
+        };
+        let mut err = match link.exchange(req, limit).await {
+            Some(Ok(resp)) => return Ok(forwarded(resp, link, guard)),
+            None => return Err(Failure::TimedOut(addr, router.opts.upstream_timeout)),
+            Some(Err(err)) => err,
+        };
+        let Some(back) = err.take_message() else {
+            let err = err.into_error();
             // The error came from the body we were passing on: the client's fault.
-            Err(Dispatch::Broken(err)) if err.is_user() => {
+            if err.is_user() {
                 return Err(match BodyError::too_large(&err) {
                     Some(limit) => Failure::TooLarge(limit),
                     None => Failure::BadBody(err),
-                })
+                });
             }
-            Err(Dispatch::Broken(err)) => return Err(Failure::Broken(upstream.addr, err)),
-            Err(Dispatch::TimedOut) => {
-                return Err(Failure::TimedOut(
-                    upstream.addr,
-                    router.opts.upstream_timeout,
-                ))
-            }
+            return Err(Failure::Broken(addr, err));
+        };
+        req = back;
+        // A pooled connection the upstream closed just now: the request never left, so
+        // another connection to the same upstream may carry it.
+        if !pooled {
+            debug!(app, upstream = %addr, error = %err.into_error(), "upstream unreachable, trying the next");
+            tried.push(addr);
+            guard = pick(router, app, &tried)?;
         }
     }
 }
 
-enum Dispatch {
-    /// Nothing was written to the upstream; here is the request back (boxed: this is the
-    /// rare path, and it keeps the common result small).
-    NotSent(
-        Box<Request<ReqBody>>,
-        Box<dyn std::error::Error + Send + Sync>,
-    ),
-    Broken(hyper::Error),
-    TimedOut,
+/// The next upstream of `app` not in `tried`, counted as in flight.
+fn pick(router: &Router, app: &str, tried: &[SocketAddr]) -> Result<InflightGuard, Failure> {
+    match router.pick(app, tried) {
+        Pick::Upstream(guard) => Ok(guard),
+        Pick::NotRouted => Err(Failure::NotRouted),
+        Pick::Exhausted if tried.is_empty() => Err(Failure::NoUpstreams),
+        Pick::Exhausted => Err(Failure::NoneAnswered),
+    }
 }
 
-/// Sends `req` to one upstream, on a pooled connection if one is ready, else on a new one.
-async fn dispatch(
-    upstream: &Upstream,
-    mut req: Request<ReqBody>,
-    connect_timeout: Duration,
-    limit: Limit<'_>,
-) -> Result<(Response<Incoming>, Link), Dispatch> {
-    loop {
-        let (mut link, pooled) = match upstream.checkout().await {
-            Some(link) => (link, true),
-            // Boxed: once per upstream connection, and large.
-            None => match Box::pin(upstream.connect(connect_timeout)).await {
-                Ok(link) => (link, false),
-                Err(err) => return Err(Dispatch::NotSent(Box::new(req), err.into())),
-            },
-        };
-        let sent = match limit {
-            Limit::Watched(pulse, n) => pulse.bound(n, link.send(req)).await,
-            // Boxed: its timer would make every request's future larger.
-            Limit::Timer(after) => Box::pin(tokio::time::timeout(after, link.send(req)))
-                .await
-                .ok(),
-        };
-        match sent {
-            None => return Err(Dispatch::TimedOut),
-            Some(Ok(resp)) => return Ok((resp, link)),
-            Some(Err(mut err)) => match err.take_message() {
-                // A pooled connection the upstream closed just now; the request never left,
-                // so another connection to the same upstream may carry it.
-                Some(back) if pooled => req = back,
-                Some(back) => {
-                    return Err(Dispatch::NotSent(Box::new(back), err.into_error().into()))
-                }
-                None => return Err(Dispatch::Broken(err.into_error())),
-            },
-        }
+/// The upstream's response on its way to the client: its connection goes with its body
+/// (back to the pool once read), or to the tunnel after a switch of protocols.
+fn forwarded(resp: Response<Incoming>, link: Link, guard: InflightGuard) -> Forwarded {
+    let upstream = guard.upstream().addr;
+    let (mut parts, body) = resp.into_parts();
+    let link = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
+        link.detach();
+        None
+    } else {
+        Some(link)
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    let body = UpstreamBody::new(body, guard, link).boxed_unsync();
+    Forwarded {
+        upstream,
+        response: Response::from_parts(parts, body),
     }
 }
 

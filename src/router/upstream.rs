@@ -31,11 +31,16 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tracing::debug;
 
+use super::watchdog::{Limit, Wait};
 use super::workers::{self, Padded};
 
 /// Requests are forwarded with the client's body as it comes (counted against the route's
 /// limit), so request bodies stream.
 pub(super) type Sender = SendRequest<ReqBody>;
+
+/// What one exchange on a link ends with: the response head, or the error (with the
+/// request, when it never left).
+pub(super) type Exchanged = Result<Response<Incoming>, TrySendError<Request<ReqBody>>>;
 
 /// hyper's connection future (with upgrades, so a `101` hands the connection over to a
 /// tunnel), boxed once per connection: its type cannot be named.
@@ -172,27 +177,37 @@ impl Link {
         }
     }
 
-    /// Sends `req` and waits for the response head, driving the connection meanwhile. A
-    /// request that never left comes back in the error.
-    pub(super) async fn send(
-        &mut self,
+    /// Sends `req` (at once) and waits for the response head within `limit`, driving the
+    /// connection meanwhile: None when the wait expired. A request that never left comes
+    /// back in the error. Not an `async fn`: the request goes into hyper's queue now rather
+    /// than being kept (and moved) in the future's state.
+    pub(super) fn exchange<'a>(
+        &'a mut self,
         req: Request<ReqBody>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<ReqBody>>> {
+        limit: Limit<'a>,
+    ) -> impl Future<Output = Option<Exchanged>> + 'a {
         // Handing the request over wakes the connection, which is driven next anyway.
         self.wake.hold();
         let response = self.sender.try_send_request(req);
-        tokio::pin!(response);
-        std::future::poll_fn(|cx| {
-            self.drive(cx);
-            if self.driven_here() {
-                response
-                    .as_mut()
-                    .poll(&mut Context::from_waker(Waker::noop()))
-            } else {
-                response.as_mut().poll(cx)
-            }
-        })
-        .await
+        async move {
+            let mut wait = Wait::new(limit);
+            let mut response = std::pin::pin!(response);
+            std::future::poll_fn(|cx| {
+                if wait.expired(cx) {
+                    return Poll::Ready(None);
+                }
+                self.drive(cx);
+                let head = if self.driven_here() {
+                    response
+                        .as_mut()
+                        .poll(&mut Context::from_waker(Waker::noop()))
+                } else {
+                    response.as_mut().poll(cx)
+                };
+                head.map(Some)
+            })
+            .await
+        }
     }
 
     /// Lets the connection run on its own task to its end: it is being upgraded (the

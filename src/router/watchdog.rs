@@ -42,31 +42,55 @@ pub(super) struct Pulse {
 }
 
 impl Pulse {
-    /// A request begins: its number, for [`Pulse::bound`].
+    /// A request begins: its number, for [`Limit::Watched`].
     pub(super) fn begin(self: &Arc<Self>) -> (u64, Ending) {
         let n = self.begun.fetch_add(1, Ordering::Relaxed) + 1;
         (n, Ending(Arc::clone(self)))
     }
+}
 
-    /// Runs `f` (request `n` waiting for its upstream) until it finishes, or until the
-    /// watchdog finds it waited past the upstream timeout (None).
-    pub(super) async fn bound<F: Future>(&self, n: u64, f: F) -> Option<F::Output> {
-        struct Waiting<'a>(&'a Pulse);
-        impl Drop for Waiting<'_> {
-            fn drop(&mut self) {
-                self.0.waiting.store(0, Ordering::Relaxed);
+/// What bounds the wait for an upstream's response head.
+#[derive(Clone, Copy)]
+pub(super) enum Limit<'a> {
+    /// The connection's watchdog, for request number `.1` (HTTP/1.1).
+    Watched(&'a Pulse, u64),
+    /// A timer of the request's own (HTTP/2, whose streams are concurrent).
+    Timer(Duration),
+}
+
+/// One wait for a response head, within its [`Limit`].
+pub(super) struct Wait<'a> {
+    limit: Limit<'a>,
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<'a> Wait<'a> {
+    pub(super) fn new(limit: Limit<'a>) -> Wait<'a> {
+        let timer = match limit {
+            Limit::Watched(pulse, n) => {
+                pulse.waiting.store(n, Ordering::Relaxed);
+                None
             }
+            Limit::Timer(after) => Some(Box::pin(tokio::time::sleep(after))),
+        };
+        Wait { limit, timer }
+    }
+
+    /// Whether the wait went on too long (a timer is polled: `cx` is woken when it does).
+    pub(super) fn expired(&mut self, cx: &mut Context<'_>) -> bool {
+        match (self.limit, &mut self.timer) {
+            (Limit::Watched(pulse, n), _) => pulse.expired.load(Ordering::Relaxed) == n,
+            (Limit::Timer(_), Some(timer)) => timer.as_mut().poll(cx).is_ready(),
+            (Limit::Timer(_), None) => false,
         }
-        self.waiting.store(n, Ordering::Relaxed);
-        let _waiting = Waiting(self);
-        let mut f = std::pin::pin!(f);
-        std::future::poll_fn(|cx| {
-            if self.expired.load(Ordering::Relaxed) == n {
-                return Poll::Ready(None);
-            }
-            f.as_mut().poll(cx).map(Some)
-        })
-        .await
+    }
+}
+
+impl Drop for Wait<'_> {
+    fn drop(&mut self) {
+        if let Limit::Watched(pulse, _) = self.limit {
+            pulse.waiting.store(0, Ordering::Relaxed);
+        }
     }
 }
 
@@ -202,8 +226,23 @@ impl Watchdog {
 mod tests {
     use super::*;
 
+    use std::future::pending;
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// `f`, unless its wait expires first (None), the way the request path waits.
+    async fn bound<F: Future>(limit: Limit<'_>, f: F) -> Option<F::Output> {
+        let mut wait = Wait::new(limit);
+        let mut f = std::pin::pin!(f);
+        std::future::poll_fn(|cx| {
+            if wait.expired(cx) {
+                return Poll::Ready(None);
+            }
+            f.as_mut().poll(cx).map(Some)
+        })
+        .await
     }
 
     #[tokio::test]
@@ -211,7 +250,7 @@ mod tests {
         let pulse = Arc::new(Pulse::default());
         let mut dog = Watchdog::new(Arc::clone(&pulse), ms(400), ms(800));
         let started = Instant::now();
-        assert_eq!(dog.watch(std::future::pending::<()>()).await, None);
+        assert_eq!(dog.watch(pending::<()>()).await, None);
         let took = started.elapsed();
         assert!(took >= ms(400) && took <= ms(900), "{took:?}");
 
@@ -221,7 +260,7 @@ mod tests {
         assert_eq!(held.await, Some(()));
         drop(ending);
         let started = Instant::now();
-        assert_eq!(dog.watch(std::future::pending::<()>()).await, None);
+        assert_eq!(dog.watch(pending::<()>()).await, None);
         let took = started.elapsed();
         assert!(took >= ms(400) && took <= ms(900), "{took:?}");
     }
@@ -232,13 +271,17 @@ mod tests {
         let mut dog = Watchdog::new(Arc::clone(&pulse), ms(30_000), ms(400));
         let (n, _ending) = pulse.begin();
         let started = Instant::now();
-        let waited = dog.watch(Box::pin(pulse.bound(n, std::future::pending::<()>())));
+        let waited = dog.watch(Box::pin(bound(Limit::Watched(&pulse, n), pending::<()>())));
         assert_eq!(waited.await, Some(None));
         let took = started.elapsed();
         assert!(took >= ms(400) && took <= ms(900), "{took:?}");
         // One that answers in time gets its answer.
         let (n, _ending) = pulse.begin();
-        let quick = pulse.bound(n, tokio::time::sleep(ms(200)));
+        let quick = bound(Limit::Watched(&pulse, n), tokio::time::sleep(ms(200)));
         assert_eq!(dog.watch(Box::pin(quick)).await, Some(Some(())));
+        // A timer of its own, the same.
+        let started = Instant::now();
+        assert_eq!(bound(Limit::Timer(ms(300)), pending::<()>()).await, None);
+        assert!(started.elapsed() >= ms(300));
     }
 }
