@@ -300,12 +300,20 @@ fn start_warm(instance: String, sdir: PathBuf, docker: Docker, req: ServiceVerif
             }
         };
         tokio::time::sleep(WARM_FOR).await;
-        // Still this one, under the warm name: no verification took (renamed) it.
+        // Still this one under the warm name (no verification took it), and taken here the
+        // way a verification takes it (renamed), so none can take it while it goes.
         let now = docker.raw().inspect_container(&name, None).await;
-        if now.is_ok_and(|c| c.id.is_some() && c.id == id) {
+        if !now.is_ok_and(|c| c.id.is_some() && c.id == id) {
+            return;
+        }
+        let gone = random_name(&instance);
+        let opts = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+            .name(&gone)
+            .build();
+        if docker.raw().rename_container(&name, opts).await.is_ok() {
             drop(Throwaway {
                 docker: &docker,
-                name,
+                name: gone,
                 dir,
                 kept: false,
             });
@@ -375,7 +383,7 @@ async fn throwaway<'a>(
     };
     let dir = sdir.join(format!("{VERIFY_DIR}{}", crate::keys::random_hex(6)));
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-    let tw = Throwaway {
+    let mut tw = Throwaway {
         docker,
         name,
         dir: dir.clone(),
@@ -418,11 +426,12 @@ async fn throwaway<'a>(
     let opts = CreateContainerOptionsBuilder::default()
         .name(&tw.name)
         .build();
-    docker
-        .raw()
-        .create_container(Some(opts), body)
-        .await
-        .map_err(docker_err("creating a throwaway instance"))?;
+    if let Err(e) = docker.raw().create_container(Some(opts), body).await {
+        // Not ours to remove: a container of that name is another's (a warm instance).
+        tw.kept = true;
+        let _ = std::fs::remove_dir_all(&tw.dir);
+        return Err(docker_err("creating a throwaway instance")(e));
+    }
     Ok(tw)
 }
 
