@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::proxy::{self, Client};
-use super::watchdog::{Pulse, Tracked, Watchdog};
+use super::watchdog::{Outcome, Pulse, Tracked, Watchdog};
 use super::{Router, RouterOptions};
 
 /// How long `serve` lets in-flight connections finish after shutdown before cutting them.
@@ -224,6 +224,7 @@ impl Router {
             Arc::clone(&pulse),
             self.opts.idle_timeout,
             self.opts.upstream_timeout,
+            shutdown,
         );
         let client = Arc::new(Client::new(Arc::clone(&self), peer, https));
         let service = service_fn(move |req| {
@@ -240,21 +241,19 @@ impl Router {
             .serve_connection(io, service)
             .with_upgrades();
         tokio::pin!(conn);
-        let result = tokio::select! {
-            result = dog.watch(conn.as_mut()) => result,
-            () = shutdown.cancelled() => {
-                // Finish the exchange in progress, then close; idle keep-alive
-                // connections close at once.
-                conn.as_mut().graceful_shutdown();
-                dog.watch(conn.as_mut()).await
-            }
-        };
-        match result {
-            None => debug!(client = %peer, "idle connection closed"),
-            Some(Err(err)) => {
+        let mut outcome = dog.watch(conn.as_mut()).await;
+        if matches!(outcome, Outcome::Shutdown) {
+            // Finish the exchange in progress, then close; idle keep-alive connections
+            // close at once.
+            conn.as_mut().graceful_shutdown();
+            outcome = dog.watch(conn.as_mut()).await;
+        }
+        match outcome {
+            Outcome::Idle => debug!(client = %peer, "idle connection closed"),
+            Outcome::Done(Err(err)) => {
                 debug!(client = %peer, error = %err, "client connection ended with an error")
             }
-            Some(Ok(())) => {}
+            Outcome::Done(Ok(())) | Outcome::Shutdown => {}
         }
     }
 

@@ -17,13 +17,14 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, SizeHint};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::proxy::ProxyBody;
 
@@ -144,8 +145,42 @@ impl Body for Tracked {
     }
 }
 
-/// The ticker's side of a [`Pulse`].
+/// How watching a connection ended.
+#[derive(Debug, PartialEq)]
+pub(super) enum Outcome<T> {
+    /// The connection's future finished.
+    Done(T),
+    /// It sat idle too long (the caller drops it).
+    Idle,
+    /// The router is shutting down (reported once).
+    Shutdown,
+}
+
+/// The waker the shutdown token is polled with: it notes that the token woke the task, so
+/// the token (a lock) is only looked at again then, not at every wake-up of the task.
+struct Noted {
+    woke: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for Noted {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woke.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
+}
+
+/// The ticker's side of a [`Pulse`], and the router's shutdown as the connection sees it.
 pub(super) struct Watchdog {
+    shutdown: Pin<Box<WaitForCancellationFutureOwned>>,
+    /// Set once the token has been polled with a [`Noted`] waker.
+    noted: Option<Arc<Noted>>,
+    /// Shutdown came (and was reported).
+    shut: bool,
     pulse: Arc<Pulse>,
     idle: Duration,
     upstream: Duration,
@@ -162,10 +197,18 @@ pub(super) struct Watchdog {
 }
 
 impl Watchdog {
-    pub(super) fn new(pulse: Arc<Pulse>, idle: Duration, upstream: Duration) -> Watchdog {
+    pub(super) fn new(
+        pulse: Arc<Pulse>,
+        idle: Duration,
+        upstream: Duration,
+        shutdown: CancellationToken,
+    ) -> Watchdog {
         let tick = (idle.min(upstream) / 4).max(Duration::from_millis(10));
         let now = Instant::now();
         Watchdog {
+            shutdown: Box::pin(shutdown.cancelled_owned()),
+            noted: None,
+            shut: false,
             pulse,
             idle,
             upstream,
@@ -179,21 +222,50 @@ impl Watchdog {
         }
     }
 
-    /// Polls `conn` (the connection's future) and keeps the time: Ready(None) when the
-    /// connection sat idle too long (then the caller drops it), else its output.
-    pub(super) async fn watch<C: Future + Unpin>(&mut self, mut conn: C) -> Option<C::Output> {
+    /// Polls `conn` (the connection's future), keeps the time and watches for shutdown.
+    pub(super) async fn watch<C: Future + Unpin>(&mut self, mut conn: C) -> Outcome<C::Output> {
         std::future::poll_fn(|cx| {
+            if self.shutdown_now(cx) {
+                return Poll::Ready(Outcome::Shutdown);
+            }
             // Checking the ticker is a load while it is armed: polling registers the
             // task's waker, which only needs doing once per tick.
             if !self.armed || self.sleep.is_elapsed() {
                 if self.sleep.is_elapsed() && self.tick_now() {
-                    return Poll::Ready(None);
+                    return Poll::Ready(Outcome::Idle);
                 }
                 self.armed = self.sleep.as_mut().poll(cx).is_pending();
             }
-            Pin::new(&mut conn).poll(cx).map(Some)
+            Pin::new(&mut conn).poll(cx).map(Outcome::Done)
         })
         .await
+    }
+
+    /// Whether shutdown has just come (true once). The token is polled the first time and
+    /// then only when it was what woke the task.
+    fn shutdown_now(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.shut {
+            return false;
+        }
+        let noted = match &self.noted {
+            Some(n) if !n.woke.swap(false, Ordering::AcqRel) => return false,
+            Some(n) => Arc::clone(n),
+            None => {
+                let n = Arc::new(Noted {
+                    woke: AtomicBool::new(false),
+                    task: cx.waker().clone(),
+                });
+                self.noted = Some(Arc::clone(&n));
+                n
+            }
+        };
+        let waker = Waker::from(noted);
+        self.shut = self
+            .shutdown
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_ready();
+        self.shut
     }
 
     /// One tick: true when the connection is to be closed as idle. Re-arms the ticker.
@@ -248,37 +320,51 @@ mod tests {
     #[tokio::test]
     async fn idle_connections_close_and_busy_ones_do_not() {
         let pulse = Arc::new(Pulse::default());
-        let mut dog = Watchdog::new(Arc::clone(&pulse), ms(400), ms(800));
+        let mut dog = Watchdog::new(Arc::clone(&pulse), ms(400), ms(800), Default::default());
         let started = Instant::now();
-        assert_eq!(dog.watch(pending::<()>()).await, None);
+        assert_eq!(dog.watch(pending::<()>()).await, Outcome::Idle);
         let took = started.elapsed();
         assert!(took >= ms(400) && took <= ms(900), "{took:?}");
 
         // A request in progress (its response not over) keeps it open past the bound.
         let (_, ending) = pulse.begin();
         let held = dog.watch(Box::pin(tokio::time::sleep(ms(1000))));
-        assert_eq!(held.await, Some(()));
+        assert_eq!(held.await, Outcome::Done(()));
         drop(ending);
         let started = Instant::now();
-        assert_eq!(dog.watch(pending::<()>()).await, None);
+        assert_eq!(dog.watch(pending::<()>()).await, Outcome::Idle);
         let took = started.elapsed();
         assert!(took >= ms(400) && took <= ms(900), "{took:?}");
     }
 
     #[tokio::test]
+    async fn shutdown_is_reported_once() {
+        let token = CancellationToken::new();
+        let mut dog = Watchdog::new(Default::default(), ms(30_000), ms(30_000), token.clone());
+        let cancel = tokio::spawn(async move {
+            tokio::time::sleep(ms(100)).await;
+            token.cancel();
+        });
+        assert_eq!(dog.watch(pending::<()>()).await, Outcome::Shutdown);
+        cancel.await.unwrap();
+        let after = dog.watch(Box::pin(tokio::time::sleep(ms(50))));
+        assert_eq!(after.await, Outcome::Done(()));
+    }
+
+    #[tokio::test]
     async fn a_request_waiting_too_long_is_told_so() {
         let pulse = Arc::new(Pulse::default());
-        let mut dog = Watchdog::new(Arc::clone(&pulse), ms(30_000), ms(400));
+        let mut dog = Watchdog::new(Arc::clone(&pulse), ms(30_000), ms(400), Default::default());
         let (n, _ending) = pulse.begin();
         let started = Instant::now();
         let waited = dog.watch(Box::pin(bound(Limit::Watched(&pulse, n), pending::<()>())));
-        assert_eq!(waited.await, Some(None));
+        assert_eq!(waited.await, Outcome::Done(None));
         let took = started.elapsed();
         assert!(took >= ms(400) && took <= ms(900), "{took:?}");
         // One that answers in time gets its answer.
         let (n, _ending) = pulse.begin();
         let quick = bound(Limit::Watched(&pulse, n), tokio::time::sleep(ms(200)));
-        assert_eq!(dog.watch(Box::pin(quick)).await, Some(Some(())));
+        assert_eq!(dog.watch(Box::pin(quick)).await, Outcome::Done(Some(())));
         // A timer of its own, the same.
         let started = Instant::now();
         assert_eq!(bound(Limit::Timer(ms(300)), pending::<()>()).await, None);
