@@ -238,7 +238,7 @@ fn ensure_template(
 /// After `service-ensure` of a Postgres service: its warm instance started in the
 /// background if it has none (the first one makes the template cluster too), so even its
 /// first verification finds an instance up.
-pub fn warm_template(ctx: &AgentCtx, docker: &Docker, req: ServiceVerifyReq) {
+pub fn warm_instance(ctx: &AgentCtx, docker: &Docker, req: ServiceVerifyReq) {
     if req.target.kind == "postgres" {
         start_warm(
             ctx.instance.clone(),
@@ -307,10 +307,7 @@ fn start_warm(instance: String, sdir: PathBuf, docker: Docker, req: ServiceVerif
             return;
         }
         let gone = random_name(&instance);
-        let opts = bollard::query_parameters::RenameContainerOptionsBuilder::default()
-            .name(&gone)
-            .build();
-        if docker.raw().rename_container(&name, opts).await.is_ok() {
+        if rename(&docker, &name, &gone).await {
             drop(Throwaway {
                 docker: &docker,
                 name: gone,
@@ -319,6 +316,15 @@ fn start_warm(instance: String, sdir: PathBuf, docker: Docker, req: ServiceVerif
             });
         }
     });
+}
+
+/// Container `from` renamed `to`; false if it was not there (or `to` is taken). Atomic in
+/// dockerd: of two renames of one container, one succeeds.
+async fn rename(docker: &Docker, from: &str, to: &str) -> bool {
+    let opts = bollard::query_parameters::RenameContainerOptionsBuilder::default()
+        .name(to)
+        .build();
+    docker.raw().rename_container(from, opts).await.is_ok()
 }
 
 /// Takes the service's warm instance, if it has one that is running and was made from the
@@ -331,11 +337,9 @@ async fn take_warm<'a>(
     req: &ServiceVerifyReq,
 ) -> Option<Throwaway<'a>> {
     let name = random_name(instance);
-    let opts = bollard::query_parameters::RenameContainerOptionsBuilder::default()
-        .name(&name)
-        .build();
-    let warm = warm_name(instance, &req.target.key);
-    docker.raw().rename_container(&warm, opts).await.ok()?;
+    if !rename(docker, &warm_name(instance, &req.target.key), &name).await {
+        return None;
+    }
     let info = docker.raw().inspect_container(&name, None).await.ok();
     let labels = info
         .as_ref()

@@ -242,7 +242,7 @@ pub async fn ensure(ctx: &AgentCtx, req: ServiceEnsureReq) -> Result<ServiceStat
             image: spec.image.clone(),
             uid: spec.uid,
         };
-        super::svcverify::warm_template(ctx, docker, req);
+        super::svcverify::warm_instance(ctx, docker, req);
     }
     status(ctx, &spec.key).await
 }
