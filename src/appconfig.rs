@@ -36,14 +36,16 @@ pub struct AppConfig {
     #[serde(default)]
     pub cpu: Option<f64>,
     /// Services each environment gets on its first deploy, created and linked before the
-    /// release command: `db: postgres`, `cache: redis`, `sql: mariadb`, or with scheduled
-    /// backups `db: { type: postgres, backup: { every: 24h, keep: 7 } }` (see
+    /// release command: `db: postgres`, `cache: redis`, `sql: mariadb`, or with a memory
+    /// limit and scheduled backups
+    /// `db: { type: postgres, memory: 1G, backup: { every: 24h, keep: 7 } }` (see
     /// `controller::services`).
     #[serde(default)]
     pub services: Option<BTreeMap<String, ServiceDecl>>,
 }
 
-/// One entry of `services:`: the type alone, or the type with a backup schedule.
+/// One entry of `services:`: the type alone, or the type with a memory limit and a backup
+/// schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ServiceDecl {
     Type(String),
@@ -58,7 +60,7 @@ impl<'de> Deserialize<'de> for ServiceDecl {
         impl<'de> serde::de::Visitor<'de> for V {
             type Value = ServiceDecl;
             fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a service type (postgres) or { type: postgres, backup: { every: 24h, keep: 7 } }")
+                f.write_str("a service type (postgres) or { type: postgres, memory: 1G, backup: { every: 24h, keep: 7 } }")
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ServiceDecl, E> {
                 Ok(ServiceDecl::Type(v.to_string()))
@@ -80,6 +82,10 @@ impl<'de> Deserialize<'de> for ServiceDecl {
 pub struct ServiceFull {
     #[serde(rename = "type")]
     pub kind: String,
+    /// The service container's memory limit (`512M` when not given), which the server
+    /// inside is tuned to (see `agent/services/entry.sh`).
+    #[serde(default)]
+    pub memory: Option<String>,
     #[serde(default)]
     pub backup: Option<BackupDecl>,
 }
@@ -109,6 +115,16 @@ impl ServiceDecl {
         match self {
             ServiceDecl::Type(t) => t,
             ServiceDecl::Full(f) => &f.kind,
+        }
+    }
+
+    /// The memory limit in bytes, when given (already checked by [`parse`]).
+    pub fn memory(&self) -> Option<i64> {
+        match self {
+            ServiceDecl::Full(ServiceFull {
+                memory: Some(m), ..
+            }) => parse_size(m),
+            _ => None,
         }
     }
 
@@ -213,6 +229,11 @@ fn yaml_error(what: &str, e: impl std::fmt::Display) -> String {
     format!("{what}: {first}")
 }
 
+/// A service's memory limit: a size from 128 MiB (less starves MariaDB's own start) to 1 TiB.
+pub fn service_memory(s: &str) -> Option<i64> {
+    parse_size(s).filter(|b| (128 << 20..=1 << 40).contains(b))
+}
+
 /// The types `services:` may name.
 pub const SERVICE_TYPES: [&str; 3] = ["postgres", "redis", "mariadb"];
 
@@ -246,6 +267,17 @@ pub fn parse(text: &str) -> Result<AppConfig, String> {
                 "magrathea.yml: services.{key}: unknown type {:?} (postgres, redis or mariadb)",
                 kind.chars().take(40).collect::<String>()
             ));
+        }
+        if let ServiceDecl::Full(ServiceFull {
+            memory: Some(m), ..
+        }) = decl
+        {
+            if service_memory(m).is_none() {
+                return Err(format!(
+                    "magrathea.yml: services.{key}.memory: {:?} is not a size from 128M to 1T (e.g. 512M, 2G)",
+                    m.chars().take(40).collect::<String>()
+                ));
+            }
         }
         if let ServiceDecl::Full(ServiceFull {
             backup: Some(b), ..
@@ -460,7 +492,7 @@ mod tests {
     #[test]
     fn services_short_and_with_a_backup_schedule() {
         let c = parse(
-            "services:\n  db: { type: postgres, backup: { every: 24h, keep: 3 } }\n  cache: redis\n  sql:\n    type: mariadb\n    backup: { every: 30m }\n",
+            "services:\n  db: { type: postgres, memory: 2G, backup: { every: 24h, keep: 3 } }\n  cache: redis\n  sql:\n    type: mariadb\n    backup: { every: 30m }\n",
         )
         .unwrap();
         let s = c.services.unwrap();
@@ -472,8 +504,11 @@ mod tests {
                 keep: 3
             })
         );
+        assert_eq!(s["db"].memory(), Some(2 << 30));
         assert_eq!(s["cache"].kind(), "redis");
         assert_eq!(s["cache"].schedule(), None);
+        assert_eq!(s["cache"].memory(), None);
+        assert_eq!(s["sql"].memory(), None);
         assert_eq!(s["sql"].schedule().unwrap().every, 1800);
         assert_eq!(s["sql"].schedule().unwrap().keep, DEFAULT_BACKUP_KEEP);
         for (bad, says) in [
@@ -486,6 +521,9 @@ mod tests {
                 "backup.keep",
             ),
             ("{ type: mongo }", "unknown type"),
+            ("{ type: postgres, memory: 64M }", "memory"),
+            ("{ type: postgres, memory: lots }", "memory"),
+            ("{ type: redis, memory: 2T }", "memory"),
             (
                 "{ type: postgres, backups: { every: 1h } }",
                 "unknown field",

@@ -121,6 +121,28 @@ fn declared_services_are_created_linked_isolated_and_kept_running() {
     let info = s.ok(&s.admin, "services:info shop-db");
     assert!(info.contains("version      15."), "{info}");
     assert!(!info.contains("postgres://"), "{info}");
+    // Each server sized to its container's limit: the default, and the one declared.
+    assert!(info.contains("memory       512.0 MB"), "{info}");
+    assert_eq!(
+        svc_exec(
+            &s,
+            "shop-db",
+            "psql -h /run/svc -U postgres -Atc 'SHOW shared_buffers'"
+        ),
+        "128MB"
+    );
+    assert_eq!(
+        svc_exec(&s, "shop-sql", "mariadb --no-defaults -S /run/svc/mysqld.sock -u root -Nse 'SELECT @@innodb_buffer_pool_size'"),
+        (256 << 20).to_string()
+    );
+    let cache = service_container(&s, "shop-cache");
+    assert_eq!(
+        inspect(&cache, "{{.HostConfig.Memory}}"),
+        (256 << 20).to_string()
+    );
+    assert_eq!(redis_maxmemory(&s), (192 << 20).to_string());
+    let mem: Vec<_> = list.iter().map(|v| v["memory"].as_i64().unwrap()).collect();
+    assert_eq!(mem, [256 << 20, 512 << 20, 512 << 20], "{list:?}");
 
     // The credentials: only with the flag, only for an owner.
     let creds = s.ok(&s.admin, "services:info shop-db --show-credentials");
@@ -175,6 +197,14 @@ fn declared_services_are_created_linked_isolated_and_kept_running() {
         (
             "services:create postgres x --node nowhere",
             "no node named 'nowhere'",
+        ),
+        (
+            "services:create redis x --memory 64M",
+            "not a size from 128M to 1T",
+        ),
+        (
+            "services:create redis x --memory 1T",
+            "the service needs 1048576.0 MB of memory and node 'local' has",
         ),
     ] {
         let out = s.ssh(&s.admin, cmd, None);
@@ -318,8 +348,60 @@ fn declared_services_are_created_linked_isolated_and_kept_running() {
         assert!(hits.is_empty(), "the password is in {hits:?}");
     }
 
+    a_new_memory_limit_remakes_the_container(&s, &dir);
     orm_app_migrates_through_database_url(&s);
     destroy_takes_the_apps_services_and_backups(&s);
+}
+
+/// Runs `cmd` in the service's container (as the service's uid) and gives its stdout.
+fn svc_exec(s: &Server, name: &str, cmd: &str) -> String {
+    let c = service_container(s, name);
+    let out = run(Command::new("docker").args(["exec", &c, "sh", "-c", cmd]));
+    assert!(out.status.success(), "{cmd}: {}", text(&out.stderr));
+    text(&out.stdout).trim().to_string()
+}
+
+fn redis_maxmemory(s: &Server) -> String {
+    let out = svc_exec(
+        s,
+        "shop-cache",
+        "REDISCLI_AUTH=$(cat /data/.admin-pass) redis-cli -s /run/svc/redis.sock --user admin --no-auth-warning CONFIG GET maxmemory",
+    );
+    out.lines().nth(1).unwrap_or_default().to_string()
+}
+
+/// A memory limit changed in magrathea.yml: the next deploy makes the service's container
+/// again with it, the server sized to it, and its data kept.
+fn a_new_memory_limit_remakes_the_container(s: &Server, dir: &Path) {
+    let before = get_ok(s, "shop", "/redis");
+    let old = service_container(s, "shop-cache");
+    let yml = std::fs::read_to_string(dir.join("magrathea.yml")).unwrap();
+    std::fs::write(
+        dir.join("magrathea.yml"),
+        yml.replace("memory: 256M", "memory: 384M"),
+    )
+    .unwrap();
+    git_local(dir, &["commit", "-qam", "more memory for the cache"]);
+    let push = s.git_ok(&s.admin, dir, &["push", "paas", "main"]);
+    let said = text(&push.stderr);
+    assert!(
+        said.contains("shop-cache: memory limit 384.0 MB, restarting it"),
+        "{said}"
+    );
+    let new = service_container(s, "shop-cache");
+    assert_ne!(new, old, "the container was not made again");
+    assert_eq!(
+        inspect(&new, "{{.HostConfig.Memory}}"),
+        (384 << 20).to_string()
+    );
+    assert_eq!(redis_maxmemory(s), (288 << 20).to_string());
+    // Everything it held, and the new release command's item after it.
+    assert_eq!(
+        get_ok(s, "shop", "/redis"),
+        format!("{},migrated\n", before.trim_end())
+    );
+    let info = s.ok(&s.admin, "services:info shop-cache");
+    assert!(info.contains("memory       384.0 MB"), "{info}");
 }
 
 /// `ps` lists the services beside the processes, `services:logs` shows the server's

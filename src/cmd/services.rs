@@ -26,6 +26,7 @@ impl Command for Services {
                         "node": s.row.node,
                         "state": s.status.state,
                         "app": s.row.app,
+                        "memory": s.memory(),
                         "links": s.links.iter().map(|l| serde_json::json!({
                             "app": l.app, "env": l.env, "var": l.var,
                         })).collect::<Vec<_>>(),

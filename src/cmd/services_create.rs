@@ -1,7 +1,8 @@
-//! `services:create TYPE NAME [--env E] [--node N]` (admin): a global service, linked to
-//! apps with `services:link`.
+//! `services:create TYPE NAME [--env E] [--node N] [--memory SIZE]` (admin): a global
+//! service, linked to apps with `services:link`.
 
 use super::{CmdResult, Command, Ctx, Done, Mode, Need};
+use crate::controller::ServiceAsk;
 use crate::names::{EnvName, NodeName, ServiceName};
 
 /// Create a service: postgres, redis or mariadb (admin)
@@ -17,6 +18,14 @@ pub struct ServicesCreate {
     /// The node it runs on (default: the one with the most free memory)
     #[arg(long)]
     node: Option<NodeName>,
+    /// Its container's memory limit, which the server is tuned to (default 512M)
+    #[arg(long, value_name = "SIZE", value_parser = memory_arg)]
+    memory: Option<i64>,
+}
+
+fn memory_arg(s: &str) -> Result<i64, String> {
+    crate::appconfig::service_memory(s)
+        .ok_or_else(|| format!("{s:?} is not a size from 128M to 1T (e.g. 512M, 2G)"))
 }
 
 impl Command for ServicesCreate {
@@ -28,11 +37,14 @@ impl Command for ServicesCreate {
             .core
             .create_service(
                 &cx.who.name,
-                &self.kind,
-                &self.name,
-                &self.env,
-                self.node.as_deref(),
-                None,
+                &ServiceAsk {
+                    kind: &self.kind,
+                    name: &self.name,
+                    env: &self.env,
+                    node: self.node.as_deref(),
+                    app: None,
+                    memory: self.memory,
+                },
                 cx.out,
             )
             .await?;

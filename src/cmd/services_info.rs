@@ -5,7 +5,7 @@ use crate::access::AppRole;
 use crate::names::ServiceName;
 use crate::timefmt::utc;
 
-/// Show a service: state, node, version, size on disk, connections, links
+/// Show a service: state, node, version, size on disk, memory, connections, links
 #[derive(Debug, clap::Args)]
 pub struct ServicesInfo {
     name: ServiceName,
@@ -46,6 +46,7 @@ impl Command for ServicesInfo {
                 "name": v.row.name, "type": v.row.kind, "env": v.row.env, "app": v.row.app,
                 "node": v.row.node, "image": v.row.image, "state": st.state,
                 "version": st.version, "size": st.size, "connections": st.connections,
+                "memory": v.memory(),
                 "restarts": st.restarts, "created_at": v.row.created_at, "links": links,
                 "backups": v.schedule,
             }))
@@ -65,6 +66,7 @@ impl Command for ServicesInfo {
         line("state", st.state.clone());
         line("restarts", st.restarts.to_string());
         line("size", crate::controller::view::human(st.size));
+        line("memory", crate::controller::view::human(v.memory() as u64));
         line(
             "connections",
             st.connections.map_or("-".into(), |c| c.to_string()),

@@ -7,9 +7,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::services::{kind, ServiceView};
+use super::services::{kind, ServiceAsk, ServiceView};
 use super::{Core, CoreError};
 use crate::appconfig::ServiceDecl;
+use crate::node::proto::SERVICE_MEMORY;
 use crate::sink::Sink;
 use crate::store::ServiceRow;
 
@@ -19,7 +20,7 @@ pub type ShownConfig = (BTreeMap<String, String>, Vec<(String, String)>);
 impl Core {
     /// `services:` of `magrathea.yml`: each declared service of the app's environment
     /// created and linked if it is not yet (before the release command, so it can migrate),
-    /// and its backup schedule recorded (the app's services of `env` no longer declared with
+    /// made again when its memory limit changed, and its backup schedule recorded (the app's services of `env` no longer declared with
     /// one lose theirs). Stored only: the rollout that follows takes the new config.
     pub async fn declare_services(
         self: &Arc<Self>,
@@ -56,10 +57,28 @@ impl Core {
                     )))
                 }
                 None => {
-                    self.create_service(who, k.name, &name, env, None, Some(app), out)
-                        .await?
+                    let ask = ServiceAsk {
+                        kind: k.name,
+                        name: &name,
+                        env,
+                        node: None,
+                        app: Some(app),
+                        memory: decl.memory(),
+                    };
+                    self.create_service(who, &ask, out).await?
                 }
             };
+            if row.memory != decl.memory() {
+                // The container is made again with the new limit; its data stays.
+                self.store.set_service_memory(&name, decl.memory())?;
+                let row = self.store.service(&name)?.unwrap_or(row.clone());
+                out.line(format!(
+                    "-----> {name}: memory limit {}, restarting it",
+                    crate::build::human(row.memory.unwrap_or(SERVICE_MEMORY) as u64)
+                ))
+                .await;
+                self.ensure_service(&row).await?;
+            }
             let schedule = decl.schedule().map(|s| (s.every as i64, s.keep as i64));
             if schedule != row.backup_every.zip(row.backup_keep) {
                 self.store.set_backup_schedule(&name, schedule)?;

@@ -37,7 +37,9 @@ pub use formation::{check_type, counts_text, MAX_PER_TYPE};
 pub use limits::Limits;
 pub use nodes::NewNode;
 pub use schedule::scheduled_backups;
-pub use services::{check_var, kind as service_kind, LinkView, ScheduleView, ServiceView};
+pub use services::{
+    check_var, kind as service_kind, LinkView, ScheduleView, ServiceAsk, ServiceView,
+};
 
 use std::collections::HashMap;
 use std::path::PathBuf;

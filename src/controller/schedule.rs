@@ -178,6 +178,7 @@ mod tests {
             backup_failures: failures,
             backup_error: None,
             backup_error_at: error_at,
+            memory: None,
         }
     }
 

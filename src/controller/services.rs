@@ -68,6 +68,21 @@ pub const KINDS: [Kind; 3] = [
 
 use crate::node::proto::SERVICE_MEMORY;
 
+/// What a new service is: `services:create`'s arguments, or a `magrathea.yml` declaration's.
+#[derive(Debug, Clone, Copy)]
+pub struct ServiceAsk<'a> {
+    pub kind: &'a str,
+    pub name: &'a str,
+    /// The environment it serves.
+    pub env: &'a str,
+    /// The node asked for; None: the one with the most free memory.
+    pub node: Option<&'a str>,
+    /// The app declaring it; None: a global service (admin).
+    pub app: Option<&'a str>,
+    /// Its memory limit; None: the default (`SERVICE_MEMORY`).
+    pub memory: Option<i64>,
+}
+
 pub fn kind(name: &str) -> Result<&'static Kind, CoreError> {
     KINDS.iter().find(|k| k.name == name).ok_or_else(|| {
         CoreError::Invalid(format!(
@@ -136,6 +151,13 @@ pub struct ServiceView {
     pub links: Vec<LinkView>,
     /// Scheduled backups: when the newest was taken and the next is due.
     pub schedule: Option<ScheduleView>,
+}
+
+impl ServiceView {
+    /// Its container's memory limit in bytes.
+    pub fn memory(&self) -> i64 {
+        self.row.memory.unwrap_or(SERVICE_MEMORY)
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -227,7 +249,7 @@ impl Core {
             kind: row.kind.clone(),
             image: row.image.clone(),
             uid: row.uid,
-            memory: SERVICE_MEMORY,
+            memory: row.memory.unwrap_or(SERVICE_MEMORY),
         }
     }
 
@@ -257,23 +279,28 @@ impl Core {
             .map_err(|e| CoreError::Failed(format!("service '{}': {e}", row.name)))
     }
 
-    /// The node a new service goes to: `want`, else the one with the most free memory.
-    async fn place_service(&self, want: Option<&str>) -> Result<NodeRow, CoreError> {
+    /// The node a new service goes to: `want`, else the one with the most free memory;
+    /// refused when that node has less free than the service's limit (`memory`).
+    async fn place_service(&self, want: Option<&str>, memory: i64) -> Result<NodeRow, CoreError> {
         // A cluster (Swarm) runs app processes only; services run on nodes.
-        let nodes: Vec<NodeRow> = self
+        let mut nodes: Vec<NodeRow> = self
             .all_nodes()?
             .into_iter()
             .filter(|n| !n.is_cluster())
             .collect();
         if let Some(w) = want {
-            return nodes
-                .into_iter()
-                .find(|n| n.name == w)
-                .ok_or_else(|| CoreError::Invalid(format!("no node named '{w}'")));
+            nodes.retain(|n| n.name == w);
+            if nodes.is_empty() {
+                return Err(CoreError::Invalid(format!("no node named '{w}'")));
+            }
         }
         let mut best: Option<(i64, NodeRow)> = None;
         for n in nodes {
             let Ok(st) = self.node_client(&n).send(&StatusReq).await else {
+                if want.is_some() {
+                    // Asked for by name: its answer (or not) comes with the start.
+                    return Ok(n);
+                }
                 continue;
             };
             let used: i64 = st
@@ -289,23 +316,40 @@ impl Core {
                 best = Some((free, n));
             }
         }
-        best.map(|(_, n)| n).ok_or_else(|| {
+        let (free, node) = best.ok_or_else(|| {
             CoreError::Unavailable("no node answers; cannot place the service".into())
-        })
+        })?;
+        if free < memory {
+            return Err(CoreError::Invalid(format!(
+                "the service needs {} of memory and node '{}' has {} free{}",
+                crate::build::human(memory as u64),
+                node.name,
+                crate::build::human(free.max(0) as u64),
+                if want.is_some() {
+                    ""
+                } else {
+                    " (the most of any node)"
+                }
+            )));
+        }
+        Ok(node)
     }
 
     /// Creates a service and starts it; nothing is left if it cannot start.
-    #[allow(clippy::too_many_arguments)]
     pub async fn create_service(
         &self,
         who: &str,
-        kind_name: &str,
-        name: &str,
-        env: &str,
-        node: Option<&str>,
-        app: Option<&str>,
+        ask: &ServiceAsk<'_>,
         out: &mut Sink,
     ) -> Result<ServiceRow, CoreError> {
+        let ServiceAsk {
+            kind: kind_name,
+            name,
+            env,
+            node,
+            app,
+            memory,
+        } = *ask;
         let k = kind(kind_name)?;
         crate::names::check("service", name)?;
         crate::names::check("environment", env)?;
@@ -314,7 +358,9 @@ impl Core {
                 "service '{name}' already exists"
             )));
         }
-        let n = self.place_service(node).await?;
+        let n = self
+            .place_service(node, memory.unwrap_or(SERVICE_MEMORY))
+            .await?;
         let key = crate::keys::random_hex(8);
         let row = self.store.create_service(&NewService {
             name,
@@ -325,10 +371,13 @@ impl Core {
             key: &key,
             image: k.image,
             by: who,
+            memory,
         })?;
         out.line(format!(
-            "-----> Starting {} service {name} for {env} on node {}",
-            k.name, n.name
+            "-----> Starting {} service {name} for {env} on node {} ({} of memory)",
+            k.name,
+            n.name,
+            crate::build::human(memory.unwrap_or(SERVICE_MEMORY) as u64)
         ))
         .await;
         if let Err(e) = self.ensure_service(&row).await {

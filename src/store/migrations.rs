@@ -287,6 +287,8 @@ pub(super) const MIGRATIONS: &[&str] = &[
         SELECT name, 'swarm', addr, host_fp, added_at FROM nodes
         WHERE instr(labels, '\"@cluster\":') > 0;
      DELETE FROM nodes WHERE instr(labels, '\"@cluster\":') > 0;",
+    // 17: a service's memory limit (NULL: the default, `SERVICE_MEMORY`)
+    "ALTER TABLE services ADD COLUMN memory INTEGER;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

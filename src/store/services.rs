@@ -31,6 +31,8 @@ pub struct ServiceRow {
     pub backup_failures: i64,
     pub backup_error: Option<String>,
     pub backup_error_at: Option<i64>,
+    /// Its container's memory limit in bytes; None: the default (`SERVICE_MEMORY`).
+    pub memory: Option<i64>,
 }
 
 /// What `create_service` records (the uid is allocated there).
@@ -43,6 +45,7 @@ pub struct NewService<'a> {
     pub key: &'a str,
     pub image: &'a str,
     pub by: &'a str,
+    pub memory: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -60,7 +63,7 @@ pub struct LinkRow {
 }
 
 const SERVICE_COLS: &str = "id,name,kind,env,app,node,key,uid,image,created_at,created_by,
-     backup_every,backup_keep,backup_failures,backup_error,backup_error_at";
+     backup_every,backup_keep,backup_failures,backup_error,backup_error_at,memory";
 
 fn service_row(r: &Row) -> rusqlite::Result<ServiceRow> {
     Ok(ServiceRow {
@@ -80,6 +83,7 @@ fn service_row(r: &Row) -> rusqlite::Result<ServiceRow> {
         backup_failures: r.get(13)?,
         backup_error: r.get(14)?,
         backup_error_at: r.get(15)?,
+        memory: r.get(16)?,
     })
 }
 
@@ -123,9 +127,9 @@ impl Store {
             return Err(StoreError::Conflict("no uid left in the app range".into()));
         }
         tx.execute(
-            "INSERT INTO services(name,kind,env,app,node,key,uid,image,created_at,created_by)
-             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10)",
-            params![s.name, s.kind, s.env, s.app, s.node, s.key, uid, s.image, at, s.by],
+            "INSERT INTO services(name,kind,env,app,node,key,uid,image,created_at,created_by,memory)
+             VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11)",
+            params![s.name, s.kind, s.env, s.app, s.node, s.key, uid, s.image, at, s.by, s.memory],
         )?;
         tx.commit()?;
         drop(c);
@@ -172,6 +176,15 @@ impl Store {
         }
         tx.execute("DELETE FROM services WHERE name=?1", [name])?;
         tx.commit()?;
+        Ok(())
+    }
+
+    /// A service's memory limit (None: the default).
+    pub fn set_service_memory(&self, name: &str, memory: Option<i64>) -> Result<()> {
+        self.lock().execute(
+            "UPDATE services SET memory=?2 WHERE name=?1",
+            params![name, memory],
+        )?;
         Ok(())
     }
 
@@ -260,6 +273,7 @@ mod tests {
             key,
             image: "magrathea/svc-postgres-15:latest",
             by: "root",
+            memory: None,
         }
     }
 
@@ -295,7 +309,12 @@ mod tests {
         // The same name again: a new uid and nothing of the old one.
         let b = s.create_service(&new("shop-db", "k3")).unwrap();
         assert!(b.uid > a.uid && b.id > a.id);
-        assert_eq!((b.backup_every, b.backup_keep), (None, None));
+        assert_eq!(
+            (b.backup_every, b.backup_keep, b.memory),
+            (None, None, None)
+        );
+        s.set_service_memory("shop-db", Some(1 << 30)).unwrap();
+        assert_eq!(s.service("shop-db").unwrap().unwrap().memory, Some(1 << 30));
         s.set_backup_schedule("shop-db", Some((60, 3))).unwrap();
         s.backup_outcome("shop-db", Some("node down")).unwrap();
         s.backup_outcome("shop-db", Some("node still down"))

@@ -41,6 +41,18 @@ read_password() {
     case "$PW" in *[!A-Za-z0-9]* | "") die "bad password" ;; esac
 }
 
+# The container's memory limit in bytes (cgroup v2, then v1), empty when there is none: the
+# servers are sized to it, so a service given more memory uses it and one given less is not
+# killed for caching more than it may hold.
+mem_limit() {
+    l=$(cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || true)
+    case "$l" in "" | max | *[!0-9]*) return 0 ;; esac
+    # cgroup v1 says "no limit" with a number near 2^63.
+    [ "$l" -gt 0 ] && [ "$l" -le 1099511627776 ] && echo "$l"
+    return 0
+}
+MEM=$(mem_limit)
+
 psql_admin() { psql -X -q -v ON_ERROR_STOP=1 -h "$SOCK" -U postgres "$@"; }
 maria_admin() { mariadb --no-defaults -S "$SOCK/mysqld.sock" -u root "$@"; }
 redis_admin() { REDISCLI_AUTH=$(cat /data/.admin-pass) redis-cli -s "$SOCK/redis.sock" --user admin --no-auth-warning "$@"; }
@@ -93,7 +105,11 @@ run_postgres() {
             -c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=8GB -c checkpoint_timeout=1h \
             -c autovacuum=off -c maintenance_work_mem=256MB
     fi
-    exec postgres -D /data/pg
+    # A quarter of the memory for shared buffers (Postgres's own advice; its default, 128MB,
+    # is that of the default 512M), and the planner told the rest is cache.
+    [ -n "$MEM" ] || exec postgres -D /data/pg
+    exec postgres -D /data/pg -c shared_buffers=$((MEM / 4 / 1024))kB \
+        -c effective_cache_size=$((MEM * 3 / 4 / 1024))kB
 }
 
 run_mariadb() {
@@ -110,7 +126,8 @@ EOF
     fi
     exec mariadbd --no-defaults --datadir=/data/mysql --socket="$SOCK/mysqld.sock" \
         --pid-file="$SOCK/mysqld.pid" --bind-address=0.0.0.0 --port=3306 --skip-name-resolve \
-        --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci
+        --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci \
+        ${MEM:+--innodb-buffer-pool-size=$((MEM / 2))}
 }
 
 run_redis() {
@@ -132,6 +149,10 @@ unixsocket $SOCK/redis.sock
 unixsocketperm 700
 EOF
     )
+    # Writes are refused ("OOM command not allowed") before the data outgrows the limit,
+    # rather than the server being killed; a quarter is left for the copy-on-write of the
+    # forked saves (BGSAVE, the append-only file's rewrite).
+    [ -z "$MEM" ] || printf 'maxmemory %s\nmaxmemory-policy noeviction\n' $((MEM * 3 / 4)) >>"$SOCK/redis.conf"
     exec redis-server "$SOCK/redis.conf"
 }
 

@@ -83,6 +83,12 @@ fn check_spec(spec: &ServiceSpec) -> Result<(), AgentError> {
     check_key(&spec.key)?;
     crate::names::check("service", &spec.name)?;
     crate::isolation::check_uid(spec.uid)?;
+    if !(128 << 20..=1 << 40).contains(&spec.memory) {
+        return Err(AgentError::Invalid(format!(
+            "a service's memory limit is 128 MiB to 1 TiB, not {} bytes",
+            spec.memory
+        )));
+    }
     if !KINDS.contains(&spec.kind.as_str()) {
         return Err(AgentError::Invalid(format!(
             "unknown service type '{}'",
@@ -132,6 +138,9 @@ fn container_body(
             "HOME=/data".into(),
         ]),
         hostname: Some(spec.name.clone()),
+        // Postgres shuts down cleanly but waits for its clients on SIGTERM; SIGINT is its
+        // fast shutdown (the others finish cleanly on SIGTERM, Docker's default).
+        stop_signal: (spec.kind == "postgres").then(|| "SIGINT".to_string()),
         labels: Some(HashMap::from([
             ("magrathea.instance".to_string(), ctx.instance.clone()),
             (L_SERVICE.to_string(), spec.key.clone()),
@@ -196,7 +205,7 @@ pub async fn ensure(ctx: &AgentCtx, req: ServiceEnsureReq) -> Result<ServiceStat
     let own = crate::isolation::ensure_network(docker.raw(), &ctx.instance, spec.uid)
         .await
         .map_err(|e| AgentError::Docker(e.to_string()))?;
-    let info = match docker
+    let mut info = match docker
         .raw()
         .inspect_container(&name, None::<InspectContainerOptions>)
         .await
@@ -205,6 +214,35 @@ pub async fn ensure(ctx: &AgentCtx, req: ServiceEnsureReq) -> Result<ServiceStat
         Err(e) if is_404(&e) => None,
         Err(e) => return Err(docker_err("inspecting the service")(e)),
     };
+    let limit = info
+        .as_ref()
+        .and_then(|i| i.config.as_ref())
+        .and_then(|c| c.labels.as_ref())
+        .map(labelled_memory);
+    if limit.is_some_and(|m| m != spec.memory) {
+        // A new memory limit: the container is made again (the server inside is tuned to
+        // its limit at start); the data dir stays. Stopped with the server's own clean
+        // shutdown signal, given time to finish its checkpoint.
+        let stop = bollard::query_parameters::StopContainerOptionsBuilder::default()
+            .t(60)
+            .build();
+        docker
+            .raw()
+            .stop_container(&name, Some(stop))
+            .await
+            .or_else(|e| if is_404(&e) { Ok(()) } else { Err(e) })
+            .map_err(docker_err("stopping the service for its new memory limit"))?;
+        let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .build();
+        docker
+            .raw()
+            .remove_container(&name, Some(rm))
+            .await
+            .or_else(|e| if is_404(&e) { Ok(()) } else { Err(e) })
+            .map_err(docker_err("removing the service's old container"))?;
+        info = None;
+    }
     if info.is_none() {
         let body = container_body(ctx, spec, own.clone())?;
         let opts = CreateContainerOptionsBuilder::default().name(&name).build();
@@ -424,13 +462,18 @@ pub async fn reserved_memory(docker: &crate::docker::Docker, instance: &str) -> 
     list.iter()
         .filter_map(|c| c.labels.as_ref())
         .filter(|l| l.contains_key(L_SERVICE))
-        .map(|l| {
-            l.get(L_MEMORY)
-                .and_then(|m| m.parse::<i64>().ok())
-                .filter(|m| *m > 0)
-                .unwrap_or(crate::node::proto::SERVICE_MEMORY)
-        })
+        .map(labelled_memory)
         .sum()
+}
+
+/// A service container's memory limit, from its label (one made before the limit was
+/// labelled has the default).
+fn labelled_memory(labels: &HashMap<String, String>) -> i64 {
+    labels
+        .get(L_MEMORY)
+        .and_then(|m| m.parse::<i64>().ok())
+        .filter(|m| *m > 0)
+        .unwrap_or(crate::node::proto::SERVICE_MEMORY)
 }
 
 /// State, version, connections, size on disk; `missing` when there is no container.
