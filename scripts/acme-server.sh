@@ -15,7 +15,9 @@
 #                          `magrathea serve --acme-ca`
 #         config.json      Pebble's configuration
 #       Environment: ACME_PORT (14000), MGMT_PORT (15000), DNS_PORT (8053),
-#       CERT_VALIDITY (seconds a certificate is valid; Pebble's default: 5 years).
+#       CERT_VALIDITY (seconds a certificate is valid; Pebble's default: 5 years),
+#       TLS_PORT (where TLS-ALPN-01 checks connect: the router's HTTPS port; default 0,
+#       Pebble's 443).
 #       The directory is https://127.0.0.1:ACME_PORT/dir; the root that issued the
 #       certificates (new at every start) is at https://127.0.0.1:MGMT_PORT/roots/0.
 #
@@ -83,7 +85,7 @@ run() {
     "certificate": "${dir}/listener-cert.pem",
     "privateKey": "${dir}/listener-key.pem",
     "httpPort": ${http_port},
-    "tlsPort": 0,
+    "tlsPort": ${TLS_PORT:-0},
     "ocspResponderURL": "",
     "externalAccountBindingRequired": false${validity}
   }

@@ -256,6 +256,10 @@ pub struct AcmeArgs {
     /// a certificate's lifetime)
     #[arg(long, value_name = "DAYS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=365))]
     pub acme_renew_before: u64,
+    /// How the CA checks a domain: http-01 (a token on the HTTP port) or tls-alpn-01 (a
+    /// handshake on the HTTPS port, for hosts whose port 80 is closed)
+    #[arg(long, value_name = "TYPE", value_enum, default_value_t = crate::acme::Challenge::Http01)]
+    pub acme_challenge: crate::acme::Challenge,
 }
 
 impl AcmeArgs {
@@ -265,6 +269,7 @@ impl AcmeArgs {
             email: self.acme_email.clone(),
             ca: self.acme_ca.clone(),
             renew_before: std::time::Duration::from_secs(self.acme_renew_before * 86400),
+            challenge: self.acme_challenge,
         }
     }
 }

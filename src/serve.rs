@@ -93,6 +93,9 @@ pub async fn serve(
     limits: crate::controller::Limits,
 ) -> anyhow::Result<()> {
     let listen = o.listen.as_str();
+    if o.acme.challenge == crate::acme::Challenge::TlsAlpn01 && o.https.is_none() {
+        bail!("--acme-challenge tls-alpn-01 is answered on the HTTPS port: give --https ADDR too");
+    }
     // Absolute, always: git resolves a relative core.hooksPath against the repository, and
     // a hook git cannot find is silently skipped, which would let pushes bypass us.
     let data = &std::fs::canonicalize(data).unwrap_or_else(|_| data.to_path_buf());

@@ -53,10 +53,12 @@ impl Pebble {
         [lease_port(), lease_port(), lease_port()]
     }
 
+    /// Pebble checks HTTP-01 on `http_port`, TLS-ALPN-01 on `tls_port`.
     fn start(
         dir: &Path,
         (acme_port, mgmt_port, dns_port): (u16, u16, u16),
         http_port: u16,
+        tls_port: u16,
     ) -> Pebble {
         require_pebble();
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/acme-server.sh");
@@ -69,6 +71,7 @@ impl Pebble {
             .env("MGMT_PORT", mgmt_port.to_string())
             .env("DNS_PORT", dns_port.to_string())
             .env("CERT_VALIDITY", VALIDITY)
+            .env("TLS_PORT", tls_port.to_string())
             .process_group(0)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -208,7 +211,9 @@ fn a_certificate_is_issued_served_renewed_and_a_failing_renewal_shows() {
         "--acme-email",
         "ops@example.test",
     ]);
-    let mut pebble = Pebble::start(&pebble_dir, ports, s.http_port);
+    // TLS-ALPN-01 checks would go to a port nothing listens on: this order is HTTP-01's.
+    let closed = lease_port();
+    let mut pebble = Pebble::start(&pebble_dir, ports, s.http_port, closed.port);
     assert_eq!(pebble.acme_port, ports.0);
     let https = https_port(&s);
     let pebble_log = pebble.log.clone();
@@ -299,4 +304,69 @@ fn a_certificate_is_issued_served_renewed_and_a_failing_renewal_shows() {
     // Off: no more orders; the renewal state is gone.
     s.ok(admin, "certs:auto:disable shop");
     assert!(s.ok(admin, "certs:auto shop").contains("off"));
+}
+
+/// TLS-ALPN-01: the CA's check is a handshake on the router's HTTPS port asking for
+/// `acme-tls/1`; nothing listens where an HTTP-01 check would go. The challenge certificate
+/// goes only to such a handshake, and the issued one is served after.
+#[test]
+fn tls_alpn_01_issues_through_the_https_port_alone() {
+    require_pebble();
+    let scratch = tempfile::tempdir().unwrap();
+    let pebble_dir = scratch.path().join("pebble");
+    let leases = Pebble::ports();
+    let ports = (leases[0].port, leases[1].port, leases[2].port);
+    // Without an HTTPS listener there is nothing to answer on: refused at start.
+    let out = run(Command::new(util::bin())
+        .args(["serve", "--data"])
+        .arg(scratch.path())
+        .args(["--acme-challenge", "tls-alpn-01"]));
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("give --https ADDR too"),
+        "{err}"
+    );
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    let (https, closed) = (lease_port(), lease_port());
+    let directory = format!("https://127.0.0.1:{}/dir", ports.0);
+    let ca = pebble_dir.join("listener-ca.pem");
+    let s = Server::start_with(&[
+        "--https",
+        &format!("127.0.0.1:{}", https.port),
+        "--acme-directory",
+        &directory,
+        "--acme-ca",
+        ca.to_str().unwrap(),
+        "--acme-challenge",
+        "tls-alpn-01",
+    ]);
+    let pebble = Pebble::start(&pebble_dir, ports, closed.port, https.port);
+    assert_eq!(https_port(&s), https.port);
+    let diag = || format!("server log:\n{}\n{}", s.log(), pebble.log());
+    let admin = &s.admin;
+    let repo = util::repo(&scratch.path().join("repo"));
+    std::fs::write(repo.join("index.html"), "hello over tls-alpn\n").unwrap();
+    util::git_local(&repo, &["add", "-A"]);
+    util::git_local(&repo, &["commit", "-q", "-m", "app"]);
+    s.git_ok(admin, &repo, &["push", &s.url("shop"), "main"]);
+    s.ok(admin, &format!("domains:add shop {HOST}"));
+
+    let out = s.ssh(admin, "certs:auto:enable shop", None);
+    assert!(
+        out.status.success() && text(&out.stdout).contains("certificate issued"),
+        "{}{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr),
+        diag()
+    );
+    let (code, body, err) = curl_verified(https.port, &pebble.root());
+    assert_eq!(code, 0, "curl: {err}\n{}", diag());
+    assert_eq!(body, "hello over tls-alpn\n");
+    // The order is over: an acme-tls/1 handshake for the host gets no certificate now.
+    let out = run(Command::new("sh").arg("-c").arg(format!(
+        "openssl s_client -connect 127.0.0.1:{} -servername {HOST} -alpn acme-tls/1 </dev/null 2>&1",
+        https.port
+    )));
+    let said = text(&out.stdout);
+    assert!(!said.contains("BEGIN CERTIFICATE"), "{said}");
 }

@@ -1,7 +1,9 @@
-//! Automatic certificates: an ACME (RFC 8555) client for HTTP-01 orders, on `instant-acme`
-//! (rustls with ring). It knows nothing of apps or the store: the controller hands it the
-//! account's saved credentials, the domains to order and a [`Responder`] that serves the
-//! challenge tokens (the router, at `/.well-known/acme-challenge/TOKEN`), and gets back the
+//! Automatic certificates: an ACME (RFC 8555) client for HTTP-01 or TLS-ALPN-01 (RFC 8737)
+//! orders, on `instant-acme` (rustls with ring). It knows nothing of apps or the store: the
+//! controller hands it the account's saved credentials, the domains to order and a
+//! [`Responder`] that serves the challenges (the router: the token at
+//! `/.well-known/acme-challenge/TOKEN` on its HTTP port, or the challenge certificate made
+//! here to a handshake asking for `acme-tls/1` on its HTTPS port), and gets back the
 //! certificate chain and its key. When to renew and how long to wait after a failure are
 //! here too ([`renew_at`], [`retry_delay`]), as pure functions.
 
@@ -26,6 +28,37 @@ pub struct AcmeOptions {
     pub ca: Option<PathBuf>,
     /// Renew this long before expiry (at most a third of the certificate's lifetime).
     pub renew_before: Duration,
+    /// How the CA checks that we answer for a domain.
+    pub challenge: Challenge,
+}
+
+/// The challenge orders are validated with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Challenge {
+    /// A token over plain HTTP on port 80 (the router's HTTP listener).
+    #[default]
+    #[value(name = "http-01")]
+    Http01,
+    /// A certificate made for the check, in a TLS handshake on port 443 (the router's
+    /// HTTPS listener): for hosts whose port 80 is closed.
+    #[value(name = "tls-alpn-01")]
+    TlsAlpn01,
+}
+
+impl Challenge {
+    fn kind(self) -> ChallengeType {
+        match self {
+            Challenge::Http01 => ChallengeType::Http01,
+            Challenge::TlsAlpn01 => ChallengeType::TlsAlpn01,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Challenge::Http01 => "HTTP-01",
+            Challenge::TlsAlpn01 => "TLS-ALPN-01",
+        }
+    }
 }
 
 pub const LETS_ENCRYPT: &str = "https://acme-v02.api.letsencrypt.org/directory";
@@ -37,6 +70,7 @@ impl Default for AcmeOptions {
             email: None,
             ca: None,
             renew_before: Duration::from_secs(30 * 86400),
+            challenge: Challenge::default(),
         }
     }
 }
@@ -53,11 +87,29 @@ pub enum AcmeError {
     Timeout(u64),
 }
 
-/// Serves HTTP-01 answers while an order is being validated.
+/// Serves the challenges' answers while an order is being validated.
 pub trait Responder: Send + Sync {
     /// From now on, `http://HOST/.well-known/acme-challenge/TOKEN` answers `key_auth`.
     fn publish(&self, host: &str, token: &str, key_auth: &str);
     fn withdraw(&self, token: &str);
+    /// From now on, a TLS handshake for `host` that asks for ALPN `acme-tls/1` gets this
+    /// certificate (its DER, and its key's PKCS#8 DER) and nothing else.
+    fn publish_tls_alpn(&self, host: &str, cert_der: Vec<u8>, key_der: Vec<u8>);
+    fn withdraw_tls_alpn(&self, host: &str);
+}
+
+/// The self-signed certificate a TLS-ALPN-01 check expects (RFC 8737 section 3): `host` as
+/// its only name and the SHA-256 of the key authorization in the critical
+/// `acmeIdentifier` extension. DER of the certificate and of its key (PKCS#8).
+pub fn tls_alpn_certificate(host: &str, digest: &[u8]) -> Result<(Vec<u8>, Vec<u8>), AcmeError> {
+    let bad = |e: rcgen::Error| AcmeError::Order(format!("the TLS-ALPN-01 certificate: {e}"));
+    let key = rcgen::KeyPair::generate().map_err(bad)?;
+    let mut params = rcgen::CertificateParams::new(vec![host.to_string()]).map_err(bad)?;
+    params
+        .custom_extensions
+        .push(rcgen::CustomExtension::new_acme_identifier(digest));
+    let cert = params.self_signed(&key).map_err(bad)?;
+    Ok((cert.der().to_vec(), key.serialize_der()))
 }
 
 /// A certificate just issued.
@@ -72,6 +124,7 @@ pub struct Issued {
 /// An ACME account, ready for orders.
 pub struct Client {
     account: Account,
+    challenge: Challenge,
 }
 
 /// Longest one order may take, validation included.
@@ -99,7 +152,8 @@ impl Client {
                 .from_credentials(creds)
                 .await
                 .map_err(failed)?;
-            return Ok((Client { account }, None));
+            let challenge = o.challenge;
+            return Ok((Client { account, challenge }, None));
         }
         let contact = o.email.as_ref().map(|e| format!("mailto:{e}"));
         let contact: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -117,11 +171,12 @@ impl Client {
             .await
             .map_err(failed)?;
         let json = serde_json::to_vec(&creds).map_err(|e| fail(&e))?;
-        Ok((Client { account }, Some(json)))
+        let challenge = o.challenge;
+        Ok((Client { account, challenge }, Some(json)))
     }
 
-    /// Orders one certificate for `domains` with HTTP-01 challenges served by `responder`.
-    /// The tokens are withdrawn whatever happens.
+    /// Orders one certificate for `domains` with the account's kind of challenge, served by
+    /// `responder`. The answers are withdrawn whatever happens.
     pub async fn issue(
         &self,
         domains: &[String],
@@ -130,6 +185,7 @@ impl Client {
         let mut published = Published {
             responder,
             tokens: vec![],
+            alpn_hosts: vec![],
         };
         let order = self.order(domains, &mut published);
         let (chain_pem, key_pem) = tokio::time::timeout(ORDER_TIMEOUT, order)
@@ -170,13 +226,20 @@ impl Client {
                 }
             }
             let host = authz.identifier().to_string();
-            let mut challenge = authz.challenge(ChallengeType::Http01).ok_or_else(|| {
+            let mut challenge = authz.challenge(self.challenge.kind()).ok_or_else(|| {
                 AcmeError::Order(format!(
-                    "the ACME server offers no HTTP-01 check for {host}"
+                    "the ACME server offers no {} check for {host}",
+                    self.challenge.name()
                 ))
             })?;
             let key_auth = challenge.key_authorization();
-            published.add(&host, &challenge.token, key_auth.as_str());
+            match self.challenge {
+                Challenge::Http01 => published.add(&host, &challenge.token, key_auth.as_str()),
+                Challenge::TlsAlpn01 => {
+                    let (cert, key) = tls_alpn_certificate(&host, key_auth.digest().as_ref())?;
+                    published.add_tls_alpn(&host, cert, key);
+                }
+            }
             challenge.set_ready().await.map_err(fail)?;
         }
         let polling = RetryPolicy::new()
@@ -244,10 +307,11 @@ fn one_line(s: &str) -> String {
     flat.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// The tokens one order published; withdrawn when it ends, whatever the outcome.
+/// The answers one order published; withdrawn when it ends, whatever the outcome.
 struct Published<'a> {
     responder: &'a dyn Responder,
     tokens: Vec<String>,
+    alpn_hosts: Vec<String>,
 }
 
 impl Published<'_> {
@@ -255,12 +319,20 @@ impl Published<'_> {
         self.responder.publish(host, token, key_auth);
         self.tokens.push(token.to_owned());
     }
+
+    fn add_tls_alpn(&mut self, host: &str, cert: Vec<u8>, key: Vec<u8>) {
+        self.responder.publish_tls_alpn(host, cert, key);
+        self.alpn_hosts.push(host.to_owned());
+    }
 }
 
 impl Drop for Published<'_> {
     fn drop(&mut self) {
         for t in &self.tokens {
             self.responder.withdraw(t);
+        }
+        for h in &self.alpn_hosts {
+            self.responder.withdraw_tls_alpn(h);
         }
     }
 }
@@ -293,7 +365,8 @@ pub fn retry_delay(failures: u32) -> i64 {
         .min(MOST)
 }
 
-/// Hosts an HTTP-01 order can cover: not wildcards (those need DNS-01), not IP addresses.
+/// Hosts an HTTP-01 or TLS-ALPN-01 order can cover: not wildcards (those need DNS-01), not
+/// IP addresses.
 pub fn orderable(host: &str) -> bool {
     !host.starts_with("*.") && host.contains('.') && host.parse::<std::net::IpAddr>().is_err()
 }
@@ -331,6 +404,29 @@ mod tests {
         assert!(!orderable("*.example.com"));
         assert!(!orderable("localhost"));
         assert!(!orderable("127.0.0.1"));
+    }
+
+    #[test]
+    fn the_tls_alpn_certificate_names_the_host_and_carries_the_digest() {
+        let digest = [7u8; 32];
+        let (der, key) = tls_alpn_certificate("a.example.com", &digest).unwrap();
+        assert!(!key.is_empty());
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let ext = cert
+            .extensions()
+            .iter()
+            .find(|e| e.oid.to_id_string() == "1.3.6.1.5.5.7.1.31")
+            .expect("the acmeIdentifier extension");
+        assert!(ext.critical);
+        // An OCTET STRING of the 32 bytes.
+        assert_eq!(ext.value[..2], [0x04, 32]);
+        assert_eq!(ext.value[2..], digest);
+        let names = cert.subject_alternative_name().unwrap().unwrap();
+        assert_eq!(names.value.general_names.len(), 1);
+        assert_eq!(
+            format!("{}", names.value.general_names[0]),
+            "DNSName(a.example.com)"
+        );
     }
 
     #[test]

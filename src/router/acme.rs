@@ -1,14 +1,17 @@
-//! HTTP-01 answers: while an ACME order is being validated, the router answers
+//! ACME answers. HTTP-01: while an order is being validated, the router answers
 //! `GET http://HOST/.well-known/acme-challenge/TOKEN` itself, for the host the token was
-//! published for, before any app (or redirect) sees the request.
+//! published for, before any app (or redirect) sees the request. TLS-ALPN-01: the challenge
+//! certificate goes to the certificate store, which gives it to `acme-tls/1` handshakes
+//! for its host (`tls.rs`).
 
 use std::collections::HashMap;
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{self, HeaderValue};
 use hyper::{Response, StatusCode};
+use rustls::sign::CertifiedKey;
 
 use super::proxy::ProxyBody;
 use super::Router;
@@ -58,6 +61,23 @@ impl crate::acme::Responder for Router {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .remove(token);
+    }
+
+    fn publish_tls_alpn(&self, host: &str, cert_der: Vec<u8>, key_der: Vec<u8>) {
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_der.into());
+        match rustls::crypto::ring::sign::any_supported_type(&key) {
+            Ok(signer) => {
+                let cert = rustls::pki_types::CertificateDer::from(cert_der);
+                let certified = CertifiedKey::new(vec![cert], signer);
+                self.certs().publish_challenge(host, Arc::new(certified));
+            }
+            // rcgen made the key for ring: this would be a bug, and the check then fails.
+            Err(e) => tracing::warn!(host, error = %e, "TLS-ALPN-01 key not usable"),
+        }
+    }
+
+    fn withdraw_tls_alpn(&self, host: &str) {
+        self.certs().withdraw_challenge(host);
     }
 }
 

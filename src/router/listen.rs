@@ -280,8 +280,11 @@ impl Router {
                 return;
             }
         };
-        if tls.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return self.serve_h1(TokioIo::new(tls), peer, true, shutdown).await;
+        match tls.get_ref().1.alpn_protocol() {
+            Some(b"h2") => {}
+            // A CA's TLS-ALPN-01 check: the handshake was all it wanted.
+            Some(super::tls::ACME_TLS_ALPN) => return,
+            _ => return self.serve_h1(TokioIo::new(tls), peer, true, shutdown).await,
         }
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder.http2().timer(TokioTimer::new());

@@ -2,7 +2,9 @@
 //! certificate answers for which host (from the store: custom domains, given and ACME
 //! certificates) and hands the whole table over with [`CertStore::replace`]; a handshake
 //! reads it without blocking on anything else. A host with no certificate gets no
-//! handshake (rustls aborts it), never another host's certificate.
+//! handshake (rustls aborts it), never another host's certificate. A handshake asking for
+//! ALPN `acme-tls/1` (a CA's TLS-ALPN-01 check) gets the challenge certificate published for
+//! its host and nothing else; the connection is closed after it (`listen.rs`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -14,9 +16,14 @@ use rustls::ServerConfig;
 /// Host (lowercase; `*.example.com` for a wildcard) -> the certificate that answers for it.
 pub type CertTable = HashMap<String, Arc<CertifiedKey>>;
 
+/// The ALPN protocol of a TLS-ALPN-01 check (RFC 8737).
+pub const ACME_TLS_ALPN: &[u8] = b"acme-tls/1";
+
 #[derive(Default, Debug)]
 pub struct CertStore {
     table: RwLock<Arc<CertTable>>,
+    /// Host -> the TLS-ALPN-01 challenge certificate published for it (during an order).
+    challenges: RwLock<HashMap<String, Arc<CertifiedKey>>>,
 }
 
 impl CertStore {
@@ -36,6 +43,34 @@ impl CertStore {
         table.get(&format!("*.{parent}")).cloned()
     }
 
+    /// From now on, an `acme-tls/1` handshake for `host` gets `key`.
+    pub fn publish_challenge(&self, host: &str, key: Arc<CertifiedKey>) {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let mut map = self
+            .challenges
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.insert(host, key);
+    }
+
+    pub fn withdraw_challenge(&self, host: &str) {
+        let host = host.trim_end_matches('.').to_ascii_lowercase();
+        let mut map = self
+            .challenges
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.remove(&host);
+    }
+
+    fn challenge(&self, sni: &str) -> Option<Arc<CertifiedKey>> {
+        let sni = sni.trim_end_matches('.').to_ascii_lowercase();
+        let map = self
+            .challenges
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.get(&sni).cloned()
+    }
+
     /// The hosts with a certificate, sorted.
     pub fn hosts(&self) -> Vec<String> {
         let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
@@ -50,12 +85,19 @@ struct Resolver(Arc<CertStore>);
 
 impl ResolvesServerCert for Resolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.0.get(hello.server_name()?)
+        let sni = hello.server_name()?;
+        // A check offers `acme-tls/1` alone (RFC 8737 section 3); a browser never does.
+        let mut alpn = hello.alpn().into_iter().flatten();
+        if alpn.next() == Some(ACME_TLS_ALPN) && alpn.next().is_none() {
+            return self.0.challenge(sni);
+        }
+        self.0.get(sni)
     }
 }
 
 /// rustls with ring, its safe defaults (TLS 1.2 and 1.3, no legacy suites), certificates
-/// from `store`, and ALPN offering HTTP/2 first.
+/// from `store`, and ALPN offering HTTP/2 first (and `acme-tls/1`, which only a CA's check
+/// asks for).
 pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
@@ -63,7 +105,7 @@ pub fn server_config(store: Arc<CertStore>) -> Arc<ServerConfig> {
         .expect("ring supports the default protocol versions")
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(Resolver(store)));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec(), ACME_TLS_ALPN.to_vec()];
     Arc::new(config)
 }
 
