@@ -281,6 +281,49 @@ fn php_composer_unfetchable(c: &Ctx) {
     assert!(err.contains("pre-receive hook declined"), "{err}");
 }
 
+/// A real-time ASGI app (Starlette on uvicorn, from PyPI): a WebSocket echo and a
+/// server-sent event stream through the router. The stream's second event waits for a
+/// request the test makes only after it has read the first one, so a router that held the
+/// response back until its end would never get there.
+fn asgi_realtime(c: &Ctx) {
+    use std::io::{Read, Write};
+    let dir = c.app("asgi-realtime");
+    c.push_ok("realtime", &dir);
+    c.answer("realtime", "/", "hello from starlette");
+    let host = "realtime.localhost";
+
+    let ws = std::net::TcpStream::connect(("127.0.0.1", c.s.http_port)).unwrap();
+    ws.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    assert_eq!(ws_echo(ws, host, "/ws", "hello"), "echo: hello");
+
+    let mut sse = std::net::TcpStream::connect(("127.0.0.1", c.s.http_port)).unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        sse,
+        "GET /events HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n"
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut read_until = |want: &str, got: &mut Vec<u8>| {
+        let mut buf = [0u8; 4096];
+        while !text(got).contains(want) {
+            let n = sse
+                .read(&mut buf)
+                .unwrap_or_else(|e| panic!("waiting for {want:?}: {e}; got {}", text(got)));
+            assert!(n > 0, "closed before {want:?}: {}", text(got));
+            got.extend_from_slice(&buf[..n]);
+        }
+    };
+    read_until("data: first", &mut got);
+    let head = text(&got).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(head.contains("content-type: text/event-stream"), "{head}");
+    c.answer("realtime", "/release", "released");
+    // The second event, then the chunked stream's end.
+    read_until("data: second", &mut got);
+    read_until("0\r\n\r\n", &mut got);
+}
+
 type Case = (&'static str, fn(&Ctx));
 
 const CASES: &[Case] = &[
@@ -293,6 +336,7 @@ const CASES: &[Case] = &[
     ("slow-boot", slow_boot),
     ("express", express),
     ("django", django),
+    ("asgi-realtime", asgi_realtime),
 ];
 /// Cases waiting for platform work not on main yet, run only when named in COMPAT_CASES.
 const PENDING: &[Case] = &[];

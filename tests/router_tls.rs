@@ -95,48 +95,6 @@ fn refused(s: &Server, cmd: &str, stdin: Option<&str>) -> String {
     err
 }
 
-/// A WebSocket round trip on `stream` (plain or TLS): handshake, one masked text
-/// message, its echo, close.
-fn ws_echo(mut stream: impl Read + Write, host: &str, msg: &str) -> String {
-    write!(
-        stream,
-        "GET /ws HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .unwrap();
-    stream.flush().unwrap();
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(
-            stream.read(&mut byte).unwrap(),
-            1,
-            "closed in the handshake"
-        );
-        head.push(byte[0]);
-    }
-    let head = text(&head).to_ascii_lowercase();
-    assert!(head.starts_with("http/1.1 101"), "{head}");
-    // RFC 6455's own example key and answer: the app's handshake reached us intact.
-    assert!(
-        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
-        "{head}"
-    );
-    let mask = [1u8, 2, 3, 4];
-    let mut frame = vec![0x81, 0x80 | msg.len() as u8];
-    frame.extend_from_slice(&mask);
-    frame.extend(msg.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    stream.write_all(&frame).unwrap();
-    stream.flush().unwrap();
-    let mut hdr = [0u8; 2];
-    stream.read_exact(&mut hdr).unwrap();
-    assert_eq!(hdr[0], 0x81, "a final text frame");
-    let mut payload = vec![0u8; (hdr[1] & 0x7f) as usize];
-    stream.read_exact(&mut payload).unwrap();
-    stream.write_all(&[0x88, 0x80, 0, 0, 0, 0]).unwrap();
-    text(&payload)
-}
-
 fn tls_client(ca_pem: &str, host: &str, port: u16) -> impl Read + Write {
     let mut roots = rustls::RootCertStore::empty();
     use rustls::pki_types::pem::PemObject;
@@ -213,6 +171,7 @@ fn custom_domains_over_https_http2_websockets_and_redirects() {
         ws_echo(
             TcpStream::connect(("127.0.0.1", s.http_port)).unwrap(),
             HOST,
+            "/ws",
             "hi"
         ),
         "echo: hi"
@@ -248,7 +207,12 @@ fn custom_domains_over_https_http2_websockets_and_redirects() {
     let (_, err, ok) = https(&s, &ca_path, "api.shop-wild.test", &[], "/");
     assert!(!ok, "{err}");
     assert_eq!(
-        ws_echo(tls_client(&ca.pem, HOST, s.https_port), HOST, "over tls"),
+        ws_echo(
+            tls_client(&ca.pem, HOST, s.https_port),
+            HOST,
+            "/ws",
+            "over tls"
+        ),
         "echo: over tls"
     );
 

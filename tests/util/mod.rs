@@ -560,6 +560,53 @@ pub fn commit(dir: &Path, file: &str, content: &str, msg: &str) -> String {
     git_local(dir, &["rev-parse", "HEAD"]).trim().to_string()
 }
 
+/// A WebSocket round trip on `stream` (plain or TLS) to `path`: handshake, one masked text
+/// message, its echo (the payload of the first frame back), close.
+pub fn ws_echo(
+    mut stream: impl std::io::Read + Write,
+    host: &str,
+    path: &str,
+    msg: &str,
+) -> String {
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .unwrap();
+    stream.flush().unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).unwrap(),
+            1,
+            "closed in the handshake"
+        );
+        head.push(byte[0]);
+    }
+    let head = text(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    // RFC 6455's own example key and answer: the app's handshake reached us intact.
+    assert!(
+        head.contains("sec-websocket-accept: s3pplmbitxaq9kygzzhzrbk+xoo="),
+        "{head}"
+    );
+    let mask = [1u8, 2, 3, 4];
+    let mut frame = vec![0x81, 0x80 | msg.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(msg.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    stream.write_all(&frame).unwrap();
+    stream.flush().unwrap();
+    let mut hdr = [0u8; 2];
+    stream.read_exact(&mut hdr).unwrap();
+    assert_eq!(hdr[0], 0x81, "a final text frame");
+    let mut payload = vec![0u8; (hdr[1] & 0x7f) as usize];
+    stream.read_exact(&mut payload).unwrap();
+    stream.write_all(&[0x88, 0x80, 0, 0, 0, 0]).unwrap();
+    text(&payload)
+}
+
 /// A minimal HTTP/1.0 GET: (status, body); status 0 when the connection fails.
 pub fn http_get(port: u16, host: &str, path: &str) -> (u16, String) {
     use std::io::Read;
