@@ -137,8 +137,10 @@ fn flask_gunicorn(c: &Ctx) {
     c.answer("flask", "/", "hello again from flask");
 }
 
-/// Django: collectstatic at build time (served by whitenoise), `release: manage.py migrate`
-/// into SQLite in the data dir; DISABLE_COLLECTSTATIC skips it.
+/// Django the way Heroku's template has it: collectstatic at build time (served by
+/// whitenoise), `DATABASE_URL` read by dj-database-url (psycopg2 from PyPI), here from the
+/// Postgres its magrathea.yml declares, and `release: manage.py migrate` into it;
+/// DISABLE_COLLECTSTATIC skips collectstatic.
 fn django(c: &Ctx) {
     let dir = c.app("django");
     let err = c.push_ok("django", &dir);
@@ -147,10 +149,14 @@ fn django(c: &Ctx) {
             && err.contains("static files copied"),
         "{err}"
     );
+    assert!(
+        err.contains("Linking django-db into django (production) as DATABASE_URL"),
+        "{err}"
+    );
     c.answer(
         "django",
         "/",
-        "django notes: 0 notes, 19 migrations applied",
+        "django notes: 0 notes, 19 migrations applied on postgresql",
     );
     c.answer("django", "/static/css/site.css", "font-family");
 
