@@ -6,15 +6,17 @@
 //! upstream it picked from the moment it is dispatched until its response body has been
 //! passed on, so draining never cuts a response short.
 //!
-//! Upstream connections are hand-rolled on `hyper::client::conn::http1` (with a small
-//! keep-alive pool per upstream) rather than hyper-util's legacy client, because failing
+//! Upstream connections are the router's own small HTTP/1.1 client (`upstream.rs`, the wire
+//! format in `h1.rs`, a small keep-alive pool per upstream) rather than hyper's: failing
 //! over to the next upstream after a refused connection needs the unsent request, streaming
-//! body included, back; the legacy client consumes it.
+//! body included, back, and writing the rewritten head straight into the socket spares
+//! hyper's client machinery (its request channel, its connection task) on every request.
 
 mod accounting;
 mod acl;
 mod acme;
 pub mod certs;
+mod h1;
 mod listen;
 mod local;
 mod proxy;

@@ -20,11 +20,13 @@ use tracing::debug;
 use super::accounting;
 use super::realip;
 use super::tunnel;
-use super::upstream::{BodyError, InflightGuard, Link, ReqBody, UpstreamBody};
+use super::h1::ResponseHead;
+use super::tunnel::UpstreamIo;
+use super::upstream::{self, BodyError, BoxError, ExchangeError, InflightGuard, Link, ReqBody, UpstreamBody};
 pub(super) use super::watchdog::Limit;
 use super::{Pick, RoutePolicy, Router};
 
-pub(super) type ProxyBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub(super) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// Request/response headers that describe one connection rather than the message (RFC 9110
 /// section 7.6.1); forwarding them would confuse the connection on the other side.
@@ -146,7 +148,7 @@ pub(super) async fn handle(
     if let Some((proto, _)) = &upgrade {
         tunnel::ask_upstream(req.headers_mut(), proto);
     }
-    let mut response = match forward(router, app, req, limit).await {
+    let (mut response, upgraded) = match forward(router, app, req, limit).await {
         Ok(resp) => {
             debug!(
                 app = %app,
@@ -155,16 +157,22 @@ pub(super) async fn handle(
                 ms = started.elapsed().as_millis() as u64,
                 "proxied"
             );
-            resp.response
+            (resp.response, resp.upgraded)
         }
-        Err(failure) => failure_response(app, failure, started),
+        Err(failure) => (failure_response(app, failure, started), None),
     };
     if let Some((proto, client_side)) = upgrade {
         response = tunnel::finish(
             response,
             proto,
             client_side,
+            upgraded,
             router.opts.tunnel_idle_timeout,
+        );    } else if upgraded.is_some() {
+        // The app switched protocols on a request that never asked to.
+        response = text(
+            StatusCode::BAD_GATEWAY,
+            format!("bad gateway: the upstream of '{app}' switched protocols unasked"),
         );
     }
     if client.https {
@@ -257,6 +265,8 @@ fn failure_response(app: &str, failure: Failure, started: Instant) -> Response<P
 struct Forwarded {
     upstream: SocketAddr,
     response: Response<ProxyBody>,
+    /// The upstream's connection, when it switched protocols.
+    upgraded: Option<UpstreamIo>,
 }
 
 enum Failure {
@@ -266,7 +276,7 @@ enum Failure {
     /// Every upstream refused or timed out the connection.
     NoneAnswered,
     /// The request was (possibly partly) sent, so it cannot be retried.
-    Broken(SocketAddr, hyper::Error),
+    Broken(SocketAddr, std::io::Error),
     /// The client's request body could not be read (malformed chunked encoding, cut short).
     BadBody(hyper::Error),
     /// The client's request body went past the route's limit.
@@ -275,7 +285,7 @@ enum Failure {
 }
 
 /// Tries the app's upstreams in round-robin order, each at most once, moving on only while
-/// the request has not been sent; on each, a pooled connection if one is ready, else a new
+/// the request has not been sent; on each, a pooled connection if one is open, else a new
 /// one. One function rather than one per level: every level of futures is a copy of the
 /// request's state per request.
 async fn forward(
@@ -290,7 +300,7 @@ async fn forward(
     loop {
         let upstream = guard.upstream();
         let addr = upstream.addr;
-        let (mut link, pooled) = match upstream.checkout().await {
+        let (mut link, pooled) = match upstream.checkout() {
             Some(link) => (link, true),
             // Boxed: once per upstream connection, and large.
             None => match Box::pin(upstream.connect(router.opts.connect_timeout)).await {
@@ -303,29 +313,26 @@ async fn forward(
                 }
             },
         };
-        let mut err = match link.exchange(req, limit).await {
-            Some(Ok(resp)) => return Ok(forwarded(resp, link, guard)),
-            None => return Err(Failure::TimedOut(addr, router.opts.upstream_timeout)),
-            Some(Err(err)) => err,
-        };
-        let Some(back) = err.take_message() else {
-            let err = err.into_error();
-            // The error came from the body we were passing on: the client's fault.
-            if err.is_user() {
-                return Err(match BodyError::too_large(&err) {
-                    Some(limit) => Failure::TooLarge(limit),
-                    None => Failure::BadBody(err),
-                });
+        match link.exchange(&mut req, limit).await {
+            Ok(head) => return Ok(forwarded(head, link, guard)),
+            Err(ExchangeError::TimedOut) => {
+                return Err(Failure::TimedOut(addr, router.opts.upstream_timeout))
             }
-            return Err(Failure::Broken(addr, err));
-        };
-        req = back;
-        // A pooled connection the upstream closed just now: the request never left, so
-        // another connection to the same upstream may carry it.
-        if !pooled {
-            debug!(app, upstream = %addr, error = %err.into_error(), "upstream unreachable, trying the next");
-            tried.push(addr);
-            guard = pick(router, app, &tried)?;
+            Err(ExchangeError::Body(BodyError::TooLarge(limit))) => {
+                // Read what the client is still sending, so it reads the 413 rather than
+                // a reset.
+                discard(req.body_mut().client()).await;
+                return Err(Failure::TooLarge(limit));
+            }
+            Err(ExchangeError::Body(BodyError::Client(err))) => return Err(Failure::BadBody(err)),
+            // A pooled connection the upstream closed just now, and nothing of the request
+            // can have been acted on: another connection to the same upstream may carry it.
+            Err(ExchangeError::Unanswered(err)) if pooled && upstream::idempotent(req.method()) => {
+                debug!(app, upstream = %addr, error = %err, "pooled upstream connection closed, sending again");
+            }
+            Err(ExchangeError::Unanswered(err) | ExchangeError::Broken(err)) => {
+                return Err(Failure::Broken(addr, err))
+            }
         }
     }
 }
@@ -342,21 +349,27 @@ fn pick(router: &Router, app: &str, tried: &[SocketAddr]) -> Result<InflightGuar
 
 /// The upstream's response on its way to the client: its connection goes with its body
 /// (back to the pool once read), or to the tunnel after a switch of protocols.
-fn forwarded(resp: Response<Incoming>, link: Link, guard: InflightGuard) -> Forwarded {
+fn forwarded(head: ResponseHead, link: Link, guard: InflightGuard) -> Forwarded {
     let upstream = guard.upstream().addr;
-    let (mut parts, body) = resp.into_parts();
-    let link = if parts.status == StatusCode::SWITCHING_PROTOCOLS {
-        link.detach();
-        None
+    let ResponseHead {
+        status,
+        mut headers,
+        framing,
+        keep_alive,
+    } = head;
+    strip_hop_by_hop(&mut headers);
+    let (body, upgraded) = if status == StatusCode::SWITCHING_PROTOCOLS {
+        (UpstreamBody::empty(guard), Some(link.into_upgraded()))
     } else {
-        Some(link)
+        (UpstreamBody::new(framing, link, keep_alive, guard), None)
     };
-    strip_hop_by_hop(&mut parts.headers);
-    parts.version = Version::HTTP_11;
-    let body = UpstreamBody::new(body, guard, link).boxed_unsync();
+    let mut response = Response::new(body.boxed_unsync());
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
     Forwarded {
         upstream,
-        response: Response::from_parts(parts, body),
+        response,
+        upgraded,
     }
 }
 

@@ -1,18 +1,26 @@
 //! HTTP/1.1 upgrades (WebSocket, or any other protocol an app speaks after a `101`): the
 //! request goes upstream with its `Upgrade` kept; when the app answers `101 Switching
-//! Protocols`, both connections are handed over by hyper and the bytes are copied both
-//! ways until either side closes or the tunnel sits idle for the idle timeout.
+//! Protocols`, the client's connection is handed over by hyper, the upstream's by the
+//! router's own client (with whatever the app sent past the `101`), and the bytes are
+//! copied both ways until either side closes or the tunnel sits idle for the idle timeout.
 //!
 //! A tunnel no longer counts as a request in flight once it is set up: a deploy does not
 //! wait for long-lived WebSockets, which end with the old process (clients reconnect).
 
+use std::io;
+use std::pin::Pin;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+
+use bytes::{Buf, Bytes};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::upgrade::OnUpgrade;
-use hyper::{Request, Response, StatusCode, Version};
+use hyper::{Request, Response, Version};
 use hyper_util::rt::TokioIo;
 use tracing::debug;
 
@@ -44,24 +52,72 @@ pub(super) fn ask_upstream(headers: &mut HeaderMap, proto: &HeaderValue) {
     headers.insert(header::UPGRADE, proto.clone());
 }
 
-/// When the app switched protocols, joins the two connections once hyper hands them over
-/// and answers the client with the `101`; any other answer goes back as it is.
+/// The upstream's connection after it switched protocols: what it sent past the `101`
+/// first, then the socket.
+pub(super) struct UpstreamIo {
+    io: TcpStream,
+    early: Bytes,
+}
+
+impl UpstreamIo {
+    pub(super) fn new(io: TcpStream, early: Bytes) -> UpstreamIo {
+        UpstreamIo { io, early }
+    }
+}
+
+impl AsyncRead for UpstreamIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.early.is_empty() {
+            let n = self.early.len().min(buf.remaining());
+            buf.put_slice(&self.early[..n]);
+            self.early.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for UpstreamIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// When the app switched protocols (`upstream` is then its connection), joins the two
+/// connections once hyper hands the client's over and answers the client with the `101`;
+/// any other answer goes back as it is.
 pub(super) fn finish(
     mut response: Response<ProxyBody>,
     proto: HeaderValue,
     client: OnUpgrade,
+    upstream: Option<UpstreamIo>,
     idle: Duration,
 ) -> Response<ProxyBody> {
-    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+    let Some(mut upstream) = upstream else {
         return response;
-    }
-    let upstream = hyper::upgrade::on(&mut response);
+    };
     let headers = response.headers_mut();
     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(header::UPGRADE, proto);
     tokio::spawn(async move {
-        let (client, upstream) = match tokio::try_join!(client, upstream) {
-            Ok(both) => both,
+        let client = match client.await {
+            Ok(client) => client,
             Err(err) => {
                 debug!(error = %err, "upgrade not completed");
                 return;
@@ -69,7 +125,6 @@ pub(super) fn finish(
         };
         let activity = Arc::new(AtomicU64::new(0));
         let mut client = Watched::new(TokioIo::new(client), Arc::clone(&activity));
-        let mut upstream = TokioIo::new(upstream);
         tokio::select! {
             r = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {
                 if let Err(err) = r {

@@ -1,59 +1,46 @@
 //! One upstream process address: its in-flight request count (what `drain` waits on), its
-//! pool of idle keep-alive connections, and the response body wrapper that keeps the count
-//! honest until the last byte has been handed to the client.
+//! pool of idle keep-alive connections, and the HTTP/1.1 exchange on one of them.
 //!
-//! An upstream connection has no task of its own while it carries a request: the request's
-//! task drives it (hyper's connection future is polled beside the response, then by the
-//! response body), so a proxied exchange wakes one task, not two that hand the request and
-//! the response over to each other. An idle pooled connection is driven by nobody; the next
-//! request that takes it polls it first, which notices one the upstream has closed. A
-//! response whose body is large or streamed gets the connection a task of its own once its
-//! head is in (as does an upgrade): the body then comes in as the client reads it, and a
-//! request body still uploading keeps going even while the client is slow to read.
+//! The upstream side is the router's own small HTTP/1.1 client (`h1.rs` is the wire
+//! format) rather than hyper's: the rewritten request head goes straight into the
+//! connection's socket, the response head is parsed out of one read, and a small body that
+//! came in that same read is handed on whole, the connection going back to the pool at
+//! once. A connection has no task of its own: the request's task writes and reads it, so a
+//! proxied exchange costs one write and one read upstream and two polls of that task.
+//! Longer bodies are read as the client takes them.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{ready, Context, Poll, Wake, Waker};
+use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::task::AtomicWaker;
-use hyper::body::{Body, Frame, Incoming, SizeHint};
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper::client::conn::TrySendError;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use bytes::{Bytes, BytesMut};
+use hyper::body::{Body, Frame, SizeHint};
+use hyper::header;
+use hyper::{Method, Request};
+use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
-use tracing::debug;
+use tokio_util::io::poll_read_buf;
 
+use super::h1::{self, Decoded, Decoder, Framing, ResponseHead, Sending};
 use super::watchdog::{Limit, Wait};
 use super::workers::{self, Padded};
 
-/// Requests are forwarded with the client's body as it comes (counted against the route's
-/// limit), so request bodies stream.
-pub(super) type Sender = SendRequest<ReqBody>;
-
-/// What one exchange on a link ends with: the response head, or the error (with the
-/// request, when it never left).
-pub(super) type Exchanged = Result<Response<Incoming>, TrySendError<Request<ReqBody>>>;
-
-/// hyper's connection future (with upgrades, so a `101` hands the connection over to a
-/// tunnel), boxed once per connection: its type cannot be named.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
-
-/// Responses whose body is known to be at most this long are driven by the request's task
-/// to their end; longer or streamed ones get a task of their own for their connection.
-const INLINE_BODY_MAX: u64 = 64 * 1024;
 /// Idle connections kept per upstream; beyond this a finished connection is simply closed.
 const MAX_IDLE_PER_UPSTREAM: usize = 128;
 /// Older idle connections are dropped rather than reused: most app servers close idle
 /// keep-alive connections after a while, and reusing one just as it closes fails a request.
 const IDLE_EXPIRY: Duration = Duration::from_secs(30);
+/// Room made in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Request body bytes gathered before they are written.
+const WRITE_BATCH: usize = 64 * 1024;
+
+pub(super) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 pub(super) struct Upstream {
     pub(super) addr: SocketAddr,
@@ -61,7 +48,8 @@ pub(super) struct Upstream {
     /// Woken whenever `inflight` drops to zero.
     idle_notify: Notify,
     /// Idle connections, a pool per worker thread (see `workers.rs`): a connection is
-    /// driven by the thread that pooled it, and a worker never waits on another's lock.
+    /// registered with the reactor of the thread that opened it, and a worker never waits
+    /// on another's lock.
     idle_conns: Box<[Padded<Mutex<Vec<IdleLink>>>]>,
 }
 
@@ -70,151 +58,213 @@ struct IdleLink {
     since: Instant,
 }
 
-/// One HTTP/1.1 connection to an upstream: where requests are sent, and the connection
-/// itself, driven by whoever holds the link.
+/// One HTTP/1.1 connection to an upstream.
 pub(super) struct Link {
-    sender: Sender,
-    conn: Conn,
-    addr: SocketAddr,
-    /// What the connection is polled with while driven here: wakes the driving task, but
-    /// not for what that task is about to drive anyway (see [`DriveWaker`]).
-    wake: Arc<DriveWaker>,
-    waker: Waker,
+    io: TcpStream,
+    /// Bytes read and not consumed yet (empty between exchanges).
+    rbuf: BytesMut,
+    /// The request head and body bytes on their way out (kept for its capacity).
+    wbuf: Vec<u8>,
+    /// Whether it may carry another request once the current response is read.
+    reusable: bool,
 }
 
-/// The waker a link's connection is polled with. Handing the connection a request, or
-/// taking its response body, wakes it; the task doing so drives it right after, so such a
-/// wake would only poll the whole client connection again for nothing (and every request
-/// took two such polls). While `held`, a wake is noted instead; driving the connection
-/// clears the note, and [`DriveWaker::release`] passes a wake on that driving did not
-/// follow. Wakes from I/O readiness arrive between polls, never while held.
-struct DriveWaker {
-    task: AtomicWaker,
-    held: AtomicBool,
-    missed: AtomicBool,
-}
-
-impl Wake for DriveWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.held.load(Ordering::Acquire) {
-            self.missed.store(true, Ordering::Release);
-        } else {
-            self.task.wake();
-        }
-    }
-}
-
-impl DriveWaker {
-    fn hold(&self) {
-        self.held.store(true, Ordering::Release);
-    }
-
-    /// Ends a hold that was not followed by driving the connection.
-    fn release(&self) {
-        self.held.store(false, Ordering::Release);
-        if self.missed.swap(false, Ordering::AcqRel) {
-            self.task.wake();
-        }
-    }
-}
-
-/// Who drives a link's connection.
-enum Conn {
-    /// Whoever holds the link.
-    Here(Driver),
-    /// A task of its own.
-    Own,
-    /// Nobody: it has finished (closed or failed).
-    Done,
+/// Why an exchange ended without a response head.
+#[derive(Debug)]
+pub(super) enum ExchangeError {
+    /// The connection failed before any byte of an answer came and before any of the
+    /// request body was taken from the client: the request may go again elsewhere.
+    Unanswered(io::Error),
+    /// The connection failed (or the upstream answered nonsense) past that point.
+    Broken(io::Error),
+    /// The client's body could not be passed on.
+    Body(BodyError),
+    /// No response head within the request's limit.
+    TimedOut,
 }
 
 impl Link {
-    /// Moves the connection's I/O along as far as it goes without waiting.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Conn::Here(conn) = &mut self.conn {
-            self.wake.task.register(cx.waker());
-            self.wake.held.store(false, Ordering::Release);
-            self.wake.missed.store(false, Ordering::Release);
-            if let Poll::Ready(result) = conn.as_mut().poll(&mut Context::from_waker(&self.waker)) {
-                if let Err(err) = result {
-                    debug!(upstream = %self.addr, error = %err, "upstream connection ended with an error");
+    fn new(io: TcpStream) -> Link {
+        Link {
+            io,
+            rbuf: BytesMut::new(),
+            wbuf: Vec::new(),
+            reusable: true,
+        }
+    }
+
+    /// Whether a pooled connection is still open with nothing unasked for to read. No
+    /// system call unless the reactor has seen it readable (the upstream closed it, most
+    /// likely).
+    fn still_open(&self) -> bool {
+        matches!(self.io.try_read(&mut [0u8; 1]), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+
+    /// Sends `req` (head, then its body) and reads the response head within `limit`,
+    /// skipping interim (1xx) answers other than `101`. The request stays the caller's, so
+    /// one that never got an answer can go again.
+    pub(super) async fn exchange(
+        &mut self,
+        req: &mut Request<ReqBody>,
+        limit: Limit<'_>,
+    ) -> Result<ResponseHead, ExchangeError> {
+        let sending = if req.headers().contains_key(header::CONTENT_LENGTH) {
+            Sending::Length
+        } else if req.body().is_end_stream() {
+            Sending::None
+        } else {
+            Sending::Chunked
+        };
+        self.wbuf.clear();
+        let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        h1::encode_request_head(req.method(), target, req.headers(), sending, &mut self.wbuf);
+        let mut out = Outgoing {
+            sending,
+            written: 0,
+            body_done: sending == Sending::None,
+            taken: false,
+        };
+        let mut answered = false;
+        let mut wait = Wait::new(limit);
+        // Standard methods clone without allocating.
+        let method = req.method().clone();
+        let body = req.body_mut();
+        std::future::poll_fn(|cx| {
+            if wait.expired(cx) {
+                return Poll::Ready(Err(ExchangeError::TimedOut));
+            }
+            let fail = |e, out: &Outgoing, answered| {
+                if out.taken || answered {
+                    ExchangeError::Broken(e)
+                } else {
+                    ExchangeError::Unanswered(e)
                 }
-                self.conn = Conn::Done;
+            };
+            if let Err(err) = self.send(cx, body, &mut out) {
+                return Poll::Ready(Err(match err {
+                    SendError::Io(e) => fail(e, &out, answered),
+                    SendError::Body(e) => ExchangeError::Body(e),
+                }));
+            }
+            loop {
+                match h1::parse_response_head(&mut self.rbuf, &method) {
+                    Ok(Some(head))
+                        if head.status.is_informational()
+                            && head.status != hyper::StatusCode::SWITCHING_PROTOCOLS =>
+                    {
+                        continue
+                    }
+                    Ok(Some(head)) => {
+                        // Answered before the whole request went: the rest of it is not
+                        // sent, so the connection cannot carry another one.
+                        if !out.body_done || out.written < self.wbuf.len() {
+                            self.reusable = false;
+                        }
+                        return Poll::Ready(Ok(head));
+                    }
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(ExchangeError::Broken(e))),
+                }
+                match ready!(self.read(cx)) {
+                    Ok(0) => {
+                        let eof = io::Error::new(
+                            io::ErrorKind::UnexpectedEof,
+                            "upstream closed the connection without an answer",
+                        );
+                        return Poll::Ready(Err(fail(eof, &out, answered)));
+                    }
+                    Ok(_) => answered = true,
+                    Err(e) => return Poll::Ready(Err(fail(e, &out, answered))),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Writes what is pending of the request, taking more of its body as it comes, until
+    /// the socket or the body has to wait (or all of it is out).
+    fn send(
+        &mut self,
+        cx: &mut Context<'_>,
+        body: &mut ReqBody,
+        out: &mut Outgoing,
+    ) -> Result<(), SendError> {
+        loop {
+            while out.written < self.wbuf.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[out.written..]) {
+                    Poll::Ready(Ok(0)) => return Err(SendError::Io(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => out.written += n,
+                    Poll::Ready(Err(e)) => return Err(SendError::Io(e)),
+                    Poll::Pending => return Ok(()),
+                }
+            }
+            if out.body_done {
+                return Ok(());
+            }
+            self.wbuf.clear();
+            out.written = 0;
+            // Gather what the body has ready into one write.
+            while self.wbuf.len() < WRITE_BATCH {
+                match Pin::new(&mut *body).poll_frame(cx) {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        let Ok(data) = frame.into_data() else { continue };
+                        out.taken = true;
+                        match out.sending {
+                            Sending::Chunked => h1::encode_chunk(&data, &mut self.wbuf),
+                            _ => self.wbuf.extend_from_slice(&data),
+                        }
+                    }
+                    Poll::Ready(Some(Err(e))) => return Err(SendError::Body(e)),
+                    Poll::Ready(None) => {
+                        out.body_done = true;
+                        if out.sending == Sending::Chunked {
+                            self.wbuf.extend_from_slice(h1::LAST_CHUNK);
+                        }
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if self.wbuf.is_empty() {
+                return Ok(());
             }
         }
     }
 
-    /// Whether its connection is driven by whoever holds the link (rather than a task of
-    /// its own): then what the connection hands over (the response, its body) can only
-    /// arrive while the holder drives it, so the holder needs no wake-up for those.
-    fn driven_here(&self) -> bool {
-        matches!(self.conn, Conn::Here(_))
+    fn read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        self.rbuf.reserve(READ_CHUNK);
+        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
     }
 
-    /// Whether another request can be sent on it now.
-    fn is_ready(&self) -> bool {
-        !matches!(self.conn, Conn::Done) && self.sender.is_ready()
+    /// The connection for a tunnel after a `101`, with what the upstream sent past the
+    /// response head.
+    pub(super) fn into_upgraded(self) -> super::tunnel::UpstreamIo {
+        super::tunnel::UpstreamIo::new(self.io, self.rbuf.freeze())
     }
+}
 
-    /// Whether it may still become ready.
-    fn is_alive(&self) -> bool {
-        !matches!(self.conn, Conn::Done) && !self.sender.is_closed()
-    }
+/// Where sending a request stands.
+struct Outgoing {
+    sending: Sending,
+    /// Bytes of `wbuf` written.
+    written: usize,
+    body_done: bool,
+    /// Whether any of the client's body has been taken (then the request cannot go again).
+    taken: bool,
+}
 
-    /// Gives the connection a task of its own (it stays usable through the link).
-    fn hand_off(&mut self) {
-        if let Conn::Here(conn) = std::mem::replace(&mut self.conn, Conn::Own) {
-            let addr = self.addr;
-            tokio::spawn(async move {
-                if let Err(err) = conn.await {
-                    debug!(upstream = %addr, error = %err, "upstream connection ended with an error");
-                }
-            });
-        }
-    }
+enum SendError {
+    Io(io::Error),
+    Body(BodyError),
+}
 
-    /// Sends `req` (at once) and waits for the response head within `limit`, driving the
-    /// connection meanwhile: None when the wait expired. A request that never left comes
-    /// back in the error. Not an `async fn`: the request goes into hyper's queue now rather
-    /// than being kept (and moved) in the future's state.
-    pub(super) fn exchange<'a>(
-        &'a mut self,
-        req: Request<ReqBody>,
-        limit: Limit<'a>,
-    ) -> impl Future<Output = Option<Exchanged>> + 'a {
-        // Handing the request over wakes the connection, which is driven next anyway.
-        self.wake.hold();
-        let response = self.sender.try_send_request(req);
-        async move {
-            let mut wait = Wait::new(limit);
-            let mut response = std::pin::pin!(response);
-            std::future::poll_fn(|cx| {
-                if wait.expired(cx) {
-                    return Poll::Ready(None);
-                }
-                self.drive(cx);
-                let head = if self.driven_here() {
-                    response
-                        .as_mut()
-                        .poll(&mut Context::from_waker(Waker::noop()))
-                } else {
-                    response.as_mut().poll(cx)
-                };
-                head.map(Some)
-            })
-            .await
-        }
-    }
-
-    /// Lets the connection run on its own task to its end: it is being upgraded (the
-    /// tunnel takes it over once hyper hands it out).
-    pub(super) fn detach(mut self) {
-        self.hand_off();
-    }
+/// Methods a request may be sent again with after a reused connection failed it unanswered
+/// (RFC 9110 section 9.2.2).
+pub(super) fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
 }
 
 impl Upstream {
@@ -251,64 +301,29 @@ impl Upstream {
         }
     }
 
-    /// A pooled connection that is ready for a request, if any. Each is polled first, so
-    /// one the upstream closed while it sat idle is seen closed and dropped, as are expired
-    /// ones; the most recently used one is preferred as the least likely to have been
-    /// closed by the upstream.
-    pub(super) async fn checkout(&self) -> Option<Link> {
-        std::future::poll_fn(|cx| {
-            let mut idle = self.lock_idle();
-            while let Some(mut conn) = idle.pop() {
-                if conn.since.elapsed() >= IDLE_EXPIRY {
-                    continue;
-                }
-                conn.link.drive(cx);
-                if conn.link.is_ready() {
-                    return Poll::Ready(Some(conn.link));
-                }
+    /// A pooled connection that is still open, if any: one the upstream closed while it
+    /// sat idle is seen closed and dropped, as are expired ones; the most recently used
+    /// one is preferred as the least likely to have been closed by the upstream.
+    pub(super) fn checkout(&self) -> Option<Link> {
+        let mut idle = self.lock_idle();
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < IDLE_EXPIRY && conn.link.still_open() {
+                return Some(conn.link);
             }
-            Poll::Ready(None)
-        })
-        .await
+        }
+        None
     }
 
-    /// Returns a connection whose response has been fully read. It is pooled at once when
-    /// it is ready for the next request, which is the rule; one still busy (the request
-    /// body may even still be uploading) is driven until it is ready by a task of its own.
-    fn checkin(self: &Arc<Self>, mut link: Link, cx: &mut Context<'_>) {
-        link.drive(cx);
-        if link.is_ready() {
-            self.pool(link);
+    /// Takes back a connection whose response has been read to its end.
+    fn checkin(&self, mut link: Link) {
+        if !link.reusable || !link.rbuf.is_empty() {
+            // Bytes past the response's end: the upstream is out of step with us.
             return;
         }
-        if !link.is_alive() {
-            return;
-        }
-        // Bodies can be dropped while the runtime shuts down; the connection just closes then.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let this = Arc::clone(self);
-        runtime.spawn(async move {
-            let ready = std::future::poll_fn(|cx| {
-                link.drive(cx);
-                if matches!(link.conn, Conn::Done) {
-                    return Poll::Ready(false);
-                }
-                link.sender.poll_ready(cx).map(|r| r.is_ok())
-            })
-            .await;
-            if ready {
-                this.pool(link);
-            }
-        });
-    }
-
-    fn pool(&self, link: Link) {
+        link.rbuf = BytesMut::new();
         let mut idle = self.lock_idle();
         if idle.len() >= MAX_IDLE_PER_UPSTREAM {
-            idle.retain(|c| c.link.is_alive());
-            idle.retain(|c| c.since.elapsed() < IDLE_EXPIRY);
+            idle.retain(|c| c.since.elapsed() < IDLE_EXPIRY && c.link.still_open());
         }
         if idle.len() < MAX_IDLE_PER_UPSTREAM {
             idle.push(IdleLink {
@@ -329,29 +344,15 @@ impl Upstream {
         }
     }
 
-    /// Opens a fresh HTTP/1.1 connection. Nothing has been sent when this fails, so the
-    /// caller may safely try another upstream.
+    /// Opens a fresh connection. Nothing has been sent when this fails, so the caller may
+    /// safely try another upstream.
     pub(super) async fn connect(&self, timeout: Duration) -> io::Result<Link> {
         let stream = tokio::time::timeout(timeout, TcpStream::connect(self.addr))
             .await
             .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
         // Proxied traffic is latency-sensitive and already written in whole frames.
         stream.set_nodelay(true)?;
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(io::Error::other)?;
-        let wake = Arc::new(DriveWaker {
-            task: AtomicWaker::new(),
-            held: AtomicBool::new(false),
-            missed: AtomicBool::new(false),
-        });
-        Ok(Link {
-            sender,
-            conn: Conn::Here(Box::pin(conn.with_upgrades())),
-            addr: self.addr,
-            waker: Waker::from(Arc::clone(&wake)),
-            wake,
-        })
+        Ok(Link::new(stream))
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<IdleLink>> {
@@ -383,106 +384,142 @@ impl Drop for InflightGuard {
 
 /// The upstream's response body on its way to the client. It holds the in-flight guard, so
 /// the request counts until the body has been fully passed on (or abandoned), and the
-/// connection, which it drives while the body comes in and which goes back to the pool
-/// only if the body was read to its end.
+/// connection while the body comes in: back to the pool once the body has been read to its
+/// end, closed if it never is.
 pub(super) struct UpstreamBody {
-    inner: Incoming,
+    state: BodyState,
     guard: Option<InflightGuard>,
-    link: Option<Link>,
+}
+
+enum BodyState {
+    /// All of it, read already (the connection is back in the pool); None once handed on.
+    Whole(Option<Bytes>),
+    Reading(Link, Decoder),
 }
 
 impl UpstreamBody {
-    /// `link` is None when the connection went on its own (an upgrade).
-    pub(super) fn new(inner: Incoming, guard: InflightGuard, mut link: Option<Link>) -> Self {
-        let small = inner.is_end_stream()
-            || inner
-                .size_hint()
-                .exact()
-                .is_some_and(|n| n <= INLINE_BODY_MAX);
-        if !small {
-            if let Some(link) = link.as_mut() {
-                link.hand_off();
-            }
-        }
+    /// The body of a response whose head was just read off `link`.
+    pub(super) fn new(
+        framing: Framing,
+        mut link: Link,
+        keep_alive: bool,
+        guard: InflightGuard,
+    ) -> UpstreamBody {
+        link.reusable &= keep_alive;
+        let mut decoder = Decoder::new(framing);
+        let whole = decoder
+            .remaining()
+            .is_some_and(|n| n <= link.rbuf.len() as u64);
+        let state = if whole {
+            // The common case for small answers: all of it came with the head.
+            let data = match decoder.decode(&mut link.rbuf) {
+                Ok(Decoded::Data(data)) => Some(data),
+                _ => None,
+            };
+            guard.upstream().checkin(link);
+            BodyState::Whole(data)
+        } else {
+            BodyState::Reading(link, decoder)
+        };
         UpstreamBody {
-            inner,
+            state,
             guard: Some(guard),
-            link,
         }
     }
 
-    fn finish(&mut self, clean: bool, cx: &mut Context<'_>) {
-        let Some(guard) = self.guard.take() else {
-            return;
-        };
-        if let Some(link) = self.link.take() {
-            // A connection whose response was not read to the end cannot carry another
-            // request; dropping it closes it.
-            if clean {
-                guard.upstream().checkin(link, cx);
+    /// No body (an upgrade's `101`): the request counts until it is handed on.
+    pub(super) fn empty(guard: InflightGuard) -> UpstreamBody {
+        UpstreamBody {
+            state: BodyState::Whole(None),
+            guard: Some(guard),
+        }
+    }
+
+    /// The body has been read to its end: the connection goes back to the pool and the
+    /// request stops counting.
+    fn finish(&mut self) {
+        if let BodyState::Reading(link, _) = std::mem::replace(&mut self.state, BodyState::Whole(None)) {
+            if let Some(guard) = &self.guard {
+                guard.upstream().checkin(link);
             }
         }
-        drop(guard);
+        self.guard = None;
+    }
+
+    /// The body cannot be read on: the connection is dropped (closed), the request over.
+    fn fail(&mut self, err: io::Error) -> BoxError {
+        self.state = BodyState::Whole(None);
+        self.guard = None;
+        err.into()
     }
 }
 
 impl Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
-        let frame = match this.link.as_mut().filter(|l| l.driven_here()) {
-            // The body comes in through the connection, which only this body drives now:
-            // it is what wakes this task (see `DriveWaker`).
-            Some(link) => {
-                let noop = &mut Context::from_waker(Waker::noop());
-                // Taking the body wakes the connection (it may read on), driven next.
-                link.wake.hold();
-                let mut frame = Pin::new(&mut this.inner).poll_frame(noop);
-                if frame.is_pending() {
-                    link.drive(cx);
-                    frame = Pin::new(&mut this.inner).poll_frame(noop);
-                } else if link.wake.missed.load(Ordering::Acquire) {
-                    // The connection has more to do (typically: finish the response it
-                    // just handed over): done here rather than in another poll of the task.
-                    link.drive(cx);
-                } else {
-                    link.wake.release();
+        let (link, decoder) = match &mut this.state {
+            BodyState::Whole(data) => {
+                let frame = data.take().map(|d| Ok(Frame::data(d)));
+                if frame.is_none() {
+                    this.guard = None;
                 }
-                frame
+                return Poll::Ready(frame);
             }
-            None => Pin::new(&mut this.inner).poll_frame(cx),
+            BodyState::Reading(link, decoder) => (link, decoder),
         };
-        let frame = ready!(frame);
-        match &frame {
-            None => this.finish(true, cx),
-            Some(Err(_)) => this.finish(false, cx),
-            Some(Ok(_)) => {}
+        loop {
+            match decoder.decode(&mut link.rbuf) {
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Decoded::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Decoded::More) => {}
+                Err(e) => return Poll::Ready(Some(Err(this.fail(e)))),
+            }
+            match ready!(link.read(cx)) {
+                Ok(0) => match decoder.eof() {
+                    // A body that ran until the close: nothing left to reuse.
+                    Ok(()) => link.reusable = false,
+                    Err(e) => return Poll::Ready(Some(Err(this.fail(e)))),
+                },
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(this.fail(e)))),
+            }
         }
-        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.state {
+            BodyState::Whole(data) => data.is_none(),
+            BodyState::Reading(_, decoder) => decoder.is_done(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.state {
+            BodyState::Whole(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            BodyState::Reading(_, decoder) => match decoder.remaining() {
+                Some(n) => SizeHint::with_exact(n),
+                None => SizeHint::default(),
+            },
+        }
     }
 }
 
 impl Drop for UpstreamBody {
     fn drop(&mut self) {
-        // hyper may stop polling once `is_end_stream` says so, and drops the body early when
-        // the client goes away; either way the request is over now. Nobody waits on the
-        // connection from here: it is driven without a waker, and the next request to take
-        // it from the pool polls it properly.
-        let clean = self.inner.is_end_stream();
-        self.finish(clean, &mut Context::from_waker(Waker::noop()));
+        // hyper may stop polling once `is_end_stream` says so: a body read to its end still
+        // gives its connection back.
+        if matches!(&self.state, BodyState::Reading(_, d) if d.is_done()) {
+            self.finish();
+        }
     }
 }
 
@@ -504,6 +541,12 @@ impl ReqBody {
             limit,
         }
     }
+
+    /// The client's body as it comes, past the limit (to read and drop what a refused
+    /// client is still sending).
+    pub(super) fn client(&mut self) -> &mut super::accounting::ReqBody {
+        &mut self.inner
+    }
 }
 
 /// Why a request body could not be passed on.
@@ -511,20 +554,6 @@ impl ReqBody {
 pub(super) enum BodyError {
     Client(hyper::Error),
     TooLarge(u64),
-}
-
-impl BodyError {
-    /// The limit, when `err` is a body that went past it.
-    pub(super) fn too_large(err: &hyper::Error) -> Option<u64> {
-        let mut source = std::error::Error::source(err);
-        while let Some(e) = source {
-            if let Some(BodyError::TooLarge(limit)) = e.downcast_ref::<BodyError>() {
-                return Some(*limit);
-            }
-            source = e.source();
-        }
-        None
-    }
 }
 
 impl std::fmt::Display for BodyError {
@@ -576,5 +605,45 @@ impl Body for ReqBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn pooled_connections_the_upstream_closed_are_not_checked_out() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = Upstream::new(listener.local_addr().unwrap());
+        let kept = upstream.connect(Duration::from_secs(5)).await.unwrap();
+        let (kept_end, _) = listener.accept().await.unwrap();
+        let closed = upstream.connect(Duration::from_secs(5)).await.unwrap();
+        let (mut closed_end, _) = listener.accept().await.unwrap();
+        upstream.checkin(kept);
+        upstream.checkin(closed);
+        closed_end.shutdown().await.unwrap();
+        drop(closed_end);
+        // The reactor sees the close once this task lets it run.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The most recent (closed) one is dropped, the open one is handed out.
+        assert!(upstream.checkout().is_some());
+        assert!(upstream.checkout().is_none());
+        drop(kept_end);
+    }
+
+    #[tokio::test]
+    async fn connections_with_bytes_past_the_response_or_not_reusable_are_not_pooled() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let upstream = Upstream::new(listener.local_addr().unwrap());
+        let mut extra = upstream.connect(Duration::from_secs(5)).await.unwrap();
+        extra.rbuf.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        upstream.checkin(extra);
+        let mut spent = upstream.connect(Duration::from_secs(5)).await.unwrap();
+        spent.reusable = false;
+        upstream.checkin(spent);
+        assert!(upstream.checkout().is_none());
     }
 }
