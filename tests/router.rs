@@ -1,5 +1,6 @@
 //! The router against real sockets on 127.0.0.1: tiny hyper upstreams, a real client.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -17,7 +18,7 @@ use hyper::{HeaderMap, Request, Response, StatusCode};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use magrathea::router::{Router, RouterOptions};
+use magrathea::router::{RoutePolicy, Router, RouterOptions};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Notify;
@@ -851,4 +852,142 @@ async fn connections_past_the_cap_get_503_and_the_cap_frees_up() {
     }
     assert!(answered.starts_with("HTTP/1.1 200"), "{answered}");
     assert!(answered.ends_with("web"));
+}
+
+#[tokio::test]
+async fn a_chunked_upload_past_the_limit_gets_the_413_not_a_reset() {
+    let proxy = start_router(RouterOptions::default()).await;
+    // The app reads the whole body before it answers (so the limit is what answers).
+    let up = spawn_upstream(|req: Request<Incoming>| async move {
+        let n = req.into_body().collect().await.map(|b| b.to_bytes().len());
+        Response::new(full(format!("got {n:?}")))
+    })
+    .await;
+    proxy.router.set_upstreams("web", vec![up.addr]);
+    proxy.router.set_policies(HashMap::from([(
+        "web".to_string(),
+        RoutePolicy::new(false, 0, 1024),
+    )]));
+    let mut req = format!(
+        "POST /up HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        host("web")
+    );
+    // 64 KiB in 1 KiB chunks: well past the limit, all of it on the wire before the answer.
+    for _ in 0..64 {
+        req += &format!("400\r\n{}\r\n", "y".repeat(1024));
+    }
+    req += "0\r\n\r\n";
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut r, mut w) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        w.write_all(req.as_bytes()).await.unwrap();
+        w
+    });
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut out))
+        .await
+        .expect("the router answers and closes")
+        .expect("the answer, not a reset");
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains("limit of 1024 bytes"), "{out}");
+    drop(writer.await.unwrap());
+    // A body within the limit still goes through.
+    let req = Request::post("/up")
+        .header(HOST, host("web"))
+        .body(full("small"))
+        .unwrap();
+    let (status, _, body) = send(&client(), proxy.addr, req).await;
+    assert_eq!((status, &body[..]), (StatusCode::OK, &b"got Ok(5)"[..]));
+}
+
+/// An upstream speaking raw HTTP/1.1, one shape of answer per path, keep-alive where the
+/// shape allows it; counts connections.
+async fn shapes_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = Arc::new(AtomicUsize::new(0));
+    let c = Arc::clone(&conns);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        let mut chunk = [0u8; 4096];
+                        match s.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_string();
+                    let pause = || tokio::time::sleep(Duration::from_millis(20));
+                    let parts: Vec<&[u8]> = match path.as_str() {
+                        "/continue" => vec![
+                            b"HTTP/1.1 100 Continue\r\n\r\n",
+                            b"HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhel",
+                            b"lo world",
+                        ],
+                        "/chunked" => vec![
+                            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhel",
+                            b"lo\r\n6\r\n world\r\n0\r\nx-trailer: 1\r\n",
+                            b"\r\n",
+                        ],
+                        "/head" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"],
+                        "/304" => vec![b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\n\r\n"],
+                        _ => vec![b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the close"],
+                    };
+                    for part in parts {
+                        if s.write_all(part).await.is_err() {
+                            return;
+                        }
+                        pause().await;
+                    }
+                    if path == "/close" {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+#[tokio::test]
+async fn upstream_answers_of_every_shape_come_through_and_keep_the_connection() {
+    let proxy = start_router(RouterOptions::default()).await;
+    let (addr, conns) = shapes_upstream().await;
+    proxy.router.set_upstreams("web", vec![addr]);
+    let client = client();
+    let empty = || Empty::new().map_err(|never| match never {}).boxed();
+    for round in 0..2 {
+        let req = |method: &str, path: &str| {
+            Request::builder()
+                .method(method)
+                .uri(path)
+                .header(HOST, host("web"))
+                .body(empty())
+                .unwrap()
+        };
+        let (status, _, body) = send(&client, proxy.addr, req("GET", "/continue")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello world"[..]));
+        let (status, headers, body) = send(&client, proxy.addr, req("GET", "/chunked")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"hello world"[..]));
+        assert!(!headers.contains_key("x-trailer"));
+        let (status, headers, body) = send(&client, proxy.addr, req("HEAD", "/head")).await;
+        assert_eq!((status, body.len()), (StatusCode::OK, 0));
+        assert_eq!(headers["content-length"], "1234");
+        let (status, headers, body) = send(&client, proxy.addr, req("GET", "/304")).await;
+        assert_eq!((status, body.len()), (StatusCode::NOT_MODIFIED, 0));
+        assert_eq!(headers["etag"], "\"v1\"");
+        // All of these on one upstream connection.
+        assert_eq!(conns.load(Ordering::SeqCst), round + 1, "round {round}");
+        // No length: the body runs until the upstream closes, and that connection is done.
+        let (status, _, body) = send(&client, proxy.addr, req("GET", "/close")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"until the close"[..]));
+    }
 }

@@ -314,7 +314,11 @@ async fn forward(
             },
         };
         match link.exchange(&mut req, limit).await {
-            Ok(head) => return Ok(forwarded(head, link, guard)),
+            Ok(head) => {
+                // Answered before all of the request went: the rest goes on beside it.
+                let upload = (!link.sent_all()).then(|| req.into_body());
+                return Ok(forwarded(head, link, upload, guard));
+            }
             Err(ExchangeError::TimedOut) => {
                 return Err(Failure::TimedOut(addr, router.opts.upstream_timeout))
             }
@@ -349,7 +353,12 @@ fn pick(router: &Router, app: &str, tried: &[SocketAddr]) -> Result<InflightGuar
 
 /// The upstream's response on its way to the client: its connection goes with its body
 /// (back to the pool once read), or to the tunnel after a switch of protocols.
-fn forwarded(head: ResponseHead, link: Link, guard: InflightGuard) -> Forwarded {
+fn forwarded(
+    head: ResponseHead,
+    link: Link,
+    upload: Option<ReqBody>,
+    guard: InflightGuard,
+) -> Forwarded {
     let upstream = guard.upstream().addr;
     let ResponseHead {
         status,
@@ -361,7 +370,7 @@ fn forwarded(head: ResponseHead, link: Link, guard: InflightGuard) -> Forwarded 
     let (body, upgraded) = if status == StatusCode::SWITCHING_PROTOCOLS {
         (UpstreamBody::empty(guard), Some(link.into_upgraded()))
     } else {
-        (UpstreamBody::new(framing, link, keep_alive, guard), None)
+        (UpstreamBody::new(framing, link, keep_alive, upload, guard), None)
     };
     let mut response = Response::new(body.boxed_unsync());
     *response.status_mut() = status;

@@ -7,7 +7,8 @@
 //! came in that same read is handed on whole, the connection going back to the pool at
 //! once. A connection has no task of its own: the request's task writes and reads it, so a
 //! proxied exchange costs one write and one read upstream and two polls of that task.
-//! Longer bodies are read as the client takes them.
+//! Longer bodies are read as the client takes them; a response that comes while its request
+//! is still uploading gets a task of its own that drives both.
 
 use std::io;
 use std::net::SocketAddr;
@@ -23,8 +24,9 @@ use hyper::header;
 use hyper::{Method, Request};
 use tokio::io::AsyncWrite;
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::io::poll_read_buf;
+use tokio_util::sync::PollSender;
 
 use super::h1::{self, Decoded, Decoder, Framing, ResponseHead, Sending};
 use super::watchdog::{Limit, Wait};
@@ -67,6 +69,8 @@ pub(super) struct Link {
     wbuf: Vec<u8>,
     /// Whether it may carry another request once the current response is read.
     reusable: bool,
+    /// How far the current request has gone out.
+    out: Outgoing,
 }
 
 /// Why an exchange ended without a response head.
@@ -90,6 +94,12 @@ impl Link {
             rbuf: BytesMut::new(),
             wbuf: Vec::new(),
             reusable: true,
+            out: Outgoing {
+                sending: Sending::None,
+                written: 0,
+                body_done: true,
+                taken: false,
+            },
         }
     }
 
@@ -118,7 +128,7 @@ impl Link {
         self.wbuf.clear();
         let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
         h1::encode_request_head(req.method(), target, req.headers(), sending, &mut self.wbuf);
-        let mut out = Outgoing {
+        self.out = Outgoing {
             sending,
             written: 0,
             body_done: sending == Sending::None,
@@ -133,16 +143,16 @@ impl Link {
             if wait.expired(cx) {
                 return Poll::Ready(Err(ExchangeError::TimedOut));
             }
-            let fail = |e, out: &Outgoing, answered| {
-                if out.taken || answered {
+            let fail = |e, taken: bool, answered| {
+                if taken || answered {
                     ExchangeError::Broken(e)
                 } else {
                     ExchangeError::Unanswered(e)
                 }
             };
-            if let Err(err) = self.send(cx, body, &mut out) {
+            if let Err(err) = self.send(cx, body) {
                 return Poll::Ready(Err(match err {
-                    SendError::Io(e) => fail(e, &out, answered),
+                    SendError::Io(e) => fail(e, self.out.taken, answered),
                     SendError::Body(e) => ExchangeError::Body(e),
                 }));
             }
@@ -155,11 +165,6 @@ impl Link {
                         continue
                     }
                     Ok(Some(head)) => {
-                        // Answered before the whole request went: the rest of it is not
-                        // sent, so the connection cannot carry another one.
-                        if !out.body_done || out.written < self.wbuf.len() {
-                            self.reusable = false;
-                        }
                         return Poll::Ready(Ok(head));
                     }
                     Ok(None) => {}
@@ -171,10 +176,10 @@ impl Link {
                             io::ErrorKind::UnexpectedEof,
                             "upstream closed the connection without an answer",
                         );
-                        return Poll::Ready(Err(fail(eof, &out, answered)));
+                        return Poll::Ready(Err(fail(eof, self.out.taken, answered)));
                     }
                     Ok(_) => answered = true,
-                    Err(e) => return Poll::Ready(Err(fail(e, &out, answered))),
+                    Err(e) => return Poll::Ready(Err(fail(e, self.out.taken, answered))),
                 }
             }
         })
@@ -183,12 +188,8 @@ impl Link {
 
     /// Writes what is pending of the request, taking more of its body as it comes, until
     /// the socket or the body has to wait (or all of it is out).
-    fn send(
-        &mut self,
-        cx: &mut Context<'_>,
-        body: &mut ReqBody,
-        out: &mut Outgoing,
-    ) -> Result<(), SendError> {
+    fn send(&mut self, cx: &mut Context<'_>, body: &mut ReqBody) -> Result<(), SendError> {
+        let out = &mut self.out;
         loop {
             while out.written < self.wbuf.len() {
                 match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[out.written..]) {
@@ -229,6 +230,11 @@ impl Link {
                 return Ok(());
             }
         }
+    }
+
+    /// Whether all of the request has been written.
+    pub(super) fn sent_all(&self) -> bool {
+        self.out.body_done && self.out.written >= self.wbuf.len()
     }
 
     fn read(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -395,18 +401,29 @@ enum BodyState {
     /// All of it, read already (the connection is back in the pool); None once handed on.
     Whole(Option<Bytes>),
     Reading(Link, Decoder),
+    /// From the task that drives the connection while the request is still uploading.
+    Piped(mpsc::Receiver<io::Result<Bytes>>),
 }
 
 impl UpstreamBody {
-    /// The body of a response whose head was just read off `link`.
+    /// The body of a response whose head was just read off `link`; `upload` is the rest
+    /// of the request's body when the upstream answered before it was all sent.
     pub(super) fn new(
         framing: Framing,
         mut link: Link,
         keep_alive: bool,
+        upload: Option<ReqBody>,
         guard: InflightGuard,
     ) -> UpstreamBody {
         link.reusable &= keep_alive;
         let mut decoder = Decoder::new(framing);
+        if let Some(upload) = upload {
+            let upstream = Arc::clone(guard.upstream());
+            return UpstreamBody {
+                state: BodyState::Piped(pipe(link, upload, decoder, upstream)),
+                guard: Some(guard),
+            };
+        }
         let whole = decoder
             .remaining()
             .is_some_and(|n| n <= link.rbuf.len() as u64);
@@ -472,6 +489,16 @@ impl Body for UpstreamBody {
                 return Poll::Ready(frame);
             }
             BodyState::Reading(link, decoder) => (link, decoder),
+            BodyState::Piped(rx) => {
+                return Poll::Ready(match ready!(rx.poll_recv(cx)) {
+                    Some(Ok(data)) => Some(Ok(Frame::data(data))),
+                    Some(Err(e)) => Some(Err(this.fail(e))),
+                    None => {
+                        this.finish();
+                        None
+                    }
+                })
+            }
         };
         loop {
             match decoder.decode(&mut link.rbuf) {
@@ -499,6 +526,7 @@ impl Body for UpstreamBody {
         match &self.state {
             BodyState::Whole(data) => data.is_none(),
             BodyState::Reading(_, decoder) => decoder.is_done(),
+            BodyState::Piped(_) => false,
         }
     }
 
@@ -509,8 +537,76 @@ impl Body for UpstreamBody {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
             },
+            BodyState::Piped(_) => SizeHint::default(),
         }
     }
+}
+
+/// Frames a piped response body may run ahead of the client by.
+const PIPE_FRAMES: usize = 4;
+
+/// A response that came while its request was still uploading: a task of its own drives
+/// the connection both ways, so the upload goes on even while the client is slow to read
+/// the answer (a client may well finish sending before it reads), and hands the body over.
+fn pipe(
+    mut link: Link,
+    mut upload: ReqBody,
+    mut decoder: Decoder,
+    upstream: Arc<Upstream>,
+) -> mpsc::Receiver<io::Result<Bytes>> {
+    let (tx, rx) = mpsc::channel(PIPE_FRAMES);
+    tokio::spawn(async move {
+        let mut tx = PollSender::new(tx);
+        let mut uploading = true;
+        let clean = std::future::poll_fn(|cx| {
+            if uploading {
+                match link.send(cx, &mut upload) {
+                    Ok(()) => uploading = !link.sent_all(),
+                    // The answer is on its way: the rest of the request no longer
+                    // matters; the app learns it is cut short by the end of its input.
+                    Err(_) => {
+                        uploading = false;
+                        link.reusable = false;
+                        let _ = Pin::new(&mut link.io).poll_shutdown(cx);
+                    }
+                }
+            }
+            loop {
+                match ready!(tx.poll_reserve(cx)) {
+                    Ok(()) => {}
+                    // The client went away.
+                    Err(_) => return Poll::Ready(false),
+                }
+                let item = match decoder.decode(&mut link.rbuf) {
+                    Ok(Decoded::Data(data)) => Ok(data),
+                    // Reusable only once all of the request went too.
+                    Ok(Decoded::End) => return Poll::Ready(!uploading && link.sent_all()),
+                    Ok(Decoded::More) => match ready!(link.read(cx)) {
+                        Ok(0) => match decoder.eof() {
+                            Ok(()) => {
+                                link.reusable = false;
+                                continue;
+                            }
+                            Err(e) => Err(e),
+                        },
+                        Ok(_) => continue,
+                        Err(e) => Err(e),
+                    },
+                    Err(e) => Err(e),
+                };
+                let failed = item.is_err();
+                let _ = tx.send_item(item);
+                if failed {
+                    return Poll::Ready(false);
+                }
+            }
+        })
+        .await;
+        if clean {
+            upstream.checkin(link);
+        }
+    });
+    rx
 }
 
 impl Drop for UpstreamBody {
