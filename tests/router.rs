@@ -939,7 +939,9 @@ async fn shapes_upstream() -> (SocketAddr, Arc<AtomicUsize>) {
                         ],
                         "/head" => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 1234\r\n\r\n"],
                         "/304" => vec![b"HTTP/1.1 304 Not Modified\r\netag: \"v1\"\r\n\r\n"],
-                        _ => vec![b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the close"],
+                        _ => vec![
+                            b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nuntil the close",
+                        ],
                     };
                     for part in parts {
                         if s.write_all(part).await.is_err() {
@@ -988,6 +990,9 @@ async fn upstream_answers_of_every_shape_come_through_and_keep_the_connection() 
         assert_eq!(conns.load(Ordering::SeqCst), round + 1, "round {round}");
         // No length: the body runs until the upstream closes, and that connection is done.
         let (status, _, body) = send(&client, proxy.addr, req("GET", "/close")).await;
-        assert_eq!((status, &body[..]), (StatusCode::OK, &b"until the close"[..]));
+        assert_eq!(
+            (status, &body[..]),
+            (StatusCode::OK, &b"until the close"[..])
+        );
     }
 }

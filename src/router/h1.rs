@@ -113,8 +113,8 @@ pub(super) fn parse_response_head(
     let base = buf.as_ptr() as usize;
     let mut at: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(res.headers.len());
     for h in res.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| invalid("invalid header name"))?;
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| invalid("invalid header name"))?;
         let start = h.value.as_ptr() as usize - base;
         at.push((name, start, start + h.value.len()));
     }
@@ -172,7 +172,11 @@ fn framing(headers: &HeaderMap, status: StatusCode, method: &Method) -> io::Resu
     }
     let mut length = None;
     for v in headers.get_all(header::CONTENT_LENGTH) {
-        for part in v.to_str().map_err(|_| invalid("invalid content-length"))?.split(',') {
+        for part in v
+            .to_str()
+            .map_err(|_| invalid("invalid content-length"))?
+            .split(',')
+        {
             let n: u64 = part
                 .trim()
                 .parse()
@@ -326,7 +330,11 @@ impl Decoder {
 /// A line (without its CRLF, or a bare LF) out of `buf`, if a whole one is there; an error
 /// past `max` bytes without one.
 fn take_line(buf: &mut BytesMut, max: usize) -> io::Result<Option<BytesMut>> {
-    let Some(end) = buf.iter().take(max.saturating_add(1)).position(|&b| b == b'\n') else {
+    let Some(end) = buf
+        .iter()
+        .take(max.saturating_add(1))
+        .position(|&b| b == b'\n')
+    else {
         if buf.len() > max {
             return Err(invalid("malformed chunked body"));
         }

@@ -11,7 +11,12 @@ fn head(buf: &mut BytesMut, method: &Method) -> ResponseHead {
 
 /// Everything the decoder yields for `framing` from `wire` fed in pieces of `step` bytes,
 /// with EOF after the last when `close`; and what is left in the buffer.
-fn body(framing: Framing, wire: &[u8], step: usize, close: bool) -> io::Result<(Vec<u8>, BytesMut)> {
+fn body(
+    framing: Framing,
+    wire: &[u8],
+    step: usize,
+    close: bool,
+) -> io::Result<(Vec<u8>, BytesMut)> {
     let mut d = Decoder::new(framing);
     let mut buf = BytesMut::new();
     let mut out = Vec::new();
@@ -71,7 +76,8 @@ fn a_length_response_whole_and_split_across_reads() {
     }
     assert!(buf.is_empty());
     for step in [1, 5, 100] {
-        let (data, rest) = body(Framing::Length(12), &wire[wire.len() - 12..], step, false).unwrap();
+        let (data, rest) =
+            body(Framing::Length(12), &wire[wire.len() - 12..], step, false).unwrap();
         assert_eq!(&data[..], b"hello world\n");
         assert!(rest.is_empty());
     }
@@ -149,7 +155,8 @@ fn a_response_without_length_runs_until_the_close_and_is_not_reused() {
     let (data, _) = body(h.framing, b"all of it, however long", 4, true).unwrap();
     assert_eq!(&data[..], b"all of it, however long");
     // Not chunked as the last coding: until the close too.
-    let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n"[..]);
+    let mut buf =
+        BytesMut::from(&b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n"[..]);
     assert_eq!(head(&mut buf, &Method::GET).framing, Framing::UntilClose);
 }
 
@@ -166,7 +173,10 @@ fn no_body_for_head_1xx_204_and_304_whatever_the_length_says() {
     assert_eq!(head(&mut buf, &Method::GET).framing, Framing::Empty);
     assert_eq!(head(&mut buf, &Method::GET).framing, Framing::Empty);
     assert!(buf.is_empty());
-    assert_eq!(Decoder::new(Framing::Empty).decode(&mut buf).unwrap(), Decoded::End);
+    assert_eq!(
+        Decoder::new(Framing::Empty).decode(&mut buf).unwrap(),
+        Decoded::End
+    );
 }
 
 #[test]
@@ -185,12 +195,14 @@ fn continue_then_the_final_answer() {
 
 #[test]
 fn connection_close_http10_and_bad_lengths() {
-    let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 1\r\n\r\n"[..]);
+    let mut buf =
+        BytesMut::from(&b"HTTP/1.1 200 OK\r\nConnection: close\r\ncontent-length: 1\r\n\r\n"[..]);
     assert!(!head(&mut buf, &Method::GET).keep_alive);
     let mut buf = BytesMut::from(&b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\n"[..]);
     assert!(!head(&mut buf, &Method::GET).keep_alive);
-    let mut buf =
-        BytesMut::from(&b"HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n"[..]);
+    let mut buf = BytesMut::from(
+        &b"HTTP/1.0 200 OK\r\nconnection: Keep-Alive\r\ncontent-length: 1\r\n\r\n"[..],
+    );
     assert!(head(&mut buf, &Method::GET).keep_alive);
     // The same length twice is one length; two different ones are refused.
     let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\n\r\n"[..]);
@@ -204,7 +216,10 @@ fn connection_close_http10_and_bad_lengths() {
         b"SSH-2.0-OpenSSH\r\n\r\n",
     ] {
         let mut buf = BytesMut::from(bad);
-        assert!(parse_response_head(&mut buf, &Method::GET).is_err(), "{bad:?}");
+        assert!(
+            parse_response_head(&mut buf, &Method::GET).is_err(),
+            "{bad:?}"
+        );
     }
     // A head that never ends is refused past the bound.
     let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\n"[..]);

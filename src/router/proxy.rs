@@ -18,11 +18,13 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use tracing::debug;
 
 use super::accounting;
+use super::h1::ResponseHead;
 use super::realip;
 use super::tunnel;
-use super::h1::ResponseHead;
 use super::tunnel::UpstreamIo;
-use super::upstream::{self, BodyError, BoxError, ExchangeError, InflightGuard, Link, ReqBody, UpstreamBody};
+use super::upstream::{
+    self, BodyError, BoxError, ExchangeError, InflightGuard, Link, ReqBody, UpstreamBody,
+};
 pub(super) use super::watchdog::Limit;
 use super::{Pick, RoutePolicy, Router};
 
@@ -168,7 +170,8 @@ pub(super) async fn handle(
             client_side,
             upgraded,
             router.opts.tunnel_idle_timeout,
-        );    } else if upgraded.is_some() {
+        );
+    } else if upgraded.is_some() {
         // The app switched protocols on a request that never asked to.
         response = text(
             StatusCode::BAD_GATEWAY,
@@ -370,7 +373,10 @@ fn forwarded(
     let (body, upgraded) = if status == StatusCode::SWITCHING_PROTOCOLS {
         (UpstreamBody::empty(guard), Some(link.into_upgraded()))
     } else {
-        (UpstreamBody::new(framing, link, keep_alive, upload, guard), None)
+        (
+            UpstreamBody::new(framing, link, keep_alive, upload, guard),
+            None,
+        )
     };
     let mut response = Response::new(body.boxed_unsync());
     *response.status_mut() = status;

@@ -193,7 +193,9 @@ impl Link {
         loop {
             while out.written < self.wbuf.len() {
                 match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[out.written..]) {
-                    Poll::Ready(Ok(0)) => return Err(SendError::Io(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(0)) => {
+                        return Err(SendError::Io(io::ErrorKind::WriteZero.into()))
+                    }
                     Poll::Ready(Ok(n)) => out.written += n,
                     Poll::Ready(Err(e)) => return Err(SendError::Io(e)),
                     Poll::Pending => return Ok(()),
@@ -208,7 +210,9 @@ impl Link {
             while self.wbuf.len() < WRITE_BATCH {
                 match Pin::new(&mut *body).poll_frame(cx) {
                     Poll::Ready(Some(Ok(frame))) => {
-                        let Ok(data) = frame.into_data() else { continue };
+                        let Ok(data) = frame.into_data() else {
+                            continue;
+                        };
                         out.taken = true;
                         match out.sending {
                             Sending::Chunked => h1::encode_chunk(&data, &mut self.wbuf),
@@ -455,7 +459,9 @@ impl UpstreamBody {
     /// The body has been read to its end: the connection goes back to the pool and the
     /// request stops counting.
     fn finish(&mut self) {
-        if let BodyState::Reading(link, _) = std::mem::replace(&mut self.state, BodyState::Whole(None)) {
+        if let BodyState::Reading(link, _) =
+            std::mem::replace(&mut self.state, BodyState::Whole(None))
+        {
             if let Some(guard) = &self.guard {
                 guard.upstream().checkin(link);
             }
@@ -532,7 +538,9 @@ impl Body for UpstreamBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.state {
-            BodyState::Whole(data) => SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64)),
+            BodyState::Whole(data) => {
+                SizeHint::with_exact(data.as_ref().map_or(0, |d| d.len() as u64))
+            }
             BodyState::Reading(_, decoder) => match decoder.remaining() {
                 Some(n) => SizeHint::with_exact(n),
                 None => SizeHint::default(),
