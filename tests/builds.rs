@@ -808,15 +808,21 @@ fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
     );
     refused(
         &s,
+        "pipenv",
+        &[py, ("Pipfile", "[packages]\nflask = \"*\"\n")],
+        &["Pipfile found, but no Pipfile.lock", "pipenv lock"],
+    );
+    refused(
+        &s,
         "yarn",
         &[
             (
                 "package.json",
-                "{\"name\": \"y\", \"scripts\": {\"start\": \"node i.js\"}}\n",
+                "{\"name\": \"y\", \"packageManager\": \"yarn@$(id)\", \"scripts\": {\"start\": \"node i.js\"}}\n",
             ),
             ("yarn.lock", "# yarn lockfile v1\n"),
         ],
-        &["yarn.lock found, but yarn is not on stack bookworm"],
+        &["packageManager \"yarn@$(id)\" names no version of yarn"],
     );
     // No start script and no server.js: no `web: npm start` is made up.
     refused(

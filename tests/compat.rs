@@ -330,6 +330,84 @@ fn asgi_realtime(c: &Ctx) {
     read_until("0\r\n\r\n", &mut got);
 }
 
+/// Flask locked with uv (pyproject.toml + uv.lock, a dev group): the stack has no uv, so
+/// the buildpack fetches its pinned uv from PyPI once; the dev group stays out. The second
+/// push takes both the tool and the virtualenv from the cache.
+fn uv_app(c: &Ctx) {
+    let dir = c.app("uv-app");
+    let err = c.push_ok("uvapp", &dir);
+    assert!(err.contains("Installing uv"), "{err}");
+    assert!(
+        err.contains("Installing dependencies with uv (uv.lock)"),
+        "{err}"
+    );
+    c.answer("uvapp", "/", "hello from a uv app; dev dependencies absent");
+    commit(&dir, "README", "a Flask app\n", "readme");
+    let err = c.push_ok("uvapp", &dir);
+    assert!(
+        err.contains("Dependencies unchanged: reusing the cached virtualenv"),
+        "{err}"
+    );
+    assert!(!err.contains("Installing uv"), "{err}");
+}
+
+/// Flask locked with pipenv (Pipfile + Pipfile.lock, dev packages): its default packages
+/// installed as the lock pins them, hashes checked, without pipenv.
+fn pipenv_app(c: &Ctx) {
+    let dir = c.app("pipenv-app");
+    let err = c.push_ok("pipenvapp", &dir);
+    assert!(
+        err.contains("Installing dependencies from Pipfile.lock with pip"),
+        "{err}"
+    );
+    c.answer(
+        "pipenvapp",
+        "/",
+        "hello from a pipenv app; dev dependencies absent",
+    );
+}
+
+/// Express locked with classic yarn (yarn.lock v1), a build script and a dev dependency, no
+/// Procfile (`npm start`, as on Heroku): the stack has no yarn, so yarn 1 comes from the npm
+/// registry once, and the second push takes it and node_modules from the cache.
+fn yarn_app(c: &Ctx) {
+    let dir = c.app("yarn-app");
+    let err = c.push_ok("yarnapp", &dir);
+    assert!(err.contains("Installing yarn 1.22.22"), "{err}");
+    assert!(err.contains("Installing dependencies (yarn)"), "{err}");
+    c.answer(
+        "yarnapp",
+        "/",
+        "hello from express (built with yarn); dev dependencies absent",
+    );
+    commit(&dir, "README", "an Express app\n", "readme");
+    let err = c.push_ok("yarnapp", &dir);
+    assert!(
+        err.contains("Dependencies unchanged: reusing the cached node_modules"),
+        "{err}"
+    );
+    assert!(!err.contains("Installing yarn"), "{err}");
+}
+
+/// Koa locked with pnpm, whose package.json names its pnpm (`packageManager`, corepack's
+/// field): that version is fetched, not the buildpack's own.
+fn pnpm_app(c: &Ctx) {
+    let dir = c.app("pnpm-app");
+    let err = c.push_ok("pnpmapp", &dir);
+    assert!(err.contains("Installing pnpm 9.15.9"), "{err}");
+    assert!(err.contains("Installing dependencies (pnpm)"), "{err}");
+    c.answer("pnpmapp", "/", "hello from koa; dev dependencies absent");
+}
+
+/// Express locked with Yarn 4 (a Berry lock, `nodeLinker: node-modules`), the version
+/// named by packageManager.
+fn yarn_berry_app(c: &Ctx) {
+    let dir = c.app("yarn-berry-app");
+    let err = c.push_ok("berryapp", &dir);
+    assert!(err.contains("Installing yarn 4.18.1"), "{err}");
+    c.answer("berryapp", "/", "hello from yarn berry");
+}
+
 type Case = (&'static str, fn(&Ctx));
 
 const CASES: &[Case] = &[
@@ -343,6 +421,11 @@ const CASES: &[Case] = &[
     ("express", express),
     ("django", django),
     ("asgi-realtime", asgi_realtime),
+    ("uv-app", uv_app),
+    ("pipenv-app", pipenv_app),
+    ("yarn-app", yarn_app),
+    ("pnpm-app", pnpm_app),
+    ("yarn-berry-app", yarn_berry_app),
 ];
 /// Cases waiting for platform work not on main yet, run only when named in COMPAT_CASES.
 const PENDING: &[Case] = &[];
