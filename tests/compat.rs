@@ -399,12 +399,20 @@ fn pnpm_app(c: &Ctx) {
     c.answer("pnpmapp", "/", "hello from koa; dev dependencies absent");
 }
 
-/// Express locked with Yarn 4 (a Berry lock, `nodeLinker: node-modules`), the version
-/// named by packageManager.
+/// Express locked with Yarn 4 in its default Plug'n'Play mode (no node_modules: the
+/// packages stay zipped in .yarn/cache), Yarn the version packageManager names, started by
+/// `npm start` (as on Heroku without a Procfile). The second push fills Yarn's cache from
+/// the build cache: nothing is fetched again.
 fn yarn_berry_app(c: &Ctx) {
     let dir = c.app("yarn-berry-app");
     let err = c.push_ok("berryapp", &dir);
     assert!(err.contains("Installing yarn 4.18.1"), "{err}");
+    assert!(err.contains("YN0013"), "no packages fetched:\n{err}");
+    c.answer("berryapp", "/", "hello from yarn berry");
+    commit(&dir, "README", "an Express app\n", "readme");
+    let err = c.push_ok("berryapp", &dir);
+    assert!(!err.contains("Installing yarn"), "{err}");
+    assert!(!err.contains("YN0013"), "packages fetched again:\n{err}");
     c.answer("berryapp", "/", "hello from yarn berry");
 }
 
