@@ -4,6 +4,7 @@
 //! decoder that takes the body out of the bytes read so far however they were split.
 
 use std::io;
+use std::mem::MaybeUninit;
 
 use bytes::{Bytes, BytesMut};
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -96,9 +97,13 @@ pub(super) fn parse_response_head(
     buf: &mut BytesMut,
     method: &Method,
 ) -> io::Result<Option<ResponseHead>> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut slots);
-    let len = match res.parse(buf) {
+    // Neither the header slots nor the places of the fields are initialised first: the
+    // parse fills what it uses (zeroing them was a good part of a response's cost).
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots);
+    let len = match parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
             return Err(invalid("upstream response head too large"))
@@ -109,19 +114,29 @@ pub(super) fn parse_response_head(
     let status = StatusCode::from_u16(res.code.unwrap_or(0))
         .map_err(|_| invalid("invalid upstream status"))?;
     let http10 = res.version == Some(0);
-    // Where each name and value sits in the head, so the values can share its bytes.
+    // Where each name and value sits in the head (it is at most `MAX_HEAD` long), so the
+    // values can share its bytes once it is split off.
     let base = buf.as_ptr() as usize;
-    let mut at: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(res.headers.len());
-    for h in res.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| invalid("invalid header name"))?;
-        let start = h.value.as_ptr() as usize - base;
-        at.push((name, start, start + h.value.len()));
+    let mut at = [MaybeUninit::<[u32; 4]>::uninit(); MAX_HEADERS];
+    let fields = res.headers.len();
+    for (slot, h) in at.iter_mut().zip(res.headers.iter()) {
+        let name = (h.name.as_ptr() as usize - base) as u32;
+        let value = (h.value.as_ptr() as usize - base) as u32;
+        slot.write([
+            name,
+            name + h.name.len() as u32,
+            value,
+            value + h.value.len() as u32,
+        ]);
     }
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(at.len());
-    for (name, start, end) in at {
-        let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+    let mut headers = HeaderMap::with_capacity(fields);
+    for slot in &at[..fields] {
+        // SAFETY: the loop above wrote the first `fields` slots.
+        let [ns, ne, vs, ve] = unsafe { slot.assume_init() }.map(|n| n as usize);
+        let name =
+            HeaderName::from_bytes(&head[ns..ne]).map_err(|_| invalid("invalid header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve))
             .map_err(|_| invalid("invalid header value"))?;
         headers.append(name, value);
     }
