@@ -3,8 +3,9 @@
 //! `service-load` puts one back into it (a Postgres one possibly staged beside it, then
 //! `service-swap`ped in), `service-settle` ends a load that kept what it replaced;
 //! `service-verify` (`svcverify`) loads one into a throwaway instance of the service's
-//! image. Dumps are never written to the node's disk, but a Redis RDB, which the server only
-//! reads from its data dir.
+//! image. Dumps are never written to the node's disk, but into a throwaway instance's temp
+//! data dir (which holds the restored data too, and goes with it): a Redis RDB, which the
+//! server only reads from its data dir, and a Postgres archive being verified (`svcverify`).
 //!
 //! Every command runs in the service container as the service's uid, through the admin's
 //! unix socket in `/run/svc` (see the services' entry script).
@@ -320,8 +321,12 @@ pub(super) async fn run(
     Ok((code, moved, text(&collected), text(&err)))
 }
 
+/// The exec's exit code, once Docker has seen it end (its output closing comes first, by a
+/// few milliseconds: asked again soon, then less often, for 10 s at most).
 async fn exit_code(docker: &Docker, id: &str) -> Result<i64, AgentError> {
-    for _ in 0..100 {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
         let i = docker
             .raw()
             .inspect_exec(id)
@@ -330,9 +335,12 @@ async fn exit_code(docker: &Docker, id: &str) -> Result<i64, AgentError> {
         if i.running != Some(true) {
             return Ok(i.exit_code.unwrap_or(255));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(10) {
+            return Err(AgentError::Docker("exec in the service did not end".into()));
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(100));
     }
-    Err(AgentError::Docker("exec in the service did not end".into()))
 }
 
 pub(super) fn last_line(err: &str) -> String {

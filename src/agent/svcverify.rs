@@ -4,8 +4,9 @@
 //!
 //! What a verification proves, per type:
 //! - Postgres: the archive is whole and readable by the image's own `pg_restore`, and every
-//!   statement in it runs on the image's own server, from one stream, as two loads at once
-//!   (the stream teed in the container): its pre-data and data sections into the throwaway's
+//!   statement in it runs on the image's own server, from the one stream (stored in the
+//!   instance's data dir as it comes, see [`PG_VERIFY`]), as two loads: its pre-data and data
+//!   sections into the throwaway's
 //!   database (every table, type, function and sequence created, and every row loaded
 //!   through the server's COPY, so each value is checked against its column's type, length
 //!   and the encoding, in one transaction), and its schema (pre-data and post-data) into a
@@ -51,15 +52,25 @@ const VERIFY_DIR: &str = "verify-";
 /// A throwaway Postgres instance's template cluster in its service's dir: this, then a key.
 const TEMPLATE_DIR: &str = "template-";
 
-/// A Postgres verification (see the module doc): the instance waited for (it starts as this
-/// runs: no polling from outside), a second database for the schema, then the dump on stdin
-/// teed into both loads. The schema load reads what it needs and drains the rest, so the tee
-/// never waits on it. stdout: `ready_ms=N` (how long the server took to answer). A failure
-/// ends with one line on stderr saying which load failed and why.
+/// A Postgres verification (see the module doc). The dump on stdin is stored in the
+/// instance's data dir as it comes (`cat`, never held back by a load), and the instance
+/// waited for (it starts as this runs: no polling from outside). The data load reads the
+/// file as it grows (`tail --pid`: to its end once the stream is whole), from the first
+/// bytes on; the schema load, and its database, start once the stream is whole, beside the
+/// data load's last part, from the file (seekable: only the archive's table of contents is
+/// read). Neither load waits on the other. stdout: `ready_ms=N` (how long the server took to
+/// answer), then `holds=...` (what the data database holds). A failure ends with one line on
+/// stderr saying which load failed and why.
 const PG_VERIFY: &str = r#"set -eu
 db=$MAGRATHEA_DB
 schema=${db}__mg_schema
+arch=/data/archive.dump
 t0=$(date +%s%N)
+# Background jobs get /dev/null as stdin unless given another: the dump, through fd 3.
+exec 3<&0
+cat <&3 >"$arch" &
+stored=$!
+exec 3<&-
 n=0
 until pg_isready -q -h /run/svc -U postgres; do
     n=$((n + 1)); [ $n -lt 2400 ] || { echo "the throwaway instance did not start" >&2; exit 1; }
@@ -67,22 +78,19 @@ until pg_isready -q -h /run/svc -U postgres; do
 done
 echo "ready_ms=$((($(date +%s%N) - t0) / 1000000))"
 q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
-q -c "CREATE DATABASE $schema OWNER svc_owner TEMPLATE template0"
-fifo=/data/schema.fifo
-mkfifo "$fifo"
-(
-    rc=0
-    pg_restore -h /run/svc -U postgres -d "$schema" --schema-only --single-transaction \
-        --exit-on-error 2>/data/schema.err || rc=$?
-    cat >/dev/null
-    exit $rc
-) <"$fifo" &
-schema_pid=$!
-data=0
-tee "$fifo" | pg_restore -h /run/svc -U postgres -d "$db" --section=pre-data --section=data \
-    --single-transaction --exit-on-error || data=$?
+tail -s 0.02 -c +1 -f --pid=$stored "$arch" |
+    pg_restore -h /run/svc -U postgres -d "$db" --section=pre-data --section=data \
+        --single-transaction --exit-on-error &
+data_pid=$!
+whole=0
+wait $stored || whole=$?
+[ $whole = 0 ] || { echo "the dump did not arrive whole" >&2; exit 1; }
 schema_rc=0
-wait $schema_pid || schema_rc=$?
+{ q -c "CREATE DATABASE $schema OWNER svc_owner TEMPLATE template0" &&
+    pg_restore -h /run/svc -U postgres -d "$schema" --schema-only --single-transaction \
+        --exit-on-error "$arch"; } 2>/data/schema.err || schema_rc=$?
+data=0
+wait $data_pid || data=$?
 [ $data = 0 ] || { echo "its tables and rows do not load (see above)" >&2; exit 1; }
 if [ $schema_rc != 0 ]; then
     why=$(sed -n 's/.*ERROR: *//p' /data/schema.err | head -n 1)
@@ -90,6 +98,10 @@ if [ $schema_rc != 0 ]; then
     echo "its indexes and constraints do not restore: ${why:-$(tail -n 1 /data/schema.err)}${cmd:+ (in: $cmd)}" >&2
     exit 1
 fi
+rm -f "$arch"
+# The instance answers with what it holds (nothing said if it does not).
+n=$(psql -X -At -h /run/svc -U postgres -d "$db" -c "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog','information_schema')") || n=
+[ -z "$n" ] || echo "holds=$n tables"
 "#;
 
 /// Settings that make a throwaway instance load faster (nothing of it must survive a crash).
@@ -507,12 +519,14 @@ async fn load(
         }
     };
     let began = std::time::Instant::now();
-    let (bytes, ready) = if kind == "redis" {
+    // What the instance holds after: a Postgres verification's script says it (one exec
+    // less on the backup's clock), the others are asked.
+    let (bytes, ready, said) = if kind == "redis" {
         let staged = stage_rdb(&tw.dir, req.uid, rx).await?;
         let n = swap_in(&tw.dir, &staged)?;
         start().await?;
         wait_ready(docker, &tw.name).await?;
-        (n, None)
+        (n, None, None)
     } else {
         start().await?;
         // Postgres waits for its server itself; MariaDB is waited for, then tuned.
@@ -538,7 +552,11 @@ async fn load(
             .find_map(|l| l.strip_prefix("ready_ms="))
             .and_then(|ms| ms.trim().parse::<f64>().ok())
             .map(|ms| ms / 1000.0);
-        (n, ready)
+        let said = out
+            .lines()
+            .find_map(|l| l.strip_prefix("holds="))
+            .map(|h| h.trim().to_string());
+        (n, ready, said)
     };
     tracing::info!(
         service = %req.target.name,
@@ -548,7 +566,11 @@ async fn load(
         bytes,
         "backup verification: throwaway instance ready, dump loaded"
     );
-    let holds = holds(docker, &tw.name, &kind).await;
+    let holds = match said {
+        Some(h) => h,
+        None if kind == "postgres" => String::new(),
+        None => holds(docker, &tw.name, &kind).await,
+    };
     if holds.is_empty() {
         return Err(AgentError::Invalid(
             "the backup restored, but the throwaway instance does not answer".into(),
