@@ -868,20 +868,24 @@ async fn a_chunked_upload_past_the_limit_gets_the_413_not_a_reset() {
         "web".to_string(),
         RoutePolicy::new(false, 0, 1024),
     )]));
-    let mut req = format!(
+    let head = format!(
         "POST /up HTTP/1.1\r\nHost: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         host("web")
     );
-    // 64 KiB in 1 KiB chunks: well past the limit, all of it on the wire before the answer.
-    for _ in 0..64 {
-        req += &format!("400\r\n{}\r\n", "y".repeat(1024));
-    }
-    req += "0\r\n\r\n";
+    // 640 KiB in 1 KiB chunks, sent in pieces over a while: well past the limit, and still
+    // coming when the router has its answer ready (a server that stopped reading then
+    // closes with unread bytes, which resets the connection under its answer).
+    let piece = format!("400\r\n{}\r\n", "y".repeat(1024)).repeat(32);
     let stream = TcpStream::connect(proxy.addr).await.unwrap();
     let (mut r, mut w) = stream.into_split();
     let writer = tokio::spawn(async move {
-        w.write_all(req.as_bytes()).await.unwrap();
-        w
+        w.write_all(head.as_bytes()).await?;
+        for _ in 0..20 {
+            w.write_all(piece.as_bytes()).await?;
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        w.write_all(b"0\r\n\r\n").await?;
+        Ok::<_, std::io::Error>(w)
     });
     let mut out = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), r.read_to_end(&mut out))
@@ -891,7 +895,7 @@ async fn a_chunked_upload_past_the_limit_gets_the_413_not_a_reset() {
     let out = String::from_utf8_lossy(&out);
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     assert!(out.contains("limit of 1024 bytes"), "{out}");
-    drop(writer.await.unwrap());
+    writer.await.unwrap().expect("the whole body was taken");
     // A body within the limit still goes through.
     let req = Request::post("/up")
         .header(HOST, host("web"))
