@@ -716,6 +716,27 @@ async fn post_is_not_retried_once_sent() {
     assert_eq!(other.hits.load(Ordering::SeqCst), 0, "POST was replayed");
 }
 
+#[tokio::test]
+async fn a_get_the_upstream_drops_unanswered_goes_to_the_next() {
+    // A process on its way out: it takes the connection, reads the request, and closes.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dying = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+        }
+    });
+    let other = named("other").await;
+    let proxy = start_router(RouterOptions::default()).await;
+    proxy.router.set_upstreams("web", vec![dying, other.addr]);
+    let client = client();
+    for _ in 0..4 {
+        let (status, body) = get(&client, proxy.addr, &host("web")).await;
+        assert_eq!((status, &body[..]), (StatusCode::OK, &b"other"[..]));
+    }
+}
+
 /// One raw HTTP/1.1 exchange (the request says `Connection: close`): what came back.
 async fn raw(proxy: SocketAddr, req: &str) -> String {
     let mut s = TcpStream::connect(proxy).await.unwrap();

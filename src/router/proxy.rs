@@ -288,7 +288,8 @@ enum Failure {
 }
 
 /// Tries the app's upstreams in round-robin order, each at most once, moving on only while
-/// the request has not been sent; on each, a pooled connection if one is open, else a new
+/// the request has not been sent (or, with a method that may be repeated, went without any
+/// answer before any of its body was taken); on each, a pooled connection if one is open, else a new
 /// one. One function rather than one per level: every level of futures is a copy of the
 /// request's state per request.
 async fn forward(
@@ -332,10 +333,16 @@ async fn forward(
                 return Err(Failure::TooLarge(limit));
             }
             Err(ExchangeError::Body(BodyError::Client(err))) => return Err(Failure::BadBody(err)),
-            // A pooled connection the upstream closed just now, and nothing of the request
-            // can have been acted on: another connection to the same upstream may carry it.
-            Err(ExchangeError::Unanswered(err)) if pooled && upstream::idempotent(req.method()) => {
-                debug!(app, upstream = %addr, error = %err, "pooled upstream connection closed, sending again");
+            // Closed or reset before any answer, none of the body taken, and a method that
+            // may be repeated (what nginx's `proxy_next_upstream error` does too): a pooled
+            // connection the upstream closed just now goes again to the same upstream, a
+            // fresh one (the process on its way out) to the next.
+            Err(ExchangeError::Unanswered(err)) if upstream::idempotent(req.method()) => {
+                debug!(app, upstream = %addr, error = %err, pooled, "no answer, sending again");
+                if !pooled {
+                    tried.push(addr);
+                    guard = pick(router, app, &tried)?;
+                }
             }
             Err(ExchangeError::Unanswered(err) | ExchangeError::Broken(err)) => {
                 return Err(Failure::Broken(addr, err))
