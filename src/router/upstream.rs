@@ -76,7 +76,9 @@ fn coarse_now() -> Duration {
 /// One HTTP/1.1 connection to an upstream.
 pub(super) struct Link {
     io: TcpStream,
-    /// Bytes read and not consumed yet (empty between exchanges).
+    /// Bytes read and not consumed yet (empty between exchanges). Kept with its
+    /// allocation: once the last response's head and body (which share it) have been
+    /// handed on, the next read reuses it rather than allocating another.
     rbuf: BytesMut,
     /// The request head and body bytes on their way out (kept for its capacity).
     wbuf: Vec<u8>,
@@ -344,7 +346,6 @@ impl Upstream {
             // Bytes past the response's end: the upstream is out of step with us.
             return;
         }
-        link.rbuf = BytesMut::new();
         let mut idle = self.lock_idle();
         let now = coarse_now();
         if idle.len() >= MAX_IDLE_PER_UPSTREAM {
