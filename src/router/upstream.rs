@@ -341,7 +341,7 @@ impl Upstream {
     }
 
     /// Takes back a connection whose response has been read to its end.
-    fn checkin(&self, mut link: Link) {
+    fn checkin(&self, link: Link) {
         if !link.reusable || !link.rbuf.is_empty() {
             // Bytes past the response's end: the upstream is out of step with us.
             return;
