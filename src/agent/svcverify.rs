@@ -67,8 +67,12 @@ schema=${db}__mg_schema
 arch=/data/archive.dump
 t0=$(date +%s%N)
 # Background jobs get /dev/null as stdin unless given another: the dump, through fd 3.
+# The file exists before the data load's tail opens it: `tail -f` gives up on a file that
+# is not there yet, and the background cat may not have run by then (a warm instance
+# answers at once).
+: >"$arch"
 exec 3<&0
-cat <&3 >"$arch" &
+cat <&3 >>"$arch" &
 stored=$!
 exec 3<&-
 n=0
@@ -78,9 +82,9 @@ until pg_isready -q -h /run/svc -U postgres; do
 done
 echo "ready_ms=$((($(date +%s%N) - t0) / 1000000))"
 q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
-tail -s 0.02 -c +1 -f --pid=$stored "$arch" |
+{ tail -s 0.02 -c +1 -f --pid=$stored "$arch" |
     pg_restore -h /run/svc -U postgres -d "$db" --section=pre-data --section=data \
-        --single-transaction --exit-on-error &
+        --single-transaction --exit-on-error; } 2>/data/data.err &
 data_pid=$!
 whole=0
 wait $stored || whole=$?
@@ -91,7 +95,11 @@ schema_rc=0
         --exit-on-error "$arch"; } 2>/data/schema.err || schema_rc=$?
 data=0
 wait $data_pid || data=$?
-[ $data = 0 ] || { echo "its tables and rows do not load (see above)" >&2; exit 1; }
+if [ $data != 0 ]; then
+    why=$(sed -n 's/.*ERROR: *//p' /data/data.err | head -n 1)
+    echo "its tables and rows do not load: ${why:-$(grep -v '^$' /data/data.err | tail -n 1 | cut -c1-300)}" >&2
+    exit 1
+fi
 if [ $schema_rc != 0 ]; then
     why=$(sed -n 's/.*ERROR: *//p' /data/schema.err | head -n 1)
     cmd=$(sed -n 's/^Command was: //p' /data/schema.err | head -n 1 | cut -c1-200)
