@@ -232,15 +232,8 @@ pub async fn ensure(ctx: &AgentCtx, req: ServiceEnsureReq) -> Result<ServiceStat
             .await
             .or_else(|e| if is_404(&e) { Ok(()) } else { Err(e) })
             .map_err(docker_err("stopping the service for its new memory limit"))?;
-        let rm = bollard::query_parameters::RemoveContainerOptionsBuilder::default()
-            .force(true)
-            .build();
-        docker
-            .raw()
-            .remove_container(&name, Some(rm))
-            .await
-            .or_else(|e| if is_404(&e) { Ok(()) } else { Err(e) })
-            .map_err(docker_err("removing the service's old container"))?;
+        // One left behind makes the create below fail, and say so.
+        docker.remove(&name).await;
         info = None;
     }
     if info.is_none() {
