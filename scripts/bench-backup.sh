@@ -25,7 +25,9 @@
 # (SCALE 68 is about 1 GiB on disk). Prints every figure of every run, then the medians and
 # the ratios ours/baseline: first the issue's (verified backup against `pg_dump | gzip`,
 # restore against `pg_restore`, and their sum; "over 1.2x" marks a miss), then against
-# `pg_dump -Fc` (the archive pg_restore reads) and the rest.
+# `pg_dump -Fc` (the archive pg_restore reads) and the rest; then the CPU time of each (the
+# machine's busy time while it ran) and the floor that puts under ours on this machine: no
+# step ends sooner than its CPU time spread over every cpu.
 #
 #   RUNS=3 SCALE=68 scripts/bench-backup.sh
 #   BIN=target/release/magrathea RUNS=2 scripts/bench-backup.sh
@@ -77,8 +79,13 @@ wait_line() { # FILE PATTERN: waits (20 s) for a line, prints it
     cat "$1" >&2
     return 1
 }
-now() { date +%s.%N; }
-since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$1" "$(now)"; }
+# The machine's busy CPU time so far, in jiffies (user, nice, system, irq, softirq: every
+# process's, the server's, Docker's and the containers' alike).
+busy() { awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat; }
+# A mark: wall clock and busy CPU. `since MARK`: wall seconds; `cpu_since MARK`: CPU seconds.
+now() { echo "$(date +%s.%N),$(busy)"; }
+since() { python3 -c "import sys; print(f'{float(sys.argv[2].split(\",\")[0]) - float(sys.argv[1].split(\",\")[0]):.2f}')" "$1" "$(now)"; }
+cpu_since() { python3 -c "import os,sys; hz=os.sysconf('SC_CLK_TCK'); print(f'{(int(sys.argv[2].split(\",\")[1]) - int(sys.argv[1].split(\",\")[1])) / hz:.2f}')" "$1" "$(now)"; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 # The server's own timing lines (where a backup's or a restore's time went), the last N.
 timing() {
@@ -129,28 +136,32 @@ for run in $(seq "$RUNS"); do
     echo "    baseline pg_dump -Fc -Z1:       ${b_z1}s ($((b_z1_size / 1048576)) MiB)"
     t=$(now)
     in_svc "pg_dump $PG | gzip" >"$W/base.sql.gz"
+    b_gz_cpu=$(cpu_since "$t")
     b_gz=$(since "$t")
     b_gz_size=$(stat -c %s "$W/base.sql.gz")
     rm -f "$W/base.sql.gz"
-    echo "    baseline pg_dump | gzip:        ${b_gz}s ($((b_gz_size / 1048576)) MiB)"
+    echo "    baseline pg_dump | gzip:        ${b_gz}s, ${b_gz_cpu} CPU-s ($((b_gz_size / 1048576)) MiB)"
     t=$(now)
     in_svc "pg_restore $PG --clean --if-exists --single-transaction --exit-on-error" <"$W/base.dump"
+    b_rs_cpu=$(cpu_since "$t")
     b_rs=$(since "$t")
     rm -f "$W/base.dump"
     [ "$(ROWS)" = "$WANT" ] || { echo "baseline restore lost rows" >&2; exit 1; }
-    echo "    baseline pg_restore:            ${b_rs}s"
+    echo "    baseline pg_restore:            ${b_rs}s, ${b_rs_cpu} CPU-s"
 
     t=$(now)
     $SSH services:backup bench >"$W/backup.out"
+    o_bk_cpu=$(cpu_since "$t")
     o_bk=$(since "$t")
     grep -h -e '-----> Backup' "$W/backup.out" | sed 's/^/      /' || true
     timing 2
-    echo "    ours services:backup:           ${o_bk}s"
+    echo "    ours services:backup:           ${o_bk}s, ${o_bk_cpu} CPU-s"
     t=$(now)
     $SSH services:backup bench --no-verify >"$W/backup-nv.out"
+    o_nv_cpu=$(cpu_since "$t")
     o_nv=$(since "$t")
     timing 1
-    echo "    ours services:backup --no-verify: ${o_nv}s"
+    echo "    ours services:backup --no-verify: ${o_nv}s, ${o_nv_cpu} CPU-s"
     json=$($SSH services:backups bench --json)
     id=$(python3 -c 'import json,sys; print([b for b in json.loads(sys.argv[1]) if b["verified"]][0]["id"])' "$json")
     o_size=$(python3 -c 'import json,sys; print([b for b in json.loads(sys.argv[1]) if b["verified"]][0]["size"])' "$json")
@@ -159,17 +170,18 @@ for run in $(seq "$RUNS"); do
     in_svc "psql -X -q $PG -c 'DELETE FROM pgbench_accounts WHERE aid <= 1000' -c 'CREATE TABLE after_backup(x int)'"
     t=$(now)
     $SSH services:restore bench "$id" >"$W/restore.out"
+    o_rs_cpu=$(cpu_since "$t")
     o_rs=$(since "$t")
     [ "$(ROWS)" = "$WANT" ] || { echo "our restore lost rows" >&2; exit 1; }
     [ "$(in_svc "psql -X -At $PG -c \"SELECT to_regclass('after_backup') IS NULL\"")" = t ] ||
         { echo "our restore kept a table made after the backup" >&2; exit 1; }
     timing 3
-    echo "    ours services:restore:          ${o_rs}s"
+    echo "    ours services:restore:          ${o_rs}s, ${o_rs_cpu} CPU-s"
     l1=$(load1)
-    echo "$b_fc $b_z1 $b_gz $b_rs $o_bk $o_nv $o_rs $b_fc_size $b_z1_size $b_gz_size $o_size $l0 $l1" >>"$RESULTS"
+    echo "$b_fc $b_z1 $b_gz $b_rs $o_bk $o_nv $o_rs $b_fc_size $b_z1_size $b_gz_size $o_size $l0 $l1 $b_gz_cpu $b_rs_cpu $o_bk_cpu $o_nv_cpu $o_rs_cpu" >>"$RESULTS"
 done
 
-python3 - "$SIZE" "$RESULTS" <<'EOF'
+python3 - "$SIZE" "$RESULTS" "$(nproc)" <<'EOF'
 import statistics, sys
 size = int(sys.argv[1])
 rows = [list(map(float, l.split())) for l in open(sys.argv[2]) if l.strip()]
@@ -197,6 +209,15 @@ row("  backup vs pg_dump -Fc -Z1 (ours' settings)", b_z1, o_bk)
 row("  backup --no-verify vs pg_dump -Fc", b_fc, o_nv)
 row("  backup --no-verify vs pg_dump -Fc -Z1", b_z1, o_nv)
 row("  backup + restore vs fastest dump + pg_restore", min(b_fc, b_z1, b_gz) + b_rs, o_bk + o_rs)
+ncpu = int(sys.argv[3])
+g_cpu, r_cpu, bk_cpu, nv_cpu, rs_cpu = (med(i) for i in range(13, 18))
+print(f"CPU time (the whole machine's busy time while each ran; {ncpu} cpus):")
+print(f"  pg_dump | gzip {g_cpu:.1f} CPU-s, ours backup {bk_cpu:.1f} (--no-verify {nv_cpu:.1f}); pg_restore {r_cpu:.1f}, ours restore {rs_cpu:.1f}")
+# Nothing finishes sooner than its CPU time spread over every cpu: the best wall time this
+# machine allows for the work each did, against the baseline's measured wall time.
+print(f"  floor of ours on this machine (CPU time / cpus) against the baseline's wall time:")
+print(f"    backup (verified) {bk_cpu / ncpu:.2f}s = {bk_cpu / ncpu / b_gz:.2f}x of pg_dump | gzip ({b_gz:.2f}s)")
+print(f"    restore           {rs_cpu / ncpu:.2f}s = {rs_cpu / ncpu / b_rs:.2f}x of pg_restore ({b_rs:.2f}s)")
 print(f"file size: pg_dump -Fc {mib(s_fc)}, -Fc -Z1 {mib(s_z1)}, pg_dump | gzip {mib(s_gz)}, ours (sealed) {mib(s_o)}")
 print(f"backup throughput (of the database): pg_dump -Fc {size / b_fc / 1048576:.0f} MiB/s, ours {size / o_bk / 1048576:.0f} MiB/s")
 print(f"restore throughput (of the database): pg_restore {size / b_rs / 1048576:.0f} MiB/s, ours {size / o_rs / 1048576:.0f} MiB/s")
