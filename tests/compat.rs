@@ -159,6 +159,18 @@ fn django(c: &Ctx) {
         "django notes: 0 notes, 19 migrations applied on postgresql",
     );
     c.answer("django", "/static/css/site.css", "font-family");
+    // The Procfile names no worker count: gunicorn takes WEB_CONCURRENCY, which the Python
+    // buildpack's profile script sets as Heroku's does (a 512M dyno with 2 cpus: 2).
+    let booted = |logs: &str| logs.matches("Booting worker with pid").count();
+    let mut logs = c.logs("django", "web");
+    for _ in 0..50 {
+        if booted(&logs) >= 2 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        logs = c.logs("django", "web");
+    }
+    assert_eq!(booted(&logs), 2, "gunicorn workers:\n{logs}");
 
     c.s.ok(&c.s.admin, "config:set django DISABLE_COLLECTSTATIC=1");
     commit(&dir, "static/css/site.css", "body { margin: 0; }\n", "css");
@@ -179,6 +191,14 @@ fn express(c: &Ctx) {
     c.answer("express", "/", "built npm run build on node v");
     c.answer("express", "/", "release tasks run: 1");
     c.answer("express", "/robots.txt", "User-agent");
+    // What Heroku's Node.js buildpack gives every process: the memory (MB) and one process
+    // per 512 MB of it.
+    let out = c.s.ssh(
+        &c.s.admin,
+        "run express -- printenv MEMORY_AVAILABLE WEB_CONCURRENCY",
+        None,
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "512\n1\n", "{out:?}");
 
     commit(
         &dir,
