@@ -9,6 +9,8 @@ bash scripts/deps.sh
 bash scripts/docker-up.sh
 bash scripts/stack-tiny.sh >/dev/null
 bash scripts/stack-bookworm.sh >/dev/null
+# Apps that pin Python 3.13 or Node 20 (tests/compat.rs trixie cases) build on trixie.
+bash scripts/stack-trixie.sh >/dev/null
 # Services (Postgres, Redis, MariaDB) run from images made the same way.
 bash scripts/service-images.sh >/dev/null
 

@@ -1,0 +1,31 @@
+#!/bin/sh
+# Build the Debian 13 "trixie" stack (Python 3.13, Node 20, PHP 8.4): a run and a build
+# image, made offline from Debian's packages by scripts/lib/stack.sh (which says how).
+#   usage: scripts/stack-trixie.sh
+# Prints both tagged image names on stdout (run image first); progress goes to stderr.
+set -eu
+umask 022
+
+SUITE=trixie
+# Bump RECIPE when anything in lib/stack.sh or below changes the images (rootfs steps,
+# ENV/CMD). The package lists below are hashed as written: reformatting them changes the
+# hash and so rebuilds every cache.
+RECIPE=1
+# Run image: runtimes (npm too: Procfiles say `npm start`), the libraries that compiled
+# extensions link against at run time, and the PHP extensions composer checks for at build
+# time (so what built also runs).
+PHP_EXT="php-curl php-mbstring php-xml php-zip php-pgsql php-sqlite3 php-intl php-gd"
+RUN_PACKAGES="bash ca-certificates curl busybox procps tzdata netbase \
+python3 nodejs npm php-cli $PHP_EXT \
+libpq5 libssl3t64 libffi8 zlib1g libxml2 libxslt1.1 libyaml-0-2 libsqlite3-0 libjpeg62-turbo \
+libpng16-16t64 libreadline8t64 libbz2-1.0 liblzma5 libgmp10"
+# Build image: the run image plus what real buildpacks expect to find.
+BUILD_PACKAGES="build-essential pkg-config autoconf automake libtool git unzip zip xz-utils \
+jq file patch gettext-base wget openssh-client \
+python3-dev python3-venv python3-pip composer \
+libpq-dev libssl-dev libffi-dev zlib1g-dev libxml2-dev libxslt1-dev libyaml-dev \
+libsqlite3-dev libjpeg-dev libpng-dev libreadline-dev libbz2-dev liblzma-dev \
+libgmp-dev libcurl4-openssl-dev"
+
+. "$(cd "$(dirname "$0")" && pwd)/lib/stack.sh"
+stack_build
