@@ -786,8 +786,8 @@ fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
             (".python-version", "3.13\n"),
         ],
         &[
-            ".python-version asks for Python 3.13",
-            "the available version is 3.11",
+            ".python-version asks for Python 3.13, but stack bookworm has Python 3.11",
+            "use a stack with Python 3.13 (bookworm: 3.11, trixie: 3.13)",
         ],
     );
     refused(
