@@ -1,6 +1,7 @@
 //! Compatibility suite (issue 9): apps and buildpacks shaped like real published ones
 //! (`tests/fixtures/compat/<case>/`), pushed unchanged with real git over ssh to one server
-//! on the default (bookworm) stack, with the registries (PyPI, npm, Debian) for dependencies.
+//! on the default (bookworm) stack, or on the one their magrathea.yml names (trixie), with the
+//! registries (PyPI, npm, Debian) for dependencies.
 //! Each must answer through the router, or fail at build time where that is the point.
 //!
 //! One test function shares the server: the cases run one after the other (the slow-boot
@@ -122,7 +123,14 @@ fn flask_gunicorn(c: &Ctx) {
         &app_py.replace("hello from flask", "hello again from flask"),
         "greeting",
     );
+    // A patch-level pin of the stack's minor (Heroku's runtime.txt style) builds with the
+    // stack's Python and says so.
+    commit(&dir, "runtime.txt", "python-3.11.9\n", "pin a patch");
     let err = c.push_ok("flask", &dir);
+    assert!(
+        err.contains("warning: runtime.txt asks for Python 3.11.9; building with stack bookworm's Python 3.11."),
+        "{err}"
+    );
     assert!(
         err.contains("Dependencies unchanged: reusing the cached virtualenv"),
         "{err}"
@@ -134,7 +142,7 @@ fn flask_gunicorn(c: &Ctx) {
     ] {
         assert!(!err.contains(not), "second push ran {not:?}:\n{err}");
     }
-    c.answer("flask", "/", "hello again from flask");
+    c.answer("flask", "/", "hello again from flask on python 3.11.");
 }
 
 /// Django the way Heroku's template has it: collectstatic at build time (served by
@@ -214,6 +222,70 @@ fn express(c: &Ctx) {
     assert!(!err.contains("npm ci"), "{err}");
     c.answer("express", "/robots.txt", "Disallow: /admin");
     c.answer("express", "/", "release tasks run: 2");
+}
+
+/// The stack's images must be there (scripts/test.sh builds them): a missing one fails here,
+/// by name, rather than as a failed push.
+fn require_stack(name: &str) {
+    let image = format!("magrathea/stack-{name}-run:latest");
+    let out = run(Command::new("docker").args(["image", "inspect", &image]));
+    assert!(
+        out.status.success(),
+        "stack image {image} missing; run scripts/stack-{name}.sh (scripts/test.sh does)"
+    );
+}
+
+/// Heroku's Python template as it is today, on the trixie stack: Django 5 on the Python
+/// 3.13 `.python-version` asks for, gunicorn with its config file, collectstatic at build
+/// time into WhiteNoise's compressed manifest storage, which serves the hashed file.
+fn trixie_django(c: &Ctx) {
+    require_stack("trixie");
+    let dir = c.app("trixie-django");
+    let err = c.push_ok("tdjango", &dir);
+    assert!(
+        err.contains(".python-version: Python 3.13 (stack has 3.13."),
+        "{err}"
+    );
+    assert!(
+        err.contains("python manage.py collectstatic --noinput")
+            && err.contains("static files copied")
+            && err.contains("post-processed"),
+        "{err}"
+    );
+    let page = c.answer("tdjango", "/", "board on python 3.13.");
+    assert!(page.contains("with django 5."), "{page}");
+    // The stylesheet under its content-hashed name, from collectstatic's manifest.
+    let css = page
+        .split("href=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        css.starts_with("/static/board/site.")
+            && css.ends_with(".css")
+            && css != "/static/board/site.css",
+        "{page}"
+    );
+    c.answer("tdjango", &css, "font-family");
+}
+
+/// Heroku's Node template's shape on the trixie stack: Express with EJS views, `npm start`
+/// from the Procfile, a lock file made by npm, and an engines range the stack's Node 20
+/// satisfies (no warning).
+fn trixie_express(c: &Ctx) {
+    require_stack("trixie");
+    let dir = c.app("trixie-express");
+    let err = c.push_ok("texpress", &dir);
+    assert!(
+        err.contains("engines.node: 20.x || 22.x (this stack has node v20."),
+        "{err}"
+    );
+    assert!(!err.contains("warning"), "{err}");
+    assert!(err.contains("Installing dependencies (npm ci)"), "{err}");
+    c.answer("texpress", "/", "express on node v20.");
+    c.answer("texpress", "/stylesheets/main.css", "font-family");
+    c.answer("texpress", "/times?n=3", "0 1 2");
 }
 
 /// A worker and no web process, its formation in app.json: deploys, and the worker runs.
@@ -454,6 +526,8 @@ const CASES: &[Case] = &[
     ("yarn-app", yarn_app),
     ("pnpm-app", pnpm_app),
     ("yarn-berry-app", yarn_berry_app),
+    ("trixie-django", trixie_django),
+    ("trixie-express", trixie_express),
 ];
 /// Cases waiting for platform work not on main yet, run only when named in COMPAT_CASES.
 const PENDING: &[Case] = &[];
