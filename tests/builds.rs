@@ -56,7 +56,9 @@ fn file<'a>(es: &'a [(tar::EntryType, String, Option<String>, Vec<u8>)], p: &str
         .3
 }
 
-fn push_fixture(s: &Server, app: &str, fixture: &str, extra: &[(&str, &str)]) -> PathBuf {
+/// Pushes a fixture (with `extra` files on top); must release v1. Returns the repo and what
+/// the pusher saw.
+fn push_fixture(s: &Server, app: &str, fixture: &str, extra: &[(&str, &str)]) -> (PathBuf, String) {
     let dir = fixture_repo(&s.dir.path().join(format!("{app}-src")), fixture);
     if !extra.is_empty() {
         for (f, c) in extra {
@@ -68,7 +70,7 @@ fn push_fixture(s: &Server, app: &str, fixture: &str, extra: &[(&str, &str)]) ->
     let out = s.git_ok(&s.admin, &dir, &["push", &s.url(app), "main"]);
     let err = text(&out.stderr);
     assert!(err.contains("Released v1"), "{err}");
-    dir
+    (dir, err)
 }
 
 fn check_builtin(
@@ -78,8 +80,8 @@ fn check_builtin(
     web_contains: &str,
     extra: &[(&str, &str)],
     file_in_slug: &str,
-) {
-    push_fixture(s, app, fixture, extra);
+) -> String {
+    let (_, err) = push_fixture(s, app, fixture, extra);
     let info = release_info(s, app, 1);
     let web = info["manifest"]["processes"]["web"]
         .as_str()
@@ -97,6 +99,7 @@ fn check_builtin(
         info["sha256"].as_str().unwrap(),
         "recorded sha256 matches the file"
     );
+    err
 }
 
 /// The app answers through the router with its fixture's greeting (what
@@ -159,22 +162,41 @@ fn builtin_buildpacks_on_the_tiny_stack() {
     );
 }
 
-#[test]
-fn builtin_buildpacks_on_the_bookworm_stack() {
-    let s = Server::start();
-    let yml = [("magrathea.yml", "stack: bookworm\n")];
-    check_builtin(&s, "py", "python", "app.py", &yml, ".venv/pyvenv.cfg");
-    check_builtin(&s, "node", "nodejs", "npm start", &yml, "server.js");
-    check_builtin(&s, "php", "php", "php -S", &yml, "index.php");
-    check_builtin(&s, "site", "static", "httpd", &yml, "index.html");
-    check_builtin(
-        &s,
-        "proc",
-        "procfile",
-        "-h public",
-        &yml,
-        "public/index.html",
-    );
+/// Every builtin buildpack builds on `stack` and its app answers from the run image.
+/// `node_package` replaces the Node fixture's package.json; returns the pushes' output by app.
+fn builtins_on(s: &Server, stack: &str, node_package: &str) -> Vec<(&'static str, String)> {
+    let yml = format!("stack: {stack}\n");
+    let yml = [("magrathea.yml", yml.as_str())];
+    let node = [yml[0], ("package.json", node_package)];
+    let out = vec![
+        (
+            "py",
+            check_builtin(s, "py", "python", "app.py", &yml, ".venv/pyvenv.cfg"),
+        ),
+        (
+            "node",
+            check_builtin(s, "node", "nodejs", "npm start", &node, "server.js"),
+        ),
+        (
+            "php",
+            check_builtin(s, "php", "php", "php -S", &yml, "index.php"),
+        ),
+        (
+            "site",
+            check_builtin(s, "site", "static", "httpd", &yml, "index.html"),
+        ),
+        (
+            "proc",
+            check_builtin(
+                s,
+                "proc",
+                "procfile",
+                "-h public",
+                &yml,
+                "public/index.html",
+            ),
+        ),
+    ];
     // Each runs on the stack's run image and answers.
     for (app, fixture) in [
         ("py", "python"),
@@ -183,11 +205,46 @@ fn builtin_buildpacks_on_the_bookworm_stack() {
         ("site", "static"),
         ("proc", "procfile"),
     ] {
-        says_hello(&s, app, fixture);
+        says_hello(s, app, fixture);
     }
-    let info = release_info(&s, "py", 1);
-    assert_eq!(info["manifest"]["stack"], "bookworm");
+    let info = release_info(s, "py", 1);
+    assert_eq!(info["manifest"]["stack"], stack);
     assert_eq!(info["manifest"]["buildpacks"][0], "python");
+    out
+}
+
+fn node_package(engines: &str) -> String {
+    format!(
+        "{{\"name\": \"n\", \"private\": true, \"scripts\": {{\"start\": \"node server.js\"}}, \"engines\": {{\"node\": \"{engines}\"}}}}\n"
+    )
+}
+
+#[test]
+fn builtin_buildpacks_on_the_bookworm_stack() {
+    let s = Server::start();
+    // Node 18 here: a range without it builds, with a warning (Heroku would install one).
+    let out = builtins_on(&s, "bookworm", &node_package("20.x || 22.x"));
+    let node = &out[1].1;
+    assert!(
+        node.contains(
+            "warning: engines.node \"20.x || 22.x\" does not match this stack's node v18."
+        ) && node.contains("(bookworm: 18, trixie: 20)"),
+        "{node}"
+    );
+}
+
+#[test]
+fn builtin_buildpacks_on_the_trixie_stack() {
+    let s = Server::start();
+    let out = builtins_on(&s, "trixie", &node_package(">=20"));
+    let node = &out[1].1;
+    assert!(
+        node.contains("engines.node: >=20 (this stack has node v20."),
+        "{node}"
+    );
+    assert!(!node.contains("warning"), "{node}");
+    let py = &out[0].1;
+    assert!(py.contains("Python app detected (Python 3.13."), "{py}");
 }
 
 #[test]
@@ -223,7 +280,7 @@ fn third_party_buildpack_inside_the_repo_builds_unchanged() {
 #[test]
 fn failing_compile_rejects_the_push_and_changes_nothing() {
     let s = Server::start();
-    let dir = push_fixture(&s, "web", "static", &[]);
+    let (dir, _) = push_fixture(&s, "web", "static", &[]);
     let before = text(
         &s.git_ok(&s.admin, &dir, &["ls-remote", &s.url("web")])
             .stdout,
