@@ -304,9 +304,100 @@ impl std::fmt::Display for HostName {
     }
 }
 
+/// Where in the pushed tree an app builds from (`builds:set APP build-dir PATH`, or the
+/// `APP_BASE` config var): a relative path in normal form (no leading `/`, no empty, `.`
+/// or `..` component, no `.git`), printable, at most [`BuildDir::MAX`] bytes. One trailing
+/// `/` is accepted and dropped (`api/` is `api`). The export walks the tree object by
+/// object, so it names a tree entry, never a path on the server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildDir(String);
+
+#[derive(Debug, Error, PartialEq, Eq)]
+#[error("invalid build dir '{0}': give a relative path inside the repository, like api or apps/web (no leading '/', no '.' or '..' parts, at most 255 characters)")]
+pub struct InvalidBuildDir(String);
+
+impl BuildDir {
+    pub const MAX: usize = 255;
+}
+
+impl std::str::FromStr for BuildDir {
+    type Err = InvalidBuildDir;
+    fn from_str(s: &str) -> Result<Self, InvalidBuildDir> {
+        let p = s.strip_suffix('/').unwrap_or(s);
+        let ok = !p.is_empty()
+            && p.len() <= Self::MAX
+            && !p.chars().any(|c| c.is_control() || c == '\\')
+            && p.split('/')
+                .all(|c| !c.is_empty() && c != "." && c != ".." && !c.eq_ignore_ascii_case(".git"))
+            && p.trim() == p;
+        if ok {
+            Ok(BuildDir(p.to_string()))
+        } else {
+            Err(InvalidBuildDir(
+                s.chars().filter(|c| !c.is_control()).take(60).collect(),
+            ))
+        }
+    }
+}
+
+impl std::ops::Deref for BuildDir {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for BuildDir {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn build_dirs() {
+        for (given, stored) in [
+            ("api", "api"),
+            ("api/", "api"),
+            ("apps/web", "apps/web"),
+            ("my app/src", "my app/src"),
+            (".config", ".config"),
+            ("a..b", "a..b"),
+        ] {
+            assert_eq!(given.parse::<BuildDir>().unwrap().to_string(), stored);
+        }
+        let long = "ab/".repeat(90);
+        for bad in [
+            "",
+            "/",
+            "/api",
+            "api//",
+            "a//b",
+            ".",
+            "./api",
+            "api/.",
+            "..",
+            "../api",
+            "api/../web",
+            ".git",
+            "api/.GIT/x",
+            "a\nb",
+            "a\u{1b}[31m",
+            "a\\b",
+            " api",
+            "api ",
+            &long,
+        ] {
+            assert!(bad.parse::<BuildDir>().is_err(), "{bad:?}");
+        }
+        let e = "a\u{1b}b/..".parse::<BuildDir>().unwrap_err().to_string();
+        assert!(!e.contains('\u{1b}') && e.contains("ab/.."), "{e}");
+        assert!("x".repeat(255).parse::<BuildDir>().is_ok());
+        assert!("x".repeat(256).parse::<BuildDir>().is_err());
+    }
 
     #[test]
     fn host_names() {

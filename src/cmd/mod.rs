@@ -20,6 +20,8 @@ mod builds;
 mod builds_cancel;
 mod builds_log;
 mod builds_purge_cache;
+mod builds_report;
+mod builds_set;
 mod certs;
 mod certs_add;
 mod certs_auto;
@@ -276,6 +278,8 @@ commands! {
     BuildsLog(builds_log::BuildsLog) = "builds:log",
     BuildsCancel(builds_cancel::BuildsCancel) = "builds:cancel",
     BuildsPurgeCache(builds_purge_cache::BuildsPurgeCache) = "builds:purge-cache",
+    BuildsSet(builds_set::BuildsSet) = "builds:set",
+    BuildsReport(builds_report::BuildsReport) = "builds:report",
     Config(config::Config) = "config",
     ConfigGet(config_get::ConfigGet) = "config:get",
     ConfigSet(config_change::ConfigSet) = "config:set",

@@ -1,8 +1,17 @@
 //! Builds as the front ends see them: the list, a build's log, cancelling the running one,
-//! emptying the build cache.
+//! emptying the build cache, and an app's build settings (`builds:set`, `builds:report`).
 
 use super::{Core, CoreError};
+use crate::names::BuildDir;
 use crate::store::BuildRow;
+
+/// An app's build settings, as `builds:report` shows them.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct BuildSettings {
+    /// The subdirectory of the pushed tree the app builds from; `None`: the root (or the
+    /// `APP_BASE` config var of the environment being built).
+    pub build_dir: Option<String>,
+}
 
 impl Core {
     pub fn builds(&self, app: &str, n: i64) -> Result<Vec<BuildRow>, CoreError> {
@@ -46,5 +55,22 @@ impl Core {
         }
         crate::build::purge_cache(&self.data, app)
             .map_err(|e| CoreError::Invalid(format!("cannot purge the build cache: {e}")))
+    }
+
+    pub fn build_settings(&self, app: &str) -> Result<BuildSettings, CoreError> {
+        Ok(BuildSettings {
+            build_dir: self.store.build_dir(app)?,
+        })
+    }
+
+    /// Sets (`Some`) or clears (`None`) the subdirectory the app builds from; its next
+    /// build uses it (a build already running keeps what it started with).
+    pub fn set_build_dir(
+        &self,
+        app: &str,
+        dir: Option<&BuildDir>,
+    ) -> Result<BuildSettings, CoreError> {
+        self.store.set_build_dir(app, dir.map(|d| &**d))?;
+        self.build_settings(app)
     }
 }

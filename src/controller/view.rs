@@ -4,6 +4,7 @@
 //! session's input and output are the node client's own.
 
 pub use super::backups::BackupAsk;
+pub use super::builds::BuildSettings;
 pub use super::edge::{AclChange, AppLimits, AppSettings};
 pub use super::formation::{ProcessRow, Processes, Scaled};
 pub use super::logs::{LogQuery, NodeLog, NodeLogs};

@@ -205,11 +205,58 @@ impl Store {
         Ok(rows)
     }
 
+    /// The subdirectory of the pushed tree `app` builds from (`builds:set`), if set.
+    pub fn build_dir(&self, app: &str) -> Result<Option<String>> {
+        self.lock()
+            .query_row("SELECT build_dir FROM apps WHERE name=?1", [app], |r| {
+                r.get::<_, Option<String>>(0)
+            })
+            .optional()?
+            .ok_or_else(|| StoreError::NotFound(format!("app '{app}' does not exist")))
+    }
+
+    /// Sets (or, with `None`, clears) the subdirectory `app` builds from.
+    pub fn set_build_dir(&self, app: &str, dir: Option<&str>) -> Result<()> {
+        let n = self.lock().execute(
+            "UPDATE apps SET build_dir=?2 WHERE name=?1",
+            params![app, dir],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("app '{app}' does not exist")));
+        }
+        Ok(())
+    }
+
     pub fn delete_release(&self, app: &str, version: i64) -> Result<()> {
         self.lock().execute(
             "DELETE FROM releases WHERE app=?1 AND version=?2",
             params![app, version],
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_dir_is_per_app_and_goes_with_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("db")).unwrap();
+        s.create_app("web", "root").unwrap();
+        s.create_app("api", "root").unwrap();
+        assert_eq!(s.build_dir("web").unwrap(), None);
+        s.set_build_dir("web", Some("apps/web")).unwrap();
+        assert_eq!(s.build_dir("web").unwrap().as_deref(), Some("apps/web"));
+        assert_eq!(s.build_dir("api").unwrap(), None);
+        s.set_build_dir("web", None).unwrap();
+        assert_eq!(s.build_dir("web").unwrap(), None);
+        s.set_build_dir("web", Some("web")).unwrap();
+        s.destroy_app("web").unwrap();
+        assert!(s.build_dir("web").is_err());
+        assert!(s.set_build_dir("web", Some("x")).is_err());
+        s.create_app("web", "root").unwrap();
+        assert_eq!(s.build_dir("web").unwrap(), None);
     }
 }

@@ -289,6 +289,9 @@ pub(super) const MIGRATIONS: &[&str] = &[
      DELETE FROM nodes WHERE instr(labels, '\"@cluster\":') > 0;",
     // 17: a service's memory limit (NULL: the default, `SERVICE_MEMORY`)
     "ALTER TABLE services ADD COLUMN memory INTEGER;",
+    // 18: the subdirectory of the pushed tree an app builds from (`builds:set APP build-dir
+    // PATH`; NULL: the repository's root, or the `APP_BASE` config var)
+    "ALTER TABLE apps ADD COLUMN build_dir TEXT;",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
