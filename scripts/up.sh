@@ -18,6 +18,8 @@ bash scripts/deps.sh
 bash scripts/docker-up.sh
 bash scripts/stack-tiny.sh >/dev/null
 bash scripts/stack-bookworm.sh >/dev/null
+# Apps that pin Python 3.13 or Node 20 say `stack: trixie`.
+bash scripts/stack-trixie.sh >/dev/null
 echo "==> building magrathea (release)"
 cargo build --release --locked 2>&1 | tail -n 1
 BIN=$ROOT/target/release/magrathea
