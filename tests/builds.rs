@@ -163,15 +163,22 @@ fn builtin_buildpacks_on_the_tiny_stack() {
 }
 
 /// Every builtin buildpack builds on `stack` and its app answers from the run image.
-/// `node_package` replaces the Node fixture's package.json; returns the pushes' output by app.
-fn builtins_on(s: &Server, stack: &str, node_package: &str) -> Vec<(&'static str, String)> {
+/// The Python fixture gets `runtime_txt`, and `node_package` replaces the Node fixture's
+/// package.json; returns the pushes' output by app.
+fn builtins_on(
+    s: &Server,
+    stack: &str,
+    runtime_txt: &str,
+    node_package: &str,
+) -> Vec<(&'static str, String)> {
     let yml = format!("stack: {stack}\n");
     let yml = [("magrathea.yml", yml.as_str())];
+    let py = [yml[0], ("runtime.txt", runtime_txt)];
     let node = [yml[0], ("package.json", node_package)];
     let out = vec![
         (
             "py",
-            check_builtin(s, "py", "python", "app.py", &yml, ".venv/pyvenv.cfg"),
+            check_builtin(s, "py", "python", "app.py", &py, ".venv/pyvenv.cfg"),
         ),
         (
             "node",
@@ -223,7 +230,12 @@ fn node_package(engines: &str) -> String {
 fn builtin_buildpacks_on_the_bookworm_stack() {
     let s = Server::start();
     // Node 18 here: a range without it builds, with a warning (Heroku would install one).
-    let out = builtins_on(&s, "bookworm", &node_package("20.x || 22.x"));
+    let out = builtins_on(
+        &s,
+        "bookworm",
+        "python-3.11\n",
+        &node_package("20.x || 22.x"),
+    );
     let node = &out[1].1;
     assert!(
         node.contains(
@@ -236,7 +248,8 @@ fn builtin_buildpacks_on_the_bookworm_stack() {
 #[test]
 fn builtin_buildpacks_on_the_trixie_stack() {
     let s = Server::start();
-    let out = builtins_on(&s, "trixie", &node_package(">=20"));
+    // A patch pin of the stack's minor builds with the stack's Python and says so.
+    let out = builtins_on(&s, "trixie", "python-3.13.1\n", &node_package(">=20"));
     let node = &out[1].1;
     assert!(
         node.contains("engines.node: >=20 (this stack has node v20."),
@@ -244,7 +257,10 @@ fn builtin_buildpacks_on_the_trixie_stack() {
     );
     assert!(!node.contains("warning"), "{node}");
     let py = &out[0].1;
-    assert!(py.contains("Python app detected (Python 3.13."), "{py}");
+    assert!(
+        py.contains("warning: runtime.txt asks for Python 3.13.1; building with stack trixie's Python 3.13."),
+        "{py}"
+    );
 }
 
 #[test]
@@ -797,16 +813,14 @@ fn pushes_to_one_app_queue_and_are_told_their_place() {
     assert_eq!(releases(&s, "q").len(), 2);
 }
 
-/// Pushes `files` as a new app on the bookworm stack; the push must be refused with every
-/// one of `says` in its output, and store no release.
+/// Pushes `files` as a new app on the bookworm stack (unless `files` has a magrathea.yml);
+/// the push must be refused with every one of `says` in its output, and store no release.
 fn refused(s: &Server, app: &str, files: &[(&str, &str)], says: &[&str]) {
     let dir = s.dir.path().join(format!("{app}-src"));
     std::fs::create_dir_all(&dir).unwrap();
     git_local(&dir, &["init", "-q", "-b", "main"]);
-    for (f, c) in files
-        .iter()
-        .chain([("magrathea.yml", "stack: bookworm\n")].iter())
-    {
+    std::fs::write(dir.join("magrathea.yml"), "stack: bookworm\n").unwrap();
+    for (f, c) in files {
         std::fs::write(dir.join(f), c).unwrap();
     }
     git_local(&dir, &["add", "-A"]);
@@ -845,6 +859,20 @@ fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
         &[
             ".python-version asks for Python 3.13, but stack bookworm has Python 3.11",
             "use a stack with Python 3.13 (bookworm: 3.11, trixie: 3.13)",
+        ],
+    );
+    refused(
+        &s,
+        "oldpy-trixie",
+        &[
+            py,
+            ("requirements.txt", "\n"),
+            (".python-version", "3.12\n"),
+            ("magrathea.yml", "stack: trixie\n"),
+        ],
+        &[
+            ".python-version asks for Python 3.12, but stack trixie has Python 3.13.",
+            "use a stack with Python 3.12 (bookworm: 3.11, trixie: 3.13)",
         ],
     );
     refused(
