@@ -165,16 +165,21 @@ fn builtin_buildpacks_on_the_tiny_stack() {
 /// Every builtin buildpack builds on `stack` and its app answers from the run image.
 /// The Python fixture gets `runtime_txt`, and `node_package` replaces the Node fixture's
 /// package.json; returns the pushes' output by app.
+/// With `by_yml` each app's magrathea.yml names the stack, else it is the server's default.
 fn builtins_on(
     s: &Server,
     stack: &str,
+    by_yml: bool,
     runtime_txt: &str,
     node_package: &str,
 ) -> Vec<(&'static str, String)> {
     let yml = format!("stack: {stack}\n");
-    let yml = [("magrathea.yml", yml.as_str())];
-    let py = [yml[0], ("runtime.txt", runtime_txt)];
-    let node = [yml[0], ("package.json", node_package)];
+    let yml: Vec<(&str, &str)> = [("magrathea.yml", yml.as_str())]
+        .into_iter()
+        .filter(|_| by_yml)
+        .collect();
+    let py = [yml.as_slice(), &[("runtime.txt", runtime_txt)]].concat();
+    let node = [yml.as_slice(), &[("package.json", node_package)]].concat();
     let out = vec![
         (
             "py",
@@ -233,6 +238,7 @@ fn builtin_buildpacks_on_the_bookworm_stack() {
     let out = builtins_on(
         &s,
         "bookworm",
+        true,
         "python-3.11\n",
         &node_package("20.x || 22.x"),
     );
@@ -247,9 +253,16 @@ fn builtin_buildpacks_on_the_bookworm_stack() {
 
 #[test]
 fn builtin_buildpacks_on_the_trixie_stack() {
-    let s = Server::start();
+    // The server's default stack, as `serve --default-stack trixie` makes it.
+    let s = Server::start_with(&["--default-stack", "trixie"]);
     // A patch pin of the stack's minor builds with the stack's Python and says so.
-    let out = builtins_on(&s, "trixie", "python-3.13.1\n", &node_package(">=20"));
+    let out = builtins_on(
+        &s,
+        "trixie",
+        false,
+        "python-3.13.1\n",
+        &node_package(">=20"),
+    );
     let node = &out[1].1;
     assert!(
         node.contains("engines.node: >=20 (this stack has node v20."),
