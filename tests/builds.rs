@@ -585,7 +585,9 @@ fn build_timeout_is_a_clear_failure() {
 
 /// A build that writes too much into /app, /meta or /cache is stopped while it runs, with
 /// a message naming what grew, not after (the buildpack then waits out the build timeout:
-/// only an early stop ends it with that message).
+/// only an early stop ends it with that message). `--max-slug` is Heroku's measure, the
+/// compressed slug: /app may hold more while it builds, and a slug of zeros over the limit
+/// goes live where one of random bytes that size is refused.
 #[test]
 fn a_build_writing_past_its_bounds_is_stopped_early() {
     let s = Server::start_with(&[
@@ -600,22 +602,36 @@ fn a_build_writing_past_its_bounds_is_stopped_early() {
     let bp = dir.join(".buildpack/bin");
     std::fs::create_dir_all(&bp).unwrap();
     std::fs::write(bp.join("detect"), "#!/bin/sh\necho writer\n").unwrap();
-    // Writes 2 MiB (16 MiB for /meta) where `mode` says, then waits for the build timeout.
+    // Writes where `mode` says (6 MiB in /app, 2 MiB in /cache, 16 MiB in /meta), then waits
+    // for the build timeout; `random` and `zeros` write 2 MiB and 3 MiB into /app and end.
     std::fs::write(
         bp.join("compile"),
         "#!/bin/sh\nmode=$(cat \"$1/mode\")\ncase $mode in\n\
-         slug) dd if=/dev/zero of=\"$1/big\" bs=1024 count=2048 ;;\n\
+         slug) dd if=/dev/zero of=\"$1/big\" bs=1024 count=6144 ;;\n\
          cache) dd if=/dev/zero of=\"$2/big\" bs=1024 count=2048 ;;\n\
          meta) dd if=/dev/zero of=/meta/big bs=1024 count=16384 ;;\n\
+         random) head -c 2097152 /dev/urandom >\"$1/big\" ;;\n\
+         zeros) dd if=/dev/zero of=\"$1/big\" bs=1024 count=3072 ;;\n\
          esac 2>/dev/null\necho \"-----> wrote ($mode)\"\n\
-         [ \"$mode\" = ok ] || sleep 600\n",
+         case $mode in ok | random | zeros) ;; *) sleep 600 ;; esac\n",
     )
     .unwrap();
     std::fs::write(bp.join("release"), "#!/bin/sh\necho '---'\n").unwrap();
+    // 2 MiB that do not compress: over the slug limit once packed, refused, nothing recorded.
+    commit(&dir, "mode", "random", "random");
+    let out = s.git(&s.admin, &dir, &["push", &s.url("big"), "main"]);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(" !     the slug is 2.0 MB compressed, over the 1.0 MB limit; "),
+        "{err}"
+    );
+    assert!(releases(&s, "big").is_empty());
+    assert_eq!(build_status(&s, "big"), "failed");
     // What the watch measures depends on how far the write got (it may stop the build
     // mid-write): the message names what grew and its limit.
     for (mode, what, limit) in [
-        ("slug", "/app (the slug)", "1.0 MB"),
+        ("slug", "/app (the slug)", "4.0 MB"),
         ("meta", "/meta (buildpack metadata)", "8.0 MB"),
         ("cache", "/cache (the build cache)", "1.0 MB"),
     ] {
@@ -646,8 +662,9 @@ fn a_build_writing_past_its_bounds_is_stopped_early() {
         assert!(releases(&s, "big").is_empty());
         assert_eq!(build_status(&s, "big"), "failed");
     }
-    // The cache stays over its bound until purged; then a build within bounds goes live.
-    commit(&dir, "mode", "ok", "ok");
+    // The cache stays over its bound until purged; then a build within bounds goes live:
+    // 3 MiB of zeros in /app, a few KB compressed.
+    commit(&dir, "mode", "zeros", "zeros");
     let out = s.git(&s.admin, &dir, &["push", &s.url("big"), "main"]);
     assert!(text(&out.stderr).contains("`builds:purge-cache big` empties it"));
     s.ok(&s.admin, "builds:purge-cache big");

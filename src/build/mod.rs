@@ -232,6 +232,13 @@ async fn discard(builds: &Path, dir: &Path) {
     });
 }
 
+/// How much more than the slug limit `/app` may hold while it builds. The limit is Heroku's:
+/// on the compressed slug at the end (`release::cook`); a build holds far more on the way
+/// (devDependencies before they are pruned, uncompressed files: a fresh Next.js app is
+/// 500 MB in /app mid-build and a fifth of that in the end), and this bound only keeps a
+/// runaway build from filling the controller's disk.
+pub(crate) const WORK_FACTOR: u64 = 4;
+
 /// What a build may write: the slug, the app's build cache, the buildpacks' metadata.
 fn build_bounds(
     limits: &BuildLimits,
@@ -244,8 +251,11 @@ fn build_bounds(
         Bound {
             what: "/app (the slug)",
             dir: src.to_path_buf(),
-            limit: limits.max_slug,
-            hint: String::new(),
+            limit: limits.max_slug.saturating_mul(WORK_FACTOR),
+            hint: format!(
+                " while it builds ({WORK_FACTOR}x the {} the compressed slug may be)",
+                human(limits.max_slug)
+            ),
         },
         Bound {
             what: "/cache (the build cache)",

@@ -427,11 +427,12 @@ impl<H: Host> Build<'_, H> {
         self.run_container(&stack.docker, spec, detect, limits, bounds)
             .await?;
         let size = dir_size(&src);
-        if size > limits.max_slug {
+        let most = limits.max_slug.saturating_mul(super::WORK_FACTOR);
+        if size > most {
             let m = format!(
-                "slug is {}, over the {} limit",
+                "/app (the slug) is {}, over the {} limit while it builds",
                 human(size),
-                human(limits.max_slug)
+                human(most)
             );
             return Err(self.report(fail(m)).await);
         }
@@ -630,6 +631,7 @@ impl<H: Host> Build<'_, H> {
             &manifest,
             &self.src(),
             commit_time,
+            host.limits().max_slug,
             &crate::release::Origin {
                 git_ref: &req.git_ref,
                 build_id: Some(self.id),
@@ -643,7 +645,10 @@ impl<H: Host> Build<'_, H> {
                 // Entries the release may not hold are the app's to fix; anything else
                 // (disk, I/O) names server paths, so it stays in the server log.
                 let shown = match e.downcast_ref::<crate::release::ReleaseError>() {
-                    Some(r @ crate::release::ReleaseError::BadEntry { .. }) => r.to_string(),
+                    Some(
+                        r @ (crate::release::ReleaseError::BadEntry { .. }
+                        | crate::release::ReleaseError::TooLarge { .. }),
+                    ) => r.to_string(),
                     _ => {
                         tracing::error!(app = %req.app, error = %e, "cannot cook the release");
                         "cannot pack the release (server error; see the server log)".to_string()

@@ -52,6 +52,14 @@ pub enum ReleaseError {
         shown(.0.display())
     )]
     Special(PathBuf),
+    /// The compressed slug is over the server's limit (`serve --max-slug`).
+    #[error(
+        "the slug is {} compressed, over the {} limit; keep build tools, caches and test \
+         data out of /app (devDependencies, `.slugignore`), or raise `serve --max-slug`",
+        mb(*.size),
+        mb(*.limit)
+    )]
+    TooLarge { size: u64, limit: u64 },
     /// The destination already exists (or, for `unpack`, is not empty).
     #[error(
         "{}: already exists (or is not empty); releases are unpacked into a fresh directory",
@@ -72,6 +80,10 @@ fn shown(s: impl std::fmt::Display) -> String {
                 .chain((!c.is_control()).then_some(c))
         })
         .collect()
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / (1u64 << 20) as f64)
 }
 
 /// Builds the `map_err` closure for an I/O error on `path`.

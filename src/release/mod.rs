@@ -51,13 +51,16 @@ pub struct Origin<'a> {
 }
 
 /// Pack the slug, name it, record it. The file is in place (fsynced, renamed) before the
-/// row exists; a crash in between leaves an unreferenced file, never a dangling row.
+/// row exists; a crash in between leaves an unreferenced file, never a dangling row. A
+/// tarball over `max_size` bytes (compressed, Heroku's measure of a slug) is refused:
+/// [`ReleaseError::TooLarge`], nothing recorded.
 pub async fn cook(
     data: &DataDir,
     store: &Store,
     manifest: &Manifest,
     slug: &Path,
     mtime: i64,
+    max_size: u64,
     origin: &Origin<'_>,
 ) -> anyhow::Result<ReleaseRow> {
     let dir = data.releases(&manifest.app);
@@ -70,6 +73,14 @@ pub async fn cook(
             .await??
     };
     crate::failpoint::hit("pack");
+    if packed.size > max_size {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(ReleaseError::TooLarge {
+            size: packed.size,
+            limit: max_size,
+        }
+        .into());
+    }
     let version = store.next_release_version(&manifest.app)?;
     let name = file_name(version, &packed.sha256);
     let dst = dir.join(&name);
