@@ -200,7 +200,8 @@ pub struct BuildArgs {
     /// Build container memory limit, in MiB
     #[arg(long, default_value_t = 2048)]
     pub build_memory: i64,
-    /// Largest slug accepted, in MiB (a build whose /app grows past it is stopped)
+    /// Largest slug accepted, in MiB, compressed as Heroku measures it (a build whose /app
+    /// grows past 4x it is stopped)
     #[arg(long, default_value_t = 500)]
     pub max_slug: u64,
     /// Largest build cache of an app, in MiB (a build whose /cache grows past it is stopped)
