@@ -507,6 +507,25 @@ fn yarn_berry_app(c: &Ctx) {
     c.answer("berryapp", "/", "hello from yarn berry");
 }
 
+/// Next.js (app router, TypeScript, `next.config.ts`) from npm: `next build` at build time,
+/// `npm start` (`next start` on $PORT), a page rendered per request and a route handler.
+/// /app holds 500 MB mid-build and the slug packs to 150 MB (the slug limit is on the
+/// compressed slug, as Heroku's); typescript stays, as Next.js compiles next.config.ts with
+/// it at every start.
+fn nextjs_app(c: &Ctx) {
+    let dir = c.app("nextjs-app");
+    let err = c.push_ok("nextjs", &dir);
+    assert!(err.contains("Running build (npm run build)"), "{err}");
+    assert!(
+        err.contains("Keeping devDependencies: Next.js loads next.config.ts"),
+        "{err}"
+    );
+    let page = c.answer("nextjs", "/", "Notes load on the server");
+    assert!(page.contains("web.1"), "{page}");
+    c.answer("nextjs", "/api/health", "\"status\":\"ok\"");
+    c.answer("nextjs", "/robots.txt", "User-agent");
+}
+
 type Case = (&'static str, fn(&Ctx));
 
 const CASES: &[Case] = &[
@@ -527,6 +546,7 @@ const CASES: &[Case] = &[
     ("yarn-berry-app", yarn_berry_app),
     ("trixie-django", trixie_django),
     ("trixie-express", trixie_express),
+    ("nextjs-app", nextjs_app),
 ];
 /// Cases waiting for platform work not on main yet, run only when named in COMPAT_CASES.
 const PENDING: &[Case] = &[];
