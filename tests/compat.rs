@@ -113,8 +113,16 @@ fn flask_gunicorn(c: &Ctx) {
     let dir = c.app("flask-gunicorn");
     let err = c.push_ok("flask", &dir);
     assert!(err.contains("Installing requirements with pip"), "{err}");
+    // Heroku's hooks: bin/pre_compile before anything is installed, bin/post_compile
+    // after, with the virtualenv's python (it writes what /build-info serves).
+    let at = |s: &str| err.find(s).unwrap_or_else(|| panic!("no {s:?} in:\n{err}"));
+    assert!(at("Running bin/pre_compile hook") < at("requirements name gunicorn"));
+    assert!(at("requirements name gunicorn") < at("Installing requirements with pip"));
+    assert!(at("Installing requirements with pip") < at("Running bin/post_compile hook"));
+    assert!(at("Running bin/post_compile hook") < at("wrote build-info.json"));
     c.answer("flask", "/", "hello from flask on python 3.11");
     c.answer("flask", "/healthz", "\"status\":\"ok\"");
+    c.answer("flask", "/build-info", "\"flask\": \"3.");
 
     let app_py = std::fs::read_to_string(dir.join("app.py")).unwrap();
     commit(
@@ -142,6 +150,22 @@ fn flask_gunicorn(c: &Ctx) {
     ] {
         assert!(!err.contains(not), "second push ran {not:?}:\n{err}");
     }
+    c.answer("flask", "/", "hello again from flask on python 3.11.");
+
+    // A hook that fails fails the build, in one line; the live release stays.
+    commit(
+        &dir,
+        "bin/pre_compile",
+        "#!/bin/sh\necho 'settings check failed'\nexit 3\n",
+        "a failing hook",
+    );
+    let out = c.push("flask", &dir);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(" !     bin/pre_compile failed (exit 3; see above)"),
+        "{err}"
+    );
     c.answer("flask", "/", "hello again from flask on python 3.11.");
 }
 
