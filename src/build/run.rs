@@ -221,8 +221,8 @@ impl<H: Host> Build<'_, H> {
     /// Stack image: a stack is a run image (`-run`, recorded in the release: nodes run it)
     /// and, as on Heroku, a larger build image (`-build`) with compilers and headers. A
     /// stack with one image (the tiny stack) has only `magrathea/stack-NAME`, which is also
-    /// the fallback for either (scripts/stack-bookworm.sh keeps it as an alias of the build
-    /// image).
+    /// the fallback for either (scripts/lib/stack.sh keeps it as an alias of the build image
+    /// for the Debian stacks, bookworm and trixie).
     async fn stack_image(
         &mut self,
         config: &AppConfig,
