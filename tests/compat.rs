@@ -246,6 +246,15 @@ fn express(c: &Ctx) {
     assert!(!err.contains("npm ci"), "{err}");
     c.answer("express", "/robots.txt", "Disallow: /admin");
     c.answer("express", "/", "release tasks run: 2");
+    // NODE_MODULES_CACHE=false: the build cache is neither read nor kept (Heroku's switch).
+    c.s.ok(&c.s.admin, "config:set express NODE_MODULES_CACHE=false");
+    commit(&dir, "public/robots.txt", "User-agent: *\n", "robots again");
+    let err = c.push_ok("express", &dir);
+    assert!(
+        err.contains("Not using the build cache (NODE_MODULES_CACHE=false)"),
+        "{err}"
+    );
+    assert!(err.contains("Installing dependencies (npm ci)"), "{err}");
 }
 
 /// The stack's images must be there (scripts/test.sh builds them): a missing one fails here,
@@ -548,6 +557,31 @@ fn nextjs_app(c: &Ctx) {
     assert!(page.contains("web.1"), "{page}");
     c.answer("nextjs", "/api/health", "\"status\":\"ok\"");
     c.answer("nextjs", "/robots.txt", "User-agent");
+    // Heroku's Next.js advice: `.next/cache` in cacheDirectories (kept for the next build)
+    // and out of the slug by heroku-cleanup, which runs last.
+    let at = |s: &str| err.find(s).unwrap_or_else(|| panic!("no {s:?} in:\n{err}"));
+    assert!(at("Caching cacheDirectories") < at("Running heroku-cleanup"));
+    let out = c.s.ssh(&c.s.admin, "run nextjs -- ls -A .next", None);
+    let listed = text(&out.stdout);
+    assert!(
+        listed.contains("BUILD_ID") && !listed.contains("cache"),
+        "{listed}"
+    );
+
+    let notes = std::fs::read_to_string(dir.join("app/notes.ts")).unwrap();
+    commit(
+        &dir,
+        "app/notes.ts",
+        &notes.replace(
+            "export const notes: Note[] = [",
+            "export const notes: Note[] = [\n  { version: \"0.4.0\", summary: \"Built from a warm cache\" },",
+        ),
+        "a note",
+    );
+    let err = c.push_ok("nextjs", &dir);
+    assert!(err.contains(".next/cache: restored"), "{err}");
+    assert!(err.contains("Dependencies unchanged"), "{err}");
+    c.answer("nextjs", "/", "Built from a warm cache");
 }
 
 type Case = (&'static str, fn(&Ctx));
