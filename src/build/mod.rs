@@ -19,6 +19,7 @@ use tracing::Instrument;
 
 use crate::appconfig;
 use crate::git::export::{self, Quarantine};
+use crate::names::BuildDir;
 use crate::paths::DataDir;
 use crate::sink::Sink;
 use crate::store::ReleaseRow;
@@ -73,6 +74,7 @@ pub enum BuildError {
     Cancelled,
 }
 
+#[derive(Clone)]
 pub struct BuildRequest {
     pub app: String,
     pub object: String,
@@ -99,22 +101,67 @@ pub async fn resolve_commit<H: Host>(
     Ok(commit)
 }
 
+/// Where in the pushed tree an app is (a monorepo app's subdirectory), and what said so.
+#[derive(Debug, Clone)]
+pub struct Base {
+    pub dir: BuildDir,
+    /// `build-dir` (set by `builds:set`) or `APP_BASE` (the config var).
+    pub from: &'static str,
+}
+
+/// The app's build dir set by `builds:set`, if any.
+fn set_base<H: Host>(host: &Arc<H>, app: &str) -> Result<Option<Base>, String> {
+    let set = host.store().build_dir(app).map_err(|e| e.to_string())?;
+    set.map(|d| {
+        d.parse()
+            .map(|dir| Base {
+                dir,
+                from: "build-dir",
+            })
+            .map_err(|e: crate::names::InvalidBuildDir| e.to_string())
+    })
+    .transpose()
+}
+
+/// Heroku's monorepo convention: the `APP_BASE` config var names the app's directory. Its
+/// value is not repeated in an error (config values never are).
+fn app_base(vars: &BTreeMap<String, String>) -> Result<Option<Base>, String> {
+    match vars.get("APP_BASE").map(|v| v.trim()) {
+        None | Some("") => Ok(None),
+        Some(v) => v
+            .parse()
+            .map(|dir| {
+                Some(Base {
+                    dir,
+                    from: "APP_BASE",
+                })
+            })
+            .map_err(|_| {
+                "the APP_BASE config var is not a relative path inside the repository (like api \
+                 or apps/web: no leading '/', no '.' or '..' parts)"
+                    .to_string()
+            }),
+    }
+}
+
 /// The config vars a build of `commit` sees in `ENV_DIR`: those of the environment the ref
-/// deploys to (the first, by the commit's own magrathea.yml; production when none), over
-/// that environment's `env:` in magrathea.yml.
+/// deploys to (the first, by the app's own magrathea.yml, at the top of its `base`;
+/// production when none), over that environment's `env:` in magrathea.yml.
 async fn build_config<H: Host>(
     host: &Arc<H>,
     req: &BuildRequest,
     commit: &str,
+    base: Option<&Base>,
 ) -> BTreeMap<String, String> {
-    let (repo, q, c) = (
+    let (repo, q, c, base) = (
         host.data().repo(&req.app),
         req.quarantine.clone(),
         commit.to_string(),
+        base.map(|b| b.dir.to_string()),
     );
     let text = tokio::task::spawn_blocking(move || {
         let r = export::open(&repo, &q).ok()?;
-        export::read_top_file(&r, &c, "magrathea.yml")
+        export::read_top_file(&r, &c, base.as_deref(), "magrathea.yml")
     })
     .await
     .ok()
@@ -131,6 +178,43 @@ async fn build_config<H: Host>(
     vars
 }
 
+/// Where a build of `commit` takes the app from (`builds:set`'s build dir, else the
+/// `APP_BASE` config var), or why it cannot; fills in the config vars the build sees when
+/// the request brings none.
+async fn base_and_config<H: Host>(
+    host: &Arc<H>,
+    req: &mut BuildRequest,
+    commit: &str,
+) -> Result<Option<Base>, String> {
+    let mut base = set_base(host, &req.app);
+    let computed = req.config_vars.is_empty();
+    if computed {
+        let set = base.as_ref().ok().and_then(Option::as_ref);
+        req.config_vars = build_config(host, req, commit, set).await;
+    }
+    if matches!(base, Ok(None)) {
+        // APP_BASE of the environment the root's magrathea.yml (production without one)
+        // maps the ref to; the app's own magrathea.yml then says which it deploys to.
+        base = app_base(&req.config_vars);
+        if let (Ok(Some(b)), true) = (&base, computed) {
+            req.config_vars = build_config(host, req, commit, Some(b)).await;
+        }
+    }
+    base
+}
+
+/// The directory of `commit` a build would take the app from (`None`: the root), so a
+/// release cooked from the same commit is reused only when it came from the same place.
+pub async fn build_dir_of<H: Host>(
+    host: &Arc<H>,
+    req: &BuildRequest,
+    commit: &str,
+) -> Result<Option<String>, String> {
+    let mut req = req.clone();
+    let base = base_and_config(host, &mut req, commit).await?;
+    Ok(base.map(|b| b.dir.to_string()))
+}
+
 pub async fn build<H: Host>(
     host: &Arc<H>,
     mut req: BuildRequest,
@@ -139,9 +223,7 @@ pub async fn build<H: Host>(
 ) -> Result<ReleaseRow, BuildError> {
     let fail = |m: String| BuildError::Failed(m);
     let commit = resolve_commit(host, &req.app, &req.quarantine, &req.object).await?;
-    if req.config_vars.is_empty() {
-        req.config_vars = build_config(host, &req, &commit).await;
-    }
+    let base = base_and_config(host, &mut req, &commit).await;
     let id = host
         .store()
         .create_build(&req.app, &commit, &req.git_ref, &req.key_name)
@@ -158,7 +240,7 @@ pub async fn build<H: Host>(
     let outer_events = out.set_tee(Some(Box::new(events)));
 
     let span = tracing::info_span!("build", build = id, app = %req.app);
-    let result = run_queued(host, &req, &commit, id, out, cancel)
+    let result = run_queued(host, &req, &commit, &base, id, out, cancel)
         .instrument(span)
         .await;
     out.set_tee(outer_events);
@@ -177,6 +259,7 @@ async fn run_queued<H: Host>(
     host: &Arc<H>,
     req: &BuildRequest,
     commit: &str,
+    base: &Result<Option<Base>, String>,
     id: i64,
     out: &mut Sink,
     cancel: CancellationToken,
@@ -198,6 +281,7 @@ async fn run_queued<H: Host>(
         host,
         req,
         commit,
+        base,
         id,
         dir: &dir,
         out,

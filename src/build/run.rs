@@ -46,6 +46,8 @@ pub(super) struct Build<'a, H: Host> {
     pub host: &'a Arc<H>,
     pub req: &'a BuildRequest,
     pub commit: &'a str,
+    /// The app's subdirectory of the pushed tree (None: the root), or why it has none.
+    pub base: &'a Result<Option<super::Base>, String>,
     pub id: i64,
     pub dir: &'a Path,
     pub out: &'a mut Sink,
@@ -128,6 +130,18 @@ impl<H: Host> Build<'_, H> {
         for d in [self.envd(), self.meta()] {
             std::fs::create_dir_all(d).map_err(|e| fail(format!("build dir: {e}")))?;
         }
+        let base = match self.base {
+            Ok(b) => b.clone(),
+            Err(e) => return Err(self.report(fail(e.clone())).await),
+        };
+        if let Some(b) = &base {
+            self.out
+                .line(format!(
+                    "-----> Building from subdirectory {}/ ({})",
+                    b.dir, b.from
+                ))
+                .await;
+        }
         let exported = {
             let (repo, q, c, src) = (
                 self.host.data().repo(&self.req.app),
@@ -135,14 +149,19 @@ impl<H: Host> Build<'_, H> {
                 commit.to_string(),
                 src.clone(),
             );
+            let dir = base.as_ref().map(|b| b.dir.to_string());
             tokio::task::spawn_blocking(move || {
-                export::open(&repo, &q).and_then(|r| export::export(&r, &q, &c, &src))
+                export::open(&repo, &q)
+                    .and_then(|r| export::export(&r, &q, &c, dir.as_deref(), &src))
             })
             .await
             .map_err(|e| fail(e.to_string()))?
         };
         let exported = match exported {
             Ok(x) => x,
+            Err(e @ export::ExportError::NoBuildDir(..)) => {
+                return Err(self.report(fail(e.to_string())).await)
+            }
             Err(e) => {
                 self.out
                     .line(format!(" !     cannot export {}: {e}", &commit[..7]))
@@ -620,6 +639,12 @@ impl<H: Host> Build<'_, H> {
             release: types.release,
             config_vars: types.config_defaults,
             addons: types.addons,
+            build_dir: self
+                .base
+                .as_ref()
+                .ok()
+                .and_then(Option::as_ref)
+                .map(|b| b.dir.to_string()),
         };
         if self.out.closed() || self.cancel.is_cancelled() {
             return Err(BuildError::Cancelled);

@@ -150,7 +150,7 @@ pub async fn fetch_all(
         let (c, at) = (sub.commit.clone(), dst.join(&sub.path));
         let exported = tokio::task::spawn_blocking(move || {
             let r = git2::Repository::open_bare(&repo).map_err(export::ExportError::from)?;
-            export::export(&r, &export::Quarantine::default(), &c, &at)
+            export::export(&r, &export::Quarantine::default(), &c, None, &at)
         })
         .await
         .map_err(|e| fail(e.to_string()))?

@@ -84,6 +84,7 @@ mod tests {
             release: None,
             config_vars: BTreeMap::new(),
             addons: vec![],
+            build_dir: None,
         };
         let c = parse_counts(&["web=3".into(), "worker=0".into()]).unwrap();
         assert_eq!(c, BTreeMap::from([("web".into(), 3), ("worker".into(), 0)]));

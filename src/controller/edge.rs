@@ -260,7 +260,8 @@ impl Core {
         Ok(custom)
     }
 
-    /// `maintenance.html` at the top of the environment's live release's commit, read from
+    /// `maintenance.html` at the top of the environment's live release's commit (of the
+    /// directory it was built from), read from
     /// the repository's objects (a regular file, not a link; at most [`MAX_PAGE`], UTF-8).
     fn maintenance_page(&self, app: &str, env: &str) -> Result<Option<String>, CoreError> {
         let Some(live) = self.store.live(app, env)? else {
@@ -277,7 +278,13 @@ impl Core {
             },
         )
         .map_err(|e| CoreError::Other(anyhow::anyhow!("cannot open the repository: {e}")))?;
-        let Some(bytes) = crate::git::export::read_top_file(&repo, &rel.git_sha, PAGE_FILE) else {
+        // A monorepo app's page is at the top of the directory its release was built from.
+        let base = serde_json::from_str::<crate::release::Manifest>(&rel.manifest)
+            .ok()
+            .and_then(|m| m.build_dir);
+        let Some(bytes) =
+            crate::git::export::read_top_file(&repo, &rel.git_sha, base.as_deref(), PAGE_FILE)
+        else {
             return Ok(None);
         };
         if bytes.len() > MAX_PAGE {

@@ -283,11 +283,24 @@ async fn cook_and_deploy(
     let commit = build::resolve_commit(core, &push.app, q, &t.new)
         .await
         .map_err(PushError::Build)?;
+    let breq = BuildRequest {
+        app: push.app.clone(),
+        object: t.new.clone(),
+        git_ref: t.name.clone(),
+        key_name: push.identity.name.clone(),
+        quarantine: q.clone(),
+        config_vars: Default::default(),
+    };
     let existing = if t.name.starts_with("refs/tags/") {
-        core.store()
+        let cooked = core
+            .store()
             .release_by_commit(&push.app, &commit)
             .ok()
-            .flatten()
+            .flatten();
+        match cooked {
+            Some(r) => same_build_dir(core, &breq, &commit, r).await,
+            None => None,
+        }
     } else {
         None
     };
@@ -302,19 +315,9 @@ async fn cook_and_deploy(
             .await;
             r
         }
-        None => {
-            let breq = BuildRequest {
-                app: push.app.clone(),
-                object: t.new.clone(),
-                git_ref: t.name.clone(),
-                key_name: push.identity.name.clone(),
-                quarantine: q.clone(),
-                config_vars: Default::default(),
-            };
-            build::build(core, breq, sink, cancel)
-                .await
-                .map_err(PushError::Build)?
-        }
+        None => build::build(core, breq, sink, cancel)
+            .await
+            .map_err(PushError::Build)?,
     };
     let tarball = core.data().releases(&push.app).join(&release.file);
     let config = crate::deploy::envs::config_of_release(&tarball);
@@ -331,6 +334,21 @@ async fn cook_and_deploy(
         roll_out(core, push, &release, &target, &config, sink).await?;
     }
     Ok(())
+}
+
+/// A release cooked from the commit a tag points at, if it came from the directory a build
+/// would take the app from now (a monorepo app whose build dir changed builds again).
+async fn same_build_dir(
+    core: &Arc<Core>,
+    breq: &BuildRequest,
+    commit: &str,
+    cooked: crate::store::ReleaseRow,
+) -> Option<crate::store::ReleaseRow> {
+    let was = serde_json::from_str::<crate::release::Manifest>(&cooked.manifest)
+        .ok()?
+        .build_dir;
+    let now = build::build_dir_of(core, breq, commit).await.ok()?;
+    (was == now).then_some(cooked)
 }
 
 /// One environment of a push: its declared services (created and linked before the

@@ -16,6 +16,9 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
     #[error("refusing tree entry {0:?}")]
     BadEntry(String),
+    /// The app's build dir is not a directory of the pushed commit.
+    #[error("build dir {0}/ is not a directory in commit {1}")]
+    NoBuildDir(String, String),
 }
 
 /// Where the pushed objects live while the push is in quarantine.
@@ -69,14 +72,39 @@ pub fn resolve(repo: &Repository, oid: &str) -> Result<(String, i64), ExportErro
     Ok((commit.id().to_string(), commit.time().seconds()))
 }
 
-/// A regular file at the top of `commit`'s tree (not a symlink, not a directory), read
-/// from the object database: for what must be known before the tree is exported.
-pub fn read_top_file(repo: &Repository, commit: &str, name: &str) -> Option<Vec<u8>> {
-    let tree = repo
-        .find_commit(Oid::from_str(commit).ok()?)
-        .ok()?
-        .tree()
-        .ok()?;
+/// The tree an app builds from: `commit`'s root, or the directory `base` in it (a tree
+/// entry, looked up object by object: never a symlink, a submodule or a file).
+fn app_tree<'r>(
+    repo: &'r Repository,
+    commit: &git2::Commit<'r>,
+    base: Option<&str>,
+) -> Result<Tree<'r>, ExportError> {
+    let root = commit.tree()?;
+    let Some(base) = base else {
+        return Ok(root);
+    };
+    let missing = || {
+        let id = commit.id().to_string();
+        ExportError::NoBuildDir(base.to_string(), id[..7].to_string())
+    };
+    let entry = root.get_path(Path::new(base)).map_err(|_| missing())?;
+    if entry.kind() != Some(ObjectType::Tree) {
+        return Err(missing());
+    }
+    Ok(repo.find_tree(entry.id())?)
+}
+
+/// A regular file at the top of the app's tree (`commit`'s root, or its build dir `base`;
+/// not a symlink, not a directory), read from the object database: for what must be known
+/// before the tree is exported.
+pub fn read_top_file(
+    repo: &Repository,
+    commit: &str,
+    base: Option<&str>,
+    name: &str,
+) -> Option<Vec<u8>> {
+    let c = repo.find_commit(Oid::from_str(commit).ok()?).ok()?;
+    let tree = app_tree(repo, &c, base).ok()?;
     let entry = tree.get_name(name)?;
     if !matches!(entry.filemode(), 0o100644 | 0o100755) {
         return None;
@@ -165,17 +193,21 @@ fn ignored(patterns: &[String], rel: &str) -> bool {
     })
 }
 
-/// Writes `commit`'s tree to `dst`. `q` names where the push's objects are while it is in
-/// quarantine (the default when exporting from a plain repository).
+/// Writes `commit`'s tree to `dst`, or only its directory `base` (a monorepo app's build
+/// dir) as if it were the root: its `.slugignore`, its submodules (at paths relative to it;
+/// those outside it are not listed), its links as they are. `q` names where the push's
+/// objects are while it is in quarantine (the default when exporting from a plain
+/// repository).
 pub fn export(
     repo: &Repository,
     q: &Quarantine,
     commit: &str,
+    base: Option<&str>,
     dst: &Path,
 ) -> Result<Exported, ExportError> {
     let c = repo.find_commit(Oid::from_str(commit)?)?;
     let time = c.time().seconds();
-    let tree = c.tree()?;
+    let tree = app_tree(repo, &c, base)?;
     let patterns = slugignore(repo, &tree);
     std::fs::create_dir_all(dst)?;
     let mut out = Exported {
@@ -191,9 +223,14 @@ pub fn export(
         mtime: time,
     };
     cx.walk(&tree, dst, "", &mut out)?;
-    let urls = gitmodules(repo, &tree);
+    // `.gitmodules` is the repository's, at its root, with paths from there.
+    let urls = gitmodules(repo, &c.tree()?);
     for s in &mut out.submodules {
-        s.url = urls.get(&s.path).cloned();
+        let from_root = match base {
+            Some(b) => format!("{b}/{}", s.path),
+            None => s.path.clone(),
+        };
+        s.url = urls.get(&from_root).cloned();
     }
     Ok(out)
 }
@@ -357,6 +394,117 @@ mod tests {
         assert_eq!(m.len(), 2);
         assert_eq!(m["lib/shared"], "https://example.com/org/shared.git");
         assert_eq!(m["vendor/x"], "../x.git");
+    }
+
+    /// A commit of `files` ((path, content or link target, mode)), trees made as needed.
+    fn commit_of(repo: &Repository, files: &[(&str, &str, i32)]) -> String {
+        fn tree(repo: &Repository, files: &[(Vec<&str>, &str, i32)]) -> Oid {
+            let mut b = repo.treebuilder(None).unwrap();
+            let mut dirs: std::collections::BTreeMap<&str, Vec<(Vec<&str>, &str, i32)>> =
+                Default::default();
+            for (parts, content, mode) in files {
+                if parts.len() == 1 {
+                    let id = match *mode {
+                        0o160000 => Oid::from_str(content).unwrap(),
+                        _ => repo.blob(content.as_bytes()).unwrap(),
+                    };
+                    b.insert(parts[0], id, *mode).unwrap();
+                } else {
+                    dirs.entry(parts[0])
+                        .or_default()
+                        .push((parts[1..].to_vec(), content, *mode));
+                }
+            }
+            for (name, sub) in dirs {
+                b.insert(name, tree(repo, &sub), 0o040000).unwrap();
+            }
+            b.write().unwrap()
+        }
+        let split: Vec<_> = files
+            .iter()
+            .map(|(p, c, m)| (p.split('/').collect::<Vec<_>>(), *c, *m))
+            .collect();
+        let t = repo.find_tree(tree(repo, &split)).unwrap();
+        let sig = git2::Signature::new("t", "t@example.com", &git2::Time::new(1, 0)).unwrap();
+        repo.commit(None, &sig, &sig, "c", &t, &[])
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn a_build_dir_is_exported_as_the_root() {
+        let d = tempfile::tempdir().unwrap();
+        let repo = Repository::init_bare(d.path().join("r")).unwrap();
+        let sub = "0123456789012345678901234567890123456789";
+        let c = commit_of(
+            &repo,
+            &[
+                ("Procfile", "web: root\n", 0o100644),
+                (".slugignore", "*.txt\n", 0o100644),
+                (
+                    ".gitmodules",
+                    "[submodule \"t\"]\n\tpath = apps/api/theme\n\turl = https://example.com/t.git\n\
+                     [submodule \"o\"]\n\tpath = vendor/o\n\turl = https://example.com/o.git\n",
+                    0o100644,
+                ),
+                ("apps/api/Procfile", "web: api\n", 0o100644),
+                ("apps/api/.slugignore", "*.psd\n", 0o100644),
+                ("apps/api/art.psd", "x", 0o100644),
+                ("apps/api/notes.txt", "kept", 0o100644),
+                ("apps/api/up", "../../Procfile", 0o120000),
+                ("apps/api/theme", sub, 0o160000),
+                ("apps/link", "api", 0o120000),
+                ("vendor/o", sub, 0o160000),
+            ],
+        );
+        let q = Quarantine::default();
+        let dst = d.path().join("out");
+        let x = export(&repo, &q, &c, Some("apps/api"), &dst).unwrap();
+        let mut names: Vec<String> = std::fs::read_dir(&dst)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, [".slugignore", "Procfile", "notes.txt", "up"]);
+        assert_eq!(
+            std::fs::read_to_string(dst.join("Procfile")).unwrap(),
+            "web: api\n"
+        );
+        assert_eq!(
+            std::fs::read_link(dst.join("up")).unwrap(),
+            Path::new("../../Procfile")
+        );
+        assert_eq!(
+            x.submodules,
+            [Submodule {
+                path: "theme".into(),
+                commit: sub.into(),
+                url: Some("https://example.com/t.git".into()),
+            }]
+        );
+        assert_eq!(
+            read_top_file(&repo, &c, Some("apps/api"), "Procfile").as_deref(),
+            Some(&b"web: api\n"[..])
+        );
+        assert_eq!(
+            read_top_file(&repo, &c, None, "Procfile").as_deref(),
+            Some(&b"web: root\n"[..])
+        );
+        // Not a directory of the commit: missing, a file, a link to one, a submodule.
+        for base in [
+            "apps/web",
+            "Procfile",
+            "apps/link",
+            "apps/api/theme",
+            "apps/api/Procfile/x",
+        ] {
+            let e = export(&repo, &q, &c, Some(base), &d.path().join("no")).unwrap_err();
+            assert_eq!(
+                e.to_string(),
+                format!("build dir {base}/ is not a directory in commit {}", &c[..7])
+            );
+            assert!(read_top_file(&repo, &c, Some(base), "Procfile").is_none());
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub struct Manifest {
     /// `bin/release` `addons`: recorded, never provisioned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addons: Vec<String>,
+    /// The subdirectory of the commit the app was built from (a monorepo app's); left out
+    /// for the root, so those releases keep their bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build_dir: Option<String>,
 }
 
 pub fn file_name(version: i64, sha256: &str) -> String {
