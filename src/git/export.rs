@@ -398,10 +398,11 @@ mod tests {
 
     /// A commit of `files` ((path, content or link target, mode)), trees made as needed.
     fn commit_of(repo: &Repository, files: &[(&str, &str, i32)]) -> String {
-        fn tree(repo: &Repository, files: &[(Vec<&str>, &str, i32)]) -> Oid {
+        /// A file's path split in parts, its content and mode.
+        type Entry<'a> = (Vec<&'a str>, &'a str, i32);
+        fn tree(repo: &Repository, files: &[Entry]) -> Oid {
             let mut b = repo.treebuilder(None).unwrap();
-            let mut dirs: std::collections::BTreeMap<&str, Vec<(Vec<&str>, &str, i32)>> =
-                Default::default();
+            let mut dirs: std::collections::BTreeMap<&str, Vec<Entry>> = Default::default();
             for (parts, content, mode) in files {
                 if parts.len() == 1 {
                     let id = match *mode {
