@@ -380,6 +380,23 @@ fn name_grammar(data: &[u8]) {
     if names::valid_tag_pattern(&s) {
         assert!(!s.contains("..") && !s.chars().any(|c| c.is_control() || c.is_whitespace()));
     }
+    // A build dir is a relative path in normal form that stays inside the tree it names.
+    match s.parse::<names::BuildDir>() {
+        Ok(d) => {
+            assert!(!d.is_empty() && d.len() <= names::BuildDir::MAX);
+            assert!(!d.starts_with('/') && !d.ends_with('/'));
+            assert!(!d.chars().any(|c| c.is_control() || c == '\\'));
+            assert!(d.split('/').all(|c| !c.is_empty()
+                && c != "."
+                && c != ".."
+                && !c.eq_ignore_ascii_case(".git")));
+            assert_eq!(d.parse::<names::BuildDir>().unwrap(), d, "normal form");
+        }
+        Err(e) => {
+            one_line("BuildDir", &e.to_string());
+            assert!(!e.to_string().chars().any(char::is_control));
+        }
+    }
     // Globs: a pattern matches itself, `*` matches anything, no wildcard means equality.
     let (p, t) = s.split_once('\u{0}').unwrap_or((&s, ""));
     let m = names::glob_match(p, t);
@@ -404,6 +421,8 @@ fn names_seeds() -> Vec<Vec<u8>> {
         "Shop",
         "-shop",
         "sh\u{1b}op",
+        "apps/api/",
+        "apps/../api",
     ]
     .iter()
     .map(|s| s.as_bytes().to_vec())
