@@ -584,6 +584,35 @@ fn nextjs_app(c: &Ctx) {
     c.answer("nextjs", "/", "Built from a warm cache");
 }
 
+/// Apps locked by Poetry, on a stack without it: Poetry 2's lock (2.1: each package's groups
+/// and markers) and Poetry 1.8's (2.0: main packages found by walking pyproject's
+/// dependencies, an extra's optional ones included), both made by the real tools against
+/// a private index. Their main packages are installed by pip, pinned and hash-checked; the
+/// dev group (pytest) is not.
+fn poetry_apps(c: &Ctx) {
+    let dir = c.app("poetry-app");
+    let err = c.push_ok("inventory", &dir);
+    assert!(
+        err.contains("Installing dependencies from poetry.lock with pip (the stack has no poetry)"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("pytest"),
+        "the dev group was installed:\n{err}"
+    );
+    c.answer("inventory", "/", "inventory of 3 items, flask 3.");
+    c.answer("inventory", "/items/nuts", "\"count\":950");
+
+    let dir = c.app("poetry1-app");
+    let err = c.push_ok("pricecheck", &dir);
+    assert!(err.contains("from poetry.lock with pip"), "{err}");
+    assert!(
+        !err.contains("pytest"),
+        "the dev group was installed:\n{err}"
+    );
+    c.answer("pricecheck", "/", "with socks support, flask 3.");
+}
+
 type Case = (&'static str, fn(&Ctx));
 
 const CASES: &[Case] = &[
@@ -605,6 +634,7 @@ const CASES: &[Case] = &[
     ("trixie-django", trixie_django),
     ("trixie-express", trixie_express),
     ("nextjs-app", nextjs_app),
+    ("poetry-apps", poetry_apps),
 ];
 /// Cases waiting for platform work not on main yet, run only when named in COMPAT_CASES.
 const PENDING: &[Case] = &[];
