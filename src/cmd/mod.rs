@@ -219,13 +219,14 @@ pub(crate) trait Command: clap::Args {
     async fn apply(self, cx: &mut Ctx<'_>) -> CmdResult<Done>;
 }
 
-/// Registers the commands, in help order: `Variant(Type) = "name"`. Generates the grammar's
-/// subcommand enum and the one dispatch over it.
+/// Registers the commands, in help order: `Variant(Type) = "name"`, then `| "alias"` for
+/// each other name it answers to (Dokku's, so a team's scripts keep working). Generates the
+/// grammar's subcommand enum and the one dispatch over it.
 macro_rules! commands {
-    ($($variant:ident($ty:ty) = $name:literal,)*) => {
+    ($($variant:ident($ty:ty) = $name:literal $(| $alias:literal)*,)*) => {
         #[derive(Debug, Subcommand)]
         pub enum Cmd {
-            $(#[command(name = $name)] $variant($ty),)*
+            $(#[command(name = $name $(, alias = $alias)*)] $variant($ty),)*
         }
 
         impl Cmd {
@@ -262,7 +263,7 @@ commands! {
     Help(help::Help) = "help",
     Version(version::Version) = "version",
     Whoami(whoami::Whoami) = "whoami",
-    Apps(apps::Apps) = "apps",
+    Apps(apps::Apps) = "apps" | "apps:list",
     AppsCreate(apps_create::AppsCreate) = "apps:create",
     AppsInfo(apps_info::AppsInfo) = "apps:info",
     AppsDestroy(apps_destroy::AppsDestroy) = "apps:destroy",
@@ -280,16 +281,16 @@ commands! {
     BuildsPurgeCache(builds_purge_cache::BuildsPurgeCache) = "builds:purge-cache",
     BuildsSet(builds_set::BuildsSet) = "builds:set",
     BuildsReport(builds_report::BuildsReport) = "builds:report",
-    Config(config::Config) = "config",
+    Config(config::Config) = "config" | "config:show",
     ConfigGet(config_get::ConfigGet) = "config:get",
     ConfigSet(config_change::ConfigSet) = "config:set",
     ConfigUnset(config_change::ConfigUnset) = "config:unset",
     Deploy(deploy::Deploy) = "deploy",
     Ps(ps::Ps) = "ps",
-    Scale(scale::Scale) = "scale",
-    Restart(restart::Restart) = "restart",
-    Stop(stop_start::Stop) = "stop",
-    Start(stop_start::Start) = "start",
+    Scale(scale::Scale) = "scale" | "ps:scale",
+    Restart(restart::Restart) = "restart" | "ps:restart",
+    Stop(stop_start::Stop) = "stop" | "ps:stop",
+    Start(stop_start::Start) = "start" | "ps:start",
     Rollback(rollback::Rollback) = "rollback",
     Clusters(clusters::Clusters) = "clusters",
     ClustersAdd(clusters_add::ClustersAdd) = "clusters:add",
@@ -371,7 +372,7 @@ impl Cmd {
 pub fn is_command(name: &str) -> bool {
     Cli::command()
         .get_subcommands()
-        .any(|c| c.get_name() == name)
+        .any(|c| c.get_name() == name || c.get_all_aliases().any(|a| a == name))
 }
 
 /// A command line that did not become a command: the reply, and why in a word (for the
@@ -693,6 +694,57 @@ mod tests {
         assert!(line.contains("'bc'"), "{msg:?}");
         assert_eq!(parse(&[]).unwrap_err().code, 0);
         assert!(is_command("releases:info") && !is_command("releases:inf"));
+    }
+
+    /// Dokku's names for the same commands, so a team's scripts keep working; flags before
+    /// the app, as Dokku's docs write them.
+    #[test]
+    fn dokku_names_parse_as_ours() {
+        for (line, ok) in [
+            (
+                "apps:list",
+                matches!(parse(&argv("apps:list")), Ok(Cmd::Apps(..))),
+            ),
+            (
+                "config:show",
+                matches!(parse(&argv("config:show shop")), Ok(Cmd::Config(..))),
+            ),
+            (
+                "ps:scale",
+                matches!(
+                    parse(&argv("ps:scale shop web=2 worker=1")),
+                    Ok(Cmd::Scale(..))
+                ),
+            ),
+            (
+                "ps:restart",
+                matches!(parse(&argv("ps:restart shop")), Ok(Cmd::Restart(..))),
+            ),
+            (
+                "ps:stop",
+                matches!(parse(&argv("ps:stop shop")), Ok(Cmd::Stop(..))),
+            ),
+            (
+                "ps:start",
+                matches!(parse(&argv("ps:start shop")), Ok(Cmd::Start(..))),
+            ),
+            (
+                "config:set --no-restart",
+                matches!(
+                    parse(&argv("config:set --no-restart shop A=1")),
+                    Ok(Cmd::ConfigSet(..))
+                ),
+            ),
+        ] {
+            assert!(ok, "{line}");
+        }
+        assert!(is_command("ps:scale") && !is_command("ps:rebuild"));
+        // Help lists each command once, by its own name.
+        let names: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert!(names.contains(&"scale".to_string()) && !names.contains(&"ps:scale".to_string()));
     }
 
     /// Names are checked by the parser, and said as the name grammar says them.
