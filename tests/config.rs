@@ -220,3 +220,77 @@ fn config_is_for_owners_and_bad_input_changes_nothing() {
         serde_json::from_str(&s.ok(&s.admin, "config shop --env staging --json")).unwrap();
     assert_eq!(js, serde_json::json!({"OTHER": "1"}));
 }
+
+/// A config var the build reads takes effect on `rebuild` (Dokku's `ps:rebuild`): the
+/// commit live in the environment built again with today's config and deployed; a config
+/// change alone does not rebuild. Refused in one line when nothing is live, and to viewers.
+#[test]
+fn rebuild_builds_the_live_commit_again_with_todays_config() {
+    let s = Server::start();
+    let dir = repo(&s.dir.path().join("src"));
+    let bp = dir.join(".buildpack/bin");
+    std::fs::create_dir_all(&bp).unwrap();
+    std::fs::write(bp.join("detect"), "#!/bin/sh\necho greeter\n").unwrap();
+    std::fs::write(
+        bp.join("compile"),
+        "#!/bin/sh\nmkdir -p \"$1/www\"\n\
+         echo \"built with ${GREETING_AT_BUILD:-no greeting}\" >\"$1/www/index.html\"\n\
+         [ ! -f \"$3/GREETING_AT_BUILD\" ] || \
+         echo \"built with $(cat \"$3/GREETING_AT_BUILD\")\" >\"$1/www/index.html\"\n",
+    )
+    .unwrap();
+    std::fs::write(bp.join("release"), "#!/bin/sh\necho ---\n").unwrap();
+    commit(
+        &dir,
+        "Procfile",
+        "web: busybox httpd -f -p $PORT -h www\n",
+        "greeter",
+    );
+    s.ok(&s.admin, "apps:create greeter");
+    let out = s.ssh(&s.admin, "rebuild greeter", None);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).trim(),
+        "error: 'greeter' has nothing live in production to rebuild; push it first"
+    );
+    let pushed = text(
+        &s.git_ok(&s.admin, &dir, &["push", &s.url("greeter"), "main"])
+            .stderr,
+    );
+    let page = |s: &Server| s.get("greeter", "/").1;
+    assert!(
+        page(&s).contains("built with no greeting"),
+        "{}\n{pushed}",
+        page(&s)
+    );
+
+    s.ok(&s.admin, "config:set greeter GREETING_AT_BUILD=bonjour");
+    assert!(page(&s).contains("built with no greeting"), "{}", page(&s));
+
+    let viewer = s.key("viewer");
+    s.add_key(&viewer, "user");
+    s.ok(&s.admin, "access:grant greeter viewer viewer");
+    let out = s.ssh(&viewer, "rebuild greeter", None);
+    assert!(!out.status.success());
+    assert_eq!(
+        text(&out.stderr).lines().count(),
+        1,
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = s.ssh(&s.admin, "ps:rebuild greeter", None);
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said}{}", text(&out.stderr));
+    let at = |l: &str| {
+        said.find(l)
+            .unwrap_or_else(|| panic!("no {l:?} in:\n{said}"))
+    };
+    assert!(at("-----> Rebuilding ") < at("Released v3 of greeter"));
+    assert!(at("Released v3 of greeter") < at("v3 of greeter is live in production"));
+    assert!(
+        said.ends_with("v3 of greeter (rebuilt) is live in production\n"),
+        "{said}"
+    );
+    assert!(page(&s).contains("built with bonjour"), "{}", page(&s));
+}

@@ -55,6 +55,7 @@ mod nodes_info;
 mod nodes_key;
 mod nodes_remove;
 mod ps;
+mod rebuild;
 mod redact;
 mod releases;
 mod releases_info;
@@ -292,6 +293,7 @@ commands! {
     Stop(stop_start::Stop) = "stop" | "ps:stop",
     Start(stop_start::Start) = "start" | "ps:start",
     Rollback(rollback::Rollback) = "rollback",
+    Rebuild(rebuild::Rebuild) = "rebuild" | "ps:rebuild",
     Clusters(clusters::Clusters) = "clusters",
     ClustersAdd(clusters_add::ClustersAdd) = "clusters:add",
     ClustersRemove(clusters_remove::ClustersRemove) = "clusters:remove",
@@ -738,7 +740,7 @@ mod tests {
         ] {
             assert!(ok, "{line}");
         }
-        assert!(is_command("ps:scale") && !is_command("ps:rebuild"));
+        assert!(is_command("ps:scale") && is_command("ps:rebuild") && !is_command("ps:report"));
         // Help lists each command once, by its own name.
         let names: Vec<String> = Cli::command()
             .get_subcommands()

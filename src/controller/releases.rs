@@ -132,6 +132,48 @@ impl Core {
             .map_err(|e| CoreError::Failed(e.to_string()))
     }
 
+    /// Builds the commit live in `env` again, with today's buildpacks, stack and build config
+    /// (Dokku's `ps:rebuild`: after a build-time config var changed, say), as a push of it
+    /// would, then deploys the new release there. The version it made.
+    pub async fn rebuild(
+        self: &Arc<Self>,
+        who: &str,
+        app: &str,
+        env: &str,
+        out: &mut Sink,
+    ) -> Result<i64, CoreError> {
+        crate::names::check("environment", env)?;
+        let live = self.store.live(app, env)?.ok_or_else(|| {
+            CoreError::Invalid(format!(
+                "'{app}' has nothing live in {env} to rebuild; push it first"
+            ))
+        })?;
+        let was = self.release(app, live.version)?;
+        out.line(format!(
+            "-----> Rebuilding {} ({}, live in {env} as v{})",
+            &was.git_sha[..was.git_sha.len().min(7)],
+            was.git_ref.trim_start_matches("refs/heads/"),
+            was.version
+        ))
+        .await;
+        let req = crate::build::BuildRequest {
+            app: app.to_string(),
+            object: was.git_sha.clone(),
+            git_ref: was.git_ref.clone(),
+            key_name: who.to_string(),
+            // The commit is in the repository already: nothing is in quarantine.
+            quarantine: Default::default(),
+            config_vars: Default::default(),
+        };
+        // Stopped by `builds:cancel`, like a push's build.
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let new = crate::build::build(self, req, out, cancel)
+            .await
+            .map_err(|e| CoreError::Failed(e.to_string()))?;
+        self.deploy(who, app, new.version, env, out).await?;
+        Ok(new.version)
+    }
+
     /// Back to `version`, or to the previous release; its config comes back with it. The
     /// version rolled back to.
     pub async fn rollback(
