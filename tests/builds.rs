@@ -916,10 +916,7 @@ fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
             ),
             ("poetry.lock", "# empty\n"),
         ],
-        &[
-            "poetry.lock found, but poetry is not on stack bookworm",
-            "requirements.txt",
-        ],
+        &["poetry.lock has no [metadata] lock-version: it is not a lock file Poetry wrote (run poetry lock and commit it)"],
     );
     refused(
         &s,
