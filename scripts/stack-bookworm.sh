@@ -13,10 +13,10 @@ SUITE=bookworm
 RECIPE=2
 # Run image: runtimes (npm too: Procfiles say `npm start`), the libraries that compiled
 # extensions link against at run time, and the PHP extensions composer checks for at build
-# time (so what built also runs).
+# time (so what built also runs), and nginx, which serves static.json sites (buildpacks/static).
 PHP_EXT="php-curl php-mbstring php-xml php-zip php-pgsql php-sqlite3 php-intl php-gd"
 RUN_PACKAGES="bash ca-certificates curl busybox procps tzdata netbase \
-python3 nodejs npm php-cli $PHP_EXT \
+python3 nodejs npm php-cli $PHP_EXT nginx \
 libpq5 libssl3 libffi8 zlib1g libxml2 libxslt1.1 libyaml-0-2 libsqlite3-0 libjpeg62-turbo \
 libpng16-16 libreadline8 libbz2-1.0 liblzma5 libgmp10"
 # Build image: the run image plus what real buildpacks expect to find.

@@ -133,11 +133,17 @@ fn builtin_buildpacks_on_the_tiny_stack() {
     let secrets = [
         (".env", "SECRET_KEY=hunter2\n"),
         ("app.json", "{\"name\": \"site\"}\n"),
+        ("static.json", "{\"routes\": {\"/**\": \"index.html\"}, \"https_only\": true}\n"),
     ];
-    check_builtin(&s, "site", "static", "httpd", &secrets, "index.html");
+    let err = check_builtin(&s, "site", "static", "httpd", &secrets, "index.html");
+    // No nginx here: busybox serves the app's root, and says what it leaves out.
+    assert!(
+        err.contains("warning: this stack has no nginx: static.json is ignored (routes https_only), busybox httpd serves the app's root"),
+        "{err}"
+    );
     // The site is served, its dotfiles and the platform's files are not.
     says_hello(&s, "site", "static");
-    for hidden in ["/.env", "/app.json", "/.static-root/index.html"] {
+    for hidden in ["/.env", "/app.json", "/static.json", "/.static-root/index.html"] {
         let (status, body) = s.get("site", hidden);
         assert_eq!(status, 404, "{hidden}: {body}");
     }
@@ -195,7 +201,7 @@ fn builtins_on(
         ),
         (
             "site",
-            check_builtin(s, "site", "static", "httpd", &yml, "index.html"),
+            check_builtin(s, "site", "static", "nginx", &yml, "index.html"),
         ),
         (
             "proc",
@@ -249,6 +255,60 @@ fn builtin_buildpacks_on_the_bookworm_stack() {
         ) && node.contains("(bookworm: 18, trixie: 20)"),
         "{node}"
     );
+    static_json_on_nginx(&s);
+}
+
+/// A static.json site (no index.html at the root) as heroku-buildpack-static serves it:
+/// its root, a fallback route for deep links, a redirect, a header by path; nothing outside
+/// the root, no dotfile and no platform file.
+fn static_json_on_nginx(s: &Server) {
+    let dir = s.dir.path().join("spa-src");
+    let files = [
+        ("magrathea.yml", "stack: bookworm\n"),
+        ("static.json", "{\"root\": \"site/\", \"routes\": {\"/app/**\": \"index.html\"}, \"redirects\": {\"/old\": {\"url\": \"/app/\", \"status\": 307}}, \"headers\": {\"/css/*\": {\"X-Checked\": \"yes\"}}, \"proxies\": {}}\n"),
+        ("site/index.html", "hello from the spa\n"),
+        ("site/css/a.css", "body {}\n"),
+        ("site/.env", "SECRET=1\n"),
+        ("notes.txt", "outside the root\n"),
+    ];
+    for (f, c) in files {
+        let p = dir.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, c).unwrap();
+    }
+    git_local(&dir, &["init", "-q", "-b", "main"]);
+    git_local(&dir, &["add", "-A"]);
+    git_local(&dir, &["commit", "-q", "-m", "spa"]);
+    let out = s.git_ok(&s.admin, &dir, &["push", &s.url("spa"), "main"]);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("static.json: root site/, headers on 1 path(s), 1 redirect(s), 1 route(s)")
+            && err.contains("warning: static.json: not supported here, ignored: proxies")
+            && err.contains("will be served by nginx/"),
+        "{err}"
+    );
+    let (status, body) = s.get("spa", "/app/reports/42");
+    assert_eq!((status, body.as_str()), (200, "hello from the spa\n"));
+    let head = |path: &str| {
+        let out = run(Command::new("curl").args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-H",
+            "Host: spa.localhost",
+            &format!("http://127.0.0.1:{}{path}", s.http_port),
+        ]));
+        text(&out.stdout).to_lowercase()
+    };
+    let old = head("/old");
+    assert!(old.starts_with("http/1.1 307") && old.contains("location: /app/"), "{old}");
+    assert!(head("/css/a.css").contains("x-checked: yes"));
+    for hidden in ["/static.json", "/.env", "/notes.txt", "/app/missing.js", "/.static/nginx.conf"] {
+        let (status, body) = s.get("spa", hidden);
+        assert_eq!(status, 404, "{hidden}: {body}");
+    }
 }
 
 #[test]
@@ -868,6 +928,16 @@ fn refused(s: &Server, app: &str, files: &[(&str, &str)], says: &[&str]) {
 fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
     let s = Server::start();
     let py = ("app.py", "print('hi')\n");
+    for root in ["../etc", "/etc"] {
+        refused(
+            &s,
+            "escape",
+            &[("static.json", &format!("{{\"root\": \"{root}\"}}\n"))],
+            &[&format!(
+                "static.json: root \"{root}\" must be a path inside the app (no leading /, no ..)"
+            )],
+        );
+    }
     refused(
         &s,
         "oldpy",

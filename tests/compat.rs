@@ -613,6 +613,85 @@ fn poetry_apps(c: &Ctx) {
     c.answer("pricecheck", "/", "with socks support, flask 3.");
 }
 
+/// A Vite-built React single-page app deployed the way Heroku users deploy one: the nodejs
+/// buildpack then static (`.buildpacks`), `npm run build` (vite from npm) writing dist/, and
+/// heroku-buildpack-static's static.json served by nginx: dist/ as the root, every path
+/// falling back to index.html, a redirect, a header on the hashed assets, HTTPS only.
+fn vite_spa(c: &Ctx) {
+    let dir = c.app("vite-spa");
+    let err = c.push_ok("spa", &dir);
+    assert!(err.contains("Running build (npm run build)"), "{err}");
+    assert!(
+        err.contains("static.json: root dist/, https only, headers on 1 path(s), 1 redirect(s), 1 route(s)"),
+        "{err}"
+    );
+    // Over plain HTTP the router says so (X-Forwarded-Proto: http): the app sends the
+    // client to HTTPS, deep links included.
+    let url = format!("http://127.0.0.1:{}/reports/42", c.s.http_port);
+    let t = Instant::now();
+    loop {
+        let out = run(Command::new("curl")
+            .args(["-sS", "-o", "/dev/null", "-D", "-", "-H", "Host: spa.localhost"])
+            .arg(&url));
+        let head = text(&out.stdout).to_lowercase();
+        if head.starts_with("http/1.1 301")
+            && head.contains("location: https://spa.localhost/reports/42\r\n")
+        {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{url}: {head}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    // Behind HTTPS (the header the router sets then), asked inside a one-off dyno of the
+    // release, started by its own web command.
+    let script = r#"PORT=5099 sh .static/nginx.sh >/dev/null 2>&1 &
+for i in 1 2 3 4 5 6 7 8 9 10; do curl -s -o /dev/null http://127.0.0.1:5099/ && break; sleep 0.5; done
+js=/assets/$(cd dist/assets && ls *.js | head -n 1)
+for p in /reports/42 "$js" /old-reports /static.json /.env /package.json; do
+    echo "== $p"
+    curl -s -D - -o /tmp/body -H 'X-Forwarded-Proto: https' "http://127.0.0.1:5099$p" | tr -d '\r'
+    head -c 400 /tmp/body
+    echo
+done
+"#;
+    let out = c.s.ssh(&c.s.admin, "run spa -- sh", Some(script));
+    let all = text(&out.stdout);
+    let answer = |path: &str| -> String {
+        all.split("== ")
+            .find(|s| s.starts_with(&format!("{path}\n")))
+            .unwrap_or_else(|| panic!("no answer for {path} in:\n{all}"))
+            .to_lowercase()
+    };
+    let deep = answer("/reports/42");
+    assert!(
+        deep.contains("http/1.1 200")
+            && deep.contains("<title>field reports</title>")
+            && deep.contains("<div id=\"root\"></div>"),
+        "{deep}"
+    );
+    let js = all
+        .split("== ")
+        .find(|s| s.starts_with("/assets/index-") && s.contains(".js\n"))
+        .unwrap_or_else(|| panic!("no hashed bundle in:\n{all}"))
+        .to_lowercase();
+    assert!(
+        js.contains("http/1.1 200")
+            && js.contains("content-type: application/javascript")
+            && js.contains("cache-control: public, max-age=31536000, immutable")
+            && js.contains("x-content-type-options: nosniff"),
+        "{js}"
+    );
+    let old = answer("/old-reports");
+    assert!(
+        old.contains("http/1.1 302") && old.contains("location: /reports\n"),
+        "{old}"
+    );
+    for hidden in ["/static.json", "/.env", "/package.json"] {
+        let a = answer(hidden);
+        assert!(a.contains("http/1.1 404"), "{a}");
+    }
+}
+
 type Case = (&'static str, fn(&Ctx));
 
 const CASES: &[Case] = &[
@@ -635,6 +714,7 @@ const CASES: &[Case] = &[
     ("trixie-express", trixie_express),
     ("nextjs-app", nextjs_app),
     ("poetry-apps", poetry_apps),
+    ("vite-spa", vite_spa),
 ];
 /// Cases waiting for platform work not on main yet, run only when named in COMPAT_CASES.
 const PENDING: &[Case] = &[];
