@@ -650,7 +650,7 @@ js=/assets/$(cd dist/assets && ls *.js | head -n 1)
 for p in /reports/42 "$js" /old-reports /static.json /.env /package.json; do
     echo "== $p"
     curl -s -D - -o /tmp/body -H 'X-Forwarded-Proto: https' "http://127.0.0.1:5099$p" | tr -d '\r'
-    head -c 400 /tmp/body
+    head -c 1000 /tmp/body
     echo
 done
 "#;
