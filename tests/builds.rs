@@ -133,7 +133,10 @@ fn builtin_buildpacks_on_the_tiny_stack() {
     let secrets = [
         (".env", "SECRET_KEY=hunter2\n"),
         ("app.json", "{\"name\": \"site\"}\n"),
-        ("static.json", "{\"routes\": {\"/**\": \"index.html\"}, \"https_only\": true}\n"),
+        (
+            "static.json",
+            "{\"routes\": {\"/**\": \"index.html\"}, \"https_only\": true}\n",
+        ),
     ];
     let err = check_builtin(&s, "site", "static", "httpd", &secrets, "index.html");
     // No nginx here: busybox serves the app's root, and says what it leaves out.
@@ -143,7 +146,12 @@ fn builtin_buildpacks_on_the_tiny_stack() {
     );
     // The site is served, its dotfiles and the platform's files are not.
     says_hello(&s, "site", "static");
-    for hidden in ["/.env", "/app.json", "/static.json", "/.static-root/index.html"] {
+    for hidden in [
+        "/.env",
+        "/app.json",
+        "/static.json",
+        "/.static-root/index.html",
+    ] {
         let (status, body) = s.get("site", hidden);
         assert_eq!(status, 404, "{hidden}: {body}");
     }
@@ -303,9 +311,18 @@ fn static_json_on_nginx(s: &Server) {
         text(&out.stdout).to_lowercase()
     };
     let old = head("/old");
-    assert!(old.starts_with("http/1.1 307") && old.contains("location: /app/"), "{old}");
+    assert!(
+        old.starts_with("http/1.1 307") && old.contains("location: /app/"),
+        "{old}"
+    );
     assert!(head("/css/a.css").contains("x-checked: yes"));
-    for hidden in ["/static.json", "/.env", "/notes.txt", "/app/missing.js", "/.static/nginx.conf"] {
+    for hidden in [
+        "/static.json",
+        "/.env",
+        "/notes.txt",
+        "/app/missing.js",
+        "/.static/nginx.conf",
+    ] {
         let (status, body) = s.get("spa", hidden);
         assert_eq!(status, 404, "{hidden}: {body}");
     }

@@ -622,7 +622,9 @@ fn vite_spa(c: &Ctx) {
     let err = c.push_ok("spa", &dir);
     assert!(err.contains("Running build (npm run build)"), "{err}");
     assert!(
-        err.contains("static.json: root dist/, https only, headers on 1 path(s), 1 redirect(s), 1 route(s)"),
+        err.contains(
+            "static.json: root dist/, https only, headers on 1 path(s), 1 redirect(s), 1 route(s)"
+        ),
         "{err}"
     );
     // Over plain HTTP the router says so (X-Forwarded-Proto: http): the app sends the
@@ -631,7 +633,15 @@ fn vite_spa(c: &Ctx) {
     let t = Instant::now();
     loop {
         let out = run(Command::new("curl")
-            .args(["-sS", "-o", "/dev/null", "-D", "-", "-H", "Host: spa.localhost"])
+            .args([
+                "-sS",
+                "-o",
+                "/dev/null",
+                "-D",
+                "-",
+                "-H",
+                "Host: spa.localhost",
+            ])
             .arg(&url));
         let head = text(&out.stdout).to_lowercase();
         if head.starts_with("http/1.1 301")
