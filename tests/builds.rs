@@ -273,8 +273,10 @@ fn static_json_on_nginx(s: &Server) {
     let dir = s.dir.path().join("spa-src");
     let files = [
         ("magrathea.yml", "stack: bookworm\n"),
-        ("static.json", "{\"root\": \"site/\", \"routes\": {\"/app/**\": \"index.html\"}, \"redirects\": {\"/old\": {\"url\": \"/app/\", \"status\": 307}}, \"headers\": {\"/css/*\": {\"X-Checked\": \"yes\"}}, \"proxies\": {}}\n"),
+        ("static.json", "{\"root\": \"site/\", \"clean_urls\": true, \"error_page\": \"errors/404.html\", \"encoding\": \"ISO-8859-1\", \"routes\": {\"/app/**\": \"index.html\"}, \"redirects\": {\"/old\": {\"url\": \"/app/\", \"status\": 307}}, \"headers\": {\"/css/*\": {\"X-Checked\": \"yes\"}}, \"proxies\": {}}\n"),
         ("site/index.html", "hello from the spa\n"),
+        ("site/about.html", "about us\n"),
+        ("site/errors/404.html", "lost? try /app/\n"),
         ("site/css/a.css", "body {}\n"),
         ("site/.env", "SECRET=1\n"),
         ("notes.txt", "outside the root\n"),
@@ -316,6 +318,14 @@ fn static_json_on_nginx(s: &Server) {
         "{old}"
     );
     assert!(head("/css/a.css").contains("x-checked: yes"));
+    // clean_urls: /about is about.html; encoding names the charset of text answers.
+    assert_eq!(s.get("spa", "/about"), (200, "about us\n".to_string()));
+    assert!(head("/about").contains("content-type: text/html; charset=iso-8859-1"));
+    // error_page answers every 404, with its status.
+    assert_eq!(
+        s.get("spa", "/nope"),
+        (404, "lost? try /app/\n".to_string())
+    );
     for hidden in [
         "/static.json",
         "/.env",
