@@ -1,7 +1,7 @@
 //! Compatibility suite (issue 9): apps and buildpacks shaped like real published ones
 //! (`tests/fixtures/compat/<case>/`), pushed unchanged with real git over ssh to one server
 //! on the default (bookworm) stack, or on the one their magrathea.yml names (trixie), with the
-//! registries (PyPI, npm, Debian) for dependencies.
+//! registries (PyPI, npm, Debian) for dependencies (Go modules are vendored: no module proxy).
 //! Each must answer through the router, or fail at build time where that is the point.
 //!
 //! One test function shares the server: the cases run one after the other (the slow-boot
@@ -318,6 +318,125 @@ fn trixie_express(c: &Ctx) {
     c.answer("texpress", "/", "express on node v20.");
     c.answer("texpress", "/stylesheets/main.css", "font-family");
     c.answer("texpress", "/times?n=3", "0 1 2");
+}
+
+/// A Go web service on the trixie stack's Go, as Heroku's Go buildpack builds it: net/http on
+/// $PORT, a JSON health endpoint, google/uuid vendored by `go mod vendor` (from a local
+/// `replace`: no module proxy is reachable where the fixture was made), the default web
+/// process named after the module. The second push compiles only the changed package (the
+/// build cache), and dropping vendor/ fails in one line suggesting `go mod vendor`.
+fn go_service(c: &Ctx) {
+    require_stack("trixie");
+    // The packages `go install -v` compiled, one a line (git pads the remote's lines).
+    let compiled = |err: &str| -> Vec<String> {
+        err.lines()
+            .map(|l| l.trim_start_matches("remote:").trim().to_string())
+            .filter(|l| l.contains('/') && !l.contains(' ') && !l.contains(':'))
+            .collect()
+    };
+    let dir = c.app("go-service");
+    let err = c.push_ok("tally", &dir);
+    for want in [
+        "Using Go 1.24.",
+        "Using vendored modules (vendor/modules.txt)",
+        "Running: go install -v -tags heroku -mod=vendor github.com/magrathea-compat/tally",
+        "packages of the standard library)",
+        "Installed: bin/tally",
+    ] {
+        assert!(err.contains(want), "no {want:?} in:\n{err}");
+    }
+    let first = compiled(&err);
+    assert!(
+        first.contains(&"github.com/google/uuid".to_string())
+            && first.contains(&"github.com/magrathea-compat/tally".to_string()),
+        "{err}"
+    );
+    let health = c.answer("tally", "/health", "\"status\":\"ok\"");
+    let v: serde_json::Value = serde_json::from_str(&health).unwrap();
+    assert!(v["go"].as_str().unwrap().starts_with("go1.24."), "{health}");
+    assert_eq!(v["request"].as_str().unwrap().len(), 36, "{health}");
+    let page = c.answer("tally", "/", " on go1.24.");
+    assert!(page.starts_with("tally "), "{page}");
+    let ps = c.s.ok(&c.s.admin, "ps tally --json");
+    assert!(ps.contains("\"web.1\""), "{ps}");
+
+    let main = std::fs::read_to_string(dir.join("main.go")).unwrap();
+    commit(
+        &dir,
+        "main.go",
+        &main.replace("tally %d", "tally again %d"),
+        "reword",
+    );
+    let err = c.push_ok("tally", &dir);
+    assert_eq!(
+        compiled(&err),
+        ["github.com/magrathea-compat/tally"],
+        "{err}"
+    );
+    assert!(!err.contains("standard library"), "{err}");
+    c.answer("tally", "/", "tally again ");
+
+    // Without vendor/ the module proxy is asked, and it is unreachable here.
+    git_local(&dir, &["rm", "-r", "-q", "vendor"]);
+    let gomod = std::fs::read_to_string(dir.join("go.mod")).unwrap();
+    let gomod: String = gomod
+        .lines()
+        .filter(|l| !l.starts_with("replace"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    commit(&dir, "go.mod", &gomod, "dependencies from the proxy");
+    let out = c.push("tally", &dir);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(" !     could not download the module's dependencies from ")
+            && err.contains("vendor them (go mod vendor) and commit vendor/"),
+        "{err}"
+    );
+    c.answer("tally", "/", "tally again");
+}
+
+/// Heroku's `// +heroku install ./cmd/...` layout: two binaries sharing an internal package,
+/// a web and a worker named by the Procfile (no default web with two).
+fn go_workers(c: &Ctx) {
+    require_stack("trixie");
+    let dir = c.app("go-workers");
+    let err = c.push_ok("relay", &dir);
+    assert!(
+        err.contains("Running: go install -v -tags heroku ./cmd/...")
+            && err.contains("Installed: bin/web bin/worker"),
+        "{err}"
+    );
+    c.answer(
+        "relay",
+        "/",
+        "relay web; the worker logs \"relay worker beat 1\"",
+    );
+    let t = Instant::now();
+    while !c.logs("relay", "worker").contains("relay worker beat 2") {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no beat: {}",
+            c.logs("relay", "worker")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A go.mod asking for a Go newer than the stack's is refused in one line naming both, and
+/// nothing deploys (no toolchain is downloaded).
+fn go_too_new(c: &Ctx) {
+    require_stack("trixie");
+    let dir = c.app("go-too-new");
+    let out = c.push("future", &dir);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(" !     go.mod asks for Go 1.99, newer than this stack's Go 1.24."),
+        "{err}"
+    );
+    assert!(!err.contains("Released v"), "{err}");
+    assert!(!err.contains("go install"), "{err}");
 }
 
 /// A worker and no web process, its formation in app.json: deploys, and the worker runs.
@@ -722,6 +841,9 @@ const CASES: &[Case] = &[
     ("yarn-berry-app", yarn_berry_app),
     ("trixie-django", trixie_django),
     ("trixie-express", trixie_express),
+    ("go-service", go_service),
+    ("go-workers", go_workers),
+    ("go-too-new", go_too_new),
     ("nextjs-app", nextjs_app),
     ("poetry-apps", poetry_apps),
     ("vite-spa", vite_spa),

@@ -7,8 +7,9 @@ use crate::build::fetch::Remote;
 use crate::fsutil;
 use crate::safefs::{self, Kind};
 
-/// Detection order.
-pub const BUILTIN: &[&str] = &["python", "nodejs", "php", "static", "procfile"];
+/// Detection order (go after php, as in Heroku's default list: a repo with both a package.json
+/// and a go.mod builds as on Heroku).
+pub const BUILTIN: &[&str] = &["python", "nodejs", "php", "go", "static", "procfile"];
 
 macro_rules! bp {
     ($name:literal) => {
@@ -29,10 +30,11 @@ macro_rules! bp {
     };
 }
 
-const FILES: [[(&str, &str); 3]; 5] = [
+const FILES: [[(&str, &str); 3]; 6] = [
     bp!("python"),
     bp!("nodejs"),
     bp!("php"),
+    bp!("go"),
     bp!("static"),
     bp!("procfile"),
 ];
