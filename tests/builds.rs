@@ -449,7 +449,7 @@ fn nothing_detected_says_which_buildpacks_were_tried() {
     assert!(!out.status.success());
     let err = text(&out.stderr);
     assert!(
-        err.contains("no buildpack matched this app; tried: python nodejs php static procfile"),
+        err.contains("no buildpack matched this app; tried: python nodejs php go static procfile"),
         "{err}"
     );
     assert!(releases(&s, "docs").is_empty());
