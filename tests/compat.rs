@@ -397,10 +397,14 @@ fn go_service(c: &Ctx) {
 }
 
 /// Heroku's `// +heroku install ./cmd/...` layout: two binaries sharing an internal package,
-/// a web and a worker named by the Procfile (no default web with two).
+/// a web and a worker named by the Procfile (no default web with two); GO_LINKER_SYMBOL
+/// stamps the commit into the web binary.
 fn go_workers(c: &Ctx) {
     require_stack("trixie");
     let dir = c.app("go-workers");
+    c.s.ok(&c.s.admin, "apps:create relay");
+    c.s.ok(&c.s.admin, "config:set relay GO_LINKER_SYMBOL=main.version");
+    let commit_id = git_local(&dir, &["rev-parse", "HEAD"]);
     let err = c.push_ok("relay", &dir);
     assert!(
         err.contains("Running: go install -v -tags heroku ./cmd/...")
@@ -410,7 +414,10 @@ fn go_workers(c: &Ctx) {
     c.answer(
         "relay",
         "/",
-        "relay web; the worker logs \"relay worker beat 1\"",
+        &format!(
+            "relay web {}; the worker logs \"relay worker beat 1\"",
+            commit_id.trim()
+        ),
     );
     let t = Instant::now();
     while !c.logs("relay", "worker").contains("relay worker beat 2") {
@@ -424,7 +431,7 @@ fn go_workers(c: &Ctx) {
 }
 
 /// A go.mod asking for a Go newer than the stack's is refused in one line naming both, and
-/// nothing deploys (no toolchain is downloaded).
+/// nothing deploys (no toolchain is downloaded); on bookworm, the missing Go is named.
 fn go_too_new(c: &Ctx) {
     require_stack("trixie");
     let dir = c.app("go-too-new");
@@ -437,6 +444,16 @@ fn go_too_new(c: &Ctx) {
     );
     assert!(!err.contains("Released v"), "{err}");
     assert!(!err.contains("go install"), "{err}");
+    // Bookworm's build image has no Go (Debian 12's 1.19 is too old for today's go.mod).
+    git_local(&dir, &["rm", "-q", "magrathea.yml"]);
+    git_local(&dir, &["commit", "-q", "-m", "the default stack"]);
+    let out = c.push("future", &dir);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(" !     go not found on stack bookworm; use a stack with Go (stack: trixie in magrathea.yml)"),
+        "{err}"
+    );
 }
 
 /// A worker and no web process, its formation in app.json: deploys, and the worker runs.
