@@ -838,6 +838,21 @@ done
     }
 }
 
+/// A PHP app as Heroku's PHP docs lay it out: composer.json, a front controller under
+/// `web/` with Apache's `.htaccess` beside it, and `web: heroku-php-apache2 web/` in the
+/// Procfile (Heroku's own server command, served here by PHP's built-in server).
+fn heroku_php(c: &Ctx) {
+    let dir = c.app("heroku-php");
+    c.push_ok("guestbook", &dir);
+    c.answer("guestbook", "/", "guestbook on PHP 8.");
+    c.answer("guestbook", "/entries/7", "\"entry\":7");
+    c.answer("guestbook", "/assets/site.css", "font-family");
+    for hidden in ["/.htaccess", "/composer.json", "/Procfile"] {
+        let (status, body) = c.s.get("guestbook", hidden);
+        assert_eq!(status, 404, "{hidden}: {body}");
+    }
+}
+
 type Case = (&'static str, fn(&Ctx));
 
 const CASES: &[Case] = &[
@@ -863,6 +878,7 @@ const CASES: &[Case] = &[
     ("go-too-new", go_too_new),
     ("nextjs-app", nextjs_app),
     ("poetry-apps", poetry_apps),
+    ("heroku-php", heroku_php),
     ("vite-spa", vite_spa),
 ];
 /// Cases waiting for platform work not on main yet, run only when named in COMPAT_CASES.
