@@ -299,19 +299,7 @@ fn static_json_on_nginx(s: &Server) {
     );
     let (status, body) = s.get("spa", "/app/reports/42");
     assert_eq!((status, body.as_str()), (200, "hello from the spa\n"));
-    let head = |path: &str| {
-        let out = run(Command::new("curl").args([
-            "-sS",
-            "-o",
-            "/dev/null",
-            "-D",
-            "-",
-            "-H",
-            "Host: spa.localhost",
-            &format!("http://127.0.0.1:{}{path}", s.http_port),
-        ]));
-        text(&out.stdout).to_lowercase()
-    };
+    let head = |path: &str| s.head("spa", path);
     let old = head("/old");
     assert!(
         old.starts_with("http/1.1 307") && old.contains("location: /app/"),

@@ -765,27 +765,18 @@ fn vite_spa(c: &Ctx) {
     );
     // Over plain HTTP the router says so (X-Forwarded-Proto: http): the app sends the
     // client to HTTPS, deep links included.
-    let url = format!("http://127.0.0.1:{}/reports/42", c.s.http_port);
     let t = Instant::now();
     loop {
-        let out = run(Command::new("curl")
-            .args([
-                "-sS",
-                "-o",
-                "/dev/null",
-                "-D",
-                "-",
-                "-H",
-                "Host: spa.localhost",
-            ])
-            .arg(&url));
-        let head = text(&out.stdout).to_lowercase();
+        let head = c.s.head("spa", "/reports/42");
         if head.starts_with("http/1.1 301")
             && head.contains("location: https://spa.localhost/reports/42\r\n")
         {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(120), "{url}: {head}");
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "/reports/42: {head}"
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
     // Behind HTTPS (the header the router sets then), asked inside a one-off dyno of the

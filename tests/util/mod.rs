@@ -216,6 +216,22 @@ impl Server {
         http_get(self.http_port, &format!("{app}.localhost"), path)
     }
 
+    /// GET `path` from `app` through the router with curl; the response head, lowercased
+    /// (status line and headers, CRLF kept).
+    pub fn head(&self, app: &str, path: &str) -> String {
+        let out = run(Command::new("curl").args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-D",
+            "-",
+            "-H",
+            &format!("Host: {app}.localhost"),
+            &format!("http://127.0.0.1:{}{path}", self.http_port),
+        ]));
+        text(&out.stdout).to_lowercase()
+    }
+
     /// SIGKILL and wait: the controller dies without warning.
     /// The running server's process id.
     pub fn pid(&self) -> u32 {
