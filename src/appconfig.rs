@@ -390,6 +390,8 @@ fn check_placement(env: &str, e: &Environment) -> Result<(), String> {
 /// A Procfile: `type: command` per line; `#` comments and blank lines ignored.
 pub fn parse_procfile(text: &str) -> Result<BTreeMap<String, String>, String> {
     let mut out = BTreeMap::new();
+    // Windows editors start a UTF-8 file with a byte order mark; it is not part of `web`.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     for (i, line) in text.lines().enumerate() {
         let l = line.trim();
         if l.is_empty() || l.starts_with('#') {
@@ -618,6 +620,14 @@ mod tests {
         assert_eq!(p["web"], "busybox httpd -f -p $PORT");
         assert_eq!(p["worker"], "sh -c 'x: y'");
         assert!(parse_procfile("web").is_err());
+        // Dokku's sample apps: comment blocks, an inline comment (left to the shell), a
+        // one-shot type; a byte order mark and CRLF lines from a Windows editor.
+        let p = parse_procfile(
+            "\u{feff}###\r\n# dev\r\nweb: python3 web.py # inline\r\ncustom: echo -n\r\nrelease: touch /app/r\r\n\r\n#dj2: x\r\n",
+        )
+        .unwrap();
+        assert_eq!(p.keys().collect::<Vec<_>>(), ["custom", "release", "web"]);
+        assert_eq!(p["web"], "python3 web.py # inline");
         assert!(parse_procfile("Web: x").is_err());
         assert!(parse_procfile("web: a\nweb: b").is_err());
         // Found by fuzzing: the bad type was echoed with its control characters.

@@ -3,6 +3,8 @@
 //! and `scripts.dokku.predeploy`/`postdeploy`. Every other key (`name`, `env`, `addons`,
 //! `buildpacks`, ...) is accepted and ignored, as Dokku does. The file arrives inside an
 //! untrusted push: it is size-bounded and parsed into plain types with one-line errors.
+//! Dokku's older `CHECKS` file is read here too ([`parse_checks`]): Dokku converts it into
+//! web startup checks when app.json has none, and so does the platform.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +21,9 @@ pub struct AppJson {
     pub healthchecks: Option<BTreeMap<String, Vec<Check>>>,
     #[serde(default)]
     pub scripts: Option<Scripts>,
+    /// The web checks came from a `CHECKS` file, not from app.json.
+    #[serde(skip)]
+    pub checks_file: bool,
 }
 
 /// Heroku's object form (`{"web": {"quantity": 1, "size": "basic"}}`) or the older array
@@ -75,6 +80,9 @@ pub struct Check {
     /// A command check (run in the container); not supported, refused clearly.
     #[serde(default)]
     pub command: Option<serde_json::Value>,
+    /// An uptime check: the process must stay up this many seconds.
+    #[serde(default)]
+    pub uptime: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
@@ -129,6 +137,22 @@ impl AppJson {
                     .collect()
             })
             .unwrap_or_default()
+    }
+
+    /// Takes the web checks of a `CHECKS` file ([`parse_checks`]) when app.json has none
+    /// of its own, as Dokku does.
+    pub fn with_checks_file(mut self, checks: Vec<Check>) -> AppJson {
+        let has_web = self
+            .healthchecks
+            .as_ref()
+            .is_some_and(|h| h.contains_key("web"));
+        if !checks.is_empty() && !has_web {
+            self.healthchecks
+                .get_or_insert_with(BTreeMap::new)
+                .insert("web".into(), checks);
+            self.checks_file = true;
+        }
+        self
     }
 
     pub fn predeploy(&self) -> Option<&str> {
@@ -198,6 +222,83 @@ pub fn parse(text: &str) -> Result<AppJson, String> {
     Ok(a)
 }
 
+/// Dokku's `CHECKS` file, as Dokku converts it into app.json startup checks for web: a
+/// path per line, optionally followed by text the answer must contain; `WAIT=`, `TIMEOUT=`
+/// and `ATTEMPTS=` lines (seconds, seconds, a count) apply to every check; anything after a
+/// `#` is a comment. A check written as a URL (`//host/path`, `https://host/path`) is made
+/// against its path.
+pub fn parse_checks(text: &str) -> Result<Vec<Check>, String> {
+    if text.len() > MAX_SIZE {
+        return Err("CHECKS: larger than 256 KiB".into());
+    }
+    let (mut wait, mut timeout, mut attempts) = (None, None, None);
+    let mut checks = vec![];
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    for (i, line) in text.lines().enumerate() {
+        let l = line.split('#').next().unwrap_or("").trim();
+        if l.is_empty() {
+            continue;
+        }
+        let at = || format!("CHECKS line {}", i + 1);
+        let shown = |s: &str| {
+            s.chars()
+                .filter(|c| !c.is_control())
+                .take(60)
+                .collect::<String>()
+        };
+        if let Some((k @ ("WAIT" | "TIMEOUT" | "ATTEMPTS"), v)) =
+            l.split_once('=').map(|(k, v)| (k.trim(), v))
+        {
+            let n: u64 = v
+                .trim()
+                .parse()
+                .map_err(|_| format!("{}: {k}={} is not a whole number", at(), shown(v.trim())))?;
+            match k {
+                "WAIT" => wait = Some(n),
+                "TIMEOUT" => timeout = Some(n),
+                _ => attempts = Some(n.min(u32::MAX as u64) as u32),
+            }
+            continue;
+        }
+        let (target, content) = match l.split_once(char::is_whitespace) {
+            Some((p, c)) => (p, Some(c.trim().to_string()).filter(|c| !c.is_empty())),
+            None => (l, None),
+        };
+        // A URL's scheme and host name the app as Dokku's proxy knew it; the check itself
+        // reaches the process directly, so only the path counts.
+        let lower = target.to_ascii_lowercase();
+        let rest = ["http://", "https://", "//"]
+            .iter()
+            .find(|p| lower.starts_with(*p))
+            .map(|p| &target[p.len()..]);
+        let path = match rest {
+            Some(r) => r.find('/').map_or("/", |i| &r[i..]),
+            None => target,
+        };
+        if !path.starts_with('/') || path.bytes().any(|b| b < b' ' || b == 0x7f) {
+            return Err(format!(
+                "{}: '{}' is not a path (write /path, optionally followed by text the answer must hold)",
+                at(),
+                shown(target)
+            ));
+        }
+        checks.push(Check {
+            kind: Some("startup".into()),
+            name: Some(format!("check-{}", checks.len() + 1)),
+            path: Some(path.to_string()),
+            content,
+            ..Check::default()
+        });
+    }
+    for c in &mut checks {
+        // 0 is Dokku's "not set".
+        c.wait = wait.filter(|n| *n > 0);
+        c.timeout = timeout.filter(|n| *n > 0);
+        c.attempts = attempts.filter(|n| *n > 0);
+    }
+    Ok(checks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,6 +329,54 @@ mod tests {
         assert_eq!(old.formation(), BTreeMap::from([("worker".into(), 3)]));
         assert_eq!(parse("").unwrap(), AppJson::default());
         assert_eq!(parse("{}").unwrap(), AppJson::default());
+    }
+
+    #[test]
+    fn dokkus_checks_file() {
+        // The shape of Dokku's own sample apps' CHECKS files.
+        let c = parse_checks(
+            "WAIT=2 # wait 2 seconds\nTIMEOUT=5 # set timeout to 5 seconds\nATTEMPTS=2 # try 2 times\n\n/ python/http.server\n# /old\n/health\nhttps://example.com/path nodejs/express\n//localhost:5000 ok\n",
+        )
+        .unwrap();
+        assert_eq!(c.len(), 4);
+        assert_eq!(c[0].path.as_deref(), Some("/"));
+        assert_eq!(c[0].content.as_deref(), Some("python/http.server"));
+        assert_eq!(c[0].name.as_deref(), Some("check-1"));
+        assert_eq!(
+            (c[0].wait, c[0].timeout, c[0].attempts),
+            (Some(2), Some(5), Some(2))
+        );
+        assert_eq!(c[1].path.as_deref(), Some("/health"));
+        assert_eq!(c[1].content, None);
+        assert_eq!(c[2].path.as_deref(), Some("/path"));
+        assert_eq!(c[2].content.as_deref(), Some("nodejs/express"));
+        assert_eq!(c[3].path.as_deref(), Some("/"));
+        assert_eq!((c[3].wait, c[3].attempts), (Some(2), Some(2)));
+        let only = parse_checks("ATTEMPTS=0\n/").unwrap();
+        assert_eq!((only[0].attempts, only[0].wait), (None, None));
+        assert!(parse_checks("# nothing\n\nWAIT=3\n").unwrap().is_empty());
+
+        // app.json's own web checks win; else the file's become web's.
+        let a = parse(r#"{"healthchecks": {"web": [{"path": "/up"}]}}"#).unwrap();
+        let a = a.with_checks_file(c.clone());
+        assert_eq!(a.startup_checks("web")[0].path.as_deref(), Some("/up"));
+        assert!(!a.checks_file);
+        let a = parse(r#"{"formation": {"web": {"quantity": 1}}}"#).unwrap();
+        let a = a.with_checks_file(c);
+        assert_eq!(a.startup_checks("web").len(), 4);
+        assert!(a.checks_file);
+
+        for bad in [
+            "WAIT=soon\n/",
+            "/ ok\nTIMEOUT=-1",
+            "health ok",
+            "/\x1b[2J ok\nhttp",
+        ] {
+            let e = parse_checks(bad).unwrap_err();
+            assert!(e.starts_with("CHECKS line "), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+            assert!(!e.chars().any(char::is_control), "{e:?}");
+        }
     }
 
     #[test]

@@ -480,6 +480,62 @@ fn worker_only(c: &Ctx) {
     }
 }
 
+/// Dokku's sample-app shape: `.buildpacks` naming Heroku's own Node.js and Python
+/// buildpacks by GitHub URL (the builtins run in their place: GitHub is not needed), a
+/// `CHECKS` file (its path and content checks gate the deploy), a Procfile with comment
+/// blocks, an inline comment, a one-shot type and `release:`, app.json's predeploy and
+/// postdeploy, and a `.env` that is never loaded.
+fn dokku_multi(c: &Ctx) {
+    let dir = c.app("dokku-multi");
+    let err = c.push_ok("statuspage", &dir);
+    for want in [
+        "https://github.com/heroku/heroku-buildpack-nodejs: using the builtin nodejs buildpack",
+        "https://github.com/heroku/heroku-buildpack-python.git: using the builtin python buildpack",
+        "static/site.css: ",
+        "predeploy: assets present",
+        "release: assets present; DYNO=release.1",
+        "(GET /health)",
+        "statuspage deployed at ",
+    ] {
+        assert!(err.contains(want), "no {want:?} in:\n{err}");
+    }
+    assert!(!err.contains("Fetching buildpack"), "{err}");
+    let body = c.answer("statuspage", "/", "assets built by node v");
+    assert!(
+        body.contains("(no banner)") && body.contains("served by python 3.11"),
+        "{body}"
+    );
+    c.answer(
+        "statuspage",
+        "/static/site.css",
+        ".up   { color: #1a7f37; }",
+    );
+    let ps = c.s.ok(&c.s.admin, "ps statuspage --json");
+    let rows: serde_json::Value = serde_json::from_str(&ps).unwrap();
+    let procs: Vec<&str> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["kind"] == "process")
+        .map(|r| r["process"].as_str().unwrap())
+        .collect();
+    assert_eq!(procs, ["web.1"], "{ps}");
+
+    // The CHECKS file gates the deploy: a content the new release does not serve fails it,
+    // naming the file, and the live release keeps serving.
+    commit(
+        &dir,
+        "CHECKS",
+        "WAIT=1\nATTEMPTS=2\n/health all-clear\n",
+        "stricter check",
+    );
+    let out = c.push("statuspage", &dir);
+    let err = text(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("CHECKS file"), "{err}");
+    c.answer("statuspage", "/", "assets built by node v");
+}
+
 /// Binds $PORT only after 30 s (Heroku's boot timeout is 60 s).
 fn slow_boot(c: &Ctx) {
     let dir = c.app("slow-boot");
@@ -849,6 +905,7 @@ type Case = (&'static str, fn(&Ctx));
 const CASES: &[Case] = &[
     ("flask-gunicorn", flask_gunicorn),
     ("worker-only", worker_only),
+    ("dokku-multi", dokku_multi),
     ("php-composer-unfetchable", php_composer_unfetchable),
     ("submodule", submodule),
     ("buildpack-by-url", buildpack_by_url),

@@ -219,6 +219,9 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
     if let Some(b) = BUILTIN.iter().find(|b| **b == s) {
         return Ok(Buildpack::Builtin(b));
     }
+    if let Some(b) = standin(s) {
+        return Ok(Buildpack::Builtin(b));
+    }
     if let Some(r) = Remote::parse(s) {
         return r.map(Buildpack::Url).map_err(|e| e.to_string());
     }
@@ -262,6 +265,54 @@ pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
     Ok(Buildpack::InRepo(rel.to_string()))
 }
 
+/// The builtin that does the work of one of Heroku's own buildpacks (or Dokku's null one),
+/// named as apps name them: by registry name (`heroku/python`), GitHub URL (any ref) or
+/// registry tarball URL. Heroku's are made for Heroku's stack images and download runtimes
+/// built for those, so fetching one here would fail (or build for the wrong system).
+pub fn standin(spec: &str) -> Option<&'static str> {
+    let s = spec.trim().to_ascii_lowercase();
+    let s = s.split('#').next().unwrap_or("").trim_end_matches('/');
+    let s = s.strip_suffix(".git").unwrap_or(s);
+    let builtin = |lang: &str| match lang {
+        "python" => Some("python"),
+        "nodejs" => Some("nodejs"),
+        "php" => Some("php"),
+        "go" => Some("go"),
+        "static" => Some("static"),
+        _ => None,
+    };
+    // heroku/python, heroku-community/static: Heroku's buildpack registry names.
+    if let Some(n) = s.strip_prefix("heroku/") {
+        return builtin(n);
+    }
+    if s == "heroku-community/static" {
+        return Some("static");
+    }
+    let (_, rest) = s.split_once("://")?;
+    let rest = rest.strip_prefix("www.").unwrap_or(rest);
+    if let Some(repo) = rest.strip_prefix("github.com/") {
+        return match repo {
+            "dokku/buildpack-null" | "ryandotsmith/null-buildpack" => Some("procfile"),
+            _ => repo
+                .strip_prefix("heroku/heroku-buildpack-")
+                .and_then(builtin),
+        };
+    }
+    // The registry's tarballs: .../buildpacks/heroku/python.tgz
+    for host in [
+        "buildpack-registry.s3.amazonaws.com/buildpacks/",
+        "codon-buildpacks.s3.amazonaws.com/buildpacks/",
+    ] {
+        if let Some(name) = rest.strip_prefix(host).and_then(|n| n.strip_suffix(".tgz")) {
+            return match name {
+                "heroku-community/static" => Some("static"),
+                _ => name.strip_prefix("heroku/").and_then(builtin),
+            };
+        }
+    }
+    None
+}
+
 impl Buildpack {
     /// As build output names it before its bin/detect does.
     pub fn name(&self) -> String {
@@ -281,6 +332,21 @@ pub fn select(
     buildpack_url: Option<&str>,
     src: &Path,
 ) -> Result<Option<Vec<Buildpack>>, String> {
+    let Some(list) = named(config, buildpack_url, src)? else {
+        return Ok(None);
+    };
+    list.iter()
+        .map(|s| resolve(s, src))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// What [`select`] resolves: the buildpacks as the app names them, where it names any.
+pub fn named(
+    config: Option<&Vec<String>>,
+    buildpack_url: Option<&str>,
+    src: &Path,
+) -> Result<Option<Vec<String>>, String> {
     let list: Vec<String> = if let Some(u) = buildpack_url.filter(|u| !u.trim().is_empty()) {
         vec![u.trim().to_string()]
     } else if let Some(l) = config {
@@ -301,18 +367,59 @@ pub fn select(
     } else {
         return Ok(None);
     };
-    if list.is_empty() {
-        return Ok(None);
-    }
-    list.iter()
-        .map(|s| resolve(s, src))
-        .collect::<Result<Vec<_>, _>>()
-        .map(Some)
+    Ok(Some(list).filter(|l| !l.is_empty()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn herokus_buildpacks_are_the_builtins() {
+        for (spec, want) in [
+            ("heroku/python", "python"),
+            ("heroku/nodejs", "nodejs"),
+            ("heroku/go", "go"),
+            ("heroku/php", "php"),
+            ("heroku-community/static", "static"),
+            ("https://github.com/heroku/heroku-buildpack-nodejs", "nodejs"),
+            ("https://github.com/heroku/heroku-buildpack-nodejs.git", "nodejs"),
+            ("https://github.com/heroku/heroku-buildpack-python.git#v250", "python"),
+            ("http://github.com/heroku/heroku-buildpack-go/", "go"),
+            ("git://github.com/heroku/heroku-buildpack-php.git", "php"),
+            ("https://github.com/heroku/heroku-buildpack-static", "static"),
+            (
+                "https://buildpack-registry.s3.amazonaws.com/buildpacks/heroku/python.tgz",
+                "python",
+            ),
+            (
+                "https://codon-buildpacks.s3.amazonaws.com/buildpacks/heroku/nodejs.tgz",
+                "nodejs",
+            ),
+            (
+                "https://buildpack-registry.s3.amazonaws.com/buildpacks/heroku-community/static.tgz",
+                "static",
+            ),
+            ("https://github.com/dokku/buildpack-null", "procfile"),
+            ("  HTTPS://GitHub.com/Heroku/heroku-buildpack-nodejs  ", "nodejs"),
+        ] {
+            assert_eq!(standin(spec), Some(want), "{spec}");
+            let d = tempfile::tempdir().unwrap();
+            assert_eq!(resolve(spec, d.path()), Ok(Buildpack::Builtin(want)), "{spec}");
+        }
+        // Others' buildpacks stay what they are: fetched by URL.
+        for spec in [
+            "heroku/ruby",
+            "https://github.com/heroku/heroku-buildpack-apt",
+            "https://github.com/heroku/heroku-buildpack-ruby",
+            "https://github.com/someone/heroku-buildpack-python",
+            "https://gitlab.com/heroku/heroku-buildpack-python",
+            "https://buildpack-registry.s3.amazonaws.com/buildpacks/heroku/ruby.tgz",
+            "python",
+        ] {
+            assert_eq!(standin(spec), None, "{spec}");
+        }
+    }
 
     #[test]
     fn resolving() {
@@ -395,6 +502,16 @@ mod tests {
         let list = select(Some(&vec!["https://h/o/bp.git#v2".into()]), None, d.path());
         assert!(
             matches!(&list.unwrap().unwrap()[..], [Buildpack::Url(r)] if r.git_ref.as_deref() == Some("v2"))
+        );
+        // Heroku's own buildpacks and Dokku's null one, as apps name them, are the builtins.
+        std::fs::write(
+            d.path().join(".env"),
+            "BUILDPACK_URL=https://github.com/heroku/heroku-buildpack-python.git#v270\n",
+        )
+        .unwrap();
+        assert_eq!(
+            select(None, None, d.path()),
+            Ok(Some(vec![Buildpack::Builtin("python")]))
         );
         assert_eq!(dotenv_value("A=1\nA=\"2\"\n", "A").as_deref(), Some("2"));
         assert_eq!(dotenv_value("A=x # note\n", "A").as_deref(), Some("x"));

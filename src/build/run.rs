@@ -306,6 +306,24 @@ impl<H: Host> Build<'_, H> {
             Ok(s) => s,
             Err(e) => return Err(self.report(fail(e)).await),
         };
+        // Heroku's own buildpacks, named by the app, run as the builtins that stand in for them.
+        let named = buildpacks::named(
+            config.buildpacks.as_ref(),
+            req.config_vars.get("BUILDPACK_URL").map(String::as_str),
+            &self.src(),
+        )
+        .ok()
+        .flatten();
+        for spec in named.iter().flatten() {
+            if let Some(b) = buildpacks::standin(spec).filter(|b| *b != spec.trim()) {
+                let shown: String = spec.chars().filter(|c| !c.is_control()).take(200).collect();
+                self.out
+                    .line(format!(
+                        "-----> {shown}: using the builtin {b} buildpack in its place (Heroku's own buildpacks are made for Heroku's stacks)"
+                    ))
+                    .await;
+            }
+        }
         let detect = selected.is_none();
         let refetch = refetch_marker(host.data(), &req.app);
         let refresh = refetch.exists();

@@ -78,15 +78,24 @@ pub fn app_json_checks(config: &AppConfig, app_json: &AppJson) -> Vec<Health> {
                 .as_deref()
                 .map(|n| format!(" ({})", n.chars().take(60).collect::<String>()))
                 .unwrap_or_default();
+            // An uptime check: the process must still be up (and answering) after that long.
+            let delay = c.initial_delay.unwrap_or(0).max(c.uptime.unwrap_or(0));
             Health {
                 path: c.path.clone().unwrap_or_else(|| "/".into()),
                 timeout_ms: c.timeout.unwrap_or(5).clamp(1, 120) * 1000,
                 attempts: c.attempts.unwrap_or(3).clamp(1, 600),
                 interval_ms: c.wait.unwrap_or(5).clamp(1, 600) * 1000,
-                initial_delay_ms: c.initial_delay.unwrap_or(0).min(600) * 1000,
+                initial_delay_ms: delay.min(600) * 1000,
                 content: c.content.clone().filter(|s| !s.is_empty()),
                 strict: c.path.is_some(),
-                setting: format!("attempts/wait/timeout of app.json healthchecks.web[{i}]{name}"),
+                setting: if app_json.checks_file {
+                    format!(
+                        "WAIT/ATTEMPTS/TIMEOUT of the CHECKS file (its check {})",
+                        i + 1
+                    )
+                } else {
+                    format!("attempts/wait/timeout of app.json healthchecks.web[{i}]{name}")
+                },
             }
         })
         .collect()
@@ -200,7 +209,8 @@ fn read_meta_of_release(tarball: &Path) -> ReleaseMeta {
     let Ok(entries) = ar.entries() else {
         return meta;
     };
-    let (mut seen_cfg, mut seen_json) = (false, false);
+    let (mut seen_cfg, mut seen_json, mut seen_checks) = (false, false, false);
+    let mut checks: Result<Vec<appjson::Check>, String> = Ok(vec![]);
     for e in entries.flatten() {
         let mut e = e;
         let Ok(path) = e.path().map(|p| p.into_owned()) else {
@@ -223,11 +233,27 @@ fn read_meta_of_release(tarball: &Path) -> ReleaseMeta {
                 Err(_) => Err("app.json: not UTF-8".into()),
             };
             seen_json = true;
+        } else if regular && path == Path::new("app/CHECKS") {
+            let mut b = Vec::new();
+            let _ = e
+                .by_ref()
+                .take(appjson::MAX_SIZE as u64 + 1)
+                .read_to_end(&mut b);
+            checks = match String::from_utf8(b) {
+                Ok(s) => appjson::parse_checks(&s),
+                Err(_) => Err("CHECKS: not UTF-8".into()),
+            };
+            seen_checks = true;
         }
-        if seen_cfg && seen_json {
+        if seen_cfg && seen_json && seen_checks {
             break;
         }
     }
+    // Dokku's CHECKS file: web's startup checks when app.json has none.
+    meta.app_json = match (meta.app_json, checks) {
+        (Ok(a), Ok(c)) => Ok(a.with_checks_file(c)),
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
     meta
 }
 

@@ -749,10 +749,24 @@ fn app_json(data: &[u8]) {
         }
         Err(e) => one_line("app.json", &e),
     }
+    // Dokku's CHECKS file, the other source of web checks.
+    match appjson::parse_checks(&text(data)) {
+        Ok(checks) => {
+            for c in checks {
+                let p = c.path.unwrap_or_default();
+                assert!(
+                    p.starts_with('/') && !p.chars().any(char::is_control),
+                    "{p:?}"
+                );
+            }
+        }
+        Err(e) => one_line("CHECKS", &e),
+    }
 }
 
 fn app_json_seeds() -> Vec<Vec<u8>> {
     [
+        "WAIT=2 # wait 2 seconds\nTIMEOUT=5\nATTEMPTS=2\n\n/ python/http.server\nhttps://example.com/path ok\n//localhost:5000\n",
         r#"{
   "name": "Small Sharp Tool",
   "description": "This app does one little thing, and does it well.",
