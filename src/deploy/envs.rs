@@ -287,4 +287,24 @@ mod tests {
         // Found by fuzzing: overflowed (a panic in debug builds, a wrapped value in release).
         assert_eq!(parse_duration_ms("999999999999999m"), None);
     }
+
+    #[test]
+    fn web_checks_from_app_json_or_checks_file() {
+        let none = AppConfig::default();
+        // docker-container-healthchecker's uptime check: up (and answering) after 10 s.
+        let a = appjson::parse(
+            r#"{"healthchecks": {"web": [{"type": "startup", "name": "up", "uptime": 10}]}}"#,
+        )
+        .unwrap();
+        let h = app_json_checks(&none, &a);
+        assert_eq!((h[0].initial_delay_ms, h[0].strict), (10_000, false));
+        let a = AppJson::default()
+            .with_checks_file(appjson::parse_checks("WAIT=1\nATTEMPTS=4\n/health ok").unwrap());
+        let h = app_json_checks(&none, &a);
+        assert_eq!(h.len(), 1);
+        assert_eq!((h[0].path.as_str(), h[0].strict), ("/health", true));
+        assert_eq!((h[0].attempts, h[0].interval_ms), (4, 1000));
+        assert_eq!(h[0].content.as_deref(), Some("ok"));
+        assert!(h[0].setting.contains("CHECKS file"), "{}", h[0].setting);
+    }
 }
