@@ -1,7 +1,10 @@
 //! The app's `app.json` (Heroku's app manifest, as Dokku reads it): only the keys the
-//! platform acts on. `formation` (process counts), `healthchecks` (Dokku's startup checks)
-//! and `scripts.dokku.predeploy`/`postdeploy`. Every other key (`name`, `env`, `addons`,
-//! `buildpacks`, ...) is accepted and ignored, as Dokku does. The file arrives inside an
+//! platform acts on. `formation` (process counts), `healthchecks` (Dokku's startup checks),
+//! `scripts.dokku.predeploy`/`postdeploy`, `scripts.postdeploy` (once, on an environment's
+//! first deploy), `buildpacks` (when nothing else names any), `env` (defaults, generated
+//! secrets and required variables, on an environment's first deploy) and `cron` (refused
+//! work: said at deploy). Every other key (`name`, `addons`, ...) is accepted and ignored,
+//! as Dokku does. Comments are allowed (Dokku reads it as JSONC). The file arrives inside an
 //! untrusted push: it is size-bounded and parsed into plain types with one-line errors.
 //! Dokku's older `CHECKS` file is read here too ([`parse_checks`]): Dokku converts it into
 //! web startup checks when app.json has none, and so does the platform.
@@ -21,9 +24,38 @@ pub struct AppJson {
     pub healthchecks: Option<BTreeMap<String, Vec<Check>>>,
     #[serde(default)]
     pub scripts: Option<Scripts>,
+    /// `[{"url": "heroku/python"}, ...]`: the buildpacks, when nothing else names any.
+    #[serde(default)]
+    pub buildpacks: Option<Vec<BuildpackRef>>,
+    /// Config vars the app declares; read through [`AppJson::env_vars`].
+    #[serde(default)]
+    pub env: Option<BTreeMap<String, serde_json::Value>>,
+    /// Dokku's scheduled tasks (not run here).
+    #[serde(default)]
+    pub cron: Option<Vec<serde_json::Value>>,
     /// The web checks came from a `CHECKS` file, not from app.json.
     #[serde(skip)]
     pub checks_file: bool,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+pub struct BuildpackRef {
+    #[serde(default)]
+    pub url: String,
+}
+
+/// One variable of app.json's `env`: a plain value (`"WEB_CONCURRENCY": "5"`) or Heroku's
+/// object form (`description`, `value`, `required`, `generator`, and Dokku's `sync`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EnvVar {
+    pub name: String,
+    pub value: Option<String>,
+    /// Heroku's and Dokku's default: a variable without a value must be given one.
+    pub required: bool,
+    /// `"generator": "secret"`: a random 64-character hex string.
+    pub secret: bool,
+    /// Dokku's `sync`: set to `value` on every deploy, not only the first.
+    pub sync: bool,
 }
 
 /// Heroku's object form (`{"web": {"quantity": 1, "size": "basic"}}`) or the older array
@@ -89,7 +121,7 @@ pub struct Check {
 pub struct Scripts {
     #[serde(default)]
     pub dokku: Option<DokkuScripts>,
-    /// Heroku's review-app hook; recorded, not run (Dokku reads `scripts.dokku`).
+    /// Heroku's (and Dokku's) run-once hook: after an environment's first deploy.
     #[serde(default)]
     pub postdeploy: Option<serde_json::Value>,
 }
@@ -155,6 +187,88 @@ impl AppJson {
         self
     }
 
+    /// The buildpacks app.json names, in order.
+    pub fn buildpack_urls(&self) -> Vec<String> {
+        self.buildpacks
+            .iter()
+            .flatten()
+            .map(|b| b.url.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .collect()
+    }
+
+    /// The variables of `env`, checked: names a shell can export, scalar values, the
+    /// `secret` generator only.
+    pub fn env_vars(&self) -> Result<Vec<EnvVar>, String> {
+        use serde_json::Value;
+        let scalar = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        let mut out = vec![];
+        for (name, v) in self.env.iter().flatten() {
+            let shown: String = name.chars().filter(|c| !c.is_control()).take(60).collect();
+            let env_name = name.len() <= 128
+                && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !env_name {
+                return Err(format!("app.json env: '{shown}' is not a variable name"));
+            }
+            let mut e = EnvVar {
+                name: name.clone(),
+                required: true,
+                ..EnvVar::default()
+            };
+            match v {
+                Value::Object(o) => {
+                    let bad =
+                        |k: &str, want: &str| format!("app.json env.{shown}: {k} must be {want}");
+                    e.value = match o.get("value") {
+                        None | Some(Value::Null) => None,
+                        Some(v) => Some(scalar(v).ok_or_else(|| bad("value", "a string"))?),
+                    };
+                    match o.get("required") {
+                        None | Some(Value::Null) => {}
+                        Some(Value::Bool(b)) => e.required = *b,
+                        Some(_) => return Err(bad("required", "true or false")),
+                    }
+                    match o.get("sync") {
+                        None | Some(Value::Null) => {}
+                        Some(Value::Bool(b)) => e.sync = *b,
+                        Some(_) => return Err(bad("sync", "true or false")),
+                    }
+                    match o.get("generator") {
+                        None | Some(Value::Null) => {}
+                        Some(Value::String(g)) if g == "secret" => e.secret = true,
+                        Some(_) => return Err(bad("generator", "\"secret\"")),
+                    }
+                }
+                Value::Null => {}
+                other => {
+                    e.value = Some(scalar(other).ok_or_else(|| {
+                        format!("app.json env.{shown}: expected a string or an object")
+                    })?)
+                }
+            }
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Heroku's `scripts.postdeploy` (a command, or `{"command": ...}`): run once, after an
+    /// environment's first deploy.
+    pub fn first_deploy_script(&self) -> Option<&str> {
+        let v = self.scripts.as_ref()?.postdeploy.as_ref()?;
+        let s = match v {
+            serde_json::Value::String(s) => s.as_str(),
+            serde_json::Value::Object(o) => o.get("command")?.as_str()?,
+            _ => return None,
+        };
+        Some(s).filter(|s| !s.trim().is_empty())
+    }
+
     pub fn predeploy(&self) -> Option<&str> {
         self.dokku_script(|d| d.predeploy.as_deref())
     }
@@ -180,7 +294,10 @@ pub fn parse(text: &str) -> Result<AppJson, String> {
     if text.len() > MAX_SIZE {
         return Err("app.json: larger than 256 KiB".into());
     }
-    let v: serde_json::Value = serde_json::from_str(text).map_err(|e| format!("app.json: {e}"))?;
+    // Dokku reads app.json as JSONC: comments (and trailing commas) are allowed.
+    let v: serde_json::Value = serde_json::from_str(text)
+        .or_else(|e| serde_json::from_str(&strip_jsonc(text)).map_err(|_| e))
+        .map_err(|e| format!("app.json: {e}"))?;
     if !v.is_object() {
         return Err("app.json: expected a JSON object at the top".into());
     }
@@ -214,12 +331,95 @@ pub fn parse(text: &str) -> Result<AppJson, String> {
             }
         }
     }
-    for s in [a.predeploy(), a.postdeploy()].into_iter().flatten() {
+    for s in [a.predeploy(), a.postdeploy(), a.first_deploy_script()]
+        .into_iter()
+        .flatten()
+    {
         if s.contains('\0') {
-            return Err("app.json scripts.dokku: a script holds a NUL byte".into());
+            return Err("app.json scripts: a script holds a NUL byte".into());
+        }
+    }
+    a.env_vars()?;
+    for u in a.buildpack_urls() {
+        if u.chars().any(char::is_control) {
+            return Err("app.json buildpacks: a url holds control characters".into());
         }
     }
     Ok(a)
+}
+
+/// JSON with `//` and `/* */` comments and trailing commas made plain JSON: each becomes
+/// spaces (newlines stay), so an error still points at the right line and column.
+fn strip_jsonc(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out: Vec<u8> = Vec::with_capacity(b.len());
+    let (mut i, mut in_str) = (0, false);
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            out.push(c);
+            if c == b'\\' && i + 1 < b.len() {
+                out.push(b[i + 1]);
+                i += 1;
+            } else if c == b'"' {
+                in_str = false;
+            }
+            i += 1;
+            continue;
+        }
+        match (c, b.get(i + 1)) {
+            (b'"', _) => {
+                in_str = true;
+                out.push(c);
+                i += 1;
+            }
+            (b'/', Some(b'/')) => {
+                while i < b.len() && b[i] != b'\n' {
+                    out.push(b' ');
+                    i += 1;
+                }
+            }
+            (b'/', Some(b'*')) => {
+                let end = text[i + 2..].find("*/").map_or(b.len(), |e| i + 2 + e + 2);
+                while i < end {
+                    out.push(if b[i] == b'\n' { b'\n' } else { b' ' });
+                    i += 1;
+                }
+            }
+            _ => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    strip_trailing_commas(&String::from_utf8(out).unwrap_or_default())
+}
+
+/// Trailing commas of plain JSON (no comments left) become spaces.
+fn strip_trailing_commas(text: &str) -> String {
+    let b = text.as_bytes();
+    let mut out = b.to_vec();
+    let mut in_str = false;
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if in_str {
+            if c == b'\\' {
+                i += 1;
+            } else if c == b'"' {
+                in_str = false;
+            }
+        } else if c == b'"' {
+            in_str = true;
+        } else if c == b',' {
+            let next = b[i + 1..].iter().find(|x| !x.is_ascii_whitespace());
+            if matches!(next, Some(b'}' | b']')) {
+                out[i] = b' ';
+            }
+        }
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// Dokku's `CHECKS` file, as Dokku converts it into app.json startup checks for web: a
@@ -329,6 +529,66 @@ mod tests {
         assert_eq!(old.formation(), BTreeMap::from([("worker".into(), 3)]));
         assert_eq!(parse("").unwrap(), AppJson::default());
         assert_eq!(parse("{}").unwrap(), AppJson::default());
+    }
+
+    #[test]
+    fn jsonc_env_buildpacks_and_run_once_postdeploy() {
+        // Dokku 0.37 reads app.json as JSONC; Heroku's and Dokku's env, buildpacks and
+        // run-once postdeploy.
+        let a = parse(
+            r#"{
+  // the app's manifest
+  "name": "notes", /* shown nowhere */
+  "buildpacks": [{"url": "heroku/nodejs"}, {"url": "heroku/python"},],
+  "env": {
+    "WEB_CONCURRENCY": "3",
+    "PAGE_SIZE": 50,
+    "SECRET_KEY": {"description": "signs cookies", "generator": "secret"},
+    "DATABASE_URL": {"description": "a URL // not a comment", "required": true},
+    "SENTRY_DSN": {"required": false},
+    "FEATURES": {"value": "dark", "sync": true},
+  },
+  "scripts": {"postdeploy": {"command": "python manage.py loaddata seed", "size": "basic"}},
+  "cron": [{"command": "python tasks.py", "schedule": "@daily"}],
+}"#,
+        )
+        .unwrap();
+        assert_eq!(a.buildpack_urls(), ["heroku/nodejs", "heroku/python"]);
+        assert_eq!(
+            a.first_deploy_script(),
+            Some("python manage.py loaddata seed")
+        );
+        assert_eq!(a.cron.as_ref().map(Vec::len), Some(1));
+        let env = a.env_vars().unwrap();
+        let get = |n: &str| env.iter().find(|e| e.name == n).unwrap().clone();
+        assert_eq!(get("WEB_CONCURRENCY").value.as_deref(), Some("3"));
+        assert_eq!(get("PAGE_SIZE").value.as_deref(), Some("50"));
+        assert!(get("SECRET_KEY").secret && get("SECRET_KEY").value.is_none());
+        assert!(get("DATABASE_URL").required && get("DATABASE_URL").value.is_none());
+        assert!(!get("SENTRY_DSN").required);
+        assert!(get("FEATURES").sync);
+        assert_eq!(
+            parse(r#"{"scripts": {"postdeploy": "rake db:seed"}}"#)
+                .unwrap()
+                .first_deploy_script(),
+            Some("rake db:seed")
+        );
+        // A comment marker inside a string is text; an unclosed comment is an error.
+        let a =
+            parse("{\"scripts\": {\"dokku\": {\"postdeploy\": \"curl https://x/y\"}}}").unwrap();
+        assert_eq!(a.postdeploy(), Some("curl https://x/y"));
+        for bad in [
+            r#"{"env": {"my-var": "1"}}"#,
+            r#"{"env": {"A": {"generator": "uuid"}}}"#,
+            r#"{"env": {"A": {"required": "yes"}}}"#,
+            r#"{"env": {"A": ["x"]}}"#,
+            "{\"name\": 1 /* unclosed",
+            "{\"a\": [1,,]}",
+        ] {
+            let e = parse(bad).unwrap_err();
+            assert!(e.starts_with("app.json"), "{bad}: {e}");
+            assert_eq!(e.lines().count(), 1, "{e}");
+        }
     }
 
     #[test]

@@ -483,8 +483,10 @@ fn worker_only(c: &Ctx) {
 /// Dokku's sample-app shape: `.buildpacks` naming Heroku's own Node.js and Python
 /// buildpacks by GitHub URL (the builtins run in their place: GitHub is not needed), a
 /// `CHECKS` file (its path and content checks gate the deploy), a Procfile with comment
-/// blocks, an inline comment, a one-shot type and `release:`, app.json's predeploy and
-/// postdeploy, and a `.env` that is never loaded.
+/// blocks, an inline comment, a one-shot type and `release:`, and app.json as Dokku and
+/// Heroku's app setup read it: predeploy and postdeploy every deploy, `scripts.postdeploy`
+/// once, `env` defaults and a generated secret on the first deploy, `cron` said to be
+/// ignored. The repo's `.env` is never loaded.
 fn dokku_multi(c: &Ctx) {
     let dir = c.app("dokku-multi");
     let err = c.push_ok("statuspage", &dir);
@@ -492,17 +494,23 @@ fn dokku_multi(c: &Ctx) {
         "https://github.com/heroku/heroku-buildpack-nodejs: using the builtin nodejs buildpack",
         "https://github.com/heroku/heroku-buildpack-python.git: using the builtin python buildpack",
         "static/site.css: ",
+        "app.json env (production): set STATUS_BANNER; generated SESSION_SECRET",
+        "app.json cron: 1 scheduled task is not run here",
         "predeploy: assets present",
         "release: assets present; DYNO=release.1",
         "(GET /health)",
         "statuspage deployed at ",
+        "Running first-deploy script (app.json scripts.postdeploy)",
+        "seed: assets present",
     ] {
         assert!(err.contains(want), "no {want:?} in:\n{err}");
     }
     assert!(!err.contains("Fetching buildpack"), "{err}");
     let body = c.answer("statuspage", "/", "assets built by node v");
     assert!(
-        body.contains("(no banner)") && body.contains("served by python 3.11"),
+        body.contains("(All systems)")
+            && body.contains("served by python 3.11")
+            && body.contains("session secret 64 chars"),
         "{body}"
     );
     c.answer(
@@ -521,6 +529,24 @@ fn dokku_multi(c: &Ctx) {
         .collect();
     assert_eq!(procs, ["web.1"], "{ps}");
 
+    // The next deploy keeps the generated secret and runs scripts.postdeploy no more.
+    commit(
+        &dir,
+        "assets/status.css",
+        ".up   { color: #1a7f37; }\n.down { color: #cf222e; }\n.slow { color: #9a6700; }\n",
+        "a colour for slow services",
+    );
+    let err = c.push_ok("statuspage", &dir);
+    assert!(!err.contains("first-deploy script"), "{err}");
+    assert!(!err.contains("app.json env"), "{err}");
+    let digest = |b: &str| b.split("sha256 ").nth(1).map(str::to_string);
+    let again = c.answer("statuspage", "/static/site.css", ".slow");
+    assert!(again.contains(".up"), "{again}");
+    assert_eq!(
+        digest(&c.answer("statuspage", "/", "assets")),
+        digest(&body)
+    );
+
     // The CHECKS file gates the deploy: a content the new release does not serve fails it,
     // naming the file, and the live release keeps serving.
     commit(
@@ -533,7 +559,7 @@ fn dokku_multi(c: &Ctx) {
     let err = text(&out.stderr);
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("CHECKS file"), "{err}");
-    c.answer("statuspage", "/", "assets built by node v");
+    c.answer("statuspage", "/static/site.css", ".slow");
 }
 
 /// Binds $PORT only after 30 s (Heroku's boot timeout is 60 s).

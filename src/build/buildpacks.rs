@@ -326,7 +326,8 @@ impl Buildpack {
 
 /// The buildpacks to run: the app's `BUILDPACK_URL` config var, else magrathea.yml's
 /// `buildpacks:`, else `BUILDPACK_URL` in the repo's `.env` (Dokku's convention), else
-/// `.buildpacks`, else a repo-local `.buildpack/`, else None (detect among the built-ins).
+/// `.buildpacks`, else a repo-local `.buildpack/`, else app.json's `buildpacks`, else None
+/// (detect among the built-ins).
 pub fn select(
     config: Option<&Vec<String>>,
     buildpack_url: Option<&str>,
@@ -364,6 +365,12 @@ pub fn named(
     } else if safefs::kind(src, ".buildpack/bin/compile").map_err(|e| e.to_string())? == Kind::File
     {
         vec![".buildpack".into()]
+    } else if let Some(text) =
+        safefs::read_text(src, "app.json", crate::appjson::MAX_SIZE as u64 + 1)
+            .map_err(|e| e.to_string())?
+    {
+        // app.json's buildpacks, as Dokku (and Heroku's app setup) read them.
+        crate::appjson::parse(&text)?.buildpack_urls()
     } else {
         return Ok(None);
     };
@@ -514,6 +521,32 @@ mod tests {
             Ok(Some(vec![Buildpack::Builtin("python")]))
         );
         assert_eq!(dotenv_value("A=1\nA=\"2\"\n", "A").as_deref(), Some("2"));
+        // app.json's buildpacks, when nothing else names any; a broken app.json says so.
+        let j = tempfile::tempdir().unwrap();
+        std::fs::write(
+            j.path().join("app.json"),
+            r#"{"buildpacks": [{"url": "heroku/nodejs"}, {"url": "https://github.com/heroku/heroku-buildpack-python"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            select(None, None, j.path()),
+            Ok(Some(vec![
+                Buildpack::Builtin("nodejs"),
+                Buildpack::Builtin("python")
+            ]))
+        );
+        std::fs::write(j.path().join(".buildpacks"), "static\n").unwrap();
+        assert_eq!(
+            select(None, None, j.path()),
+            Ok(Some(vec![Buildpack::Builtin("static")]))
+        );
+        std::fs::remove_file(j.path().join(".buildpacks")).unwrap();
+        std::fs::write(j.path().join("app.json"), r#"{"name": "x"}"#).unwrap();
+        assert_eq!(select(None, None, j.path()), Ok(None));
+        std::fs::write(j.path().join("app.json"), "{").unwrap();
+        assert!(select(None, None, j.path())
+            .unwrap_err()
+            .starts_with("app.json: "));
         assert_eq!(dotenv_value("A=x # note\n", "A").as_deref(), Some("x"));
     }
 }

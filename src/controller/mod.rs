@@ -3,6 +3,7 @@
 
 mod access;
 mod acme;
+mod appenv;
 mod apps;
 mod appservices;
 pub mod backups;

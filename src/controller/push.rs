@@ -352,7 +352,7 @@ async fn same_build_dir(
 }
 
 /// One environment of a push: its declared services (created and linked before the
-/// release command runs, so it can migrate them), then the rollout.
+/// release command runs, so it can migrate them) and app.json's env, then the rollout.
 async fn roll_out(
     core: &Arc<Core>,
     push: &PendingPush,
@@ -370,6 +370,9 @@ async fn roll_out(
     )
     .await
     .map_err(|e| PushError::Deploy(e.to_string()))?;
+    core.declare_env(&push.app, &target.env, release, &target.vars, sink)
+        .await
+        .map_err(|e| PushError::Deploy(e.to_string()))?;
     crate::deploy::rollout(
         core,
         release,

@@ -127,6 +127,8 @@ impl Core {
         let config = envs::config_of_release(&self.data.releases(&release.app).join(&release.file));
         self.declare_services(who, app, env, &config.services.unwrap_or_default(), out)
             .await?;
+        self.declare_env(app, env, &release, &target.vars, out)
+            .await?;
         deploy::rollout(self, &release, &target, who, out, RolloutOptions::default())
             .await
             .map_err(|e| CoreError::Failed(e.to_string()))

@@ -697,15 +697,28 @@ impl<H: Host> Rollout<'_, H> {
     /// app.json's `scripts.dokku.postdeploy`: after the switch, so a failure is reported
     /// but the new release stays live (as on Dokku).
     async fn postdeploy(&mut self, plan: &Plan) {
-        let Some(cmd) = plan
-            .app_json
-            .postdeploy()
-            .filter(|_| !self.opts.skip_release_phase)
-        else {
+        if self.opts.skip_release_phase {
             return;
-        };
+        }
+        if let Some(cmd) = plan.app_json.postdeploy() {
+            self.after_switch(plan, phase_name("postdeploy"), cmd).await;
+        }
+        // Heroku's (and Dokku's) scripts.postdeploy: once, after the environment's first
+        // deploy (seed data, OAuth clients).
+        if let Some(cmd) = plan
+            .app_json
+            .first_deploy_script()
+            .filter(|_| plan.previous.is_none())
+        {
+            let what = "first-deploy script (app.json scripts.postdeploy)";
+            self.after_switch(plan, what, cmd).await;
+        }
+    }
+
+    /// A one-off command of the live release after the switch: its failure is said, and the
+    /// release stays live.
+    async fn after_switch(&mut self, plan: &Plan, what: &str, cmd: &str) {
         let first = plan.first().clone();
-        let what = phase_name("postdeploy");
         self.out
             .line(format!("-----> Running {what} on {}: {cmd}", first.name()))
             .await;
