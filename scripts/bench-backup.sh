@@ -9,6 +9,10 @@
 #   baseline dump (c): pg_dump | gzip > file         (plain SQL, the issue's literal words)
 #   baseline restore:  pg_restore --clean --if-exists --single-transaction --exit-on-error
 #                      < the -Fc file, into the same running database
+#   load alone:        pg_restore --section=pre-data --section=data of the -Z1 file into an
+#                      empty database of a throwaway instance started as the verification's
+#                      are (same image, entry script and settings), nothing beside it: what
+#                      one Postgres backend takes to load every row, the verification's floor
 #   ours backup:       ssh services:backup NAME      (dump streamed to the controller, sealed
 #                      with XChaCha20-Poly1305 STREAM, fsynced, read back and opened again,
 #                      and at the same time restored into a throwaway instance: verified;
@@ -64,6 +68,7 @@ cleanup() {
         [ -n "$ids" ] && docker rm -f -v $ids >/dev/null 2>&1 || true
         docker network prune -f --filter "label=magrathea.instance=$inst" >/dev/null 2>&1 || true
     fi
+    docker rm -f -v "mgbench-tw-$$" >/dev/null 2>&1 || true
     rm -rf "$W"
 }
 trap cleanup EXIT
@@ -117,6 +122,19 @@ echo "    generated in $(since "$t")s: $((SIZE / 1024 / 1024)) MiB on disk"
 ROWS() { in_svc "psql -X -At $PG -c 'SELECT count(*) FROM pgbench_accounts'"; }
 WANT=$(ROWS)
 
+# A throwaway instance like the verification's (the service's image, uid and entry script,
+# MAGRATHEA_THROWAWAY=1), for the "load alone" step; removed on exit.
+TW=mgbench-tw-$$
+mkdir -p "$W/tw"
+USR=$(docker inspect "$C" --format '{{.Config.User}}')
+chown "$USR" "$W/tw"
+ENTRY=$(docker inspect "$C" --format '{{range .Mounts}}{{if eq .Destination "/usr/local/bin/magrathea-svc"}}{{.Source}}{{end}}{{end}}')
+docker run -d --name "$TW" --network none --user "$USR" -e MAGRATHEA_SERVICE_TYPE=postgres \
+    -e MAGRATHEA_DB=db -e MAGRATHEA_THROWAWAY=1 -v "$ENTRY:/usr/local/bin/magrathea-svc:ro" \
+    -v "$W/tw:/data" --tmpfs "/run/svc:uid=${USR%%:*}" "$(docker inspect "$C" --format '{{.Config.Image}}')" >/dev/null
+in_tw() { docker exec -i "$TW" sh -c "$1"; }
+for _ in $(seq 300); do in_tw "pg_isready -q -h /run/svc" && break; sleep 0.1; done
+
 # One line per run: the figures the summary reads.
 RESULTS=$W/results
 : >"$RESULTS"
@@ -132,8 +150,15 @@ for run in $(seq "$RUNS"); do
     in_svc "pg_dump -Fc -Z1 $PG" >"$W/base-z1.dump"
     b_z1=$(since "$t")
     b_z1_size=$(stat -c %s "$W/base-z1.dump")
-    rm -f "$W/base-z1.dump"
     echo "    baseline pg_dump -Fc -Z1:       ${b_z1}s ($((b_z1_size / 1048576)) MiB)"
+    in_tw "psql -X -q -h /run/svc -U postgres -d postgres -c 'DROP DATABASE IF EXISTS load' -c 'CREATE DATABASE load'" 2>/dev/null
+    t=$(now)
+    in_tw "pg_restore -h /run/svc -U postgres -d load --section=pre-data --section=data --single-transaction --exit-on-error" <"$W/base-z1.dump"
+    b_ld_cpu=$(cpu_since "$t")
+    b_ld=$(since "$t")
+    rm -f "$W/base-z1.dump"
+    in_tw "psql -X -q -h /run/svc -U postgres -d postgres -c 'DROP DATABASE load'"
+    echo "    load alone (one backend):       ${b_ld}s, ${b_ld_cpu} CPU-s"
     t=$(now)
     in_svc "pg_dump $PG | gzip" >"$W/base.sql.gz"
     b_gz_cpu=$(cpu_since "$t")
@@ -178,7 +203,7 @@ for run in $(seq "$RUNS"); do
     timing 3
     echo "    ours services:restore:          ${o_rs}s, ${o_rs_cpu} CPU-s"
     l1=$(load1)
-    echo "$b_fc $b_z1 $b_gz $b_rs $o_bk $o_nv $o_rs $b_fc_size $b_z1_size $b_gz_size $o_size $l0 $l1 $b_gz_cpu $b_rs_cpu $o_bk_cpu $o_nv_cpu $o_rs_cpu" >>"$RESULTS"
+    echo "$b_fc $b_z1 $b_gz $b_rs $o_bk $o_nv $o_rs $b_fc_size $b_z1_size $b_gz_size $o_size $l0 $l1 $b_gz_cpu $b_rs_cpu $o_bk_cpu $o_nv_cpu $o_rs_cpu $b_ld $b_ld_cpu" >>"$RESULTS"
 done
 
 python3 - "$SIZE" "$RESULTS" "$(nproc)" <<'EOF'
@@ -218,6 +243,9 @@ print(f"  pg_dump | gzip {g_cpu:.1f} CPU-s, ours backup {bk_cpu:.1f} (--no-verif
 print(f"  floor of ours on this machine (CPU time / cpus) against the baseline's wall time:")
 print(f"    backup (verified) {bk_cpu / ncpu:.2f}s = {bk_cpu / ncpu / b_gz:.2f}x of pg_dump | gzip ({b_gz:.2f}s)")
 print(f"    restore           {rs_cpu / ncpu:.2f}s = {rs_cpu / ncpu / b_rs:.2f}x of pg_restore ({b_rs:.2f}s)")
+ld, ld_cpu = med(18), med(19)
+print(f"  the verification's own floor: one backend loading every row from the file, nothing beside it:")
+print(f"    {ld:.2f}s ({ld_cpu:.1f} CPU-s) = {ld / b_gz:.2f}x of pg_dump | gzip: a verified backup ends no sooner")
 print(f"file size: pg_dump -Fc {mib(s_fc)}, -Fc -Z1 {mib(s_z1)}, pg_dump | gzip {mib(s_gz)}, ours (sealed) {mib(s_o)}")
 print(f"backup throughput (of the database): pg_dump -Fc {size / b_fc / 1048576:.0f} MiB/s, ours {size / o_bk / 1048576:.0f} MiB/s")
 print(f"restore throughput (of the database): pg_restore {size / b_rs / 1048576:.0f} MiB/s, ours {size / o_rs / 1048576:.0f} MiB/s")
