@@ -562,6 +562,40 @@ fn dokku_multi(c: &Ctx) {
     c.answer("statuspage", "/static/site.css", ".slow");
 }
 
+/// A Dokku static site: `.env` names Dokku's buildpack-nginx (the static builtin runs in its
+/// place), `.static` marks it, and buildpack-nginx's settings choose what is served: the
+/// built `_site/` (NGINX_ROOT), with index.html answering client-side routes
+/// (NGINX_DEFAULT_REQUEST). The repo's other files are not served.
+fn dokku_static(c: &Ctx) {
+    let dir = c.app("dokku-static");
+    c.s.ok(&c.s.admin, "apps:create fieldnotes");
+    c.s.ok(
+        &c.s.admin,
+        "config:set fieldnotes NGINX_ROOT=_site NGINX_DEFAULT_REQUEST=index.html --no-restart",
+    );
+    let err = c.push_ok("fieldnotes", &dir);
+    for want in [
+        "https://github.com/dokku/buildpack-nginx: using the builtin static buildpack",
+        "no static.json: serving _site/, NGINX_ROOT _site, NGINX_DEFAULT_REQUEST index.html",
+    ] {
+        assert!(err.contains(want), "no {want:?} in:\n{err}");
+    }
+    c.answer("fieldnotes", "/", "<h1>Field notes</h1>");
+    c.answer("fieldnotes", "/docs/", "Field notes: docs");
+    c.answer("fieldnotes", "/site.css", "Georgia");
+    c.answer("fieldnotes", "/notes/2024/moss", "<h1>Field notes</h1>");
+    for hidden in [
+        "/README.md",
+        "/_config.yml",
+        "/.static",
+        "/.env",
+        "/missing.js",
+    ] {
+        let (status, body) = c.s.get("fieldnotes", hidden);
+        assert_eq!(status, 404, "{hidden}: {body}");
+    }
+}
+
 /// Binds $PORT only after 30 s (Heroku's boot timeout is 60 s).
 fn slow_boot(c: &Ctx) {
     let dir = c.app("slow-boot");
@@ -932,6 +966,7 @@ const CASES: &[Case] = &[
     ("flask-gunicorn", flask_gunicorn),
     ("worker-only", worker_only),
     ("dokku-multi", dokku_multi),
+    ("dokku-static", dokku_static),
     ("php-composer-unfetchable", php_composer_unfetchable),
     ("submodule", submodule),
     ("buildpack-by-url", buildpack_by_url),

@@ -293,6 +293,8 @@ pub fn standin(spec: &str) -> Option<&'static str> {
     if let Some(repo) = rest.strip_prefix("github.com/") {
         return match repo {
             "dokku/buildpack-null" | "ryandotsmith/null-buildpack" => Some("procfile"),
+            // Dokku's static sites: nginx serving the repo (NGINX_ROOT, NGINX_DEFAULT_REQUEST).
+            "dokku/buildpack-nginx" | "progrium/buildpack-nginx" => Some("static"),
             _ => repo
                 .strip_prefix("heroku/heroku-buildpack-")
                 .and_then(builtin),
@@ -408,6 +410,8 @@ mod tests {
                 "static",
             ),
             ("https://github.com/dokku/buildpack-null", "procfile"),
+            ("https://github.com/dokku/buildpack-nginx.git", "static"),
+            ("https://github.com/progrium/buildpack-nginx", "static"),
             ("  HTTPS://GitHub.com/Heroku/heroku-buildpack-nodejs  ", "nodejs"),
         ] {
             assert_eq!(standin(spec), Some(want), "{spec}");
