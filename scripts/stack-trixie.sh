@@ -13,10 +13,14 @@ SUITE=trixie
 RECIPE=1
 # Run image: runtimes (npm too: Procfiles say `npm start`), the libraries that compiled
 # extensions link against at run time, and the PHP extensions composer checks for at build
-# time (so what built also runs), and nginx, which serves static.json sites (buildpacks/static).
+# time (so what built also runs), nginx, which serves static.json sites (buildpacks/static),
+# and php-fpm with Apache httpd (apache2-bin: the server and its modules, no Debian config),
+# behind which heroku-php-apache2 / heroku-php-nginx run PHP apps; systemd-standalone-tmpfiles
+# stands in for the systemd php-fpm would otherwise pull in.
 PHP_EXT="php-curl php-mbstring php-xml php-zip php-pgsql php-sqlite3 php-intl php-gd"
 RUN_PACKAGES="bash ca-certificates curl busybox procps tzdata netbase \
 python3 nodejs npm php-cli $PHP_EXT nginx \
+apache2-bin php-fpm systemd-standalone-tmpfiles \
 libpq5 libssl3t64 libffi8 zlib1g libxml2 libxslt1.1 libyaml-0-2 libsqlite3-0 libjpeg62-turbo \
 libpng16-16t64 libreadline8t64 libbz2-1.0 liblzma5 libgmp10"
 # Build image: the run image plus what real buildpacks expect to find (Go 1.24 for the go

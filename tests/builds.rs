@@ -205,7 +205,7 @@ fn builtins_on(
         ),
         (
             "php",
-            check_builtin(s, "php", "php", "php -S", &yml, "index.php"),
+            check_builtin(s, "php", "php", "heroku-php-apache2", &yml, "index.php"),
         ),
         (
             "site",

@@ -946,18 +946,119 @@ done
 }
 
 /// A PHP app as Heroku's PHP docs lay it out: composer.json, a front controller under
-/// `web/` with Apache's `.htaccess` beside it, and `web: heroku-php-apache2 web/` in the
-/// Procfile (Heroku's own server command, served here by PHP's built-in server).
+/// `web/` with Apache's `.htaccess` beside it (a rewrite, a header), a `.user.ini`, and
+/// `web: heroku-php-apache2 web/` in the Procfile: php-fpm behind Apache httpd. It scales
+/// to two web processes, a web process whose php-fpm dies is restarted, and the Procfile's
+/// nginx variant (`heroku-php-nginx -C nginx_app.conf web/`) serves what nginx_app.conf says.
 fn heroku_php(c: &Ctx) {
     let dir = c.app("heroku-php");
-    c.push_ok("guestbook", &dir);
-    c.answer("guestbook", "/", "guestbook on PHP 8.");
+    c.s.ok(&c.s.admin, "apps:create guestbook");
+    c.s.ok(
+        &c.s.admin,
+        "config:set guestbook GUESTBOOK_STOP_TOKEN=t0k3n",
+    );
+    let err = c.push_ok("guestbook", &dir);
+    assert!(err.contains("heroku-php-apache2: Apache/2.4."), "{err}");
+    // PHP through php-fpm, with web/.user.ini applied.
+    c.answer("guestbook", "/", "(fpm-fcgi), uploads up to 7M");
     c.answer("guestbook", "/entries/7", "\"entry\":7");
     c.answer("guestbook", "/assets/site.css", "font-family");
-    for hidden in ["/.htaccess", "/composer.json", "/Procfile"] {
-        let (status, body) = c.s.get("guestbook", hidden);
-        assert_eq!(status, 404, "{hidden}: {body}");
+    let header = |server: &str| format!("x-guestbook-server: {server}\r\n");
+    let moved = c.s.head("guestbook", "/old-entries/7");
+    assert!(
+        moved.starts_with("http/1.1 301")
+            && moved.contains("/entries/7\r\n")
+            && moved.contains(&header("apache")),
+        "{moved}"
+    );
+    let hidden = |statuses: &[(&str, u16)]| {
+        for (path, want) in statuses {
+            let (status, body) = c.s.get("guestbook", path);
+            assert_eq!(status, *want, "{path}: {body}");
+        }
+    };
+    // Dotfiles and composer's and the platform's files are refused by name (403, as on
+    // Heroku's Apache config), wherever they are.
+    hidden(&[
+        ("/.htaccess", 403),
+        ("/.env", 403),
+        ("/.user.ini", 403),
+        ("/composer.json", 403),
+        ("/Procfile", 403),
+    ]);
+    let logs = c.logs("guestbook", "web");
+    assert!(
+        logs.contains("\"GET /entries/7 HTTP/1.")
+            && logs.contains("php-fpm workers for 512M of memory"),
+        "{logs}"
+    );
+
+    // Two web processes, both answering through the router.
+    c.s.ok(&c.s.admin, "scale guestbook web=2");
+    let t = Instant::now();
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 {
+        let (status, body) = c.s.get("guestbook", "/entries/1");
+        if status == 200 {
+            if let Some(d) = body.split("\"served_by\":\"").nth(1) {
+                seen.insert(d.split('"').next().unwrap_or_default().to_string());
+            }
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "served by {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["web.1", "web.2"]);
+
+    // php-fpm dies in one of them: that process exits and is restarted.
+    let restarts = || -> i64 {
+        let ps = c.s.ok(&c.s.admin, "ps guestbook --json");
+        let rows: serde_json::Value = serde_json::from_str(&ps).unwrap();
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["kind"] == "process")
+            .map(|r| r["restarts"].as_i64().unwrap_or(0))
+            .sum()
+    };
+    assert_eq!(restarts(), 0);
+    c.s.get("guestbook", "/admin/stop-php?token=t0k3n");
+    let t = Instant::now();
+    while restarts() < 1 {
+        assert!(t.elapsed() < Duration::from_secs(60), "no restart");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    c.answer("guestbook", "/", "uploads up to 7M");
+    let logs = c.logs("guestbook", "web");
+    assert!(
+        logs.contains("php-fpm exited (status 137); stopping"),
+        "{logs}"
+    );
+    c.s.ok(&c.s.admin, "scale guestbook web=1");
+
+    // The nginx variant: nginx_app.conf's rules, .user.ini still read by php-fpm.
+    commit(
+        &dir,
+        "Procfile",
+        "web: heroku-php-nginx -C nginx_app.conf web/\n",
+        "nginx",
+    );
+    c.push_ok("guestbook", &dir);
+    let t = Instant::now();
+    loop {
+        let moved = c.s.head("guestbook", "/old-entries/7");
+        if moved.starts_with("http/1.1 301") && moved.contains(&header("nginx")) {
+            assert!(moved.contains("/entries/7\r\n"), "{moved}");
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(120), "{moved}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    c.answer("guestbook", "/entries/8", "\"entry\":8");
+    c.answer("guestbook", "/", "(fpm-fcgi), uploads up to 7M");
+    c.answer("guestbook", "/assets/site.css", "font-family");
+    // nginx refuses dotfiles; the app's root is outside the document root (composer.json:
+    // the front controller's 404).
+    hidden(&[("/.env", 403), ("/.user.ini", 403), ("/composer.json", 404)]);
 }
 
 type Case = (&'static str, fn(&Ctx));

@@ -38,10 +38,16 @@ const FILES: [[(&str, &str); 3]; 6] = [
     bp!("static"),
     bp!("procfile"),
 ];
+/// Files a builtin runs besides its three scripts (the php buildpack copies its web server
+/// runner into the app).
+const EXTRA: [(&str, &str); 1] = [(
+    "php/bin/heroku-php",
+    include_str!("../../buildpacks/php/bin/heroku-php"),
+)];
 const DRIVER: &str = include_str!("driver.sh");
 
 pub fn install(dir: &Path) -> std::io::Result<()> {
-    for (rel, text) in FILES.iter().flatten() {
+    for (rel, text) in FILES.iter().flatten().chain(EXTRA.iter()) {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap_or(dir))?;
         fsutil::write_atomic(&p, text.as_bytes(), 0o755)?;
