@@ -949,7 +949,8 @@ done
 /// `web/` with Apache's `.htaccess` beside it (a rewrite, a header), a `.user.ini`, and
 /// `web: heroku-php-apache2 web/` in the Procfile: php-fpm behind Apache httpd. It scales
 /// to two web processes, a web process whose php-fpm dies is restarted, and the Procfile's
-/// nginx variant (`heroku-php-nginx -C nginx_app.conf web/`) serves what nginx_app.conf says.
+/// nginx variant (`heroku-php-nginx -C nginx_app.conf -F fpm_custom.conf web/`) serves what
+/// nginx_app.conf says, with the pool's memory_limit from fpm_custom.conf.
 fn heroku_php(c: &Ctx) {
     let dir = c.app("heroku-php");
     c.s.ok(&c.s.admin, "apps:create guestbook");
@@ -987,9 +988,11 @@ fn heroku_php(c: &Ctx) {
         ("/Procfile", 403),
     ]);
     let logs = c.logs("guestbook", "web");
+    // Apache's access log; Heroku's worker count: 512M / memory_limit 128M.
     assert!(
         logs.contains("\"GET /entries/7 HTTP/1.")
-            && logs.contains("php-fpm workers for 512M of memory"),
+            && logs.contains("4 php-fpm workers for 512M of memory, ")
+            && logs.contains("memory_limit 128M"),
         "{logs}"
     );
 
@@ -1035,11 +1038,12 @@ fn heroku_php(c: &Ctx) {
     );
     c.s.ok(&c.s.admin, "scale guestbook web=1");
 
-    // The nginx variant: nginx_app.conf's rules, .user.ini still read by php-fpm.
+    // The nginx variant: nginx_app.conf's rules, .user.ini still read by php-fpm, the
+    // pool's memory_limit from fpm_custom.conf (and so half the workers).
     commit(
         &dir,
         "Procfile",
-        "web: heroku-php-nginx -C nginx_app.conf web/\n",
+        "web: heroku-php-nginx -C nginx_app.conf -F fpm_custom.conf web/\n",
         "nginx",
     );
     c.push_ok("guestbook", &dir);
@@ -1054,11 +1058,28 @@ fn heroku_php(c: &Ctx) {
         std::thread::sleep(Duration::from_millis(250));
     }
     c.answer("guestbook", "/entries/8", "\"entry\":8");
-    c.answer("guestbook", "/", "(fpm-fcgi), uploads up to 7M");
+    c.answer(
+        "guestbook",
+        "/",
+        "(fpm-fcgi), uploads up to 7M, memory_limit 256M",
+    );
     c.answer("guestbook", "/assets/site.css", "font-family");
+    let logs = c.logs("guestbook", "web");
+    assert!(
+        logs.contains("2 php-fpm workers for 512M of memory, ")
+            && logs.contains("memory_limit 256M"),
+        "{logs}"
+    );
     // nginx refuses dotfiles; the app's root is outside the document root (composer.json:
     // the front controller's 404).
     hidden(&[("/.env", 403), ("/.user.ini", 403), ("/composer.json", 404)]);
+    // PHP's error_log() reaches the process's log once (php-fpm's, not nginx's as well).
+    let logs = c.logs("guestbook", "web");
+    assert_eq!(
+        logs.matches("guestbook: no page at /composer.json").count(),
+        1,
+        "{logs}"
+    );
 }
 
 type Case = (&'static str, fn(&Ctx));
