@@ -975,22 +975,36 @@ fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
         ],
         &[
             ".python-version asks for Python 3.13, but stack bookworm has Python 3.11",
-            "use a stack with Python 3.13 (bookworm: 3.11, trixie: 3.13)",
+            "use a stack with Python 3.13 or newer (bookworm: 3.11, trixie: 3.13)",
         ],
     );
     refused(
         &s,
-        "oldpy-trixie",
+        "py314-trixie",
         &[
             py,
             ("requirements.txt", "\n"),
-            (".python-version", "3.12\n"),
+            (".python-version", "3.14\n"),
             ("magrathea.yml", "stack: trixie\n"),
         ],
         &[
-            ".python-version asks for Python 3.12, but stack trixie has Python 3.13.",
-            "use a stack with Python 3.12 (bookworm: 3.11, trixie: 3.13)",
+            ".python-version asks for Python 3.14, but stack trixie has Python 3.13.",
+            "use a stack with Python 3.14 or newer (bookworm: 3.11, trixie: 3.13)",
         ],
+    );
+    // An older Python 3 than the stack's builds with it, said (nothing else can run it here).
+    let (_, err) = push_fixture(
+        &s,
+        "py312-trixie",
+        "python",
+        &[
+            (".python-version", "3.12\n"),
+            ("magrathea.yml", "stack: trixie\n"),
+        ],
+    );
+    assert!(
+        err.contains("warning: .python-version asks for Python 3.12; building with stack trixie's Python 3.13."),
+        "{err}"
     );
     refused(
         &s,

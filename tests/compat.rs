@@ -736,6 +736,11 @@ fn pipenv_app(c: &Ctx) {
         err.contains("Installing dependencies from Pipfile.lock with pip"),
         "{err}"
     );
+    // The Python the lock was made for (its [requires] python_version), read as Heroku does.
+    assert!(
+        err.contains("Pipfile.lock: Python 3.11 (stack has 3.11."),
+        "{err}"
+    );
     c.answer(
         "pipenvapp",
         "/",
