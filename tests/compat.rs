@@ -431,7 +431,9 @@ fn go_workers(c: &Ctx) {
 }
 
 /// A go.mod asking for a Go newer than the stack's is refused in one line naming both, and
-/// nothing deploys (no toolchain is downloaded); on bookworm, the missing Go is named.
+/// nothing deploys (no toolchain is downloaded); without a stack named it builds on the stack
+/// with Go, and on bookworm by name the missing Go is named. Then Dokku's Go sample shape
+/// (no stack named, `web: bin/web`) builds there and answers.
 fn go_too_new(c: &Ctx) {
     require_stack("trixie");
     let dir = c.app("go-too-new");
@@ -444,9 +446,27 @@ fn go_too_new(c: &Ctx) {
     );
     assert!(!err.contains("Released v"), "{err}");
     assert!(!err.contains("go install"), "{err}");
-    // Bookworm's build image has no Go (Debian 12's 1.19 is too old for today's go.mod).
+    // Bookworm's build image has no Go (Debian 12's 1.19 is too old for today's go.mod): a
+    // Go app naming no stack builds on trixie all the same, as it would on Heroku or Dokku,
+    // unchanged; one that names bookworm is told which stack has Go.
     git_local(&dir, &["rm", "-q", "magrathea.yml"]);
     git_local(&dir, &["commit", "-q", "-m", "the default stack"]);
+    let out = c.push("future", &dir);
+    let err = text(&out.stderr);
+    assert!(
+        !out.status.success()
+            && err.contains(
+                "-----> Go app: building on stack trixie (the default stack bookworm has no Go;"
+            )
+            && err.contains(" !     go.mod asks for Go 1.99, newer than this stack's Go 1.24."),
+        "{err}"
+    );
+    commit(
+        &dir,
+        "magrathea.yml",
+        "stack: bookworm\n",
+        "bookworm, by name",
+    );
     let out = c.push("future", &dir);
     let err = text(&out.stderr);
     assert!(
@@ -454,6 +474,20 @@ fn go_too_new(c: &Ctx) {
             && err.contains(" !     go not found on stack bookworm; use a stack with Go (stack: trixie in magrathea.yml)"),
         "{err}"
     );
+
+    // Dokku's Go sample shape, no stack named: a module of one main package, `web: bin/web`.
+    git_local(&dir, &["rm", "-q", "magrathea.yml"]);
+    std::fs::write(dir.join("go.mod"), "module dokku.me/web\n\ngo 1.23.3\n").unwrap();
+    commit(
+        &dir,
+        "main.go",
+        "package main\n\nimport (\n\t\"fmt\"\n\t\"net/http\"\n\t\"os\"\n\t\"runtime\"\n)\n\nfunc main() {\n\thttp.HandleFunc(\"/\", func(w http.ResponseWriter, r *http.Request) {\n\t\tfmt.Fprintf(w, \"go web on %s\", runtime.Version())\n\t})\n\thttp.ListenAndServe(\":\"+os.Getenv(\"PORT\"), nil)\n}\n",
+        "a web server",
+    );
+    commit(&dir, "Procfile", "web: bin/web\n", "Procfile");
+    let err = c.push_ok("future", &dir);
+    assert!(err.contains("Go app: building on stack trixie"), "{err}");
+    c.answer("future", "/", "go web on go1.24");
 }
 
 /// A worker and no web process, its formation in app.json: deploys, and the worker runs.

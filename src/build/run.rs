@@ -182,7 +182,7 @@ impl<H: Host> Build<'_, H> {
                 return Err(self.report(fail(m)).await);
             }
         }
-        let config: AppConfig = match safefs::read_text(&src, "magrathea.yml", MAX_APP_FILE) {
+        let mut config: AppConfig = match safefs::read_text(&src, "magrathea.yml", MAX_APP_FILE) {
             Ok(Some(t)) => match appconfig::parse(&t) {
                 Ok(c) => c,
                 Err(e) => return Err(self.report(fail(e)).await),
@@ -190,6 +190,25 @@ impl<H: Host> Build<'_, H> {
             Ok(None) => AppConfig::default(),
             Err(e) => return Err(self.report(fail(e.to_string())).await),
         };
+        // A Go app that names no stack builds where Go is (on Heroku and Dokku it builds
+        // unchanged), not on a default stack without it.
+        if config.stack.is_none() && limits.default_stack != buildpacks::GO_STACK {
+            let url = self
+                .req
+                .config_vars
+                .get("BUILDPACK_URL")
+                .map(String::as_str);
+            if buildpacks::builds_go(config.buildpacks.as_ref(), url, &src) {
+                self.out
+                    .line(format!(
+                        "-----> Go app: building on stack {} (the default stack {} has no Go; `stack:` in magrathea.yml chooses)",
+                        buildpacks::GO_STACK,
+                        limits.default_stack
+                    ))
+                    .await;
+                config.stack = Some(buildpacks::GO_STACK.to_string());
+            }
+        }
         let stack = config
             .stack
             .clone()
