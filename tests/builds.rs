@@ -972,6 +972,8 @@ fn builtins_refuse_what_the_stack_cannot_honour_clearly() {
             py,
             ("requirements.txt", "\n"),
             (".python-version", "3.13\n"),
+            // By name: without it, the Python pinned chooses trixie (see stacks.rs).
+            ("magrathea.yml", "stack: bookworm\n"),
         ],
         &[
             ".python-version asks for Python 3.13, but stack bookworm has Python 3.11",

@@ -268,15 +268,18 @@ fn require_stack(name: &str) {
     );
 }
 
-/// Heroku's Python template as it is today, on the trixie stack: Django 5 on the Python
-/// 3.13 `.python-version` asks for, gunicorn with its config file, collectstatic at build
-/// time into WhiteNoise's compressed manifest storage, which serves the hashed file.
+/// Heroku's Python template as it is today, unchanged (no magrathea.yml): Django 5 on the
+/// Python 3.13 `.python-version` asks for, which takes it to the trixie stack, gunicorn with
+/// its config file, collectstatic at build time into WhiteNoise's compressed manifest
+/// storage, which serves the hashed file.
 fn trixie_django(c: &Ctx) {
     require_stack("trixie");
     let dir = c.app("trixie-django");
     let err = c.push_ok("tdjango", &dir);
+    // No magrathea.yml: the Python it pins chooses the stack that has it.
     assert!(
-        err.contains(".python-version: Python 3.13 (stack has 3.13."),
+        err.contains(".python-version asks for Python 3.13: building on stack trixie (Python 3.13; the default stack bookworm has 3.11;")
+            && err.contains(".python-version: Python 3.13 (stack has 3.13."),
         "{err}"
     );
     assert!(

@@ -350,34 +350,6 @@ pub fn select(
         .map(Some)
 }
 
-/// The stack whose build image carries Go (Debian 13's; bookworm's 1.19 is too old for
-/// today's go.mod files, so that image has none).
-pub const GO_STACK: &str = "trixie";
-
-/// Whether the app builds with the go builtin: named among its buildpacks, or, when it names
-/// none, detected as the builtins detect it (a go.mod, and none of the files that the ones
-/// tried before go detect).
-pub fn builds_go(config: Option<&Vec<String>>, buildpack_url: Option<&str>, src: &Path) -> bool {
-    match select(config, buildpack_url, src) {
-        Ok(Some(list)) => list.contains(&Buildpack::Builtin("go")),
-        Ok(None) => {
-            let file = |p: &str| safefs::kind(src, p).ok() == Some(Kind::File);
-            let before_go = [
-                "requirements.txt",
-                "pyproject.toml",
-                "setup.py",
-                "Pipfile",
-                "Pipfile.lock",
-                "package.json",
-                "index.php",
-                "composer.json",
-            ];
-            file("go.mod") && !before_go.iter().any(|p| file(p))
-        }
-        Err(_) => false,
-    }
-}
-
 /// What [`select`] resolves: the buildpacks as the app names them, where it names any.
 pub fn named(
     config: Option<&Vec<String>>,
@@ -464,25 +436,6 @@ mod tests {
         ] {
             assert_eq!(standin(spec), None, "{spec}");
         }
-    }
-
-    #[test]
-    fn which_apps_build_with_go() {
-        let d = tempfile::tempdir().unwrap();
-        assert!(!builds_go(None, None, d.path()));
-        std::fs::write(
-            d.path().join("go.mod"),
-            "module example.com/web\n\ngo 1.23\n",
-        )
-        .unwrap();
-        assert!(builds_go(None, None, d.path()));
-        assert!(!builds_go(Some(&vec!["static".into()]), None, d.path()));
-        assert!(builds_go(None, Some("heroku/go"), d.path()));
-        // A package.json is detected before go.mod, as on Heroku.
-        std::fs::write(d.path().join("package.json"), "{}").unwrap();
-        assert!(!builds_go(None, None, d.path()));
-        std::fs::write(d.path().join(".buildpacks"), "nodejs\ngo\n").unwrap();
-        assert!(builds_go(None, None, d.path()));
     }
 
     #[test]

@@ -5,6 +5,7 @@ mod bounds;
 pub mod buildpacks;
 pub mod fetch;
 mod run;
+mod stacks;
 pub mod submodules;
 
 use std::collections::BTreeMap;

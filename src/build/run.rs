@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::{
-    buildpack_cache, buildpacks, dir_size, fetch, human, refetch_marker, submodules, BuildError,
-    BuildLimits, BuildRequest, Host,
+    buildpack_cache, buildpacks, dir_size, fetch, human, refetch_marker, stacks, submodules,
+    BuildError, BuildLimits, BuildRequest, Host,
 };
 use crate::appconfig::{self, AppConfig};
 use crate::docker::{Docker, RunOutcome, RunSpec};
@@ -190,23 +190,19 @@ impl<H: Host> Build<'_, H> {
             Ok(None) => AppConfig::default(),
             Err(e) => return Err(self.report(fail(e.to_string())).await),
         };
-        // A Go app that names no stack builds where Go is (on Heroku and Dokku it builds
-        // unchanged), not on a default stack without it.
-        if config.stack.is_none() && limits.default_stack != buildpacks::GO_STACK {
+        // An app that names no stack builds where its language is (on Heroku and Dokku it
+        // builds unchanged), not on a default stack without it.
+        if config.stack.is_none() {
             let url = self
                 .req
                 .config_vars
                 .get("BUILDPACK_URL")
                 .map(String::as_str);
-            if buildpacks::builds_go(config.buildpacks.as_ref(), url, &src) {
-                self.out
-                    .line(format!(
-                        "-----> Go app: building on stack {} (the default stack {} has no Go; `stack:` in magrathea.yml chooses)",
-                        buildpacks::GO_STACK,
-                        limits.default_stack
-                    ))
-                    .await;
-                config.stack = Some(buildpacks::GO_STACK.to_string());
+            let chosen =
+                stacks::choose(config.buildpacks.as_ref(), url, &src, &limits.default_stack);
+            if let Some((stack, why)) = chosen {
+                self.out.line(format!("-----> {why}")).await;
+                config.stack = Some(stack.to_string());
             }
         }
         let stack = config
