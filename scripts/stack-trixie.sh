@@ -17,7 +17,7 @@ RECIPE=1
 # and php-fpm with Apache httpd (apache2-bin: the server and its modules, no Debian config),
 # behind which heroku-php-apache2 / heroku-php-nginx run PHP apps; systemd-standalone-tmpfiles
 # stands in for the systemd php-fpm would otherwise pull in.
-PHP_EXT="php-curl php-mbstring php-xml php-zip php-pgsql php-sqlite3 php-intl php-gd"
+PHP_EXT="php-curl php-mbstring php-xml php-zip php-pgsql php-mysql php-sqlite3 php-intl php-gd php-bcmath"
 RUN_PACKAGES="bash ca-certificates curl busybox procps tzdata netbase \
 python3 nodejs npm php-cli $PHP_EXT nginx \
 apache2-bin php-fpm systemd-standalone-tmpfiles \

@@ -987,8 +987,9 @@ done
     }
 }
 
-/// A PHP app as Heroku's PHP docs lay it out: composer.json, a front controller under
-/// `web/` with Apache's `.htaccess` beside it (a rewrite, a header), a `.user.ini`, and
+/// A PHP app as Heroku's PHP docs lay it out: composer.json (requiring ext-mysqli,
+/// ext-pdo_mysql and ext-bcmath, which the stacks have), a front controller under `web/`
+/// with Apache's `.htaccess` beside it (a rewrite, a header), a `.user.ini`, and
 /// `web: heroku-php-apache2 web/` in the Procfile: php-fpm behind Apache httpd. It scales
 /// to two web processes, a web process whose php-fpm dies is restarted, and the Procfile's
 /// nginx variant (`heroku-php-nginx -C nginx_app.conf -F fpm_custom.conf web/`) serves what
@@ -1103,7 +1104,7 @@ fn heroku_php(c: &Ctx) {
     c.answer(
         "guestbook",
         "/",
-        "(fpm-fcgi), uploads up to 7M, memory_limit 256M",
+        "(fpm-fcgi), uploads up to 7M, memory_limit 256M, mysqli loaded",
     );
     c.answer("guestbook", "/assets/site.css", "font-family");
     let logs = c.logs("guestbook", "web");
