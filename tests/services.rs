@@ -168,6 +168,14 @@ fn declared_services_are_created_linked_isolated_and_kept_running() {
         msg.contains("access denied:") && !msg.contains(&password),
         "{msg}"
     );
+    // The data itself is the owner's too: a viewer gets no dump, and nothing is read.
+    let denied = s.ssh(&viewer, "services:export shop-db", None);
+    assert!(!denied.status.success() && denied.stdout.is_empty());
+    assert!(
+        text(&denied.stderr).contains("access denied:"),
+        "{}",
+        text(&denied.stderr)
+    );
     assert_eq!(services_json(&s, &viewer).len(), 3);
     let stranger = keygen(s.dir.path(), "stranger");
     s.add_key(&stranger, "user");

@@ -196,6 +196,192 @@ fn backups_restore_refuse_tampering_and_follow_releases() {
 
     rollback_with_data_brings_code_and_schema_back_together(&server);
     scheduled_backups_run_keep_and_fail_visibly(&server);
+    imports_and_exports_move_data_in_and_out(&server);
+}
+
+/// `docker exec -i` in service `name`'s container, `input` on its stdin; stdout as bytes.
+fn exec_stdin(server: &Server, name: &str, script: &str, input: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new("docker")
+        .args([
+            "exec",
+            "-i",
+            &container_of(server, name),
+            "sh",
+            "-c",
+            script,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    out.stdout
+}
+
+/// `docker exec` in service `name`'s container; stdout as bytes (a dump).
+fn exec_bytes(server: &Server, name: &str, script: &str) -> Vec<u8> {
+    let out =
+        run(Command::new("docker").args(["exec", &container_of(server, name), "sh", "-c", script]));
+    assert!(out.status.success(), "{script}: {}", text(&out.stderr));
+    out.stdout
+}
+
+/// `ssh paas ARGS < stdin` that must fail: its stderr.
+fn refused(server: &Server, args: &str, stdin: &[u8]) -> String {
+    let out = server.ssh_bytes(&server.admin, args, Some(stdin));
+    assert!(
+        !out.status.success(),
+        "{args} succeeded: {}",
+        text(&out.stderr)
+    );
+    text(&out.stderr)
+}
+
+/// What a team brings from Heroku or Dokku, and takes away: `services:import` loads a dump
+/// made elsewhere (a Postgres one with owners, grants and an extension this server has no
+/// roles for: everything ends up the service's own), `services:export` writes one the
+/// service's own tools read; Redis and a gzipped MariaDB dump too. Bad input is refused in
+/// one line and changes nothing.
+fn imports_and_exports_move_data_in_and_out(server: &Server) {
+    let a = &server.admin;
+    // A database as another host has it: its own owner role, a grantee, an extension.
+    let made = "psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres \
+        -c 'CREATE ROLE u8heroku LOGIN' -c 'CREATE ROLE reader' \
+        -c 'CREATE DATABASE herokudb OWNER u8heroku' && \
+        psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d herokudb \
+        -c 'CREATE EXTENSION citext' -c 'SET ROLE u8heroku' \
+        -c \"CREATE TYPE mood AS ENUM ('ok', 'meh')\" -c 'CREATE SCHEMA reporting' \
+        -c 'CREATE TABLE users (id serial PRIMARY KEY, email citext UNIQUE NOT NULL, m mood)' \
+        -c 'CREATE TABLE reporting.daily (d date, n int)' \
+        -c 'CREATE VIEW user_count AS SELECT count(*) AS n FROM users' \
+        -c \"INSERT INTO users (email, m) SELECT 'U' || g || '@Example.com', 'ok' FROM generate_series(1, 300) g\" \
+        -c 'GRANT SELECT ON users TO reader' && \
+        pg_dump -Fc -h /run/svc -U postgres -d herokudb";
+    let dump = exec_bytes(server, "db", made);
+    assert!(dump.starts_with(b"PGDMP"));
+    let before = backups(server, "db").len();
+
+    // Refused before anything is stored: plain SQL, nothing, not a dump at all.
+    let err = refused(
+        server,
+        "services:import db",
+        b"--\n-- PostgreSQL database dump\n",
+    );
+    assert!(
+        err.contains("a plain SQL dump") && err.contains("pg_dump -Fc"),
+        "{err}"
+    );
+    let err = refused(server, "services:import db", b"");
+    assert!(err.contains("nothing on stdin"), "{err}");
+    // A whole header and a cut body: stored, fails to load, removed again; the live
+    // database is as it was.
+    let rows = psql(server, "SELECT count(*) FROM t");
+    let err = refused(server, "services:import db", &dump[..dump.len() * 2 / 3]);
+    assert!(
+        err.contains("the service holds what it held before"),
+        "{err}"
+    );
+    assert_eq!(psql(server, "SELECT count(*) FROM t"), rows);
+    assert_eq!(
+        backups(server, "db").len(),
+        before,
+        "nothing new in the catalog"
+    );
+
+    // Dokku's name for it; the import replaces the database, owned as the service's own.
+    let out = server.ssh_bytes(a, "postgres:import db", Some(&dump));
+    assert!(
+        out.status.success(),
+        "{}{}",
+        text(&out.stderr),
+        server.log()
+    );
+    assert!(
+        text(&out.stderr).contains("imported into db as backup #"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(
+        psql(
+            server,
+            "SELECT count(*) FROM users WHERE email = 'u7@example.COM'"
+        ),
+        "1"
+    );
+    assert_eq!(
+        psql(server, "SELECT to_regclass('t') IS NULL"),
+        "t",
+        "the old tables are gone"
+    );
+    let owners = psql(
+        server,
+        "SELECT string_agg(DISTINCT pg_get_userbyid(relowner), ',') FROM pg_class c \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE nspname IN ('public', 'reporting') AND relkind IN ('r', 'v', 'S')",
+    );
+    assert_eq!(owners, "svc_owner");
+    // What every link acts as can use all of it.
+    assert_eq!(
+        psql(
+            server,
+            "SET ROLE svc_owner; INSERT INTO users (email, m) VALUES ('new@x.io', 'meh'); \
+             INSERT INTO reporting.daily VALUES (now(), 1); SELECT n FROM user_count"
+        ),
+        "301"
+    );
+    let list = backups(server, "db");
+    assert!(list.iter().any(|b| b["reason"] == "import"), "{list:?}");
+
+    // Export: what pg_restore reads, with the rows in it; progress on stderr only.
+    let out = server.ssh(a, "services:export db", None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(out.stdout.starts_with(b"PGDMP"), "stdout is the archive");
+    assert!(
+        text(&out.stderr).contains("exported "),
+        "{}",
+        text(&out.stderr)
+    );
+    let toc = exec_stdin(server, "db", "pg_restore -l", &out.stdout);
+    assert!(
+        text(&toc).contains("TABLE DATA public users"),
+        "{}",
+        text(&toc)
+    );
+
+    // Redis: a stored backup exported as the RDB it holds, imported back after a flush.
+    let id = backups(server, "cache")[0]["id"].as_i64().unwrap();
+    let out = server.ssh(a, &format!("redis:export cache --backup {id}"), None);
+    assert!(
+        out.status.success() && out.stdout.starts_with(b"REDIS"),
+        "{}",
+        text(&out.stderr)
+    );
+    redis(server, "FLUSHALL");
+    let out = server.ssh_bytes(a, "services:import cache", Some(&out.stdout));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(redis(server, "GET k1"), "v1");
+    let err = refused(server, "services:import cache", &dump);
+    assert!(err.contains("not a Redis RDB file"), "{err}");
+
+    // MariaDB: the SQL it exports, gzipped the way people keep dumps, imported back.
+    let out = server.ssh(a, "mysql:export sql", None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("CREATE TABLE"), "plain SQL");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &out.stdout).unwrap();
+    let gz = gz.finish().unwrap();
+    mariadb(server, "DROP TABLE t");
+    let out = server.ssh_bytes(a, "services:import sql", Some(&gz));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        mariadb(server, "SELECT group_concat(v ORDER BY id) FROM t"),
+        "one,two"
+    );
 }
 
 /// `chattr +i` on a directory: even root cannot create files in it, until dropped.

@@ -105,14 +105,73 @@ db=$MAGRATHEA_DB
 new=${db}__mg_restoring
 old=${db}__mg_before
 q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
+foreign=
 "#;
+
+/// Before [`PG_STAGE`]: the dump was made elsewhere (`services:import`, a dump from Heroku,
+/// Dokku or any `pg_dump -Fc`). It names owners and grantees this server does not have, so
+/// it loads without them, and everything it made is then handed to `svc_owner`, whom every
+/// link acts as (what an extension made stays the extension's).
+const PG_FOREIGN: &str = "foreign=1\n";
 
 /// The dump on stdin into a new database `$new`, in one transaction; dropped if that fails.
 const PG_STAGE: &str = r#"q -c "DROP DATABASE IF EXISTS $new WITH (FORCE)" -c "DROP DATABASE IF EXISTS $old WITH (FORCE)"
 q -c "CREATE DATABASE $new OWNER svc_owner TEMPLATE template0"
+ok=1
 # Index builds sort in memory where they can (the service has 512 MiB).
-if ! PGOPTIONS="-c maintenance_work_mem=128MB" pg_restore -h /run/svc -U postgres -d "$new" \
-    --single-transaction --exit-on-error; then
+PGOPTIONS="-c maintenance_work_mem=128MB" pg_restore -h /run/svc -U postgres -d "$new" \
+    --single-transaction --exit-on-error ${foreign:+--no-owner --no-privileges} || ok=
+if [ -n "$ok" ] && [ -n "$foreign" ]; then
+    PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc \
+        -U postgres -d "$new" <<'SQL' || ok=
+DO $own$
+DECLARE q text;
+BEGIN
+  FOR q IN
+    SELECT format('ALTER SCHEMA %I OWNER TO svc_owner', n.nspname)
+      FROM pg_namespace n
+     WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+       AND n.nspowner NOT IN ('svc_owner'::regrole, 'pg_database_owner'::regrole)
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_namespace'::regclass
+                         AND d.objid = n.oid AND d.deptype = 'e')
+    UNION ALL
+    SELECT format('ALTER %s %s OWNER TO svc_owner',
+                  CASE c.relkind WHEN 'v' THEN 'VIEW' WHEN 'm' THEN 'MATERIALIZED VIEW'
+                                 WHEN 'S' THEN 'SEQUENCE' WHEN 'f' THEN 'FOREIGN TABLE'
+                                 WHEN 'c' THEN 'TYPE' ELSE 'TABLE' END, c.oid::regclass)
+      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f', 'c')
+       AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+       AND c.relowner <> 'svc_owner'::regrole
+       -- a serial's or identity's sequence goes with its table
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                         AND d.objid = c.oid AND d.deptype IN ('e', 'a', 'i'))
+    UNION ALL
+    SELECT format('ALTER ROUTINE %s OWNER TO svc_owner', p.oid::regprocedure)
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+       AND p.proowner <> 'svc_owner'::regrole
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass
+                         AND d.objid = p.oid AND d.deptype = 'e')
+    UNION ALL
+    SELECT format('ALTER %s %s OWNER TO svc_owner',
+                  CASE t.typtype WHEN 'd' THEN 'DOMAIN' ELSE 'TYPE' END, t.oid::regtype)
+      FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+     WHERE t.typtype IN ('e', 'r', 'd') AND t.typowner <> 'svc_owner'::regrole
+       AND n.nspname !~ '^pg_' AND n.nspname <> 'information_schema'
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_type'::regclass
+                         AND d.objid = t.oid AND d.deptype = 'e')
+    UNION ALL
+    SELECT format('ALTER LARGE OBJECT %s OWNER TO svc_owner', l.oid)
+      FROM pg_largeobject_metadata l WHERE l.lomowner <> 'svc_owner'::regrole
+  LOOP
+    EXECUTE q;
+  END LOOP;
+END
+$own$;
+SQL
+fi
+if [ -z "$ok" ]; then
     q -c "DROP DATABASE IF EXISTS $new WITH (FORCE)" || true
     exit 1
 fi
@@ -396,9 +455,10 @@ pub(super) async fn load(
     let name = container(ctx, &t.key);
     let began = std::time::Instant::now();
     let keep = req.keep && pg;
+    let foreign = if req.foreign { PG_FOREIGN } else { "" };
     let script = match (pg, req.staged) {
-        (true, true) => Some(pg_script(&[PG_STAGE])),
-        (true, false) => Some(pg_script(&[PG_STAGE, PG_SWAP])),
+        (true, true) => Some(pg_script(&[foreign, PG_STAGE])),
+        (true, false) => Some(pg_script(&[foreign, PG_STAGE, PG_SWAP])),
         (false, _) => load_script(&t.kind).map(str::to_string),
     };
     let bytes = match script {

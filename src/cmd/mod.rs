@@ -70,6 +70,8 @@ mod services_backups;
 mod services_connect;
 mod services_create;
 mod services_destroy;
+mod services_export;
+mod services_import;
 mod services_info;
 mod services_link;
 mod services_logs;
@@ -188,6 +190,15 @@ pub(crate) struct Ctx<'a> {
     pub stdin: &'a [u8],
     /// Whether the client asked for a terminal (`ssh -t`).
     pub pty: bool,
+    /// The client's stdin and stdout as byte streams ([`Command::PIPE`] commands).
+    pub pipe: Option<Pipe>,
+}
+
+/// A [`Command::PIPE`] command's byte streams: stdin as the client sends it (any size, to
+/// its EOF), and stdout, written as is (progress lines go to stderr instead).
+pub struct Pipe {
+    pub stdin: tokio::sync::mpsc::Receiver<Vec<u8>>,
+    pub stdout: tokio::sync::mpsc::Sender<Vec<u8>>,
 }
 
 /// What a handler hands back.
@@ -207,8 +218,10 @@ impl From<String> for Done {
 pub(crate) trait Command: clap::Args {
     const NEED: Need;
     const MODE: Mode = Mode::Quick;
-    /// Whether it reads the client's stdin.
+    /// Whether it reads the client's stdin (buffered, small).
     const STDIN: bool = false;
+    /// Whether it streams bytes: a dump in (stdin) or out (stdout); see [`Pipe`].
+    const PIPE: bool = false;
     /// The app the command is about (checked against [`Need::App`], shown in the audit).
     fn app(&self) -> Option<&str> {
         None
@@ -240,6 +253,10 @@ macro_rules! commands {
             /// Does this command read the client's stdin?
             pub fn wants_stdin(&self) -> bool {
                 match self { $(Cmd::$variant(_) => <$ty as Command>::STDIN,)* }
+            }
+            /// Does this command stream bytes ([`Pipe`])?
+            pub fn pipes(&self) -> bool {
+                match self { $(Cmd::$variant(_) => <$ty as Command>::PIPE,)* }
             }
             fn app(&self) -> Option<&str> {
                 match self { $(Cmd::$variant(c) => c.app(),)* }
@@ -330,6 +347,8 @@ commands! {
     ServicesBackup(services_backup::ServicesBackup) = "services:backup",
     ServicesBackups(services_backups::ServicesBackups) = "services:backups",
     ServicesRestore(services_restore::ServicesRestore) = "services:restore",
+    ServicesImport(services_import::ServicesImport) = "services:import" | "postgres:import" | "redis:import" | "mysql:import" | "mariadb:import",
+    ServicesExport(services_export::ServicesExport) = "services:export" | "postgres:export" | "redis:export" | "mysql:export" | "mariadb:export",
     Usage(usage::UsageCmd) = "usage",
     Limits(limits::Limits) = "limits",
     LimitsSet(limits_change::LimitsSet) = "limits:set",
@@ -579,6 +598,8 @@ pub struct Io<'a> {
     pub stdin: &'a [u8],
     /// Whether the client asked for a terminal.
     pub pty: bool,
+    /// The byte streams of a [`Cmd::pipes`] command.
+    pub pipe: Option<Pipe>,
 }
 
 /// How a command ended.
@@ -639,6 +660,7 @@ async fn dispatch(
         out: io.out,
         stdin: io.stdin,
         pty: io.pty,
+        pipe: io.pipe,
     };
     let result = match mode {
         // Off the async workers: the store and the file system block.

@@ -13,7 +13,7 @@ pub struct ServicesRestore {
     id: i64,
 }
 
-fn backup_id(s: &str) -> Result<i64, String> {
+pub(super) fn backup_id(s: &str) -> Result<i64, String> {
     s.strip_prefix('#')
         .unwrap_or(s)
         .parse::<i64>()

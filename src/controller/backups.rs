@@ -63,7 +63,7 @@ impl BackupAsk {
     }
 }
 
-fn compression(kind: &str) -> Compression {
+pub(super) fn compression(kind: &str) -> Compression {
     match kind {
         // pg_dump's custom format is compressed (zlib) and an RDB is (LZF): again would
         // only cost time.
@@ -78,7 +78,7 @@ fn loads_atomically(kind: &str) -> bool {
     kind == "postgres"
 }
 
-fn target(row: &ServiceRow) -> DumpTarget {
+pub(super) fn target(row: &ServiceRow) -> DumpTarget {
     DumpTarget {
         key: row.key.clone(),
         kind: row.kind.clone(),
@@ -230,7 +230,7 @@ impl Core {
     /// Retention: the catalog first, then the files it no longer names (and leftovers of a
     /// crashed backup). A failure here never fails the backup that was just taken.
     /// `keep` manual backups; scheduled ones as the service's schedule says.
-    fn prune_backups(&self, service: &str, keep: usize) {
+    pub(super) fn prune_backups(&self, service: &str, keep: usize) {
         let scheduled = self
             .store
             .service(service)
@@ -527,7 +527,11 @@ impl Core {
     }
 
     /// The file of `b` is whole (its sha256 the catalog's) and a dump of `row`'s type.
-    async fn check_backup(&self, row: &ServiceRow, b: &BackupRow) -> Result<(), CoreError> {
+    pub(super) async fn check_backup(
+        &self,
+        row: &ServiceRow,
+        b: &BackupRow,
+    ) -> Result<(), CoreError> {
         let path = self.data().backups(&row.name).join(&b.file);
         let key = self.sealer.stream_key().clone();
         let what = format!("#{} of {}", b.id, row.name);
@@ -598,6 +602,7 @@ impl Core {
             target: target(row),
             keep,
             staged,
+            foreign: b.reason == BackupReason::Import,
         };
         let loaded = self.node_client(node).upload_stream(&req, rx).await;
         let read = read.await.map_err(|e| CoreError::Failed(e.to_string()))?;

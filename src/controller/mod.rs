@@ -26,6 +26,7 @@ pub mod routing;
 mod schedule;
 mod services;
 mod sessions;
+mod transfer;
 pub mod usage;
 pub mod view;
 

@@ -69,6 +69,10 @@ pub struct ServiceLoadReq {
     pub keep: bool,
     #[serde(default)]
     pub staged: bool,
+    /// The dump was made elsewhere (`services:import`): its owners and grants are not this
+    /// service's (see `agent::svcbackup`).
+    #[serde(default)]
+    pub foreign: bool,
 }
 
 impl Request for ServiceLoadReq {
@@ -82,27 +86,42 @@ impl Request for ServiceLoadReq {
         } else if self.keep {
             w.push("keep".into());
         }
+        if self.foreign {
+            w.push("foreign".into());
+        }
         w
     }
 }
 
 impl ServiceLoadReq {
     pub fn from_args(args: &[String]) -> Option<ServiceLoadReq> {
-        // A 4th word, so a service named `keep` or `staged` is still one.
-        let (t, mode) = match args {
-            [t @ .., last] if t.len() == 3 => (t, Some(last.as_str())),
-            t => (t, None),
-        };
-        let (keep, staged) = match mode {
-            None => (false, false),
-            Some("keep") => (true, false),
-            Some("staged") => (false, true),
-            Some(_) => return None,
-        };
+        // The target's three words, then the modes: a service named `keep` or `staged` is
+        // still one.
+        if args.len() < 3 {
+            return None;
+        }
+        let (t, modes) = args.split_at(3);
+        let (mut keep, mut staged, mut foreign) = (false, false, false);
+        for m in modes {
+            let flag = match m.as_str() {
+                "keep" => &mut keep,
+                "staged" => &mut staged,
+                "foreign" => &mut foreign,
+                _ => return None,
+            };
+            if *flag {
+                return None;
+            }
+            *flag = true;
+        }
+        if keep && staged {
+            return None;
+        }
         DumpTarget::from_words(t).map(|target| ServiceLoadReq {
             target,
             keep,
             staged,
+            foreign,
         })
     }
 }
@@ -199,12 +218,14 @@ mod tests {
             target: t.clone(),
             keep: false,
             staged: false,
+            foreign: false,
         };
         assert_eq!(ServiceLoadReq::from_args(&l.args()).unwrap().target, t);
         let k = ServiceLoadReq {
             target: t.clone(),
             keep: true,
             staged: false,
+            foreign: false,
         };
         let back = ServiceLoadReq::from_args(&k.args()).unwrap();
         assert!(back.keep && !back.staged && back.target == t);
@@ -212,9 +233,25 @@ mod tests {
             target: t.clone(),
             keep: false,
             staged: true,
+            foreign: false,
         };
         let back = ServiceLoadReq::from_args(&s.args()).unwrap();
-        assert!(back.staged && !back.keep && back.target == t);
+        assert!(back.staged && !back.keep && !back.foreign && back.target == t);
+        let f = ServiceLoadReq {
+            foreign: true,
+            ..s.clone()
+        };
+        let back = ServiceLoadReq::from_args(&f.args()).unwrap();
+        assert!(back.staged && back.foreign && back.target == t);
+        let mut twice = f.args();
+        twice.push("foreign".into());
+        assert!(ServiceLoadReq::from_args(&twice).is_none(), "a mode twice");
+        let mut both = t.words();
+        both.extend(["keep".to_string(), "staged".to_string()]);
+        assert!(
+            ServiceLoadReq::from_args(&both).is_none(),
+            "keep and staged"
+        );
         let mut odd = t.words();
         odd.push("other".into());
         assert!(ServiceLoadReq::from_args(&odd).is_none(), "an unknown mode");

@@ -115,6 +115,7 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
             out: &mut sink,
             stdin: &stdin,
             pty: req.pty,
+            pipe: None,
         };
         match cmd::execute(&core, &req.who, &argv, c, io).await {
             cmd::Finished::Reply(reply) => reply,
@@ -124,10 +125,100 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
                 return;
             }
         }
+    } else if c.pipes() {
+        let mut reply = pipe(&core, &req, rx, &tx, argv, c).await;
+        // stdout carried the bytes; the closing line goes with the progress lines.
+        let text = std::mem::take(&mut reply.stdout);
+        reply.stderr.splice(0..0, text);
+        reply
     } else {
         stream(&core, &req, rx, &tx, argv, c, stdin).await
     };
     finish(&tx, reply).await;
+}
+
+/// Runs a command that streams bytes ([`cmd::Pipe`]): the channel's data to its stdin until
+/// the client's EOF, its bytes to the channel's stdout, its progress lines to stderr. The
+/// client going away ends the streams (a dump being read is cut short; one being written
+/// stops), and the command sees it as a short stream or a closed output.
+async fn pipe(
+    core: &Arc<Core>,
+    req: &ExecRequest,
+    mut rx: russh::ChannelReadHalf,
+    tx: &ChannelWriteHalf<Msg>,
+    argv: Vec<String>,
+    c: cmd::Cmd,
+) -> Reply {
+    let (ftx, mut frx) = tokio::sync::mpsc::channel::<crate::git::hookproto::Frame>(256);
+    let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let (data_tx, mut data_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
+    let (core, who) = (core.clone(), req.who.clone());
+    let task = tokio::spawn(
+        async move {
+            let mut sink = crate::sink::Sink::new(ftx);
+            let io = cmd::Io {
+                out: &mut sink,
+                stdin: &[],
+                pty: false,
+                pipe: Some(cmd::Pipe {
+                    stdin: in_rx,
+                    stdout: data_tx,
+                }),
+            };
+            match cmd::execute(&core, &who, &argv, c, io).await {
+                cmd::Finished::Reply(r) => r,
+                cmd::Finished::Session(_) => Reply::err("error: internal routing error", 1),
+            }
+        }
+        .instrument(tracing::Span::current()),
+    );
+    let mut out = tx.make_writer();
+    let mut err = tx.make_writer_ext(Some(1));
+    let mut stdin = Some(in_tx);
+    let (mut lines, mut data) = (true, true);
+    while lines || data {
+        tokio::select! {
+            m = rx.wait() => match m {
+                Some(russh::ChannelMsg::Data { data }) => {
+                    // A command that does not read stdin has dropped its end: ignored.
+                    if let Some(s) = &stdin {
+                        if s.send(data.to_vec()).await.is_err() {
+                            stdin = None;
+                        }
+                    }
+                }
+                Some(russh::ChannelMsg::Eof) => stdin = None,
+                Some(russh::ChannelMsg::Close) | None => {
+                    tracing::info!("client went away; stream stopped");
+                    break;
+                }
+                _ => {}
+            },
+            f = frx.recv(), if lines => match f {
+                Some(f) => {
+                    if let Some(line) = f.out {
+                        let _ = err.write_all(format!("{line}\n").as_bytes()).await;
+                        let _ = err.flush().await;
+                    }
+                }
+                None => lines = false,
+            },
+            d = data_rx.recv(), if data => match d {
+                Some(d) => {
+                    if out.write_all(&d).await.is_err() {
+                        break;
+                    }
+                }
+                None => {
+                    let _ = out.flush().await;
+                    data = false;
+                }
+            },
+        }
+    }
+    drop((stdin, frx, data_rx));
+    task.await
+        .unwrap_or_else(|e| Reply::err(format!("error: internal error ({e})"), 1))
 }
 
 /// Runs a command, its progress lines written to the channel as they come. The client
@@ -152,6 +243,7 @@ async fn stream(
                 out: &mut sink,
                 stdin: &stdin,
                 pty: false,
+                pipe: None,
             };
             match cmd::execute(&core, &who, &argv, c, io).await {
                 cmd::Finished::Reply(r) => r,

@@ -19,6 +19,8 @@ pub enum BackupReason {
     Release,
     /// Before a restore overwrote the service.
     Safety,
+    /// A dump made elsewhere, brought in by `services:import` (kept like manual ones).
+    Import,
 }
 
 impl BackupReason {
@@ -28,6 +30,7 @@ impl BackupReason {
             BackupReason::Scheduled => "scheduled",
             BackupReason::Release => "release",
             BackupReason::Safety => "safety",
+            BackupReason::Import => "import",
         }
     }
 
@@ -36,6 +39,7 @@ impl BackupReason {
             "scheduled" => BackupReason::Scheduled,
             "release" => BackupReason::Release,
             "safety" => BackupReason::Safety,
+            "import" => BackupReason::Import,
             _ => BackupReason::Manual,
         }
     }
@@ -197,9 +201,9 @@ impl Store {
         {
             let mut st = tx.prepare(&format!(
                 "SELECT {COLUMNS} FROM service_backups b WHERE service=?1 AND (
-                   (reason='manual' AND id NOT IN (
+                   (reason IN ('manual', 'import') AND id NOT IN (
                       SELECT id FROM service_backups WHERE service=?1
-                      AND reason='manual' ORDER BY id DESC LIMIT ?2))
+                      AND reason IN ('manual', 'import') ORDER BY id DESC LIMIT ?2))
                    OR (reason='scheduled' AND id NOT IN (
                       SELECT id FROM service_backups WHERE service=?1
                       AND reason='scheduled' ORDER BY id DESC LIMIT ?4))
@@ -227,6 +231,19 @@ impl Store {
         }
         tx.commit()?;
         Ok(gone)
+    }
+
+    /// One backup's row removed (an import that did not load); the row, if there was one.
+    /// Its file is the caller's to delete, after.
+    pub fn remove_backup(&self, service: &str, id: i64) -> Result<Option<BackupRow>> {
+        let found = self.backup(service, id)?;
+        if found.is_some() {
+            self.lock().execute(
+                "DELETE FROM service_backups WHERE service=?1 AND id=?2",
+                params![service, id],
+            )?;
+        }
+        Ok(found)
     }
 
     /// When the newest scheduled backup of a service was taken.

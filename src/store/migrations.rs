@@ -292,6 +292,27 @@ pub(super) const MIGRATIONS: &[&str] = &[
     // 18: the subdirectory of the pushed tree an app builds from (`builds:set APP build-dir
     // PATH`; NULL: the repository's root, or the `APP_BASE` config var)
     "ALTER TABLE apps ADD COLUMN build_dir TEXT;",
+    // 19: backups may be imports (`services:import`: a dump made elsewhere); SQLite cannot
+    // change a CHECK in place, so the catalog is copied into a table that allows them
+    "CREATE TABLE service_backups_new(
+        id INTEGER PRIMARY KEY,
+        service TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        reason TEXT NOT NULL CHECK (reason IN ('manual','scheduled','release','safety','import')),
+        app TEXT,
+        env TEXT,
+        version INTEGER,
+        file TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        sha256 TEXT NOT NULL,
+        verified INTEGER NOT NULL DEFAULT 0,
+        created_at INTEGER NOT NULL);
+     INSERT INTO service_backups_new SELECT id, service, kind, reason, app, env, version, file,
+        size, sha256, verified, created_at FROM service_backups;
+     DROP TABLE service_backups;
+     ALTER TABLE service_backups_new RENAME TO service_backups;
+     CREATE INDEX service_backups_service ON service_backups(service, id);
+     CREATE INDEX service_backups_release ON service_backups(app, version);",
 ];
 
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -303,6 +303,11 @@ impl Server {
 
     /// `ssh -p PORT git@127.0.0.1 ARGS`, with `stdin` piped in.
     pub fn ssh(&self, key: &Key, args: &str, stdin: Option<&str>) -> Output {
+        self.ssh_bytes(key, args, stdin.map(str::as_bytes))
+    }
+
+    /// [`Server::ssh`] with bytes on stdin (a dump).
+    pub fn ssh_bytes(&self, key: &Key, args: &str, stdin: Option<&[u8]>) -> Output {
         let mut cmd = Command::new("ssh");
         cmd.args(self.ssh_args(key)).arg("git@127.0.0.1");
         if !args.is_empty() {
@@ -315,7 +320,7 @@ impl Server {
         {
             let mut sin = child.stdin.take().unwrap();
             if let Some(s) = stdin {
-                sin.write_all(s.as_bytes()).unwrap();
+                sin.write_all(s).unwrap();
             }
         }
         child.wait_with_output().unwrap()
