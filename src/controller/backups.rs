@@ -252,6 +252,17 @@ impl Core {
         }
     }
 
+    /// One backup gone from the catalog, then its file.
+    pub(super) fn forget_backup(&self, service: &str, id: i64) {
+        match self.store.remove_backup(service, id) {
+            Ok(Some(b)) => {
+                let _ = std::fs::remove_file(self.data().backups(service).join(b.file));
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(service, id, "forgetting a backup: {e}"),
+        }
+    }
+
     /// Before `version`'s release command: a verified backup of every service linked to
     /// `app` in `env`, tied to that release (see `deploy::Host::backup_linked`).
     pub async fn backup_linked(
@@ -374,6 +385,10 @@ impl Core {
                 // Nothing was replaced; a failed load has dropped its database already.
                 if let Err(e) = self.swap(row, node, true).await {
                     tracing::warn!(service = %row.name, "dropping a staged restore: {e}");
+                }
+                // Nor is a safety backup of what is still there needed.
+                if let Ok(s) = &safety {
+                    self.forget_backup(&row.name, s.id);
                 }
                 return Err(unchanged(
                     staged

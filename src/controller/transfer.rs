@@ -210,9 +210,7 @@ impl Core {
             }
             Err(e) => {
                 // A dump that does not load is no backup to keep.
-                if let Ok(Some(b)) = self.store.remove_backup(&row.name, id) {
-                    let _ = std::fs::remove_file(dir.join(b.file));
-                }
+                self.forget_backup(&row.name, id);
                 Err(e)
             }
         }
