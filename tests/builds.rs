@@ -233,6 +233,12 @@ fn builtins_on(
     ] {
         says_hello(s, app, fixture);
     }
+    // PHP's default web (Apache on the app's root) refuses dotfiles and the dot directories
+    // the build wrote.
+    for hidden in ["/.profile.d/php.sh", "/.magrathea/php.env", "/.htaccess"] {
+        let (status, body) = s.get("php", hidden);
+        assert_eq!(status, 403, "{hidden}: {body}");
+    }
     let info = release_info(s, "py", 1);
     assert_eq!(info["manifest"]["stack"], stack);
     assert_eq!(info["manifest"]["buildpacks"][0], "python");

@@ -1008,6 +1008,12 @@ fn heroku_php(c: &Ctx) {
     c.answer("guestbook", "/entries/7", "\"entry\":7");
     c.answer("guestbook", "/assets/site.css", "font-family");
     let header = |server: &str| format!("x-guestbook-server: {server}\r\n");
+    // Served by Apache itself, typed by mime.types, the .htaccess header on it.
+    let css = c.s.head("guestbook", "/assets/site.css");
+    assert!(
+        css.contains("content-type: text/css") && css.contains(&header("apache")),
+        "{css}"
+    );
     let moved = c.s.head("guestbook", "/old-entries/7");
     assert!(
         moved.starts_with("http/1.1 301")
