@@ -1129,6 +1129,19 @@ fn heroku_php(c: &Ctx) {
         1,
         "{logs}"
     );
+    // Heroku's -h and -t, in a one-off process of the release.
+    let out = c.s.ssh(
+        &c.s.admin,
+        "run guestbook -- sh -c 'heroku-php-apache2 -h && heroku-php-nginx -p 5099 -t -C nginx_app.conf -F fpm_custom.conf web/'",
+        None,
+    );
+    let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(
+        out.status.success()
+            && said.contains("Usage: heroku-php-apache2 [options] [DOCUMENT_ROOT]")
+            && said.contains("heroku-php-nginx: configs ok"),
+        "{said}"
+    );
 }
 
 type Case = (&'static str, fn(&Ctx));
