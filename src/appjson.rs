@@ -324,7 +324,10 @@ pub fn parse(text: &str) -> Result<AppJson, String> {
                     ));
                 }
             }
-            if c.command.is_some() && c.kind.as_deref().is_none_or(|k| k == "startup") {
+            // Only web's startup checks gate a deploy here; another type's checks (Dokku
+            // runs them in its containers) are not run, so not refused either.
+            let gates = t == "web" && c.kind.as_deref().is_none_or(|k| k == "startup");
+            if c.command.is_some() && gates {
                 return Err(format!(
                     "{at}: command checks are not supported; use a path check"
                 ));
@@ -654,5 +657,9 @@ mod tests {
             assert!(e.starts_with("app.json"), "{bad}: {e}");
             assert_eq!(e.lines().count(), 1, "{e}");
         }
+        // A worker's command check (Dokku runs it in the worker): never run here, not refused.
+        let w = parse(r#"{"healthchecks": {"worker": [{"type": "startup", "command": ["pgrep", "celery"]}]}}"#)
+            .unwrap();
+        assert_eq!(w.startup_checks("worker").len(), 1);
     }
 }

@@ -679,13 +679,37 @@ fn buildpack_by_url(c: &Ctx) {
 }
 
 /// An apt-style bash buildpack (by URL) downloads a Debian package at build time, unpacks it
-/// into /app/.apt, and the app runs it.
+/// into /app/.apt, and the app runs it; then the builtin apt buildpack, named
+/// `heroku-community/apt` as Heroku apps name it, does the same.
 fn apt_buildpack(c: &Ctx) {
     let url = c.publish(&fixture_dir("buildpacks/apt"), "heroku-buildpack-apt.git");
     let dir = c.app("apt-app");
     commit(&dir, ".buildpacks", &format!("{url}\n"), "apt buildpack");
     let err = c.push_ok("greeter", &dir);
     assert!(err.contains("Installing hello_"), "{err}");
+    c.answer("greeter", "/", "hello from a Debian package");
+
+    // Named as Heroku apps name it (its registry name; GitHub is not needed), the builtin
+    // apt buildpack installs the same Aptfile.
+    commit(
+        &dir,
+        ".buildpacks",
+        "heroku-community/apt\n",
+        "Heroku's apt buildpack",
+    );
+    commit(
+        &dir,
+        "README.md",
+        "# greeter\n\nGNU hello from Debian.\n",
+        "again",
+    );
+    let err = c.push_ok("greeter", &dir);
+    assert!(
+        err.contains("heroku-community/apt: using the builtin apt buildpack")
+            && err.contains("Downloading: hello")
+            && err.contains("packages unpacked into .apt"),
+        "{err}"
+    );
     c.answer("greeter", "/", "hello from a Debian package");
 }
 

@@ -10,6 +10,9 @@ use crate::safefs::{self, Kind};
 /// Detection order (go after php, as in Heroku's default list: a repo with both a package.json
 /// and a go.mod builds as on Heroku).
 pub const BUILTIN: &[&str] = &["python", "nodejs", "php", "go", "static", "procfile"];
+/// Builtins only an app's list names (never detected): `apt` installs an Aptfile's Debian
+/// packages before the buildpack that builds the code, as heroku-buildpack-apt does.
+pub const NAMED_ONLY: &[&str] = &["apt"];
 
 macro_rules! bp {
     ($name:literal) => {
@@ -30,13 +33,14 @@ macro_rules! bp {
     };
 }
 
-const FILES: [[(&str, &str); 3]; 6] = [
+const FILES: [[(&str, &str); 3]; 7] = [
     bp!("python"),
     bp!("nodejs"),
     bp!("php"),
     bp!("go"),
     bp!("static"),
     bp!("procfile"),
+    bp!("apt"),
 ];
 /// Files a builtin runs besides its three scripts (the php buildpack copies its web server
 /// runner into the app).
@@ -222,7 +226,7 @@ pub fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
 /// the repo that must stay inside it and hold `bin/compile`.
 pub fn resolve(spec: &str, src: &Path) -> Result<Buildpack, String> {
     let s = spec.trim();
-    if let Some(b) = BUILTIN.iter().find(|b| **b == s) {
+    if let Some(b) = BUILTIN.iter().chain(NAMED_ONLY).find(|b| **b == s) {
         return Ok(Buildpack::Builtin(b));
     }
     if let Some(b) = standin(s) {
@@ -285,14 +289,17 @@ pub fn standin(spec: &str) -> Option<&'static str> {
         "php" => Some("php"),
         "go" => Some("go"),
         "static" => Some("static"),
+        "apt" => Some("apt"),
         _ => None,
     };
     // heroku/python, heroku-community/static: Heroku's buildpack registry names.
     if let Some(n) = s.strip_prefix("heroku/") {
         return builtin(n);
     }
-    if s == "heroku-community/static" {
-        return Some("static");
+    match s {
+        "heroku-community/static" => return Some("static"),
+        "heroku-community/apt" => return Some("apt"),
+        _ => {}
     }
     let (_, rest) = s.split_once("://")?;
     let rest = rest.strip_prefix("www.").unwrap_or(rest);
@@ -314,6 +321,7 @@ pub fn standin(spec: &str) -> Option<&'static str> {
         if let Some(name) = rest.strip_prefix(host).and_then(|n| n.strip_suffix(".tgz")) {
             return match name {
                 "heroku-community/static" => Some("static"),
+                "heroku-community/apt" => Some("apt"),
                 _ => name.strip_prefix("heroku/").and_then(builtin),
             };
         }
@@ -416,6 +424,12 @@ mod tests {
                 "static",
             ),
             ("https://github.com/dokku/buildpack-null", "procfile"),
+            ("heroku-community/apt", "apt"),
+            ("https://github.com/heroku/heroku-buildpack-apt", "apt"),
+            (
+                "https://buildpack-registry.s3.amazonaws.com/buildpacks/heroku-community/apt.tgz",
+                "apt",
+            ),
             ("https://github.com/dokku/buildpack-nginx.git", "static"),
             ("https://github.com/progrium/buildpack-nginx", "static"),
             ("  HTTPS://GitHub.com/Heroku/heroku-buildpack-nodejs  ", "nodejs"),
@@ -427,7 +441,7 @@ mod tests {
         // Others' buildpacks stay what they are: fetched by URL.
         for spec in [
             "heroku/ruby",
-            "https://github.com/heroku/heroku-buildpack-apt",
+            "https://github.com/heroku/heroku-buildpack-google-chrome",
             "https://github.com/heroku/heroku-buildpack-ruby",
             "https://github.com/someone/heroku-buildpack-python",
             "https://gitlab.com/heroku/heroku-buildpack-python",
