@@ -1153,17 +1153,20 @@ fn heroku_php(c: &Ctx) {
         1,
         "{logs}"
     );
-    // Heroku's -h and -t, in a one-off process of the release.
-    let out = c.s.ssh(
-        &c.s.admin,
-        "run guestbook -- sh -c 'heroku-php-apache2 -h && heroku-php-nginx -p 5099 -t -C nginx_app.conf -F fpm_custom.conf web/'",
-        None,
-    );
+    // In a one-off process of the release: Heroku's -h and -t, and heroku-php-nginx without
+    // -C, whose default sends what is not a file to index.php (try_files).
+    let script = r#"heroku-php-apache2 -h
+heroku-php-nginx -p 5099 -t -C nginx_app.conf -F fpm_custom.conf web/
+heroku-php-nginx -p 5098 web/ >/dev/null 2>&1 &
+for i in $(seq 1 40); do curl -sf -o /dev/null http://127.0.0.1:5098/ && break; sleep 0.25; done
+echo "front controller: $(curl -s http://127.0.0.1:5098/entries/9)"
+"#;
+    let out = c.s.ssh(&c.s.admin, "run guestbook -- sh", Some(script));
     let said = format!("{}{}", text(&out.stdout), text(&out.stderr));
     assert!(
-        out.status.success()
-            && said.contains("Usage: heroku-php-apache2 [options] [DOCUMENT_ROOT]")
-            && said.contains("heroku-php-nginx: configs ok"),
+        said.contains("Usage: heroku-php-apache2 [options] [DOCUMENT_ROOT]")
+            && said.contains("heroku-php-nginx: configs ok")
+            && said.contains("front controller: {\"entry\":9,"),
         "{said}"
     );
 }
