@@ -21,14 +21,14 @@ PHP_EXT="php-curl php-mbstring php-xml php-zip php-pgsql php-mysql php-sqlite3 p
 RUN_PACKAGES="bash ca-certificates curl busybox procps tzdata netbase \
 python3 nodejs npm php-cli $PHP_EXT nginx \
 apache2-bin php-fpm systemd-standalone-tmpfiles \
-libpq5 libssl3t64 libffi8 zlib1g libxml2 libxslt1.1 libyaml-0-2 libsqlite3-0 libjpeg62-turbo \
+libpq5 libmariadb3 libssl3t64 libffi8 zlib1g libxml2 libxslt1.1 libyaml-0-2 libsqlite3-0 libjpeg62-turbo \
 libpng16-16t64 libreadline8t64 libbz2-1.0 liblzma5 libgmp10"
 # Build image: the run image plus what real buildpacks expect to find (Go 1.24 for the go
 # buildpack: its binaries are static, so the run image needs no Go).
 BUILD_PACKAGES="build-essential pkg-config autoconf automake libtool git unzip zip xz-utils \
 jq file patch gettext-base wget openssh-client \
 python3-dev python3-venv python3-pip composer \
-libpq-dev libssl-dev libffi-dev zlib1g-dev libxml2-dev libxslt1-dev libyaml-dev \
+libpq-dev libmariadb-dev libssl-dev libffi-dev zlib1g-dev libxml2-dev libxslt1-dev libyaml-dev \
 libsqlite3-dev libjpeg-dev libpng-dev libreadline-dev libbz2-dev liblzma-dev \
 libgmp-dev libcurl4-openssl-dev golang-go"
 

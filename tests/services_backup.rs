@@ -266,21 +266,27 @@ fn imports_and_exports_move_data_in_and_out(server: &Server) {
     assert!(dump.starts_with(b"PGDMP"));
     let before = backups(server, "db").len();
 
-    // Refused before anything is stored: plain SQL, nothing, not a dump at all.
-    let err = refused(
-        server,
-        "services:import db",
-        b"--\n-- PostgreSQL database dump\n",
-    );
-    assert!(
-        err.contains("a plain SQL dump") && err.contains("pg_dump -Fc"),
-        "{err}"
-    );
+    // Refused before anything is stored: nothing, not a dump at all, a newer pg_dump's.
     let err = refused(server, "services:import db", b"");
     assert!(err.contains("nothing on stdin"), "{err}");
+    let err = refused(server, "services:import db", b"\x00\x01binary\x00");
+    assert!(err.contains("not a pg_dump archive or SQL dump"), "{err}");
+    let mut newer = dump.clone();
+    newer[6] = 15;
+    let err = refused(server, "services:import db", &newer);
+    assert!(err.contains("format 1.15"), "{err}");
+    // Plain SQL that names the other host's roles: it stops at the first, says how to
+    // dump it, and nothing changes.
+    let rows = psql(server, "SELECT count(*) FROM t");
+    let owned = exec_bytes(server, "db", "pg_dump -h /run/svc -U postgres -d herokudb");
+    let err = refused(server, "services:import db", &owned);
+    assert!(
+        err.contains("role \"u8heroku\" does not exist") && err.contains("--no-owner --no-acl"),
+        "{err}"
+    );
+    assert_eq!(psql(server, "SELECT count(*) FROM t"), rows);
     // A whole header and a cut body: stored, fails to load, removed again; the live
     // database is as it was.
-    let rows = psql(server, "SELECT count(*) FROM t");
     let err = refused(server, "services:import db", &dump[..dump.len() * 2 / 3]);
     assert!(
         err.contains("the service holds what it held before"),
@@ -338,6 +344,27 @@ fn imports_and_exports_move_data_in_and_out(server: &Server) {
     );
     let list = backups(server, "db");
     assert!(list.iter().any(|b| b["reason"] == "import"), "{list:?}");
+
+    // Plain SQL as Heroku's docs have people make it, gzipped: replayed by psql.
+    let plain = exec_bytes(
+        server,
+        "db",
+        "pg_dump --no-owner --no-acl -h /run/svc -U postgres -d herokudb | gzip",
+    );
+    let out = server.ssh_bytes(a, "services:import db", Some(&plain));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        psql(server, "SELECT count(*) FROM users"),
+        "300",
+        "the SQL's rows, not the 301 before"
+    );
+    assert_eq!(
+        psql(
+            server,
+            "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = 'users'"
+        ),
+        "svc_owner"
+    );
 
     // Export: what pg_restore reads, with the rows in it; progress on stderr only.
     let out = server.ssh(a, "services:export db", None);

@@ -106,6 +106,7 @@ new=${db}__mg_restoring
 old=${db}__mg_before
 q() { PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres "$@" </dev/null; }
 foreign=
+sql=
 "#;
 
 /// Before [`PG_STAGE`]: the dump was made elsewhere (`services:import`, a dump from Heroku,
@@ -114,13 +115,22 @@ foreign=
 /// link acts as (what an extension made stays the extension's).
 const PG_FOREIGN: &str = "foreign=1\n";
 
+/// Before [`PG_STAGE`]: the dump is plain SQL (`pg_dump > FILE`, imported), replayed by
+/// psql in one transaction, stopping at the first error.
+const PG_SQL: &str = "sql=1\n";
+
 /// The dump on stdin into a new database `$new`, in one transaction; dropped if that fails.
 const PG_STAGE: &str = r#"q -c "DROP DATABASE IF EXISTS $new WITH (FORCE)" -c "DROP DATABASE IF EXISTS $old WITH (FORCE)"
 q -c "CREATE DATABASE $new OWNER svc_owner TEMPLATE template0"
 ok=1
 # Index builds sort in memory where they can (the service has 512 MiB).
-PGOPTIONS="-c maintenance_work_mem=128MB" pg_restore -h /run/svc -U postgres -d "$new" \
-    --single-transaction --exit-on-error ${foreign:+--no-owner --no-privileges} || ok=
+if [ -n "$sql" ]; then
+    PGOPTIONS="-c maintenance_work_mem=128MB -c client_min_messages=warning" psql -X -q \
+        -v ON_ERROR_STOP=1 --single-transaction -h /run/svc -U postgres -d "$new" -o /dev/null || ok=
+else
+    PGOPTIONS="-c maintenance_work_mem=128MB" pg_restore -h /run/svc -U postgres -d "$new" \
+        --single-transaction --exit-on-error ${foreign:+--no-owner --no-privileges} || ok=
+fi
 if [ -n "$ok" ] && [ -n "$foreign" ]; then
     PGOPTIONS="-c client_min_messages=warning" psql -X -q -v ON_ERROR_STOP=1 -h /run/svc \
         -U postgres -d "$new" <<'SQL' || ok=
@@ -456,9 +466,10 @@ pub(super) async fn load(
     let began = std::time::Instant::now();
     let keep = req.keep && pg;
     let foreign = if req.foreign { PG_FOREIGN } else { "" };
+    let sql = if req.sql { PG_SQL } else { "" };
     let script = match (pg, req.staged) {
-        (true, true) => Some(pg_script(&[foreign, PG_STAGE])),
-        (true, false) => Some(pg_script(&[foreign, PG_STAGE, PG_SWAP])),
+        (true, true) => Some(pg_script(&[foreign, sql, PG_STAGE])),
+        (true, false) => Some(pg_script(&[foreign, sql, PG_STAGE, PG_SWAP])),
         (false, _) => load_script(&t.kind).map(str::to_string),
     };
     let bytes = match script {

@@ -57,6 +57,10 @@ pub struct Envelope {
     pub kind: String,
     pub service: String,
     pub compression: Compression,
+    /// A Postgres dump in plain SQL (an import, `pg_dump > FILE`): replayed by psql, where
+    /// the custom format is read by pg_restore.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sql: bool,
 }
 
 /// Counts and hashes what goes through it.
@@ -365,6 +369,7 @@ mod tests {
             kind: "postgres".into(),
             service: "db".into(),
             compression: c,
+            sql: false,
         }
     }
 

@@ -141,6 +141,7 @@ impl Core {
             kind: row.kind.clone(),
             service: row.name.clone(),
             compression: compression(&row.kind),
+            sql: false,
         };
         let key = self.sealer.stream_key().clone();
         // The dump's chunks (about 1 MiB each): to the sealing thread and, when verifying, to
@@ -596,10 +597,13 @@ impl Core {
         let key = self.sealer.stream_key().clone();
         let (tx, rx) = mpsc::channel::<Vec<u8>>(8);
         let (sha, what) = (b.sha256.clone(), format!("#{} of {}", b.id, row.name));
+        // The envelope says how the node loads it (plain SQL or the dump's own format).
+        let (env_tx, env_rx) = tokio::sync::oneshot::channel::<Envelope>();
         let read = tokio::task::spawn_blocking(move || -> Result<(), String> {
             use std::io::Read;
-            let (_, mut r) =
+            let (env, mut r) =
                 crate::backup::open(&path, &sha, &key, &what).map_err(|e| e.to_string())?;
+            let _ = env_tx.send(env);
             let mut buf = vec![0u8; 1 << 20];
             loop {
                 let n = r
@@ -613,11 +617,20 @@ impl Core {
                 }
             }
         });
+        let Ok(env) = env_rx.await else {
+            let opened = read.await.map_err(|e| CoreError::Failed(e.to_string()))?;
+            return Err(CoreError::Failed(
+                opened
+                    .err()
+                    .unwrap_or_else(|| "the backup did not open".into()),
+            ));
+        };
         let req = ServiceLoadReq {
             target: target(row),
             keep,
             staged,
             foreign: b.reason == BackupReason::Import,
+            sql: env.sql,
         };
         let loaded = self.node_client(node).upload_stream(&req, rx).await;
         let read = read.await.map_err(|e| CoreError::Failed(e.to_string()))?;

@@ -15,10 +15,10 @@ use tokio::sync::mpsc;
 
 use super::backups::{compression, target};
 use super::{Core, CoreError};
-use crate::backup::{BackupWriter, Envelope};
+use crate::backup::{BackupWriter, Compression, Envelope};
 use crate::node::proto::ServiceDumpReq;
 use crate::sink::Sink;
-use crate::store::{BackupReason, BackupRow, NewBackup};
+use crate::store::{BackupReason, BackupRow, NewBackup, ServiceRow};
 
 /// The newest archive format this PostgreSQL 15's `pg_restore` reads (1.14; PostgreSQL 16's
 /// `pg_dump` writes 1.15).
@@ -55,10 +55,19 @@ fn head(r: &mut impl Read, n: usize) -> std::io::Result<Vec<u8>> {
     Ok(h)
 }
 
+/// How a dump is loaded, from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DumpFormat {
+    /// The service's own (pg_dump's custom format, an RDB file, MariaDB's SQL).
+    Native,
+    /// A Postgres dump in plain SQL (`pg_dump > FILE`), replayed by psql.
+    PlainSql,
+}
+
 /// Whether `head` (a dump's first bytes, gzip already undone) can be loaded into a `kind`
-/// service: the format its restore reads, in a version this server reads. The error is the
-/// user's one line.
-pub fn check_dump(kind: &str, head: &[u8]) -> Result<(), String> {
+/// service, and how: a format its restore reads, in a version this server reads. The error
+/// is the user's one line.
+pub fn check_dump(kind: &str, head: &[u8]) -> Result<DumpFormat, String> {
     if head.is_empty() {
         return Err(
             "nothing on stdin: pipe the dump in (ssh paas services:import NAME < latest.dump)"
@@ -68,25 +77,25 @@ pub fn check_dump(kind: &str, head: &[u8]) -> Result<(), String> {
     match kind {
         "postgres" => {
             if !head.starts_with(b"PGDMP") {
-                let text = !head.contains(&0) && std::str::from_utf8(head).is_ok();
-                let what = if text {
-                    "a plain SQL dump"
-                } else {
-                    "not a pg_dump archive"
-                };
-                return Err(format!(
-                    "{what}: a Postgres import is pg_dump's custom format (pg_dump -Fc --no-owner --no-acl, `heroku pg:backups:download` or `dokku postgres:export`)"
-                ));
+                // Text (a multibyte character may be cut at the end of the head).
+                let text = !head.contains(&0)
+                    && std::str::from_utf8(head).map_or_else(|e| e.error_len().is_none(), |_| true);
+                if text {
+                    return Ok(DumpFormat::PlainSql);
+                }
+                return Err(
+                    "not a pg_dump archive or SQL dump: a Postgres import is pg_dump's custom format (pg_dump -Fc, `heroku pg:backups:download`, `dokku postgres:export`) or plain SQL (pg_dump --no-owner --no-acl)".into(),
+                );
             }
             if let (Some(&maj), Some(&min)) = (head.get(5), head.get(6)) {
                 if (maj, min) > PG_ARCHIVE_MAX {
                     return Err(format!(
-                        "the archive is format {maj}.{min}, made by a newer pg_dump than this service's PostgreSQL 15 reads (up to {}.{}): dump it with pg_dump 15",
+                        "the archive is format {maj}.{min}, made by a newer pg_dump than this service's PostgreSQL 15 reads (up to {}.{}): dump it with pg_dump 15, or as plain SQL (pg_dump --no-owner --no-acl)",
                         PG_ARCHIVE_MAX.0, PG_ARCHIVE_MAX.1
                     ));
                 }
             }
-            Ok(())
+            Ok(DumpFormat::Native)
         }
         "redis" => {
             let version = head
@@ -99,24 +108,24 @@ pub fn check_dump(kind: &str, head: &[u8]) -> Result<(), String> {
                 Some(v) if v > RDB_MAX => Err(format!(
                     "the RDB file is version {v}, made by a newer Redis than this service's 7.0 reads (up to {RDB_MAX})"
                 )),
-                Some(_) => Ok(()),
+                Some(_) => Ok(DumpFormat::Native),
             }
         }
         "mariadb" => match head.contains(&0) {
             true => Err("not an SQL dump (binary data): a MariaDB import is what mariadb-dump or mysqldump writes".into()),
-            false => Ok(()),
+            false => Ok(DumpFormat::Native),
         },
         other => Err(format!("a {other} service takes no imports")),
     }
 }
 
-/// Reads a client's dump (gzip undone) into a new sealed backup file of `env`'s type,
+/// Reads a client's dump (gzip undone) into a new sealed backup file of `row`'s type,
 /// refused before anything is written when its first bytes are not a dump of that type.
 fn seal_import(
     rx: mpsc::Receiver<Vec<u8>>,
     dir: &std::path::Path,
     key: &crate::sealstream::StreamKey,
-    env: &Envelope,
+    row: &ServiceRow,
 ) -> Result<crate::backup::Sealed, String> {
     let mut input: Box<dyn Read> = Box::new(Chunks {
         rx,
@@ -131,8 +140,18 @@ fn seal_import(
         input = Box::new(flate2::read::MultiGzDecoder::new(whole));
         first = head(&mut input, 4096).map_err(io)?;
     }
-    check_dump(&env.kind, &first)?;
-    let mut w = BackupWriter::create(dir, key, env).map_err(|e| e.to_string())?;
+    let sql = check_dump(&row.kind, &first)? == DumpFormat::PlainSql;
+    let env = Envelope {
+        kind: row.kind.clone(),
+        service: row.name.clone(),
+        // SQL compresses well; the native formats compress themselves.
+        compression: match sql {
+            true => Compression::Gzip,
+            false => compression(&row.kind),
+        },
+        sql,
+    };
+    let mut w = BackupWriter::create(dir, key, &env).map_err(|e| e.to_string())?;
     w.write(&first).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -163,14 +182,9 @@ impl Core {
         .await;
         let created = crate::timefmt::now();
         let dir = self.data().backups(&row.name);
-        let env = Envelope {
-            kind: row.kind.clone(),
-            service: row.name.clone(),
-            compression: compression(&row.kind),
-        };
         let key = self.sealer.stream_key().clone();
-        let d = dir.clone();
-        let sealed = tokio::task::spawn_blocking(move || seal_import(stdin, &d, &key, &env))
+        let r = row.clone();
+        let sealed = tokio::task::spawn_blocking(move || seal_import(stdin, &dir, &key, &r))
             .await
             .map_err(|e| CoreError::Failed(e.to_string()))?
             .map_err(|e| CoreError::Invalid(format!("import into '{name}' refused: {e}")))?;
@@ -211,6 +225,12 @@ impl Core {
             Err(e) => {
                 // A dump that does not load is no backup to keep.
                 self.forget_backup(&row.name, id);
+                let text = e.to_string();
+                if text.contains("role \"") && text.contains("does not exist") {
+                    return Err(CoreError::Failed(format!(
+                        "{text}; the dump names roles of the host it came from: make it with --no-owner --no-acl"
+                    )));
+                }
                 Err(e)
             }
         }
@@ -279,7 +299,7 @@ impl Write for SendWriter {
 
 #[cfg(test)]
 mod tests {
-    use super::check_dump;
+    use super::{check_dump, DumpFormat};
 
     #[test]
     fn imports_are_checked_by_their_first_bytes() {
@@ -287,8 +307,11 @@ mod tests {
         assert!(check_dump("postgres", b"PGDMP\x01\x0e\x00\x04\x08\x01\x01").is_ok());
         let newer = check_dump("postgres", b"PGDMP\x01\x0f\x00\x04\x08").unwrap_err();
         assert!(newer.contains("format 1.15"), "{newer}");
-        let sql = check_dump("postgres", b"--\n-- PostgreSQL database dump\n").unwrap_err();
-        assert!(sql.starts_with("a plain SQL dump"), "{sql}");
+        let sql = check_dump("postgres", b"--\n-- PostgreSQL database dump\n");
+        assert_eq!(sql, Ok(DumpFormat::PlainSql));
+        // A head cut inside a multibyte character is still text.
+        let cut = "-- caf\u{e9}".as_bytes().split_last().unwrap().1;
+        assert_eq!(check_dump("postgres", cut), Ok(DumpFormat::PlainSql));
         assert!(check_dump("postgres", b"\x00\x01\x02")
             .unwrap_err()
             .starts_with("not a"));

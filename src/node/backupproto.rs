@@ -73,6 +73,9 @@ pub struct ServiceLoadReq {
     /// service's (see `agent::svcbackup`).
     #[serde(default)]
     pub foreign: bool,
+    /// A Postgres dump in plain SQL (an import): replayed by psql, not pg_restore.
+    #[serde(default)]
+    pub sql: bool,
 }
 
 impl Request for ServiceLoadReq {
@@ -89,6 +92,9 @@ impl Request for ServiceLoadReq {
         if self.foreign {
             w.push("foreign".into());
         }
+        if self.sql {
+            w.push("sql".into());
+        }
         w
     }
 }
@@ -101,12 +107,13 @@ impl ServiceLoadReq {
             return None;
         }
         let (t, modes) = args.split_at(3);
-        let (mut keep, mut staged, mut foreign) = (false, false, false);
+        let (mut keep, mut staged, mut foreign, mut sql) = (false, false, false, false);
         for m in modes {
             let flag = match m.as_str() {
                 "keep" => &mut keep,
                 "staged" => &mut staged,
                 "foreign" => &mut foreign,
+                "sql" => &mut sql,
                 _ => return None,
             };
             if *flag {
@@ -122,6 +129,7 @@ impl ServiceLoadReq {
             keep,
             staged,
             foreign,
+            sql,
         })
     }
 }
@@ -219,6 +227,7 @@ mod tests {
             keep: false,
             staged: false,
             foreign: false,
+            sql: false,
         };
         assert_eq!(ServiceLoadReq::from_args(&l.args()).unwrap().target, t);
         let k = ServiceLoadReq {
@@ -226,6 +235,7 @@ mod tests {
             keep: true,
             staged: false,
             foreign: false,
+            sql: false,
         };
         let back = ServiceLoadReq::from_args(&k.args()).unwrap();
         assert!(back.keep && !back.staged && back.target == t);
@@ -234,15 +244,17 @@ mod tests {
             keep: false,
             staged: true,
             foreign: false,
+            sql: false,
         };
         let back = ServiceLoadReq::from_args(&s.args()).unwrap();
         assert!(back.staged && !back.keep && !back.foreign && back.target == t);
         let f = ServiceLoadReq {
             foreign: true,
+            sql: true,
             ..s.clone()
         };
         let back = ServiceLoadReq::from_args(&f.args()).unwrap();
-        assert!(back.staged && back.foreign && back.target == t);
+        assert!(back.staged && back.foreign && back.sql && back.target == t);
         let mut twice = f.args();
         twice.push("foreign".into());
         assert!(ServiceLoadReq::from_args(&twice).is_none(), "a mode twice");
