@@ -264,6 +264,19 @@ fn imports_and_exports_move_data_in_and_out(server: &Server) {
         pg_dump -Fc -h /run/svc -U postgres -d herokudb";
     let dump = exec_bytes(server, "db", made);
     assert!(dump.starts_with(b"PGDMP"));
+    let owned = exec_bytes(server, "db", "pg_dump -h /run/svc -U postgres -d herokudb");
+    let plain = exec_bytes(
+        server,
+        "db",
+        "pg_dump --no-owner --no-acl -h /run/svc -U postgres -d herokudb | gzip",
+    );
+    // Gone from here, as they are from any host the dumps are brought to.
+    exec(
+        server,
+        "db",
+        "psql -X -q -v ON_ERROR_STOP=1 -h /run/svc -U postgres -d postgres \
+         -c 'DROP DATABASE herokudb' -c 'DROP ROLE u8heroku' -c 'DROP ROLE reader'",
+    );
     let before = backups(server, "db").len();
 
     // Refused before anything is stored: nothing, not a dump at all, a newer pg_dump's.
@@ -278,7 +291,6 @@ fn imports_and_exports_move_data_in_and_out(server: &Server) {
     // Plain SQL that names the other host's roles: it stops at the first, says how to
     // dump it, and nothing changes.
     let rows = psql(server, "SELECT count(*) FROM t");
-    let owned = exec_bytes(server, "db", "pg_dump -h /run/svc -U postgres -d herokudb");
     let err = refused(server, "services:import db", &owned);
     assert!(
         err.contains("role \"u8heroku\" does not exist") && err.contains("--no-owner --no-acl"),
@@ -346,11 +358,6 @@ fn imports_and_exports_move_data_in_and_out(server: &Server) {
     assert!(list.iter().any(|b| b["reason"] == "import"), "{list:?}");
 
     // Plain SQL as Heroku's docs have people make it, gzipped: replayed by psql.
-    let plain = exec_bytes(
-        server,
-        "db",
-        "pg_dump --no-owner --no-acl -h /run/svc -U postgres -d herokudb | gzip",
-    );
     let out = server.ssh_bytes(a, "services:import db", Some(&plain));
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(
