@@ -522,8 +522,8 @@ fn worker_only(c: &Ctx) {
 /// `CHECKS` file (its path and content checks gate the deploy), a Procfile with comment
 /// blocks, an inline comment, a one-shot type and `release:`, and app.json as Dokku and
 /// Heroku's app setup read it: predeploy and postdeploy every deploy, `scripts.postdeploy`
-/// once, `env` defaults and a generated secret on the first deploy, `cron` said to be
-/// ignored. The repo's `.env` is never loaded.
+/// once, `env` defaults and a generated secret on the first deploy (the first build sees
+/// them too), `cron` said to be ignored. The repo's `.env` is never loaded.
 fn dokku_multi(c: &Ctx) {
     let dir = c.app("dokku-multi");
     let err = c.push_ok("statuspage", &dir);
@@ -531,6 +531,8 @@ fn dokku_multi(c: &Ctx) {
         "https://github.com/heroku/heroku-buildpack-nodejs: using the builtin nodejs buildpack",
         "https://github.com/heroku/heroku-buildpack-python.git: using the builtin python buildpack",
         "static/site.css: ",
+        // The first build sees app.json's env as the first deploy sets it.
+        "build config: banner All systems, session secret 64 chars",
         "app.json env (production): set STATUS_BANNER; generated SESSION_SECRET",
         "app.json cron: 1 scheduled task is not run here",
         "predeploy: assets present",
@@ -575,6 +577,10 @@ fn dokku_multi(c: &Ctx) {
     );
     let err = c.push_ok("statuspage", &dir);
     assert!(!err.contains("first-deploy script"), "{err}");
+    assert!(
+        err.contains("build config: banner All systems, session secret 64 chars"),
+        "{err}"
+    );
     assert!(!err.contains("app.json env"), "{err}");
     let digest = |b: &str| b.split("sha256 ").nth(1).map(str::to_string);
     let again = c.answer("statuspage", "/static/site.css", ".slow");

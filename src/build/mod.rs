@@ -160,13 +160,15 @@ async fn build_config<H: Host>(
         commit.to_string(),
         base.map(|b| b.dir.to_string()),
     );
-    let text = tokio::task::spawn_blocking(move || {
-        let r = export::open(&repo, &q).ok()?;
-        export::read_top_file(&r, &c, base.as_deref(), "magrathea.yml")
+    let (text, app_json) = tokio::task::spawn_blocking(move || {
+        let Ok(r) = export::open(&repo, &q) else {
+            return (None, None);
+        };
+        let top = |name| export::read_top_file(&r, &c, base.as_deref(), name);
+        (top("magrathea.yml"), top("app.json"))
     })
     .await
-    .ok()
-    .flatten();
+    .unwrap_or_default();
     let config = text
         .and_then(|t| appconfig::parse(&String::from_utf8_lossy(&t)).ok())
         .unwrap_or_default();
@@ -176,6 +178,25 @@ async fn build_config<H: Host>(
         .unwrap_or_else(|| crate::deploy::envs::target(&config, "production"));
     let mut vars = target.vars.clone();
     vars.extend(host.config(&req.app, &target.env).unwrap_or_default());
+    // Before an environment's first deploy, the build sees app.json's env as that deploy
+    // will set it (Heroku's app setup sets it before the first build): its values, and for a
+    // generated secret a value of the build's own (the deploy generates the one kept).
+    let first = matches!(host.store().live(&req.app, &target.env), Ok(None));
+    let declared = app_json
+        .and_then(|t| crate::appjson::parse(&String::from_utf8_lossy(&t)).ok())
+        .and_then(|a| a.env_vars().ok())
+        .filter(|_| first)
+        .unwrap_or_default();
+    for v in declared {
+        if vars.contains_key(&v.name) {
+            continue;
+        }
+        if let Some(value) = v.value {
+            vars.insert(v.name, value);
+        } else if v.secret {
+            vars.insert(v.name, hex::encode(crate::keys::random_bytes(32)));
+        }
+    }
     vars
 }
 
