@@ -180,7 +180,14 @@ fn backups_restore_refuse_tampering_and_follow_releases() {
     assert_eq!(redis(&server, "EXISTS other"), "0");
 
     // MariaDB: a gzipped mariadb-dump, replayed.
-    server.ok(a, "services:create mariadb sql");
+    // Dokku's words for it (its mysql plugin): the same service.
+    server.ok(a, "mysql:create sql");
+    assert!(server.ok(a, "mysql:info sql").contains("mariadb"));
+    let out = server.ssh(a, "mysql:link sql", None);
+    assert_eq!(
+        (out.status.code(), text(&out.stderr).trim()),
+        (Some(2), "error: usage: mysql:link SERVICE APP")
+    );
     mariadb(
         &server,
         "CREATE TABLE t(id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one'), (2, 'two')",

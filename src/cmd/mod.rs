@@ -37,6 +37,7 @@ mod config;
 mod config_change;
 mod config_get;
 mod deploy;
+pub mod dokku;
 mod domains;
 mod domains_add;
 mod domains_clear;

@@ -90,6 +90,16 @@ pub async fn run(core: Arc<Core>, channel: Channel<Msg>, req: ExecRequest) {
         }
         return;
     }
+    // Dokku's service commands, in our words (see `cmd::dokku`).
+    let argv = match cmd::dokku::rewrite(&argv) {
+        None => argv,
+        Some(Ok(ours)) => ours,
+        Some(Err(usage)) => {
+            cmd::audit_invalid(&core, &req.who, &cmd::redact(&argv), "bad usage");
+            finish(&tx, Reply::err(format!("error: {usage}"), 2)).await;
+            return;
+        }
+    };
     let c = match cmd::parse_audited(&core, &req.who, &argv) {
         Ok(c) => c,
         Err(reply) => {
