@@ -17,6 +17,7 @@ pub mod appconfig;
 pub mod appjson;
 pub mod backup;
 pub mod build;
+pub mod chunks;
 pub mod cli;
 pub mod cmd;
 pub mod controller;

@@ -5,6 +5,7 @@ use tokio::sync::mpsc;
 
 use super::error::AgentError;
 use super::AgentCtx;
+use crate::chunks::ChunkReader;
 use crate::node::proto::{ReceiveReply, ReceiveReq};
 
 pub(super) async fn receive(
@@ -57,36 +58,4 @@ pub(super) async fn receive(
     pump.abort();
     let received = res?;
     Ok(ReceiveReply { received })
-}
-
-/// The blocking end of [`receive`]'s hand-off: the chunks, read in order, then EOF.
-struct ChunkReader {
-    chunks: mpsc::Receiver<Vec<u8>>,
-    cur: Vec<u8>,
-    pos: usize,
-}
-
-impl ChunkReader {
-    fn new(chunks: mpsc::Receiver<Vec<u8>>) -> Self {
-        ChunkReader {
-            chunks,
-            cur: Vec::new(),
-            pos: 0,
-        }
-    }
-}
-
-impl std::io::Read for ChunkReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.pos == self.cur.len() {
-            match self.chunks.blocking_recv() {
-                Some(c) => (self.cur, self.pos) = (c, 0),
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.cur.len() - self.pos);
-        buf[..n].copy_from_slice(&self.cur[self.pos..self.pos + n]);
-        self.pos += n;
-        Ok(n)
-    }
 }

@@ -9,13 +9,14 @@
 //! export streams a fresh dump, or one stored backup opened (sha256 checked), as plain
 //! bytes.
 
-use std::io::{Read, Write};
+use std::io::Read;
 
 use tokio::sync::mpsc;
 
 use super::backups::{compression, target};
 use super::{Core, CoreError};
 use crate::backup::{BackupWriter, Compression, Envelope};
+use crate::chunks::{ChunkReader, ChunkWriter};
 use crate::node::proto::ServiceDumpReq;
 use crate::sink::Sink;
 use crate::store::{BackupReason, BackupRow, NewBackup, ServiceRow};
@@ -25,28 +26,6 @@ use crate::store::{BackupReason, BackupRow, NewBackup, ServiceRow};
 const PG_ARCHIVE_MAX: (u8, u8) = (1, 14);
 /// The newest RDB version Redis 7.0 reads (7.2 writes 11).
 const RDB_MAX: u32 = 10;
-
-/// What a client sends: its chunks as one `Read` (for the blocking thread that seals it).
-struct Chunks {
-    rx: mpsc::Receiver<Vec<u8>>,
-    buf: Vec<u8>,
-    at: usize,
-}
-
-impl Read for Chunks {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        while self.at == self.buf.len() {
-            match self.rx.blocking_recv() {
-                Some(c) => (self.buf, self.at) = (c, 0),
-                None => return Ok(0),
-            }
-        }
-        let n = out.len().min(self.buf.len() - self.at);
-        out[..n].copy_from_slice(&self.buf[self.at..self.at + n]);
-        self.at += n;
-        Ok(n)
-    }
-}
 
 /// Up to `n` bytes from the start of `r` (fewer only at its end).
 fn head(r: &mut impl Read, n: usize) -> std::io::Result<Vec<u8>> {
@@ -127,11 +106,7 @@ fn seal_import(
     key: &crate::sealstream::StreamKey,
     row: &ServiceRow,
 ) -> Result<crate::backup::Sealed, String> {
-    let mut input: Box<dyn Read> = Box::new(Chunks {
-        rx,
-        buf: Vec::new(),
-        at: 0,
-    });
+    let mut input: Box<dyn Read> = Box::new(ChunkReader::new(rx));
     let io = |e: std::io::Error| format!("reading the dump: {e}");
     let mut first = head(&mut input, 4096).map_err(io)?;
     // `pg_dump | gzip`, `mysqldump | gzip`: read through.
@@ -271,29 +246,13 @@ impl Core {
         tokio::task::spawn_blocking(move || -> Result<u64, CoreError> {
             let (_, mut r) = crate::backup::open(&path, &b.sha256, &key, &what)
                 .map_err(|e| CoreError::Invalid(e.to_string()))?;
-            let mut w = SendWriter(data, 0);
+            let mut w = ChunkWriter::new(data);
             std::io::copy(&mut r, &mut w)
                 .map_err(|e| CoreError::Failed(format!("backup {what}: {e}")))?;
-            Ok(w.1)
+            Ok(w.written)
         })
         .await
         .map_err(|e| CoreError::Failed(e.to_string()))?
-    }
-}
-
-/// Bytes written to a channel (from a blocking thread), and how many.
-struct SendWriter(mpsc::Sender<Vec<u8>>, u64);
-
-impl Write for SendWriter {
-    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0.blocking_send(b.to_vec()).map_err(|_| {
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
-        })?;
-        self.1 += b.len() as u64;
-        Ok(b.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }
 

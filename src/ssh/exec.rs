@@ -162,26 +162,11 @@ async fn pipe(
     let (ftx, mut frx) = tokio::sync::mpsc::channel::<crate::git::hookproto::Frame>(256);
     let (in_tx, in_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
     let (data_tx, mut data_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(8);
-    let (core, who) = (core.clone(), req.who.clone());
-    let task = tokio::spawn(
-        async move {
-            let mut sink = crate::sink::Sink::new(ftx);
-            let io = cmd::Io {
-                out: &mut sink,
-                stdin: &[],
-                pty: false,
-                pipe: Some(cmd::Pipe {
-                    stdin: in_rx,
-                    stdout: data_tx,
-                }),
-            };
-            match cmd::execute(&core, &who, &argv, c, io).await {
-                cmd::Finished::Reply(r) => r,
-                cmd::Finished::Session(_) => Reply::err("error: internal routing error", 1),
-            }
-        }
-        .instrument(tracing::Span::current()),
-    );
+    let pipe = cmd::Pipe {
+        stdin: in_rx,
+        stdout: data_tx,
+    };
+    let task = spawn_command(core, req, argv, c, Vec::new(), Some(pipe), ftx);
     let mut out = tx.make_writer();
     let mut err = tx.make_writer_ext(Some(1));
     let mut stdin = Some(in_tx);
@@ -245,25 +230,7 @@ async fn stream(
     stdin: Vec<u8>,
 ) -> Reply {
     let (ftx, mut frx) = tokio::sync::mpsc::channel::<crate::git::hookproto::Frame>(256);
-    let (core, who) = (core.clone(), req.who.clone());
-    let task = tokio::spawn(
-        async move {
-            let mut sink = crate::sink::Sink::new(ftx);
-            let io = cmd::Io {
-                out: &mut sink,
-                stdin: &stdin,
-                pty: false,
-                pipe: None,
-            };
-            match cmd::execute(&core, &who, &argv, c, io).await {
-                cmd::Finished::Reply(r) => r,
-                // Only `shell` and `run` become sessions, and they do not come this way.
-                cmd::Finished::Session(_) => Reply::err("error: internal routing error", 1),
-            }
-        }
-        // Still the connection's: a spawned task does not inherit the span.
-        .instrument(tracing::Span::current()),
-    );
+    let task = spawn_command(core, req, argv, c, stdin, None, ftx);
     let mut out = tx.make_writer();
     // Not `make_reader`: it stops at EOF, and the close comes after that.
     let gone = async { while !matches!(rx.wait().await, Some(russh::ChannelMsg::Close) | None) {} };
@@ -288,6 +255,38 @@ async fn stream(
     drop(frx);
     task.await
         .unwrap_or_else(|e| Reply::err(format!("error: internal error ({e})"), 1))
+}
+
+/// A streaming or piping command, run on a task of its own: its progress lines as frames to
+/// `ftx`, its reply at the end.
+fn spawn_command(
+    core: &Arc<Core>,
+    req: &ExecRequest,
+    argv: Vec<String>,
+    c: cmd::Cmd,
+    stdin: Vec<u8>,
+    pipe: Option<cmd::Pipe>,
+    ftx: tokio::sync::mpsc::Sender<crate::git::hookproto::Frame>,
+) -> tokio::task::JoinHandle<Reply> {
+    let (core, who) = (core.clone(), req.who.clone());
+    tokio::spawn(
+        async move {
+            let mut sink = crate::sink::Sink::new(ftx);
+            let io = cmd::Io {
+                out: &mut sink,
+                stdin: &stdin,
+                pty: false,
+                pipe,
+            };
+            match cmd::execute(&core, &who, &argv, c, io).await {
+                cmd::Finished::Reply(r) => r,
+                // Only `shell` and `run` become sessions, and they do not come this way.
+                cmd::Finished::Session(_) => Reply::err("error: internal routing error", 1),
+            }
+        }
+        // Still the connection's: a spawned task does not inherit the span.
+        .instrument(tracing::Span::current()),
+    )
 }
 
 async fn finish(tx: &ChannelWriteHalf<Msg>, reply: Reply) {
