@@ -262,13 +262,22 @@ fn builtin_buildpacks_on_the_bookworm_stack() {
         "bookworm",
         true,
         "python-3.11\n",
-        &node_package("16.x || >=24"),
+        "{\"name\": \"n\", \"private\": true, \"scripts\": {\"start\": \"node server.js\"}, \"engines\": {\"node\": \"16.x || >=24\", \"npm\": \">=10\"}}\n",
     );
     let node = &out[1].1;
     assert!(
-        node.contains("Installing node ") && node.contains("engines.node: 16.x || >=24 (node v"),
+        node.contains("Installing node ")
+            && node.contains("engines.node: 16.x || >=24 (node v")
+            && node.contains("engines.npm: >=10 (npm "),
         "{node}"
     );
+    let npm = s.ok(&s.admin, "run node -- npm --version");
+    let npm_major: u32 = npm
+        .split('.')
+        .next()
+        .and_then(|m| m.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(npm_major >= 10, "{npm}");
     let v = s.ok(&s.admin, "run node -- node --version");
     let major: u32 = v
         .trim()
